@@ -1,0 +1,1 @@
+"""Detectors: one folder per model, each a plain ``nn.Module`` plus a thin wrapper."""

@@ -1,0 +1,171 @@
+"""What every detector shares: typed results, image preparation and the batch-loading contract."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from adcore.errors import ImageLoadError
+from adcore.image_io import ImageLimits, load_image
+
+ImageSource = str | os.PathLike | bytes | np.ndarray
+"""A path, raw file bytes, or an already decoded (H, W, 3) uint8 RGB array."""
+
+Progress = Callable[[float, str], None]
+"""Progress callback: ``progress(fraction_done, message)`` with fraction in [0, 1]."""
+
+
+def _no_progress(_fraction: float, _message: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One scored image.
+
+    Attributes:
+        score: Image anomaly score; higher is more anomalous.
+        anomaly_map: (S, S) float32 per-pixel anomaly score at the model's input resolution.
+        threshold: The decision threshold in force when scored, or None if none is set.
+    """
+
+    score: float
+    anomaly_map: np.ndarray
+    threshold: float | None = None
+
+    @property
+    def is_defect(self) -> bool | None:
+        """True when ``score >= threshold``; None without a threshold."""
+        return None if self.threshold is None else bool(self.score >= self.threshold)
+
+    def map_resized(self, height: int, width: int) -> np.ndarray:
+        """The anomaly map resized (bilinear) to an original image's size.
+
+        Returns:
+            (height, width) float32 array.
+        """
+        t = torch.from_numpy(np.ascontiguousarray(self.anomaly_map))[None, None]
+        return F.interpolate(t, size=(height, width), mode="bilinear")[0, 0].numpy()
+
+
+@dataclass(frozen=True)
+class FitReport:
+    """What a fit did.
+
+    Attributes:
+        n_images: Images used.
+        seconds: Wall time of the fit.
+        details: Detector-specific facts (memory bank size, losses, ...).
+        skipped: (name, reason) for every input that could not be loaded.
+    """
+
+    n_images: int
+    seconds: float
+    details: dict = field(default_factory=dict)
+    skipped: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded input with its identity.
+
+    Attributes:
+        name: Display name (file name, or ``image-<i>`` for arrays and bytes).
+        pixels: (H, W, 3) uint8 RGB.
+        sha256: Hex digest of the original bytes (of the array bytes for arrays).
+    """
+
+    name: str
+    pixels: np.ndarray
+    sha256: str
+
+
+def load_many(
+    sources: Sequence[ImageSource], limits: ImageLimits | None = None
+) -> tuple[list[LoadedImage], list[tuple[str, str]]]:
+    """Decode a batch, keeping going past bad files.
+
+    Args:
+        sources: Paths, bytes or (H, W, 3) uint8 arrays.
+        limits: Header limits for file inputs.
+
+    Returns:
+        (the images that loaded, in input order; (name, message) of each that did not).
+    """
+    loaded: list[LoadedImage] = []
+    failures: list[tuple[str, str]] = []
+    for i, source in enumerate(sources):
+        if isinstance(source, np.ndarray):
+            name = f"image-{i}"
+            try:
+                pixels = _check_array(source, name)
+            except ImageLoadError as err:
+                failures.append((name, str(err)))
+                continue
+            digest = hashlib.sha256(pixels.tobytes() + str(pixels.shape).encode()).hexdigest()
+            loaded.append(LoadedImage(name, pixels, digest))
+            continue
+        if isinstance(source, bytes | bytearray | memoryview):
+            name, data = f"image-{i}", bytes(source)
+        else:
+            name = Path(source).name
+            data = None
+        try:
+            pixels = load_image(source if data is None else data, limits=limits, name=name)
+            if data is None:
+                data = Path(source).read_bytes()
+        except ImageLoadError as err:
+            failures.append((name, str(err)))
+            continue
+        loaded.append(LoadedImage(name, pixels, hashlib.sha256(data).hexdigest()))
+    return loaded, failures
+
+
+def _check_array(array: np.ndarray, name: str) -> np.ndarray:
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise ImageLoadError(
+            f"{name}: expected an (H, W, 3) uint8 RGB array, got {array.dtype} {array.shape}"
+        )
+    return np.ascontiguousarray(array)
+
+
+def training_set_hash(digests: Sequence[str]) -> str:
+    """Order-independent hash of a training set, from its images' sha256 digests."""
+    return hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest()
+
+
+def to_tensor_batch(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
+    """Resize images to a square model input.
+
+    Args:
+        images: (H, W, 3) uint8 RGB arrays of any sizes.
+        size: Output side S.
+
+    Returns:
+        (B, 3, S, S) float32 in [0, 1].
+    """
+    resized = [
+        np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.BILINEAR))
+        for im in images
+    ]
+    return torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def report(progress: Progress | None) -> Progress:
+    """A callable progress reporter (a no-op when ``progress`` is None)."""
+    return progress or _no_progress

@@ -1,0 +1,294 @@
+"""PatchCore detector: fit, score, instant update and save/load around :class:`PatchCoreModel`."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from adcore.coreset import greedy_coreset, two_stage_coreset
+from adcore.detectors.base import (
+    FitReport,
+    ImageSource,
+    LoadedImage,
+    Prediction,
+    Progress,
+    default_device,
+    load_many,
+    report,
+    to_tensor_batch,
+    training_set_hash,
+)
+from adcore.detectors.patchcore.torch_model import PatchCoreModel
+from adcore.errors import DatasetError, ModelFileError
+from adcore.persistence import load_model, save_model
+from adcore.thresholds import select_threshold
+
+
+@dataclass(frozen=True)
+class PatchCoreConfig:
+    """Hyper-parameters of a PatchCore detector.
+
+    Attributes:
+        backbone: Backbone name (see :mod:`adcore.backbones`).
+        layers: Backbone stages whose features are concatenated.
+        image_size: Side of the square model input, in pixels.
+        coreset_ratio: Fraction of training patches kept in the memory bank.
+        num_neighbors: Neighbours for the image-score re-weighting.
+        blur_sigma: Anomaly-map smoothing, in input pixels.
+        batch_size: Images per forward pass.
+        oversample: Stage-2 pool size of the coreset selection, as a multiple of the bank size.
+        calibration_fraction: Share of good training images held out to set the first threshold
+            (they join the memory bank afterwards through :meth:`PatchCore.update`).
+        good_quantile: Quantile of held-out good scores used as the first threshold.
+        seed: Random seed.
+    """
+
+    backbone: str = "efficientnet_lite0"
+    layers: tuple[int, ...] = (2, 3)
+    image_size: int = 256
+    coreset_ratio: float = 0.01
+    num_neighbors: int = 9
+    blur_sigma: float = 4.0
+    batch_size: int = 16
+    oversample: int = 10
+    calibration_fraction: float = 0.1
+    good_quantile: float = 0.99
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PatchCoreConfig:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if "layers" in known:
+            known["layers"] = tuple(known["layers"])
+        return cls(**known)
+
+
+class PatchCore:
+    """A one-class detector that learns normal patches from good images.
+
+    Args:
+        config: Hyper-parameters.
+        device: Torch device; CUDA when available by default.
+        pretrained: Load ImageNet backbone weights (False only in tests).
+    """
+
+    kind = "patchcore"
+
+    def __init__(self, config: PatchCoreConfig | None = None, *, device: str | None = None,
+                 pretrained: bool = True) -> None:
+        self.config = config or PatchCoreConfig()
+        self.device = torch.device(device) if device else default_device()
+        self.pretrained = pretrained
+        self.model = PatchCoreModel(
+            self.config.backbone, self.config.layers, num_neighbors=self.config.num_neighbors,
+            blur_sigma=self.config.blur_sigma, pretrained=pretrained,
+        ).to(self.device).eval()
+        self.threshold: float | None = None
+        self.training_hash: str | None = None
+        self.training_digests: list[str] = []
+        self.coverage_radius: float | None = None
+
+    # ------------------------------------------------------------------ embedding
+    def _embed(self, images: Sequence[np.ndarray], progress: Progress | None = None,
+               what: str = "Embedding") -> torch.Tensor:
+        """(N, P, D) patch embeddings of images, batch by batch."""
+        tell = report(progress)
+        out = []
+        bs = self.config.batch_size
+        with torch.inference_mode():
+            for start in range(0, len(images), bs):
+                x = to_tensor_batch(images[start : start + bs], self.config.image_size)
+                emb = self.model.embed(x.to(self.device))
+                b, d, h, w = emb.shape
+                out.append(emb.permute(0, 2, 3, 1).reshape(b, h * w, d))
+                done = min(start + bs, len(images))
+                tell(done / len(images), f"{what} {done}/{len(images)} images")
+        return torch.cat(out)
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, sources: Sequence[ImageSource], progress: Progress | None = None) -> FitReport:
+        """Learn normal appearance from good images.
+
+        A share of the images (``calibration_fraction``) is held out: their scores set the first
+        threshold (the ``good_quantile`` rule), then they join the bank through :meth:`update`.
+
+        Args:
+            sources: Good images (paths, bytes or arrays). Bad files are skipped and reported.
+            progress: Optional callback ``progress(fraction, message)``.
+
+        Returns:
+            A :class:`FitReport`; ``details`` has the bank size and the calibration threshold.
+        """
+        start = time.perf_counter()
+        tell = report(progress)
+        loaded, skipped = load_many(sources)
+        if not loaded:
+            raise DatasetError("No usable good image to fit on" + _why(skipped))
+        n_cal = int(len(loaded) * self.config.calibration_fraction)
+        if len(loaded) - n_cal < 1:
+            n_cal = 0
+        order = np.random.default_rng(self.config.seed).permutation(len(loaded))
+        calibration = [loaded[i] for i in sorted(order[:n_cal])]
+        train = [loaded[i] for i in sorted(order[n_cal:])]
+
+        emb = self._embed([im.pixels for im in train], _scaled(tell, 0.0, 0.6))
+        n_patches = emb.shape[0] * emb.shape[1]
+        n_select = max(1, math.ceil(self.config.coreset_ratio * n_patches))
+        tell(0.6, f"Selecting {n_select} of {n_patches} patches")
+        index = two_stage_coreset(emb, n_select, oversample=self.config.oversample,
+                                  seed=self.config.seed)
+        flat = emb.reshape(n_patches, -1)
+        self.model.memory_bank = flat[index].clone()
+        tell(0.75, "Measuring the memory bank's coverage radius")
+        self.coverage_radius = float(self.model.nearest(flat)[0].max())
+        self.training_digests = [im.sha256 for im in train]
+        details: dict[str, Any] = {"n_train_patches": n_patches}
+        if calibration:
+            tell(0.85, f"Calibrating the threshold on {len(calibration)} held-out good images")
+            cal_scores = np.array([p.score for p in self.predict([im.pixels for im in calibration])])
+            choice = select_threshold(cal_scores, good_quantile=self.config.good_quantile)
+            self.threshold = float(choice.value)
+            details["calibration_scores"] = cal_scores.tolist()
+            self.update([im.pixels for im in calibration], digests=[im.sha256 for im in calibration])
+        self.training_hash = training_set_hash(self.training_digests)
+        details["memory_bank_size"] = int(self.model.memory_bank.shape[0])
+        details["threshold"] = self.threshold
+        tell(1.0, "Fit done")
+        return FitReport(len(loaded), time.perf_counter() - start, details, tuple(skipped))
+
+    # ------------------------------------------------------------------ update
+    def update(self, sources: Sequence[ImageSource], *,
+               digests: Sequence[str] | None = None) -> int:
+        """Add confirmed-good images to the memory bank without a refit.
+
+        Greedy selection continues from the current bank over the new images' patches until every
+        new patch lies within the bank's coverage radius from the fit (or a 1-per-patch cap), so
+        a part confirmed good stops looking anomalous while the bank grows only as needed.
+
+        Args:
+            sources: Good images.
+            digests: Their sha256 digests, when already known.
+
+        Returns:
+            The number of patches added to the bank.
+        """
+        loaded, skipped = load_many(sources)
+        if not loaded:
+            raise DatasetError("No usable image to add" + _why(skipped))
+        emb = self._embed([im.pixels for im in loaded]).reshape(-1, self.model.embedding_dim)
+        radius = self.coverage_radius
+        if radius is None:
+            radius = float(self.model.nearest(self.model.memory_bank)[0].max())
+        picked = greedy_coreset(emb, emb.shape[0], initial_centers=self.model.memory_bank,
+                                stop_radius=radius, seed=self.config.seed)
+        if picked.indices.numel():
+            self.model.memory_bank = torch.cat([self.model.memory_bank, emb[picked.indices]])
+        self.training_digests += list(digests) if digests else [im.sha256 for im in loaded]
+        self.training_hash = training_set_hash(self.training_digests)
+        return int(picked.indices.numel())
+
+    # ------------------------------------------------------------------ predict
+    def predict(self, images: Sequence[np.ndarray], progress: Progress | None = None
+                ) -> list[Prediction]:
+        """Score decoded images.
+
+        Args:
+            images: (H, W, 3) uint8 RGB arrays (use :func:`load_many` for files).
+            progress: Optional callback.
+
+        Returns:
+            One :class:`Prediction` per image, maps at ``image_size`` resolution.
+        """
+        tell = report(progress)
+        out: list[Prediction] = []
+        bs = self.config.batch_size
+        with torch.inference_mode():
+            for start in range(0, len(images), bs):
+                x = to_tensor_batch(images[start : start + bs], self.config.image_size)
+                scores, maps = self.model(x.to(self.device))
+                for s, m in zip(scores.cpu().numpy(), maps.cpu().numpy(), strict=True):
+                    out.append(Prediction(float(s), m.astype(np.float32), self.threshold))
+                done = min(start + bs, len(images))
+                tell(done / len(images), f"Scored {done}/{len(images)} images")
+        return out
+
+    def predict_files(self, sources: Sequence[ImageSource]
+                      ) -> tuple[list[tuple[LoadedImage, Prediction]], list[tuple[str, str]]]:
+        """Load and score a batch, reporting bad files instead of failing.
+
+        Returns:
+            ((image, prediction) for each loaded image; (name, message) for each refused one).
+        """
+        loaded, failures = load_many(sources)
+        preds = self.predict([im.pixels for im in loaded]) if loaded else []
+        return list(zip(loaded, preds, strict=True)), failures
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | os.PathLike, *, extra: dict[str, Any] | None = None,
+             overwrite: bool = False) -> None:
+        """Write ``model.safetensors`` + ``config.json`` (see :mod:`adcore.persistence`)."""
+        if self.model.memory_bank.shape[0] == 0:
+            raise ModelFileError("Refusing to save an unfitted model")
+        config = asdict(self.config)
+        config["layers"] = list(self.config.layers)
+        save_model(
+            directory, kind=self.kind, config=config,
+            tensors={"memory_bank": self.model.memory_bank},
+            extra={
+                "backbone": self.config.backbone,
+                "threshold": self.threshold,
+                "training_hash": self.training_hash,
+                "training_digests": self.training_digests,
+                "coverage_radius": self.coverage_radius,
+                **(extra or {}),
+            },
+            overwrite=overwrite,
+        )
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, *, device: str | None = None,
+             pretrained: bool = True, expected_training_hash: str | None = None) -> PatchCore:
+        """Rebuild a saved detector, refusing anything that does not verify."""
+        saved = load_model(directory, kind=cls.kind,
+                           expected_training_hash=expected_training_hash)
+        try:
+            config = PatchCoreConfig.from_dict(saved.config)
+            detector = cls(config, device=device, pretrained=pretrained)
+        except (TypeError, ValueError) as err:
+            raise ModelFileError(f"{directory}: config does not describe a model: {err}") from err
+        bank = saved.tensors.get("memory_bank")
+        if bank is None or bank.ndim != 2 or bank.shape[1] != detector.model.embedding_dim:
+            raise ModelFileError(
+                f"{directory}: memory bank shape {None if bank is None else tuple(bank.shape)} "
+                f"does not match backbone {config.backbone} (D={detector.model.embedding_dim})"
+            )
+        digests = list(saved.document.get("training_digests") or [])
+        if digests and saved.document.get("training_hash") != training_set_hash(digests):
+            raise ModelFileError(f"{directory}: training-set hash does not match its digests")
+        detector.model.memory_bank = bank.to(detector.device)
+        detector.threshold = saved.document.get("threshold")
+        detector.training_hash = saved.document.get("training_hash")
+        detector.training_digests = digests
+        detector.coverage_radius = saved.document.get("coverage_radius")
+        return detector
+
+    def with_threshold(self, threshold: float | None) -> PatchCore:
+        """Set the decision threshold and return self (for chaining)."""
+        self.threshold = None if threshold is None else float(threshold)
+        return self
+
+
+def _why(skipped: list[tuple[str, str]]) -> str:
+    return "" if not skipped else f" ({len(skipped)} refused, e.g. {skipped[0][1]})"
+
+
+def _scaled(tell: Progress, lo: float, hi: float) -> Progress:
+    return lambda fraction, message: tell(lo + (hi - lo) * fraction, message)
+

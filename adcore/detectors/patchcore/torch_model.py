@@ -1,0 +1,148 @@
+"""PatchCore maths as a plain ``nn.Module`` (Roth et al., "Towards Total Recall in Industrial
+Anomaly Detection", CVPR 2022).
+
+Mid-level features of a frozen ImageNet backbone are aggregated over a 3x3 neighbourhood,
+upsampled to the finest chosen stage and concatenated into one patch embedding per location.
+The memory bank (a registered buffer) holds a coreset of training patch embeddings. A test
+patch's anomaly score is its distance to the nearest bank entry; the image score is the largest
+patch score re-weighted by how isolated its nearest bank entry is (PatchCore eq. 7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adcore.backbones import FeatureExtractor
+
+
+class PatchCoreModel(nn.Module):
+    """Feature embedding, memory bank and nearest-neighbour scoring.
+
+    Args:
+        backbone: Backbone name (see :mod:`adcore.backbones`).
+        layers: Backbone stages to use.
+        num_neighbors: Bank neighbours used by the image-score re-weighting.
+        blur_sigma: Gaussian smoothing of the anomaly map, in input pixels.
+        pretrained: Load ImageNet weights (False only in tests).
+    """
+
+    def __init__(self, backbone: str, layers: Sequence[int] | None = None, *,
+                 num_neighbors: int = 9, blur_sigma: float = 4.0,
+                 pretrained: bool = True) -> None:
+        super().__init__()
+        self.extractor = FeatureExtractor(backbone, layers, pretrained=pretrained)
+        self.num_neighbors = num_neighbors
+        self.blur_sigma = blur_sigma
+        self.register_buffer("memory_bank", torch.empty(0, self.embedding_dim))
+
+    @property
+    def embedding_dim(self) -> int:
+        """D, the length of one patch embedding."""
+        return int(sum(self.extractor.channels))
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Patch embeddings.
+
+        Args:
+            images: (B, 3, H, W) RGB in [0, 1].
+
+        Returns:
+            (B, D, h, w) embeddings, h = H / stride of the first chosen stage.
+        """
+        feats = [F.avg_pool2d(f.contiguous(), 3, stride=1, padding=1)
+                 for f in self.extractor(images)]
+        size = feats[0].shape[-2:]
+        feats = [feats[0]] + [
+            F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in feats[1:]
+        ]
+        return torch.cat(feats, dim=1)
+
+    def nearest(self, patches: torch.Tensor, chunk: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
+        """Distance to, and index of, the nearest memory-bank entry.
+
+        Args:
+            patches: (N, D) embeddings.
+            chunk: Rows per block, to bound memory.
+
+        Returns:
+            ((N,) distances, (N,) int64 bank indices).
+        """
+        if self.memory_bank.shape[0] == 0:
+            raise RuntimeError("The memory bank is empty: fit the model first")
+        bank = self.memory_bank
+        bank_sq = (bank * bank).sum(1)
+        dists, index = [], []
+        for block in patches.split(chunk):
+            # |a - b|^2 = |a|^2 - 2 a.b + |b|^2, one matrix product per block.
+            d2 = torch.addmm(bank_sq, block, bank.T, alpha=-2.0)
+            d2, i = d2.min(dim=1)
+            dists.append((d2 + (block * block).sum(1)).clamp_min_(0.0).sqrt_())
+            index.append(i)
+        return torch.cat(dists), torch.cat(index)
+
+    def image_scores(self, embeddings: torch.Tensor, patch_scores: torch.Tensor,
+                     nn_index: torch.Tensor) -> torch.Tensor:
+        """PatchCore's re-weighted image score.
+
+        Args:
+            embeddings: (B, P, D) patch embeddings.
+            patch_scores: (B, P) nearest-neighbour distances.
+            nn_index: (B, P) bank index of each patch's nearest neighbour.
+
+        Returns:
+            (B,) image scores.
+        """
+        b = torch.arange(patch_scores.shape[0], device=patch_scores.device)
+        worst = patch_scores.argmax(dim=1)  # (B,)
+        score = patch_scores[b, worst]
+        feature = embeddings[b, worst]  # (B, D)
+        anchor = self.memory_bank[nn_index[b, worst]]  # (B, D)
+        k = min(self.num_neighbors, self.memory_bank.shape[0])
+        support = torch.cdist(anchor, self.memory_bank).topk(k, largest=False).indices  # (B, k)
+        dist = torch.linalg.vector_norm(feature.unsqueeze(1) - self.memory_bank[support], dim=-1)
+        weight = 1.0 - torch.softmax(dist, dim=1)[:, 0]
+        return weight * score
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score a batch.
+
+        Args:
+            images: (B, 3, H, W) RGB in [0, 1].
+
+        Returns:
+            ((B,) image scores, (B, H, W) smoothed anomaly maps).
+        """
+        emb = self.embed(images)
+        bsz, dim, h, w = emb.shape
+        flat = emb.permute(0, 2, 3, 1).reshape(bsz, h * w, dim)
+        dist, index = self.nearest(flat.reshape(-1, dim))
+        dist, index = dist.view(bsz, h * w), index.view(bsz, h * w)
+        scores = self.image_scores(flat, dist, index)
+        maps = F.interpolate(dist.view(bsz, 1, h, w), size=images.shape[-2:], mode="bilinear",
+                             align_corners=False)
+        return scores, gaussian_smooth(maps, self.blur_sigma)[:, 0]
+
+
+def gaussian_smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur with reflect padding (kernel radius 4 sigma, as anomalib).
+
+    Args:
+        maps: (B, 1, H, W) maps.
+        sigma: Standard deviation in pixels; 0 returns the input.
+
+    Returns:
+        (B, 1, H, W) smoothed maps.
+    """
+    if sigma <= 0:
+        return maps
+    radius = int(4.0 * sigma + 0.5)
+    x = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    out = F.pad(maps, (radius, radius, radius, radius), mode="reflect")
+    out = F.conv2d(out, kernel.view(1, 1, 1, -1))
+    return F.conv2d(out, kernel.view(1, 1, -1, 1))

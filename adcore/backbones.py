@@ -183,8 +183,12 @@ def load_state_dict_by_position(model: nn.Module, source: dict[str, torch.Tensor
     model.load_state_dict(mapped, strict=True)
 
 
-def build_classifier(name: str = DEFAULT_BACKBONE, *, pretrained: bool = True,
-                     weights_path: str | os.PathLike | None = None) -> nn.Module:
+def build_classifier(
+    name: str = DEFAULT_BACKBONE,
+    *,
+    pretrained: bool = True,
+    weights_path: str | os.PathLike | None = None,
+) -> nn.Module:
     """Build the full ImageNet classifier of a backbone, with its pretrained weights.
 
     Args:
@@ -220,8 +224,14 @@ class FeatureExtractor(nn.Module):
         weights_path: Explicit checkpoint path for torchvision backbones.
     """
 
-    def __init__(self, name: str = DEFAULT_BACKBONE, layers: Sequence[int] | None = None, *,
-                 pretrained: bool = True, weights_path: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        name: str = DEFAULT_BACKBONE,
+        layers: Sequence[int] | None = None,
+        *,
+        pretrained: bool = True,
+        weights_path: str | os.PathLike | None = None,
+    ) -> None:
         super().__init__()
         self.spec = get_spec(name)
         self.layers = tuple(layers) if layers is not None else self.spec.default_layers

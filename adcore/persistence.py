@@ -69,9 +69,15 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_model(directory: str | os.PathLike, *, kind: str, config: dict[str, Any],
-               tensors: dict[str, torch.Tensor], extra: dict[str, Any] | None = None,
-               overwrite: bool = False) -> Path:
+def save_model(
+    directory: str | os.PathLike,
+    *,
+    kind: str,
+    config: dict[str, Any],
+    tensors: dict[str, torch.Tensor],
+    extra: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write a model directory atomically.
 
     Args:
@@ -110,8 +116,12 @@ def save_model(directory: str | os.PathLike, *, kind: str, config: dict[str, Any
     return target
 
 
-def load_model(directory: str | os.PathLike, *, kind: str | None = None,
-               expected_training_hash: str | None = None) -> SavedModel:
+def load_model(
+    directory: str | os.PathLike,
+    *,
+    kind: str | None = None,
+    expected_training_hash: str | None = None,
+) -> SavedModel:
     """Read and verify a model directory.
 
     Args:

@@ -81,23 +81,39 @@ class PatchCore:
 
     kind = "patchcore"
 
-    def __init__(self, config: PatchCoreConfig | None = None, *, device: str | None = None,
-                 pretrained: bool = True) -> None:
+    def __init__(
+        self,
+        config: PatchCoreConfig | None = None,
+        *,
+        device: str | None = None,
+        pretrained: bool = True,
+    ) -> None:
         self.config = config or PatchCoreConfig()
         self.device = torch.device(device) if device else default_device()
         self.pretrained = pretrained
-        self.model = PatchCoreModel(
-            self.config.backbone, self.config.layers, num_neighbors=self.config.num_neighbors,
-            blur_sigma=self.config.blur_sigma, pretrained=pretrained,
-        ).to(self.device).eval()
+        self.model = (
+            PatchCoreModel(
+                self.config.backbone,
+                self.config.layers,
+                num_neighbors=self.config.num_neighbors,
+                blur_sigma=self.config.blur_sigma,
+                pretrained=pretrained,
+            )
+            .to(self.device)
+            .eval()
+        )
         self.threshold: float | None = None
         self.training_hash: str | None = None
         self.training_digests: list[str] = []
         self.coverage_radius: float | None = None
 
     # ------------------------------------------------------------------ embedding
-    def _embed(self, images: Sequence[np.ndarray], progress: Progress | None = None,
-               what: str = "Embedding") -> torch.Tensor:
+    def _embed(
+        self,
+        images: Sequence[np.ndarray],
+        progress: Progress | None = None,
+        what: str = "Embedding",
+    ) -> torch.Tensor:
         """(N, P, D) patch embeddings of images, batch by batch."""
         tell = report(progress)
         out = []
@@ -142,8 +158,9 @@ class PatchCore:
         n_patches = emb.shape[0] * emb.shape[1]
         n_select = max(1, math.ceil(self.config.coreset_ratio * n_patches))
         tell(0.6, f"Selecting {n_select} of {n_patches} patches")
-        index = two_stage_coreset(emb, n_select, oversample=self.config.oversample,
-                                  seed=self.config.seed)
+        index = two_stage_coreset(
+            emb, n_select, oversample=self.config.oversample, seed=self.config.seed
+        )
         flat = emb.reshape(n_patches, -1)
         self.model.memory_bank = flat[index].clone()
         tell(0.75, "Measuring the memory bank's coverage radius")
@@ -152,11 +169,15 @@ class PatchCore:
         details: dict[str, Any] = {"n_train_patches": n_patches}
         if calibration:
             tell(0.85, f"Calibrating the threshold on {len(calibration)} held-out good images")
-            cal_scores = np.array([p.score for p in self.predict([im.pixels for im in calibration])])
+            cal_scores = np.array(
+                [p.score for p in self.predict([im.pixels for im in calibration])]
+            )
             choice = select_threshold(cal_scores, good_quantile=self.config.good_quantile)
             self.threshold = float(choice.value)
             details["calibration_scores"] = cal_scores.tolist()
-            self.update([im.pixels for im in calibration], digests=[im.sha256 for im in calibration])
+            self.update(
+                [im.pixels for im in calibration], digests=[im.sha256 for im in calibration]
+            )
         self.training_hash = training_set_hash(self.training_digests)
         details["memory_bank_size"] = int(self.model.memory_bank.shape[0])
         details["threshold"] = self.threshold
@@ -164,8 +185,9 @@ class PatchCore:
         return FitReport(len(loaded), time.perf_counter() - start, details, tuple(skipped))
 
     # ------------------------------------------------------------------ update
-    def update(self, sources: Sequence[ImageSource], *,
-               digests: Sequence[str] | None = None) -> int:
+    def update(
+        self, sources: Sequence[ImageSource], *, digests: Sequence[str] | None = None
+    ) -> int:
         """Add confirmed-good images to the memory bank without a refit.
 
         Greedy selection continues from the current bank over the new images' patches until every
@@ -186,8 +208,13 @@ class PatchCore:
         radius = self.coverage_radius
         if radius is None:
             radius = float(self.model.nearest(self.model.memory_bank)[0].max())
-        picked = greedy_coreset(emb, emb.shape[0], initial_centers=self.model.memory_bank,
-                                stop_radius=radius, seed=self.config.seed)
+        picked = greedy_coreset(
+            emb,
+            emb.shape[0],
+            initial_centers=self.model.memory_bank,
+            stop_radius=radius,
+            seed=self.config.seed,
+        )
         if picked.indices.numel():
             self.model.memory_bank = torch.cat([self.model.memory_bank, emb[picked.indices]])
         self.training_digests += list(digests) if digests else [im.sha256 for im in loaded]
@@ -195,8 +222,9 @@ class PatchCore:
         return int(picked.indices.numel())
 
     # ------------------------------------------------------------------ predict
-    def predict(self, images: Sequence[np.ndarray], progress: Progress | None = None
-                ) -> list[Prediction]:
+    def predict(
+        self, images: Sequence[np.ndarray], progress: Progress | None = None
+    ) -> list[Prediction]:
         """Score decoded images.
 
         Args:
@@ -219,8 +247,9 @@ class PatchCore:
                 tell(done / len(images), f"Scored {done}/{len(images)} images")
         return out
 
-    def predict_files(self, sources: Sequence[ImageSource]
-                      ) -> tuple[list[tuple[LoadedImage, Prediction]], list[tuple[str, str]]]:
+    def predict_files(
+        self, sources: Sequence[ImageSource]
+    ) -> tuple[list[tuple[LoadedImage, Prediction]], list[tuple[str, str]]]:
         """Load and score a batch, reporting bad files instead of failing.
 
         Returns:
@@ -231,15 +260,22 @@ class PatchCore:
         return list(zip(loaded, preds, strict=True)), failures
 
     # ------------------------------------------------------------------ persistence
-    def save(self, directory: str | os.PathLike, *, extra: dict[str, Any] | None = None,
-             overwrite: bool = False) -> None:
+    def save(
+        self,
+        directory: str | os.PathLike,
+        *,
+        extra: dict[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> None:
         """Write ``model.safetensors`` + ``config.json`` (see :mod:`adcore.persistence`)."""
         if self.model.memory_bank.shape[0] == 0:
             raise ModelFileError("Refusing to save an unfitted model")
         config = asdict(self.config)
         config["layers"] = list(self.config.layers)
         save_model(
-            directory, kind=self.kind, config=config,
+            directory,
+            kind=self.kind,
+            config=config,
             tensors={"memory_bank": self.model.memory_bank},
             extra={
                 "backbone": self.config.backbone,
@@ -253,11 +289,16 @@ class PatchCore:
         )
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, *, device: str | None = None,
-             pretrained: bool = True, expected_training_hash: str | None = None) -> PatchCore:
+    def load(
+        cls,
+        directory: str | os.PathLike,
+        *,
+        device: str | None = None,
+        pretrained: bool = True,
+        expected_training_hash: str | None = None,
+    ) -> PatchCore:
         """Rebuild a saved detector, refusing anything that does not verify."""
-        saved = load_model(directory, kind=cls.kind,
-                           expected_training_hash=expected_training_hash)
+        saved = load_model(directory, kind=cls.kind, expected_training_hash=expected_training_hash)
         try:
             config = PatchCoreConfig.from_dict(saved.config)
             detector = cls(config, device=device, pretrained=pretrained)
@@ -291,4 +332,3 @@ def _why(skipped: list[tuple[str, str]]) -> str:
 
 def _scaled(tell: Progress, lo: float, hi: float) -> Progress:
     return lambda fraction, message: tell(lo + (hi - lo) * fraction, message)
-

@@ -30,9 +30,15 @@ class PatchCoreModel(nn.Module):
         pretrained: Load ImageNet weights (False only in tests).
     """
 
-    def __init__(self, backbone: str, layers: Sequence[int] | None = None, *,
-                 num_neighbors: int = 9, blur_sigma: float = 4.0,
-                 pretrained: bool = True) -> None:
+    def __init__(
+        self,
+        backbone: str,
+        layers: Sequence[int] | None = None,
+        *,
+        num_neighbors: int = 9,
+        blur_sigma: float = 4.0,
+        pretrained: bool = True,
+    ) -> None:
         super().__init__()
         self.extractor = FeatureExtractor(backbone, layers, pretrained=pretrained)
         self.num_neighbors = num_neighbors
@@ -53,15 +59,18 @@ class PatchCoreModel(nn.Module):
         Returns:
             (B, D, h, w) embeddings, h = H / stride of the first chosen stage.
         """
-        feats = [F.avg_pool2d(f.contiguous(), 3, stride=1, padding=1)
-                 for f in self.extractor(images)]
+        feats = [
+            F.avg_pool2d(f.contiguous(), 3, stride=1, padding=1) for f in self.extractor(images)
+        ]
         size = feats[0].shape[-2:]
         feats = [feats[0]] + [
             F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in feats[1:]
         ]
         return torch.cat(feats, dim=1)
 
-    def nearest(self, patches: torch.Tensor, chunk: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
+    def nearest(
+        self, patches: torch.Tensor, chunk: int = 16384
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Distance to, and index of, the nearest memory-bank entry.
 
         Args:
@@ -84,8 +93,9 @@ class PatchCoreModel(nn.Module):
             index.append(i)
         return torch.cat(dists), torch.cat(index)
 
-    def image_scores(self, embeddings: torch.Tensor, patch_scores: torch.Tensor,
-                     nn_index: torch.Tensor) -> torch.Tensor:
+    def image_scores(
+        self, embeddings: torch.Tensor, patch_scores: torch.Tensor, nn_index: torch.Tensor
+    ) -> torch.Tensor:
         """PatchCore's re-weighted image score.
 
         Args:
@@ -122,8 +132,9 @@ class PatchCoreModel(nn.Module):
         dist, index = self.nearest(flat.reshape(-1, dim))
         dist, index = dist.view(bsz, h * w), index.view(bsz, h * w)
         scores = self.image_scores(flat, dist, index)
-        maps = F.interpolate(dist.view(bsz, 1, h, w), size=images.shape[-2:], mode="bilinear",
-                             align_corners=False)
+        maps = F.interpolate(
+            dist.view(bsz, 1, h, w), size=images.shape[-2:], mode="bilinear", align_corners=False
+        )
         return scores, gaussian_smooth(maps, self.blur_sigma)[:, 0]
 
 

@@ -1,0 +1,5 @@
+"""``python -m adcore``: see :mod:`adcore.cli`."""
+
+from adcore.cli import main
+
+raise SystemExit(main())

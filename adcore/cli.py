@@ -1,0 +1,175 @@
+"""Command line: ``python -m adcore {fit,score,benchmark,demo}``.
+
+Examples:
+    python -m adcore fit elpv:mono --out models/solar/v1
+    python -m adcore score models/solar/v1 part1.png part2.png --json
+    python -m adcore benchmark ../shared/datasets/magnetic_tile --max-train 200 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from tqdm import tqdm
+
+from adcore.datasets import resolve_dataset
+from adcore.detectors.registry import DETECTOR_KINDS, build_detector, load_detector
+from adcore.errors import LoupeError
+
+
+class _Bar:
+    """A tqdm bar fed by a ``progress(fraction, message)`` callback (writes to stderr)."""
+
+    def __init__(self, desc: str, enabled: bool = True) -> None:
+        self.bar = tqdm(total=1000, desc=desc, disable=not enabled, file=sys.stderr,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
+
+    def __call__(self, fraction: float, message: str) -> None:
+        self.bar.n = int(1000 * min(max(fraction, 0.0), 1.0))
+        self.bar.set_postfix_str(message, refresh=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _detector_settings(args: argparse.Namespace) -> dict:
+    settings = {}
+    for name in ("image_size", "coreset_ratio", "backbone"):
+        value = getattr(args, name, None)
+        if value is not None:
+            settings[name] = value
+    return settings
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    dataset = resolve_dataset(args.data, max_train=args.max_train)
+    detector = build_detector(args.detector, **_detector_settings(args))
+    bar = _Bar(f"fit {args.detector}", not args.quiet)
+    report = detector.fit([s.path for s in dataset.train], progress=bar)
+    bar.close()
+    detector.save(args.out, extra={"dataset": dataset.name}, overwrite=args.overwrite)
+    for name, why in report.skipped:
+        print(f"skipped {name}: {why}", file=sys.stderr)
+    print(f"Fitted {args.detector} on {report.n_images} images of {dataset.name} in "
+          f"{report.seconds:.1f} s; threshold {detector.threshold}; saved to {args.out}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    detector = load_detector(args.model)
+    if args.threshold is not None:
+        detector.with_threshold(args.threshold)
+    results, failures = detector.predict_files(args.images)
+    rows = [
+        {"image": im.name, "score": pred.score, "threshold": pred.threshold,
+         "verdict": None if pred.is_defect is None else ("defect" if pred.is_defect else "good")}
+        for im, pred in results
+    ]
+    errors = [{"image": name, "error": why} for name, why in failures]
+    if args.json:
+        print(json.dumps({"results": rows, "errors": errors}, indent=2))
+    else:
+        for row in rows:
+            print(f"{row['image']}\t{row['score']:.4f}\t{row['verdict'] or '-'}")
+        for err in errors:
+            print(f"{err['image']}\tERROR\t{err['error']}", file=sys.stderr)
+    return 0 if rows or not errors else 1
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from adcore.benchmark import run_benchmark
+
+    dataset = resolve_dataset(args.data, max_train=args.max_train)
+    result = run_benchmark(dataset, args.detector, **_detector_settings(args))
+    if args.json:
+        print(json.dumps(result.to_json_dict()))
+    else:
+        for key, value in result.to_json_dict().items():
+            print(f"{key:>20}: {value}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Fit on the ELPV mono train split and score a sample of its test split."""
+    from adcore.detectors.base import load_many
+    from adcore.metrics import image_metrics, rates_at_threshold
+
+    dataset = resolve_dataset("elpv:mono")
+    detector = build_detector("patchcore")
+    bar = _Bar("fit", not args.quiet)
+    detector.fit([s.path for s in dataset.train], progress=bar)
+    bar.close()
+    detector.save(args.out, extra={"dataset": dataset.name}, overwrite=True)
+    loaded, _ = load_many([s.path for s in dataset.test])
+    bar = _Bar("score", not args.quiet)
+    preds = detector.predict([im.pixels for im in loaded], progress=bar)
+    bar.close()
+    labels = [s.label for s in dataset.test]
+    scores = [p.score for p in preds]
+    m = image_metrics(labels, scores)
+    r = rates_at_threshold(labels, scores, detector.threshold)
+    print(f"ELPV mono demo: {len(dataset.train)} good cells fitted, {len(preds)} scored. "
+          f"Image AUROC {m.auroc:.3f}; at the calibrated threshold {detector.threshold:.2f}: "
+          f"FNR {r.fnr:.1%}, FPR {r.fpr:.1%}. Model saved to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m adcore", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    data_help = "MVTec-layout folder, folder of good images, or elpv:mono / elpv:poly"
+
+    def detector_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--detector", choices=DETECTOR_KINDS, default="patchcore")
+        p.add_argument("--image-size", type=int, help="model input side in pixels")
+        p.add_argument("--coreset-ratio", type=float, help="PatchCore memory-bank fraction")
+        p.add_argument("--backbone", help="backbone name (PatchCore)")
+        p.add_argument("--max-train", type=int, help="use the first N train images")
+
+    fit = sub.add_parser("fit", help="fit a detector on good images and save it")
+    fit.add_argument("data", help=data_help)
+    fit.add_argument("--out", required=True, help="model directory to write")
+    fit.add_argument("--overwrite", action="store_true")
+    fit.add_argument("--quiet", action="store_true")
+    detector_options(fit)
+    fit.set_defaults(func=cmd_fit)
+
+    score = sub.add_parser("score", help="score images with a saved model")
+    score.add_argument("model", help="model directory")
+    score.add_argument("images", nargs="+")
+    score.add_argument("--threshold", type=float, help="override the saved threshold")
+    score.add_argument("--json", action="store_true")
+    score.set_defaults(func=cmd_score)
+
+    bench = sub.add_parser("benchmark", help="fit on train, evaluate on test")
+    bench.add_argument("data", help=data_help)
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    detector_options(bench)
+    bench.set_defaults(func=cmd_benchmark)
+
+    demo = sub.add_parser("demo", help="fit and score the ELPV mono demo")
+    demo.add_argument("--out", default="models/demo/elpv-mono")
+    demo.add_argument("--quiet", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except LoupeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

@@ -1,0 +1,56 @@
+"""Build or load any detector by its kind, so callers need not know the classes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from adcore.errors import ModelFileError
+from adcore.persistence import CONFIG_FILE
+
+DETECTOR_KINDS = ("patchcore", "autoencoder")
+
+
+def _classes(kind: str) -> tuple[type, type]:
+    if kind == "patchcore":
+        from adcore.detectors.patchcore import PatchCore, PatchCoreConfig
+
+        return PatchCore, PatchCoreConfig
+    if kind == "autoencoder":
+        from adcore.detectors.autoencoder import Autoencoder, AutoencoderConfig
+
+        return Autoencoder, AutoencoderConfig
+    raise ValueError(f"Unknown detector {kind!r}; choose one of {', '.join(DETECTOR_KINDS)}")
+
+
+def build_detector(kind: str = "patchcore", *, device: str | None = None, **config: Any):
+    """A new, unfitted detector of ``kind`` with config overrides.
+
+    Args:
+        kind: One of :data:`DETECTOR_KINDS`.
+        device: Torch device; default CUDA when available.
+        **config: Fields of the detector's config dataclass.
+    """
+    detector_cls, config_cls = _classes(kind)
+    unknown = set(config) - set(config_cls.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"{kind} has no setting(s) {sorted(unknown)}")
+    return detector_cls(config_cls.from_dict(config), device=device)
+
+
+def load_detector(directory: str | os.PathLike, *, device: str | None = None):
+    """Load a saved detector of whatever kind ``config.json`` names (verified on load)."""
+    path = Path(directory) / CONFIG_FILE
+    try:
+        kind = json.loads(path.read_text())["kind"]
+    except FileNotFoundError:
+        raise ModelFileError(f"No model at {directory} (missing {CONFIG_FILE})") from None
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise ModelFileError(f"{path} is not a Loupe model config: {err}") from err
+    try:
+        detector_cls, _ = _classes(kind)
+    except ValueError as err:
+        raise ModelFileError(f"{path}: {err}") from err
+    return detector_cls.load(directory, device=device)

@@ -1,0 +1,134 @@
+"""PatchCore: fit/predict on tiny synthetic parts, save/load, tampering, update()."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_part
+
+from adcore.detectors.patchcore import PatchCore, PatchCoreConfig
+from adcore.errors import DatasetError, ModelFileError
+
+SMALL = PatchCoreConfig(image_size=64, coreset_ratio=0.1, calibration_fraction=0.25, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> PatchCore:
+    detector = PatchCore(SMALL, device="cpu")
+    detector.fit([make_part(i) for i in range(12)])
+    return detector
+
+
+def test_fit_sets_bank_threshold_and_hash(fitted: PatchCore) -> None:
+    bank = fitted.model.memory_bank
+    assert bank.ndim == 2 and bank.shape[1] == 152
+    # 9 train images x 8x8 patches x 10% = 58 from the coreset, plus what update() added.
+    assert bank.shape[0] >= 58
+    assert fitted.threshold is not None and fitted.threshold > 0
+    assert fitted.training_hash and len(fitted.training_digests) == 12
+
+
+def test_defect_scores_higher_and_map_points_at_it(fitted: PatchCore) -> None:
+    good = fitted.predict([make_part(500 + i) for i in range(3)])
+    bad = fitted.predict([make_part(600 + i, defect=True) for i in range(3)])
+    assert min(p.score for p in bad) > max(p.score for p in good)
+    assert all(p.is_defect for p in bad)
+    assert bad[0].anomaly_map.shape == (64, 64) and bad[0].anomaly_map.dtype == np.float32
+    row, _col = np.unravel_index(np.argmax(bad[0].anomaly_map), (64, 64))
+    assert 64 // 3 - 6 <= row <= 64 // 3 + 10
+    resized = bad[0].map_resized(120, 90)
+    assert resized.shape == (120, 90)
+
+
+def test_bad_files_are_skipped_and_reported(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.png"
+    junk.write_text("not an image")
+    detector = PatchCore(SMALL, device="cpu")
+    report = detector.fit([make_part(i) for i in range(6)] + [junk])
+    assert report.n_images == 6
+    assert [name for name, _ in report.skipped] == ["junk.png"]
+    results, failures = detector.predict_files([junk, make_part(1)])
+    assert len(results) == 1 and failures[0][0] == "junk.png"
+    with pytest.raises(DatasetError, match="No usable"):
+        PatchCore(SMALL, device="cpu").fit([junk])
+
+
+def test_save_load_round_trip(fitted: PatchCore, tmp_path: Path) -> None:
+    fitted.save(tmp_path / "m")
+    loaded = PatchCore.load(tmp_path / "m", device="cpu")
+    parts = [make_part(700), make_part(701, defect=True)]
+    a, b = fitted.predict(parts), loaded.predict(parts)
+    assert [p.score for p in a] == pytest.approx([p.score for p in b], rel=1e-5)
+    assert loaded.threshold == fitted.threshold
+    assert loaded.training_hash == fitted.training_hash
+    with pytest.raises(ModelFileError, match="already exists"):
+        fitted.save(tmp_path / "m")
+
+
+def _saved(fitted: PatchCore, tmp_path: Path) -> Path:
+    target = tmp_path / "m"
+    fitted.save(target)
+    return target
+
+
+def test_tampered_config_is_refused(fitted: PatchCore, tmp_path: Path) -> None:
+    target = _saved(fitted, tmp_path)
+    doc = json.loads((target / "config.json").read_text())
+    doc["threshold"] = 0.0
+    (target / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(ModelFileError, match="changed after"):
+        PatchCore.load(target)
+
+
+def test_tampered_tensors_are_refused(fitted: PatchCore, tmp_path: Path) -> None:
+    target = _saved(fitted, tmp_path)
+    data = bytearray((target / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (target / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="does not match the hash"):
+        PatchCore.load(target)
+
+
+def test_pickles_and_mismatches_are_refused(fitted: PatchCore, tmp_path: Path) -> None:
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    torch.save({"memory_bank": torch.zeros(3, 152)}, pickled / "model.pt")
+    with pytest.raises(ModelFileError, match="pickle"):
+        PatchCore.load(pickled)
+    target = _saved(fitted, tmp_path)
+    with pytest.raises(ModelFileError, match="other data"):
+        PatchCore.load(target, expected_training_hash="0" * 64)
+    with pytest.raises(ModelFileError, match="No model directory"):
+        PatchCore.load(tmp_path / "missing")
+
+
+def test_backbone_swap_in_config_is_refused(fitted: PatchCore, tmp_path: Path) -> None:
+    """Re-saving with a consistent hash but a bank that does not fit the backbone fails."""
+    from adcore.persistence import save_model
+
+    save_model(tmp_path / "m", kind="patchcore",
+               config={"backbone": "efficientnet_lite0", "image_size": 64},
+               tensors={"memory_bank": torch.zeros(5, 99)})
+    with pytest.raises(ModelFileError, match="does not match backbone"):
+        PatchCore.load(tmp_path / "m")
+
+
+def test_update_stops_flagging_a_confirmed_good_variant(fitted: PatchCore) -> None:
+    detector = PatchCore(SMALL, device="cpu")
+    detector.fit([make_part(i) for i in range(12)])
+    # A new, legitimately different appearance (brighter, other stripes), confirmed good.
+    variant = np.clip(make_part(900).astype(int)[:, ::-1].transpose(1, 0, 2) + 30, 0, 255)
+    variant = variant.astype(np.uint8)
+    before = detector.predict([variant])[0]
+    assert before.is_defect, "the variant should look anomalous before the update"
+    bank_before = detector.model.memory_bank.shape[0]
+    added = detector.update([variant])
+    after = detector.predict([variant])[0]
+    assert added > 0 and detector.model.memory_bank.shape[0] == bank_before + added
+    assert not after.is_defect and after.score < before.score
+    # A real defect is still flagged after the update.
+    assert detector.predict([make_part(901, defect=True)])[0].is_defect

@@ -34,9 +34,14 @@ import math
 import os
 import resource
 import time
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # anomalib's coreset progress bar
+# anomalib 2.7 warns on import (timm.models.layers, dinov2) and its @deprecate on
+# subsample_embedding fires even when the deprecated argument is not passed.
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", message="Argument embeddings is deprecated")
 
 import numpy as np  # noqa: E402
 import timm  # noqa: E402
@@ -212,9 +217,9 @@ def run(split: dict, root: Path, image_size: int, coreset_ratio: float, seed: in
     image_auroc, f1_max = image_quality(labels, score)
     px_auroc = pro = None
     if any(t["label"] == 1 and t.get("mask") for t in test):
-        masks = np.stack([
-            load_mask(str(root / t["mask"]) if t.get("mask") else None, image_size) for t in test
-        ])
+        masks = np.stack(
+            [load_mask(str(root / t["mask"]) if t.get("mask") else None, image_size) for t in test]
+        )
         if masks.any() and not masks.all():
             px_auroc = float(roc_auc_score(masks.ravel(), amap.ravel()))
         pro = aupro(masks, amap)

@@ -8,7 +8,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-venv="$here/../.venv-peer"
+venv="$(cd "$here/.." && pwd)/.venv-peer"
 python="${PYTHON:-python3}"
 
 # Everything the peer venv needs. Changing this list changes the marker, so setup reruns.
@@ -35,11 +35,16 @@ if [[ ! -x "$venv/bin/python" ]]; then
     echo "creating $venv"
     "$python" -m venv "$venv"
 fi
-"$venv/bin/python" -m pip install --quiet --upgrade pip
+pip_install() {
+    # The local indexes list only some projects; pip warns about each one they lack: drop that.
+    "$venv/bin/python" -m pip install --quiet "$@" \
+        2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+pip_install --upgrade pip
 # torch first, pinned, so nothing below can pull in another build.
-"$venv/bin/python" -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
-"$venv/bin/python" -m pip install --quiet "${requirements[@]}"
-"$venv/bin/python" - <<'PY'
+pip_install "torch==2.14.1" "torchvision==0.29.1"
+pip_install "${requirements[@]}"
+"$venv/bin/python" -W ignore - <<'PY'
 import anomalib
 import torch
 from anomalib.models.image.patchcore.torch_model import PatchcoreModel  # noqa: F401

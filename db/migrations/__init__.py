@@ -1,0 +1,1 @@
+"""Alembic migration scripts (``env.py``, ``versions/``); run them through :mod:`db.migrate`."""

@@ -1,0 +1,1 @@
+"""Migration revisions, numbered ``NNNN_<slug>.py``; alembic skips this file."""

@@ -1,0 +1,77 @@
+"""Stored images and the model predictions made on them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from db.base import ENUM_LENGTH, Base, ImageSource, Verdict, sql_in, utcnow
+from db.models.projects import PATH_LENGTH, ModelVersion, Project
+
+SHA256_HEX_LENGTH = 64
+ORIGINAL_NAME_LENGTH = 255
+
+
+class Image(Base):
+    """One image file, stored once per project under a path derived from its sha256.
+
+    ``stored_path`` is relative to the data directory and built from the hash and an extension
+    sniffed from the bytes, never from ``original_name`` (which is display metadata only).
+    """
+
+    __tablename__ = "images"
+    __table_args__ = (
+        UniqueConstraint("project_id", "sha256"),
+        CheckConstraint(sql_in("source", ImageSource), name="source"),
+        CheckConstraint(f"length(sha256) = {SHA256_HEX_LENGTH}", name="sha256_length"),
+        CheckConstraint("width > 0 AND height > 0", name="positive_size"),
+        CheckConstraint("size_bytes > 0", name="positive_size_bytes"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    sha256: Mapped[str] = mapped_column(String(SHA256_HEX_LENGTH))
+    stored_path: Mapped[str] = mapped_column(String(PATH_LENGTH))
+    original_name: Mapped[str] = mapped_column(String(ORIGINAL_NAME_LENGTH))
+    width: Mapped[int]
+    height: Mapped[int]
+    size_bytes: Mapped[int]
+    source: Mapped[str] = mapped_column(String(ENUM_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    project: Mapped[Project] = relationship()
+
+    def __repr__(self) -> str:
+        return f"Image(id={self.id!r}, sha256={self.sha256[:12]!r}..., path={self.stored_path!r})"
+
+
+class Prediction(Base):
+    """A model version's score and verdict for one image (plus optional map and explanation)."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (
+        CheckConstraint(sql_in("verdict", Verdict), name="verdict"),
+        Index("ix_predictions_image_id_created_at", "image_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    score: Mapped[float]
+    threshold: Mapped[float]
+    verdict: Mapped[str] = mapped_column(String(ENUM_LENGTH))
+    anomaly_map_path: Mapped[str | None] = mapped_column(String(PATH_LENGTH))
+    explanation: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    image: Mapped[Image] = relationship()
+    model_version: Mapped[ModelVersion] = relationship()
+
+    def __repr__(self) -> str:
+        return (
+            f"Prediction(id={self.id!r}, image_id={self.image_id!r}, "
+            f"score={self.score!r}, verdict={self.verdict!r})"
+        )

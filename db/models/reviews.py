@@ -1,0 +1,100 @@
+"""Human reviews: an append-only log from which each image's current label is derived.
+
+A review is never edited or deleted. Correcting a label appends a newer review; "undo" appends
+an *undo row* (``is_undo`` true, no label) whose ``supersedes_id`` names the review it cancels.
+An image's current label is its latest review that is not an undo row and is not cancelled by
+one (see :mod:`db.repository`).
+
+Append-only is enforced three times: mapper events refuse ORM updates and deletes of a loaded
+review, a session hook refuses ORM bulk ``update(Review)`` / ``delete(Review)`` statements, and
+database triggers (created by the migrations) abort any UPDATE or DELETE, including raw SQL.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, Connection, ForeignKey, Index, String, Text, event
+from sqlalchemy.orm import (
+    Mapped,
+    Mapper,
+    ORMExecuteState,
+    mapped_column,
+    object_session,
+    relationship,
+)
+
+from db.base import ENUM_LENGTH, Base, Label, sql_in, utcnow
+from db.errors import AppendOnlyError
+from db.models.accounts import User
+from db.models.images import Image
+
+DEFECT_TYPE_LENGTH = 64
+APPEND_ONLY_MESSAGE = "reviews are append-only"
+
+
+class Review(Base):
+    """One reviewer's label for one image at one moment, or an undo of an earlier review."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (
+        CheckConstraint(sql_in("label", Label), name="label"),
+        CheckConstraint(
+            "(is_undo AND label IS NULL AND defect_type IS NULL AND supersedes_id IS NOT NULL)"
+            " OR (NOT is_undo AND label IS NOT NULL AND supersedes_id IS NULL)",
+            name="undo_shape",
+        ),
+        CheckConstraint("defect_type IS NULL OR label = 'defect'", name="defect_type_needs_defect"),
+        CheckConstraint("seconds_spent IS NULL OR seconds_spent >= 0", name="seconds_not_negative"),
+        Index("ix_reviews_image_id_created_at", "image_id", "created_at"),
+        Index("ix_reviews_reviewer_id_created_at", "reviewer_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    label: Mapped[str | None] = mapped_column(String(ENUM_LENGTH))
+    defect_type: Mapped[str | None] = mapped_column(String(DEFECT_TYPE_LENGTH))
+    note: Mapped[str | None] = mapped_column(Text)
+    seconds_spent: Mapped[float | None]
+    is_undo: Mapped[bool] = mapped_column(default=False)
+    supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("reviews.id"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    image: Mapped[Image] = relationship()
+    reviewer: Mapped[User] = relationship()
+    supersedes: Mapped[Review | None] = relationship(remote_side=[id])
+
+    def __repr__(self) -> str:
+        kind = f"undo of {self.supersedes_id!r}" if self.is_undo else repr(self.label)
+        return f"Review(id={self.id!r}, image_id={self.image_id!r}, {kind})"
+
+
+@event.listens_for(Review, "before_update")
+def _refuse_review_update(_mapper: Mapper[Review], _connection: Connection, review: Review) -> None:
+    """Refuse to flush a changed review (an unchanged "dirty" one is harmless)."""
+    session = object_session(review)
+    if session is None or session.is_modified(review, include_collections=False):
+        raise AppendOnlyError(f"{APPEND_ONLY_MESSAGE}: refusing to update review {review.id}")
+
+
+@event.listens_for(Review, "before_delete")
+def _refuse_review_delete(_mapper: Mapper[Review], _connection: Connection, review: Review) -> None:
+    """Refuse to flush the deletion of a review."""
+    raise AppendOnlyError(f"{APPEND_ONLY_MESSAGE}: refusing to delete review {review.id}")
+
+
+def refuse_bulk_review_changes(execute_state: ORMExecuteState) -> None:
+    """``do_orm_execute`` hook: refuse ORM bulk UPDATE/DELETE statements aimed at reviews.
+
+    Args:
+        execute_state: The statement about to run.
+
+    Raises:
+        AppendOnlyError: If the statement updates or deletes rows of ``reviews``.
+    """
+    if not (execute_state.is_update or execute_state.is_delete):
+        return
+    target = getattr(execute_state.statement, "table", None)
+    if getattr(target, "name", None) == Review.__tablename__:
+        raise AppendOnlyError(f"{APPEND_ONLY_MESSAGE}: refusing a bulk UPDATE/DELETE")

@@ -1,0 +1,133 @@
+"""Users: creation with argon2 password hashes, password checks, the first admin account.
+
+Passwords are hashed with argon2id (``argon2-cffi`` defaults, RFC 9106 low-memory profile) and
+never stored or logged in clear. There is no built-in default password: the first admin gets
+the password from the environment or a random one-time password returned to the caller.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from db.base import Role
+from db.models import User
+from db.models.accounts import USER_NAME_LENGTH
+
+ADMIN_NAME = "admin"
+MIN_PASSWORD_LENGTH = 8
+GENERATED_PASSWORD_BYTES = 12
+
+_hasher = PasswordHasher()
+
+
+def hash_password(password: str) -> str:
+    """Return the argon2id hash of ``password``."""
+    return _hasher.hash(password)
+
+
+def create_user(session: Session, name: str, password: str, role: str) -> User:
+    """Add a user (flushed, so a duplicate name fails here with ``IntegrityError``).
+
+    Args:
+        session: The caller's session.
+        name: Unique login name (surrounding spaces are removed).
+        password: Clear-text password, at least :data:`MIN_PASSWORD_LENGTH` characters.
+        role: One of :class:`db.base.Role`.
+
+    Returns:
+        The new user.
+
+    Raises:
+        ValueError: On an empty or too long name, a short password or an unknown role.
+    """
+    name = name.strip()
+    if not name or len(name) > USER_NAME_LENGTH:
+        raise ValueError(f"a user name needs 1 to {USER_NAME_LENGTH} characters")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+    user = User(name=name, role=Role(role).value, password_hash=hash_password(password))
+    session.add(user)
+    session.flush()
+    return user
+
+
+def verify_password(session: Session, name: str, password: str) -> User | None:
+    """Return the active user with this name and password, else ``None``.
+
+    An unknown name costs as much time as a wrong password (no user enumeration by timing). A
+    hash made with outdated parameters is replaced in the session; the caller's commit saves it.
+
+    Args:
+        session: The caller's session.
+        name: Login name.
+        password: Clear-text password.
+
+    Returns:
+        The user, or ``None`` for an unknown or inactive user or a wrong password.
+    """
+    user = session.scalars(select(User).where(User.name == name.strip())).first()
+    if user is None or not user.active:
+        _verify_quietly(_dummy_hash(), password)
+        return None
+    if not _verify_quietly(user.password_hash, password):
+        return None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    return user
+
+
+def ensure_admin(session: Session, password_from_env: str | None) -> str | None:
+    """Create the ``admin`` user on first start, if no admin exists yet.
+
+    Args:
+        session: The caller's session.
+        password_from_env: The operator's chosen password (e.g. ``$LOUPE_ADMIN_PASSWORD``);
+            empty or ``None`` means "generate one".
+
+    Returns:
+        The generated one-time password, for the caller to print once to the server log;
+        ``None`` if an admin already existed, if another process created it concurrently, or
+        if the password came from the environment.
+
+    Raises:
+        ValueError: If the password from the environment is too short.
+        sqlalchemy.exc.IntegrityError: If the name ``admin`` is taken by a non-admin user.
+    """
+    if _admin_exists(session):
+        return None
+    generated: str | None = None
+    if password_from_env:
+        password = password_from_env
+    else:
+        password = generated = secrets.token_urlsafe(GENERATED_PASSWORD_BYTES)
+    try:
+        with session.begin_nested():
+            create_user(session, ADMIN_NAME, password, Role.ADMIN)
+    except IntegrityError:
+        if not _admin_exists(session):  # e.g. the name "admin" belongs to a non-admin
+            raise
+        return None  # another process created the admin first
+    return generated
+
+
+def _admin_exists(session: Session) -> bool:
+    return session.scalars(select(User.id).where(User.role == Role.ADMIN.value)).first() is not None
+
+
+def _verify_quietly(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    return hash_password(secrets.token_urlsafe(GENERATED_PASSWORD_BYTES))

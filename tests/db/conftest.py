@@ -1,0 +1,95 @@
+"""Fixtures for the storage tests: a fresh migrated SQLite file per test, under tmp_path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+from PIL import Image as PILImage
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import Project, Role, User, get_or_create_image, init_db, make_session_factory
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private data directory; the database URL falls back to ``<data dir>/loupe.db``."""
+    directory = tmp_path / "data"
+    monkeypatch.setenv("LOUPE_DATA_DIR", str(directory))
+    monkeypatch.delenv("LOUPE_DATABASE_URL", raising=False)
+    return directory
+
+
+@pytest.fixture
+def engine(data_dir: Path) -> Iterator[Engine]:
+    """A migrated SQLite database in the data directory."""
+    migrated = init_db()
+    yield migrated
+    migrated.dispose()
+
+
+@pytest.fixture
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """The application's session factory on the test database."""
+    return make_session_factory(engine)
+
+
+@pytest.fixture
+def make_user(session_factory: sessionmaker[Session]) -> Callable[..., int]:
+    """Create a user without hashing cost (the hash is a placeholder); return its id."""
+
+    def create(name: str, role: str = Role.INSPECTOR) -> int:
+        with session_factory() as session, session.begin():
+            user = User(name=name, role=role, password_hash="not-a-real-hash")
+            session.add(user)
+            session.flush()
+            return user.id
+
+    return create
+
+
+@pytest.fixture
+def project_id(session_factory: sessionmaker[Session]) -> int:
+    """A project ("cells", solar cell, two defect types)."""
+    with session_factory() as session, session.begin():
+        project = Project(name="cells", object_name="solar cell", defect_types=["crack", "dark"])
+        session.add(project)
+        session.flush()
+        return project.id
+
+
+def png_bytes(seed: int = 0, size: int = 8) -> bytes:
+    """A tiny PNG whose pixels depend on ``seed``."""
+    image = PILImage.new("L", (size, size), color=seed % 256)
+    buffer = BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def png() -> Callable[..., bytes]:
+    """The :func:`png_bytes` helper, as a fixture (test modules do not import conftest)."""
+    return png_bytes
+
+
+@pytest.fixture
+def make_image(session_factory: sessionmaker[Session], project_id: int) -> Callable[[int], int]:
+    """Store a tiny distinct PNG in the project; return the image id."""
+
+    def create(seed: int = 0) -> int:
+        with session_factory() as session, session.begin():
+            image, _ = get_or_create_image(
+                session,
+                data=png_bytes(seed),
+                original_name=f"part-{seed}.png",
+                project_id=project_id,
+                source="upload",
+                width=8,
+                height=8,
+            )
+            return image.id
+
+    return create

@@ -28,6 +28,23 @@ from db.errors import AppendOnlyError, MigrationError, StorageError
 from db.image_store import absolute_image_path
 from db.migrate import current_revision, downgrade, upgrade
 from db.models import Image, Job, ModelVersion, Prediction, Project, Review, User
+from db.permissions import (
+    CAN_MANAGE_MODELS,
+    CAN_MANAGE_USERS,
+    CAN_REVIEW,
+    PermissionDenied,
+    require_role,
+)
+from db.projects import (
+    activate_model_version,
+    add_defect_type,
+    create_project,
+    get_project,
+    list_model_versions,
+    list_projects,
+    register_model_version,
+    set_threshold,
+)
 from db.repository import (
     add_review,
     counting_review,
@@ -36,10 +53,14 @@ from db.repository import (
     get_or_create_image,
     undo_last_review,
 )
+from db.review_queue import QueueItem, queue_size, record_review, review_queue, undo_last
 from db.settings import data_dir, database_url
 from db.users import create_user, ensure_admin, verify_password
 
 __all__ = [
+    "CAN_MANAGE_MODELS",
+    "CAN_MANAGE_USERS",
+    "CAN_REVIEW",
     "AppendOnlyError",
     "Base",
     "Image",
@@ -50,8 +71,10 @@ __all__ = [
     "MigrationError",
     "ModelStatus",
     "ModelVersion",
+    "PermissionDenied",
     "Prediction",
     "Project",
+    "QueueItem",
     "Review",
     "Role",
     "StorageError",
@@ -59,9 +82,12 @@ __all__ = [
     "User",
     "Verdict",
     "absolute_image_path",
+    "activate_model_version",
+    "add_defect_type",
     "add_review",
     "counting_review",
     "create_engine_for_url",
+    "create_project",
     "create_user",
     "current_label",
     "current_labels_query",
@@ -71,8 +97,18 @@ __all__ = [
     "downgrade",
     "ensure_admin",
     "get_or_create_image",
+    "get_project",
     "init_db",
+    "list_model_versions",
+    "list_projects",
     "make_session_factory",
+    "queue_size",
+    "record_review",
+    "register_model_version",
+    "require_role",
+    "review_queue",
+    "set_threshold",
+    "undo_last",
     "undo_last_review",
     "upgrade",
     "utcnow",

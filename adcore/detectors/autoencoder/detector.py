@@ -43,7 +43,8 @@ class AutoencoderConfig:
         latent_channels: Channels of the bottleneck.
         blur_sigma: Anomaly-map smoothing, in input pixels.
         top_fraction: Share of the highest map values averaged into the image score.
-        train_steps: Optimizer steps of a fit (a fixed budget, whatever the number of images).
+        train_steps: Optimizer steps of a fit (a fixed budget, whatever the number of images);
+            500 steps of 16 images at 256 px take about 100 s on 2 CPU cores.
         batch_size: Images per step, and per forward pass when scoring.
         learning_rate: Adam learning rate at the start of the fit (cosine decay to 0).
         l1_weight: Weight of the L1 term added to the MSE loss.
@@ -63,13 +64,13 @@ class AutoencoderConfig:
     latent_channels: int = 32
     blur_sigma: float = 4.0
     top_fraction: float = 0.01
-    train_steps: int = 120
+    train_steps: int = 500
     batch_size: int = 16
-    learning_rate: float = 2e-3
+    learning_rate: float = 1e-3
     l1_weight: float = 0.1
     flip_augment: bool = True
     update_steps: int = 10
-    update_learning_rate: float = 2e-4
+    update_learning_rate: float = 1e-4
     calibration_fraction: float = 0.1
     good_quantile: float = 0.99
     seed: int = 0
@@ -305,7 +306,9 @@ class Autoencoder:
         self.model.eval()
         with torch.inference_mode():
             for start in range(0, len(images), bs):
-                x = self._inputs(to_tensor_batch(images[start : start + bs], self.config.image_size))
+                x = self._inputs(
+                    to_tensor_batch(images[start : start + bs], self.config.image_size)
+                )
                 with self._autocast():
                     recon = self.model.reconstruct(x)
                 maps = self.model.anomaly_maps(x, recon)

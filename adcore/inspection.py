@@ -1,0 +1,330 @@
+"""Inspect images with a detector and store the results: the bridge between models and the DB.
+
+Every upload (or file of a server-side folder) is decoded with :func:`adcore.image_io.load_image`;
+a bad file becomes a result with ``error`` set and the batch carries on. Good images are scored
+in batches, then each is stored in its own transaction: the image (deduplicated by content), its
+anomaly map and a :class:`db.Prediction` row.
+
+Anomaly maps are stored by :mod:`adcore.anomaly_maps` (``<data dir>/maps/<uuid>.npy``). A map
+file is written before its row, so a committed row always has its file; the file of a failed
+transaction is removed. ``overlay_image`` and ``load_anomaly_map`` are re-exported here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.orm import sessionmaker
+
+from adcore.anomaly_maps import load_anomaly_map, overlay_image, save_anomaly_map
+from adcore.detectors.base import Progress, report
+from adcore.errors import DatasetError, ImageLoadError
+from adcore.image_io import ImageLimits, is_image_path, load_image
+from db import (
+    ImageSource,
+    ModelVersion,
+    Prediction,
+    StorageError,
+    absolute_image_path,
+    get_or_create_image,
+)
+
+__all__ = [
+    "InspectionResult",
+    "inspect_folder",
+    "inspect_uploads",
+    "load_anomaly_map",
+    "overlay_image",
+]
+
+DEFAULT_BATCH_SIZE = 16
+
+ReadBytes = Callable[[], bytes]
+
+
+@dataclass(frozen=True)
+class InspectionResult:
+    """What happened to one inspected image.
+
+    Attributes:
+        name: The upload's or file's name (display only).
+        image_id: The stored image (``None`` on error).
+        prediction_id: The new prediction (``None`` on error).
+        score: Anomaly score (``None`` on error).
+        threshold: Threshold the verdict was made with (``None`` on error).
+        verdict: ``"defect"`` if ``score >= threshold`` else ``"good"`` (``None`` on error).
+        anomaly_map_path: The map file, relative to the data directory (``None`` on error).
+        error: Why the image could not be inspected, or ``None``.
+    """
+
+    name: str
+    image_id: int | None
+    prediction_id: int | None
+    score: float | None
+    threshold: float | None
+    verdict: str | None
+    anomaly_map_path: str | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the image was scored and stored."""
+        return self.error is None
+
+    @classmethod
+    def failed(cls, name: str, error: str) -> InspectionResult:
+        """A result for an image that could not be inspected."""
+        return cls(name, None, None, None, None, None, None, error)
+
+
+def inspect_uploads(
+    Session: sessionmaker[OrmSession],  # noqa: N803 - the app's session factory, named as in db
+    *,
+    project_id: int,
+    detector: Any,
+    model_version_id: int,
+    uploads: Sequence[tuple[str, bytes]],
+    source: str = ImageSource.UPLOAD.value,
+    progress: Progress | None = None,
+    data_dir: Path | None = None,
+    limits: ImageLimits | None = None,
+    batch_size: int | None = None,
+) -> list[InspectionResult]:
+    """Score uploaded images and store images, maps and predictions.
+
+    Args:
+        Session: The application's session factory.
+        project_id: The project the images belong to.
+        detector: A fitted detector (``predict(list of arrays) -> list of Prediction``).
+        model_version_id: The model version the detector was loaded from.
+        uploads: ``(original name, file bytes)`` pairs.
+        source: How the images arrived (one of :class:`db.ImageSource`).
+        progress: Optional ``progress(fraction, message)`` callback.
+        data_dir: The data directory; default :func:`db.data_dir`.
+        limits: Image size limits for decoding.
+        batch_size: Images scored per ``predict`` call; default the detector's batch size.
+
+    Returns:
+        One result per upload, in order; failed ones have ``error`` set.
+
+    Raises:
+        LookupError: If the model version does not exist or belongs to another project.
+        ValueError: On an unknown source, or when neither the version nor the detector has a
+            threshold.
+    """
+    items = [(name, _constant(data)) for name, data in uploads]
+    return _inspect(
+        Session,
+        project_id=project_id,
+        detector=detector,
+        model_version_id=model_version_id,
+        items=items,
+        source=source,
+        progress=progress,
+        data_dir=data_dir,
+        limits=limits,
+        batch_size=batch_size,
+    )
+
+
+def inspect_folder(
+    Session: sessionmaker[OrmSession],  # noqa: N803
+    *,
+    project_id: int,
+    detector: Any,
+    model_version_id: int,
+    folder: str | os.PathLike[str],
+    source: str = ImageSource.FOLDER.value,
+    recursive: bool = False,
+    progress: Progress | None = None,
+    data_dir: Path | None = None,
+    limits: ImageLimits | None = None,
+    batch_size: int | None = None,
+) -> list[InspectionResult]:
+    """Score every image file of a server-side folder (files are read one batch at a time).
+
+    Args:
+        Session: The application's session factory.
+        project_id: The project.
+        detector: A fitted detector.
+        model_version_id: The model version the detector was loaded from.
+        folder: The folder; files with a supported image extension are inspected, in name
+            order, hidden files skipped.
+        source: How the images arrived (default ``"folder"``).
+        recursive: Also inspect sub-folders (names are then relative paths).
+        progress: Optional ``progress(fraction, message)`` callback.
+        data_dir: The data directory; default :func:`db.data_dir`.
+        limits: Image size limits for decoding.
+        batch_size: Images scored per ``predict`` call.
+
+    Returns:
+        One result per image file, in name order.
+
+    Raises:
+        DatasetError: If the folder does not exist or holds no image file.
+    """
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"Folder not found: {root}")
+    pattern = "**/*" if recursive else "*"
+    paths = sorted(
+        path
+        for path in root.glob(pattern)
+        if path.is_file() and is_image_path(path) and not path.name.startswith(".")
+    )
+    if not paths:
+        raise DatasetError(f"No image files in {root} (supported: PNG, JPEG, BMP, TIFF).")
+    items = [(path.relative_to(root).as_posix(), path.read_bytes) for path in paths]
+    return _inspect(
+        Session,
+        project_id=project_id,
+        detector=detector,
+        model_version_id=model_version_id,
+        items=items,
+        source=source,
+        progress=progress,
+        data_dir=data_dir,
+        limits=limits,
+        batch_size=batch_size,
+    )
+
+
+def _inspect(
+    Session: sessionmaker[OrmSession],  # noqa: N803
+    *,
+    project_id: int,
+    detector: Any,
+    model_version_id: int,
+    items: Sequence[tuple[str, ReadBytes]],
+    source: str,
+    progress: Progress | None,
+    data_dir: Path | None,
+    limits: ImageLimits | None,
+    batch_size: int | None,
+) -> list[InspectionResult]:
+    source = ImageSource(source).value
+    threshold = _decision_threshold(Session, project_id, model_version_id, detector)
+    tell = report(progress)
+    step = batch_size or getattr(getattr(detector, "config", None), "batch_size", None)
+    step = max(1, int(step or DEFAULT_BATCH_SIZE))
+    results: list[InspectionResult | None] = [None] * len(items)
+    for start in range(0, len(items), step):
+        decoded: list[tuple[int, str, bytes, np.ndarray]] = []
+        for index in range(start, min(start + step, len(items))):
+            name, read = items[index]
+            try:
+                data = read()
+                decoded.append((index, name, data, load_image(data, limits=limits, name=name)))
+            except (ImageLoadError, OSError) as err:
+                results[index] = InspectionResult.failed(name, _message(err))
+        if decoded:
+            try:
+                predictions = detector.predict([pixels for _, _, _, pixels in decoded])
+            except (RuntimeError, ValueError) as err:  # e.g. out of memory: this batch only
+                for index, name, _, _ in decoded:
+                    results[index] = InspectionResult.failed(name, f"Scoring failed: {err}")
+                predictions = []
+            for (index, name, data, pixels), prediction in zip(decoded, predictions, strict=False):
+                results[index] = _store(
+                    Session,
+                    name=name,
+                    data=data,
+                    pixels=pixels,
+                    score=float(prediction.score),
+                    anomaly_map=prediction.anomaly_map,
+                    threshold=threshold,
+                    project_id=project_id,
+                    model_version_id=model_version_id,
+                    source=source,
+                    data_dir=data_dir,
+                )
+        done = min(start + step, len(items))
+        tell(done / len(items), f"Inspected {done}/{len(items)} images")
+    return [result for result in results if result is not None]
+
+
+def _store(
+    Session: sessionmaker[OrmSession],  # noqa: N803
+    *,
+    name: str,
+    data: bytes,
+    pixels: np.ndarray,
+    score: float,
+    anomaly_map: np.ndarray,
+    threshold: float,
+    project_id: int,
+    model_version_id: int,
+    source: str,
+    data_dir: Path | None,
+) -> InspectionResult:
+    """Store one scored image, map and prediction in one transaction."""
+    verdict = "defect" if score >= threshold else "good"
+    try:
+        map_path = save_anomaly_map(anomaly_map, data_dir)
+    except OSError as err:
+        return InspectionResult.failed(name, f"Could not write the anomaly map: {err}")
+    try:
+        with Session() as session, session.begin():
+            image, _ = get_or_create_image(
+                session,
+                data=data,
+                original_name=name,
+                project_id=project_id,
+                source=source,
+                width=int(pixels.shape[1]),
+                height=int(pixels.shape[0]),
+                data_dir=data_dir,
+            )
+            row = Prediction(
+                image_id=image.id,
+                model_version_id=model_version_id,
+                score=score,
+                threshold=threshold,
+                verdict=verdict,
+                anomaly_map_path=map_path,
+            )
+            session.add(row)
+            session.flush()
+            image_id, prediction_id = image.id, row.id
+    except (SQLAlchemyError, StorageError, OSError, ValueError) as err:
+        absolute_image_path(map_path, data_dir).unlink(missing_ok=True)
+        return InspectionResult.failed(name, f"Could not store the result: {err}")
+    return InspectionResult(name, image_id, prediction_id, score, threshold, verdict, map_path)
+
+
+def _decision_threshold(
+    Session: sessionmaker[OrmSession],  # noqa: N803
+    project_id: int,
+    model_version_id: int,
+    detector: Any,
+) -> float:
+    with Session() as session:
+        version = session.get(ModelVersion, model_version_id)
+        if version is None or version.project_id != project_id:
+            raise LookupError(
+                f"Model version {model_version_id} does not belong to project {project_id}."
+            )
+        threshold = version.threshold
+    if threshold is None:
+        threshold = getattr(detector, "threshold", None)
+    if threshold is None:
+        raise ValueError(
+            f"Model version {model_version_id} has no decision threshold yet: a manager must "
+            "set one before parts can be judged."
+        )
+    return float(threshold)
+
+
+def _constant(data: bytes) -> ReadBytes:
+    return lambda: data
+
+
+def _message(err: Exception) -> str:
+    return str(err) or type(err).__name__

@@ -1,0 +1,118 @@
+"""Loupe workbench: the Streamlit entry point and router.
+
+Run with ``streamlit run app.py``. Order of a run: page config, one-time start-up (migrations,
+first admin, demo project), the signed-in user and the shared sidebar (project picker), then
+``st.navigation`` with only the pages the user's role may use. Signed-out visitors get the
+sign-in page only.
+
+Environment: ``LOUPE_DATA_DIR`` / ``LOUPE_DATABASE_URL`` (storage), ``LOUPE_ADMIN_PASSWORD``
+(first admin's password; a random one is printed once to the server log otherwise),
+``LOUPE_SKIP_DEMO=1`` (do not seed the demo project), ``LOUPE_MODELS_DIR`` (default ``models``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import streamlit as st
+
+import db
+from db.projects import list_projects
+from pages.common import (
+    ADMIN_PASSWORD_ENV,
+    LOGIN_PAGE,
+    PICKER_KEY,
+    PROJECT_KEY,
+    SKIP_DEMO_ENV,
+    models_root,
+    pages_for_role,
+    refresh_user,
+    routed,
+    session_factory_for,
+    sign_out,
+    transaction,
+)
+
+log = logging.getLogger("loupe.app")
+
+
+@st.cache_resource(show_spinner=False)
+def bootstrap(url: str) -> None:
+    """Migrate the database and make sure an admin exists (once per server process)."""
+    factory = session_factory_for(url)
+    with factory() as session, session.begin():
+        generated = db.ensure_admin(session, os.environ.get(ADMIN_PASSWORD_ENV))
+    if generated:
+        # Printed once, to the server's log only: never shown in the UI.
+        message = (
+            f"Loupe created the user 'admin' with the one-time password: {generated}  "
+            f"(set {ADMIN_PASSWORD_ENV} to choose it; change it after signing in)"
+        )
+        print(message, flush=True)
+
+
+@st.cache_resource(show_spinner="Preparing the demo project…")
+def seed_demo_once(url: str) -> str | None:
+    """Seed the demo project once per server process; return an error message or None."""
+    from adcore.demo import seed_demo
+
+    try:
+        seed_demo(session_factory_for(url), models_root=models_root())
+    except Exception as err:  # the workbench stays usable without the demo
+        log.exception("Seeding the demo project failed")
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def start_up() -> None:
+    url = db.database_url()
+    try:
+        bootstrap(url)
+    except ValueError as err:  # e.g. LOUPE_ADMIN_PASSWORD too short
+        st.error(f"Loupe cannot start: {err}")
+        st.stop()
+    if os.environ.get(SKIP_DEMO_ENV) != "1":
+        problem = seed_demo_once(url)
+        if problem:
+            st.sidebar.warning(f"The demo project is not available: {problem}")
+
+
+def project_picker() -> None:
+    """The shared project picker; the choice lives in ``st.session_state[PROJECT_KEY]``."""
+    with transaction() as session:
+        projects = {project.id: project.name for project in list_projects(session)}
+    if not projects:
+        st.session_state[PROJECT_KEY] = None
+        st.sidebar.caption("No projects yet.")
+        return
+    ids = list(projects)
+    if st.session_state.get(PICKER_KEY) not in ids:  # first run, or the project is gone
+        current = st.session_state.get(PROJECT_KEY)
+        st.session_state[PICKER_KEY] = current if current in ids else ids[0]
+    chosen = st.sidebar.selectbox("Project", ids, format_func=projects.get, key=PICKER_KEY)
+    st.session_state[PROJECT_KEY] = chosen
+
+
+def sidebar(user: dict) -> None:
+    st.sidebar.markdown(f"**{user['name']}** · {user['role']}")
+    project_picker()
+    if st.sidebar.button("Sign out", icon=":material/logout:", key="sign_out"):
+        sign_out()
+        st.rerun()
+
+
+st.set_page_config(page_title="Loupe", page_icon=":material/search:", layout="wide")
+start_up()
+user = refresh_user()
+if user is None:
+    pages = [st.Page(LOGIN_PAGE.path, title=LOGIN_PAGE.title, icon=LOGIN_PAGE.icon)]
+else:
+    sidebar(user)
+    pages = [
+        st.Page(spec.path, title=spec.title, icon=spec.icon)
+        for spec in pages_for_role(user["role"])
+    ]
+page = st.navigation(pages)
+with routed():
+    page.run()

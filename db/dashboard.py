@@ -1,0 +1,348 @@
+"""Numbers for the dashboard: outcomes of reviewed parts, error rates, counts and throughput.
+
+Everything returns plain dataclasses, dicts and lists, ready for plotly. Counting happens in
+SQL (``GROUP BY``) where it is portable; what is not (reporting periods, medians) happens in
+one Python pass over narrow rows. Periods are UTC days or ISO weeks starting on Monday.
+
+An *outcome* pairs a reviewed image's latest prediction of a model version with the image's
+current label. Verdicts are the ones stored with the predictions: the dashboard reports what
+the line actually decided, whereas the review queue judges against the current threshold.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy import case, exists, func, select
+from sqlalchemy.orm import Session
+
+from db.base import Label, Verdict
+from db.models import Image, ModelVersion, Prediction, Review, User
+from db.periods import Period, period_start, period_starts, raw_timestamp
+from db.queries import (
+    active_version_id,
+    current_review_value,
+    has_current_label,
+    latest_prediction_value,
+)
+
+__all__ = [
+    "Outcome",
+    "Period",
+    "RatePoint",
+    "ScoreDistribution",
+    "confusion",
+    "error_rates_over_time",
+    "labelled_scores",
+    "period_start",
+    "review_counts",
+    "reviewed_outcomes",
+    "score_distribution",
+    "throughput",
+]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A reviewed image's latest prediction by one model version, with its current label."""
+
+    image_id: int
+    model_version_id: int
+    version: int
+    score: float
+    threshold: float
+    verdict: str
+    label: str
+    reviewer: str
+    reviewed_at: datetime
+    predicted_at: datetime
+
+
+@dataclass(frozen=True)
+class RatePoint:
+    """Miss and false-alarm rates of one model version over one period of reviews.
+
+    ``fnr`` is ``None`` without labelled defects in the period, ``fpr`` without good parts.
+    """
+
+    period_start: date
+    model_version: int
+    fnr: float | None
+    fpr: float | None
+    n_defect: int
+    n_good: int
+
+
+class ScoreDistribution(NamedTuple):
+    """Scores of every scored image (label ``None`` when unreviewed) and the active threshold."""
+
+    points: list[tuple[float, str | None]]
+    threshold: float | None
+
+
+def _outcome_rows(project_id: int, model_version_id: int | None, *columns: Any) -> Any:
+    """SELECT ``columns`` over (labelled image x version that scored it) of a project.
+
+    ``Review`` is the image's current review and ``Prediction`` the version's latest
+    prediction of it; both are joined by primary key from correlated subqueries.
+    """
+    same_project = ModelVersion.project_id == Image.project_id
+    if model_version_id is not None:
+        same_project = same_project & (ModelVersion.id == model_version_id)
+    review_id = current_review_value(Image.id)
+    prediction_id = latest_prediction_value(Image.id, ModelVersion.id)
+    return (
+        select(*columns)
+        .select_from(Image)
+        .join(Review, (Review.id == review_id) & (Review.image_id == Image.id))
+        .join(ModelVersion, same_project)
+        .join(Prediction, (Prediction.id == prediction_id) & (Prediction.image_id == Image.id))
+        .where(Image.project_id == project_id)
+    )
+
+
+def reviewed_outcomes(
+    session: Session, project_id: int, *, model_version_id: int | None = None
+) -> list[Outcome]:
+    """Return one outcome per (reviewed image, model version that scored it).
+
+    Args:
+        session: The caller's session.
+        project_id: The project.
+        model_version_id: Only this version's outcomes; ``None`` for every version.
+
+    Returns:
+        Outcomes ordered by review time, image and version.
+    """
+    statement = _outcome_rows(
+        project_id,
+        model_version_id,
+        Image.id,
+        ModelVersion.id,
+        ModelVersion.version,
+        Prediction.score,
+        Prediction.threshold,
+        Prediction.verdict,
+        Review.label,
+        User.name,
+        Review.created_at,
+        Prediction.created_at,
+    ).join(User, User.id == Review.reviewer_id)
+    statement = statement.order_by(Review.created_at, Image.id, ModelVersion.version)
+    return [Outcome(*row) for row in session.execute(statement)]
+
+
+def error_rates_over_time(
+    session: Session, project_id: int, *, period: Period = "day"
+) -> list[RatePoint]:
+    """Return FNR and FPR per review period and model version.
+
+    Args:
+        session: The caller's session.
+        project_id: The project.
+        period: ``"day"`` or ``"week"``: outcomes are grouped by their current label's date.
+
+    Returns:
+        Points ordered by period, then version.
+    """
+    start_of = period_starts(period)
+    rows = session.execute(
+        _outcome_rows(
+            project_id,
+            None,
+            ModelVersion.version,
+            Review.label,
+            Prediction.verdict,
+            raw_timestamp(Review.created_at),
+        )
+    )
+    # tallies[(period start, version)] = [n_defect, n_missed, n_good, n_false_alarm]
+    tallies: dict[tuple[date, int], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    defect, good = Label.DEFECT.value, Verdict.GOOD.value
+    for version, label, verdict, reviewed_at in rows:
+        tally = tallies[(start_of(reviewed_at), version)]
+        if label == defect:
+            tally[0] += 1
+            tally[1] += verdict == good
+        else:
+            tally[2] += 1
+            tally[3] += verdict != good
+    return [
+        RatePoint(
+            period_start=start,
+            model_version=version,
+            fnr=missed / n_defect if n_defect else None,
+            fpr=alarms / n_good if n_good else None,
+            n_defect=n_defect,
+            n_good=n_good,
+        )
+        for (start, version), (n_defect, missed, n_good, alarms) in sorted(tallies.items())
+    ]
+
+
+def review_counts(session: Session, project_id: int) -> dict[str, int]:
+    """Return ``{"total", "reviewed", "unreviewed", "flagged_unreviewed"}`` image counts.
+
+    ``flagged_unreviewed`` counts unlabelled images whose latest prediction (of the active
+    version; of any version when none is active) is flagged against the version's current
+    threshold: the head of the review queue.
+    """
+    version_id = active_version_id(session, project_id)
+    per_image = (
+        select(
+            has_current_label(Image.id).label("reviewed"),
+            latest_prediction_value(Image.id, version_id).label("prediction_id"),
+        )
+        .where(Image.project_id == project_id)
+        .subquery("per_image")
+    )
+    threshold = func.coalesce(ModelVersion.threshold, Prediction.threshold)
+    flagged = case((Prediction.score >= threshold, 1), else_=0)
+    rows = session.execute(
+        select(per_image.c.reviewed, flagged, func.count())
+        .select_from(per_image)
+        .outerjoin(Prediction, Prediction.id == per_image.c.prediction_id)
+        .outerjoin(ModelVersion, ModelVersion.id == Prediction.model_version_id)
+        .group_by(per_image.c.reviewed, flagged)
+    )
+    counts = {"total": 0, "reviewed": 0, "unreviewed": 0, "flagged_unreviewed": 0}
+    for reviewed, is_flagged, n in rows:
+        counts["total"] += n
+        counts["reviewed" if reviewed else "unreviewed"] += n
+        if is_flagged and not reviewed:
+            counts["flagged_unreviewed"] += n
+    return counts
+
+
+def confusion(
+    session: Session, project_id: int, model_version_id: int | None = None
+) -> dict[str, int]:
+    """Return ``{"tp", "fp", "tn", "fn"}`` of stored verdicts against current labels.
+
+    Args:
+        session: The caller's session.
+        project_id: The project.
+        model_version_id: The version judged; default the active one, or, when none is
+            active, each image's latest prediction of any version.
+    """
+    version_id = model_version_id or active_version_id(session, project_id)
+    per_image = (
+        select(
+            current_review_value(Image.id, "label").label("label"),
+            latest_prediction_value(Image.id, version_id, "verdict").label("verdict"),
+        )
+        .where(Image.project_id == project_id)
+        .subquery("per_image")
+    )
+    rows = session.execute(
+        select(per_image.c.label, per_image.c.verdict, func.count()).group_by(
+            per_image.c.label, per_image.c.verdict
+        )
+    )
+    counts = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
+    for label, verdict, n in rows:
+        if label is None or verdict is None:
+            continue
+        flagged = verdict == Verdict.DEFECT
+        if label == Label.DEFECT:
+            counts["tp" if flagged else "fn"] += n
+        else:
+            counts["fp" if flagged else "tn"] += n
+    return counts
+
+
+def score_distribution(session: Session, project_id: int) -> ScoreDistribution:
+    """Return every scored image's latest score with its current label, and the threshold.
+
+    Scores come from the active version (any version when none is active), in no particular
+    order; the threshold is the active version's current one (``None`` without one).
+    """
+    version_id = active_version_id(session, project_id)
+    points = [
+        (score, label)
+        for score, label in session.execute(_labelled_scores_select(project_id, version_id))
+    ]
+    threshold = None
+    if version_id is not None:
+        threshold = session.scalar(
+            select(ModelVersion.threshold).where(ModelVersion.id == version_id)
+        )
+    return ScoreDistribution(points, threshold)
+
+
+def labelled_scores(
+    session: Session, project_id: int, model_version_id: int
+) -> list[tuple[float, str]]:
+    """Return ``(score, current label)`` of every labelled image the version has scored."""
+    statement = _labelled_scores_select(project_id, model_version_id, labelled_only=True)
+    return [(score, label) for score, label in session.execute(statement)]
+
+
+def _labelled_scores_select(
+    project_id: int, model_version_id: int | None, *, labelled_only: bool = False
+) -> Any:
+    prediction_id = latest_prediction_value(Image.id, model_version_id)
+    statement = (
+        select(Prediction.score, Review.label)
+        .select_from(Image)
+        .join(Prediction, (Prediction.id == prediction_id) & (Prediction.image_id == Image.id))
+    )
+    on_review = (Review.id == current_review_value(Image.id)) & (Review.image_id == Image.id)
+    statement = statement.join(Review, on_review, isouter=not labelled_only)
+    return statement.where(Image.project_id == project_id)
+
+
+def throughput(
+    session: Session,
+    project_id: int,
+    *,
+    period: Period = "day",
+    since: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Return reviews per reviewer and period with the median time spent per review.
+
+    Every label given counts (also ones later corrected or undone: they were work done);
+    undo rows do not.
+
+    Args:
+        session: The caller's session.
+        project_id: The project.
+        period: ``"day"`` or ``"week"``.
+        since: Only reviews made at or after this (aware) moment; ``None`` for all.
+
+    Returns:
+        ``{"reviewer", "period_start", "n_reviews", "median_seconds"}`` dicts ordered by
+        period then reviewer; ``median_seconds`` is ``None`` when no time was recorded.
+    """
+    start_of = period_starts(period)
+    in_project = exists().where(Image.id == Review.image_id, Image.project_id == project_id)
+    statement = select(
+        Review.reviewer_id, raw_timestamp(Review.created_at), Review.seconds_spent
+    ).where(Review.is_undo.is_(False), in_project)
+    if since is not None:
+        statement = statement.where(Review.created_at >= since)
+    names = {user_id: name for user_id, name in session.execute(select(User.id, User.name))}
+    counts: dict[tuple[date, str], int] = defaultdict(int)
+    seconds: dict[tuple[date, str], list[float]] = defaultdict(list)
+    for reviewer_id, created_at, spent in session.execute(statement):
+        key = (start_of(created_at), names[reviewer_id])
+        counts[key] += 1
+        if spent is not None:
+            seconds[key].append(spent)
+    return [
+        {
+            "reviewer": reviewer,
+            "period_start": start,
+            "n_reviews": n_reviews,
+            "median_seconds": (
+                statistics.median(seconds[(start, reviewer)])
+                if (start, reviewer) in seconds
+                else None
+            ),
+        }
+        for (start, reviewer), n_reviews in sorted(counts.items())
+    ]

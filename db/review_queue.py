@@ -1,0 +1,184 @@
+"""The review queue: which unlabelled parts an inspector should look at next, and labelling them.
+
+An image is in the queue when it has no counting review and its latest prediction is flagged
+or close to the threshold. Predictions come from the project's active model version; when no
+version is active, the latest prediction of any version is used.
+
+Flags are judged against the version's *current* threshold (falling back to the threshold
+stored with the prediction), so lowering a threshold immediately brings the newly suspicious
+parts to the front; stored predictions are never rewritten.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Select, case, exists, func, select
+from sqlalchemy.orm import Session
+
+from db.base import Label, Verdict
+from db.models import Image, ModelVersion, Review, User
+from db.permissions import CAN_REVIEW, require_session_role
+from db.projects import add_defect_type
+from db.queries import active_version_id, latest_predictions
+from db.repository import add_review, counting_review, undo_last_review
+
+DEFAULT_NEAR_MARGIN = 0.1
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """One part waiting for a human label.
+
+    Attributes:
+        image_id: The image.
+        prediction_id: Its latest prediction (of the active version when there is one).
+        original_name: The file name it was uploaded with (display only).
+        stored_path: Its file, relative to the data directory.
+        score: The anomaly score.
+        threshold: The threshold it is judged against (the version's current one).
+        verdict: ``"defect"`` if ``score >= threshold`` else ``"good"``.
+        created_at: When the prediction was made.
+    """
+
+    image_id: int
+    prediction_id: int
+    original_name: str
+    stored_path: str
+    score: float
+    threshold: float
+    verdict: str
+    created_at: datetime
+
+
+def review_queue(
+    session: Session,
+    project_id: int,
+    *,
+    near_margin: float = DEFAULT_NEAR_MARGIN,
+    limit: int | None = None,
+) -> list[QueueItem]:
+    """Return the unlabelled parts to review, most urgent first.
+
+    Flagged parts (``score >= threshold``) come first, highest score first; then the good
+    parts within ``near_margin`` of the threshold (``score >= threshold * (1 - near_margin)``),
+    highest score first. Parts further below the threshold are not in the queue.
+
+    Args:
+        session: The caller's session.
+        project_id: The project.
+        near_margin: Relative margin below the threshold that still needs a human look.
+        limit: At most this many items.
+
+    Returns:
+        The queue items.
+    """
+    statement = _queue_select(session, project_id, near_margin)
+    if limit is not None:
+        statement = statement.limit(max(0, int(limit)))
+    return [QueueItem(**row._asdict()) for row in session.execute(statement)]
+
+
+def queue_size(
+    session: Session, project_id: int, *, near_margin: float = DEFAULT_NEAR_MARGIN
+) -> int:
+    """Return how many parts :func:`review_queue` would list (without a limit)."""
+    inner = _queue_select(session, project_id, near_margin).order_by(None).subquery()
+    return int(session.scalar(select(func.count()).select_from(inner)) or 0)
+
+
+def record_review(
+    session: Session,
+    *,
+    image_id: int,
+    user: User,
+    label: str,
+    defect_type: str | None = None,
+    note: str | None = None,
+    seconds_spent: float | None = None,
+) -> Review:
+    """Append the user's label for an image (flushed, so it has an id).
+
+    A defect type the project does not know yet is added to its vocabulary.
+
+    Args:
+        session: The caller's session.
+        image_id: The labelled image.
+        user: The reviewer (inspector, manager or admin).
+        label: ``"good"`` or ``"defect"``.
+        defect_type: The kind of defect (only with ``"defect"``; blank means none).
+        note: Free text (blank means none).
+        seconds_spent: Time spent on the part, >= 0.
+
+    Returns:
+        The new review.
+
+    Raises:
+        PermissionDenied: If the user may not review.
+        LookupError: If the image does not exist.
+        ValueError: On an unknown label, a defect type on a good part, or negative seconds.
+    """
+    reviewer = require_session_role(session, user, *CAN_REVIEW)
+    if label not in {member.value for member in Label}:
+        raise ValueError(f"A label must be 'good' or 'defect', got {label!r}.")
+    image = session.get(Image, image_id)
+    if image is None:
+        raise LookupError(f"There is no image with id {image_id}.")
+    if seconds_spent is not None and not seconds_spent >= 0:
+        raise ValueError(f"Seconds spent must be zero or more, got {seconds_spent!r}.")
+    defect_type = (defect_type or "").strip() or None
+    if defect_type is not None:
+        if label != Label.DEFECT:
+            raise ValueError("A defect type can only be given with the label 'defect'.")
+        add_defect_type(session, image.project_id, defect_type, user=reviewer)
+    return add_review(
+        session,
+        image_id=image_id,
+        reviewer_id=reviewer.id,
+        label=label,
+        defect_type=defect_type,
+        note=(note or "").strip() or None,
+        seconds_spent=seconds_spent,
+    )
+
+
+def undo_last(session: Session, *, user: User) -> Review | None:
+    """Cancel the user's own latest counting review (see :func:`db.undo_last_review`).
+
+    Returns:
+        The undo row, or ``None`` when there is nothing left to undo.
+
+    Raises:
+        PermissionDenied: If the user may not review.
+    """
+    reviewer = require_session_role(session, user, *CAN_REVIEW)
+    return undo_last_review(session, reviewer_id=reviewer.id)
+
+
+def _queue_select(session: Session, project_id: int, near_margin: float) -> Select:
+    if not near_margin >= 0:
+        raise ValueError(f"near_margin must be zero or more, got {near_margin!r}.")
+    latest = latest_predictions(project_id, model_version_id=active_version_id(session, project_id))
+    threshold = func.coalesce(ModelVersion.threshold, latest.c.threshold)
+    flagged = latest.c.score >= threshold
+    near = latest.c.score >= threshold - func.abs(threshold) * float(near_margin)
+    reviewed = exists().where(Review.image_id == latest.c.image_id, counting_review())
+    verdict = case((flagged, Verdict.DEFECT.value), else_=Verdict.GOOD.value)
+    return (
+        select(
+            latest.c.image_id,
+            latest.c.prediction_id,
+            Image.original_name,
+            Image.stored_path,
+            latest.c.score,
+            threshold.label("threshold"),
+            verdict.label("verdict"),
+            latest.c.predicted_at.label("created_at"),
+        )
+        .select_from(latest)
+        .join(Image, Image.id == latest.c.image_id)
+        .join(ModelVersion, ModelVersion.id == latest.c.model_version_id)
+        .where(near, ~reviewed)
+        .order_by(case((flagged, 0), else_=1), latest.c.score.desc(), latest.c.image_id)
+    )

@@ -1,0 +1,86 @@
+"""Users (admins only): list, create and deactivate accounts."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+from sqlalchemy import select
+
+import db
+from db.permissions import CAN_MANAGE_USERS, require_session_role
+from pages.common import (
+    ADMINS,
+    ALL_ROLES,
+    flash,
+    load_user,
+    require_page_role,
+    show_flashes,
+    signed_in,
+    transaction,
+    user_facing_errors,
+)
+
+
+def create_clicked() -> None:
+    name = (st.session_state.get("new_user_name") or "").strip()
+    try:
+        with transaction() as session:
+            require_session_role(session, load_user(session), *CAN_MANAGE_USERS)
+            db.create_user(
+                session,
+                name,
+                st.session_state.get("new_user_password") or "",
+                st.session_state.get("new_user_role") or db.Role.INSPECTOR.value,
+            )
+    except user_facing_errors() as err:
+        message = "that name is taken" if type(err).__name__ == "IntegrityError" else err
+        flash(f"Could not create the user: {message}", "error")
+        return
+    flash(f"Created user {name!r}.")
+
+
+def set_active_clicked(user_id: int, active: bool) -> None:
+    try:
+        with transaction() as session:
+            require_session_role(session, load_user(session), *CAN_MANAGE_USERS)
+            target = session.get(db.User, user_id)
+            if target is None:
+                raise LookupError("no such user")
+            target.active = active
+            name = target.name
+    except user_facing_errors() as err:
+        flash(f"Could not change the user: {err}", "error")
+        return
+    flash(f"{name} is now {'active' if active else 'deactivated'}.")
+
+
+require_page_role(*ADMINS)
+st.title("Users")
+show_flashes()
+
+with transaction() as session:
+    users = [
+        {"id": u.id, "Name": u.name, "Role": u.role, "Active": u.active, "Created": u.created_at}
+        for u in session.scalars(select(db.User).order_by(db.User.name))
+    ]
+
+st.dataframe(pd.DataFrame(users).drop(columns="id"), hide_index=True, key="users_table")
+
+st.subheader("Deactivate or reactivate")
+for user in users:
+    if user["id"] == signed_in()["id"]:
+        continue  # an admin cannot lock themselves out
+    label = f"Deactivate {user['Name']}" if user["Active"] else f"Reactivate {user['Name']}"
+    st.button(
+        label,
+        key=f"active-{user['id']}",
+        on_click=set_active_clicked,
+        args=(user["id"], not user["Active"]),
+    )
+
+st.subheader("Create a user")
+with st.form("new_user", clear_on_submit=True):
+    st.text_input("User name", key="new_user_name", max_chars=64)
+    st.text_input("Password (at least 8 characters)", type="password", key="new_user_password")
+    st.selectbox("Role", ALL_ROLES, key="new_user_role")
+    st.form_submit_button("Create user", type="primary", on_click=create_clicked)

@@ -1,0 +1,394 @@
+"""Helpers shared by the workbench pages: sessions, the signed-in user, the project, detectors.
+
+This module is imported by ``app.py`` and the pages (``from pages.common import ...``); it is
+not a page itself (``app.py`` registers pages explicitly with ``st.navigation``).
+
+Everything cached with ``st.cache_resource`` is shared by all browser sessions of the server
+process, so only thread-safe, read-only things live there: the session factory (keyed by the
+database URL) and loaded detectors (keyed by artifact path; never mutated by the pages).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+from sqlalchemy.orm import Session, sessionmaker
+
+import db
+
+log = logging.getLogger("loupe.app")
+
+#: Session-state keys (one place, so pages and tests agree).
+USER_KEY = "user"
+PROJECT_KEY = "project_id"
+PICKER_KEY = "sidebar_project"  # the sidebar project selectbox
+
+MODELS_DIR_ENV = "LOUPE_MODELS_DIR"
+SKIP_DEMO_ENV = "LOUPE_SKIP_DEMO"
+ADMIN_PASSWORD_ENV = "LOUPE_ADMIN_PASSWORD"
+
+ALL_ROLES = (db.Role.INSPECTOR.value, db.Role.MANAGER.value, db.Role.ADMIN.value)
+MANAGERS = (db.Role.MANAGER.value, db.Role.ADMIN.value)
+ADMINS = (db.Role.ADMIN.value,)
+
+
+@dataclass(frozen=True)
+class PageSpec:
+    """One workbench page and the roles that may open it."""
+
+    path: str
+    title: str
+    icon: str
+    roles: tuple[str, ...]
+
+
+#: Role -> pages mapping: a page appears in the navigation only for these roles.
+PAGES: tuple[PageSpec, ...] = (
+    PageSpec("pages/inspect.py", "Inspect", ":material/search:", ALL_ROLES),
+    PageSpec("pages/review.py", "Review", ":material/fact_check:", ALL_ROLES),
+    PageSpec("pages/dashboard.py", "Dashboard", ":material/monitoring:", MANAGERS),
+    PageSpec("pages/models.py", "Models", ":material/model_training:", MANAGERS),
+    PageSpec("pages/admin.py", "Users", ":material/manage_accounts:", ADMINS),
+)
+LOGIN_PAGE = PageSpec("pages/login.py", "Sign in", ":material/login:", ())
+
+
+MAIN_SCRIPT = "app.py"
+
+_router = threading.local()
+
+
+@contextmanager
+def routed() -> Iterator[None]:
+    """Mark the page run that ``app.py`` starts (``st.navigation(...).run()``) as routed."""
+    _router.active = True
+    try:
+        yield
+    finally:
+        _router.active = False
+
+
+def ensure_routed() -> None:
+    """Send a page that runs without ``app.py`` back through the router.
+
+    Streamlit still honours the legacy ``pages/`` folder until ``st.navigation`` has run once
+    in the server process: on the process's very first run a URL such as ``/review`` would run
+    ``pages/review.py`` on its own, skipping start-up, the sign-in check and the sidebar. Every
+    page calls this first; outside a routed run it switches to the main script.
+    """
+    if not getattr(_router, "active", False):
+        st.switch_page(MAIN_SCRIPT)
+
+
+def pages_for_role(role: str | None) -> list[PageSpec]:
+    """The pages a role may use (none when signed out)."""
+    if role is None:
+        return []
+    return [page for page in PAGES if role in page.roles]
+
+
+# --------------------------------------------------------------------------- storage
+
+
+@st.cache_resource(show_spinner=False)
+def session_factory_for(url: str) -> sessionmaker[Session]:
+    """Migrate the database at ``url`` once per process and return its session factory."""
+    engine = db.init_db(url)
+    return db.make_session_factory(engine)
+
+
+def session_factory() -> sessionmaker[Session]:
+    """The session factory of the configured database (``$LOUPE_DATABASE_URL`` / data dir)."""
+    return session_factory_for(db.database_url())
+
+
+@contextmanager
+def transaction() -> Iterator[Session]:
+    """A session inside a transaction: committed on success, rolled back on error."""
+    with session_factory()() as session, session.begin():
+        yield session
+
+
+def models_root() -> Path:
+    """Where trained models are written: ``$LOUPE_MODELS_DIR`` or ``./models``."""
+    return Path(os.environ.get(MODELS_DIR_ENV) or "models")
+
+
+# --------------------------------------------------------------------------- the user
+
+
+def sign_in(user: db.User) -> None:
+    """Remember the signed-in user in this browser session."""
+    st.session_state[USER_KEY] = {"id": user.id, "name": user.name, "role": user.role}
+
+
+def sign_out() -> None:
+    """Forget the signed-in user (and everything this session was doing)."""
+    for key in list(st.session_state.keys()):
+        del st.session_state[key]
+
+
+def signed_in() -> dict | None:
+    """``{"id", "name", "role"}`` of the signed-in user, or None."""
+    return st.session_state.get(USER_KEY)
+
+
+def refresh_user() -> dict | None:
+    """Re-read the signed-in user from the database; sign out a removed or inactive user.
+
+    Called once per run by ``app.py`` so that a role change or a deactivation takes effect on
+    the next interaction.
+    """
+    info = signed_in()
+    if info is None:
+        return None
+    with transaction() as session:
+        user = session.get(db.User, info["id"])
+        if user is None or not user.active:
+            sign_out()
+            return None
+        sign_in(user)
+    return signed_in()
+
+
+def load_user(session: Session) -> db.User:
+    """The signed-in user as a row of ``session`` (what the service functions check).
+
+    Raises:
+        PermissionError: If nobody is signed in or the account was deactivated.
+    """
+    info = signed_in()
+    user = None if info is None else session.get(db.User, info["id"])
+    if user is None or not user.active:
+        raise PermissionError("Please sign in again.")
+    return user
+
+
+def require_page_role(*roles: str) -> dict:
+    """Stop the page unless the signed-in user has one of ``roles`` (navigation hides it too)."""
+    ensure_routed()
+    info = signed_in()
+    if info is None or info["role"] not in roles:
+        st.error("You do not have access to this page.")
+        st.stop()
+    return info
+
+
+# --------------------------------------------------------------------------- the project
+
+
+def current_project_id() -> int | None:
+    """The project picked in the sidebar, or None."""
+    return st.session_state.get(PROJECT_KEY)
+
+
+def choose_project(project_id: int) -> None:
+    """Make ``project_id`` the picked project (call from a callback, before the sidebar runs)."""
+    st.session_state[PROJECT_KEY] = project_id
+    st.session_state[PICKER_KEY] = project_id
+
+
+def require_project() -> int:
+    """The picked project's id; stops the page with a hint when there is none."""
+    project_id = current_project_id()
+    if project_id is None:
+        st.info("No project yet. A manager can create one on the Models page.")
+        st.stop()
+    return project_id
+
+
+# --------------------------------------------------------------------------- detectors
+
+
+def resolve_artifact(artifact_path: str) -> Path:
+    """A model version's directory: absolute as stored, else relative to the working directory."""
+    path = Path(artifact_path)
+    return path if path.is_absolute() else Path.cwd() / path
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
+def load_detector_cached(artifact_path: str):
+    """Load (and verify) a saved detector once per process; shared, never mutated by pages."""
+    from adcore.detectors.registry import load_detector
+
+    return load_detector(resolve_artifact(artifact_path), device="cpu")
+
+
+# --------------------------------------------------------------------------- showing a part
+
+
+def image_pixels(stored_path: str) -> np.ndarray | None:
+    """Decode a stored image, or None (with a warning) when the file is gone or unreadable."""
+    from adcore.errors import ImageLoadError
+    from adcore.image_io import load_image
+
+    try:
+        return load_image(db.absolute_image_path(stored_path))
+    except (ImageLoadError, ValueError) as err:
+        st.warning(f"Cannot show the image: {err}")
+        return None
+
+
+def verdict_badge(verdict: str | None) -> str:
+    """Markdown for a coloured verdict."""
+    if verdict == db.Verdict.DEFECT:
+        return ":red-background[**DEFECT**]"
+    if verdict == db.Verdict.GOOD:
+        return ":green-background[**GOOD**]"
+    return ":gray-background[not scored]"
+
+
+def show_part(
+    *,
+    stored_path: str,
+    anomaly_map_path: str | None,
+    score: float | None,
+    threshold: float | None,
+    verdict: str | None,
+    key: str,
+    caption: str = "",
+) -> None:
+    """The image, its anomaly-map overlay (with an opacity slider), score vs threshold, verdict."""
+    from adcore.inspection import load_anomaly_map, overlay_image
+
+    pixels = image_pixels(stored_path)
+    if score is not None:
+        line = f"Score **{score:.4g}**"
+        if threshold is not None:
+            line += f" vs threshold **{threshold:.4g}**"
+        st.markdown(f"{verdict_badge(verdict)} &nbsp; {line}")
+    if pixels is None:
+        return
+    left, right = st.columns(2)
+    left.image(pixels, caption=caption or "Image", width="stretch")
+    if not anomaly_map_path:
+        right.caption("No anomaly map for this part.")
+        return
+    try:
+        anomaly_map = load_anomaly_map(anomaly_map_path)
+    except (OSError, ValueError) as err:
+        right.warning(f"Cannot read the anomaly map: {err}")
+        return
+    opacity = right.slider(
+        "Overlay opacity", 0.0, 1.0, 0.5, 0.05, key=f"{key}-opacity", help="0 shows the image only"
+    )
+    overlay = overlay_image(pixels, anomaly_map, opacity, threshold=threshold)
+    right.image(overlay, caption="Anomaly map", width="stretch")
+
+
+def explanation_panels(prediction_id: int | None) -> list[Callable[[], None]]:
+    """Hook for explanation panels (Grad-CAM, text explanations) of a prediction.
+
+    Returns one callable per panel to draw. There are no explanation producers yet, so this
+    returns an empty list and nothing is drawn; add panels here when they exist.
+    """
+    del prediction_id
+    return []
+
+
+def show_explanations(prediction_id: int | None) -> None:
+    """Draw the explanation panels of a prediction, if there are any."""
+    for panel in explanation_panels(prediction_id):
+        panel()
+
+
+# --------------------------------------------------------------------------- background work
+
+
+class JobProgress:
+    """Progress of a background job, written by the worker thread and read by the UI.
+
+    The worker never calls ``st.*``; it only updates this object under its lock. A fragment
+    with ``run_every`` polls :meth:`snapshot`.
+    """
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+        self._lock = threading.Lock()
+        self._fraction = 0.0
+        self._message = "Starting…"
+        self._done = False
+        self._error: str | None = None
+        self._result: object = None
+
+    def update(self, fraction: float, message: str) -> None:
+        """Progress callback (``progress(fraction, message)``)."""
+        with self._lock:
+            self._fraction = min(max(float(fraction), 0.0), 1.0)
+            self._message = message
+
+    def finish(self, result: object = None, error: str | None = None) -> None:
+        """Mark the job as done, with a result or an error message."""
+        with self._lock:
+            self._done = True
+            self._result = result
+            self._error = error
+            if error is None:
+                self._fraction = 1.0
+
+    def snapshot(self) -> dict:
+        """``{"fraction", "message", "done", "error", "result"}`` at this moment."""
+        with self._lock:
+            return {
+                "fraction": self._fraction,
+                "message": self._message,
+                "done": self._done,
+                "error": self._error,
+                "result": self._result,
+            }
+
+
+def start_job(description: str, work: Callable[[JobProgress], object]) -> JobProgress:
+    """Run ``work(progress)`` in a daemon thread; return the progress object to poll."""
+    progress = JobProgress(description)
+
+    def run() -> None:
+        try:
+            result = work(progress)
+        except Exception as err:  # reported to the UI, never raised into Streamlit
+            log.exception("%s failed", description)
+            progress.finish(error=f"{type(err).__name__}: {err}")
+        else:
+            progress.finish(result=result)
+
+    threading.Thread(target=run, name=f"loupe-{description}", daemon=True).start()
+    return progress
+
+
+#: Errors a user action can end with that deserve a message rather than a traceback.
+ACTION_ERRORS: tuple[type[BaseException], ...] = (
+    PermissionError,
+    db.StorageError,
+    ValueError,
+    LookupError,
+)
+
+
+def user_facing_errors() -> tuple[type[BaseException], ...]:
+    """:data:`ACTION_ERRORS` plus database integrity errors (e.g. a duplicate name)."""
+    from sqlalchemy.exc import IntegrityError
+
+    return (*ACTION_ERRORS, IntegrityError)
+
+
+def flash(message: str, kind: str = "success") -> None:
+    """Queue a message for the next run (callbacks run before the page is drawn)."""
+    st.session_state.setdefault("_flash", []).append((kind, message))
+
+
+def show_flashes() -> None:
+    """Draw and forget the queued messages."""
+    for kind, message in st.session_state.pop("_flash", []):
+        getattr(st, kind)(message)
+
+
+if __name__ == "__main__":  # run as a page by the legacy pages/ handling: go to the router
+    st.switch_page(MAIN_SCRIPT)

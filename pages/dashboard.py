@@ -1,0 +1,149 @@
+"""Dashboard (managers, admins): error rates over time, review counts, confusion, scores."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from db.dashboard import (
+    confusion,
+    error_rates_over_time,
+    review_counts,
+    score_distribution,
+    throughput,
+)
+from pages.common import MANAGERS, require_page_role, require_project, transaction
+
+UNREVIEWED = "unreviewed"
+
+require_page_role(*MANAGERS)
+project_id = require_project()
+st.title("Dashboard")
+
+period = st.radio("Group by", ["day", "week"], horizontal=True, key="dashboard_period")
+with transaction() as session:
+    rates = error_rates_over_time(session, project_id, period=period)
+    counts = review_counts(session, project_id)
+    matrix = confusion(session, project_id)
+    distribution = score_distribution(session, project_id)
+    work = throughput(session, project_id, period=period)
+
+# ---- counts
+cols = st.columns(4)
+cols[0].metric("Scored parts", counts["total"])
+cols[1].metric("Reviewed", counts["reviewed"])
+cols[2].metric("Unreviewed", counts["unreviewed"])
+cols[3].metric("Flagged, not reviewed", counts["flagged_unreviewed"])
+
+# ---- error rates
+st.subheader("Error rates on reviewed parts")
+if not rates:
+    st.info("No reviewed parts yet: rates appear once parts are labelled on the Review page.")
+else:
+    frame = pd.DataFrame(
+        {
+            "period": [p.period_start for p in rates],
+            "model": [f"v{p.model_version}" for p in rates],
+            "FNR": [p.fnr for p in rates],
+            "FPR": [p.fpr for p in rates],
+            "defects": [p.n_defect for p in rates],
+            "good": [p.n_good for p in rates],
+        }
+    )
+    left, right = st.columns(2)
+    for column, name, title in (
+        (left, "FNR", "Missed defects (FNR)"),
+        (right, "FPR", "False alarms (FPR)"),
+    ):
+        figure = px.line(
+            frame.dropna(subset=[name]),
+            x="period",
+            y=name,
+            color="model",
+            markers=True,
+            title=title,
+            hover_data=["defects", "good"],
+        )
+        figure.update_yaxes(tickformat=".0%", rangemode="tozero")
+        column.plotly_chart(figure, key=f"rate-{name}")
+
+# ---- confusion matrix
+st.subheader("Confusion matrix (active model, current labels)")
+if sum(matrix.values()) == 0:
+    st.info("No reviewed parts scored by the active model yet.")
+else:
+    z = [[matrix["tp"], matrix["fn"]], [matrix["fp"], matrix["tn"]]]
+    heatmap = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=["flagged defect", "passed good"],
+            y=["labelled defect", "labelled good"],
+            text=[[str(v) for v in row] for row in z],
+            texttemplate="%{text}",
+            colorscale="Blues",
+            showscale=False,
+        )
+    )
+    heatmap.update_layout(xaxis_title="Model verdict", yaxis_title="Human label", height=320)
+    heatmap.update_yaxes(autorange="reversed")
+    st.plotly_chart(heatmap, key="confusion")
+
+# ---- score histogram
+st.subheader("Score distribution")
+if not distribution.points:
+    st.info("No scored parts yet.")
+else:
+    scores = pd.DataFrame(
+        {
+            "score": [score for score, _ in distribution.points],
+            "label": [label or UNREVIEWED for _, label in distribution.points],
+        }
+    )
+    histogram = px.histogram(
+        scores,
+        x="score",
+        color="label",
+        nbins=50,
+        barmode="overlay",
+        opacity=0.7,
+        color_discrete_map={"good": "#2ca02c", "defect": "#d62728", UNREVIEWED: "#9e9e9e"},
+    )
+    if distribution.threshold is not None:
+        histogram.add_vline(
+            x=distribution.threshold,
+            line_dash="dash",
+            line_color="black",
+            annotation_text=f"threshold {distribution.threshold:.4g}",
+        )
+    st.plotly_chart(histogram, key="scores")
+
+# ---- throughput
+st.subheader("Review throughput")
+if not work:
+    st.info("No reviews yet.")
+else:
+    frame = pd.DataFrame(work)
+    bars = px.bar(
+        frame,
+        x="period_start",
+        y="n_reviews",
+        color="reviewer",
+        barmode="group",
+        hover_data=["median_seconds"],
+        labels={"period_start": period, "n_reviews": "reviews"},
+    )
+    st.plotly_chart(bars, key="throughput")
+    st.dataframe(
+        frame.rename(
+            columns={
+                "reviewer": "Reviewer",
+                "period_start": "Period",
+                "n_reviews": "Reviews",
+                "median_seconds": "Median seconds",
+            }
+        ),
+        hide_index=True,
+        key="throughput_table",
+    )

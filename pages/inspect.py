@@ -1,0 +1,150 @@
+"""Inspect: score uploaded images or a server folder with the project's active model."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+import db
+from adcore.errors import LoupeError
+from adcore.inspection import inspect_folder, inspect_uploads
+from db.projects import get_project
+from pages.common import (
+    ALL_ROLES,
+    load_detector_cached,
+    require_page_role,
+    require_project,
+    session_factory,
+    show_explanations,
+    show_part,
+    transaction,
+    user_facing_errors,
+)
+
+RESULTS_KEY = "inspect_results"
+SOURCE_UPLOAD = "Upload images"
+SOURCE_FOLDER = "Server folder"
+
+require_page_role(*ALL_ROLES)
+project_id = require_project()
+st.title("Inspect")
+
+with transaction() as session:
+    project = get_project(session, project_id)
+    version = project.active_model_version if project is not None else None
+    artifact = version.artifact_path if version is not None else None
+    version_id = version.id if version is not None else None
+    version_label = f"v{version.version} ({version.kind})" if version is not None else ""
+
+if version_id is None:
+    st.info("This project has no active model yet. A manager can train one on the Models page.")
+    st.stop()
+st.caption(f"Scoring with model {version_label}.")
+
+source = st.radio("Images from", [SOURCE_UPLOAD, SOURCE_FOLDER], horizontal=True, key="source")
+uploads = folder = None
+if source == SOURCE_UPLOAD:
+    uploads = st.file_uploader("Images", accept_multiple_files=True, key="uploads")
+else:
+    folder = st.text_input(
+        "Folder on the server", key="folder", placeholder="/data/line-3/2024-06-01"
+    )
+# A typed folder is only committed when the field loses focus: never disable for it.
+ready = bool(uploads) if source == SOURCE_UPLOAD else True
+
+clicked = st.button("Score", type="primary", disabled=not ready, key="score")
+if clicked and source == SOURCE_FOLDER and not (folder and folder.strip()):
+    st.warning("Enter a folder on the server first.")
+elif clicked:
+    bar = st.progress(0.0, text="Loading the model…")
+
+    def progress(fraction: float, message: str) -> None:
+        bar.progress(min(max(fraction, 0.0), 1.0), text=message)
+
+    try:
+        detector = load_detector_cached(artifact)
+        if source == SOURCE_UPLOAD:
+            results = inspect_uploads(
+                session_factory(),
+                project_id=project_id,
+                detector=detector,
+                model_version_id=version_id,
+                uploads=[(file.name, file.getvalue()) for file in uploads],
+                source=db.ImageSource.UPLOAD.value,
+                progress=progress,
+            )
+        else:
+            results = inspect_folder(
+                session_factory(),
+                project_id=project_id,
+                detector=detector,
+                model_version_id=version_id,
+                folder=folder.strip(),
+                progress=progress,
+            )
+    except (*user_facing_errors(), LoupeError, OSError) as err:
+        bar.empty()
+        st.error(f"Scoring failed: {err}")
+    else:
+        bar.progress(1.0, text=f"Scored {len(results)} file(s).")
+        st.session_state[RESULTS_KEY] = (project_id, results)
+
+shown_project, results = st.session_state.get(RESULTS_KEY) or (None, [])
+if shown_project != project_id:  # results of another project: not shown here
+    results = []
+if not results:
+    st.stop()
+
+table = pd.DataFrame(
+    {
+        "File": [r.name for r in results],
+        "Score": [r.score for r in results],
+        "Threshold": [r.threshold for r in results],
+        "Verdict": [r.verdict or "" for r in results],
+        "Error": [r.error or "" for r in results],
+    }
+).sort_values("Score", ascending=False, na_position="last")
+n_defect = sum(r.verdict == db.Verdict.DEFECT for r in results)
+n_error = sum(bool(r.error) for r in results)
+st.subheader(f"Results: {len(results)} file(s), {n_defect} flagged, {n_error} refused")
+st.dataframe(
+    table,
+    hide_index=True,
+    key="results_table",
+    column_config={
+        "Score": st.column_config.NumberColumn(format="%.4f"),
+        "Threshold": st.column_config.NumberColumn(format="%.4f"),
+    },
+)
+
+scored = sorted(
+    (r for r in results if r.image_id is not None and not r.error),
+    key=lambda r: r.score if r.score is not None else float("-inf"),
+    reverse=True,
+)
+if not scored:
+    st.stop()
+st.subheader("Detail")
+index = st.selectbox(
+    "Part",
+    range(len(scored)),
+    format_func=lambda i: f"{scored[i].name} · {scored[i].score:.4g} · {scored[i].verdict}",
+    key="detail",
+)
+chosen = scored[index]
+with transaction() as session:
+    image = session.get(db.Image, chosen.image_id)
+    stored_path = image.stored_path if image is not None else None
+if stored_path is None:
+    st.warning("This image is no longer stored.")
+    st.stop()
+show_part(
+    stored_path=stored_path,
+    anomaly_map_path=chosen.anomaly_map_path,
+    score=chosen.score,
+    threshold=chosen.threshold,
+    verdict=chosen.verdict,
+    key=f"inspect-{chosen.image_id}",
+    caption=chosen.name,
+)
+show_explanations(chosen.prediction_id)

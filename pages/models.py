@@ -1,0 +1,304 @@
+"""Models (managers, admins): versions, first training, thresholds, activation and roll-back."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+from sqlalchemy import func, select
+
+import db
+from adcore.detectors.registry import DETECTOR_KINDS
+from adcore.model_service import recommended_threshold, threshold_preview, train_first_model
+from db.projects import (
+    activate_model_version,
+    create_project,
+    get_project,
+    list_model_versions,
+    set_threshold,
+)
+from pages.common import (
+    MANAGERS,
+    JobProgress,
+    choose_project,
+    current_project_id,
+    flash,
+    load_user,
+    models_root,
+    require_page_role,
+    session_factory,
+    show_flashes,
+    start_job,
+    transaction,
+    user_facing_errors,
+)
+
+JOB_KEY = "training_job"
+HIDDEN_METRICS = ("threshold_history", "status_history")
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+def create_project_clicked() -> None:
+    name = (st.session_state.get("new_project_name") or "").strip()
+    types = [t for t in (st.session_state.get("new_project_types") or "").split(",") if t.strip()]
+    try:
+        with transaction() as session:
+            project = create_project(
+                session,
+                name=name,
+                object_name=st.session_state.get("new_project_object") or "",
+                defect_types=types,
+                target_fnr=float(st.session_state.get("new_project_fnr", 1.0)) / 100.0,
+                user=load_user(session),
+            )
+            project_id = project.id
+    except user_facing_errors() as err:
+        flash(f"Could not create the project: {err}", "error")
+        return
+    choose_project(project_id)
+    flash(f"Created project {name!r}.")
+
+
+def activate_clicked(version_id: int, label: str) -> None:
+    try:
+        with transaction() as session:
+            activate_model_version(session, version_id=version_id, user=load_user(session))
+    except user_facing_errors() as err:
+        flash(f"Could not activate {label}: {err}", "error")
+        return
+    flash(f"{label} is now the active model.")
+
+
+def save_threshold_clicked(version_id: int, key: str) -> None:
+    value = st.session_state.get(key)
+    try:
+        with transaction() as session:
+            set_threshold(session, version_id=version_id, threshold=value, user=load_user(session))
+    except user_facing_errors() as err:
+        flash(f"Could not save the threshold: {err}", "error")
+        return
+    flash(f"Saved threshold {value:.4g}.")
+
+
+def use_value(key: str, value: float) -> None:
+    st.session_state[key] = value
+
+
+def start_training(project_id: int) -> None:
+    folder = (st.session_state.get("train_folder") or "").strip()
+    kind = st.session_state.get("train_kind") or "patchcore"
+    if not folder:
+        flash("Enter the folder of good images first.", "warning")
+        return
+    with transaction() as session:
+        user = load_user(session)  # detached copy: the service re-reads and checks the role
+    factory, root = session_factory(), models_root()
+
+    def work(progress: JobProgress) -> dict:
+        version = train_first_model(
+            factory,
+            project_id=project_id,
+            folder_or_paths=folder,
+            user=user,
+            detector_kind=kind,
+            models_root=root,
+            progress=progress.update,
+        )
+        return {"version": version.version, "id": version.id, "status": version.status}
+
+    st.session_state[JOB_KEY] = start_job(f"training {kind} on {folder}", work)
+
+
+@st.fragment(run_every=1.0)
+def training_progress() -> None:
+    """Poll the background training job; a full rerun when it ends refreshes the page."""
+    job: JobProgress | None = st.session_state.get(JOB_KEY)
+    if job is None:
+        return
+    snap = job.snapshot()
+    st.progress(snap["fraction"], text=f"{job.description}: {snap['message']}")
+    if snap["done"]:
+        st.rerun()
+
+
+# --------------------------------------------------------------------------- page
+
+require_page_role(*MANAGERS)
+st.title("Models")
+show_flashes()
+
+with (
+    st.expander("New project", expanded=current_project_id() is None),
+    st.form("new_project", clear_on_submit=True),
+):
+    st.text_input("Name", key="new_project_name", max_chars=128)
+    st.text_input("Object inspected", key="new_project_object", placeholder="solar cell")
+    st.text_input("Defect types (comma-separated)", key="new_project_types")
+    st.number_input("Target miss rate (FNR, %)", 0.0, 50.0, 1.0, 0.5, key="new_project_fnr")
+    st.form_submit_button("Create project", on_click=create_project_clicked)
+
+project_id = current_project_id()
+if project_id is None:
+    st.stop()
+
+with transaction() as session:
+    project = get_project(session, project_id)
+    versions = list_model_versions(session, project_id)
+    score_ranges = dict(
+        (row[0], (row[1], row[2]))
+        for row in session.execute(
+            select(
+                db.Prediction.model_version_id,
+                func.min(db.Prediction.score),
+                func.max(db.Prediction.score),
+            )
+            .join(db.ModelVersion, db.ModelVersion.id == db.Prediction.model_version_id)
+            .where(db.ModelVersion.project_id == project_id)
+            .group_by(db.Prediction.model_version_id)
+        )
+    )
+active_id = project.active_model_version_id if project is not None else None
+active = next((v for v in versions if v.id == active_id), None)
+
+# ---- versions
+st.subheader(f"Versions of {project.name}")
+if not versions:
+    st.info("No model yet: train a first one below.")
+else:
+    rows = []
+    for v in versions:
+        row = {
+            "Version": v.version,
+            "Kind": v.kind,
+            "Status": v.status,
+            "Threshold": v.threshold,
+            "Created": v.created_at,
+        }
+        for name, value in (v.metrics or {}).items():
+            if name not in HIDDEN_METRICS and isinstance(value, int | float | str | bool):
+                row[name] = value
+        rows.append(row)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="versions_table")
+    for v in versions:
+        if v.id == active_id:
+            continue
+        is_older = active is not None and v.version < active.version
+        label = f"Roll back to v{v.version}" if is_older else f"Activate v{v.version}"
+        st.button(
+            label,
+            key=f"activate-{v.id}",
+            on_click=activate_clicked,
+            args=(v.id, f"v{v.version}"),
+            icon=":material/history:" if is_older else ":material/rocket_launch:",
+        )
+
+# ---- training
+st.subheader("Train a first model")
+job: JobProgress | None = st.session_state.get(JOB_KEY)
+snap = job.snapshot() if job is not None else None
+running = snap is not None and not snap["done"]
+st.text_input(
+    "Folder of good images on the server",
+    key="train_folder",
+    placeholder="/data/line-3/good",
+    disabled=running,
+)
+st.selectbox("Detector", DETECTOR_KINDS, key="train_kind", disabled=running)
+st.button(
+    "Train",
+    type="primary",
+    disabled=running,
+    key="train",
+    on_click=start_training,
+    args=(project_id,),
+)
+if running:
+    training_progress()
+elif snap is not None:
+    if snap["error"]:
+        st.error(f"Training failed: {snap['error']}")
+    else:
+        result = snap["result"]
+        if result["status"] == db.ModelStatus.ACTIVE:
+            st.success(f"Trained version v{result['version']}; it is now the active model.")
+        else:
+            st.success(
+                f"Trained version v{result['version']}: a candidate, activate it above to use it."
+            )
+    if st.button("Dismiss", key="dismiss_job"):
+        del st.session_state[JOB_KEY]
+        st.rerun()
+
+# ---- threshold
+st.subheader("Threshold")
+if not versions:
+    st.stop()
+ids = [v.id for v in versions]
+by_id = {v.id: v for v in versions}
+version_id = st.selectbox(
+    "Model version",
+    ids,
+    index=ids.index(active_id) if active_id in ids else 0,
+    format_func=lambda i: f"v{by_id[i].version} ({by_id[i].status})",
+    key="threshold_version",
+)
+chosen = by_id[version_id]
+key = f"threshold-{version_id}"
+current = chosen.threshold
+low, high = score_ranges.get(version_id, (None, None))
+if low is None:
+    st.caption("No scored parts for this version yet: type the threshold.")
+    st.number_input("Threshold", value=float(current or 0.0), format="%.4f", key=key)
+else:
+    values = [low, high] + ([current] if current is not None else [])
+    low, high = min(values), max(values)
+    if high <= low:
+        high = low + 1.0
+    if key not in st.session_state:
+        st.session_state[key] = float(current if current is not None else (low + high) / 2)
+    st.slider(
+        "Threshold (flag a part when score ≥ threshold)",
+        min_value=float(low),
+        max_value=float(high),
+        step=float((high - low) / 500),
+        format="%.4f",
+        key=key,
+    )
+threshold = float(st.session_state[key])
+
+factory = session_factory()
+preview = threshold_preview(
+    factory, project_id=project_id, model_version_id=version_id, threshold=threshold
+)
+choice = recommended_threshold(factory, project_id=project_id, model_version_id=version_id)
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+cols = st.columns(4)
+cols[0].metric("Miss rate (FNR)", percent(preview.get("fnr")), help="On labelled defects")
+cols[1].metric("False alarms (FPR)", percent(preview.get("fpr")), help="On labelled good parts")
+cols[2].metric("Labelled defects", preview.get("n_defect", 0))
+cols[3].metric("Labelled good", preview.get("n_good", 0))
+st.caption(f"Saved threshold: {'none' if current is None else f'{current:.4f}'}.")
+if choice is not None:
+    rule = (
+        f"lowest FPR with FNR ≤ {percent(choice.target_fnr)}"
+        if choice.rule == "fnr_target"
+        else f"{choice.good_quantile:.0%} quantile of good scores (no labelled defects yet)"
+    )
+    st.markdown(f"Recommended: **{choice.value:.4f}** ({rule}).")
+    if low is None or low <= choice.value <= high:
+        st.button(
+            "Use recommended", key="use_recommended", on_click=use_value, args=(key, choice.value)
+        )
+st.button(
+    "Save threshold",
+    type="primary",
+    key="save_threshold",
+    on_click=save_threshold_clicked,
+    args=(version_id, key),
+)

@@ -1,0 +1,76 @@
+"""The inspect page: score uploads or a server folder; results table, per-file errors, detail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from apptest_support import Workbench, make_part, png_bytes, signed_in_app
+from PIL import Image
+from sqlalchemy import func, select
+
+import db
+
+
+def predictions(workbench: Workbench) -> int:
+    with workbench.factory() as session:
+        return session.scalar(select(func.count(db.Prediction.id)))
+
+
+def test_uploads_are_scored_with_per_file_errors_and_a_detail_view(workbench: Workbench) -> None:
+    before = predictions(workbench)
+    at = signed_in_app("inspector")
+    at.switch_page("pages/inspect.py").run()
+    assert not at.exception, at.exception
+    assert at.button(key="score").disabled
+
+    at.file_uploader(key="uploads").set_value(
+        [
+            ("fresh-good.png", png_bytes(make_part(300)), "image/png"),
+            ("fresh-scratch.png", png_bytes(make_part(301, defect=True)), "image/png"),
+            ("broken.png", b"not an image at all", "image/png"),
+        ]
+    )
+    at.run()
+    at.button(key="score").click().run()
+
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert sorted(table["File"]) == ["broken.png", "fresh-good.png", "fresh-scratch.png"]
+    errors = dict(zip(table["File"], table["Error"], strict=True))
+    assert errors["broken.png"] and not errors["fresh-good.png"]
+    assert list(table["Score"].dropna()) == sorted(table["Score"].dropna(), reverse=True)
+    assert predictions(workbench) == before + 2
+    # Detail of the highest score: overlay opacity slider and a coloured verdict.
+    detail = at.selectbox(key="detail")
+    assert detail.value == 0 and "fresh-scratch.png" in detail.format_func(0)
+    assert any(s.key.endswith("-opacity") for s in at.slider)
+    assert any("Score" in m.value and "threshold" in m.value for m in at.markdown)
+
+
+def test_a_server_folder_is_scored(workbench: Workbench, tmp_path: Path) -> None:
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(make_part(400 + i)).save(folder / f"part-{i}.png")
+    at = signed_in_app("manager")
+    at.switch_page("pages/inspect.py").run()
+
+    at.radio(key="source").set_value("Server folder").run()
+    at.text_input(key="folder").input(str(folder))
+    at.button(key="score").click().run()
+
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert sorted(table["File"]) == ["part-0.png", "part-1.png"]
+
+
+def test_a_missing_folder_is_reported_not_raised(workbench: Workbench, tmp_path: Path) -> None:
+    at = signed_in_app("inspector")
+    at.switch_page("pages/inspect.py").run()
+
+    at.radio(key="source").set_value("Server folder").run()
+    at.text_input(key="folder").input(str(tmp_path / "nowhere"))
+    at.button(key="score").click().run()
+
+    assert not at.exception, at.exception
+    assert at.error and at.error[0].value.startswith("Scoring failed")

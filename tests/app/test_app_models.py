@@ -1,0 +1,151 @@
+"""The models page: thresholds, activation and roll-back, background training, new projects."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from apptest_support import MANAGER, Workbench, signed_in_app
+from streamlit.testing.v1 import AppTest
+
+import adcore.model_service
+import db
+from db.projects import get_project, list_projects, register_model_version
+from db.review_queue import record_review
+
+
+def open_models(role: str = "manager") -> AppTest:
+    at = signed_in_app(role)
+    at.switch_page("pages/models.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_manager_saves_a_threshold_with_a_live_preview(workbench: Workbench) -> None:
+    at = open_models()
+    slider = at.slider(key=f"threshold-{workbench.version_id}")
+    new = round((slider.min + slider.max) / 2, 4)
+
+    slider.set_value(new).run()
+    assert any(m.label == "Miss rate (FNR)" for m in at.metric)
+    at.button(key="save_threshold").click().run()
+
+    assert not at.exception, at.exception
+    with workbench.factory() as session:
+        version = session.get(db.ModelVersion, workbench.version_id)
+        assert version.threshold == pytest.approx(new)
+        assert version.metrics["threshold_history"][-1]["by"] == MANAGER
+
+
+def test_recommended_threshold_from_labelled_parts_can_be_used_and_saved(
+    workbench: Workbench,
+) -> None:
+    with workbench.factory() as session, session.begin():
+        manager = session.get(db.User, workbench.users[MANAGER])
+        for name, image_id in workbench.image_ids.items():
+            label = "defect" if name.startswith("scratch") else "good"
+            record_review(session, image_id=image_id, user=manager, label=label)
+    at = open_models()
+    assert [m.value for m in at.metric if m.label == "Labelled defects"] == ["3"]
+
+    at.button(key="use_recommended").click().run()
+    chosen = at.slider(key=f"threshold-{workbench.version_id}").value
+    assert any(f"Recommended: **{chosen:.4f}**" in m.value for m in at.markdown)
+    at.button(key="save_threshold").click().run()
+
+    assert not at.exception, at.exception
+    fnr = next(m.value for m in at.metric if m.label == "Miss rate (FNR)")
+    assert fnr == "0.0%"  # the 1% target with three labelled defects allows no miss
+    with workbench.factory() as session:
+        assert session.get(db.ModelVersion, workbench.version_id).threshold == chosen
+
+
+def test_activate_and_roll_back(workbench: Workbench) -> None:
+    with workbench.factory() as session, session.begin():
+        v2 = register_model_version(
+            session,
+            project_id=workbench.project_id,
+            kind="patchcore",
+            artifact_path=str(workbench.model_dir),
+            metrics={},
+            threshold=1.0,
+            training_snapshot={},
+        ).id
+    at = open_models()
+
+    assert at.button(key=f"activate-{v2}").label == "Activate v2"
+    at.button(key=f"activate-{v2}").click().run()
+    with workbench.factory() as session:
+        assert get_project(session, workbench.project_id).active_model_version_id == v2
+    rollback = at.button(key=f"activate-{workbench.version_id}")
+    assert rollback.label == "Roll back to v1"
+    rollback.click().run()
+
+    assert not at.exception, at.exception
+    with workbench.factory() as session:
+        assert get_project(session, workbench.project_id).active_model_version_id == (
+            workbench.version_id
+        )
+        assert session.get(db.ModelVersion, v2).status == "retired"
+
+
+def test_training_runs_in_a_background_thread_and_reports_back(
+    workbench: Workbench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+
+    def fake_train(session_factory, *, project_id, folder_or_paths, user, progress, **kwargs):
+        calls.append((project_id, folder_or_paths, user.id, kwargs["detector_kind"]))
+        progress(0.5, "halfway")
+        return SimpleNamespace(id=123, version=2, status="candidate")
+
+    monkeypatch.setattr(adcore.model_service, "train_first_model", fake_train)
+    at = open_models()
+    at.text_input(key="train_folder").input(str(tmp_path))
+    at.button(key="train").click().run()
+
+    job = at.session_state["training_job"]
+    deadline = time.monotonic() + 10
+    while not job.snapshot()["done"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    at.run()
+
+    assert not at.exception, at.exception
+    assert calls == [(workbench.project_id, str(tmp_path), workbench.users[MANAGER], "patchcore")]
+    assert any("Trained version v2" in s.value for s in at.success)
+
+
+def test_a_training_failure_is_shown(
+    workbench: Workbench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing_train(*args, **kwargs):
+        raise ValueError("no images in folder")
+
+    monkeypatch.setattr(adcore.model_service, "train_first_model", failing_train)
+    at = open_models()
+    at.text_input(key="train_folder").input(str(tmp_path))
+    at.button(key="train").click().run()
+    job = at.session_state["training_job"]
+    deadline = time.monotonic() + 10
+    while not job.snapshot()["done"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    at.run()
+
+    assert not at.exception
+    assert [e.value for e in at.error] == ["Training failed: ValueError: no images in folder"]
+
+
+def test_manager_creates_a_project_and_it_becomes_the_current_one(workbench: Workbench) -> None:
+    at = open_models()
+    at.text_input(key="new_project_name").input("gaskets")
+    at.text_input(key="new_project_types").input("tear, bubble")
+    at.button[[b.label for b in at.button].index("Create project")].click().run()
+
+    assert not at.exception, at.exception
+    with workbench.factory() as session:
+        project = next(p for p in list_projects(session) if p.name == "gaskets")
+        assert project.defect_types == ["tear", "bubble"]
+    assert at.session_state["project_id"] == project.id
+    assert at.selectbox(key="sidebar_project").value == project.id

@@ -1,0 +1,222 @@
+"""The review queue: what is in it, in which order, and labelling from it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import (
+    PermissionDenied,
+    Prediction,
+    Project,
+    User,
+    activate_model_version,
+    current_label,
+    get_or_create_image,
+    queue_size,
+    record_review,
+    register_model_version,
+    review_queue,
+    set_threshold,
+    undo_last,
+)
+
+T0 = datetime(2025, 3, 1, tzinfo=UTC)
+
+
+def load_user(factory: sessionmaker[Session], user_id: int) -> User:
+    with factory() as session:
+        return session.get(User, user_id)
+
+
+def add_version(
+    factory: sessionmaker[Session], project_id: int, threshold: float, *, active: bool
+) -> int:
+    with factory() as session, session.begin():
+        version = register_model_version(
+            session,
+            project_id=project_id,
+            kind="patchcore",
+            artifact_path="models/cells/v",
+            metrics={},
+            threshold=threshold,
+            training_snapshot={},
+        )
+        if active:
+            activate_model_version(session, version_id=version.id, user=None, system=True)
+        return version.id
+
+
+def predict(
+    factory: sessionmaker[Session],
+    image_id: int,
+    version_id: int,
+    score: float,
+    *,
+    minutes: int = 0,
+    threshold: float = 1.0,
+) -> int:
+    with factory() as session, session.begin():
+        row = Prediction(
+            image_id=image_id,
+            model_version_id=version_id,
+            score=score,
+            threshold=threshold,
+            verdict="defect" if score >= threshold else "good",
+            created_at=T0 + timedelta(minutes=minutes),
+        )
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+@pytest.fixture
+def inspector(session_factory: sessionmaker[Session], make_user: Callable[..., int]) -> User:
+    return load_user(session_factory, make_user("ines", "inspector"))
+
+
+@pytest.fixture
+def scored(
+    session_factory: sessionmaker[Session], project_id: int, make_image: Callable[[int], int]
+) -> dict[str, int]:
+    """Active v1 (threshold 1.0): images with scores 1.5, 3.0, 0.95, 0.5 and a re-scored one."""
+    version = add_version(session_factory, project_id, 1.0, active=True)
+    images = {name: make_image(seed) for seed, name in enumerate(["mid", "high", "near", "far"])}
+    for name, score in {"mid": 1.5, "high": 3.0, "near": 0.95, "far": 0.5}.items():
+        predict(session_factory, images[name], version, score)
+    images["rescored"] = make_image(10)
+    predict(session_factory, images["rescored"], version, 5.0, minutes=0)
+    predict(session_factory, images["rescored"], version, 0.2, minutes=5)  # latest: far below
+    images["version"] = version
+    return images
+
+
+def test_flagged_first_then_near_threshold_goods(
+    session_factory: sessionmaker[Session], project_id: int, scored: dict[str, int]
+) -> None:
+    with session_factory() as session:
+        queue = review_queue(session, project_id)
+        assert [item.image_id for item in queue] == [scored["high"], scored["mid"], scored["near"]]
+        assert [item.verdict for item in queue] == ["defect", "defect", "good"]
+        assert queue[0].score == 3.0 and queue[0].threshold == 1.0
+        assert queue[0].original_name == "part-1.png"
+        assert queue[0].stored_path.startswith("images/")
+        assert queue[0].created_at.tzinfo is not None
+        assert queue_size(session, project_id) == 3
+        assert len(review_queue(session, project_id, limit=2)) == 2
+        assert queue_size(session, project_id, near_margin=0.0) == 2
+        assert queue_size(session, project_id, near_margin=0.6) == 4  # 0.5 >= 1.0 * 0.4
+        with pytest.raises(ValueError, match="near_margin"):
+            review_queue(session, project_id, near_margin=-1)
+
+
+def test_reviewed_images_leave_and_undone_ones_return(
+    session_factory: sessionmaker[Session],
+    project_id: int,
+    scored: dict[str, int],
+    inspector: User,
+) -> None:
+    with session_factory() as session, session.begin():
+        record_review(
+            session, image_id=scored["high"], user=inspector, label="defect", seconds_spent=4
+        )
+    with session_factory() as session:
+        assert scored["high"] not in [item.image_id for item in review_queue(session, project_id)]
+    with session_factory() as session, session.begin():
+        assert undo_last(session, user=inspector) is not None
+    with session_factory() as session:
+        assert review_queue(session, project_id)[0].image_id == scored["high"]
+
+
+def test_active_version_wins_and_current_threshold_is_used(
+    session_factory: sessionmaker[Session],
+    project_id: int,
+    scored: dict[str, int],
+    make_user: Callable[..., int],
+) -> None:
+    other = add_version(session_factory, project_id, 10.0, active=False)
+    predict(session_factory, scored["far"], other, 50.0, minutes=30, threshold=10.0)
+    with session_factory() as session:  # the newer prediction is from an inactive version
+        assert queue_size(session, project_id) == 3
+    manager = load_user(session_factory, make_user("mona", "manager"))
+    with session_factory() as session, session.begin():
+        set_threshold(session, version_id=scored["version"], threshold=0.9, user=manager)
+    with session_factory() as session:
+        queue = review_queue(session, project_id)
+        assert [item.verdict for item in queue] == ["defect", "defect", "defect"]
+        assert {item.threshold for item in queue} == {0.9}
+
+
+def test_without_an_active_version_the_latest_prediction_counts(
+    session_factory: sessionmaker[Session], png: Callable[..., bytes]
+) -> None:
+    with session_factory() as session, session.begin():
+        project = Project(name="no-model-yet")
+        session.add(project)
+        session.flush()
+        project_id = project.id
+        a, b = (
+            get_or_create_image(
+                session,
+                data=png(seed),
+                original_name=f"{seed}.png",
+                project_id=project_id,
+                source="upload",
+                width=8,
+                height=8,
+            )[0].id
+            for seed in (1, 2)
+        )
+    first = add_version(session_factory, project_id, 1.0, active=False)
+    second = add_version(session_factory, project_id, 2.0, active=False)
+    predict(session_factory, a, first, 5.0, minutes=0)
+    predict(session_factory, a, second, 0.1, minutes=10, threshold=2.0)  # latest: far below
+    predict(session_factory, b, first, 3.0, minutes=0)
+    with session_factory() as session:
+        queue = review_queue(session, project_id)
+        assert [(item.image_id, item.threshold, item.verdict) for item in queue] == [
+            (b, 1.0, "defect")
+        ]
+
+
+def test_record_review_validates_and_extends_the_vocabulary(
+    session_factory: sessionmaker[Session],
+    project_id: int,
+    scored: dict[str, int],
+    inspector: User,
+) -> None:
+    with session_factory() as session, session.begin():
+        review = record_review(
+            session,
+            image_id=scored["mid"],
+            user=inspector,
+            label="defect",
+            defect_type="  burn mark ",
+            note="  ",
+        )
+        assert review.defect_type == "burn mark" and review.note is None
+        assert session.get(Project, project_id).defect_types == ["crack", "dark", "burn mark"]
+        with pytest.raises(ValueError, match="only be given with the label 'defect'"):
+            record_review(
+                session, image_id=scored["mid"], user=inspector, label="good", defect_type="x"
+            )
+        with pytest.raises(ValueError, match="'good' or 'defect'"):
+            record_review(session, image_id=scored["mid"], user=inspector, label="ok")
+        with pytest.raises(ValueError, match="zero or more"):
+            record_review(
+                session, image_id=scored["mid"], user=inspector, label="good", seconds_spent=-1
+            )
+        with pytest.raises(LookupError):
+            record_review(session, image_id=9999, user=inspector, label="good")
+        with pytest.raises(PermissionDenied):
+            record_review(session, image_id=scored["mid"], user=None, label="good")
+    with session_factory() as session:
+        assert current_label(session, scored["mid"]).label == "defect"
+
+
+def test_undo_last_needs_a_reviewer(session_factory: sessionmaker[Session]) -> None:
+    with session_factory() as session, pytest.raises(PermissionDenied):
+        undo_last(session, user=None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -170,7 +171,7 @@ def test_the_version_threshold_wins_and_one_is_required(
         uploads=[("a.png", png(make_part(500)))],
     )
     assert (result.threshold, result.verdict) == (0.0, "defect")
-    unset = PatchCore(TINY, device="cpu")
+    unset = SimpleNamespace(threshold=None)  # never asked to predict
     with pytest.raises(ValueError, match="no decision threshold"):
         inspect_uploads(
             session_factory,

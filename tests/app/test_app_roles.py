@@ -88,3 +88,7 @@ def test_every_page_renders_for_managers_and_admins(workbench: Workbench, role: 
         assert not at.exception, (page, at.exception)
         assert not at.error, (page, [e.value for e in at.error])
         assert [t.value for t in at.title] == [PAGES[page]]
+    at.switch_page("pages/dashboard.py").run()
+    assert not at.info, [i.value for i in at.info]  # every chart had data to draw
+    counts = {m.label: m.value for m in at.metric}
+    assert counts["Reviewed"] == "6" and counts["Unreviewed"] == "0"

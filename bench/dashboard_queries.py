@@ -173,6 +173,7 @@ def time_calls(factory: sessionmaker[Session], project_id: int, repeats: int) ->
         ("review_queue(limit=50)", lambda s: review_queue(s, project_id, limit=50)),
         ("review_queue(all)", lambda s: review_queue(s, project_id)),
         ("queue_size", lambda s: queue_size(s, project_id)),
+        ("data_version (cache key)", lambda s: dashboard.data_version(s, project_id)),
     ]
     table = []
     for name, call in calls:

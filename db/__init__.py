@@ -53,7 +53,6 @@ from db.repository import (
     get_or_create_image,
     undo_last_review,
 )
-from db.review_queue import QueueItem, queue_size, record_review, review_queue, undo_last
 from db.settings import data_dir, database_url
 from db.users import create_user, ensure_admin, verify_password
 
@@ -74,7 +73,6 @@ __all__ = [
     "PermissionDenied",
     "Prediction",
     "Project",
-    "QueueItem",
     "Review",
     "Role",
     "StorageError",
@@ -102,13 +100,9 @@ __all__ = [
     "list_model_versions",
     "list_projects",
     "make_session_factory",
-    "queue_size",
-    "record_review",
     "register_model_version",
     "require_role",
-    "review_queue",
     "set_threshold",
-    "undo_last",
     "undo_last_review",
     "upgrade",
     "utcnow",

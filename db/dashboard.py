@@ -11,16 +11,16 @@ the line actually decided, whereas the review queue judges against the current t
 
 from __future__ import annotations
 
-import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import case, exists, func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from db.base import Label, Verdict
+from db.dashboard_activity import data_version, throughput
 from db.models import Image, ModelVersion, Prediction, Review, User
 from db.periods import Period, period_start, period_starts, raw_timestamp
 from db.queries import (
@@ -36,6 +36,7 @@ __all__ = [
     "RatePoint",
     "ScoreDistribution",
     "confusion",
+    "data_version",
     "error_rates_over_time",
     "labelled_scores",
     "period_start",
@@ -294,55 +295,3 @@ def _labelled_scores_select(
     on_review = (Review.id == current_review_value(Image.id)) & (Review.image_id == Image.id)
     statement = statement.join(Review, on_review, isouter=not labelled_only)
     return statement.where(Image.project_id == project_id)
-
-
-def throughput(
-    session: Session,
-    project_id: int,
-    *,
-    period: Period = "day",
-    since: datetime | None = None,
-) -> list[dict[str, Any]]:
-    """Return reviews per reviewer and period with the median time spent per review.
-
-    Every label given counts (also ones later corrected or undone: they were work done);
-    undo rows do not.
-
-    Args:
-        session: The caller's session.
-        project_id: The project.
-        period: ``"day"`` or ``"week"``.
-        since: Only reviews made at or after this (aware) moment; ``None`` for all.
-
-    Returns:
-        ``{"reviewer", "period_start", "n_reviews", "median_seconds"}`` dicts ordered by
-        period then reviewer; ``median_seconds`` is ``None`` when no time was recorded.
-    """
-    start_of = period_starts(period)
-    in_project = exists().where(Image.id == Review.image_id, Image.project_id == project_id)
-    statement = select(
-        Review.reviewer_id, raw_timestamp(Review.created_at), Review.seconds_spent
-    ).where(Review.is_undo.is_(False), in_project)
-    if since is not None:
-        statement = statement.where(Review.created_at >= since)
-    names = {user_id: name for user_id, name in session.execute(select(User.id, User.name))}
-    counts: dict[tuple[date, str], int] = defaultdict(int)
-    seconds: dict[tuple[date, str], list[float]] = defaultdict(list)
-    for reviewer_id, created_at, spent in session.execute(statement):
-        key = (start_of(created_at), names[reviewer_id])
-        counts[key] += 1
-        if spent is not None:
-            seconds[key].append(spent)
-    return [
-        {
-            "reviewer": reviewer,
-            "period_start": start,
-            "n_reviews": n_reviews,
-            "median_seconds": (
-                statistics.median(seconds[(start, reviewer)])
-                if (start, reviewer) in seconds
-                else None
-            ),
-        }
-        for (start, reviewer), n_reviews in sorted(counts.items())
-    ]

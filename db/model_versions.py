@@ -121,14 +121,17 @@ def activate_model_version(
         )
     model_version = _get_version(session, version_id)
     project = locked_project(session, model_version.project_id)
+    session.refresh(model_version)  # the lock is held: read the latest status and metrics
     if model_version.status == ModelStatus.ACTIVE and project.active_model_version_id == version_id:
         return model_version
     previous = session.scalars(
-        select(ModelVersion).where(
+        select(ModelVersion)
+        .where(
             ModelVersion.project_id == project.id,
             ModelVersion.status == ModelStatus.ACTIVE.value,
             ModelVersion.id != version_id,
         )
+        .execution_options(populate_existing=True)
     ).all()
     for old in previous:
         _set_status(old, ModelStatus.RETIRED, actor)

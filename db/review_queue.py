@@ -14,15 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, case, exists, func, select
+from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session
 
 from db.base import Label, Verdict
 from db.models import Image, ModelVersion, Review, User
 from db.permissions import CAN_REVIEW, require_session_role
 from db.projects import add_defect_type
-from db.queries import active_version_id, latest_predictions
-from db.repository import add_review, counting_review, undo_last_review
+from db.queries import active_version_id, has_current_label, latest_predictions
+from db.repository import add_review, undo_last_review
 
 DEFAULT_NEAR_MARGIN = 0.1
 
@@ -163,7 +163,7 @@ def _queue_select(session: Session, project_id: int, near_margin: float) -> Sele
     threshold = func.coalesce(ModelVersion.threshold, latest.c.threshold)
     flagged = latest.c.score >= threshold
     near = latest.c.score >= threshold - func.abs(threshold) * float(near_margin)
-    reviewed = exists().where(Review.image_id == latest.c.image_id, counting_review())
+    reviewed = has_current_label(latest.c.image_id)
     verdict = case((flagged, Verdict.DEFECT.value), else_=Verdict.GOOD.value)
     return (
         select(

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from adcore.datasets import load_elpv
+from adcore import demo
+from adcore.datasets import load_elpv, load_mvtec
 from adcore.demo import DEMO_PROJECT, demo_sample, seed_demo
-from db import get_project, init_db, make_session_factory, review_queue
+from adcore.detectors.registry import build_detector
+from db import get_project, init_db, list_model_versions, make_session_factory
+from db.review_queue import review_queue
 
 
 @pytest.fixture
@@ -28,6 +32,35 @@ def test_the_demo_sample_mixes_good_and_defective_cells() -> None:
     assert len(sample) == 20 and sample == demo_sample(test, 20)
     assert 0 < sum(cell.label for cell in sample) < 20
     assert demo_sample(test, 0) == [] and len(demo_sample(test[:5], 20)) == 5
+
+
+def test_seed_demo_flow_on_a_tiny_stand_in(
+    session_factory: sessionmaker[Session],
+    mvtec_tree: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The whole flow with a tiny dataset and model in place of ELPV and the 256 px model."""
+    monkeypatch.setattr(demo, "load_elpv", lambda _cell_type: load_mvtec(mvtec_tree))
+    monkeypatch.setattr(
+        demo,
+        "build_detector",
+        partial(build_detector, image_size=64, coreset_ratio=0.1, device="cpu"),
+    )
+    models = tmp_path / "models"
+    first = seed_demo(session_factory, models_root=models, n_test=0)  # interrupted: no cells
+    assert first["created"] and first["n_inspected"] == 0
+    assert (models / "elpv-solar-cells-demo" / "v1" / "config.json").is_file()
+    second = seed_demo(session_factory, models_root=models, n_test=4, device="cpu")
+    assert second["created"] and second["n_inspected"] == 4
+    assert second["model_version_id"] == first["model_version_id"]
+    third = seed_demo(session_factory, models_root=models, n_test=4)
+    assert not third["created"] and third["threshold"] == second["threshold"] is not None
+    with session_factory() as session:
+        project = get_project(session, DEMO_PROJECT)
+        versions = list_model_versions(session, project.id)
+        assert [(v.version, v.status, v.created_by_id) for v in versions] == [(1, "active", None)]
+        assert len(review_queue(session, project.id, near_margin=1.0)) == 4
 
 
 @pytest.mark.slow

@@ -19,9 +19,10 @@ from datetime import UTC, date, datetime
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import Prediction, Review, activate_model_version, register_model_version
+from db import ModelVersion, Prediction, Review, activate_model_version, register_model_version
 from db.dashboard import (
     confusion,
+    data_version,
     error_rates_over_time,
     labelled_scores,
     period_start,
@@ -104,6 +105,7 @@ def world(
     return {
         "v1": versions[0],
         "v2": versions[1],
+        "ines": ines,
         **{f"img{i + 1}": v for i, v in enumerate(images)},
     }
 
@@ -199,6 +201,24 @@ def test_throughput_counts_labels_not_undo_rows(
         ("mona", 1, 5.0),
     ]
     assert [r["period_start"] for r in recent] == [date(2025, 3, 11)]
+
+
+def test_data_version_moves_with_reviews_and_thresholds(
+    session_factory: sessionmaker[Session], project_id: int, world: dict[str, int]
+) -> None:
+    with session_factory() as session:
+        before = data_version(session, project_id)
+        assert data_version(session, project_id) == before
+        hash(before)
+    with session_factory() as session, session.begin():
+        session.add(Review(image_id=world["img5"], reviewer_id=world["ines"], label="good"))
+    with session_factory() as session:
+        after_review = data_version(session, project_id)
+        assert after_review != before
+    with session_factory() as session, session.begin():
+        session.get(ModelVersion, world["v2"]).threshold = 2.5
+    with session_factory() as session:
+        assert data_version(session, project_id) != after_review
 
 
 def test_an_empty_project_gives_empty_numbers(

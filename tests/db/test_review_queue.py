@@ -16,13 +16,10 @@ from db import (
     activate_model_version,
     current_label,
     get_or_create_image,
-    queue_size,
-    record_review,
     register_model_version,
-    review_queue,
     set_threshold,
-    undo_last,
 )
+from db.review_queue import queue_size, record_review, review_queue, undo_last
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 

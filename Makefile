@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.loupe-installed
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo demo-cli test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The main job on the embedded demo (ELPV mono solar cells).
+## The main job: the workbench on the embedded demo (ELPV mono solar cells).
+## Seeds the demo project once (fit + score, about a minute), then serves http://localhost:8501
 demo: install
+	$(PY) -m adcore.demo
+	$(PY) -m streamlit run app.py --server.headless true --server.fileWatcherType none
+
+## The detection core alone: fit and score the demo from the command line.
+demo-cli: install
 	$(PY) -m adcore demo
 
 ## The whole test suite, slow tests included.

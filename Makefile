@@ -22,7 +22,7 @@ install: $(STAMP)
 ## Seeds the demo project once (fit + score, about a minute), then serves http://localhost:8501
 demo: install
 	$(PY) -m adcore.demo
-	$(PY) -m streamlit run app.py --server.headless true --server.fileWatcherType none
+	$(PY) -m streamlit run app.py --server.headless true --server.fileWatcherType none --browser.gatherUsageStats false
 
 ## The detection core alone: fit and score the demo from the command line.
 demo-cli: install

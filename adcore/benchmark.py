@@ -55,8 +55,9 @@ def _mask(path: Any, size: int) -> np.ndarray:
         return np.asarray(im.convert("L").resize((size, size), Image.Resampling.NEAREST)) > 127
 
 
-def run_benchmark(dataset: Dataset, detector_kind: str = "patchcore",
-                  **config: Any) -> BenchmarkResult:
+def run_benchmark(
+    dataset: Dataset, detector_kind: str = "patchcore", **config: Any
+) -> BenchmarkResult:
     """Fit on ``dataset.train`` (all of it: no calibration hold-out) and evaluate on its test split.
 
     Args:

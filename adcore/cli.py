@@ -24,8 +24,13 @@ class _Bar:
     """A tqdm bar fed by a ``progress(fraction, message)`` callback (writes to stderr)."""
 
     def __init__(self, desc: str, enabled: bool = True) -> None:
-        self.bar = tqdm(total=1000, desc=desc, disable=not enabled, file=sys.stderr,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
+        self.bar = tqdm(
+            total=1000,
+            desc=desc,
+            disable=not enabled,
+            file=sys.stderr,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}",
+        )
 
     def __call__(self, fraction: float, message: str) -> None:
         self.bar.n = int(1000 * min(max(fraction, 0.0), 1.0))
@@ -53,8 +58,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
     detector.save(args.out, extra={"dataset": dataset.name}, overwrite=args.overwrite)
     for name, why in report.skipped:
         print(f"skipped {name}: {why}", file=sys.stderr)
-    print(f"Fitted {args.detector} on {report.n_images} images of {dataset.name} in "
-          f"{report.seconds:.1f} s; threshold {detector.threshold}; saved to {args.out}")
+    print(
+        f"Fitted {args.detector} on {report.n_images} images of {dataset.name} in "
+        f"{report.seconds:.1f} s; threshold {detector.threshold}; saved to {args.out}"
+    )
     return 0
 
 
@@ -64,8 +71,12 @@ def cmd_score(args: argparse.Namespace) -> int:
         detector.with_threshold(args.threshold)
     results, failures = detector.predict_files(args.images)
     rows = [
-        {"image": im.name, "score": pred.score, "threshold": pred.threshold,
-         "verdict": None if pred.is_defect is None else ("defect" if pred.is_defect else "good")}
+        {
+            "image": im.name,
+            "score": pred.score,
+            "threshold": pred.threshold,
+            "verdict": None if pred.is_defect is None else ("defect" if pred.is_defect else "good"),
+        }
         for im, pred in results
     ]
     errors = [{"image": name, "error": why} for name, why in failures]
@@ -111,15 +122,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     scores = [p.score for p in preds]
     m = image_metrics(labels, scores)
     r = rates_at_threshold(labels, scores, detector.threshold)
-    print(f"ELPV mono demo: {len(dataset.train)} good cells fitted, {len(preds)} scored. "
-          f"Image AUROC {m.auroc:.3f}; at the calibrated threshold {detector.threshold:.2f}: "
-          f"FNR {r.fnr:.1%}, FPR {r.fpr:.1%}. Model saved to {args.out}")
+    print(
+        f"ELPV mono demo: {len(dataset.train)} good cells fitted, {len(preds)} scored. "
+        f"Image AUROC {m.auroc:.3f}; at the calibrated threshold {detector.threshold:.2f}: "
+        f"FNR {r.fnr:.1%}, FPR {r.fpr:.1%}. Model saved to {args.out}"
+    )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m adcore", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m adcore",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     data_help = "MVTec-layout folder, folder of good images, or elpv:mono / elpv:poly"
 
@@ -172,4 +188,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

@@ -54,8 +54,18 @@ def _run_json(cmd: list[str]) -> dict:
 
 def run_ours(name: str, detector: str) -> dict:
     spec, size, max_train = SUITES[name]
-    cmd = [sys.executable, "-m", "adcore", "benchmark", spec, "--detector", detector,
-           "--image-size", str(size), "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "adcore",
+        "benchmark",
+        spec,
+        "--detector",
+        detector,
+        "--image-size",
+        str(size),
+        "--json",
+    ]
     if detector == "patchcore":
         cmd += ["--coreset-ratio", str(CORESET_RATIO)]
     if max_train:
@@ -72,8 +82,14 @@ def write_split(name: str) -> Path:
     split = {
         "dataset": ds.name,
         "train": [str(s.path) for s in ds.train],
-        "test": [{"path": str(s.path), "label": s.label,
-                  "mask": str(s.mask_path) if s.mask_path else None} for s in ds.test],
+        "test": [
+            {
+                "path": str(s.path),
+                "label": s.label,
+                "mask": str(s.mask_path) if s.mask_path else None,
+            }
+            for s in ds.test
+        ],
     }
     path = OUT / f"split-{name}.json"
     path.write_text(json.dumps(split))
@@ -84,9 +100,20 @@ def run_peer(name: str) -> dict:
     _spec, size, _max_train = SUITES[name]
     split = write_split(name)
     result = OUT / f"{name}-anomalib.json"
-    _run([str(PEER_PY), str(HERE / "peer" / "anomalib_patchcore.py"), "--split-json",
-          str(split), "--image-size", str(size), "--coreset-ratio", str(CORESET_RATIO),
-          "--out", str(result)])
+    _run(
+        [
+            str(PEER_PY),
+            str(HERE / "peer" / "anomalib_patchcore.py"),
+            "--split-json",
+            str(split),
+            "--image-size",
+            str(size),
+            "--coreset-ratio",
+            str(CORESET_RATIO),
+            "--out",
+            str(result),
+        ]
+    )
     return json.loads(result.read_text())
 
 
@@ -136,15 +163,21 @@ def render(results: dict[str, dict[str, dict]], command: str) -> str:
                 f"{ours['peak_rss_mb'] / peer['peak_rss_mb']:.2f} |"
             )
     if ratios:
-        lines += ["", "Ours vs peer (Loupe PatchCore vs anomalib PatchCore):", "",
-                  "| dataset | image AUROC diff | fit speed-up | scoring speed-up | RSS ratio |",
-                  "|---|---|---|---|---|", *ratios]
+        lines += [
+            "",
+            "Ours vs peer (Loupe PatchCore vs anomalib PatchCore):",
+            "",
+            "| dataset | image AUROC diff | fit speed-up | scoring speed-up | RSS ratio |",
+            "|---|---|---|---|---|",
+            *ratios,
+        ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", choices=sorted(SUITES), action="append")
     parser.add_argument("--skip-peer", action="store_true")
     parser.add_argument("--write-results", action="store_true")

@@ -10,8 +10,17 @@ import pytest
 from adcore.cli import main
 
 BENCH_KEYS = {
-    "dataset", "detector", "n_train", "n_test", "image_auroc", "pixel_auroc", "aupro",
-    "f1_max", "fit_seconds", "score_ms_per_image", "peak_rss_mb",
+    "dataset",
+    "detector",
+    "n_train",
+    "n_test",
+    "image_auroc",
+    "pixel_auroc",
+    "aupro",
+    "f1_max",
+    "fit_seconds",
+    "score_ms_per_image",
+    "peak_rss_mb",
 }
 
 

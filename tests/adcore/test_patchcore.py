@@ -110,9 +110,12 @@ def test_backbone_swap_in_config_is_refused(fitted: PatchCore, tmp_path: Path) -
     """Re-saving with a consistent hash but a bank that does not fit the backbone fails."""
     from adcore.persistence import save_model
 
-    save_model(tmp_path / "m", kind="patchcore",
-               config={"backbone": "efficientnet_lite0", "image_size": 64},
-               tensors={"memory_bank": torch.zeros(5, 99)})
+    save_model(
+        tmp_path / "m",
+        kind="patchcore",
+        config={"backbone": "efficientnet_lite0", "image_size": 64},
+        tensors={"memory_bank": torch.zeros(5, 99)},
+    )
     with pytest.raises(ModelFileError, match="does not match backbone"):
         PatchCore.load(tmp_path / "m")
 

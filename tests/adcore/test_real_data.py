@@ -32,10 +32,14 @@ def test_magnetic_tile_subset(tmp_path) -> None:
     assert image_metrics(labels, np.array([p.score for p in preds])).auroc > 0.7
     from PIL import Image
 
-    masks = np.stack([
-        np.asarray(Image.open(s.mask_path).convert("L").resize((256, 256))) > 127
-        if s.mask_path else np.zeros((256, 256), bool) for s in test
-    ])
+    masks = np.stack(
+        [
+            np.asarray(Image.open(s.mask_path).convert("L").resize((256, 256))) > 127
+            if s.mask_path
+            else np.zeros((256, 256), bool)
+            for s in test
+        ]
+    )
     assert pixel_auroc(masks, np.stack([p.anomaly_map for p in preds])) > 0.6
     detector.save(tmp_path / "m")
     again = load_detector(tmp_path / "m").predict([loaded[0].pixels])[0]

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -169,3 +170,70 @@ def default_device() -> torch.device:
 def report(progress: Progress | None) -> Progress:
     """A callable progress reporter (a no-op when ``progress`` is None)."""
     return progress or _no_progress
+
+
+class BatchDetector:
+    """What every detector wrapper shares: batched scoring, file scoring, the threshold.
+
+    Subclasses set ``config`` (with ``batch_size`` and ``image_size``), ``device`` and
+    ``threshold``, and implement :meth:`_score_batch`.
+    """
+
+    config: Any
+    device: torch.device
+    threshold: float | None
+
+    def _score_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score one batch.
+
+        Args:
+            x: (B, 3, S, S) RGB in [0, 1] on ``self.device``.
+
+        Returns:
+            ((B,) image scores, (B, S, S) anomaly maps).
+        """
+        raise NotImplementedError
+
+    def predict(
+        self, images: Sequence[np.ndarray], progress: Progress | None = None
+    ) -> list[Prediction]:
+        """Score decoded images.
+
+        Args:
+            images: (H, W, 3) uint8 RGB arrays (use :func:`load_many` for files).
+            progress: Optional callback.
+
+        Returns:
+            One :class:`Prediction` per image, (S, S) float32 maps at ``image_size``.
+        """
+        tell = report(progress)
+        out: list[Prediction] = []
+        bs = self.config.batch_size
+        with torch.inference_mode():
+            for start in range(0, len(images), bs):
+                x = to_tensor_batch(images[start : start + bs], self.config.image_size)
+                scores, maps = self._score_batch(x.to(self.device))
+                for s, m in zip(
+                    scores.float().cpu().numpy(), maps.float().cpu().numpy(), strict=True
+                ):
+                    out.append(Prediction(float(s), m.astype(np.float32), self.threshold))
+                done = min(start + bs, len(images))
+                tell(done / len(images), f"Scored {done}/{len(images)} images")
+        return out
+
+    def predict_files(
+        self, sources: Sequence[ImageSource]
+    ) -> tuple[list[tuple[LoadedImage, Prediction]], list[tuple[str, str]]]:
+        """Load and score a batch, reporting bad files instead of failing.
+
+        Returns:
+            ((image, prediction) for each loaded image; (name, message) for each refused one).
+        """
+        loaded, failures = load_many(sources)
+        preds = self.predict([im.pixels for im in loaded]) if loaded else []
+        return list(zip(loaded, preds, strict=True)), failures
+
+    def with_threshold(self, threshold: float | None) -> Self:
+        """Set the decision threshold and return self (for chaining)."""
+        self.threshold = None if threshold is None else float(threshold)
+        return self

@@ -15,10 +15,9 @@ from torch import nn
 
 from adcore.detectors.autoencoder.torch_model import AutoencoderModel, reconstruction_loss
 from adcore.detectors.base import (
+    BatchDetector,
     FitReport,
     ImageSource,
-    LoadedImage,
-    Prediction,
     Progress,
     default_device,
     load_many,
@@ -81,7 +80,7 @@ class AutoencoderConfig:
         return cls(**known)
 
 
-class Autoencoder:
+class Autoencoder(BatchDetector):
     """A one-class detector that flags what it cannot reconstruct.
 
     Args:
@@ -288,48 +287,13 @@ class Autoencoder:
         return len(loaded)
 
     # ------------------------------------------------------------------ predict
-    def predict(
-        self, images: Sequence[np.ndarray], progress: Progress | None = None
-    ) -> list[Prediction]:
-        """Score decoded images.
-
-        Args:
-            images: (H, W, 3) uint8 RGB arrays (use :func:`load_many` for files).
-            progress: Optional callback.
-
-        Returns:
-            One :class:`Prediction` per image, (S, S) float32 maps at ``image_size``.
-        """
-        tell = report(progress)
-        out: list[Prediction] = []
-        bs = self.config.batch_size
+    def _score_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.model.eval()
-        with torch.inference_mode():
-            for start in range(0, len(images), bs):
-                x = self._inputs(
-                    to_tensor_batch(images[start : start + bs], self.config.image_size)
-                )
-                with self._autocast():
-                    recon = self.model.reconstruct(x)
-                maps = self.model.anomaly_maps(x, recon)
-                scores = self.model.image_scores(maps)
-                for s, m in zip(scores.cpu().numpy(), maps.cpu().numpy(), strict=True):
-                    out.append(Prediction(float(s), m.astype(np.float32), self.threshold))
-                done = min(start + bs, len(images))
-                tell(done / len(images), f"Scored {done}/{len(images)} images")
-        return out
-
-    def predict_files(
-        self, sources: Sequence[ImageSource]
-    ) -> tuple[list[tuple[LoadedImage, Prediction]], list[tuple[str, str]]]:
-        """Load and score a batch, reporting bad files instead of failing.
-
-        Returns:
-            ((image, prediction) for each loaded image; (name, message) for each refused one).
-        """
-        loaded, failures = load_many(sources)
-        preds = self.predict([im.pixels for im in loaded]) if loaded else []
-        return list(zip(loaded, preds, strict=True)), failures
+        x = self._inputs(x)
+        with self._autocast():
+            recon = self.model.reconstruct(x)
+        maps = self.model.anomaly_maps(x, recon)
+        return self.model.image_scores(maps), maps
 
     # ------------------------------------------------------------------ persistence
     def save(
@@ -384,11 +348,6 @@ class Autoencoder:
         detector.training_hash = saved.document.get("training_hash")
         detector.training_digests = digests
         return detector
-
-    def with_threshold(self, threshold: float | None) -> Autoencoder:
-        """Set the decision threshold and return self (for chaining)."""
-        self.threshold = None if threshold is None else float(threshold)
-        return self
 
 
 def _batches(n: int, batch_size: int, steps: int, gen: torch.Generator) -> Iterator[torch.Tensor]:

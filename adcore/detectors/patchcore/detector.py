@@ -14,10 +14,9 @@ import torch
 
 from adcore.coreset import greedy_coreset, two_stage_coreset
 from adcore.detectors.base import (
+    BatchDetector,
     FitReport,
     ImageSource,
-    LoadedImage,
-    Prediction,
     Progress,
     default_device,
     load_many,
@@ -70,7 +69,7 @@ class PatchCoreConfig:
         return cls(**known)
 
 
-class PatchCore:
+class PatchCore(BatchDetector):
     """A one-class detector that learns normal patches from good images.
 
     Args:
@@ -222,42 +221,8 @@ class PatchCore:
         return int(picked.indices.numel())
 
     # ------------------------------------------------------------------ predict
-    def predict(
-        self, images: Sequence[np.ndarray], progress: Progress | None = None
-    ) -> list[Prediction]:
-        """Score decoded images.
-
-        Args:
-            images: (H, W, 3) uint8 RGB arrays (use :func:`load_many` for files).
-            progress: Optional callback.
-
-        Returns:
-            One :class:`Prediction` per image, maps at ``image_size`` resolution.
-        """
-        tell = report(progress)
-        out: list[Prediction] = []
-        bs = self.config.batch_size
-        with torch.inference_mode():
-            for start in range(0, len(images), bs):
-                x = to_tensor_batch(images[start : start + bs], self.config.image_size)
-                scores, maps = self.model(x.to(self.device))
-                for s, m in zip(scores.cpu().numpy(), maps.cpu().numpy(), strict=True):
-                    out.append(Prediction(float(s), m.astype(np.float32), self.threshold))
-                done = min(start + bs, len(images))
-                tell(done / len(images), f"Scored {done}/{len(images)} images")
-        return out
-
-    def predict_files(
-        self, sources: Sequence[ImageSource]
-    ) -> tuple[list[tuple[LoadedImage, Prediction]], list[tuple[str, str]]]:
-        """Load and score a batch, reporting bad files instead of failing.
-
-        Returns:
-            ((image, prediction) for each loaded image; (name, message) for each refused one).
-        """
-        loaded, failures = load_many(sources)
-        preds = self.predict([im.pixels for im in loaded]) if loaded else []
-        return list(zip(loaded, preds, strict=True)), failures
+    def _score_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model(x)
 
     # ------------------------------------------------------------------ persistence
     def save(
@@ -319,11 +284,6 @@ class PatchCore:
         detector.training_digests = digests
         detector.coverage_radius = saved.document.get("coverage_radius")
         return detector
-
-    def with_threshold(self, threshold: float | None) -> PatchCore:
-        """Set the decision threshold and return self (for chaining)."""
-        self.threshold = None if threshold is None else float(threshold)
-        return self
 
 
 def _why(skipped: list[tuple[str, str]]) -> str:

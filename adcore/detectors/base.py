@@ -167,6 +167,16 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def refused_reason(skipped: Sequence[tuple[str, str]]) -> str:
+    """A short suffix for an error message: how many inputs were refused, and one reason."""
+    return "" if not skipped else f" ({len(skipped)} refused, e.g. {skipped[0][1]})"
+
+
+def scaled_progress(tell: Progress, lo: float, hi: float) -> Progress:
+    """A progress callback that maps [0, 1] onto [lo, hi] of ``tell``."""
+    return lambda fraction, message: tell(lo + (hi - lo) * fraction, message)
+
+
 def report(progress: Progress | None) -> Progress:
     """A callable progress reporter (a no-op when ``progress`` is None)."""
     return progress or _no_progress

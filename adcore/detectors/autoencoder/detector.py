@@ -21,7 +21,9 @@ from adcore.detectors.base import (
     Progress,
     default_device,
     load_many,
+    refused_reason,
     report,
+    scaled_progress,
     to_tensor_batch,
     training_set_hash,
 )
@@ -210,7 +212,7 @@ class Autoencoder(BatchDetector):
         c = self.config
         loaded, skipped = load_many(sources)
         if not loaded:
-            raise DatasetError("No usable good image to fit on" + _why(skipped))
+            raise DatasetError("No usable good image to fit on" + refused_reason(skipped))
         n_cal = int(len(loaded) * c.calibration_fraction)
         if len(loaded) - n_cal < 1:
             n_cal = 0
@@ -228,7 +230,7 @@ class Autoencoder(BatchDetector):
             c.learning_rate,
             seed=c.seed,
             freeze_norm=False,
-            progress=_scaled(tell, 0.0, 0.9),
+            progress=scaled_progress(tell, 0.0, 0.9),
         )
         self.training_digests = [im.sha256 for im in train]
         details: dict[str, Any] = {
@@ -273,7 +275,7 @@ class Autoencoder(BatchDetector):
         """
         loaded, skipped = load_many(sources)
         if not loaded:
-            raise DatasetError("No usable image to add" + _why(skipped))
+            raise DatasetError("No usable image to add" + refused_reason(skipped))
         data = self._stack([im.pixels for im in loaded])
         self._train(
             data,
@@ -368,11 +370,3 @@ def _random_flips(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         pick = torch.rand(x.shape[0], generator=gen) < 0.5
         x[pick] = x[pick].flip(dim)
     return x
-
-
-def _why(skipped: list[tuple[str, str]]) -> str:
-    return "" if not skipped else f" ({len(skipped)} refused, e.g. {skipped[0][1]})"
-
-
-def _scaled(tell: Progress, lo: float, hi: float) -> Progress:
-    return lambda fraction, message: tell(lo + (hi - lo) * fraction, message)

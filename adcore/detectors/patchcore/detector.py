@@ -20,7 +20,9 @@ from adcore.detectors.base import (
     Progress,
     default_device,
     load_many,
+    refused_reason,
     report,
+    scaled_progress,
     to_tensor_batch,
     training_set_hash,
 )
@@ -145,7 +147,7 @@ class PatchCore(BatchDetector):
         tell = report(progress)
         loaded, skipped = load_many(sources)
         if not loaded:
-            raise DatasetError("No usable good image to fit on" + _why(skipped))
+            raise DatasetError("No usable good image to fit on" + refused_reason(skipped))
         n_cal = int(len(loaded) * self.config.calibration_fraction)
         if len(loaded) - n_cal < 1:
             n_cal = 0
@@ -153,7 +155,7 @@ class PatchCore(BatchDetector):
         calibration = [loaded[i] for i in sorted(order[:n_cal])]
         train = [loaded[i] for i in sorted(order[n_cal:])]
 
-        emb = self._embed([im.pixels for im in train], _scaled(tell, 0.0, 0.6))
+        emb = self._embed([im.pixels for im in train], scaled_progress(tell, 0.0, 0.6))
         n_patches = emb.shape[0] * emb.shape[1]
         n_select = max(1, math.ceil(self.config.coreset_ratio * n_patches))
         tell(0.6, f"Selecting {n_select} of {n_patches} patches")
@@ -202,7 +204,7 @@ class PatchCore(BatchDetector):
         """
         loaded, skipped = load_many(sources)
         if not loaded:
-            raise DatasetError("No usable image to add" + _why(skipped))
+            raise DatasetError("No usable image to add" + refused_reason(skipped))
         emb = self._embed([im.pixels for im in loaded]).reshape(-1, self.model.embedding_dim)
         radius = self.coverage_radius
         if radius is None:
@@ -284,11 +286,3 @@ class PatchCore(BatchDetector):
         detector.training_digests = digests
         detector.coverage_radius = saved.document.get("coverage_radius")
         return detector
-
-
-def _why(skipped: list[tuple[str, str]]) -> str:
-    return "" if not skipped else f" ({len(skipped)} refused, e.g. {skipped[0][1]})"
-
-
-def _scaled(tell: Progress, lo: float, hi: float) -> Progress:
-    return lambda fraction, message: tell(lo + (hi - lo) * fraction, message)

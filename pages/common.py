@@ -300,6 +300,37 @@ def show_explanations(prediction_id: int | None) -> None:
         panel()
 
 
+def save_review(
+    image_id: int,
+    label: str,
+    *,
+    defect_type: str | None = None,
+    note: str | None = None,
+    seconds_spent: float | None = None,
+) -> bool:
+    """Record the signed-in user's label for an image; flash an error and return False on failure.
+
+    For button callbacks (Review and Inspect): the review is one transaction.
+    """
+    from db.review_queue import record_review
+
+    try:
+        with transaction() as session:
+            record_review(
+                session,
+                image_id=image_id,
+                user=load_user(session),
+                label=label,
+                defect_type=defect_type,
+                note=note,
+                seconds_spent=seconds_spent,
+            )
+    except user_facing_errors() as err:
+        flash(f"Could not save the review: {err}", "error")
+        return False
+    return True
+
+
 # --------------------------------------------------------------------------- background work
 
 

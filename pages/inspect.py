@@ -11,23 +11,29 @@ from adcore.inspection import inspect_folder, inspect_uploads
 from db.projects import get_project
 from pages.common import (
     ALL_ROLES,
+    flash,
     load_detector_cached,
     require_page_role,
     require_project,
+    save_review,
     session_factory,
     show_explanations,
+    show_flashes,
     show_part,
     transaction,
     user_facing_errors,
 )
 
 RESULTS_KEY = "inspect_results"
+LABEL_TYPE_KEY = "inspect_defect_type"
+NO_TYPE = "(unspecified)"
 SOURCE_UPLOAD = "Upload images"
 SOURCE_FOLDER = "Server folder"
 
 require_page_role(*ALL_ROLES)
 project_id = require_project()
 st.title("Inspect")
+show_flashes()
 
 with transaction() as session:
     project = get_project(session, project_id)
@@ -135,6 +141,8 @@ chosen = scored[index]
 with transaction() as session:
     image = session.get(db.Image, chosen.image_id)
     stored_path = image.stored_path if image is not None else None
+    latest = db.current_label(session, chosen.image_id)
+    current = latest.label if latest is not None else None
 if stored_path is None:
     st.warning("This image is no longer stored.")
     st.stop()
@@ -148,3 +156,35 @@ show_part(
     caption=chosen.name,
 )
 show_explanations(chosen.prediction_id)
+
+
+def label_part(image_id: int, name: str, label: str) -> None:
+    """Button callback: the signed-in user labels the part shown in the detail view."""
+    choice = st.session_state.get(LABEL_TYPE_KEY)
+    defect_type = choice if label == db.Label.DEFECT and choice not in (None, NO_TYPE) else None
+    if save_review(image_id, label, defect_type=defect_type):
+        flash(f"{name}: labelled {label}", "success")
+
+
+st.markdown(f"**Label this part** · current label: {current or 'not reviewed'}")
+with transaction() as session:
+    project = get_project(session, project_id)
+    defect_types = list(project.defect_types or []) if project is not None else []
+type_col, good_col, defect_col = st.columns([2, 1, 1])
+type_col.selectbox("Defect type (for Defect)", [NO_TYPE, *defect_types], key=LABEL_TYPE_KEY)
+good_col.button(
+    "Good",
+    width="stretch",
+    icon=":material/check_circle:",
+    on_click=label_part,
+    args=(chosen.image_id, chosen.name, db.Label.GOOD.value),
+    key="inspect_good",
+)
+defect_col.button(
+    "Defect",
+    width="stretch",
+    icon=":material/report:",
+    on_click=label_part,
+    args=(chosen.image_id, chosen.name, db.Label.DEFECT.value),
+    key="inspect_defect",
+)

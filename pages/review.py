@@ -8,13 +8,14 @@ import streamlit as st
 
 import db
 from db.projects import get_project
-from db.review_queue import queue_size, record_review, review_queue, undo_last
+from db.review_queue import queue_size, review_queue, undo_last
 from pages.common import (
     ALL_ROLES,
     flash,
     load_user,
     require_page_role,
     require_project,
+    save_review,
     show_explanations,
     show_flashes,
     show_part,
@@ -51,20 +52,15 @@ def submit(image_id: int, name: str, label: str) -> None:
             defect_type = new_type
         elif choice and choice != NO_TYPE:
             defect_type = choice
-    try:
-        with transaction() as session:
-            # A new defect type joins the project's vocabulary inside record_review.
-            record_review(
-                session,
-                image_id=image_id,
-                user=load_user(session),
-                label=label,
-                defect_type=defect_type,
-                note=note,
-                seconds_spent=seconds_on(image_id),
-            )
-    except user_facing_errors() as err:
-        flash(f"Could not save the review: {err}", "error")
+    # A new defect type joins the project's vocabulary inside record_review.
+    saved = save_review(
+        image_id,
+        label,
+        defect_type=defect_type,
+        note=note,
+        seconds_spent=seconds_on(image_id),
+    )
+    if not saved:
         return
     st.session_state.pop(SHOWN_KEY, None)
     if new_type is not None:

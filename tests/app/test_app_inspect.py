@@ -74,3 +74,26 @@ def test_a_missing_folder_is_reported_not_raised(workbench: Workbench, tmp_path:
 
     assert not at.exception, at.exception
     assert at.error and at.error[0].value.startswith("Scoring failed")
+
+
+def test_a_scored_part_can_be_labelled_from_the_detail_view(workbench: Workbench) -> None:
+    at = signed_in_app("inspector")
+    at.switch_page("pages/inspect.py").run()
+    at.file_uploader(key="uploads").set_value(
+        [("labelled-scratch.png", png_bytes(make_part(302, defect=True)), "image/png")]
+    )
+    at.run()
+    at.button(key="score").click().run()
+    assert any("current label: not reviewed" in m.value for m in at.markdown)
+
+    at.button(key="inspect_defect").click().run()
+
+    assert not at.exception, at.exception
+    with workbench.factory() as session:
+        image = session.scalar(
+            select(db.Image).where(db.Image.original_name == "labelled-scratch.png")
+        )
+        reviews = session.scalars(select(db.Review).where(db.Review.image_id == image.id)).all()
+        assert [r.label for r in reviews] == ["defect"]
+        assert reviews[0].reviewer.role == "inspector"
+    assert any("current label: defect" in m.value for m in at.markdown)

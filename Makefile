@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.loupe-installed
 
-.PHONY: install demo demo-cli test test-fast lint bench clean
+.PHONY: install browser demo demo-cli test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+## Debian's headless Chromium for the end-to-end tests (Playwright drives /usr/bin/chromium;
+## its own browser download is not used). Needs root, as in CI; skipped when already present.
+browser:
+	@test -x /usr/bin/chromium || { \
+	  apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
 ## The main job: the workbench on the embedded demo (ELPV mono solar cells).
 ## Seeds the demo project once (fit + score, about a minute), then serves http://localhost:8501
 demo: install
@@ -28,8 +35,8 @@ demo: install
 demo-cli: install
 	$(PY) -m adcore demo
 
-## The whole test suite, slow tests included.
-test: install
+## The whole test suite, slow and end-to-end (real Chromium) tests included.
+test: install browser
 	$(PY) -m pytest -q
 
 test-fast: install

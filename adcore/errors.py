@@ -47,3 +47,7 @@ class WeightsNotFoundError(LoupeError):
 
 class ModelFileError(LoupeError):
     """A saved model is missing, incomplete, tampered with, or does not match its config."""
+
+
+class JobCancelled(LoupeError):  # noqa: N818 - the name the job runner expects
+    """A long-running job (training, batch scoring) was cancelled by its caller."""

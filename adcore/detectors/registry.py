@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from adcore.errors import ModelFileError
-from adcore.persistence import CONFIG_FILE
+from adcore.persistence import CONFIG_FILE, load_model
 
 DETECTOR_KINDS = ("patchcore", "autoencoder")
 
@@ -54,3 +54,29 @@ def load_detector(directory: str | os.PathLike, *, device: str | None = None):
     except ValueError as err:
         raise ModelFileError(f"{path}: {err}") from err
     return detector_cls.load(directory, device=device)
+
+
+MODEL_KINDS = (*DETECTOR_KINDS, "classifier")
+"""Every kind of saved model: the one-class detectors and the supervised classifier."""
+
+
+def load_any_model(directory: str | os.PathLike, *, device: str | None = None):
+    """Load a saved detector *or* supervised classifier, by the kind ``config.json`` names.
+
+    Detectors come back as their detector class (scores + anomaly maps); a ``"classifier"``
+    comes back as :class:`adcore.classifier.Classifier` (probabilities + defect types).
+    Everything is verified on load and pickles are refused (see :mod:`adcore.persistence`).
+    """
+    path = Path(directory) / CONFIG_FILE
+    try:
+        kind = json.loads(path.read_text())["kind"]
+    except FileNotFoundError:
+        load_model(directory)  # raises the precise reason (e.g. a refused pickled checkpoint)
+        raise ModelFileError(f"No model at {directory} (missing {CONFIG_FILE})") from None
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise ModelFileError(f"{path} is not a Loupe model config: {err}") from err
+    if kind == "classifier":
+        from adcore.classifier import Classifier
+
+        return Classifier.load(directory, device=device)
+    return load_detector(directory, device=device)

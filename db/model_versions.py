@@ -1,26 +1,54 @@
-"""The life cycle of model versions: registration, activation and threshold changes.
+"""The life cycle of model versions: registration, activation, the gate, thresholds.
 
 None of these functions commits: the caller owns the transaction. Role checks happen here,
 not only in the UI. Each change first takes the project's write lock
 (:func:`db.queries.locked_project`), so concurrent changes cannot leave two active versions,
 two versions with the same number, or a lost entry in a threshold history.
+
+Model families (:mod:`db.model_families`): a project has at most one active version per
+family, and activating a version retires only the active version of its own family.
+
+The gate: a training job stores its verdict on the candidate in ``metrics["gate"]`` (computed
+by :mod:`adcore.gate`: the candidate and the active model evaluated on the same held-out
+labelled parts). :func:`promote_model_version` activates a candidate only if that verdict
+passed and is still about the model that is active now, or with a recorded override reason.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.base import ModelStatus, utcnow
-from db.models import ModelVersion, User
+from db.errors import StorageError
+from db.model_families import ModelFamily, active_version, model_family
+from db.models import ModelVersion, Project, User
 from db.permissions import CAN_MANAGE_MODELS, require_session_role
 from db.queries import locked_project
 
 THRESHOLD_HISTORY_KEY = "threshold_history"
 STATUS_HISTORY_KEY = "status_history"
+GATE_KEY = "gate"
+GATE_OVERRIDES_KEY = "gate_overrides"
+PROMOTE_MESSAGE = "Only managers can promote or roll back a model."
+
+
+class GateRefusedError(StorageError):
+    """The gate refused to promote a candidate; ``reasons`` says why (for the UI).
+
+    Attributes:
+        reasons: One sentence per failed check.
+        gate: The stored gate record (candidate vs active numbers), possibly empty.
+    """
+
+    def __init__(self, reasons: Sequence[str], gate: dict[str, Any] | None = None) -> None:
+        self.reasons = tuple(reasons)
+        self.gate = dict(gate or {})
+        super().__init__("The gate refused this model: " + " ".join(self.reasons))
 
 
 def next_version_number(session: Session, project_id: int) -> int:
@@ -122,23 +150,138 @@ def activate_model_version(
     model_version = _get_version(session, version_id)
     project = locked_project(session, model_version.project_id)
     session.refresh(model_version)  # the lock is held: read the latest status and metrics
-    if model_version.status == ModelStatus.ACTIVE and project.active_model_version_id == version_id:
-        return model_version
-    previous = session.scalars(
-        select(ModelVersion)
-        .where(
-            ModelVersion.project_id == project.id,
-            ModelVersion.status == ModelStatus.ACTIVE.value,
-            ModelVersion.id != version_id,
+    return _activate(session, project, model_version, actor)
+
+
+def gate_refusals(session: Session, model_version: ModelVersion) -> list[str]:
+    """Why the gate would refuse to promote this version now (empty: it would pass).
+
+    The stored verdict (``metrics["gate"]["decision"]``) must have passed, and it must have
+    compared the candidate with the model that is active now. A version with no stored
+    verdict passes only when its family has no active model (there is nothing to protect).
+
+    Args:
+        session: The caller's session.
+        model_version: The candidate.
+
+    Returns:
+        One sentence per failed check.
+    """
+    current = active_version(session, model_version.project_id, model_family(model_version.kind))
+    gate = (model_version.metrics or {}).get(GATE_KEY)
+    if not isinstance(gate, dict):
+        if current is None or current.id == model_version.id:
+            return []
+        return [
+            f"Version {model_version.version} has no gate evaluation against the active "
+            f"version {current.version}: queue a refit or recalibration job to evaluate it."
+        ]
+    decision = gate.get("decision") or {}
+    reasons = [] if decision.get("passed") else list(decision.get("reasons") or [])
+    if not decision.get("passed") and not reasons:
+        reasons.append("The gate evaluation did not pass.")
+    evaluated = (gate.get("active") or {}).get("version_id")
+    current_id = None if current is None else current.id
+    if evaluated != current_id:
+        then = "no active model" if evaluated is None else f"version id {evaluated}"
+        now = "no active model" if current is None else f"version {current.version}"
+        reasons.append(
+            f"The active model changed since the evaluation ({then} then, {now} now): "
+            "evaluate the candidate again."
         )
-        .execution_options(populate_existing=True)
-    ).all()
-    for old in previous:
-        _set_status(old, ModelStatus.RETIRED, actor)
-    _set_status(model_version, ModelStatus.ACTIVE, actor)
-    project.active_model_version = model_version
-    session.flush()
-    return model_version
+    return reasons
+
+
+def promote_model_version(
+    session: Session,
+    version_id: int,
+    user: User,
+    override_reason: str | None = None,
+) -> ModelVersion:
+    """Activate a candidate if the gate passes; a manager may override with a reason.
+
+    An override is recorded in ``metrics["gate_overrides"]`` and in the status history entry
+    (who, when, reason, the refusal reasons and the gate's numbers).
+
+    Args:
+        session: The caller's session (the caller commits).
+        version_id: The candidate to promote.
+        user: The acting manager or admin.
+        override_reason: Why the manager promotes despite the gate; blank means no override.
+
+    Returns:
+        The now active version.
+
+    Raises:
+        PermissionDenied: If the user may not manage models.
+        LookupError: If the version does not exist.
+        GateRefusedError: If the gate refuses and no override reason is given (nothing changes).
+    """
+    actor = require_session_role(session, user, *CAN_MANAGE_MODELS, message=PROMOTE_MESSAGE)
+    model_version = _get_version(session, version_id)
+    project = locked_project(session, model_version.project_id)
+    session.refresh(model_version)
+    if model_version.status == ModelStatus.ACTIVE:
+        return model_version
+    reasons = gate_refusals(session, model_version)
+    reason = (override_reason or "").strip()
+    gate = dict((model_version.metrics or {}).get(GATE_KEY) or {})
+    if reasons and not reason:
+        raise GateRefusedError(reasons, gate)
+    extra: dict[str, Any] = {"action": "promote"}
+    if reasons:
+        override = {
+            "at": utcnow().isoformat(),
+            "by": actor.name,
+            "by_id": actor.id,
+            "reason": reason,
+            "refusals": reasons,
+            "gate": gate,
+        }
+        metrics = dict(model_version.metrics or {})
+        metrics[GATE_OVERRIDES_KEY] = [*metrics.get(GATE_OVERRIDES_KEY, []), override]
+        model_version.metrics = metrics
+        extra["override"] = {"reason": reason, "refusals": reasons}
+    return _activate(session, project, model_version, actor, extra)
+
+
+def rollback_to(session: Session, version_id: int, user: User) -> ModelVersion:
+    """Make an earlier, previously active version active again, in one call.
+
+    Any version that was active before (status ``retired`` with an ``active`` entry in its
+    history) can be restored, however many versions ago; the version active now in its
+    family is retired. No gate applies: the version already served.
+
+    Args:
+        session: The caller's session (the caller commits).
+        version_id: The version to restore.
+        user: The acting manager or admin.
+
+    Returns:
+        The restored, now active version.
+
+    Raises:
+        PermissionDenied: If the user may not manage models.
+        LookupError: If the version does not exist.
+        ValueError: If the version never was active (promote candidates instead).
+    """
+    actor = require_session_role(session, user, *CAN_MANAGE_MODELS, message=PROMOTE_MESSAGE)
+    model_version = _get_version(session, version_id)
+    project = locked_project(session, model_version.project_id)
+    session.refresh(model_version)
+    if model_version.status == ModelStatus.ACTIVE:
+        return model_version
+    history = (model_version.metrics or {}).get(STATUS_HISTORY_KEY, [])
+    if not any(entry.get("status") == ModelStatus.ACTIVE for entry in history):
+        raise ValueError(
+            f"Version {model_version.version} was never active: promote it through the gate."
+        )
+    current = active_version(session, project.id, model_family(model_version.kind))
+    extra = {
+        "action": "rollback",
+        "from_version": None if current is None else current.version,
+    }
+    return _activate(session, project, model_version, actor, extra)
 
 
 def set_threshold(
@@ -197,6 +340,39 @@ def list_model_versions(session: Session, project_id: int) -> list[ModelVersion]
     )
 
 
+def _activate(
+    session: Session,
+    project: Project,
+    model_version: ModelVersion,
+    actor: User | None,
+    extra: dict[str, Any] | None = None,
+) -> ModelVersion:
+    """Activate a version, retiring the active version of its family (lock already held)."""
+    family = model_family(model_version.kind)
+    is_detector = family == ModelFamily.DETECTOR
+    if model_version.status == ModelStatus.ACTIVE and (
+        not is_detector or project.active_model_version_id == model_version.id
+    ):
+        return model_version
+    previous = session.scalars(
+        select(ModelVersion)
+        .where(
+            ModelVersion.project_id == project.id,
+            ModelVersion.status == ModelStatus.ACTIVE.value,
+            ModelVersion.id != model_version.id,
+        )
+        .execution_options(populate_existing=True)
+    ).all()
+    for old in previous:
+        if model_family(old.kind) == family:
+            _set_status(old, ModelStatus.RETIRED, actor)
+    _set_status(model_version, ModelStatus.ACTIVE, actor, extra)
+    if is_detector:
+        project.active_model_version = model_version
+    session.flush()
+    return model_version
+
+
 def _get_version(session: Session, version_id: int) -> ModelVersion:
     model_version = session.get(ModelVersion, version_id)
     if model_version is None:
@@ -204,11 +380,17 @@ def _get_version(session: Session, version_id: int) -> ModelVersion:
     return model_version
 
 
-def _set_status(model_version: ModelVersion, status: ModelStatus, actor: User | None) -> None:
+def _set_status(
+    model_version: ModelVersion,
+    status: ModelStatus,
+    actor: User | None,
+    extra: dict[str, Any] | None = None,
+) -> None:
     entry = {
         "at": utcnow().isoformat(),
         "status": status.value,
         "by": actor.name if actor is not None else "system",
+        **(extra or {}),
     }
     metrics = dict(model_version.metrics or {})
     metrics[STATUS_HISTORY_KEY] = [*metrics.get(STATUS_HISTORY_KEY, []), entry]

@@ -1,0 +1,67 @@
+"""Model families: the slots of a project that each hold at most one active model version.
+
+* ``detector``: the one-class anomaly detector that scores new parts
+  (``Project.active_model_version_id``); kinds ``patchcore``, ``autoencoder`` and any future
+  zero-shot kind: every kind not listed below.
+* ``classifier``: the supervised defect classifier (kind ``classifier``).
+* ``explainer``: an explanation adapter (kind ``explainer``).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.base import ModelStatus
+from db.models import ModelVersion, Project
+
+
+class ModelFamily(StrEnum):
+    """Which slot of a project a model version fills (one active version per family)."""
+
+    DETECTOR = "detector"
+    CLASSIFIER = "classifier"
+    EXPLAINER = "explainer"
+
+
+CLASSIFIER_KINDS: frozenset[str] = frozenset({"classifier"})
+EXPLAINER_KINDS: frozenset[str] = frozenset({"explainer"})
+
+
+def model_family(kind: str) -> ModelFamily:
+    """Return the family of a model kind; unknown kinds are one-class detectors."""
+    if kind in CLASSIFIER_KINDS:
+        return ModelFamily.CLASSIFIER
+    if kind in EXPLAINER_KINDS:
+        return ModelFamily.EXPLAINER
+    return ModelFamily.DETECTOR
+
+
+def active_version(
+    session: Session, project_id: int, family: ModelFamily | str = ModelFamily.DETECTOR
+) -> ModelVersion | None:
+    """Return the project's active version of a family, or ``None``.
+
+    Args:
+        session: The caller's session.
+        project_id: The project.
+        family: ``"detector"`` (``Project.active_model_version``), ``"classifier"`` or
+            ``"explainer"``.
+    """
+    family = ModelFamily(family)
+    if family == ModelFamily.DETECTOR:
+        project = session.get(Project, project_id)
+        if project is None or project.active_model_version_id is None:
+            return None
+        return session.get(ModelVersion, project.active_model_version_id)
+    active = session.scalars(
+        select(ModelVersion)
+        .where(
+            ModelVersion.project_id == project_id,
+            ModelVersion.status == ModelStatus.ACTIVE.value,
+        )
+        .order_by(ModelVersion.version.desc())
+    ).all()
+    return next((v for v in active if model_family(v.kind) == family), None)

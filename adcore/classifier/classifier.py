@@ -299,6 +299,7 @@ def train_classifier(
         seconds=time.perf_counter() - started,
         device=str(classifier.device),
         history=outcome.history,
+        validation_names=validation.names,
         skipped=tuple(skipped),
     )
     tell(1.0, f"Trained: validation FNR {rates.fnr:.3f}, FPR {rates.fpr:.3f}")

@@ -73,7 +73,7 @@ class ClassifierConfig:
     batch_size: int = 32
     max_epochs: int = 15
     patience: int = 4
-    learning_rate: float = 5e-4
+    learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     dropout: float = 0.2
     validation_fraction: float = 0.2

@@ -58,6 +58,8 @@ class ClassifierReport:
         seconds: Wall time of the whole run (loading included).
         device: Torch device used.
         history: Per-epoch validation results.
+        validation_names: Display names (paths, or ``image-<i>`` by input position) of the
+            held-out images, so callers can see or re-score them.
         skipped: (name, reason) of each image that could not be loaded.
     """
 
@@ -77,6 +79,7 @@ class ClassifierReport:
     seconds: float
     device: str
     history: tuple[EpochRecord, ...] = ()
+    validation_names: tuple[str, ...] = ()
     skipped: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,5 +87,6 @@ class ClassifierReport:
         data = asdict(self)
         data["defect_types"] = list(self.defect_types)
         data["history"] = [asdict(r) for r in self.history]
+        data["validation_names"] = list(self.validation_names)
         data["skipped"] = [list(s) for s in self.skipped]
         return data

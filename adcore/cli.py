@@ -1,9 +1,10 @@
-"""Command line: ``python -m adcore {fit,score,benchmark,demo}``.
+"""Command line: ``python -m adcore {fit,score,benchmark,demo,worker}``.
 
 Examples:
     python -m adcore fit elpv:mono --out models/solar/v1
     python -m adcore score models/solar/v1 part1.png part2.png --json
     python -m adcore benchmark ../shared/datasets/magnetic_tile --max-train 200 --json
+    python -m adcore worker                      # run queued background jobs until SIGTERM
 """
 
 from __future__ import annotations
@@ -130,6 +131,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run the background job worker (see :mod:`adcore.jobs.worker`)."""
+    from adcore.jobs.worker import run_worker
+
+    return run_worker(
+        database_url=args.database_url,
+        data_dir=args.data_dir,
+        models_dir=args.models_dir,
+        device=args.device,
+        once=args.once,
+        max_jobs=args.max_jobs,
+        poll_interval=args.poll_interval,
+        job_modules=args.job_module,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m adcore",
@@ -171,6 +188,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="models/demo/elpv-mono")
     demo.add_argument("--quiet", action="store_true")
     demo.set_defaults(func=cmd_demo)
+
+    worker = sub.add_parser("worker", help="run queued background jobs (training, calibration)")
+    worker.add_argument("--once", action="store_true", help="run at most one job, then exit")
+    worker.add_argument("--max-jobs", type=int, help="exit after this many jobs")
+    worker.add_argument("--database-url", help="default: $LOUPE_DATABASE_URL or SQLite")
+    worker.add_argument("--data-dir", help="default: $LOUPE_DATA_DIR or ./data")
+    worker.add_argument("--models-dir", help="default: $LOUPE_MODELS_DIR or ./models")
+    worker.add_argument("--device", help="torch device (default: CUDA when available)")
+    worker.add_argument(
+        "--poll-interval", type=float, default=0.5, help="seconds between polls (default 0.5)"
+    )
+    worker.add_argument(
+        "--job-module",
+        action="append",
+        default=[],
+        help="import this module first (it may register more job kinds); repeatable",
+    )
+    worker.set_defaults(func=cmd_worker)
     return parser
 
 

@@ -75,16 +75,18 @@ def pid_alive(pid: int) -> bool:
 
 
 def register_worker(session_factory: sessionmaker[Session], worker_id: str) -> None:
-    """Record a starting worker (host, pid, heartbeat now)."""
+    """Record a starting (or restarting) worker: host, pid, heartbeat now, not stopped."""
     address = parse_worker_id(worker_id)
     with session_factory() as session, session.begin():
-        session.add(
-            Worker(
+        worker = session.get(Worker, worker_id)
+        if worker is None:
+            worker = Worker(
                 id=worker_id,
                 host=address.host if address else this_host(),
                 pid=address.pid if address else os.getpid(),
             )
-        )
+            session.add(worker)
+        worker.heartbeat_at, worker.stopped_at, worker.current_job_id = utcnow(), None, None
 
 
 def worker_heartbeat(

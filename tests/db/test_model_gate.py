@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from adcore.gate import Rates, decide, gate_record
 from db import ModelVersion, PermissionDenied, Project, User, activate_model_version
+from db.model_candidates import candidate_comparisons
 from db.model_families import ModelFamily, active_version, model_family
 from db.model_versions import (
     GATE_OVERRIDES_KEY,
@@ -258,3 +259,25 @@ def test_families_keep_one_active_version_each(
         rollback_to(session, classifier_a, people["manager"])
     assert status(session_factory, classifier_b) == "retired"
     assert status(session_factory, detector) == "active"
+
+
+def test_candidate_comparisons_show_candidate_next_to_active(
+    session_factory: sessionmaker[Session], people: dict, project_id: int, register: Callable
+) -> None:
+    first = register()
+    with session_factory() as session, session.begin():
+        activate_model_version(session, version_id=first, user=people["manager"])
+    good = register(gate=versus(first, rates(0.0, 0.05), rates(0.1, 0.05)))
+    bad = register(gate=versus(first, rates(0.3, 0.05), rates(0.1, 0.05)))
+    register("classifier")
+    with session_factory() as session:
+        rows = candidate_comparisons(session, project_id)
+    assert [row.version_id for row in rows] == [bad, good]
+    assert rows[1].may_promote and rows[1].candidate["fnr"] == 0.0
+    assert rows[1].active["fnr"] == 0.1 and rows[1].active["version_id"] == first
+    assert not rows[0].may_promote and "misses more defects" in rows[0].refusals[0]
+    assert rows[0].active_version_id == first
+    with session_factory() as session:
+        assert [row.kind for row in candidate_comparisons(session, project_id, "classifier")] == [
+            "classifier"
+        ]

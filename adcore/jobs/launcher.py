@@ -18,7 +18,9 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
-from db.engine import init_db, make_session_factory
+from sqlalchemy.exc import OperationalError
+
+from db.engine import create_engine_for_url, make_session_factory
 from db.job_workers import DEFAULT_STALE_AFTER, live_workers, pid_alive
 from db.settings import DATA_DIR_ENV, DATABASE_URL_ENV
 
@@ -101,10 +103,13 @@ def _pidfile_worker_alive(path: Path) -> bool:
 
 
 def _database_worker_alive(database_url: str, stale_after: timedelta) -> bool:
-    engine = init_db(database_url)
+    """Whether the database knows a live worker (no table yet: the worker will migrate)."""
+    engine = create_engine_for_url(database_url)
     try:
         with make_session_factory(engine)() as session:
             return bool(live_workers(session, stale_after=stale_after))
+    except OperationalError:
+        return False
     finally:
         engine.dispose()
 

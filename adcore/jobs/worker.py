@@ -1,8 +1,8 @@
 """The job worker: ``python -m adcore worker``.
 
-At start it fails the jobs of dead workers (:func:`db.job_workers.recover_orphaned_jobs`:
-a job that was running when its worker was killed is marked failed, never run again), then
-registers itself and polls for queued jobs every ``poll_interval`` seconds (0.5 by default,
+One worker per process. At start (and every ``stale_after`` while idle) it fails the jobs of
+dead workers (:func:`db.job_workers.recover_orphaned_jobs`: a job that was running when its
+worker was killed is marked failed, never run again), then registers itself and polls for queued jobs every ``poll_interval`` seconds (0.5 by default,
 so a queued job starts within a second). Each job is claimed atomically and run with a
 :class:`adcore.jobs.context.JobContext`; a heartbeat thread keeps the worker's and the job's
 ``heartbeat_at`` fresh. ``SIGTERM`` (or ``SIGINT``) stops it gracefully: no new job is taken,
@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import threading
+import time
 import traceback
 from datetime import timedelta
 from pathlib import Path
@@ -127,11 +128,7 @@ class JobWorker:
         """
         self.stopping.clear()
         self._install_signal_handlers()
-        recovered = recover_orphaned_jobs(
-            self.session_factory, stale_after=self.stale_after, current_worker_id=self.worker_id
-        )
-        if recovered:
-            log.warning("marked orphaned job(s) %s as failed (worker died)", recovered)
+        self._recover_orphans()
         register_worker(self.session_factory, self.worker_id)
         log.info(
             "worker %s ready (device %s, %s backend)",
@@ -142,12 +139,16 @@ class JobWorker:
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
         done = 0
+        last_recovery = time.monotonic()
         try:
             while not self.stopping.is_set():
                 job = claim_next_job(self.session_factory, self.worker_id)
                 if job is None:
                     if once:
                         break
+                    if time.monotonic() - last_recovery > self.stale_after.total_seconds():
+                        self._recover_orphans()  # other workers (other hosts) may have died
+                        last_recovery = time.monotonic()
                     self.stopping.wait(self.poll_interval)
                     continue
                 self.run_job(job)
@@ -230,6 +231,13 @@ class JobWorker:
         return status
 
     # ------------------------------------------------------------------ plumbing
+    def _recover_orphans(self) -> None:
+        recovered = recover_orphaned_jobs(
+            self.session_factory, stale_after=self.stale_after, current_worker_id=self.worker_id
+        )
+        if recovered:
+            log.warning("marked orphaned job(s) %s as failed (worker died)", recovered)
+
     def _heartbeat_loop(self) -> None:
         while not self.stopping.wait(self.heartbeat_interval):
             current = self._current

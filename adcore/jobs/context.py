@@ -19,11 +19,15 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from adcore.errors import JobCancelled
+
 DEVICE_ENV = "LOUPE_DEVICE"
 
 
-class JobCancelledError(Exception):
-    """Raised inside a job function when it was asked to stop."""
+JobCancelledError = JobCancelled
+"""Raised inside a job function when it was asked to stop (:class:`adcore.errors.JobCancelled`,
+which library code such as :func:`adcore.classifier.classifier.train_classifier` raises when
+its ``should_stop`` callback returns True: pass it ``ctx.should_stop``)."""
 
 
 class Reporter(Protocol):

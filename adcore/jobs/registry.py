@@ -81,10 +81,17 @@ def _register_builtins() -> None:
     register_job_kind(RECALIBRATE_THRESHOLD, detector_jobs.recalibrate_threshold, replace=True)
     # ------------------------------------------------------------------------------------
     # REGISTRATION POINT: "train_classifier" (supervised classifier, adcore/classifier/).
-    # When adcore/classifier/ provides its training function, wrap it as a job function
-    # ``fn(ctx: JobContext) -> JobOutcome`` that registers a candidate ModelVersion of kind
-    # "classifier" (family "classifier": promoting it never touches the active detector) and
-    # add here:
+    # Wrap adcore.classifier.classifier.train_classifier as a job function
+    # ``fn(ctx: JobContext) -> JobOutcome`` that
+    #   * builds its samples from the project's labelled parts
+    #     (adcore.jobs.training_data.labelled_parts) with their defect types,
+    #   * calls train_classifier(samples, config, progress=ctx.scaled_progress(0, 0.9),
+    #     should_stop=ctx.should_stop, device=ctx.device) (its JobCancelled is the worker's
+    #     JobCancelledError: the job ends "cancelled"),
+    #   * saves it under ctx.models_root and registers a candidate ModelVersion of kind
+    #     "classifier" (family "classifier": promoting it never touches the active detector),
+    #     with metrics["gate"] from adcore.gate.gate_record against the active classifier,
+    # then register it here:
     #     from adcore.classifier.jobs import train_classifier_job
     #     register_job_kind(TRAIN_CLASSIFIER, train_classifier_job, replace=True)
     # ------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 One worker per process. At start (and every ``stale_after`` while idle) it fails the jobs of
 dead workers (:func:`db.job_workers.recover_orphaned_jobs`: a job that was running when its
-worker was killed is marked failed, never run again), then registers itself and polls for queued jobs every ``poll_interval`` seconds (0.5 by default,
-so a queued job starts within a second). Each job is claimed atomically and run with a
+worker was killed is marked failed, never run again), then registers itself and polls for
+queued jobs every ``poll_interval`` seconds (0.5 by default, so a queued job starts within a
+second). Each job is claimed atomically and run with a
 :class:`adcore.jobs.context.JobContext`; a heartbeat thread keeps the worker's and the job's
 ``heartbeat_at`` fresh. ``SIGTERM`` (or ``SIGINT``) stops it gracefully: no new job is taken,
 and the running job is asked to stop and marked failed ("worker stopped").

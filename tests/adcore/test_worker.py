@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from adcore.errors import JobCancelled
 from adcore.jobs import JobCancelledError, JobContext, JobOutcome, register_job_kind
 from adcore.jobs.context import select_device
 from adcore.jobs.registry import JOB_KINDS, describe_outcome
@@ -183,4 +184,4 @@ def test_outcomes_and_device_helpers(monkeypatch: pytest.MonkeyPatch) -> None:
     assert select_device() == "cpu" and select_device("cuda:1") == "cuda:1"
     with pytest.raises(ValueError, match="already registered"):
         register_job_kind("t_good", broken_job)
-    assert issubclass(JobCancelledError, Exception)
+    assert JobCancelledError is JobCancelled  # what library code (the classifier) raises

@@ -75,6 +75,7 @@ class Classifier:
             len(self.defect_types),
             pretrained=pretrained,
             dropout=self.config.dropout,
+            frozen_stages=self.config.frozen_stages,
         ).to(self.device)
         self.model.eval()
         self.threshold: float | None = None

@@ -30,6 +30,9 @@ class ClassifierModel(nn.Module):
             for loading a saved model, whose own weights replace everything).
         weights_path: Explicit checkpoint path for torchvision backbones.
         dropout: Dropout rate on the pooled features during training.
+        frozen_stages: Keep the stem and this many early stages at their (ImageNet) weights
+            and batch-norm statistics; 0 fine-tunes everything. Early stages hold generic
+            edge/texture filters and cost most of the backward pass at high resolution.
     """
 
     def __init__(
@@ -40,17 +43,29 @@ class ClassifierModel(nn.Module):
         pretrained: bool = True,
         weights_path: str | os.PathLike | None = None,
         dropout: float = 0.2,
+        frozen_stages: int = 0,
     ) -> None:
         super().__init__()
         self.spec = get_spec(backbone)
         self.body = build_classifier(backbone, pretrained=pretrained, weights_path=weights_path)
         self.n_features = _drop_imagenet_head(self.body)
+        # A plain list, not a ModuleList: the modules stay registered under ``body`` only.
+        self.frozen_modules: list[nn.Module] = _early_stages(self.body, frozen_stages)
+        for module in self.frozen_modules:
+            module.requires_grad_(False)
         self.dropout = nn.Dropout(dropout)
         self.defect_head = nn.Linear(self.n_features, 1)
         self.n_types = n_types if n_types >= 2 else 0
         self.type_head = nn.Linear(self.n_features, self.n_types) if self.n_types else None
         self.register_buffer("mean", torch.tensor(self.spec.mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(self.spec.std).view(1, 3, 1, 1))
+
+    def train(self, mode: bool = True) -> ClassifierModel:
+        """Set training mode, keeping the frozen early stages in eval mode (fixed statistics)."""
+        super().train(mode)
+        for module in self.frozen_modules:
+            module.eval()
+        return self
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features.
@@ -104,6 +119,21 @@ def _drop_imagenet_head(body: nn.Module) -> int:
         body.classifier = nn.Identity()
         return int(classifier[0].in_features)
     raise ValueError(f"Do not know how to drop the ImageNet head of {type(body).__name__}")
+
+
+def _early_stages(body: nn.Module, n_stages: int) -> list[nn.Module]:
+    """The stem and the first ``n_stages`` stages of a timm EfficientNet/ResNet or torchvision
+    MobileNetV3 (whose ``features[0]`` is the stem)."""
+    if n_stages <= 0:
+        return []
+    if hasattr(body, "blocks"):  # timm EfficientNet
+        return [body.conv_stem, body.bn1, *list(body.blocks)[:n_stages]]
+    if hasattr(body, "layer1"):  # timm ResNet
+        stages = [getattr(body, f"layer{i}") for i in range(1, 5)]
+        return [body.conv1, body.bn1, *stages[:n_stages]]
+    if hasattr(body, "features"):  # torchvision MobileNetV3
+        return list(body.features)[: n_stages + 1]
+    raise ValueError(f"Do not know the stages of {type(body).__name__}")
 
 
 def gradcam_target_layer(model: ClassifierModel) -> nn.Module:

@@ -179,7 +179,9 @@ def train_model(
     tell = report(progress)
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        [p for p in model.parameters() if p.requires_grad],
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
     )
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(

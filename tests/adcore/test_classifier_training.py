@@ -325,3 +325,19 @@ def test_learns_scratches_and_their_direction() -> None:
         p.defect_type == "horizontal" for p in named[10:]
     )
     assert correct >= 16
+
+
+def test_frozen_stages_keep_their_weights_and_statistics() -> None:
+    config = ClassifierConfig(image_size=32, batch_size=8, max_epochs=1, frozen_stages=2)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)  # the same initial weights as train_classifier's
+        untrained = Classifier(config, pretrained=False, device="cpu")
+    before = {k: v.clone() for k, v in untrained.model.state_dict().items()}
+    classifier, _ = train_classifier(labelled_parts(24), config, pretrained=False, device="cpu")
+    after = classifier.model.state_dict()
+    frozen = [k for k in after if k.startswith(("body.conv_stem", "body.bn1", "body.blocks.0."))]
+    trained = [k for k in after if k.startswith("body.blocks.5.") and k.endswith("weight")]
+    assert frozen and trained
+    assert all(torch.equal(before[k], after[k]) for k in frozen)  # running stats included
+    assert not all(torch.equal(before[k], after[k]) for k in trained)
+    assert len(after) == len(before)  # no duplicated entries in the saved tensors

@@ -12,7 +12,7 @@ an active model and inspected cells, it returns at once.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,11 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import sessionmaker
 
 from adcore.datasets import Sample, load_elpv
-from adcore.detectors.base import Progress, report
-from adcore.detectors.registry import build_detector, load_detector
-from adcore.inspection import inspect_uploads
-from adcore.model_service import save_and_register
 from db import Image, ImageSource, ModelVersion, create_project, get_project
+
+# The detector, inspection and model-service modules import torch (seconds): they are imported
+# inside seed_demo only when there is work to do, so the app's first page stays fast when the
+# demo is already seeded.
 
 DEMO_PROJECT = "ELPV solar cells (demo)"
 DEMO_OBJECT = "solar cell"
@@ -44,7 +44,7 @@ def seed_demo(
     *,
     models_root: Path = Path("models"),
     n_test: int | None = None,
-    progress: Progress | None = None,
+    progress: Callable[[float, str], None] | None = None,
     device: str | None = None,
     data_dir: Path | None = None,
 ) -> dict[str, Any]:
@@ -63,7 +63,6 @@ def seed_demo(
         ``{"project_id", "model_version_id", "threshold", "created", "n_inspected",
         "n_errors"}``; ``created`` is ``False`` when everything was already there.
     """
-    tell = report(progress)
     with Session() as session, session.begin():
         project = get_project(session, DEMO_PROJECT) or create_project(
             session,
@@ -78,6 +77,13 @@ def seed_demo(
         )
     if version_id is not None and n_images:
         return _summary(Session, project_id, version_id, created=False)
+
+    from adcore.detectors.base import report
+    from adcore.detectors.registry import build_detector, load_detector
+    from adcore.inspection import inspect_uploads
+    from adcore.model_service import save_and_register
+
+    tell = report(progress)
     dataset = load_elpv("mono")
     if version_id is None:
         tell(0.0, f"Fitting PatchCore on {len(dataset.train)} good ELPV cells")

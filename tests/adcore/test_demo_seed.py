@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from adcore import demo
 from adcore.datasets import load_elpv, load_mvtec
 from adcore.demo import DEMO_PROJECT, demo_sample, seed_demo
+from adcore.detectors import registry
 from adcore.detectors.registry import build_detector
 from db import get_project, init_db, list_model_versions, make_session_factory
 from db.review_queue import review_queue
@@ -43,7 +44,7 @@ def test_seed_demo_flow_on_a_tiny_stand_in(
     """The whole flow with a tiny dataset and model in place of ELPV and the 256 px model."""
     monkeypatch.setattr(demo, "load_elpv", lambda _cell_type: load_mvtec(mvtec_tree))
     monkeypatch.setattr(
-        demo,
+        registry,  # seed_demo imports it lazily (it pulls in torch)
         "build_detector",
         partial(build_detector, image_size=64, coreset_ratio=0.1, device="cpu"),
     )

@@ -14,7 +14,16 @@ from sqlalchemy import Engine, inspect
 from db import Base, current_revision, downgrade, init_db, upgrade
 from db.migrate import alembic_config
 
-TABLES = {"users", "projects", "model_versions", "images", "predictions", "reviews", "jobs"}
+TABLES = {
+    "users",
+    "projects",
+    "model_versions",
+    "images",
+    "predictions",
+    "reviews",
+    "jobs",
+    "workers",
+}
 
 
 def _schema_differences(engine: Engine) -> list[object]:
@@ -33,7 +42,7 @@ def _sqlite_objects(engine: Engine, kind: str) -> set[str]:
 
 def test_upgrade_head_creates_every_table(engine: Engine) -> None:
     assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == "0002"
 
 
 def test_downgrade_base_drops_everything_and_upgrade_works_again(engine: Engine) -> None:
@@ -50,7 +59,7 @@ def test_downgrade_base_drops_everything_and_upgrade_works_again(engine: Engine)
 def test_init_db_twice_is_a_no_op(data_dir: Path, engine: Engine) -> None:
     again = init_db()
     try:
-        assert current_revision(again) == "0001"
+        assert current_revision(again) == "0002"
     finally:
         again.dispose()
 
@@ -108,4 +117,4 @@ def test_command_line_upgrades_and_checks(
     assert main(["--url", url, "upgrade"]) == 0
     assert main(["--url", url, "check"]) == 0  # raises if the models and migrations differ
     assert main(["--url", url, "current"]) == 0
-    assert "0001 (head)" in capsys.readouterr().out
+    assert "0002 (head)" in capsys.readouterr().out

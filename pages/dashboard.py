@@ -7,8 +7,10 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+import db
 from db.dashboard import (
     confusion,
+    data_version,
     error_rates_over_time,
     review_counts,
     score_distribution,
@@ -22,13 +24,31 @@ require_page_role(*MANAGERS)
 project_id = require_project()
 st.title("Dashboard")
 
+
+@st.cache_data(max_entries=64, show_spinner="Computing the dashboard…")
+def dashboard_data(url: str, project_id: int, period: str, version: tuple) -> tuple:
+    """Every query of the page, cached until the data changes.
+
+    ``version`` (:func:`db.dashboard.data_version`) moves with every new review, prediction,
+    image, threshold or activation, so a rerun with unchanged data costs one cheap query.
+    """
+    del url, version  # cache-key parts only
+    with transaction() as session:
+        return (
+            error_rates_over_time(session, project_id, period=period),
+            review_counts(session, project_id),
+            confusion(session, project_id),
+            score_distribution(session, project_id),
+            throughput(session, project_id, period=period),
+        )
+
+
 period = st.radio("Group by", ["day", "week"], horizontal=True, key="dashboard_period")
 with transaction() as session:
-    rates = error_rates_over_time(session, project_id, period=period)
-    counts = review_counts(session, project_id)
-    matrix = confusion(session, project_id)
-    distribution = score_distribution(session, project_id)
-    work = throughput(session, project_id, period=period)
+    version = data_version(session, project_id)
+rates, counts, matrix, distribution, work = dashboard_data(
+    db.database_url(), project_id, period, version
+)
 
 # ---- counts
 cols = st.columns(4)

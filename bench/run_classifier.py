@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=160)
     parser.add_argument("--max-epochs", type=int, default=6)
     parser.add_argument("--patience", type=int, default=3)
+    parser.add_argument("--frozen-stages", type=int, default=2)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--target-fnr", type=float, default=0.05)
     parser.add_argument("--budget-seconds", type=float, default=780.0)
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         image_size=args.image_size,
         max_epochs=args.max_epochs,
         patience=args.patience,
+        frozen_stages=args.frozen_stages,
         learning_rate=args.learning_rate,
         target_fnr=args.target_fnr,
         max_train_seconds=args.budget_seconds,

@@ -108,7 +108,8 @@ def render_dataset(name: str, r: dict) -> list[str]:
 
 
 def plot_dataset(name: str, r: dict, path: Path) -> None:
-    ws = r["windows"]
+    half = r["settings"]["window"] / 2  # a short last window is too noisy to plot
+    ws = [w for w in r["windows"] if w["n_good"] + w["n_defect"] >= half]
     x = [int(w["parts"].split("-")[1]) for w in ws]
 
     def series(key: str) -> list[float]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import sessionmaker
@@ -28,6 +29,7 @@ from adcore.detectors.base import Progress, report
 from adcore.errors import DatasetError, ImageLoadError
 from adcore.image_io import ImageLimits, is_image_path, load_image
 from db import (
+    Image,
     ImageSource,
     ModelVersion,
     Prediction,
@@ -42,6 +44,7 @@ __all__ = [
     "inspect_uploads",
     "load_anomaly_map",
     "overlay_image",
+    "rescore_images",
 ]
 
 DEFAULT_BATCH_SIZE = 16
@@ -193,6 +196,60 @@ def inspect_folder(
         data_dir=data_dir,
         limits=limits,
         batch_size=batch_size,
+    )
+
+
+def rescore_images(
+    Session: sessionmaker[OrmSession],  # noqa: N803
+    *,
+    project_id: int,
+    detector: Any,
+    model_version_id: int,
+    image_ids: Sequence[int],
+    progress: Progress | None = None,
+    data_dir: Path | None = None,
+) -> list[InspectionResult]:
+    """Score already stored images again (e.g. with a newer model version): new predictions.
+
+    Images that are gone or belong to another project are reported as failed, not raised.
+
+    Args:
+        Session: The application's session factory.
+        project_id: The project.
+        detector: A fitted detector.
+        model_version_id: The model version the detector was loaded from.
+        image_ids: Stored images of the project.
+        progress: Optional ``progress(fraction, message)`` callback.
+        data_dir: The data directory; default :func:`db.data_dir`.
+
+    Returns:
+        One result per image id found, in order.
+    """
+    with Session() as session:
+        rows = {
+            image.id: (image.original_name, image.stored_path, image.source)
+            for image in session.scalars(select(Image).where(Image.id.in_(list(image_ids))))
+            if image.project_id == project_id
+        }
+    items = []
+    for image_id in image_ids:
+        if image_id not in rows:
+            continue
+        name, stored_path, _ = rows[image_id]
+        items.append((name, absolute_image_path(stored_path, data_dir).read_bytes))
+    # The rows exist already: get_or_create_image finds them by hash and keeps their source.
+    source = next(iter(rows.values()))[2] if rows else ImageSource.UPLOAD.value
+    return _inspect(
+        Session,
+        project_id=project_id,
+        detector=detector,
+        model_version_id=model_version_id,
+        items=items,
+        source=source,
+        progress=progress,
+        data_dir=data_dir,
+        limits=None,
+        batch_size=None,
     )
 
 

@@ -34,6 +34,8 @@ PICKER_KEY = "sidebar_project"  # the sidebar project selectbox
 MODELS_DIR_ENV = "LOUPE_MODELS_DIR"
 SKIP_DEMO_ENV = "LOUPE_SKIP_DEMO"
 ADMIN_PASSWORD_ENV = "LOUPE_ADMIN_PASSWORD"
+INSTANT_LEARNING_ENV = "LOUPE_INSTANT_LEARNING"  # "0" turns instant learning off
+LEARNING_KEY = "instant_learning_job"
 
 ALL_ROLES = (db.Role.INSPECTOR.value, db.Role.MANAGER.value, db.Role.ADMIN.value)
 MANAGERS = (db.Role.MANAGER.value, db.Role.ADMIN.value)
@@ -329,6 +331,56 @@ def save_review(
         flash(f"Could not save the review: {err}", "error")
         return False
     return True
+
+
+def start_instant_learning(project_id: int, image_id: int) -> None:
+    """After a Good on a flagged part: learn from it and re-score the queue, in the background.
+
+    Does nothing when ``LOUPE_INSTANT_LEARNING=0``. The signed-in user must be in session state.
+    """
+    if os.environ.get(INSTANT_LEARNING_ENV, "1") == "0":
+        return
+    from adcore.feedback_loop import learn_from_good_review
+
+    factory, models, data = session_factory(), models_root(), db.data_dir()
+    user_id = st.session_state[USER_KEY]["id"]
+
+    def work(progress: JobProgress) -> object:
+        return learn_from_good_review(
+            factory,
+            project_id=project_id,
+            image_id=image_id,
+            user_id=user_id,
+            models_dir=models,
+            data_dir=data,
+            progress=progress.update,
+        )
+
+    st.session_state[LEARNING_KEY] = start_job("instant learning", work)
+
+
+def show_instant_learning() -> None:
+    """Progress of a running instant update; its outcome is flashed when it ends."""
+    if st.session_state.get(LEARNING_KEY) is None:
+        return
+
+    @st.fragment(run_every=1.0)
+    def poll() -> None:
+        job = st.session_state.get(LEARNING_KEY)
+        if job is None:
+            return
+        state = job.snapshot()
+        if not state["done"]:
+            st.progress(state["fraction"], text=f"Learning from the good part: {state['message']}")
+            return
+        st.session_state.pop(LEARNING_KEY, None)
+        if state["error"]:
+            flash(f"Instant learning failed: {state['error']}", "warning")
+        else:
+            flash(state["result"].message, "info")
+        st.rerun()  # the whole page: the queue and the active model have changed
+
+    poll()
 
 
 # --------------------------------------------------------------------------- background work

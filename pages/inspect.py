@@ -19,7 +19,9 @@ from pages.common import (
     session_factory,
     show_explanations,
     show_flashes,
+    show_instant_learning,
     show_part,
+    start_instant_learning,
     transaction,
     user_facing_errors,
 )
@@ -34,6 +36,7 @@ require_page_role(*ALL_ROLES)
 project_id = require_project()
 st.title("Inspect")
 show_flashes()
+show_instant_learning()
 
 with transaction() as session:
     project = get_project(session, project_id)
@@ -158,12 +161,14 @@ show_part(
 show_explanations(chosen.prediction_id)
 
 
-def label_part(image_id: int, name: str, label: str) -> None:
+def label_part(image_id: int, name: str, label: str, flagged: bool) -> None:
     """Button callback: the signed-in user labels the part shown in the detail view."""
     choice = st.session_state.get(LABEL_TYPE_KEY)
     defect_type = choice if label == db.Label.DEFECT and choice not in (None, NO_TYPE) else None
     if save_review(image_id, label, defect_type=defect_type):
         flash(f"{name}: labelled {label}", "success")
+        if flagged and label == db.Label.GOOD:  # a false alarm: the model learns from it
+            start_instant_learning(project_id, image_id)
 
 
 st.markdown(f"**Label this part** · current label: {current or 'not reviewed'}")
@@ -177,7 +182,7 @@ good_col.button(
     width="stretch",
     icon=":material/check_circle:",
     on_click=label_part,
-    args=(chosen.image_id, chosen.name, db.Label.GOOD.value),
+    args=(chosen.image_id, chosen.name, db.Label.GOOD.value, chosen.verdict == db.Verdict.DEFECT),
     key="inspect_good",
 )
 defect_col.button(
@@ -185,6 +190,6 @@ defect_col.button(
     width="stretch",
     icon=":material/report:",
     on_click=label_part,
-    args=(chosen.image_id, chosen.name, db.Label.DEFECT.value),
+    args=(chosen.image_id, chosen.name, db.Label.DEFECT.value, False),
     key="inspect_defect",
 )

@@ -18,7 +18,9 @@ from pages.common import (
     save_review,
     show_explanations,
     show_flashes,
+    show_instant_learning,
     show_part,
+    start_instant_learning,
     transaction,
     user_facing_errors,
 )
@@ -41,7 +43,7 @@ def seconds_on(image_id: int) -> float | None:
     return max(time.monotonic() - shown[1], 0.0)
 
 
-def submit(image_id: int, name: str, label: str) -> None:
+def submit(image_id: int, name: str, label: str, flagged: bool = False) -> None:
     """Button callback: record the label (runs before the next part is drawn)."""
     note = (st.session_state.get(note_key(image_id)) or "").strip() or None
     defect_type = new_type = None
@@ -68,6 +70,8 @@ def submit(image_id: int, name: str, label: str) -> None:
         st.session_state[TYPE_KEY] = new_type
     detail = f" ({defect_type})" if defect_type else ""
     flash(f"{name}: {label}{detail}", "success")
+    if flagged and label == db.Label.GOOD:  # a false alarm: the model learns from it at once
+        start_instant_learning(project_id, image_id)
 
 
 def undo() -> None:
@@ -86,6 +90,7 @@ require_page_role(*ALL_ROLES)
 project_id = require_project()
 st.title("Review")
 show_flashes()
+show_instant_learning()
 
 with transaction() as session:
     remaining = queue_size(session, project_id)
@@ -122,6 +127,7 @@ if choice == NEW_TYPE:
     st.text_input("New defect type", key=NEW_TYPE_KEY, max_chars=64)
 st.text_input("Note (optional)", key=note_key(item.image_id))
 
+flagged = item.verdict == db.Verdict.DEFECT
 good, defect, back = st.columns([2, 2, 1])
 good.button(
     "Good",
@@ -130,7 +136,12 @@ good.button(
     shortcut="g",
     icon=":material/check_circle:",
     on_click=submit,
-    args=(item.image_id, item.original_name, db.Label.GOOD.value),
+    args=(
+        item.image_id,
+        item.original_name,
+        db.Label.GOOD.value,
+        item.verdict == db.Verdict.DEFECT,
+    ),
     key="good",
 )
 defect.button(

@@ -22,13 +22,8 @@ from sqlalchemy.orm import Session
 from db.base import Label, Verdict
 from db.dashboard_activity import data_version, throughput
 from db.models import Image, ModelVersion, Prediction, Review, User
-from db.periods import Period, period_start, period_starts, raw_timestamp
-from db.queries import (
-    active_version_id,
-    current_review_value,
-    has_current_label,
-    latest_prediction_value,
-)
+from db.periods import Period, period_start, period_starts, raw_timestamp, utc_datetime
+from db.queries import active_version_id, latest_prediction_value
 
 __all__ = [
     "Outcome",
@@ -88,18 +83,18 @@ class ScoreDistribution(NamedTuple):
 def _outcome_rows(project_id: int, model_version_id: int | None, *columns: Any) -> Any:
     """SELECT ``columns`` over (labelled image x version that scored it) of a project.
 
-    ``Review`` is the image's current review and ``Prediction`` the version's latest
-    prediction of it; both are joined by primary key from correlated subqueries.
+    ``Review`` is the image's current review (joined on ``images.current_review_id``) and
+    ``Prediction`` the version's latest prediction of it (joined by primary key from a
+    correlated subquery).
     """
     same_project = ModelVersion.project_id == Image.project_id
     if model_version_id is not None:
         same_project = same_project & (ModelVersion.id == model_version_id)
-    review_id = current_review_value(Image.id)
     prediction_id = latest_prediction_value(Image.id, ModelVersion.id)
     return (
         select(*columns)
         .select_from(Image)
-        .join(Review, (Review.id == review_id) & (Review.image_id == Image.id))
+        .join(Review, Review.id == Image.current_review_id)
         .join(ModelVersion, same_project)
         .join(Prediction, (Prediction.id == prediction_id) & (Prediction.image_id == Image.id))
         .where(Image.project_id == project_id)
@@ -124,17 +119,50 @@ def reviewed_outcomes(
         model_version_id,
         Image.id,
         ModelVersion.id,
-        ModelVersion.version,
         Prediction.score,
         Prediction.threshold,
         Prediction.verdict,
         Review.label,
-        User.name,
-        Review.created_at,
-        Prediction.created_at,
-    ).join(User, User.id == Review.reviewer_id)
-    statement = statement.order_by(Review.created_at, Image.id, ModelVersion.version)
-    return [Outcome(*row) for row in session.execute(statement)]
+        Review.reviewer_id,
+        raw_timestamp(Review.created_at).label("reviewed_at"),
+        raw_timestamp(Prediction.created_at).label("predicted_at"),
+    )
+    # Small lookups and a Python sort cost less than joining, converting and sorting in SQL.
+    names = {user_id: name for user_id, name in session.execute(select(User.id, User.name))}
+    in_project = ModelVersion.project_id == project_id
+    versions = {
+        version_id: number
+        for version_id, number in session.execute(
+            select(ModelVersion.id, ModelVersion.version).where(in_project)
+        )
+    }
+    outcomes = [
+        Outcome(
+            image_id,
+            version_id,
+            versions[version_id],
+            score,
+            threshold,
+            verdict,
+            label,
+            names[reviewer_id],
+            utc_datetime(reviewed_at),
+            utc_datetime(predicted_at),
+        )
+        for (
+            image_id,
+            version_id,
+            score,
+            threshold,
+            verdict,
+            label,
+            reviewer_id,
+            reviewed_at,
+            predicted_at,
+        ) in session.execute(statement)
+    ]
+    outcomes.sort(key=lambda outcome: (outcome.reviewed_at, outcome.image_id, outcome.version))
+    return outcomes
 
 
 def error_rates_over_time(
@@ -195,7 +223,7 @@ def review_counts(session: Session, project_id: int) -> dict[str, int]:
     version_id = active_version_id(session, project_id)
     per_image = (
         select(
-            has_current_label(Image.id).label("reviewed"),
+            Image.current_review_id.is_not(None).label("reviewed"),
             latest_prediction_value(Image.id, version_id).label("prediction_id"),
         )
         .where(Image.project_id == project_id)
@@ -233,9 +261,11 @@ def confusion(
     version_id = model_version_id or active_version_id(session, project_id)
     per_image = (
         select(
-            current_review_value(Image.id, "label").label("label"),
+            Review.label.label("label"),
             latest_prediction_value(Image.id, version_id, "verdict").label("verdict"),
         )
+        .select_from(Image)
+        .join(Review, Review.id == Image.current_review_id)
         .where(Image.project_id == project_id)
         .subquery("per_image")
     )
@@ -292,6 +322,6 @@ def _labelled_scores_select(
         .select_from(Image)
         .join(Prediction, (Prediction.id == prediction_id) & (Prediction.image_id == Image.id))
     )
-    on_review = (Review.id == current_review_value(Image.id)) & (Review.image_id == Image.id)
+    on_review = Review.id == Image.current_review_id
     statement = statement.join(Review, on_review, isouter=not labelled_only)
     return statement.where(Image.project_id == project_id)

@@ -10,7 +10,7 @@ from collections import defaultdict
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.models import Image, ModelVersion, Prediction, Project, Review, User
@@ -72,7 +72,9 @@ def throughput(
         period then reviewer; ``median_seconds`` is ``None`` when no time was recorded.
     """
     start_of = period_starts(period)
-    in_project = exists().where(Image.id == Review.image_id, Image.project_id == project_id)
+    # A non-correlated IN (the project's image ids, gathered once) costs less than a
+    # correlated EXISTS per review.
+    in_project = Review.image_id.in_(select(Image.id).where(Image.project_id == project_id))
     statement = select(
         Review.reviewer_id, raw_timestamp(Review.created_at), Review.seconds_spent
     ).where(Review.is_undo.is_(False), in_project)

@@ -61,6 +61,17 @@ def raw_timestamp(column: Any) -> Any:
     return type_coerce(column, String)
 
 
+def utc_datetime(moment: str | datetime) -> datetime:
+    """Turn a :func:`raw_timestamp` value back into an aware UTC datetime (cheaply).
+
+    SQLite gives its stored UTC text (``YYYY-MM-DD HH:MM:SS[.ffffff]``), other drivers a
+    datetime; the result equals what :class:`db.base.UTCDateTime` would have returned.
+    """
+    if isinstance(moment, str):
+        return datetime.fromisoformat(moment).replace(tzinfo=UTC)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def _utc_date(moment: datetime) -> date:
     aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
     return aware.astimezone(UTC).date()

@@ -1,11 +1,13 @@
 """Reusable portable queries: latest predictions, current labels, the project write lock.
 
-"The latest row of an image" is a correlated ``ORDER BY created_at DESC, id DESC LIMIT 1``
-subquery, which every backend answers with one short backwards walk of the
-``(image_id, created_at)`` index; on SQLite this is three to four times faster than a
-``row_number()`` window, which sorts every row. Undone reviews are excluded with a
-non-correlated ``NOT IN`` list, evaluated once per statement. No dialect-specific function is
-used.
+An image's current label needs no derivation here: ``images.current_review_id`` names its
+latest counting review (kept current by :mod:`db.models.reviews`), so readers join on it.
+
+"The latest prediction of an image" is a correlated ``ORDER BY created_at DESC, id DESC
+LIMIT 1`` subquery, which every backend answers with one short backwards walk of the
+``(image_id, model_version_id, created_at)`` or ``(image_id, created_at)`` index; on SQLite this
+is three to four times faster than a ``row_number()`` window, which sorts every row. No
+dialect-specific function is used.
 
 ``LIMIT 1 OFFSET 0`` is written literally: SQLAlchemy's SQLite dialect otherwise binds an
 ``OFFSET ?`` parameter, which stops SQLite from ending the index walk at the first row (about
@@ -48,6 +50,9 @@ def undone_review_ids() -> Select[tuple[int | None]]:
 def current_review_value(image_id: ColumnElement[int], column: str = "id") -> ScalarSelect[Any]:
     """A correlated scalar: one column of the image's current (latest counting) review.
 
+    Where :class:`db.models.Image` is already in the query, join ``Review`` on
+    ``Review.id == Image.current_review_id`` instead (cheaper).
+
     Args:
         image_id: The outer query's image id column.
         column: Which column of the review, e.g. ``"id"`` or ``"label"``.
@@ -55,34 +60,27 @@ def current_review_value(image_id: ColumnElement[int], column: str = "id") -> Sc
     Returns:
         The scalar subquery (NULL for an unlabelled image).
     """
-    candidate = aliased(Review, name="candidate_review")
-    return (
-        select(getattr(candidate, column))
-        .where(
-            candidate.image_id == image_id,
-            candidate.is_undo.is_(False),
-            candidate.id.not_in(undone_review_ids()),
+    labelled = aliased(Image, name="labelled_image")
+    if column == "id":
+        pick = select(labelled.current_review_id)
+    else:
+        current = aliased(Review, name="current_review")
+        pick = (
+            select(getattr(current, column))
+            .select_from(labelled)
+            .join(current, current.id == labelled.current_review_id)
         )
-        .order_by(candidate.created_at.desc(), candidate.id.desc())
-        .limit(_ONE)
-        .offset(_ZERO)
-        .correlate_except(candidate)
-        .scalar_subquery()
-    )
+    return pick.where(labelled.id == image_id).scalar_subquery()
 
 
 def has_current_label(image_id: ColumnElement[int]) -> Exists:
-    """A correlated EXISTS: the image has a counting review (it is labelled)."""
-    candidate = aliased(Review, name="counting_review")
-    return (
-        exists()
-        .where(
-            candidate.image_id == image_id,
-            candidate.is_undo.is_(False),
-            candidate.id.not_in(undone_review_ids()),
-        )
-        .correlate_except(candidate)
-    )
+    """A correlated EXISTS: the image has a counting review (it is labelled).
+
+    Where :class:`db.models.Image` is already in the query, test
+    ``Image.current_review_id.is_not(None)`` instead.
+    """
+    labelled = aliased(Image, name="labelled_image")
+    return exists().where(labelled.id == image_id, labelled.current_review_id.is_not(None))
 
 
 def latest_prediction_value(
@@ -115,7 +113,11 @@ def latest_prediction_value(
 
 
 def latest_predictions(
-    project_id: int, *, model_version_id: int | None = None, per_version: bool = False
+    project_id: int,
+    *,
+    model_version_id: int | None = None,
+    per_version: bool = False,
+    unlabelled_only: bool = False,
 ) -> Subquery:
     """Each image's latest prediction (by ``created_at`` then ``id``) in a project.
 
@@ -124,6 +126,8 @@ def latest_predictions(
         model_version_id: Only predictions of this version; ``None`` for any version.
         per_version: One row per (image, model version of the project) instead of one per
             image (combine with ``model_version_id`` to keep a single version).
+        unlabelled_only: Only images without a current label (filtered before the latest
+            prediction is looked up).
 
     Returns:
         A subquery with columns ``prediction_id, image_id, model_version_id, score, threshold,
@@ -151,6 +155,8 @@ def latest_predictions(
     statement = statement.join(Prediction, (Prediction.id == latest_id) & same_image).where(
         Image.project_id == project_id
     )
+    if unlabelled_only:
+        statement = statement.where(Image.current_review_id.is_(None))
     return statement.subquery("latest_predictions")
 
 
@@ -164,7 +170,6 @@ def current_labels(project_id: int) -> Subquery:
         A subquery with columns ``review_id, image_id, label, defect_type, reviewer_id,
         reviewed_at``; unlabelled images have no row.
     """
-    latest_id = current_review_value(Image.id)
     return (
         select(
             Review.id.label("review_id"),
@@ -175,7 +180,7 @@ def current_labels(project_id: int) -> Subquery:
             Review.created_at.label("reviewed_at"),
         )
         .select_from(Image)
-        .join(Review, (Review.id == latest_id) & (Review.image_id == Image.id))
+        .join(Review, Review.id == Image.current_review_id)
         .where(Image.project_id == project_id)
         .subquery("current_labels")
     )

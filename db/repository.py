@@ -5,14 +5,17 @@ None of these functions commits: the caller owns the transaction, e.g.
 
 Review semantics (see :mod:`db.models.reviews`): a review *counts* when it is not an undo row
 and no undo row supersedes it. An image's current label is its latest counting review, ordered
-by ``created_at`` then ``id``.
+by ``created_at`` then ``id``. That answer is kept in ``images.current_review_id``, which the
+ORM maintains in the same flush as every inserted review (the image row locked first), so the
+readers here simply join on it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
-from sqlalchemy import Select, exists, func, select
+from sqlalchemy import Select, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
@@ -21,6 +24,7 @@ from db.base import ImageSource, Label
 from db.image_store import sha256_hex, stored_path_for, write_image_file
 from db.models import Image, Review
 from db.models.images import ORIGINAL_NAME_LENGTH
+from db.models.reviews import latest_counting_review
 
 
 def get_or_create_image(
@@ -99,7 +103,12 @@ def add_review(
     note: str | None = None,
     seconds_spent: float | None = None,
 ) -> Review:
-    """Append a review (flushed, so it has an id).
+    """Append a review (flushed, so it has an id) and make it the image's current label.
+
+    The flush locks the image row, inserts the review and recomputes
+    ``images.current_review_id`` from the log, all in the caller's transaction (see
+    :mod:`db.models.reviews`): two inspectors labelling the same image at once both keep
+    their review, and the later one is current.
 
     Args:
         session: The caller's session.
@@ -134,44 +143,54 @@ def add_review(
 
 def current_label(session: Session, image_id: int) -> Review | None:
     """Return the review that gives the image its current label, or ``None`` if unlabelled."""
-    statement = (
-        select(Review)
-        .where(Review.image_id == image_id, counting_review())
-        .order_by(Review.created_at.desc(), Review.id.desc())
-        .limit(1)
-    )
-    return session.scalars(statement).first()
+    statement = select(Review).join(Image, Image.current_review_id == Review.id)
+    return session.scalars(statement.where(Image.id == image_id)).first()
 
 
 def current_labels_query() -> Select[Review]:
     """Return a SELECT of the review that currently labels each image (one row per image).
 
-    Portable SQL (a ``row_number()`` window over counting reviews); narrow it further with
-    ``.where(...)``, e.g. ``current_labels_query().where(Review.label == "defect")`` or a join
-    on :class:`db.models.Image` to filter by project.
+    A join on ``images.current_review_id`` (through an alias, so callers may join
+    :class:`db.models.Image` themselves); narrow it further with ``.where(...)``, e.g.
+    ``current_labels_query().where(Review.label == "defect")`` or a join on
+    :class:`db.models.Image` to filter by project.
     """
-    ranked = (
-        select(
-            Review.id.label("review_id"),
-            func.row_number()
-            .over(
-                partition_by=Review.image_id,
-                order_by=(Review.created_at.desc(), Review.id.desc()),
-            )
-            .label("rank"),
-        )
-        .where(counting_review())
-        .subquery("ranked_reviews")
+    labelled = aliased(Image, name="labelled_image")
+    return select(Review).join(labelled, labelled.current_review_id == Review.id)
+
+
+def rebuild_current_reviews(session: Session, image_ids: Iterable[int] | None = None) -> int:
+    """Recompute ``images.current_review_id`` from the review log.
+
+    Only needed after reviews were written around the ORM (Core or bulk inserts, raw SQL), or
+    to repair; the ORM keeps the column current otherwise.
+
+    Args:
+        session: The caller's session (the caller commits).
+        image_ids: Only these images; ``None`` for every image.
+
+    Returns:
+        How many image rows were updated.
+    """
+    statement = update(Image).values(
+        current_review_id=latest_counting_review(Image.id).scalar_subquery()
     )
-    return select(Review).join(ranked, Review.id == ranked.c.review_id).where(ranked.c.rank == 1)
+    if image_ids is not None:
+        statement = statement.where(Image.id.in_(list(image_ids)))
+    result = session.execute(statement.execution_options(synchronize_session=False))
+    for loaded in list(session.identity_map.values()):
+        if isinstance(loaded, Image):
+            session.expire(loaded, ["current_review_id"])
+    return int(result.rowcount or 0)
 
 
 def undo_last_review(session: Session, *, reviewer_id: int) -> Review | None:
     """Cancel the reviewer's latest counting review by appending an undo row.
 
     Repeated calls walk further back through the reviewer's own reviews; other reviewers'
-    reviews are never touched. The image's label falls back to its previous counting review,
-    or to unlabelled.
+    reviews are never touched. The image's label falls back to its latest remaining counting
+    review (whoever gave it), or to unlabelled; ``images.current_review_id`` follows in the
+    same flush, with the image row locked (see :func:`add_review`).
 
     Args:
         session: The caller's session.

@@ -1,8 +1,9 @@
 """The review queue: which unlabelled parts an inspector should look at next, and labelling them.
 
-An image is in the queue when it has no counting review and its latest prediction is flagged
-or close to the threshold. Predictions come from the project's active model version; when no
-version is active, the latest prediction of any version is used.
+An image is in the queue when it has no counting review (``images.current_review_id`` is
+``NULL``) and its latest prediction is flagged or close to the threshold. Predictions come from
+the project's active model version; when no version is active, the latest prediction of any
+version is used.
 
 Flags are judged against the version's *current* threshold (falling back to the threshold
 stored with the prediction), so lowering a threshold immediately brings the newly suspicious
@@ -21,7 +22,7 @@ from db.base import Label, Verdict
 from db.models import Image, ModelVersion, Review, User
 from db.permissions import CAN_REVIEW, require_session_role
 from db.projects import add_defect_type
-from db.queries import active_version_id, has_current_label, latest_predictions
+from db.queries import active_version_id, latest_predictions
 from db.repository import add_review, undo_last_review
 
 DEFAULT_NEAR_MARGIN = 0.1
@@ -159,11 +160,12 @@ def undo_last(session: Session, *, user: User) -> Review | None:
 def _queue_select(session: Session, project_id: int, near_margin: float) -> Select:
     if not near_margin >= 0:
         raise ValueError(f"near_margin must be zero or more, got {near_margin!r}.")
-    latest = latest_predictions(project_id, model_version_id=active_version_id(session, project_id))
+    latest = latest_predictions(
+        project_id, model_version_id=active_version_id(session, project_id), unlabelled_only=True
+    )
     threshold = func.coalesce(ModelVersion.threshold, latest.c.threshold)
     flagged = latest.c.score >= threshold
     near = latest.c.score >= threshold - func.abs(threshold) * float(near_margin)
-    reviewed = has_current_label(latest.c.image_id)
     verdict = case((flagged, Verdict.DEFECT.value), else_=Verdict.GOOD.value)
     return (
         select(
@@ -179,6 +181,6 @@ def _queue_select(session: Session, project_id: int, near_margin: float) -> Sele
         .select_from(latest)
         .join(Image, Image.id == latest.c.image_id)
         .join(ModelVersion, ModelVersion.id == latest.c.model_version_id)
-        .where(near, ~reviewed)
+        .where(near)
         .order_by(case((flagged, 0), else_=1), latest.c.score.desc(), latest.c.image_id)
     )

@@ -20,6 +20,12 @@ class Image(Base):
 
     ``stored_path`` is relative to the data directory and built from the hash and an extension
     sniffed from the bytes, never from ``original_name`` (which is display metadata only).
+
+    ``current_review_id`` is a denormalised copy of what the review log says: the image's latest
+    counting review (``NULL`` when unlabelled). It is never written by application code: the
+    mapper events in :mod:`db.models.reviews` recompute it from the log in the same transaction
+    (and flush) as every review or undo row inserted through the ORM. The foreign key closes a
+    cycle with ``reviews.image_id`` (``use_alter``).
     """
 
     __tablename__ = "images"
@@ -32,7 +38,9 @@ class Image(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    # Its own index (besides the unique one with sha256): in id order, so a project's images
+    # are read sequentially and their predictions' index in order (SQLite, no ANALYZE).
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
     sha256: Mapped[str] = mapped_column(String(SHA256_HEX_LENGTH))
     stored_path: Mapped[str] = mapped_column(String(PATH_LENGTH))
     original_name: Mapped[str] = mapped_column(String(ORIGINAL_NAME_LENGTH))
@@ -41,6 +49,9 @@ class Image(Base):
     size_bytes: Mapped[int]
     source: Mapped[str] = mapped_column(String(ENUM_LENGTH))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    current_review_id: Mapped[int | None] = mapped_column(
+        ForeignKey("reviews.id", use_alter=True), index=True
+    )
 
     project: Mapped[Project] = relationship()
 
@@ -55,6 +66,13 @@ class Prediction(Base):
     __table_args__ = (
         CheckConstraint(sql_in("verdict", Verdict), name="verdict"),
         Index("ix_predictions_image_id_created_at", "image_id", "created_at"),
+        # Covers "the latest prediction of this image by this version" (no table read).
+        Index(
+            "ix_predictions_image_id_model_version_id_created_at",
+            "image_id",
+            "model_version_id",
+            "created_at",
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -8,21 +8,48 @@ one (see :mod:`db.repository`).
 Append-only is enforced three times: mapper events refuse ORM updates and deletes of a loaded
 review, a session hook refuses ORM bulk ``update(Review)`` / ``delete(Review)`` statements, and
 database triggers (created by the migrations) abort any UPDATE or DELETE, including raw SQL.
+
+The log's answer is also kept in ``images.current_review_id`` so readers need not derive it
+(:func:`latest_counting_review`). Mapper events maintain it for every review or undo row the
+ORM inserts, inside the same flush: *before* the insert the image row is locked
+(``SELECT ... FOR UPDATE``; skipped on SQLite, where the insert takes the database write lock
+and every write is serialised), so concurrent reviews of one image queue up; *after* it the
+image's current review is recomputed from the log. Each recomputation therefore sees every
+review committed before it, and the last writer leaves the log's answer. Rows inserted around
+the ORM (Core ``insert()``, ORM bulk inserts, raw SQL) skip the events: call
+:func:`db.repository.rebuild_current_reviews` afterwards.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import CheckConstraint, Connection, ForeignKey, Index, String, Text, event
+from sqlalchemy import (
+    CheckConstraint,
+    Connection,
+    ForeignKey,
+    Index,
+    Select,
+    String,
+    Text,
+    event,
+    exists,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.orm import (
     Mapped,
     Mapper,
     ORMExecuteState,
+    aliased,
     mapped_column,
     object_session,
     relationship,
 )
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from db.base import ENUM_LENGTH, Base, Label, sql_in, utcnow
 from db.errors import AppendOnlyError
@@ -61,13 +88,69 @@ class Review(Base):
     supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("reviews.id"), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
-    image: Mapped[Image] = relationship()
+    image: Mapped[Image] = relationship(foreign_keys=[image_id])
     reviewer: Mapped[User] = relationship()
     supersedes: Mapped[Review | None] = relationship(remote_side=[id])
 
     def __repr__(self) -> str:
         kind = f"undo of {self.supersedes_id!r}" if self.is_undo else repr(self.label)
         return f"Review(id={self.id!r}, image_id={self.image_id!r}, {kind})"
+
+
+def latest_counting_review(image_id: Any) -> Select[tuple[int]]:
+    """Return a SELECT of the id of the image's latest counting review, derived from the log.
+
+    A review counts when it is not an undo row and no undo row supersedes it; the latest is
+    the last by ``created_at`` then ``id``. Use ``.scalar_subquery()`` to correlate it with an
+    outer image column, or pass a plain id.
+
+    Args:
+        image_id: An image id, or an outer query's image id column.
+
+    Returns:
+        The SELECT (no row for an unlabelled image).
+    """
+    candidate = aliased(Review, name="log_review")
+    undo = aliased(Review, name="log_undo")
+    return (
+        select(candidate.id)
+        .where(
+            candidate.image_id == image_id,
+            candidate.is_undo.is_(False),
+            ~exists().where(undo.supersedes_id == candidate.id),
+        )
+        .order_by(candidate.created_at.desc(), candidate.id.desc())
+        .limit(literal_column("1"))
+        .correlate_except(candidate)
+    )
+
+
+@event.listens_for(Review, "before_insert")
+def _lock_reviewed_image(_mapper: Mapper[Review], connection: Connection, review: Review) -> None:
+    """Lock the image row before its review is inserted (concurrent reviewers queue up)."""
+    if review.image_id is None or connection.dialect.name == "sqlite":
+        return  # SQLite: the insert itself takes the database write lock
+    connection.execute(select(Image.id).where(Image.id == review.image_id).with_for_update())
+
+
+@event.listens_for(Review, "after_insert")
+def _refresh_current_review(
+    _mapper: Mapper[Review], connection: Connection, review: Review
+) -> None:
+    """Recompute ``images.current_review_id`` of the reviewed image from the log."""
+    if review.image_id is None:
+        return
+    current = connection.scalar(latest_counting_review(review.image_id))
+    images = Image.__table__
+    connection.execute(
+        update(images).where(images.c.id == review.image_id).values(current_review_id=current)
+    )
+    session = object_session(review)
+    loaded = (
+        None if session is None else session.identity_map.get(identity_key(Image, review.image_id))
+    )
+    if loaded is not None:  # keep a loaded image in step without marking it changed
+        set_committed_value(loaded, "current_review_id", current)
 
 
 @event.listens_for(Review, "before_update")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, MetaData, Table, func, inspect, select
 
 from db import Base, current_revision, downgrade, init_db, upgrade
 from db.migrate import alembic_config
@@ -42,7 +43,7 @@ def _sqlite_objects(engine: Engine, kind: str) -> set[str]:
 
 def test_upgrade_head_creates_every_table(engine: Engine) -> None:
     assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
-    assert current_revision(engine) == "0002"
+    assert current_revision(engine) == "0003"
 
 
 def test_downgrade_base_drops_everything_and_upgrade_works_again(engine: Engine) -> None:
@@ -59,7 +60,7 @@ def test_downgrade_base_drops_everything_and_upgrade_works_again(engine: Engine)
 def test_init_db_twice_is_a_no_op(data_dir: Path, engine: Engine) -> None:
     again = init_db()
     try:
-        assert current_revision(again) == "0002"
+        assert current_revision(again) == "0003"
     finally:
         again.dispose()
 
@@ -117,4 +118,160 @@ def test_command_line_upgrades_and_checks(
     assert main(["--url", url, "upgrade"]) == 0
     assert main(["--url", url, "check"]) == 0  # raises if the models and migrations differ
     assert main(["--url", url, "current"]) == 0
-    assert "0002 (head)" in capsys.readouterr().out
+    assert "0003 (head)" in capsys.readouterr().out
+
+
+# --- 0003: images.current_review_id, backfilled from the review log -----------------------
+
+T0 = datetime(2025, 3, 1, 8, 0, 0)
+
+
+def _fill_at_0002(engine: Engine) -> dict[str, int | None]:
+    """Write a review log at revision 0002 (Core, reflected tables); return expected currents.
+
+    Images: ``corrected`` (good, then defect: the correction counts), ``undone`` (its only
+    review undone), ``walked_back`` (three reviews by ann, the last two undone, then bob's
+    later review undone by bob: ann's first counts), ``other_reviewer`` (ann good, bob defect
+    later, ann's undone: bob's counts), ``tie`` (two reviews at the same instant: the higher id
+    counts), ``out_of_order`` (a later id with an earlier time: the later time counts) and
+    ``never`` (no review).
+    """
+    meta = MetaData()
+    with engine.begin() as connection:
+        users, projects, images, reviews = (
+            Table(name, meta, autoload_with=connection)
+            for name in ("users", "projects", "images", "reviews")
+        )
+        ann, bob = (
+            connection.execute(
+                users.insert().values(
+                    name=name, role="inspector", password_hash="x", active=True, created_at=T0
+                )
+            ).inserted_primary_key[0]
+            for name in ("ann", "bob")
+        )
+        project = connection.execute(
+            projects.insert().values(
+                name="p",
+                description="",
+                object_name="part",
+                defect_types=[],
+                target_fnr=0.01,
+                created_at=T0,
+            )
+        ).inserted_primary_key[0]
+        names = ["corrected", "undone", "walked_back", "other_reviewer", "tie", "out_of_order"]
+        image = {}
+        for number, name in enumerate([*names, "never"], start=1):
+            image[name] = connection.execute(
+                images.insert().values(
+                    project_id=project,
+                    sha256=f"{number:064d}",
+                    stored_path=f"images/{number}.png",
+                    original_name=f"{name}.png",
+                    width=8,
+                    height=8,
+                    size_bytes=10,
+                    source="upload",
+                    created_at=T0,
+                )
+            ).inserted_primary_key[0]
+        minute = 0
+
+        def review(
+            name: str,
+            who: int,
+            label: str | None,
+            undoes: int | None = None,
+            at: datetime | None = None,
+        ) -> int:
+            nonlocal minute
+            minute += 1
+            return connection.execute(
+                reviews.insert().values(
+                    image_id=image[name],
+                    reviewer_id=who,
+                    label=label,
+                    is_undo=undoes is not None,
+                    supersedes_id=undoes,
+                    created_at=at or T0 + timedelta(minutes=minute),
+                )
+            ).inserted_primary_key[0]
+
+        review("corrected", ann, "good")
+        corrected = review("corrected", ann, "defect")
+        review("undone", ann, None, review("undone", ann, "good"))
+        first = review("walked_back", ann, "good")
+        second = review("walked_back", ann, "defect")
+        third = review("walked_back", ann, "good")
+        review("walked_back", ann, None, third)
+        review("walked_back", ann, None, second)
+        review("walked_back", bob, None, review("walked_back", bob, "defect"))
+        mine = review("other_reviewer", ann, "good")
+        bobs = review("other_reviewer", bob, "defect")
+        review("other_reviewer", ann, None, mine)
+        same = T0 + timedelta(days=1)
+        review("tie", ann, "good", at=same)
+        tie = review("tie", bob, "defect", at=same)
+        later = review("out_of_order", ann, "defect", at=T0 + timedelta(days=2))
+        review("out_of_order", bob, "good", at=T0 + timedelta(days=1, hours=1))
+    expected = {
+        "corrected": corrected,
+        "undone": None,
+        "walked_back": first,
+        "other_reviewer": bobs,
+        "tie": tie,
+        "out_of_order": later,
+        "never": None,
+    }
+    return {str(image[name]): review_id for name, review_id in expected.items()}
+
+
+def _current_review_ids(engine: Engine) -> dict[str, int | None]:
+    images = Table("images", MetaData(), autoload_with=engine)
+    with engine.connect() as connection:
+        rows = connection.execute(select(images.c.id, images.c.current_review_id)).all()
+    return {str(image_id): review_id for image_id, review_id in rows}
+
+
+def _review_count(engine: Engine) -> int:
+    reviews = Table("reviews", MetaData(), autoload_with=engine)
+    with engine.connect() as connection:
+        return connection.scalar(select(func.count()).select_from(reviews)) or 0
+
+
+def test_0003_backfills_current_reviews_and_goes_down_and_up(engine: Engine) -> None:
+    downgrade(engine, "0002")
+    expected = _fill_at_0002(engine)
+    n_reviews = _review_count(engine)
+
+    upgrade(engine)
+    assert current_revision(engine) == "0003"
+    assert _current_review_ids(engine) == expected
+    assert _schema_differences(engine) == []
+    assert "reviews_append_only_update" in _sqlite_objects(engine, "trigger")
+
+    downgrade(engine, "0002")
+    columns = {column["name"] for column in inspect(engine).get_columns("images")}
+    assert "current_review_id" not in columns
+    assert not any(
+        "current_review" in (index["name"] or "") for index in inspect(engine).get_indexes("images")
+    )
+    assert _review_count(engine) == n_reviews  # the log itself is never touched
+    assert _sqlite_objects(engine, "trigger") == {
+        "reviews_append_only_update",
+        "reviews_append_only_delete",
+    }
+
+    upgrade(engine)
+    assert _current_review_ids(engine) == expected
+
+
+def test_postgresql_0003_sql_renders_offline() -> None:
+    output = io.StringIO()
+    config = alembic_config(url="postgresql://loupe@localhost/loupe", output=output)
+    command.upgrade(config, "0002:0003", sql=True)
+    sql = output.getvalue()
+    assert "ALTER TABLE images ADD COLUMN current_review_id INTEGER" in sql
+    assert "fk_images_current_review_id_reviews" in sql
+    assert "UPDATE images SET current_review_id = (SELECT log_review.id" in sql

@@ -7,7 +7,9 @@ sign-in page only.
 
 Environment: ``LOUPE_DATA_DIR`` / ``LOUPE_DATABASE_URL`` (storage), ``LOUPE_ADMIN_PASSWORD``
 (first admin's password; a random one is printed once to the server log otherwise),
-``LOUPE_SKIP_DEMO=1`` (do not seed the demo project), ``LOUPE_MODELS_DIR`` (default ``models``).
+``LOUPE_SKIP_DEMO=1`` (do not seed the demo project), ``LOUPE_MODELS_DIR`` (default ``models``),
+``LOUPE_NO_WORKER=1`` (do not start a background job worker; run ``python -m adcore worker``
+yourself).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pages.common import (
     sign_out,
     transaction,
 )
+from pages.model_jobs_panel import WORKER_COMMAND, no_worker
 
 log = logging.getLogger("loupe.app")
 
@@ -65,6 +68,25 @@ def seed_demo_once(url: str) -> str | None:
     return None
 
 
+@st.cache_resource(show_spinner=False)
+def start_worker_once(url: str, data_dir: str, models_dir: str) -> str | None:
+    """Start a detached job worker unless one is alive (once per server process).
+
+    Returns:
+        An error message when the worker could not be started, else None.
+    """
+    from adcore.jobs.launcher import ensure_worker_running
+
+    try:
+        pid = ensure_worker_running(data_dir, url, models_root=models_dir)
+    except Exception as err:  # the workbench stays usable; jobs wait for a worker
+        log.exception("Starting the job worker failed")
+        return f"{type(err).__name__}: {err}"
+    if pid is not None:
+        log.info("Started a job worker (pid %d)", pid)
+    return None
+
+
 def start_up() -> None:
     url = db.database_url()
     try:
@@ -76,6 +98,13 @@ def start_up() -> None:
         problem = seed_demo_once(url)
         if problem:
             st.sidebar.warning(f"The demo project is not available: {problem}")
+    if not no_worker():
+        problem = start_worker_once(url, str(db.data_dir()), str(models_root()))
+        if problem:
+            st.sidebar.warning(
+                f"The background job worker could not be started ({problem}): queued jobs "
+                f"wait until you run `{WORKER_COMMAND}` on the server."
+            )
 
 
 def project_picker() -> None:

@@ -1,4 +1,8 @@
-"""Models (managers, admins): versions, first training, thresholds, activation and roll-back."""
+"""Models (managers, admins): versions, the learning loop, first training, thresholds.
+
+The learning loop (queue a retraining job, follow it, compare the candidate with the active
+model, promote through the gate or roll back) is drawn by :mod:`pages.model_jobs_panel`.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,6 @@ import db
 from adcore.detectors.registry import DETECTOR_KINDS
 from adcore.model_service import recommended_threshold, threshold_preview, train_first_model
 from db.projects import (
-    activate_model_version,
     create_project,
     get_project,
     list_model_versions,
@@ -30,6 +33,12 @@ from pages.common import (
     start_job,
     transaction,
     user_facing_errors,
+)
+from pages.model_jobs_panel import (
+    candidates_section,
+    improve_section,
+    jobs_panel,
+    rollback_buttons,
 )
 
 JOB_KEY = "training_job"
@@ -58,16 +67,6 @@ def create_project_clicked() -> None:
         return
     choose_project(project_id)
     flash(f"Created project {name!r}.")
-
-
-def activate_clicked(version_id: int, label: str) -> None:
-    try:
-        with transaction() as session:
-            activate_model_version(session, version_id=version_id, user=load_user(session))
-    except user_facing_errors() as err:
-        flash(f"Could not activate {label}: {err}", "error")
-        return
-    flash(f"{label} is now the active model.")
 
 
 def save_threshold_clicked(version_id: int, key: str) -> None:
@@ -180,18 +179,12 @@ else:
                 row[name] = value
         rows.append(row)
     st.dataframe(pd.DataFrame(rows), hide_index=True, key="versions_table")
-    for v in versions:
-        if v.id == active_id:
-            continue
-        is_older = active is not None and v.version < active.version
-        label = f"Roll back to v{v.version}" if is_older else f"Activate v{v.version}"
-        st.button(
-            label,
-            key=f"activate-{v.id}",
-            on_click=activate_clicked,
-            args=(v.id, f"v{v.version}"),
-            icon=":material/history:" if is_older else ":material/rocket_launch:",
-        )
+    rollback_buttons(project_id, versions)
+
+# ---- the learning loop: candidates, jobs that make them
+candidates_section(project_id)
+improve_section(project_id, has_active_detector=active is not None)
+jobs_panel(project_id)
 
 # ---- training
 st.subheader("Train a first model")
@@ -224,7 +217,8 @@ elif snap is not None:
             st.success(f"Trained version v{result['version']}; it is now the active model.")
         else:
             st.success(
-                f"Trained version v{result['version']}: a candidate, activate it above to use it."
+                f"Trained version v{result['version']}: a candidate, promote it under "
+                "Candidates to use it."
             )
     if st.button("Dismiss", key="dismiss_job"):
         del st.session_state[JOB_KEY]

@@ -1,4 +1,4 @@
-"""The models page: thresholds, activation and roll-back, background training, new projects."""
+"""The models page: thresholds, promotion and roll-back, background training, new projects."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 import adcore.model_service
 import db
+from adcore.gate import Rates, gate_record
 from db.projects import get_project, list_projects, register_model_version
 from db.review_queue import record_review
 
@@ -62,24 +63,32 @@ def test_recommended_threshold_from_labelled_parts_can_be_used_and_saved(
         assert session.get(db.ModelVersion, workbench.version_id).threshold == chosen
 
 
-def test_activate_and_roll_back(workbench: Workbench) -> None:
+def test_promote_a_passing_candidate_then_roll_back(workbench: Workbench) -> None:
+    gate = gate_record(
+        candidate=Rates(threshold=1.0, fnr=0.0, fpr=0.0, tp=2, tn=2),
+        active=Rates(threshold=0.5, fnr=0.5, fpr=0.0, tp=1, fn=1, tn=2),
+        active_version_id=workbench.version_id,
+        active_version=1,
+        heldout={"n_good": 2, "n_defect": 2},
+    )
     with workbench.factory() as session, session.begin():
         v2 = register_model_version(
             session,
             project_id=workbench.project_id,
             kind="patchcore",
             artifact_path=str(workbench.model_dir),
-            metrics={},
+            metrics={"gate": gate},
             threshold=1.0,
             training_snapshot={},
         ).id
     at = open_models()
 
-    assert at.button(key=f"activate-{v2}").label == "Activate v2"
-    at.button(key=f"activate-{v2}").click().run()
+    promote = at.button(key=f"promote-{v2}")
+    assert promote.label == "Promote v2" and not promote.disabled
+    promote.click().run()
     with workbench.factory() as session:
         assert get_project(session, workbench.project_id).active_model_version_id == v2
-    rollback = at.button(key=f"activate-{workbench.version_id}")
+    rollback = at.button(key=f"rollback-{workbench.version_id}")
     assert rollback.label == "Roll back to v1"
     rollback.click().run()
 
@@ -89,6 +98,7 @@ def test_activate_and_roll_back(workbench: Workbench) -> None:
             workbench.version_id
         )
         assert session.get(db.ModelVersion, v2).status == "retired"
+    assert at.button(key=f"rollback-{v2}").label == "Re-activate v2"
 
 
 def test_training_runs_in_a_background_thread_and_reports_back(

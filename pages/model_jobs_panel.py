@@ -1,0 +1,442 @@
+"""The learning loop on the Models page: queue jobs, follow them, compare, promote, roll back.
+
+Imported by ``pages/models.py`` (and ``app.py`` for :data:`WORKER_COMMAND` / :func:`no_worker`);
+not a page itself. Everything here is UI: the work happens in the job worker
+(``python -m adcore worker``) and the rules (roles, the gate) in the ``db`` functions.
+
+The jobs panel is a fragment that re-runs every :data:`POLL_SECONDS` and reads the database
+only; when a job it saw queued or running has ended, it re-runs the whole page so a new
+candidate appears in the comparison.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import streamlit as st
+from sqlalchemy import select
+
+import db
+from db.jobs import enqueue_job, list_jobs, request_cancel
+from db.model_candidates import CandidateComparison, candidate_comparisons
+from db.model_families import ModelFamily, active_version, model_family
+from db.model_versions import STATUS_HISTORY_KEY, promote_model_version, rollback_to
+from pages.common import flash, load_user, models_root, show_flashes, transaction
+from pages.common import user_facing_errors as _user_facing_errors
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+NO_WORKER_ENV = "LOUPE_NO_WORKER"
+WORKER_COMMAND = "python -m adcore worker"
+POLL_SECONDS = 2.0
+JOBS_SHOWN = 10
+SEEN_ACTIVE_KEY = "_jobs_seen_active"
+ACTIVE_STATUSES = (db.JobStatus.QUEUED.value, db.JobStatus.RUNNING.value)
+STATUS_ICONS = {
+    "queued": ":material/schedule:",
+    "running": ":material/autorenew:",
+    "succeeded": ":material/check_circle:",
+    "failed": ":material/error:",
+    "cancelled": ":material/cancel:",
+}
+
+
+@dataclass(frozen=True)
+class JobKindSpec:
+    """How the page offers one job kind."""
+
+    kind: str
+    label: str
+    explanation: str
+    icon: str
+
+
+JOB_KIND_SPECS: tuple[JobKindSpec, ...] = (
+    JobKindSpec(
+        "refit_detector",
+        "Retrain (refit on train + confirmed-good parts)",
+        "Fits the active detector again, same kind and settings, on its training images plus "
+        "every part a person labelled good. A share of the labelled parts is held out to "
+        "compare the new candidate with the active model on the same parts.",
+        ":material/model_training:",
+    ),
+    JobKindSpec(
+        "recalibrate_threshold",
+        "Recalibrate threshold (FNR-first)",
+        "Scores the labelled parts with the active detector and picks the threshold with the "
+        "fewest false alarms whose miss rate stays within the project's target.",
+        ":material/tune:",
+    ),
+    JobKindSpec(
+        "train_classifier",
+        "Train classifier",
+        "Trains a supervised defect classifier on the labelled parts and their defect types. "
+        "It is its own model family: promoting it never replaces the detector.",
+        ":material/category:",
+    ),
+)
+
+
+def no_worker() -> bool:
+    """Whether ``$LOUPE_NO_WORKER`` asks the app not to start a job worker."""
+    return os.environ.get(NO_WORKER_ENV, "").strip() not in ("", "0")
+
+
+def user_facing_errors() -> tuple[type[BaseException], ...]:
+    """The errors a user action here ends with as a message (the gate's refusal included)."""
+    return _user_facing_errors()
+
+
+def registered_kinds() -> list[str]:
+    """The job kinds the worker can run (imports the job registry lazily)."""
+    from adcore.jobs.registry import known_kinds
+
+    return known_kinds()
+
+
+def percent(value: float | None) -> str:
+    """A rate as ``12.3%``, or ``n/a``."""
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+def queue_clicked(project_id: int, kind: str, label: str) -> None:
+    """Queue a job of ``kind`` for the project with the options the form holds."""
+    parameters: dict[str, object] = {}
+    if kind == "refit_detector":
+        parameters["holdout_fraction"] = float(st.session_state.get("job_holdout", 20)) / 100.0
+        folder = (st.session_state.get("job_train_folder") or "").strip()
+        if folder:
+            parameters["train_folder"] = folder
+    try:
+        with transaction() as session:
+            job = enqueue_job(
+                session,
+                kind=kind,
+                parameters=parameters,
+                project_id=project_id,
+                user=load_user(session),
+            )
+            job_id = job.id
+    except user_facing_errors() as err:
+        flash(f"Could not queue {label!r}: {err}", "error")
+        return
+    flash(f"Queued job #{job_id}: {label}. Follow it under Jobs.")
+
+
+def cancel_clicked(job_id: int) -> None:
+    """Cancel a queued job, or ask a running one to stop."""
+    try:
+        with transaction() as session:
+            job = request_cancel(session, job_id=job_id, user=load_user(session))
+            status = job.status
+    except user_facing_errors() as err:
+        flash(f"Could not cancel job #{job_id}: {err}", "error")
+        return
+    if status == db.JobStatus.CANCELLED:
+        flash(f"Job #{job_id} was cancelled.")
+    elif status == db.JobStatus.RUNNING:
+        flash(f"Job #{job_id} was asked to stop; it stops at its next step.", "info")
+    else:
+        flash(f"Job #{job_id} had already ended ({status}).", "info")
+
+
+def promote_clicked(version_id: int, label: str, reason_key: str | None = None) -> None:
+    """Promote a candidate through the gate; with ``reason_key``, override it with that reason."""
+    reason = None
+    if reason_key is not None:
+        reason = (st.session_state.get(reason_key) or "").strip()
+        if not reason:
+            flash(f"Write why you promote {label} despite the gate; nothing changed.", "error")
+            return
+    try:
+        with transaction() as session:
+            promote_model_version(session, version_id, load_user(session), override_reason=reason)
+    except user_facing_errors() as err:
+        flash(f"Could not promote {label}: {err}", "error")
+        return
+    how = " (gate overridden; the reason is recorded)" if reason else ""
+    flash(f"{label} is now the active model{how}.")
+
+
+def rollback_clicked(version_id: int, label: str) -> None:
+    """Make an earlier, previously active version active again."""
+    try:
+        with transaction() as session:
+            rollback_to(session, version_id, load_user(session))
+    except user_facing_errors() as err:
+        flash(f"Could not roll back to {label}: {err}", "error")
+        return
+    flash(f"{label} is the active model again.")
+
+
+def start_worker_clicked() -> None:
+    """Start a detached worker from the page (when none is alive)."""
+    from adcore.jobs.launcher import ensure_worker_running
+
+    try:
+        pid = ensure_worker_running(db.data_dir(), db.database_url(), models_root=models_root())
+    except Exception as err:  # noqa: BLE001 - shown to the user, the page keeps working
+        flash(f"Could not start a worker: {type(err).__name__}: {err}", "error")
+        return
+    if pid is None:
+        flash("A worker is already running.", "info")
+    else:
+        flash(f"Started a job worker (process {pid}).")
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def improve_section(project_id: int, has_active_detector: bool) -> None:
+    """Buttons that queue the learning-loop jobs, with what each one does."""
+    st.subheader("Improve the model")
+    st.caption(
+        "Jobs run in the background worker and never change the active model: each one "
+        "makes a candidate you compare and promote below."
+    )
+    kinds = set(registered_kinds())
+    specs = [spec for spec in JOB_KIND_SPECS if spec.kind in kinds]
+    with st.expander("Retraining options"):
+        st.slider(
+            "Labelled parts held out for the comparison (%)",
+            5,
+            50,
+            20,
+            5,
+            key="job_holdout",
+            help="Held-out parts are not trained on; both models are scored on them.",
+        )
+        st.text_input(
+            "Folder of the original training images (only if they moved)",
+            key="job_train_folder",
+            placeholder="/data/line-3/good",
+        )
+    for spec in specs:
+        needs_detector = spec.kind != "train_classifier"
+        left, right = st.columns([2, 3], vertical_alignment="center")
+        left.button(
+            spec.label,
+            key=f"queue-{spec.kind}",
+            icon=spec.icon,
+            on_click=queue_clicked,
+            args=(project_id, spec.kind, spec.label),
+            disabled=needs_detector and not has_active_detector,
+            help=None if has_active_detector or not needs_detector else "Train a model first.",
+            width="stretch",
+        )
+        right.caption(spec.explanation)
+
+
+def worker_notice() -> None:
+    """Warn when no worker has sent a recent heartbeat; say how to start one."""
+    from db.job_workers import live_workers
+
+    with transaction() as session:
+        workers = live_workers(session)
+    if workers:
+        st.caption(f"Job worker running ({len(workers)} alive).")
+        return
+    st.warning(
+        "No job worker is running: queued jobs wait until one starts. On the server, run "
+        f"`{WORKER_COMMAND}` with the same `LOUPE_DATA_DIR` / `LOUPE_DATABASE_URL` as the app.",
+        icon=":material/warning:",
+    )
+    if not no_worker():
+        st.button("Start a worker", key="start_worker", on_click=start_worker_clicked)
+
+
+def _when(moment: datetime | None) -> str:
+    return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _job_row(job: db.Job, creator: str | None, version_numbers: dict[int, int]) -> None:
+    spec = next((s for s in JOB_KIND_SPECS if s.kind == job.kind), None)
+    title = spec.label if spec else job.kind
+    with st.container(border=True, key=f"job-{job.id}"):
+        head, action = st.columns([5, 1], vertical_alignment="center")
+        head.markdown(f"{STATUS_ICONS.get(job.status, '')} **#{job.id} {title}** · {job.status}")
+        if job.status in ACTIVE_STATUSES:
+            action.button(
+                "Cancel",
+                key=f"cancel-job-{job.id}",
+                on_click=cancel_clicked,
+                args=(job.id,),
+                disabled=bool(job.cancel_requested),
+                icon=":material/stop_circle:",
+            )
+        st.progress(float(job.progress or 0.0), text=job.message or job.status)
+        facts = [f"queued {_when(job.created_at)}"]
+        if creator:
+            facts.append(f"by {creator}")
+        if job.device:
+            facts.append(f"device {job.device}")
+        if job.peak_memory_mb is not None:
+            facts.append(f"peak memory {job.peak_memory_mb:.0f} MiB")
+        if job.result_model_version_id is not None:
+            number = version_numbers.get(job.result_model_version_id)
+            facts.append(f"made candidate v{number}" if number else "made a model version")
+        st.caption(" · ".join(facts))
+        if job.log_tail:
+            with st.expander("Log"):
+                st.code(job.log_tail, language=None)
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def jobs_panel(project_id: int) -> None:
+    """The project's recent jobs, polled from the database every :data:`POLL_SECONDS`."""
+    show_flashes()  # messages of the Cancel buttons, which re-run only this fragment
+    with transaction() as session:
+        jobs = list_jobs(session, project_id=project_id, limit=JOBS_SHOWN)
+        creators = {job.id: job.created_by.name if job.created_by else None for job in jobs}
+        rows = session.execute(
+            select(db.ModelVersion.id, db.ModelVersion.version).where(
+                db.ModelVersion.project_id == project_id
+            )
+        ).all()
+        versions = {row.id: row.version for row in rows}
+    active_now = {job.id for job in jobs if job.status in ACTIVE_STATUSES}
+    seen = st.session_state.get(SEEN_ACTIVE_KEY, {}).get(project_id, set())
+    st.session_state.setdefault(SEEN_ACTIVE_KEY, {})[project_id] = active_now
+    st.subheader("Jobs")
+    worker_notice()
+    if not jobs:
+        st.caption("No jobs yet for this project.")
+    for job in jobs:
+        _job_row(job, creators.get(job.id), versions)
+    if seen - active_now:
+        st.rerun()  # a job ended: refresh the whole page (new candidates, versions)
+
+
+def _rates_table(row: CandidateComparison) -> pd.DataFrame:
+    import pandas as pd  # lazily: app.py imports this module on every run
+
+    candidate, active = row.candidate or {}, row.active
+    active_label = f"Active v{active['version']}" if active else "Active (none)"
+
+    def cell(rates: dict | None, name: str) -> str:
+        if rates is None:
+            return "—"
+        value = rates.get(name)
+        if name in ("fnr", "fpr"):
+            return percent(value)
+        if name == "threshold":
+            return "—" if value is None else f"{value:.4f}"
+        return "—" if value is None else str(int(value))
+
+    names = {
+        "fnr": "Miss rate (FNR)",
+        "fpr": "False alarms (FPR)",
+        "n_defect": "Held-out defects",
+        "n_good": "Held-out good",
+        "threshold": "Threshold",
+    }
+    return pd.DataFrame(
+        {
+            "": list(names.values()),
+            f"Candidate v{row.version}": [cell(candidate, n) for n in names],
+            active_label: [cell(active, n) for n in names],
+        }
+    )
+
+
+def candidate_card(row: CandidateComparison) -> None:
+    """One candidate next to the active model, the gate's verdict, promote and override."""
+    label = f"v{row.version}"
+    with st.container(border=True, key=f"candidate-{row.version_id}"):
+        st.markdown(f"**Candidate {label}** · {row.kind} · {_when(row.created_at)}")
+        if row.candidate is None:
+            st.caption("Never evaluated against the active model on held-out parts.")
+        else:
+            st.dataframe(_rates_table(row), hide_index=True, key=f"compare-{row.version_id}")
+            heldout = row.heldout
+            if heldout.get("n_unreadable"):
+                st.caption(f"{heldout['n_unreadable']} held-out part(s) could not be read.")
+        for note in row.decision.get("notes") or []:
+            st.caption(note)
+        if row.may_promote:
+            st.success("The gate passes: this candidate may replace the active model.")
+        else:
+            st.error("The gate refuses it:\n" + "\n".join(f"- {reason}" for reason in row.refusals))
+        st.button(
+            f"Promote {label}",
+            key=f"promote-{row.version_id}",
+            type="primary",
+            icon=":material/rocket_launch:",
+            disabled=not row.may_promote,
+            help=None if row.may_promote else " ".join(row.refusals),
+            on_click=promote_clicked,
+            args=(row.version_id, label),
+        )
+        if not row.may_promote:
+            with st.expander("Override and promote"):
+                reason_key = f"override-reason-{row.version_id}"
+                st.text_area(
+                    "Why promote despite the gate? (recorded with your name)",
+                    key=reason_key,
+                    max_chars=1000,
+                )
+                st.button(
+                    f"Override and promote {label}",
+                    key=f"override-{row.version_id}",
+                    icon=":material/gpp_maybe:",
+                    on_click=promote_clicked,
+                    args=(row.version_id, label, reason_key),
+                )
+
+
+def candidates_section(project_id: int) -> None:
+    """Every candidate of every model family, compared with its family's active version."""
+    with transaction() as session:
+        rows = [
+            (family, row)
+            for family in ModelFamily
+            for row in candidate_comparisons(session, project_id, family)
+        ]
+    st.subheader("Candidates")
+    if not rows:
+        st.caption("No candidate waiting. Queue a job above to make one.")
+        return
+    for family, row in rows:
+        if family != ModelFamily.DETECTOR:
+            st.caption(f"{family.value.capitalize()} candidate")
+        candidate_card(row)
+
+
+def was_active(version: db.ModelVersion) -> bool:
+    """Whether a version was ever active (its status history says so)."""
+    history = (version.metrics or {}).get(STATUS_HISTORY_KEY) or []
+    return any(entry.get("status") == db.ModelStatus.ACTIVE for entry in history)
+
+
+def rollback_buttons(project_id: int, versions: list[db.ModelVersion]) -> None:
+    """One button per retired version that served before: make it active again."""
+    with transaction() as session:
+        active = {family: active_version(session, project_id, family) for family in ModelFamily}
+        active_numbers = {family: (v.version if v else None) for family, v in active.items()}
+    earlier = [v for v in versions if v.status == db.ModelStatus.RETIRED and was_active(v)]
+    if not earlier:
+        return
+    st.caption("Earlier active versions: one click makes one active again (no gate: it served).")
+    cols = st.columns(min(len(earlier), 4))
+    for i, version in enumerate(earlier):
+        current = active_numbers.get(model_family(version.kind))
+        older = current is None or version.version < current
+        verb = "Roll back to" if older else "Re-activate"
+        cols[i % len(cols)].button(
+            f"{verb} v{version.version}",
+            key=f"rollback-{version.id}",
+            icon=":material/history:",
+            on_click=rollback_clicked,
+            args=(version.id, f"v{version.version}"),
+        )
+
+
+if __name__ == "__main__":  # run as a page by the legacy pages/ handling: go to the router
+    st.switch_page("app.py")

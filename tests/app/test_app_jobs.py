@@ -1,0 +1,252 @@
+"""The learning loop on the Models page: queue, follow and cancel jobs; gate, promote, roll back.
+
+Jobs are run in process by a :class:`adcore.jobs.worker.JobWorker` (``run(once=True)``) on the
+test database; the app itself never starts a worker here (``LOUPE_NO_WORKER=1``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from apptest_support import INSPECTOR, MANAGER, Workbench, signed_in_app
+from streamlit.testing.v1 import AppTest
+
+import db
+from adcore.gate import Rates, gate_record
+from adcore.jobs.worker import JobWorker
+from db.jobs import enqueue_job, list_jobs
+from db.model_versions import GateRefusedError, promote_model_version
+from db.projects import get_project, register_model_version
+from db.review_queue import record_review
+
+
+def open_models(role: str = "manager") -> AppTest:
+    at = signed_in_app(role)
+    at.switch_page("pages/models.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def jobs_of(workbench: Workbench) -> list[db.Job]:
+    with workbench.factory() as session:
+        return list_jobs(session, project_id=workbench.project_id)
+
+
+def texts(at: AppTest) -> list[str]:
+    return [m.value for m in at.markdown]
+
+
+def label_every_part(workbench: Workbench) -> None:
+    with workbench.factory() as session, session.begin():
+        manager = session.get(db.User, workbench.users[MANAGER])
+        for name, image_id in workbench.image_ids.items():
+            label = "defect" if name.startswith("scratch") else "good"
+            record_review(session, image_id=image_id, user=manager, label=label)
+
+
+def add_candidate(workbench: Workbench, *, passed: bool) -> int:
+    """Register v2 with a gate record against v1 that passes or refuses (FNR worse)."""
+    active = Rates(threshold=0.5, fnr=0.0, fpr=0.0, tp=2, tn=2)
+    if passed:
+        candidate = Rates(threshold=0.6, fnr=0.0, fpr=0.0, tp=2, tn=2)
+    else:
+        candidate = Rates(threshold=0.9, fnr=0.5, fpr=0.0, tp=1, fn=1, tn=2)
+    gate = gate_record(
+        candidate=candidate,
+        active=active,
+        active_version_id=workbench.version_id,
+        active_version=1,
+        heldout={"n_good": 2, "n_defect": 2, "n_unreadable": 0},
+    )
+    with workbench.factory() as session, session.begin():
+        return register_model_version(
+            session,
+            project_id=workbench.project_id,
+            kind="patchcore",
+            artifact_path=str(workbench.model_dir),
+            metrics={"gate": gate},
+            threshold=candidate.threshold,
+            training_snapshot={},
+        ).id
+
+
+def comparison(at: AppTest, number: int) -> dict[str, tuple[str, str]]:
+    """Candidate v``number``'s table beside the active model: row name -> (candidate, active)."""
+    table = next(d.value for d in at.dataframe if f"Candidate v{number}" in d.value.columns)
+    assert list(table.columns) == ["", f"Candidate v{number}", "Active v1"]
+    return {row.iloc[0]: (row.iloc[1], row.iloc[2]) for _, row in table.iterrows()}
+
+
+def active_id(workbench: Workbench) -> int | None:
+    with workbench.factory() as session:
+        return get_project(session, workbench.project_id).active_model_version_id
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def test_manager_queues_a_refit_and_the_panel_lists_it(workbench: Workbench) -> None:
+    at = open_models()
+    assert not jobs_of(workbench)
+    assert any("No job worker is running" in w.value for w in at.warning)
+
+    button = at.button(key="queue-refit_detector")
+    assert button.label == "Retrain (refit on train + confirmed-good parts)"
+    button.click().run()
+
+    assert not at.exception, at.exception
+    [job] = jobs_of(workbench)
+    assert (job.kind, job.status) == ("refit_detector", "queued")
+    assert job.parameters["holdout_fraction"] == pytest.approx(0.2)
+    assert job.created_by_id == workbench.users[MANAGER]
+    assert any(f"Queued job #{job.id}" in s.value for s in at.success)
+    assert any(f"#{job.id} Retrain" in t and "queued" in t for t in texts(at))
+    assert at.button(key=f"cancel-job-{job.id}").label == "Cancel"
+
+
+def test_recalibration_is_offered_and_queued(workbench: Workbench) -> None:
+    at = open_models()
+    at.button(key="queue-recalibrate_threshold").click().run()
+
+    assert not at.exception, at.exception
+    assert [(j.kind, j.status) for j in jobs_of(workbench)] == [("recalibrate_threshold", "queued")]
+
+
+def test_cancelling_a_queued_job_cancels_it(workbench: Workbench) -> None:
+    with workbench.factory() as session, session.begin():
+        manager = session.get(db.User, workbench.users[MANAGER])
+        job_id = enqueue_job(
+            session,
+            kind="refit_detector",
+            parameters={},
+            project_id=workbench.project_id,
+            user=manager,
+        ).id
+    at = open_models()
+
+    at.button(key=f"cancel-job-{job_id}").click().run()
+
+    assert not at.exception, at.exception
+    [job] = jobs_of(workbench)
+    assert job.status == "cancelled"
+    assert job.cancel_requested
+    assert any(f"#{job_id} Retrain" in t and "cancelled" in t for t in texts(at))
+    assert f"cancel-job-{job_id}" not in [b.key for b in at.button]
+
+
+def test_an_inspector_cannot_open_models_and_cannot_queue(workbench: Workbench) -> None:
+    at = signed_in_app("inspector")
+    with pytest.raises(ValueError):
+        at.switch_page("pages/models.py")
+
+    with pytest.raises(db.PermissionDenied), workbench.factory() as session, session.begin():
+        inspector = session.get(db.User, workbench.users[INSPECTOR])
+        enqueue_job(
+            session,
+            kind="refit_detector",
+            parameters={},
+            project_id=workbench.project_id,
+            user=inspector,
+        )
+    assert not jobs_of(workbench)
+
+
+# --------------------------------------------------------------------------- gate
+
+
+def test_a_refused_candidate_shows_why_and_needs_a_written_override(
+    workbench: Workbench,
+) -> None:
+    v2 = add_candidate(workbench, passed=False)
+    at = open_models()
+
+    refusal = next(e.value for e in at.error if e.value.startswith("The gate refuses it"))
+    assert "It misses more defects" in refusal
+    rates = comparison(at, 2)
+    assert rates["Miss rate (FNR)"] == ("50.0%", "0.0%")
+    assert rates["Held-out defects"] == ("2", "2")
+    assert rates["Threshold"] == ("0.9000", "0.5000")
+    assert at.button(key=f"promote-{v2}").disabled
+
+    with pytest.raises(GateRefusedError), workbench.factory() as session, session.begin():
+        promote_model_version(session, v2, session.get(db.User, workbench.users[MANAGER]))
+    at.button(key=f"override-{v2}").click().run()  # no reason written
+    assert any("Write why you promote v2" in e.value for e in at.error)
+    assert active_id(workbench) == workbench.version_id
+
+    at.text_area(key=f"override-reason-{v2}").input("Line 3 needs the new lighting model.")
+    at.button(key=f"override-{v2}").click().run()
+
+    assert not at.exception, at.exception
+    assert active_id(workbench) == v2
+    with workbench.factory() as session:
+        metrics = session.get(db.ModelVersion, v2).metrics
+    [override] = metrics["gate_overrides"]
+    assert override["reason"] == "Line 3 needs the new lighting model."
+    assert override["by"] == MANAGER
+    assert any("misses more defects" in r for r in override["refusals"])
+    last = metrics["status_history"][-1]
+    assert last["status"] == "active" and last["action"] == "promote"
+    assert last["override"]["reason"] == "Line 3 needs the new lighting model."
+
+
+def test_rollback_reactivates_the_earlier_version(workbench: Workbench) -> None:
+    v2 = add_candidate(workbench, passed=True)
+    at = open_models()
+    assert any(s.value.startswith("The gate passes") for s in at.success)
+    at.button(key=f"promote-{v2}").click().run()
+    assert active_id(workbench) == v2
+    assert f"promote-{v2}" not in [b.key for b in at.button]  # no longer a candidate
+
+    at.button(key=f"rollback-{workbench.version_id}").click().run()
+
+    assert not at.exception, at.exception
+    assert active_id(workbench) == workbench.version_id
+    with workbench.factory() as session:
+        assert session.get(db.ModelVersion, v2).status == "retired"
+        history = session.get(db.ModelVersion, workbench.version_id).metrics["status_history"]
+    assert history[-1]["action"] == "rollback" and history[-1]["from_version"] == 2
+
+
+# --------------------------------------------------------------------------- a real job
+
+
+def test_a_recalibration_job_runs_and_its_candidate_is_compared_and_promoted(
+    workbench: Workbench, app_env: Path, tmp_path: Path
+) -> None:
+    label_every_part(workbench)
+    at = open_models()
+    at.button(key="queue-recalibrate_threshold").click().run()
+    [queued] = jobs_of(workbench)
+
+    worker = JobWorker(
+        workbench.factory, data_dir=app_env, models_root=tmp_path / "models", device="cpu"
+    )
+    assert worker.run(once=True) == 1
+    at.run()
+
+    assert not at.exception, at.exception
+    [job] = jobs_of(workbench)
+    assert job.id == queued.id
+    assert job.status == "succeeded", (job.message, job.log_tail)
+    assert job.device == "cpu" and job.result_model_version_id is not None
+    candidate_id = job.result_model_version_id
+    assert any(f"#{job.id} Recalibrate" in t and "succeeded" in t for t in texts(at))
+    rates = comparison(at, 2)
+    assert rates["Held-out defects"] == ("3", "3") and rates["Held-out good"] == ("3", "3")
+
+    with workbench.factory() as session:
+        passed = session.get(db.ModelVersion, candidate_id).metrics["gate"]["decision"]["passed"]
+    promote = at.button(key=f"promote-{candidate_id}")
+    assert promote.disabled is not passed
+    if passed:
+        promote.click().run()
+    else:
+        at.text_area(key=f"override-reason-{candidate_id}").input("Accepted after review.")
+        at.button(key=f"override-{candidate_id}").click().run()
+    assert not at.exception, at.exception
+    assert active_id(workbench) == candidate_id
+
+    at.button(key=f"rollback-{workbench.version_id}").click().run()
+    assert active_id(workbench) == workbench.version_id

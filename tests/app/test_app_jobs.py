@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from apptest_support import INSPECTOR, MANAGER, Workbench, signed_in_app
+from apptest_support import INSPECTOR, MANAGER, Workbench, open_app, signed_in_app
 from streamlit.testing.v1 import AppTest
 
+import adcore.jobs.launcher
 import db
 from adcore.gate import Rates, gate_record
 from adcore.jobs.worker import JobWorker
@@ -250,3 +251,79 @@ def test_a_recalibration_job_runs_and_its_candidate_is_compared_and_promoted(
 
     at.button(key=f"rollback-{workbench.version_id}").click().run()
     assert active_id(workbench) == workbench.version_id
+
+
+# --------------------------------------------------------------------------- the worker
+
+
+def test_the_app_starts_a_worker_once_per_server_process(
+    app_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+
+    def fake_launcher(data_dir, database_url, *, models_root=None):
+        calls.append((Path(data_dir), database_url, Path(models_root)))
+        return 4242
+
+    monkeypatch.setattr(adcore.jobs.launcher, "ensure_worker_running", fake_launcher)
+    monkeypatch.delenv("LOUPE_NO_WORKER")
+
+    first = open_app().run()
+    open_app().run()  # another browser session of the same server process
+
+    assert not first.exception, first.exception
+    assert not first.sidebar.warning
+    assert calls == [(app_env, db.database_url(), tmp_path / "models")]
+
+
+def test_no_worker_is_started_with_loupe_no_worker(
+    app_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    monkeypatch.setattr(
+        adcore.jobs.launcher, "ensure_worker_running", lambda *a, **k: calls.append(1)
+    )
+
+    open_app().run()
+
+    assert calls == []
+
+
+def test_a_failed_worker_start_warns_in_the_sidebar_and_the_app_works(
+    app_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args, **kwargs):
+        raise OSError("read-only data directory")
+
+    monkeypatch.setattr(adcore.jobs.launcher, "ensure_worker_running", broken)
+    monkeypatch.delenv("LOUPE_NO_WORKER")
+
+    at = open_app().run()
+
+    assert not at.exception, at.exception
+    [warning] = [w.value for w in at.sidebar.warning]
+    assert "OSError: read-only data directory" in warning
+    assert "python -m adcore worker" in warning
+    assert [t.key for t in at.text_input] == ["login_name", "login_password"]
+
+
+def test_the_jobs_panel_can_start_a_missing_worker(
+    workbench: Workbench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+
+    def fake_launcher(data_dir, database_url, *, models_root=None):
+        calls.append(database_url)
+        return 4242
+
+    monkeypatch.setattr(adcore.jobs.launcher, "ensure_worker_running", fake_launcher)
+    monkeypatch.delenv("LOUPE_NO_WORKER")
+    at = open_models()
+    assert len(calls) == 1  # at start-up
+    assert any("No job worker is running" in w.value for w in at.warning)
+
+    at.button(key="start_worker").click().run()
+
+    assert not at.exception, at.exception
+    assert len(calls) == 2
+    assert any("Started a job worker (process 4242)" in s.value for s in at.success)

@@ -217,3 +217,20 @@ def test_record_review_validates_and_extends_the_vocabulary(
 def test_undo_last_needs_a_reviewer(session_factory: sessionmaker[Session]) -> None:
     with session_factory() as session, pytest.raises(PermissionDenied):
         undo_last(session, user=None)
+
+
+def test_parts_not_yet_scored_by_a_newly_active_version_stay_in_the_queue(
+    session_factory: sessionmaker[Session],
+    project_id: int,
+    scored: dict[str, int],
+) -> None:
+    with session_factory() as session:
+        before = [item.image_id for item in review_queue(session, project_id)]
+    newer = add_version(session_factory, project_id, 1.0, active=True)  # e.g. an instant update
+    predict(session_factory, scored["high"], newer, 0.2, minutes=30)  # re-scored: now passes
+
+    with session_factory() as session:
+        queue = review_queue(session, project_id)
+    assert scored["high"] not in [item.image_id for item in queue]
+    assert [item.image_id for item in queue] == [i for i in before if i != scored["high"]]
+    assert {item.prediction_id for item in queue}.isdisjoint({None})

@@ -6,6 +6,8 @@ Built-in kinds:
   every image whose current human label is good (:func:`adcore.jobs.detector_jobs.refit_detector`).
 * ``recalibrate_threshold``: choose the threshold again from the labelled parts, FNR first
   (:func:`adcore.jobs.detector_jobs.recalibrate_threshold`).
+* ``train_classifier``: a supervised good/defect classifier from the inspectors' labels
+  (:func:`adcore.jobs.classifier_jobs.train_classifier_job`).
 
 Other modules add kinds with :func:`register_job_kind`; the worker imports extra modules
 given with ``--job-module`` (tests use this for a slow test kind).
@@ -79,22 +81,9 @@ def _register_builtins() -> None:
 
     register_job_kind(REFIT_DETECTOR, detector_jobs.refit_detector, replace=True)
     register_job_kind(RECALIBRATE_THRESHOLD, detector_jobs.recalibrate_threshold, replace=True)
-    # ------------------------------------------------------------------------------------
-    # REGISTRATION POINT: "train_classifier" (supervised classifier, adcore/classifier/).
-    # Wrap adcore.classifier.classifier.train_classifier as a job function
-    # ``fn(ctx: JobContext) -> JobOutcome`` that
-    #   * builds its samples from the project's labelled parts
-    #     (adcore.jobs.training_data.labelled_parts) with their defect types,
-    #   * calls train_classifier(samples, config, progress=ctx.scaled_progress(0, 0.9),
-    #     should_stop=ctx.should_stop, device=ctx.device) (its JobCancelled is the worker's
-    #     JobCancelledError: the job ends "cancelled"),
-    #   * saves it under ctx.models_root and registers a candidate ModelVersion of kind
-    #     "classifier" (family "classifier": promoting it never touches the active detector),
-    #     with metrics["gate"] from adcore.gate.gate_record against the active classifier,
-    # then register it here:
-    #     from adcore.classifier.jobs import train_classifier_job
-    #     register_job_kind(TRAIN_CLASSIFIER, train_classifier_job, replace=True)
-    # ------------------------------------------------------------------------------------
+    from adcore.jobs import classifier_jobs
+
+    register_job_kind(TRAIN_CLASSIFIER, classifier_jobs.train_classifier_job, replace=True)
 
 
 def describe_outcome(outcome: Any) -> JobOutcome:

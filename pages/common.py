@@ -286,22 +286,6 @@ def show_part(
     right.image(overlay, caption="Anomaly map", width="stretch")
 
 
-def explanation_panels(prediction_id: int | None) -> list[Callable[[], None]]:
-    """Hook for explanation panels (Grad-CAM, text explanations) of a prediction.
-
-    Returns one callable per panel to draw. There are no explanation producers yet, so this
-    returns an empty list and nothing is drawn; add panels here when they exist.
-    """
-    del prediction_id
-    return []
-
-
-def show_explanations(prediction_id: int | None) -> None:
-    """Draw the explanation panels of a prediction, if there are any."""
-    for panel in explanation_panels(prediction_id):
-        panel()
-
-
 def save_review(
     image_id: int,
     label: str,

@@ -17,7 +17,6 @@ from pages.common import (
     require_project,
     save_review,
     session_factory,
-    show_explanations,
     show_flashes,
     show_instant_learning,
     show_part,
@@ -25,6 +24,7 @@ from pages.common import (
     transaction,
     user_facing_errors,
 )
+from pages.explanation_panels import show_explanations
 
 RESULTS_KEY = "inspect_results"
 LABEL_TYPE_KEY = "inspect_defect_type"

@@ -16,7 +16,6 @@ from pages.common import (
     require_page_role,
     require_project,
     save_review,
-    show_explanations,
     show_flashes,
     show_instant_learning,
     show_part,
@@ -24,6 +23,7 @@ from pages.common import (
     transaction,
     user_facing_errors,
 )
+from pages.explanation_panels import show_explanations
 
 SHOWN_KEY = "review_shown"  # (image_id, monotonic time when first shown)
 TYPE_KEY = "review_defect_type"

@@ -1,0 +1,112 @@
+"""Explanation panels under a part in Inspect and Review (not a page: a helper module).
+
+* **Grad-CAM** of the project's active supervised classifier (when one is active): which
+  regions pushed p(defect) up, next to the classifier's probability and likely defect type.
+
+Later explainers (text explanations) add their panels in :func:`explanation_panels`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import streamlit as st
+
+import db
+from db.model_families import ModelFamily, active_version
+from pages.common import image_pixels, resolve_artifact, transaction
+
+
+@dataclass(frozen=True)
+class GradCamView:
+    """What the Grad-CAM panel shows for one image and one classifier version."""
+
+    overlay: np.ndarray  # (H, W, 3) uint8
+    probability: float
+    threshold: float | None
+    defect_type: str
+    defect_type_probability: float
+    n_types: int
+
+
+@st.cache_resource(show_spinner="Loading the classifier…", max_entries=2)
+def load_classifier_cached(artifact_path: str):
+    """Load (and verify) a saved classifier once per process; shared, never mutated."""
+    from adcore.detectors.registry import load_any_model
+
+    return load_any_model(resolve_artifact(artifact_path), device="cpu")
+
+
+@st.cache_data(show_spinner="Computing Grad-CAM…", max_entries=256)
+def gradcam_view(artifact_path: str, stored_path: str) -> GradCamView | None:
+    """Classify one stored image and draw its Grad-CAM overlay (cached per version and image)."""
+    from adcore.gradcam import defect_heatmap, heatmap_overlay
+
+    pixels = image_pixels(stored_path)
+    if pixels is None:
+        return None
+    classifier = load_classifier_cached(artifact_path)
+    prediction = classifier.predict([pixels])[0]
+    heatmap = defect_heatmap(classifier, pixels)
+    return GradCamView(
+        overlay=heatmap_overlay(pixels, heatmap),
+        probability=prediction.probability,
+        threshold=prediction.threshold,
+        defect_type=prediction.defect_type,
+        defect_type_probability=prediction.defect_type_probability,
+        n_types=len(classifier.defect_types),
+    )
+
+
+def gradcam_panel(artifact_path: str, stored_path: str, version_label: str) -> None:
+    """The Grad-CAM panel: overlay on the left, the classifier's judgement on the right."""
+    st.subheader(f"Classifier {version_label}: Grad-CAM")
+    try:
+        view = gradcam_view(artifact_path, stored_path)
+    except (OSError, ValueError, RuntimeError) as err:  # e.g. missing or tampered model files
+        st.warning(f"The classifier cannot explain this part: {err}")
+        return
+    if view is None:
+        return
+    left, right = st.columns(2)
+    left.image(view.overlay, caption="Grad-CAM (red: argued for a defect)", width="stretch")
+    line = f"p(defect) **{view.probability:.3f}**"
+    if view.threshold is not None:
+        verdict = "DEFECT" if view.probability >= view.threshold else "GOOD"
+        line += f" vs threshold **{view.threshold:.3f}** → **{verdict}**"
+    right.markdown(line)
+    if view.n_types > 1:
+        right.markdown(
+            f"Most likely type: **{view.defect_type}** ({view.defect_type_probability:.0%})"
+        )
+    right.caption(
+        "Grad-CAM weighs the classifier's last convolutional features by how much they raised "
+        "p(defect); it explains the classifier, not the anomaly score above."
+    )
+
+
+def explanation_panels(prediction_id: int | None) -> list[Callable[[], None]]:
+    """The panels to draw for a prediction's image (an empty list when there is nothing)."""
+    if prediction_id is None:
+        return []
+    with transaction() as session:
+        prediction = session.get(db.Prediction, prediction_id)
+        if prediction is None:
+            return []
+        image = prediction.image
+        classifier = active_version(session, image.project_id, ModelFamily.CLASSIFIER)
+        stored_path = image.stored_path
+        found = (classifier.artifact_path, f"v{classifier.version}") if classifier else None
+    panels: list[Callable[[], None]] = []
+    if found is not None:
+        panels.append(partial(gradcam_panel, found[0], stored_path, found[1]))
+    return panels
+
+
+def show_explanations(prediction_id: int | None) -> None:
+    """Draw the explanation panels of a prediction, if there are any."""
+    for panel in explanation_panels(prediction_id):
+        panel()

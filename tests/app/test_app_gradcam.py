@@ -1,0 +1,55 @@
+"""Grad-CAM of the active classifier beside the anomaly map, in Review and Inspect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from apptest_support import Workbench, signed_in_app
+
+import db
+from adcore.classifier import Classifier, ClassifierConfig
+from db.projects import activate_model_version, register_model_version
+
+
+@pytest.fixture
+def with_classifier(workbench: Workbench, tmp_path: Path) -> Workbench:
+    """The workbench plus an active (random-weight) classifier version."""
+    classifier = Classifier(
+        ClassifierConfig(image_size=64), defect_types=("dent", "scratch"), pretrained=False
+    ).with_threshold(0.5)
+    directory = tmp_path / "classifier" / "v1"
+    classifier.save(directory)
+    with workbench.factory() as session, session.begin():
+        version = register_model_version(
+            session,
+            project_id=workbench.project_id,
+            kind="classifier",
+            artifact_path=str(directory),
+            metrics={},
+            threshold=0.5,
+            training_snapshot={},
+        )
+        activate_model_version(session, version_id=version.id, user=None, system=True)
+    return workbench
+
+
+def test_review_shows_grad_cam_when_a_classifier_is_active(with_classifier: Workbench) -> None:
+    at = signed_in_app("inspector")
+    at.switch_page("pages/review.py").run()
+
+    assert not at.exception, at.exception
+    assert any("Grad-CAM" in header.value for header in at.subheader)
+    assert any(m.value.startswith("p(defect)") for m in at.markdown)
+    assert any("Most likely type" in m.value for m in at.markdown)
+    with with_classifier.factory() as session:  # the detector stays the active scorer
+        project = session.get(db.Project, with_classifier.project_id)
+        assert project.active_model_version_id == with_classifier.version_id
+
+
+def test_no_classifier_no_grad_cam_panel(workbench: Workbench) -> None:
+    at = signed_in_app("inspector")
+    at.switch_page("pages/review.py").run()
+
+    assert not at.exception, at.exception
+    assert not any("Grad-CAM" in header.value for header in at.subheader)

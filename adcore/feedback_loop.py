@@ -10,6 +10,7 @@ for an expected refusal but returns a result with a message.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,10 @@ from db.permissions import PermissionDenied
 
 #: At most this many pending parts are re-scored after an update (newest first).
 DEFAULT_RESCORE_LIMIT = 500
+
+#: One update at a time per process: quick Good clicks queue up instead of racing each other
+#: for the active version (and for the CPU).
+_ONE_AT_A_TIME = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,33 @@ def learn_from_good_review(
         model files, no permission) come back as an un-updated result with the reason.
     """
     tell = report(progress)
+    tell(0.0, "Waiting for the previous update" if _ONE_AT_A_TIME.locked() else "Starting")
+    with _ONE_AT_A_TIME:
+        return _learn_and_rescore(
+            Session,
+            project_id=project_id,
+            image_id=image_id,
+            user_id=user_id,
+            models_dir=models_dir,
+            data_dir=data_dir,
+            device=device,
+            tell=tell,
+            rescore_limit=rescore_limit,
+        )
+
+
+def _learn_and_rescore(
+    Session: sessionmaker[OrmSession],  # noqa: N803
+    *,
+    project_id: int,
+    image_id: int,
+    user_id: int,
+    models_dir: str | Path,
+    data_dir: Path | None,
+    device: str | None,
+    tell: Progress,
+    rescore_limit: int,
+) -> FeedbackResult:
     tell(0.0, "Adding the part to the model's memory")
     with Session() as session:
         user = session.get(User, user_id)

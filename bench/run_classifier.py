@@ -11,8 +11,8 @@ operating point) and at p(defect) >= 0.5 (the plain classifier decision, compara
 88.4% of the CNN of Deitsch et al., Solar Energy 2019), FNR, FPR, AUROC, train time, ms/image.
 
 Usage:
-    nice -n 5 .venv/bin/python bench/run_classifier.py [--image-size 160] [--max-epochs 6]
-        [--budget-seconds 780] [--limit N]
+    nice -n 5 .venv/bin/python bench/run_classifier.py [--image-size 160] [--max-epochs 8]
+        [--frozen-stages 3] [--budget-seconds 780] [--limit N]
 
 Results go to ``bench/out/classifier-elpv.json``.
 """
@@ -74,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--image-size", type=int, default=160)
-    parser.add_argument("--max-epochs", type=int, default=6)
+    parser.add_argument("--max-epochs", type=int, default=8)
     parser.add_argument("--patience", type=int, default=3)
-    parser.add_argument("--frozen-stages", type=int, default=2)
+    parser.add_argument("--frozen-stages", type=int, default=3)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--target-fnr", type=float, default=0.05)
     parser.add_argument("--budget-seconds", type=float, default=780.0)

@@ -401,7 +401,7 @@ def candidates_section(project_id: int) -> None:
         ]
     st.subheader("Candidates")
     if not rows:
-        st.caption("No candidate waiting. Queue a job above to make one.")
+        st.caption("No candidate waiting: queue a job under Improve the model to make one.")
         return
     for family, row in rows:
         if family != ModelFamily.DETECTOR:

@@ -33,9 +33,11 @@ from adcore.detectors.base import (
     LoadedImage,
     Progress,
     default_device,
+    fitted_identity,
     load_many,
     refused_reason,
     report,
+    restore_fitted_identity,
     scaled_progress,
     to_tensor_batch,
     training_set_hash,
@@ -172,9 +174,7 @@ class Classifier:
             extra={
                 "backbone": self.config.backbone,
                 "defect_types": list(self.defect_types),
-                "threshold": self.threshold,
-                "training_hash": self.training_hash,
-                "training_digests": self.training_digests,
+                **fitted_identity(self),
                 **(extra or {}),
             },
             overwrite=overwrite,
@@ -201,13 +201,8 @@ class Classifier:
             classifier.model.load_state_dict(saved.tensors, strict=True)
         except (TypeError, ValueError, RuntimeError) as err:
             raise ModelFileError(f"{directory}: does not describe a classifier: {err}") from err
-        digests = list(saved.document.get("training_digests") or [])
-        if digests and saved.document.get("training_hash") != training_set_hash(digests):
-            raise ModelFileError(f"{directory}: training-set hash does not match its digests")
+        restore_fitted_identity(classifier, saved.document, directory)
         classifier.model.to(classifier.device).eval()
-        classifier.threshold = saved.document.get("threshold")
-        classifier.training_hash = saved.document.get("training_hash")
-        classifier.training_digests = digests
         return classifier
 
 

@@ -145,6 +145,32 @@ def training_set_hash(digests: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest()
 
 
+def fitted_identity(model: Any) -> dict[str, Any]:
+    """The ``config.json`` fields every saved model carries: threshold and training set."""
+    return {
+        "threshold": model.threshold,
+        "training_hash": model.training_hash,
+        "training_digests": model.training_digests,
+    }
+
+
+def restore_fitted_identity(model: Any, document: dict[str, Any], directory: object) -> None:
+    """Set threshold and training set from a loaded ``config.json``, checking the hash.
+
+    Raises:
+        ModelFileError: If the training-set hash does not match the listed digests.
+    """
+    from adcore.errors import ModelFileError
+
+    digests = [str(d) for d in document.get("training_digests") or []]
+    stored = document.get("training_hash")
+    if (digests or stored) and stored != training_set_hash(digests):
+        raise ModelFileError(f"{directory}: training-set hash does not match its digests")
+    model.threshold = document.get("threshold")
+    model.training_hash = stored
+    model.training_digests = digests
+
+
 def to_tensor_batch(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
     """Resize images to a square model input.
 

@@ -20,9 +20,11 @@ from adcore.detectors.base import (
     ImageSource,
     Progress,
     default_device,
+    fitted_identity,
     load_many,
     refused_reason,
     report,
+    restore_fitted_identity,
     scaled_progress,
     to_tensor_batch,
     training_set_hash,
@@ -314,9 +316,7 @@ class Autoencoder(BatchDetector):
             config=asdict(self.config),
             tensors=dict(self.model.state_dict()),
             extra={
-                "threshold": self.threshold,
-                "training_hash": self.training_hash,
-                "training_digests": self.training_digests,
+                **fitted_identity(self),
                 **(extra or {}),
             },
             overwrite=overwrite,
@@ -343,12 +343,7 @@ class Autoencoder(BatchDetector):
             raise ModelFileError(
                 f"{directory}: weights do not match the saved config: {err}"
             ) from err
-        digests = list(saved.document.get("training_digests") or [])
-        if saved.document.get("training_hash") != training_set_hash(digests):
-            raise ModelFileError(f"{directory}: training-set hash does not match its digests")
-        detector.threshold = saved.document.get("threshold")
-        detector.training_hash = saved.document.get("training_hash")
-        detector.training_digests = digests
+        restore_fitted_identity(detector, saved.document, directory)
         return detector
 
 

@@ -19,9 +19,11 @@ from adcore.detectors.base import (
     ImageSource,
     Progress,
     default_device,
+    fitted_identity,
     load_many,
     refused_reason,
     report,
+    restore_fitted_identity,
     scaled_progress,
     to_tensor_batch,
     training_set_hash,
@@ -246,9 +248,7 @@ class PatchCore(BatchDetector):
             tensors={"memory_bank": self.model.memory_bank},
             extra={
                 "backbone": self.config.backbone,
-                "threshold": self.threshold,
-                "training_hash": self.training_hash,
-                "training_digests": self.training_digests,
+                **fitted_identity(self),
                 "coverage_radius": self.coverage_radius,
                 **(extra or {}),
             },
@@ -277,12 +277,7 @@ class PatchCore(BatchDetector):
                 f"{directory}: memory bank shape {None if bank is None else tuple(bank.shape)} "
                 f"does not match backbone {config.backbone} (D={detector.model.embedding_dim})"
             )
-        digests = list(saved.document.get("training_digests") or [])
-        if digests and saved.document.get("training_hash") != training_set_hash(digests):
-            raise ModelFileError(f"{directory}: training-set hash does not match its digests")
+        restore_fitted_identity(detector, saved.document, directory)
         detector.model.memory_bank = bank.to(detector.device)
-        detector.threshold = saved.document.get("threshold")
-        detector.training_hash = saved.document.get("training_hash")
-        detector.training_digests = digests
         detector.coverage_radius = saved.document.get("coverage_radius")
         return detector

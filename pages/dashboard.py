@@ -72,13 +72,19 @@ else:
             "good": [p.n_good for p in rates],
         }
     )
+    frame["period"] = [f"{p:%Y-%m-%d}" for p in frame["period"]]  # one tick per period
     left, right = st.columns(2)
-    for column, name, title in (
-        (left, "FNR", "Missed defects (FNR)"),
-        (right, "FPR", "False alarms (FPR)"),
+    for column, name, title, needs in (
+        (left, "FNR", "Missed defects (FNR)", "defective"),
+        (right, "FPR", "False alarms (FPR)", "good"),
     ):
+        points = frame.dropna(subset=[name])
+        if points.empty:
+            column.markdown(f"**{title}**")
+            column.info(f"No {needs} part reviewed yet: no {name} to show.")
+            continue
         figure = px.line(
-            frame.dropna(subset=[name]),
+            points,
             x="period",
             y=name,
             color="model",
@@ -86,7 +92,8 @@ else:
             title=title,
             hover_data=["defects", "good"],
         )
-        figure.update_yaxes(tickformat=".0%", rangemode="tozero")
+        figure.update_xaxes(type="category", title=period)
+        figure.update_yaxes(tickformat=".0%", range=[0, 1.05])
         column.plotly_chart(figure, key=f"rate-{name}")
 
 # ---- confusion matrix

@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from sqlalchemy.orm import Session, sessionmaker
+from synthetic_parts import make_part
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "datasets"
-MAGNETIC_TILE = SHARED / "magnetic_tile"
+from db import init_db, make_session_factory
 
 
-def make_part(seed: int, size: int = 64, defect: bool = False) -> np.ndarray:
-    """A textured grey part: (size, size, 3) uint8; a defect is a dark scratch."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size]
-    base = 128 + 40 * np.sin(xx / 3.0) + rng.normal(0, 4, (size, size))
-    if defect:
-        base[size // 3 : size // 3 + 4, size // 4 : 3 * size // 4] = 10
-    return np.repeat(np.clip(base, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+@pytest.fixture
+def session_factory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[sessionmaker[Session]]:
+    """A fresh SQLite database (and data directory) in the test's temporary folder."""
+    monkeypatch.setenv("LOUPE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("LOUPE_DATABASE_URL", raising=False)
+    monkeypatch.delenv("LOUPE_RAY_ADDRESS", raising=False)
+    engine = init_db()
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def factory(session_factory: sessionmaker[Session]) -> sessionmaker[Session]:
+    """The same as ``session_factory``, under the shorter name some tests use."""
+    return session_factory
 
 
 @pytest.fixture

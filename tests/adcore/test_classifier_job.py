@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import make_part
-from PIL import Image as PILImage
 from sqlalchemy.orm import Session, sessionmaker
+from synthetic_parts import make_part, png
 
 from adcore.classifier import Classifier
 from adcore.detectors.registry import load_any_model
@@ -25,12 +22,6 @@ from db.review_queue import record_review
 pytestmark = pytest.mark.slow
 HOLDOUT = 0.25
 SMALL = {"image_size": 64, "max_epochs": 2, "batch_size": 8, "holdout_fraction": HOLDOUT}
-
-
-def png(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    PILImage.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture

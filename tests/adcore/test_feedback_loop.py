@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_part
-from PIL import Image as PILImage
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
+from synthetic_parts import make_part, png
 
 from adcore.detectors.patchcore import PatchCore, PatchCoreConfig
 from adcore.feedback_loop import learn_from_good_review, pending_images
 from adcore.inspection import inspect_uploads
 from adcore.model_service import save_and_register
-from db import Prediction, Project, User, init_db, make_session_factory
+from db import Prediction, Project, User
 from db.review_queue import record_review
 
 SMALL = PatchCoreConfig(image_size=64, coreset_ratio=0.1, calibration_fraction=0.25, batch_size=8)
@@ -29,21 +26,6 @@ def stamped(seed: int) -> np.ndarray:
     part[40:56, 40:56] = 235
     part[44:52, 44:52] = 60
     return part
-
-
-def png(pixels: np.ndarray) -> bytes:
-    buffer = BytesIO()
-    PILImage.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-@pytest.fixture
-def factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[sessionmaker[Session]]:
-    monkeypatch.setenv("LOUPE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("LOUPE_DATABASE_URL", raising=False)
-    engine = init_db()
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 @pytest.fixture

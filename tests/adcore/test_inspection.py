@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from io import BytesIO
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import make_part
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
+from synthetic_parts import make_part, png
 
 from adcore.detectors.patchcore import PatchCore, PatchCoreConfig
 from adcore.errors import DatasetError
@@ -26,12 +25,6 @@ from adcore.inspection import (
 from db import Image, Prediction, Project, init_db, make_session_factory, register_model_version
 
 TINY = PatchCoreConfig(image_size=64, coreset_ratio=0.1)
-
-
-def png(pixels: np.ndarray) -> bytes:
-    buffer = BytesIO()
-    PILImage.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_part
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
+from synthetic_parts import make_part
 
 from adcore import instant_learning
 from adcore.detectors.base import FitReport
@@ -25,8 +24,6 @@ from db import (
     User,
     activate_model_version,
     get_or_create_image,
-    init_db,
-    make_session_factory,
     register_model_version,
 )
 from db.instant_updates import InstantUpdateConflict
@@ -47,15 +44,6 @@ def variant(seed: int) -> np.ndarray:
 def fitted() -> tuple[PatchCore, FitReport]:
     detector = PatchCore(SMALL, device="cpu")
     return detector, detector.fit([make_part(i) for i in range(12)])
-
-
-@pytest.fixture
-def factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[sessionmaker[Session]]:
-    monkeypatch.setenv("LOUPE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("LOUPE_DATABASE_URL", raising=False)
-    engine = init_db()
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 @pytest.fixture

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_part
-from PIL import Image as PILImage
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
+from synthetic_parts import make_part, png
 
 from adcore.detectors.registry import load_detector
 from adcore.jobs.training_data import in_evaluation_share
@@ -34,12 +32,6 @@ from db.review_queue import record_review
 
 TINY = {"image_size": 64, "coreset_ratio": 0.1, "calibration_fraction": 0.25, "device": "cpu"}
 HOLDOUT = 0.5
-
-
-def png(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    PILImage.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture

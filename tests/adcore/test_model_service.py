@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import make_part
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
+from synthetic_parts import make_part
 
 from adcore import model_service
 from adcore.model_service import (
@@ -27,22 +26,11 @@ from db import (
     Project,
     Review,
     User,
-    init_db,
-    make_session_factory,
     register_model_version,
 )
 
 TINY = {"image_size": 64, "coreset_ratio": 0.1, "calibration_fraction": 0.25, "device": "cpu"}
 T0 = datetime(2025, 5, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def session_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[sessionmaker]:
-    monkeypatch.setenv("LOUPE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("LOUPE_DATABASE_URL", raising=False)
-    engine = init_db()
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 @pytest.fixture

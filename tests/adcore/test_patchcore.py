@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_part
+from synthetic_parts import make_part
 
 from adcore.detectors.patchcore import PatchCore, PatchCoreConfig
 from adcore.errors import DatasetError, ModelFileError

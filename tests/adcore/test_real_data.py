@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import MAGNETIC_TILE
+from synthetic_parts import MAGNETIC_TILE
 
 from adcore.datasets import load_elpv, load_mvtec
 from adcore.detectors.base import load_many

@@ -15,7 +15,7 @@ from adcore.jobs import JobCancelledError, JobContext, JobOutcome, register_job_
 from adcore.jobs.context import select_device
 from adcore.jobs.registry import JOB_KINDS, describe_outcome
 from adcore.jobs.worker import STOPPED_MESSAGE, JobWorker, LocalBackend
-from db import Job, Project, User, init_db, make_session_factory
+from db import Job, Project, User
 from db.jobs import enqueue_job, request_cancel
 from db.models.jobs import Worker
 
@@ -56,16 +56,6 @@ def test_kinds() -> Iterator[None]:
     yield
     for kind in kinds:
         JOB_KINDS.pop(kind, None)
-
-
-@pytest.fixture
-def factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[sessionmaker[Session]]:
-    monkeypatch.setenv("LOUPE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("LOUPE_DATABASE_URL", raising=False)
-    monkeypatch.delenv("LOUPE_RAY_ADDRESS", raising=False)
-    engine = init_db()
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ folder on ``sys.path``).
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -54,6 +55,7 @@ class LiveApp:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
+        self.data_dir = data_dir
         self._env = {
             **os.environ,
             "LOUPE_DATA_DIR": str(data_dir),
@@ -100,15 +102,19 @@ class LiveApp:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after 10 s)."""
-        if self._process is None or self._process.poll() is not None:
-            return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        """Stop the server (SIGTERM, then SIGKILL after 10 s) and the job worker it started."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        from adcore.jobs.launcher import worker_pid
+
+        pid = worker_pid(self.data_dir)  # the app starts a detached worker unless told not to
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
 
 
 @contextmanager

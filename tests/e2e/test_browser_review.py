@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 
 import pytest
-from conftest import INSPECTOR, INSPECTOR_PASSWORD, Served, textured_part
+from e2e_seed import INSPECTOR, INSPECTOR_PASSWORD, Served, textured_part
 from live_app import open_browser, sign_in
 from PIL import Image
 from sqlalchemy import create_engine, select

@@ -1,0 +1,33 @@
+"""Synthetic parts and data locations shared by the detection-core tests.
+
+Imported as ``from synthetic_parts import ...`` (a unique name: every test folder has its own
+``conftest``, so ``from conftest import ...`` is ambiguous when several folders are collected).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+MAGNETIC_TILE = SHARED / "magnetic_tile"
+
+
+def make_part(seed: int, size: int = 64, defect: bool = False) -> np.ndarray:
+    """A textured grey part: (size, size, 3) uint8; a defect is a dark scratch."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    base = 128 + 40 * np.sin(xx / 3.0) + rng.normal(0, 4, (size, size))
+    if defect:
+        base[size // 3 : size // 3 + 4, size // 4 : 3 * size // 4] = 10
+    return np.repeat(np.clip(base, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def png(pixels: np.ndarray) -> bytes:
+    """PNG file bytes of an (H, W, 3) uint8 image."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -101,6 +101,11 @@ def run_job_task(function: JobFunction, spec: dict[str, Any], relay: Any) -> Any
         return describe_outcome(function(ctx))
     finally:
         engine.dispose()
+        # Calls from one caller to an actor run in order: waiting for this one means every
+        # progress/log event this task pushed has reached the relay before the driver drains.
+        import ray
+
+        ray.get(relay.is_cancelled.remote())
 
 
 class RayBackend:

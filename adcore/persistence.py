@@ -61,12 +61,10 @@ def _canonical(document: dict[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes (read in chunks)."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def save_model(
@@ -101,7 +99,7 @@ def save_model(
         meta = {"config_sha256": hashlib.sha256(_canonical(document)).hexdigest()}
         cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
         save_file(cpu, str(tmp / TENSORS_FILE), metadata=meta)
-        document["tensors_sha256"] = _file_sha256(tmp / TENSORS_FILE)
+        document["tensors_sha256"] = file_sha256(tmp / TENSORS_FILE)
         (tmp / CONFIG_FILE).write_text(json.dumps(document, indent=2, sort_keys=True))
         if target.exists():
             old = target.with_name(f".{target.name}.old")
@@ -157,7 +155,7 @@ def load_model(
         raise ModelFileError(f"{config_path}: unknown format (expected {FORMAT!r})")
     if kind is not None and document.get("kind") != kind:
         raise ModelFileError(f"{root} holds a {document.get('kind')!r} model, not {kind!r}")
-    if _file_sha256(tensors_path) != document.get("tensors_sha256"):
+    if file_sha256(tensors_path) != document.get("tensors_sha256"):
         raise ModelFileError(f"{tensors_path} does not match the hash in {CONFIG_FILE}: refused")
     try:
         from safetensors import safe_open

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from adcore.image_io import is_image_path
+from adcore.persistence import file_sha256
 from db.base import Label
 from db.image_store import absolute_image_path
 from db.models import Image
@@ -170,15 +171,6 @@ def locate_snapshot_images(
                 missing.discard(digest)
     images = [TrainingImage(d, found[d], "snapshot") for d in wanted if d in found]
     return images, [d for d in wanted if d not in found]
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def digest_set_hash(digests: Iterable[str]) -> str:

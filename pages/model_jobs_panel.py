@@ -1,4 +1,4 @@
-"""The learning loop on the Models page: queue jobs, follow them, compare, promote, roll back.
+"""The learning loop on the Models page: queue jobs and follow them (see model_candidates_panel).
 
 Imported by ``pages/models.py`` (and ``app.py`` for :data:`WORKER_COMMAND` / :func:`no_worker`);
 not a page itself. Everything here is UI: the work happens in the job worker
@@ -21,14 +21,11 @@ from sqlalchemy import select
 
 import db
 from db.jobs import enqueue_job, list_jobs, request_cancel
-from db.model_candidates import CandidateComparison, candidate_comparisons
-from db.model_families import ModelFamily, active_version, model_family
-from db.model_versions import STATUS_HISTORY_KEY, promote_model_version, rollback_to
 from pages.common import flash, load_user, models_root, show_flashes, transaction
 from pages.common import user_facing_errors as _user_facing_errors
 
 if TYPE_CHECKING:
-    import pandas as pd
+    pass
 
 NO_WORKER_ENV = "LOUPE_NO_WORKER"
 WORKER_COMMAND = "python -m adcore worker"
@@ -98,11 +95,6 @@ def registered_kinds() -> list[str]:
     return known_kinds()
 
 
-def percent(value: float | None) -> str:
-    """A rate as ``12.3%``, or ``n/a``."""
-    return "n/a" if value is None else f"{100 * value:.1f}%"
-
-
 # --------------------------------------------------------------------------- callbacks
 
 
@@ -145,35 +137,6 @@ def cancel_clicked(job_id: int) -> None:
         flash(f"Job #{job_id} was asked to stop; it stops at its next step.", "info")
     else:
         flash(f"Job #{job_id} had already ended ({status}).", "info")
-
-
-def promote_clicked(version_id: int, label: str, reason_key: str | None = None) -> None:
-    """Promote a candidate through the gate; with ``reason_key``, override it with that reason."""
-    reason = None
-    if reason_key is not None:
-        reason = (st.session_state.get(reason_key) or "").strip()
-        if not reason:
-            flash(f"Write why you promote {label} despite the gate; nothing changed.", "error")
-            return
-    try:
-        with transaction() as session:
-            promote_model_version(session, version_id, load_user(session), override_reason=reason)
-    except user_facing_errors() as err:
-        flash(f"Could not promote {label}: {err}", "error")
-        return
-    how = " (gate overridden; the reason is recorded)" if reason else ""
-    flash(f"{label} is now the active model{how}.")
-
-
-def rollback_clicked(version_id: int, label: str) -> None:
-    """Make an earlier, previously active version active again."""
-    try:
-        with transaction() as session:
-            rollback_to(session, version_id, load_user(session))
-    except user_facing_errors() as err:
-        flash(f"Could not roll back to {label}: {err}", "error")
-        return
-    flash(f"{label} is the active model again.")
 
 
 def start_worker_clicked() -> None:
@@ -252,7 +215,7 @@ def worker_notice() -> None:
         st.button("Start a worker", key="start_worker", on_click=start_worker_clicked)
 
 
-def _when(moment: datetime | None) -> str:
+def when(moment: datetime | None) -> str:
     return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
@@ -272,7 +235,7 @@ def _job_row(job: db.Job, creator: str | None, version_numbers: dict[int, int]) 
                 icon=":material/stop_circle:",
             )
         st.progress(float(job.progress or 0.0), text=job.message or job.status)
-        facts = [f"queued {_when(job.created_at)}"]
+        facts = [f"queued {when(job.created_at)}"]
         if creator:
             facts.append(f"by {creator}")
         if job.device:
@@ -312,130 +275,6 @@ def jobs_panel(project_id: int) -> None:
         _job_row(job, creators.get(job.id), versions)
     if seen - active_now:
         st.rerun()  # a job ended: refresh the whole page (new candidates, versions)
-
-
-def _rates_table(row: CandidateComparison) -> pd.DataFrame:
-    import pandas as pd  # lazily: app.py imports this module on every run
-
-    candidate, active = row.candidate or {}, row.active
-    active_label = f"Active v{active['version']}" if active else "Active (none)"
-
-    def cell(rates: dict | None, name: str) -> str:
-        if rates is None:
-            return "—"
-        value = rates.get(name)
-        if name in ("fnr", "fpr"):
-            return percent(value)
-        if name == "threshold":
-            return "—" if value is None else f"{value:.4f}"
-        return "—" if value is None else str(int(value))
-
-    names = {
-        "fnr": "Miss rate (FNR)",
-        "fpr": "False alarms (FPR)",
-        "n_defect": "Held-out defects",
-        "n_good": "Held-out good",
-        "threshold": "Threshold",
-    }
-    return pd.DataFrame(
-        {
-            "": list(names.values()),
-            f"Candidate v{row.version}": [cell(candidate, n) for n in names],
-            active_label: [cell(active, n) for n in names],
-        }
-    )
-
-
-def candidate_card(row: CandidateComparison) -> None:
-    """One candidate next to the active model, the gate's verdict, promote and override."""
-    label = f"v{row.version}"
-    with st.container(border=True, key=f"candidate-{row.version_id}"):
-        st.markdown(f"**Candidate {label}** · {row.kind} · {_when(row.created_at)}")
-        if row.candidate is None:
-            st.caption("Never evaluated against the active model on held-out parts.")
-        else:
-            st.dataframe(_rates_table(row), hide_index=True, key=f"compare-{row.version_id}")
-            heldout = row.heldout
-            if heldout.get("n_unreadable"):
-                st.caption(f"{heldout['n_unreadable']} held-out part(s) could not be read.")
-        for note in row.decision.get("notes") or []:
-            st.caption(note)
-        if row.may_promote:
-            st.success("The gate passes: this candidate may replace the active model.")
-        else:
-            st.error("The gate refuses it:\n" + "\n".join(f"- {reason}" for reason in row.refusals))
-        st.button(
-            f"Promote {label}",
-            key=f"promote-{row.version_id}",
-            type="primary",
-            icon=":material/rocket_launch:",
-            disabled=not row.may_promote,
-            help=None if row.may_promote else " ".join(row.refusals),
-            on_click=promote_clicked,
-            args=(row.version_id, label),
-        )
-        if not row.may_promote:
-            with st.expander("Override and promote"):
-                reason_key = f"override-reason-{row.version_id}"
-                st.text_area(
-                    "Why promote despite the gate? (recorded with your name)",
-                    key=reason_key,
-                    max_chars=1000,
-                )
-                st.button(
-                    f"Override and promote {label}",
-                    key=f"override-{row.version_id}",
-                    icon=":material/gpp_maybe:",
-                    on_click=promote_clicked,
-                    args=(row.version_id, label, reason_key),
-                )
-
-
-def candidates_section(project_id: int) -> None:
-    """Every candidate of every model family, compared with its family's active version."""
-    with transaction() as session:
-        rows = [
-            (family, row)
-            for family in ModelFamily
-            for row in candidate_comparisons(session, project_id, family)
-        ]
-    st.subheader("Candidates")
-    if not rows:
-        st.caption("No candidate waiting: queue a job under Improve the model to make one.")
-        return
-    for family, row in rows:
-        if family != ModelFamily.DETECTOR:
-            st.caption(f"{family.value.capitalize()} candidate")
-        candidate_card(row)
-
-
-def was_active(version: db.ModelVersion) -> bool:
-    """Whether a version was ever active (its status history says so)."""
-    history = (version.metrics or {}).get(STATUS_HISTORY_KEY) or []
-    return any(entry.get("status") == db.ModelStatus.ACTIVE for entry in history)
-
-
-def rollback_buttons(project_id: int, versions: list[db.ModelVersion]) -> None:
-    """One button per retired version that served before: make it active again."""
-    with transaction() as session:
-        active = {family: active_version(session, project_id, family) for family in ModelFamily}
-        active_numbers = {family: (v.version if v else None) for family, v in active.items()}
-    earlier = [v for v in versions if v.status == db.ModelStatus.RETIRED and was_active(v)]
-    if not earlier:
-        return
-    st.caption("Earlier active versions: one click makes one active again (no gate: it served).")
-    cols = st.columns(min(len(earlier), 4))
-    for i, version in enumerate(earlier):
-        current = active_numbers.get(model_family(version.kind))
-        older = current is None or version.version < current
-        verb = "Roll back to" if older else "Re-activate"
-        cols[i % len(cols)].button(
-            f"{verb} v{version.version}",
-            key=f"rollback-{version.id}",
-            icon=":material/history:",
-            on_click=rollback_clicked,
-            args=(version.id, f"v{version.version}"),
-        )
 
 
 if __name__ == "__main__":  # run as a page by the legacy pages/ handling: go to the router

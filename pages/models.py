@@ -34,12 +34,8 @@ from pages.common import (
     transaction,
     user_facing_errors,
 )
-from pages.model_jobs_panel import (
-    candidates_section,
-    improve_section,
-    jobs_panel,
-    rollback_buttons,
-)
+from pages.model_candidates_panel import candidates_section, rollback_buttons
+from pages.model_jobs_panel import improve_section, jobs_panel
 
 JOB_KEY = "training_job"
 HIDDEN_METRICS = ("threshold_history", "status_history")

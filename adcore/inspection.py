@@ -5,6 +5,9 @@ a bad file becomes a result with ``error`` set and the batch carries on. Good im
 in batches, then each is stored in its own transaction: the image (deduplicated by content), its
 anomaly map and a :class:`db.Prediction` row.
 
+Each prediction also stores a grounded explanation (:mod:`adcore.explain`: measured facts and
+one to three sentences) in ``Prediction.explanation``; an explainer error stores ``None``.
+
 Anomaly maps are stored by :mod:`adcore.anomaly_maps` (``<data dir>/maps/<uuid>.npy``). A map
 file is written before its row, so a committed row always has its file; the file of a failed
 transaction is removed. ``overlay_image`` and ``load_anomaly_map`` are re-exported here.
@@ -12,6 +15,7 @@ transaction is removed. ``overlay_image`` and ``load_anomaly_map`` are re-export
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,6 +52,8 @@ __all__ = [
 ]
 
 DEFAULT_BATCH_SIZE = 16
+
+logger = logging.getLogger(__name__)
 
 ReadBytes = Callable[[], bytes]
 
@@ -321,8 +327,9 @@ def _store(
     source: str,
     data_dir: Path | None,
 ) -> InspectionResult:
-    """Store one scored image, map and prediction in one transaction."""
+    """Store one scored image, map and prediction (with its explanation) in one transaction."""
     verdict = "defect" if score >= threshold else "good"
+    explanation = _explanation(name, pixels, anomaly_map, score, threshold)
     try:
         map_path = save_anomaly_map(anomaly_map, data_dir)
     except OSError as err:
@@ -346,6 +353,7 @@ def _store(
                 threshold=threshold,
                 verdict=verdict,
                 anomaly_map_path=map_path,
+                explanation=explanation,
             )
             session.add(row)
             session.flush()
@@ -354,6 +362,22 @@ def _store(
         absolute_image_path(map_path, data_dir).unlink(missing_ok=True)
         return InspectionResult.failed(name, f"Could not store the result: {err}")
     return InspectionResult(name, image_id, prediction_id, score, threshold, verdict, map_path)
+
+
+def _explanation(
+    name: str, pixels: np.ndarray, anomaly_map: np.ndarray, score: float, threshold: float
+) -> dict[str, Any] | None:
+    """``{"facts": ..., "text": ...}`` for ``Prediction.explanation``; None (logged) on error.
+
+    An explanation is a courtesy: it never fails the scoring of a part.
+    """
+    from adcore.explain import explain
+
+    try:
+        return explain(pixels, anomaly_map, score, threshold)
+    except Exception:  # noqa: BLE001 - any failure of the explainer only loses the explanation
+        logger.exception("Could not explain the prediction of %s", name)
+        return None
 
 
 def _decision_threshold(

@@ -1,0 +1,98 @@
+"""Explanations stored with predictions by ``inspect_uploads`` (and never failing a scoring)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from synthetic_parts import make_part, png
+
+import adcore.explain
+from adcore.detectors.base import Prediction as Scored
+from adcore.explain import ExplanationFacts, render
+from adcore.inspection import inspect_uploads
+from db import Prediction, Project, init_db, make_session_factory, register_model_version
+
+
+class ScratchDetector:
+    """Scores a part by its darkest 4-row band; the map is hot where the part is dark."""
+
+    threshold = 20.0
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Scored]:
+        out = []
+        for image in images:
+            grey = image[..., 0].astype(np.float32)
+            heat = np.clip(80.0 - grey, 0.0, None) / 2.0  # (64, 64): the scratch is 35
+            out.append(Scored(score=float(heat.max()), anomaly_map=heat, threshold=20.0))
+        return out
+
+
+@pytest.fixture
+def factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[sessionmaker[Session]]:
+    monkeypatch.setenv("LOUPE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("LOUPE_DATABASE_URL", raising=False)
+    engine = init_db()
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def inspect(factory: sessionmaker[Session]) -> list[Prediction]:
+    with factory() as session, session.begin():
+        project = Project(name="widgets")
+        session.add(project)
+        session.flush()
+        version = register_model_version(
+            session,
+            project_id=project.id,
+            kind="patchcore",
+            artifact_path="models/widgets/v1",
+            metrics={},
+            threshold=None,
+            training_snapshot={},
+        )
+        project_id, version_id = project.id, version.id
+    results = inspect_uploads(
+        factory,
+        project_id=project_id,
+        detector=ScratchDetector(),
+        model_version_id=version_id,
+        uploads=[("good.png", png(make_part(1))), ("scratch.png", png(make_part(2, defect=True)))],
+    )
+    assert all(result.ok for result in results), [result.error for result in results]
+    with factory() as session:
+        return list(session.scalars(select(Prediction).order_by(Prediction.id)))
+
+
+def test_predictions_carry_facts_and_text(factory: sessionmaker[Session]) -> None:
+    good, scratch = inspect(factory)
+
+    assert good.verdict == "good" and scratch.verdict == "defect"
+    good_facts = ExplanationFacts.from_json(good.explanation["facts"])
+    assert good.explanation["text"].startswith("Passed: score")
+    assert good_facts.score == pytest.approx(good.score)
+    facts = ExplanationFacts.from_json(scratch.explanation["facts"])
+    assert scratch.explanation["text"] == render(facts)
+    assert (facts.n_regions, facts.shape, facts.intensity) == (1, "elongated", "darker")
+    assert facts.threshold == pytest.approx(scratch.threshold)
+
+
+def test_an_explainer_error_stores_none_and_keeps_the_prediction(
+    factory: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(*_args: object) -> dict:
+        raise RuntimeError("explainer exploded")
+
+    monkeypatch.setattr(adcore.explain, "explain", broken)
+
+    predictions = inspect(factory)
+
+    assert len(predictions) == 2
+    assert all(prediction.explanation is None for prediction in predictions)
+    assert "explainer exploded" in caplog.text

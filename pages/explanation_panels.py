@@ -1,5 +1,9 @@
 """Explanation panels under a part in Inspect and Review (not a page: a helper module).
 
+* **Why it was flagged** (first): the grounded explanation stored with the prediction
+  (:mod:`adcore.explain`: one to three sentences, and the measured facts in an expander);
+  predictions stored before explanations existed are explained on the fly from the stored
+  image and anomaly map.
 * **Grad-CAM** of the project's active supervised classifier (when one is active): which
   regions pushed p(defect) up, next to the classifier's probability and likely defect type.
 
@@ -11,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 import streamlit as st
@@ -88,6 +93,42 @@ def gradcam_panel(artifact_path: str, stored_path: str, version_label: str) -> N
     )
 
 
+@st.cache_data(show_spinner=False, max_entries=256)
+def explanation_on_the_fly(
+    stored_path: str, anomaly_map_path: str, score: float, threshold: float
+) -> dict[str, Any] | None:
+    """Facts and text of an older prediction without a stored explanation (None if unreadable)."""
+    from adcore.anomaly_maps import load_anomaly_map
+    from adcore.explain import explain
+
+    pixels = image_pixels(stored_path)
+    if pixels is None:
+        return None
+    return explain(pixels, load_anomaly_map(anomaly_map_path), score, threshold)
+
+
+def text_explanation_panel(
+    explanation: dict[str, Any] | None,
+    stored_path: str,
+    anomaly_map_path: str | None,
+    score: float,
+    threshold: float,
+) -> None:
+    """The text panel: the stored explanation, or one computed now for an older prediction."""
+    if explanation is None and anomaly_map_path is not None:
+        try:
+            explanation = explanation_on_the_fly(stored_path, anomaly_map_path, score, threshold)
+        except (OSError, ValueError) as err:  # e.g. a missing map file
+            st.caption(f"No explanation for this part: {err}")
+            return
+    if not explanation or not explanation.get("text"):
+        return
+    st.subheader("Why")
+    st.markdown(explanation["text"])
+    with st.expander("Measured facts"):
+        st.json(explanation.get("facts") or {})
+
+
 def explanation_panels(prediction_id: int | None) -> list[Callable[[], None]]:
     """The panels to draw for a prediction's image (an empty list when there is nothing)."""
     if prediction_id is None:
@@ -99,8 +140,15 @@ def explanation_panels(prediction_id: int | None) -> list[Callable[[], None]]:
         image = prediction.image
         classifier = active_version(session, image.project_id, ModelFamily.CLASSIFIER)
         stored_path = image.stored_path
+        explained = (
+            prediction.explanation,
+            stored_path,
+            prediction.anomaly_map_path,
+            prediction.score,
+            prediction.threshold,
+        )
         found = (classifier.artifact_path, f"v{classifier.version}") if classifier else None
-    panels: list[Callable[[], None]] = []
+    panels: list[Callable[[], None]] = [partial(text_explanation_panel, *explained)]
     if found is not None:
         panels.append(partial(gradcam_panel, found[0], stored_path, found[1]))
     return panels

@@ -158,20 +158,14 @@ def measure_facts(
         ValueError: If the image or map has the wrong number of dimensions.
     """
     pixels = np.asarray(image)
-    if pixels.ndim == 3:
-        grey_full = pixels[..., :3].astype(np.float32) @ np.array(
-            [0.299, 0.587, 0.114], dtype=np.float32
-        )
-    elif pixels.ndim == 2:
-        grey_full = pixels.astype(np.float32)
-    else:
+    if pixels.ndim not in (2, 3):
         raise ValueError(f"expected an (H, W, 3) or (H, W) image, got shape {pixels.shape}")
     heat = np.asarray(anomaly_map, dtype=np.float32)
     if heat.ndim != 2:
         raise ValueError(f"expected an (h, w) anomaly map, got shape {heat.shape}")
     score, threshold = float(score), float(threshold)
-    height, width = grey_full.shape
-    grey = _to_grid(grey_full, PILImage.Resampling.BOX)
+    height, width = pixels.shape[:2]
+    grey = _grey_grid(pixels)
     grid_h, grid_w = grey.shape
     heat = np.nan_to_num(_resize(heat, grid_h, grid_w, PILImage.Resampling.BILINEAR), nan=0.0)
 
@@ -250,13 +244,23 @@ def measure_facts(
     )
 
 
-def _to_grid(grey: np.ndarray, resample: PILImage.Resampling) -> np.ndarray:
-    """(H, W) float32 downscaled so its longer side is at most ``ANALYSIS_SIDE``."""
-    height, width = grey.shape
-    factor = ANALYSIS_SIDE / max(height, width)
-    if factor >= 1.0:
-        return grey
-    return _resize(grey, max(1, round(height * factor)), max(1, round(width * factor)), resample)
+def _grey_grid(pixels: np.ndarray) -> np.ndarray:
+    """(h, w) float32 grey (ITU-R 601 luma) on the analysis grid (area-averaged downscale)."""
+    height, width = pixels.shape[:2]
+    factor = min(1.0, ANALYSIS_SIDE / max(height, width))
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    if pixels.dtype == np.uint8:  # fast path: PIL converts and reduces in 8-bit C code
+        picture = PILImage.fromarray(
+            np.ascontiguousarray(pixels[..., :3] if pixels.ndim == 3 else pixels)
+        )
+        grey = picture.convert("L") if pixels.ndim == 3 else picture
+        if factor < 1.0:
+            grey = grey.resize(size, PILImage.Resampling.BOX)
+        return np.asarray(grey, dtype=np.float32)
+    grey = pixels.astype(np.float32)
+    if grey.ndim == 3:
+        grey = grey[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return _resize(grey, size[1], size[0], PILImage.Resampling.BOX)
 
 
 def _resize(

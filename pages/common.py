@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +34,6 @@ PICKER_KEY = "sidebar_project"  # the sidebar project selectbox
 MODELS_DIR_ENV = "LOUPE_MODELS_DIR"
 SKIP_DEMO_ENV = "LOUPE_SKIP_DEMO"
 ADMIN_PASSWORD_ENV = "LOUPE_ADMIN_PASSWORD"
-INSTANT_LEARNING_ENV = "LOUPE_INSTANT_LEARNING"  # "0" turns instant learning off
-LEARNING_KEY = "instant_learning_job"
 
 ALL_ROLES = (db.Role.INSPECTOR.value, db.Role.MANAGER.value, db.Role.ADMIN.value)
 MANAGERS = (db.Role.MANAGER.value, db.Role.ADMIN.value)
@@ -315,119 +313,6 @@ def save_review(
         flash(f"Could not save the review: {err}", "error")
         return False
     return True
-
-
-def start_instant_learning(project_id: int, image_id: int) -> None:
-    """After a Good on a flagged part: learn from it and re-score the queue, in the background.
-
-    Does nothing when ``LOUPE_INSTANT_LEARNING=0``. The signed-in user must be in session state.
-    """
-    if os.environ.get(INSTANT_LEARNING_ENV, "1") == "0":
-        return
-    from adcore.feedback_loop import learn_from_good_review
-
-    factory, models, data = session_factory(), models_root(), db.data_dir()
-    user_id = st.session_state[USER_KEY]["id"]
-
-    def work(progress: JobProgress) -> object:
-        return learn_from_good_review(
-            factory,
-            project_id=project_id,
-            image_id=image_id,
-            user_id=user_id,
-            models_dir=models,
-            data_dir=data,
-            progress=progress.update,
-        )
-
-    st.session_state[LEARNING_KEY] = start_job("instant learning", work)
-
-
-def show_instant_learning() -> None:
-    """Progress of a running instant update; its outcome is flashed when it ends."""
-    if st.session_state.get(LEARNING_KEY) is None:
-        return
-
-    @st.fragment(run_every=1.0)
-    def poll() -> None:
-        job = st.session_state.get(LEARNING_KEY)
-        if job is None:
-            return
-        state = job.snapshot()
-        if not state["done"]:
-            st.progress(state["fraction"], text=f"Learning from the good part: {state['message']}")
-            return
-        st.session_state.pop(LEARNING_KEY, None)
-        if state["error"]:
-            flash(f"Instant learning failed: {state['error']}", "warning")
-        else:
-            flash(state["result"].message, "info")
-        st.rerun()  # the whole page: the queue and the active model have changed
-
-    poll()
-
-
-# --------------------------------------------------------------------------- background work
-
-
-class JobProgress:
-    """Progress of a background job, written by the worker thread and read by the UI.
-
-    The worker never calls ``st.*``; it only updates this object under its lock. A fragment
-    with ``run_every`` polls :meth:`snapshot`.
-    """
-
-    def __init__(self, description: str) -> None:
-        self.description = description
-        self._lock = threading.Lock()
-        self._fraction = 0.0
-        self._message = "Starting…"
-        self._done = False
-        self._error: str | None = None
-        self._result: object = None
-
-    def update(self, fraction: float, message: str) -> None:
-        """Progress callback (``progress(fraction, message)``)."""
-        with self._lock:
-            self._fraction = min(max(float(fraction), 0.0), 1.0)
-            self._message = message
-
-    def finish(self, result: object = None, error: str | None = None) -> None:
-        """Mark the job as done, with a result or an error message."""
-        with self._lock:
-            self._done = True
-            self._result = result
-            self._error = error
-            if error is None:
-                self._fraction = 1.0
-
-    def snapshot(self) -> dict:
-        """``{"fraction", "message", "done", "error", "result"}`` at this moment."""
-        with self._lock:
-            return {
-                "fraction": self._fraction,
-                "message": self._message,
-                "done": self._done,
-                "error": self._error,
-                "result": self._result,
-            }
-
-
-def start_job(description: str, work: Callable[[JobProgress], object]) -> JobProgress:
-    """Run ``work(progress)`` in a daemon thread; return the progress object to poll."""
-    progress = JobProgress(description)
-
-    def run() -> None:
-        try:
-            result = work(progress)
-        except Exception as err:  # reported to the UI, never raised into Streamlit
-            log.exception("%s failed", description)
-            progress.finish(error=f"{type(err).__name__}: {err}")
-        else:
-            progress.finish(result=result)
-
-    threading.Thread(target=run, name=f"loupe-{description}", daemon=True).start()
-    return progress
 
 
 #: Errors a user action can end with that deserve a message rather than a traceback.

@@ -9,6 +9,7 @@ import db
 from adcore.errors import LoupeError
 from adcore.inspection import inspect_folder, inspect_uploads
 from db.projects import get_project
+from pages.background_work import show_instant_learning, start_instant_learning
 from pages.common import (
     ALL_ROLES,
     flash,
@@ -18,9 +19,7 @@ from pages.common import (
     save_review,
     session_factory,
     show_flashes,
-    show_instant_learning,
     show_part,
-    start_instant_learning,
     transaction,
     user_facing_errors,
 )

@@ -19,9 +19,9 @@ from db.projects import (
     list_model_versions,
     set_threshold,
 )
+from pages.background_work import JobProgress, start_job
 from pages.common import (
     MANAGERS,
-    JobProgress,
     choose_project,
     current_project_id,
     flash,
@@ -30,7 +30,6 @@ from pages.common import (
     require_page_role,
     session_factory,
     show_flashes,
-    start_job,
     transaction,
     user_facing_errors,
 )

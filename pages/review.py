@@ -9,6 +9,7 @@ import streamlit as st
 import db
 from db.projects import get_project
 from db.review_queue import queue_size, review_queue, undo_last
+from pages.background_work import show_instant_learning, start_instant_learning
 from pages.common import (
     ALL_ROLES,
     flash,
@@ -17,9 +18,7 @@ from pages.common import (
     require_project,
     save_review,
     show_flashes,
-    show_instant_learning,
     show_part,
-    start_instant_learning,
     transaction,
     user_facing_errors,
 )

@@ -224,8 +224,7 @@ def write_results(table: list[str]) -> None:
     body = [
         "# Workbench in a real browser: timings",
         "",
-        f"Command: `python {' '.join(sys.argv)}` (from the repository root, after "
-        "`make install`).",
+        f"Command: `python {' '.join(sys.argv)}` (from the repository root, after `make install`).",
         "",
         f"Run {when}; {platform.python_version()}, 2 CPU cores, no GPU; Debian's headless "
         "Chromium driven by Playwright; the ELPV mono demo (PatchCore, 256 px) seeded into a "

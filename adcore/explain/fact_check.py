@@ -1,0 +1,94 @@
+"""Check an explanation text against the measured facts (for texts a language model wrote).
+
+A text passes when
+
+* it states the prediction's verdict: a word of the verdict ("flagged", "defect", ... for a
+  flagged part; "passed", "good", ... for a passed one) and no unnegated word of the other
+  verdict, and
+* every number in it is one of the facts' numbers (score, threshold, relative margin in percent,
+  region count, area percentages), equal up to the rounding the text shows.
+
+The grounded renderer (:func:`adcore.explain.sentences.render`) always passes; a rewritten text
+that fails is replaced by the grounded one and the event is logged by the caller.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from adcore.explain.facts import ExplanationFacts
+
+NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+_WORD = re.compile(r"[a-z]+")
+VERDICT_WORDS = {
+    "defect": ("flagged", "defect", "defective", "faulty", "reject", "rejected", "anomalous"),
+    "good": ("passed", "good", "ok", "acceptable", "accepted", "normal"),
+}
+NEGATIONS = ("no", "not", "without", "never", "isn't", "nothing")
+
+
+@dataclass(frozen=True)
+class FactCheck:
+    """The outcome of :func:`check_text`.
+
+    Attributes:
+        passed: Whether the text is consistent with the facts.
+        problems: What is wrong, one sentence each (empty when passed).
+    """
+
+    passed: bool
+    problems: tuple[str, ...] = field(default_factory=tuple)
+
+
+def fact_numbers(facts: ExplanationFacts) -> list[float]:
+    """The numbers an explanation may state."""
+    values = [facts.score, facts.threshold, facts.area_percent, facts.largest_area_percent]
+    values.append(float(facts.n_regions))
+    if facts.relative_margin is not None:
+        values.append(abs(facts.relative_margin) * 100)
+    values.extend(float(count) for _, count in facts.nearest_defect_types)
+    return values
+
+
+def _matches(token: str, values: list[float]) -> bool:
+    if "e" in token:
+        tolerance = abs(float(token)) * 0.05
+    else:
+        decimals = len(token.split(".")[1]) if "." in token else 0
+        tolerance = 0.5 * 10**-decimals + 1e-9
+    return any(abs(float(token) - value) <= tolerance for value in values)
+
+
+def _mentions(words: list[str], vocabulary: tuple[str, ...], *, unnegated: bool) -> bool:
+    for index, word in enumerate(words):
+        if word not in vocabulary:
+            continue
+        negated = any(w in NEGATIONS for w in words[max(0, index - 3) : index])
+        if not unnegated or not negated:
+            return True
+    return False
+
+
+def check_text(text: str, facts: ExplanationFacts) -> FactCheck:
+    """Check that a text states the facts' verdict and only the facts' numbers.
+
+    Args:
+        text: The explanation to check.
+        facts: The measured facts of the same prediction.
+
+    Returns:
+        A :class:`FactCheck`.
+    """
+    problems: list[str] = []
+    words = _WORD.findall(text.lower().replace("n't", " not"))
+    other = "good" if facts.verdict == "defect" else "defect"
+    if not _mentions(words, VERDICT_WORDS[facts.verdict], unnegated=True):
+        problems.append(f"The text does not say the part was {facts.verdict!r}.")
+    if _mentions(words, VERDICT_WORDS[other], unnegated=True):
+        problems.append(f"The text calls the part {other!r}, but the verdict is {facts.verdict!r}.")
+    values = fact_numbers(facts)
+    for token in NUMBER.findall(text):
+        if not _matches(token, values):
+            problems.append(f"The number {token} is not one of the measured facts.")
+    return FactCheck(not problems, tuple(problems))

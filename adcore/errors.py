@@ -51,3 +51,7 @@ class ModelFileError(LoupeError):
 
 class JobCancelled(LoupeError):  # noqa: N818 - the name the job runner expects
     """A long-running job (training, batch scoring) was cancelled by its caller."""
+
+
+class ExplainerUnavailable(LoupeError):  # noqa: N818 - reads as a state, like JobCancelled
+    """The optional language-model explainer cannot be loaded (package or weights missing)."""

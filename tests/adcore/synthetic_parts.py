@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from adcore.explain.facts import ExplanationFacts
+
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 MAGNETIC_TILE = SHARED / "magnetic_tile"
 
@@ -31,3 +33,27 @@ def png(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+#: Facts of a flagged part: one elongated, darker region at the upper-left rim (3.1% of it).
+FLAGGED_FACTS = ExplanationFacts(
+    verdict="defect",
+    score=41.2,
+    threshold=29.4,
+    margin=11.8,
+    relative_margin=11.8 / 29.4,
+    image_height=256,
+    image_width=256,
+    part_box=(10, 10, 240, 240),
+    part_is_whole_image=False,
+    region_level=35.0,
+    n_regions=1,
+    area_percent=3.1,
+    largest_area_percent=3.1,
+    location="upper-left",
+    at_rim=True,
+    shape="elongated",
+    axis_ratio=5.0,
+    intensity="darker",
+    grey_difference=-30.0,
+)

@@ -3,31 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from synthetic_parts import FLAGGED_FACTS
 
 from adcore.explain import ExplanationFacts, render
 from adcore.explain.fact_check import check_text
 
-FLAGGED = ExplanationFacts(
-    verdict="defect",
-    score=41.2,
-    threshold=29.4,
-    margin=11.8,
-    relative_margin=11.8 / 29.4,
-    image_height=300,
-    image_width=300,
-    part_box=(0, 0, 300, 300),
-    part_is_whole_image=True,
-    region_level=35.0,
-    n_regions=1,
-    area_percent=3.1,
-    largest_area_percent=3.1,
-    location="upper-left",
-    at_rim=True,
-    shape="elongated",
-    axis_ratio=6.0,
-    intensity="darker",
-    grey_difference=-40.0,
-)
+FLAGGED = FLAGGED_FACTS
 PASSED = ExplanationFacts(
     verdict="good",
     score=12.0,

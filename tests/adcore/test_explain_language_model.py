@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from synthetic_parts import FLAGGED_FACTS
 
 from adcore.errors import ExplainerUnavailable
 from adcore.explain.fact_check import check_text
@@ -24,27 +25,7 @@ WORDS = ("the a part region score is at of and on in image surface inspector sho
 
 
 def flagged_facts() -> ExplanationFacts:
-    return ExplanationFacts(
-        verdict="defect",
-        score=41.2,
-        threshold=29.4,
-        margin=11.8,
-        relative_margin=11.8 / 29.4,
-        image_height=256,
-        image_width=256,
-        part_box=(10, 10, 240, 240),
-        part_is_whole_image=False,
-        region_level=35.0,
-        n_regions=1,
-        area_percent=3.1,
-        largest_area_percent=3.1,
-        location="upper-left",
-        at_rim=True,
-        shape="elongated",
-        axis_ratio=5.0,
-        intensity="darker",
-        grey_difference=-30.0,
-    )
+    return FLAGGED_FACTS
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ from sqlalchemy import (
     ScalarSelect,
     Select,
     Subquery,
+    case,
     exists,
     literal_column,
     select,
@@ -87,6 +88,8 @@ def latest_prediction_value(
     image_id: ColumnElement[int],
     model_version_id: ColumnElement[int] | int | None = None,
     column: str = "id",
+    *,
+    prefer_version_id: int | None = None,
 ) -> ScalarSelect[Any]:
     """A correlated scalar: one column of the image's latest prediction.
 
@@ -95,6 +98,8 @@ def latest_prediction_value(
         model_version_id: Only this version's predictions (a value or an outer column);
             ``None`` for any version.
         column: Which column of the prediction, e.g. ``"id"``, ``"score"`` or ``"verdict"``.
+        prefer_version_id: Take this version's latest prediction when it has one, else the
+            latest of any (allowed) version.
 
     Returns:
         The scalar subquery (NULL when there is no such prediction).
@@ -103,8 +108,11 @@ def latest_prediction_value(
     pick = select(getattr(candidate, column)).where(candidate.image_id == image_id)
     if model_version_id is not None:
         pick = pick.where(candidate.model_version_id == model_version_id)
+    order = [candidate.created_at.desc(), candidate.id.desc()]
+    if prefer_version_id is not None:
+        order.insert(0, case((candidate.model_version_id == prefer_version_id, 0), else_=1))
     return (
-        pick.order_by(candidate.created_at.desc(), candidate.id.desc())
+        pick.order_by(*order)
         .limit(_ONE)
         .offset(_ZERO)
         .correlate_except(candidate)
@@ -118,6 +126,7 @@ def latest_predictions(
     model_version_id: int | None = None,
     per_version: bool = False,
     unlabelled_only: bool = False,
+    prefer_version_id: int | None = None,
 ) -> Subquery:
     """Each image's latest prediction (by ``created_at`` then ``id``) in a project.
 
@@ -128,6 +137,8 @@ def latest_predictions(
             image (combine with ``model_version_id`` to keep a single version).
         unlabelled_only: Only images without a current label (filtered before the latest
             prediction is looked up).
+        prefer_version_id: Per image, this version's latest prediction when there is one,
+            else the latest of any version.
 
     Returns:
         A subquery with columns ``prediction_id, image_id, model_version_id, score, threshold,
@@ -149,7 +160,7 @@ def latest_predictions(
             same_project = same_project & (ModelVersion.id == model_version_id)
         statement = statement.join(ModelVersion, same_project)
         version = ModelVersion.id
-    latest_id = latest_prediction_value(Image.id, version)
+    latest_id = latest_prediction_value(Image.id, version, prefer_version_id=prefer_version_id)
     # The redundant image_id equality lets planners join this subquery to others by image.
     same_image = Prediction.image_id == Image.id
     statement = statement.join(Prediction, (Prediction.id == latest_id) & same_image).where(

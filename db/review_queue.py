@@ -16,14 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, Subquery, case, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import Select, case, func, select
+from sqlalchemy.orm import Session
 
 from db.base import Label, Verdict
-from db.models import Image, ModelVersion, Prediction, Review, User
+from db.models import Image, ModelVersion, Review, User
 from db.permissions import CAN_REVIEW, require_session_role
 from db.projects import add_defect_type
-from db.queries import active_version_id
+from db.queries import active_version_id, latest_predictions
 from db.repository import add_review, undo_last_review
 
 DEFAULT_NEAR_MARGIN = 0.1
@@ -161,7 +161,11 @@ def undo_last(session: Session, *, user: User) -> Review | None:
 def _queue_select(session: Session, project_id: int, near_margin: float) -> Select:
     if not near_margin >= 0:
         raise ValueError(f"near_margin must be zero or more, got {near_margin!r}.")
-    latest = _queue_predictions(project_id, active_version_id(session, project_id))
+    # The active version's prediction first; an image it has not scored (yet) keeps the
+    # latest prediction of any version.
+    latest = latest_predictions(
+        project_id, prefer_version_id=active_version_id(session, project_id), unlabelled_only=True
+    )
     threshold = func.coalesce(ModelVersion.threshold, latest.c.threshold)
     flagged = latest.c.score >= threshold
     near = latest.c.score >= threshold - func.abs(threshold) * float(near_margin)
@@ -182,38 +186,4 @@ def _queue_select(session: Session, project_id: int, near_margin: float) -> Sele
         .join(ModelVersion, ModelVersion.id == latest.c.model_version_id)
         .where(near)
         .order_by(case((flagged, 0), else_=1), latest.c.score.desc(), latest.c.image_id)
-    )
-
-
-def _queue_predictions(project_id: int, active_id: int | None) -> Subquery:
-    """Each unlabelled image's prediction for the queue: the active version's, else the latest.
-
-    One correlated pick per image, ordered "active version first, then newest".
-    """
-    candidate = aliased(Prediction, name="candidate_prediction")
-    order = [candidate.created_at.desc(), candidate.id.desc()]
-    if active_id is not None:
-        order.insert(0, case((candidate.model_version_id == active_id, 0), else_=1))
-    chosen = (
-        select(candidate.id)
-        .where(candidate.image_id == Image.id)
-        .order_by(*order)
-        .limit(1)
-        .correlate_except(candidate)
-        .scalar_subquery()
-    )
-    return (
-        select(
-            Prediction.id.label("prediction_id"),
-            Prediction.image_id,
-            Prediction.model_version_id,
-            Prediction.score,
-            Prediction.threshold,
-            Prediction.verdict,
-            Prediction.created_at.label("predicted_at"),
-        )
-        .select_from(Image)
-        .join(Prediction, (Prediction.id == chosen) & (Prediction.image_id == Image.id))
-        .where(Image.project_id == project_id, Image.current_review_id.is_(None))
-        .subquery("queue_predictions")
     )

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import exists, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import sessionmaker
 
@@ -23,7 +23,7 @@ from adcore.detectors.registry import load_detector
 from adcore.errors import LoupeError
 from adcore.inspection import rescore_images
 from adcore.instant_learning import InstantUpdateResult, learn_from_confirmed_good
-from db import Image, ModelVersion, Prediction, Review, User, Verdict, counting_review
+from db import Image, ModelVersion, Prediction, User, Verdict
 from db.instant_updates import InstantUpdateConflict
 from db.permissions import PermissionDenied
 
@@ -71,14 +71,13 @@ def pending_images(
     Returns:
         ``(image id, flagged by that version)`` pairs, at most ``limit``.
     """
-    labelled = exists().where(Review.image_id == Image.id, counting_review())
     rows = session.execute(
         select(Image.id, Prediction.verdict)
         .join(Prediction, Prediction.image_id == Image.id)
         .where(
             Image.project_id == project_id,
             Prediction.model_version_id == model_version_id,
-            ~labelled,
+            Image.current_review_id.is_(None),
         )
         .order_by(Image.id.desc(), Prediction.id.desc())
     ).all()

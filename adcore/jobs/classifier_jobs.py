@@ -15,43 +15,19 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from sqlalchemy import select
-
 from adcore.classifier import ClassifierConfig, LabelledImage, train_classifier
 from adcore.errors import DatasetError
 from adcore.gate import gate_record
 from adcore.jobs.context import JobContext, JobOutcome
 from adcore.jobs.detector_jobs import _margin, _outcome, _project_and_base, _save_candidate
 from adcore.jobs.evaluation import rates, score_parts
-from adcore.jobs.training_data import LabelledPart, digest_set_hash, in_evaluation_share
-from db import Image, Label, absolute_image_path
+from adcore.jobs.training_data import digest_set_hash, in_evaluation_share, labelled_parts
+from db import Label
 from db.model_families import ModelFamily, active_version
-from db.queries import current_labels
 
 DEFAULT_CLASSIFIER_HOLDOUT = 0.25
 MIN_PER_CLASS = 4
 """Fewest labelled parts of each class (good, defect) the job needs before it trains."""
-
-
-def typed_labelled_parts(
-    session: object, project_id: int, data_dir: object
-) -> list[tuple[LabelledPart, str | None]]:
-    """The project's labelled parts with the defect type of their current review."""
-    labels = current_labels(project_id)
-    rows = session.execute(
-        select(Image.id, Image.sha256, Image.stored_path, labels.c.label, labels.c.defect_type)
-        .join(labels, labels.c.image_id == Image.id)
-        .order_by(Image.id)
-    ).all()
-    return [
-        (
-            LabelledPart(
-                row.id, row.sha256, absolute_image_path(row.stored_path, data_dir), row.label
-            ),
-            row.defect_type,
-        )
-        for row in rows
-    ]
 
 
 def train_classifier_job(ctx: JobContext) -> JobOutcome:
@@ -73,11 +49,11 @@ def train_classifier_job(ctx: JobContext) -> JobOutcome:
     with ctx.session_factory() as session:
         project, _ = _project_and_base(session, ctx)
         active = active_version(session, project.id, ModelFamily.CLASSIFIER)
-        parts = typed_labelled_parts(session, project.id, ctx.data_dir)
+        parts = labelled_parts(session, project.id, ctx.data_dir)
         target_fnr = float(project.target_fnr)
-    heldout = [part for part, _ in parts if in_evaluation_share(part.sha256, holdout)]
-    training = [(p, t) for p, t in parts if not in_evaluation_share(p.sha256, holdout)]
-    n_defect = sum(p.is_defect for p, _ in training)
+    heldout = [part for part in parts if in_evaluation_share(part.sha256, holdout)]
+    training = [part for part in parts if not in_evaluation_share(part.sha256, holdout)]
+    n_defect = sum(part.is_defect for part in training)
     if min(n_defect, len(training) - n_defect) < MIN_PER_CLASS:
         raise DatasetError(
             f"A classifier needs at least {MIN_PER_CLASS} labelled good and {MIN_PER_CLASS} "
@@ -89,10 +65,10 @@ def train_classifier_job(ctx: JobContext) -> JobOutcome:
         LabelledImage(
             part.path,
             Label.DEFECT.value if part.is_defect else Label.GOOD.value,
-            defect_type if part.is_defect else None,
+            part.defect_type if part.is_defect else None,
             part.sha256,
         )
-        for part, defect_type in training
+        for part in training
     ]
     ctx.log(f"Training {config.backbone} on {len(samples)} parts ({n_defect} defective)")
     classifier, report = train_classifier(

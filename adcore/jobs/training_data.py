@@ -41,12 +41,14 @@ class LabelledPart:
         sha256: Digest of the file's bytes.
         path: The stored file.
         label: ``"good"`` or ``"defect"``.
+        defect_type: The defect type of the current review, if any.
     """
 
     image_id: int
     sha256: str
     path: Path
     label: str
+    defect_type: str | None = None
 
     @property
     def is_defect(self) -> bool:
@@ -70,15 +72,21 @@ class TrainingImage:
 
 
 def labelled_parts(session: Session, project_id: int, data_dir: Path) -> list[LabelledPart]:
-    """Return the project's labelled images with their current labels (by image id)."""
+    """Return the project's labelled images with their current labels and defect types."""
     labels = current_labels(project_id)
     rows = session.execute(
-        select(Image.id, Image.sha256, Image.stored_path, labels.c.label)
+        select(Image.id, Image.sha256, Image.stored_path, labels.c.label, labels.c.defect_type)
         .join(labels, labels.c.image_id == Image.id)
         .order_by(Image.id)
     ).all()
     return [
-        LabelledPart(row.id, row.sha256, absolute_image_path(row.stored_path, data_dir), row.label)
+        LabelledPart(
+            row.id,
+            row.sha256,
+            absolute_image_path(row.stored_path, data_dir),
+            row.label,
+            row.defect_type,
+        )
         for row in rows
     ]
 

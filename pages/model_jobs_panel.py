@@ -21,8 +21,14 @@ from sqlalchemy import select
 
 import db
 from db.jobs import enqueue_job, list_jobs, request_cancel
-from pages.common import flash, load_user, models_root, show_flashes, transaction
-from pages.common import user_facing_errors as _user_facing_errors
+from pages.common import (
+    flash,
+    load_user,
+    models_root,
+    show_flashes,
+    transaction,
+    user_facing_errors,
+)
 
 if TYPE_CHECKING:
     pass
@@ -81,11 +87,6 @@ JOB_KIND_SPECS: tuple[JobKindSpec, ...] = (
 def no_worker() -> bool:
     """Whether ``$LOUPE_NO_WORKER`` asks the app not to start a job worker."""
     return os.environ.get(NO_WORKER_ENV, "").strip() not in ("", "0")
-
-
-def user_facing_errors() -> tuple[type[BaseException], ...]:
-    """The errors a user action here ends with as a message (the gate's refusal included)."""
-    return _user_facing_errors()
 
 
 def registered_kinds() -> list[str]:

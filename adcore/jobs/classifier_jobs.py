@@ -19,7 +19,12 @@ from adcore.classifier import ClassifierConfig, LabelledImage, train_classifier
 from adcore.errors import DatasetError
 from adcore.gate import gate_record
 from adcore.jobs.context import JobContext, JobOutcome
-from adcore.jobs.detector_jobs import _margin, _outcome, _project_and_base, _save_candidate
+from adcore.jobs.detector_jobs import (
+    candidate_outcome,
+    gate_margin,
+    project_and_active_detector,
+    save_candidate,
+)
 from adcore.jobs.evaluation import rates, score_parts
 from adcore.jobs.training_data import digest_set_hash, in_evaluation_share, labelled_parts
 from db import Label
@@ -47,7 +52,7 @@ def train_classifier_job(ctx: JobContext) -> JobOutcome:
     holdout = float(params.get("holdout_fraction", DEFAULT_CLASSIFIER_HOLDOUT))
     ctx.progress(0.0, "Collecting the labelled parts")
     with ctx.session_factory() as session:
-        project, _ = _project_and_base(session, ctx)
+        project, _ = project_and_active_detector(session, ctx)
         active = active_version(session, project.id, ModelFamily.CLASSIFIER)
         parts = labelled_parts(session, project.id, ctx.data_dir)
         target_fnr = float(project.target_fnr)
@@ -99,7 +104,7 @@ def train_classifier_job(ctx: JobContext) -> JobOutcome:
             "good_share": holdout,
             "digests_hash": digest_set_hash(p.sha256 for p in heldout),
         },
-        fpr_margin=_margin(params),
+        fpr_margin=gate_margin(params),
         notes=["The threshold was chosen on the classifier's own validation split."],
     )
     report_json = asdict(report)
@@ -122,5 +127,5 @@ def train_classifier_job(ctx: JobContext) -> JobOutcome:
         "heldout": [{"sha256": p.sha256, "label": p.label} for p in heldout],
     }
     ctx.progress(0.95, "Saving the candidate")
-    version = _save_candidate(ctx, project, classifier, metrics, snapshot, "Classifier")
-    return _outcome(version, gate, "Classifier")
+    version = save_candidate(ctx, project, classifier, metrics, snapshot, "Classifier")
+    return candidate_outcome(version, gate, "Classifier")

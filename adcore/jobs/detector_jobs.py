@@ -58,7 +58,7 @@ def refit_detector(ctx: JobContext) -> JobOutcome:
     holdout = float(params.get("holdout_fraction", DEFAULT_HOLDOUT_FRACTION))
     ctx.progress(0.0, "Collecting the training images and labelled parts")
     with ctx.session_factory() as session:
-        project, base = _project_and_base(session, ctx)
+        project, base = project_and_active_detector(session, ctx)
         parts = labelled_parts(session, project.id, ctx.data_dir)
         snapshot = dict(base.training_snapshot or {}) if base else {}
         snapshot_images, missing = locate_snapshot_images(
@@ -96,7 +96,7 @@ def refit_detector(ctx: JobContext) -> JobOutcome:
         active_version_id=base.id if base else None,
         active_version=base.version if base else None,
         heldout=_heldout_facts(heldout, unreadable, holdout),
-        fpr_margin=_margin(params),
+        fpr_margin=gate_margin(params),
         notes=notes,
     )
     metrics = {
@@ -124,8 +124,8 @@ def refit_detector(ctx: JobContext) -> JobOutcome:
         "heldout": [{"sha256": p.sha256, "label": p.label} for p in heldout],
     }
     ctx.progress(0.9, "Saving the candidate")
-    version = _save_candidate(ctx, project, detector, metrics, new_snapshot, "Refit")
-    return _outcome(version, gate, "Refit")
+    version = save_candidate(ctx, project, detector, metrics, new_snapshot, "Refit")
+    return candidate_outcome(version, gate, "Refit")
 
 
 def recalibrate_threshold(ctx: JobContext) -> JobOutcome:
@@ -142,7 +142,7 @@ def recalibrate_threshold(ctx: JobContext) -> JobOutcome:
 
     ctx.progress(0.0, "Collecting the labelled parts")
     with ctx.session_factory() as session:
-        project, base = _project_and_base(session, ctx)
+        project, base = project_and_active_detector(session, ctx)
         if base is None:
             raise DatasetError("The project has no active detector to recalibrate.")
         parts = labelled_parts(session, project.id, ctx.data_dir)
@@ -163,7 +163,7 @@ def recalibrate_threshold(ctx: JobContext) -> JobOutcome:
         active_version_id=base.id,
         active_version=base.version,
         heldout=_heldout_facts(heldout, unreadable, 1.0),
-        fpr_margin=_margin(ctx.parameters),
+        fpr_margin=gate_margin(ctx.parameters),
         notes=["The threshold was chosen on the same labelled parts it is evaluated on."],
     )
     detector.with_threshold(choice.value)
@@ -183,11 +183,17 @@ def recalibrate_threshold(ctx: JobContext) -> JobOutcome:
         "calibration": [{"sha256": p.sha256, "label": p.label} for p in heldout],
     }
     ctx.progress(0.9, "Saving the candidate")
-    version = _save_candidate(ctx, project, detector, metrics, snapshot, "Recalibrated")
-    return _outcome(version, gate, "Recalibrated")
+    version = save_candidate(ctx, project, detector, metrics, snapshot, "Recalibrated")
+    return candidate_outcome(version, gate, "Recalibrated")
 
 
-def _project_and_base(session: Any, ctx: JobContext) -> tuple[Project, ModelVersion | None]:
+def project_and_active_detector(
+    session: Any, ctx: JobContext
+) -> tuple[Project, ModelVersion | None]:
+    """The job's project and its active detector, after checking the queuer may train models.
+
+    Shared by every job kind that trains (also :mod:`adcore.jobs.classifier_jobs`).
+    """
     if ctx.project_id is None:
         raise DatasetError("This job needs a project.")
     if ctx.created_by_id is not None:
@@ -250,7 +256,7 @@ def _heldout_facts(heldout: list[LabelledPart], unreadable: list, fraction: floa
     }
 
 
-def _save_candidate(
+def save_candidate(
     ctx: JobContext,
     project: Project,
     detector: Any,
@@ -283,7 +289,7 @@ def _save_candidate(
     return version
 
 
-def _outcome(version: ModelVersion, gate: dict[str, Any], what: str) -> JobOutcome:
+def candidate_outcome(version: ModelVersion, gate: dict[str, Any], what: str) -> JobOutcome:
     decision = gate["decision"]
     verdict = "passes the gate" if decision["passed"] else "does not pass the gate"
     return JobOutcome(
@@ -297,6 +303,6 @@ def _target_fnr(project: Project) -> float:
     return min(float(project.target_fnr), _MAX_TARGET_FNR)
 
 
-def _margin(params: dict) -> float:
+def gate_margin(params: dict) -> float:
     value = params.get("fpr_margin")
     return check_margin(value) if value is not None else fpr_margin_from_env()

@@ -11,7 +11,7 @@ from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 from synthetic_parts import make_part
 
-from db import init_db, make_session_factory
+from db import Project, init_db, make_session_factory, register_model_version
 
 
 @pytest.fixture
@@ -31,6 +31,25 @@ def session_factory(
 def factory(session_factory: sessionmaker[Session]) -> sessionmaker[Session]:
     """The same as ``session_factory``, under the shorter name some tests use."""
     return session_factory
+
+
+@pytest.fixture
+def project_and_version(session_factory: sessionmaker[Session]) -> tuple[int, int]:
+    """A project and a version without its own threshold (the detector's is used)."""
+    with session_factory() as session, session.begin():
+        project = Project(name="widgets")
+        session.add(project)
+        session.flush()
+        version = register_model_version(
+            session,
+            project_id=project.id,
+            kind="patchcore",
+            artifact_path="models/widgets/v1",
+            metrics={},
+            threshold=None,
+            training_snapshot={},
+        )
+        return project.id, version.id
 
 
 @pytest.fixture

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ import adcore.explain
 from adcore.detectors.base import Prediction as Scored
 from adcore.explain import ExplanationFacts, render
 from adcore.inspection import inspect_uploads
-from db import Prediction, Project, init_db, make_session_factory, register_model_version
+from db import Prediction
 
 
 class ScratchDetector:
@@ -32,30 +31,10 @@ class ScratchDetector:
         return out
 
 
-@pytest.fixture
-def factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[sessionmaker[Session]]:
-    monkeypatch.setenv("LOUPE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("LOUPE_DATABASE_URL", raising=False)
-    engine = init_db()
-    yield make_session_factory(engine)
-    engine.dispose()
-
-
-def inspect(factory: sessionmaker[Session]) -> list[Prediction]:
-    with factory() as session, session.begin():
-        project = Project(name="widgets")
-        session.add(project)
-        session.flush()
-        version = register_model_version(
-            session,
-            project_id=project.id,
-            kind="patchcore",
-            artifact_path="models/widgets/v1",
-            metrics={},
-            threshold=None,
-            training_snapshot={},
-        )
-        project_id, version_id = project.id, version.id
+def inspect(
+    factory: sessionmaker[Session], project_and_version: tuple[int, int]
+) -> list[Prediction]:
+    project_id, version_id = project_and_version
     results = inspect_uploads(
         factory,
         project_id=project_id,
@@ -68,8 +47,10 @@ def inspect(factory: sessionmaker[Session]) -> list[Prediction]:
         return list(session.scalars(select(Prediction).order_by(Prediction.id)))
 
 
-def test_predictions_carry_facts_and_text(factory: sessionmaker[Session]) -> None:
-    good, scratch = inspect(factory)
+def test_predictions_carry_facts_and_text(
+    factory: sessionmaker[Session], project_and_version: tuple[int, int]
+) -> None:
+    good, scratch = inspect(factory, project_and_version)
 
     assert good.verdict == "good" and scratch.verdict == "defect"
     good_facts = ExplanationFacts.from_json(good.explanation["facts"])
@@ -83,6 +64,7 @@ def test_predictions_carry_facts_and_text(factory: sessionmaker[Session]) -> Non
 
 def test_an_explainer_error_stores_none_and_keeps_the_prediction(
     factory: sessionmaker[Session],
+    project_and_version: tuple[int, int],
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -91,7 +73,7 @@ def test_an_explainer_error_stores_none_and_keeps_the_prediction(
 
     monkeypatch.setattr(adcore.explain, "explain", broken)
 
-    predictions = inspect(factory)
+    predictions = inspect(factory, project_and_version)
 
     assert len(predictions) == 2
     assert all(prediction.explanation is None for prediction in predictions)

@@ -22,7 +22,7 @@ from adcore.inspection import (
     load_anomaly_map,
     overlay_image,
 )
-from db import Image, Prediction, Project, init_db, make_session_factory, register_model_version
+from db import Image, Prediction, init_db, make_session_factory, register_model_version
 
 TINY = PatchCoreConfig(image_size=64, coreset_ratio=0.1)
 
@@ -51,25 +51,6 @@ def session_factory(data_dir: Path) -> Iterator[sessionmaker[Session]]:
     engine = init_db()
     yield make_session_factory(engine)
     engine.dispose()
-
-
-@pytest.fixture
-def project_and_version(session_factory: sessionmaker[Session]) -> tuple[int, int]:
-    """A project and a version without its own threshold (the detector's is used)."""
-    with session_factory() as session, session.begin():
-        project = Project(name="widgets")
-        session.add(project)
-        session.flush()
-        version = register_model_version(
-            session,
-            project_id=project.id,
-            kind="patchcore",
-            artifact_path="models/widgets/v1",
-            metrics={},
-            threshold=None,
-            training_snapshot={},
-        )
-        return project.id, version.id
 
 
 def count(factory: sessionmaker[Session], model: type) -> int:

@@ -27,7 +27,7 @@ from db.engine import create_engine_for_url, init_db, make_session_factory
 from db.errors import AppendOnlyError, MigrationError, StorageError
 from db.image_store import absolute_image_path
 from db.migrate import current_revision, downgrade, upgrade
-from db.models import Image, Job, ModelVersion, Prediction, Project, Review, User
+from db.models import ExplanationNote, Image, Job, ModelVersion, Prediction, Project, Review, User
 from db.permissions import (
     CAN_MANAGE_MODELS,
     CAN_MANAGE_USERS,
@@ -61,6 +61,7 @@ __all__ = [
     "CAN_MANAGE_USERS",
     "CAN_REVIEW",
     "AppendOnlyError",
+    "ExplanationNote",
     "Base",
     "Image",
     "ImageSource",

@@ -112,6 +112,13 @@ class ModelStatus(StrEnum):
     RETIRED = "retired"
 
 
+class NoteAction(StrEnum):
+    """What an inspector did with a shown explanation."""
+
+    ACCEPTED = "accepted"
+    EDITED = "edited"
+
+
 class JobStatus(StrEnum):
     """Life cycle of a background job."""
 

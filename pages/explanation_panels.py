@@ -7,7 +7,13 @@
 * **Grad-CAM** of the project's active supervised classifier (when one is active): which
   regions pushed p(defect) up, next to the classifier's probability and likely defect type.
 
-Later explainers (text explanations) add their panels in :func:`explanation_panels`.
+When the project's language-model option is on, the "Why" panel shows the grounded text at
+once and rephrases it in a background thread (:func:`adcore.explain.rewriting.rewrite_prediction`:
+loaded once per server process, fact-checked, stored with the prediction); a fragment polls the
+thread and the page re-runs to show the rewrite. Under the text, inspectors accept or edit it
+(:mod:`pages.explanation_notes_panel`).
+
+Later explainers add their panels in :func:`explanation_panels`.
 """
 
 from __future__ import annotations
@@ -21,8 +27,21 @@ import numpy as np
 import streamlit as st
 
 import db
+from adcore.explain.rewriting import (
+    LanguageModelChoice,
+    RewriteOutcome,
+    choice_unavailable,
+    language_model_choice,
+    rewrite_prediction,
+    stored_rewrite,
+)
 from db.model_families import ModelFamily, active_version
-from pages.common import image_pixels, resolve_artifact, transaction
+from pages.background_work import JobProgress, start_job
+from pages.common import image_pixels, resolve_artifact, session_factory, transaction
+from pages.explanation_notes_panel import explanation_notes
+
+REWRITE_JOBS_KEY = "_explanation_rewrites"  # {(prediction id, model label): JobProgress}
+REWRITE_POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -107,24 +126,118 @@ def explanation_on_the_fly(
     return explain(pixels, load_anomaly_map(anomaly_map_path), score, threshold)
 
 
-def text_explanation_panel(
-    explanation: dict[str, Any] | None,
-    stored_path: str,
-    anomaly_map_path: str | None,
-    score: float,
-    threshold: float,
-) -> None:
-    """The text panel: the stored explanation, or one computed now for an older prediction."""
-    if explanation is None and anomaly_map_path is not None:
+@dataclass(frozen=True)
+class ExplainedPart:
+    """What the "Why" panel needs about one prediction (read in one transaction)."""
+
+    prediction_id: int
+    explanation: dict[str, Any] | None
+    stored_path: str
+    anomaly_map_path: str | None
+    score: float
+    threshold: float
+    language_model: LanguageModelChoice | None  # None: the project's option is off
+
+
+def rewrite_job(prediction_id: int, choice: LanguageModelChoice) -> JobProgress:
+    """This session's background rewrite of a prediction by a model (started on first call)."""
+    jobs: dict[tuple[int, str], JobProgress] = st.session_state.setdefault(REWRITE_JOBS_KEY, {})
+    key = (prediction_id, choice.label)
+    if key not in jobs:
+        factory = session_factory()
+        jobs[key] = start_job(
+            f"rephrasing prediction {prediction_id}",
+            lambda _progress: rewrite_prediction(factory, prediction_id),
+        )
+    return jobs[key]
+
+
+def poll_rewrite(job: JobProgress, label: str) -> None:
+    """Re-check the background rewrite every second; re-run the page when it has ended."""
+
+    @st.fragment(run_every=REWRITE_POLL_SECONDS)
+    def poll() -> None:
+        if job.snapshot()["done"]:
+            st.rerun()  # the whole page: the text and the Accept / Edit buttons change
+        st.caption(f":material/autorenew: Rephrasing with {label}… (the measured text meanwhile)")
+
+    poll()
+
+
+def show_rewrite(rewrite: dict[str, Any], grounded: str) -> tuple[str, str]:
+    """Draw a finished rewrite; return the shown text and who wrote it."""
+    if rewrite.get("used_model"):
+        st.markdown(rewrite["text"])
+        st.caption(f":material/verified: Rephrased by {rewrite['model']}, fact-checked.")
+        return rewrite["text"], rewrite.get("source", "model")
+    problems = "; ".join(rewrite.get("problems") or ()) or "no reason given"
+    st.markdown(grounded)
+    st.caption(
+        f":material/block: Rewrite rejected by the fact-check: {problems}; showing the "
+        "measured text."
+    )
+    return grounded, "grounded"
+
+
+def show_text(part: ExplainedPart, grounded: str) -> tuple[str, str]:
+    """Draw the explanation text (grounded, or the language model's rewrite).
+
+    Returns:
+        The shown text and who wrote it (``grounded``, ``model`` or ``adapter``).
+    """
+    choice = part.language_model
+    if choice is None:
+        st.markdown(grounded)
+        return grounded, "grounded"
+    reason = choice_unavailable(choice)
+    if reason is not None:
+        st.markdown(grounded)
+        st.caption(f":material/block: Language-model rewrite unavailable: {reason}")
+        return grounded, "grounded"
+    rewrite = stored_rewrite(part.explanation, choice)
+    if rewrite is None:
+        job = rewrite_job(part.prediction_id, choice)
+        state = job.snapshot()
+        if not state["done"]:
+            st.markdown(grounded)
+            poll_rewrite(job, choice.label)
+            return grounded, "grounded"
+        outcome: RewriteOutcome | None = state["result"]
+        rewrite = outcome.rewrite if outcome is not None else None
+        if rewrite is None:
+            why = state["error"] or (outcome.reason if outcome is not None else None)
+            st.markdown(grounded)
+            st.caption(f":material/block: Language-model rewrite unavailable: {why}")
+            return grounded, "grounded"
+    return show_rewrite(rewrite, grounded)
+
+
+def text_explanation_panel(part: ExplainedPart) -> None:
+    """The text panel: the stored explanation (maybe rephrased), or one computed now."""
+    explanation = part.explanation
+    stored = bool(explanation and explanation.get("facts") and explanation.get("text"))
+    if explanation is None and part.anomaly_map_path is not None:
         try:
-            explanation = explanation_on_the_fly(stored_path, anomaly_map_path, score, threshold)
+            explanation = explanation_on_the_fly(
+                part.stored_path, part.anomaly_map_path, part.score, part.threshold
+            )
         except (OSError, ValueError) as err:  # e.g. a missing map file
             st.caption(f"No explanation for this part: {err}")
             return
     if not explanation or not explanation.get("text"):
         return
     st.subheader("Why")
-    st.markdown(explanation["text"])
+    if not stored:  # computed now: nothing to rephrase or to note
+        st.markdown(explanation["text"])
+        measured_facts(explanation)
+        return
+    shown_text, source = show_text(part, explanation["text"])
+    measured_facts(explanation)
+    explanation_notes(part.prediction_id, shown_text, source)
+
+
+def measured_facts(explanation: dict[str, Any]) -> None:
+    """The measured facts behind the text, folded away."""
     with st.expander("Measured facts"):
         st.json(explanation.get("facts") or {})
 
@@ -140,15 +253,17 @@ def explanation_panels(prediction_id: int | None) -> list[Callable[[], None]]:
         image = prediction.image
         classifier = active_version(session, image.project_id, ModelFamily.CLASSIFIER)
         stored_path = image.stored_path
-        explained = (
-            prediction.explanation,
-            stored_path,
-            prediction.anomaly_map_path,
-            prediction.score,
-            prediction.threshold,
+        part = ExplainedPart(
+            prediction_id=prediction.id,
+            explanation=prediction.explanation,
+            stored_path=stored_path,
+            anomaly_map_path=prediction.anomaly_map_path,
+            score=prediction.score,
+            threshold=prediction.threshold,
+            language_model=language_model_choice(session, image.project_id),
         )
         found = (classifier.artifact_path, f"v{classifier.version}") if classifier else None
-    panels: list[Callable[[], None]] = [partial(text_explanation_panel, *explained)]
+    panels: list[Callable[[], None]] = [partial(text_explanation_panel, part)]
     if found is not None:
         panels.append(partial(gradcam_panel, found[0], stored_path, found[1]))
     return panels

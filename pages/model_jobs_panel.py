@@ -84,6 +84,16 @@ JOB_KIND_SPECS: tuple[JobKindSpec, ...] = (
 )
 
 
+TUNE_EXPLAINER_SPEC = JobKindSpec(
+    "tune_explainer",
+    "Tune explainer",
+    "Trains a small adapter of the project's language model on the inspectors' accepted and "
+    "edited explanations. It becomes an explainer candidate: promote it to use it.",
+    ":material/psychology:",
+)
+"""Queued from the Explanations section (:mod:`pages.explanation_settings_panel`)."""
+
+
 def no_worker() -> bool:
     """Whether ``$LOUPE_NO_WORKER`` asks the app not to start a job worker."""
     return os.environ.get(NO_WORKER_ENV, "").strip() not in ("", "0")
@@ -221,7 +231,7 @@ def when(moment: datetime | None) -> str:
 
 
 def _job_row(job: db.Job, creator: str | None, version_numbers: dict[int, int]) -> None:
-    spec = next((s for s in JOB_KIND_SPECS if s.kind == job.kind), None)
+    spec = next((s for s in (*JOB_KIND_SPECS, TUNE_EXPLAINER_SPEC) if s.kind == job.kind), None)
     title = spec.label if spec else job.kind
     with st.container(border=True, key=f"job-{job.id}"):
         head, action = st.columns([5, 1], vertical_alignment="center")

@@ -1,7 +1,8 @@
 """Models (managers, admins): versions, the learning loop, first training, thresholds.
 
 The learning loop (queue a retraining job, follow it, compare the candidate with the active
-model, promote through the gate or roll back) is drawn by :mod:`pages.model_jobs_panel`.
+model, promote through the gate or roll back) is drawn by :mod:`pages.model_jobs_panel`; the
+per-project language-model option and explainer tuning by :mod:`pages.explanation_settings_panel`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pages.common import (
     transaction,
     user_facing_errors,
 )
+from pages.explanation_settings_panel import explanations_section
 from pages.model_candidates_panel import candidates_section, rollback_buttons
 from pages.model_jobs_panel import improve_section, jobs_panel
 
@@ -179,6 +181,7 @@ else:
 # ---- the learning loop: candidates, jobs that make them
 candidates_section(project_id)
 improve_section(project_id, has_active_detector=active is not None)
+explanations_section(project_id)
 jobs_panel(project_id)
 
 # ---- training

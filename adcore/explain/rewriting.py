@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 REWRITE_KEY = "rewrite"
 """Where the rewrite is kept inside ``Prediction.explanation``."""
-MAX_NEW_TOKENS = 80
+MAX_NEW_TOKENS = 60
 
 
 @dataclass(frozen=True)

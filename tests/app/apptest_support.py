@@ -75,3 +75,42 @@ def signed_in_app(role: str) -> AppTest:
     assert not at.exception, at.exception
     assert at.session_state["user"]["role"] == role
     return at
+
+
+TINY_LLM_WORDS = "the a part region score is at of and on in image surface inspector shows".split()  # noqa: SIM905
+
+
+def save_tiny_language_model(folder: Path) -> Path:
+    """Save a 1-layer random Llama and a word-level tokenizer to ``folder`` (no download).
+
+    The vocabulary holds no verdict word, so a real rewrite by this model always fails the
+    fact-check; tests that need a faithful rewrite replace ``LanguageModelExplainer._generate``.
+    """
+    import torch
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {word: index for index, word in enumerate(["[UNK]", "<pad>", "<eos>", *TINY_LLM_WORDS])}
+    backend = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="[UNK]", pad_token="<pad>", eos_token="<eos>"
+    )
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=vocab["<pad>"],
+        eos_token_id=vocab["<eos>"],
+        bos_token_id=vocab["<eos>"],
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

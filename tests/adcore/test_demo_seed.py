@@ -11,10 +11,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from adcore import demo
 from adcore.datasets import load_elpv, load_mvtec
-from adcore.demo import DEMO_PROJECT, demo_sample, seed_demo
+from adcore.demo import DEMO_PROJECT, demo_sample, enable_smollm2_once, seed_demo
 from adcore.detectors import registry
 from adcore.detectors.registry import build_detector
-from db import get_project, init_db, list_model_versions, make_session_factory
+from adcore.explain.language_model import language_model_unavailable
+from db import Project, get_project, init_db, list_model_versions, make_session_factory
+from db.project_settings import SMOLLM2_SOURCE, LanguageModelSetting, language_model_setting
 from db.review_queue import review_queue
 
 
@@ -62,6 +64,26 @@ def test_seed_demo_flow_on_a_tiny_stand_in(
         versions = list_model_versions(session, project.id)
         assert [(v.version, v.status, v.created_by_id) for v in versions] == [(1, "active", None)]
         assert len(review_queue(session, project.id, near_margin=1.0)) == 4
+        installed = language_model_unavailable(SMOLLM2_SOURCE) is None
+        assert language_model_setting(project).enabled == installed
+
+
+def test_smollm2_is_turned_on_once_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import adcore.explain.language_model as language_model
+
+    monkeypatch.setattr(language_model, "language_model_unavailable", lambda source: None)
+    project = Project(name="demo")
+    assert enable_smollm2_once(project)
+    assert language_model_setting(project) == LanguageModelSetting(True, SMOLLM2_SOURCE)
+
+    project.settings = {"language_model": {"enabled": False, "source": SMOLLM2_SOURCE}}
+    assert not enable_smollm2_once(project)  # a manager turned it off: it stays off
+    assert not language_model_setting(project).enabled
+
+    monkeypatch.setattr(language_model, "language_model_unavailable", lambda source: "missing")
+    absent = Project(name="demo without smollm2")
+    assert not enable_smollm2_once(absent)
+    assert not language_model_setting(absent).enabled
 
 
 @pytest.mark.slow

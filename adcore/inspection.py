@@ -7,6 +7,11 @@ anomaly map and a :class:`db.Prediction` row.
 
 Each prediction also stores a grounded explanation (:mod:`adcore.explain`: measured facts and
 one to three sentences) in ``Prediction.explanation``; an explainer error stores ``None``.
+Detectors that give a global feature vector per image have it stored in
+``Prediction.embedding`` (float16), and a flagged part's explanation names the confirmed
+defect type it resembles most (:mod:`adcore.explain.neighbours`). The confirmed defects' vectors
+of the model version are read once per scoring batch, so each part costs one matrix-vector
+product.
 
 Anomaly maps are stored by :mod:`adcore.anomaly_maps` (``<data dir>/maps/<uuid>.npy``). A map
 file is written before its row, so a committed row always has its file; the file of a failed
@@ -15,6 +20,7 @@ transaction is removed. ``overlay_image`` and ``load_anomaly_map`` are re-export
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -31,6 +37,13 @@ from sqlalchemy.orm import sessionmaker
 from adcore.anomaly_maps import load_anomaly_map, overlay_image, save_anomaly_map
 from adcore.detectors.base import Progress, report
 from adcore.errors import DatasetError, ImageLoadError
+from adcore.explain.neighbours import (
+    DefectLibrary,
+    SimilarDefects,
+    embedding_to_bytes,
+    load_defect_library,
+    nearest_defect_types,
+)
 from adcore.image_io import ImageLimits, is_image_path, load_image
 from db import (
     Image,
@@ -294,6 +307,7 @@ def _inspect(
                 for index, name, _, _ in decoded:
                     results[index] = InspectionResult.failed(name, f"Scoring failed: {err}")
                 predictions = []
+            library = _library(Session, project_id, model_version_id, predictions)
             for (index, name, data, pixels), prediction in zip(decoded, predictions, strict=False):
                 results[index] = _store(
                     Session,
@@ -302,6 +316,8 @@ def _inspect(
                     pixels=pixels,
                     score=float(prediction.score),
                     anomaly_map=prediction.anomaly_map,
+                    embedding=getattr(prediction, "embedding", None),
+                    library=library,
                     threshold=threshold,
                     project_id=project_id,
                     model_version_id=model_version_id,
@@ -321,6 +337,8 @@ def _store(
     pixels: np.ndarray,
     score: float,
     anomaly_map: np.ndarray,
+    embedding: np.ndarray | None,
+    library: DefectLibrary,
     threshold: float,
     project_id: int,
     model_version_id: int,
@@ -329,7 +347,11 @@ def _store(
 ) -> InspectionResult:
     """Store one scored image, map and prediction (with its explanation) in one transaction."""
     verdict = "defect" if score >= threshold else "good"
-    explanation = _explanation(name, pixels, anomaly_map, score, threshold)
+    similar = None
+    if verdict == "defect" and embedding is not None and len(library):
+        similar = _similar(name, data, embedding, library)
+    explanation = _explanation(name, pixels, anomaly_map, score, threshold, similar)
+    stored_embedding = None if embedding is None else embedding_to_bytes(embedding)
     try:
         map_path = save_anomaly_map(anomaly_map, data_dir)
     except OSError as err:
@@ -354,6 +376,7 @@ def _store(
                 verdict=verdict,
                 anomaly_map_path=map_path,
                 explanation=explanation,
+                embedding=stored_embedding,
             )
             session.add(row)
             session.flush()
@@ -365,7 +388,12 @@ def _store(
 
 
 def _explanation(
-    name: str, pixels: np.ndarray, anomaly_map: np.ndarray, score: float, threshold: float
+    name: str,
+    pixels: np.ndarray,
+    anomaly_map: np.ndarray,
+    score: float,
+    threshold: float,
+    similar: SimilarDefects | None,
 ) -> dict[str, Any] | None:
     """``{"facts": ..., "text": ...}`` for ``Prediction.explanation``; None (logged) on error.
 
@@ -374,9 +402,41 @@ def _explanation(
     from adcore.explain import explain
 
     try:
-        return explain(pixels, anomaly_map, score, threshold)
+        return explain(pixels, anomaly_map, score, threshold, similar=similar)
     except Exception:  # noqa: BLE001 - any failure of the explainer only loses the explanation
         logger.exception("Could not explain the prediction of %s", name)
+        return None
+
+
+def _library(
+    Session: sessionmaker[OrmSession],  # noqa: N803
+    project_id: int,
+    model_version_id: int,
+    predictions: Sequence[Any],
+) -> DefectLibrary:
+    """The version's confirmed defects with vectors, read once per batch (empty on error).
+
+    Nothing is read when no prediction of the batch has a vector.
+    """
+    if all(getattr(p, "embedding", None) is None for p in predictions):
+        return DefectLibrary.empty()
+    try:
+        with Session() as session:
+            return load_defect_library(session, project_id, model_version_id)
+    except SQLAlchemyError:
+        logger.exception("Could not read the confirmed defects of project %s", project_id)
+        return DefectLibrary.empty()
+
+
+def _similar(
+    name: str, data: bytes, embedding: np.ndarray, library: DefectLibrary
+) -> SimilarDefects | None:
+    """The confirmed defect type a part resembles (never itself); None (logged) on error."""
+    try:
+        own_key = hashlib.sha256(data).hexdigest()
+        return nearest_defect_types(embedding, library, exclude_key=own_key)
+    except ValueError:
+        logger.exception("Could not compare %s with the confirmed defects", name)
         return None
 
 

@@ -36,11 +36,15 @@ class Prediction:
         score: Image anomaly score; higher is more anomalous.
         anomaly_map: (S, S) float32 per-pixel anomaly score at the model's input resolution.
         threshold: The decision threshold in force when scored, or None if none is set.
+        embedding: (D,) float32 global feature vector of the image, computed in the same pass
+            (for "resembles confirmed defects", :mod:`adcore.explain.neighbours`), or None for
+            models that give none.
     """
 
     score: float
     anomaly_map: np.ndarray
     threshold: float | None = None
+    embedding: np.ndarray | None = None
 
     @property
     def is_defect(self) -> bool | None:
@@ -230,6 +234,22 @@ class BatchDetector:
         """
         raise NotImplementedError
 
+    def _score_and_embed_batch(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Score one batch and give each image a global feature vector, in one pass.
+
+        Detectors without feature vectors keep this default, which gives None.
+
+        Args:
+            x: (B, 3, S, S) RGB in [0, 1] on ``self.device``.
+
+        Returns:
+            ((B,) image scores, (B, S, S) anomaly maps, (B, D) vectors or None).
+        """
+        scores, maps = self._score_batch(x)
+        return scores, maps, None
+
     def predict(
         self, images: Sequence[np.ndarray], progress: Progress | None = None
     ) -> list[Prediction]:
@@ -240,7 +260,8 @@ class BatchDetector:
             progress: Optional callback.
 
         Returns:
-            One :class:`Prediction` per image, (S, S) float32 maps at ``image_size``.
+            One :class:`Prediction` per image, (S, S) float32 maps at ``image_size`` and, for
+            models that give them, (D,) float32 embeddings.
         """
         tell = report(progress)
         out: list[Prediction] = []
@@ -248,11 +269,11 @@ class BatchDetector:
         with torch.inference_mode():
             for start in range(0, len(images), bs):
                 x = to_tensor_batch(images[start : start + bs], self.config.image_size)
-                scores, maps = self._score_batch(x.to(self.device))
-                for s, m in zip(
-                    scores.float().cpu().numpy(), maps.float().cpu().numpy(), strict=True
-                ):
-                    out.append(Prediction(float(s), m.astype(np.float32), self.threshold))
+                scores, maps, vectors = self._score_and_embed_batch(x.to(self.device))
+                scores, maps = scores.float().cpu().numpy(), maps.float().cpu().numpy()
+                rows = [None] * len(scores) if vectors is None else vectors.float().cpu().numpy()
+                for s, m, v in zip(scores, maps, rows, strict=True):
+                    out.append(Prediction(float(s), m.astype(np.float32), self.threshold, v))
                 done = min(start + bs, len(images))
                 tell(done / len(images), f"Scored {done}/{len(images)} images")
         return out

@@ -6,7 +6,12 @@ A text passes when
   flagged part; "passed", "good", ... for a passed one) and no unnegated word of the other
   verdict, and
 * every number in it is one of the facts' numbers (score, threshold, relative margin in percent,
-  region count, area percentages), equal up to the rounding the text shows.
+  region count, area percentages, the count of similar confirmed defects and of neighbours
+  considered), equal up to the rounding the text shows.
+
+The name of the similar confirmed defect type is an inspector's free text: its occurrences are
+left out before checking, so a type such as ``"crack 2"`` or ``"not good"`` neither adds a
+number nor a verdict word.
 
 The grounded renderer (:func:`adcore.explain.sentences.render`) always passes; a rewritten text
 that fails is replaced by the grounded one and the event is logged by the caller.
@@ -47,7 +52,8 @@ def fact_numbers(facts: ExplanationFacts) -> list[float]:
     values.append(float(facts.n_regions))
     if facts.relative_margin is not None:
         values.append(abs(facts.relative_margin) * 100)
-    values.extend(float(count) for _, count in facts.nearest_defect_types)
+    if facts.similar_defect_type:
+        values.extend([float(facts.similar_count), float(facts.similar_k)])
     return values
 
 
@@ -81,6 +87,9 @@ def check_text(text: str, facts: ExplanationFacts) -> FactCheck:
         A :class:`FactCheck`.
     """
     problems: list[str] = []
+    if facts.similar_defect_type:
+        name = rf"(?<!\w){re.escape(facts.similar_defect_type)}(?!\w)"
+        text = re.sub(name, " ", text, flags=re.IGNORECASE)
     words = _WORD.findall(text.lower().replace("n't", " not"))
     other = "good" if facts.verdict == "defect" else "defect"
     if not _mentions(words, VERDICT_WORDS[facts.verdict], unnegated=True):

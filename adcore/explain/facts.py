@@ -31,17 +31,24 @@ Rules (all fixed, so the same prediction always gives the same facts):
 * **Intensity**: mean grey of the largest region minus mean grey of the part outside all
   regions; ``"darker"`` / ``"brighter"`` beyond :data:`INTENSITY_DEAD_BAND` grey levels, else
   ``"similar"``.
+* **Similar confirmed defects** (defect verdicts only, when the caller passes them): the
+  majority defect type among the part's nearest inspector-confirmed defects by feature
+  similarity, its count and the number of neighbours considered
+  (:func:`adcore.explain.neighbours.nearest_defect_types` has the rules).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Self
+from dataclasses import asdict, dataclass, fields, replace
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 from PIL import Image as PILImage
 from scipy import ndimage
+
+if TYPE_CHECKING:
+    from adcore.explain.neighbours import SimilarDefects
 
 ANALYSIS_SIDE = 256
 """Longer side of the analysis grid (pixels); larger images are downscaled to it."""
@@ -91,8 +98,10 @@ class ExplanationFacts:
         axis_ratio: Major/minor axis ratio of the largest region, or None.
         intensity: ``"darker"``, ``"brighter"`` or ``"similar"`` (largest region), or None.
         grey_difference: Mean grey of the largest region minus that of the rest of the part.
-        nearest_defect_types: ``(defect type, count)`` among the nearest confirmed defects,
-            filled by a later module; empty by default.
+        similar_defect_type: The defect type most frequent among the nearest confirmed
+            defects (defect verdicts only), or None.
+        similar_count: How many of those neighbours have that type (0 without one).
+        similar_k: Neighbours considered (0 without any).
     """
 
     verdict: str
@@ -114,34 +123,56 @@ class ExplanationFacts:
     axis_ratio: float | None = None
     intensity: str | None = None
     grey_difference: float | None = None
-    nearest_defect_types: tuple[tuple[str, int], ...] = ()
+    similar_defect_type: str | None = None
+    similar_count: int = 0
+    similar_k: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict (tuples become lists)."""
         data = asdict(self)
         data["part_box"] = list(self.part_box)
-        data["nearest_defect_types"] = [[name, count] for name, count in self.nearest_defect_types]
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | str) -> Self:
         """Rebuild facts from :meth:`to_json` output (a dict or its JSON text).
 
-        Unknown keys are ignored, so facts stored by a newer version still load.
+        Unknown keys are ignored, so facts stored by a newer version still load; missing
+        optional keys take their defaults, so facts stored by an older version load too.
         """
         if isinstance(data, str):
             data = json.loads(data)
         known = {f.name for f in fields(cls)}
         values = {key: value for key, value in data.items() if key in known}
         values["part_box"] = tuple(int(v) for v in values["part_box"])
-        values["nearest_defect_types"] = tuple(
-            (str(name), int(count)) for name, count in values.get("nearest_defect_types", ())
-        )
         return cls(**values)
+
+    def with_similar(self, similar: SimilarDefects | None) -> Self:
+        """These facts plus the nearest confirmed defects' majority type (defect verdicts only).
+
+        Args:
+            similar: The neighbours' majority type, or None.
+
+        Returns:
+            New facts; unchanged for a good verdict or without ``similar``.
+        """
+        if similar is None or self.verdict != "defect":
+            return self
+        return replace(
+            self,
+            similar_defect_type=str(similar.defect_type),
+            similar_count=int(similar.count),
+            similar_k=int(similar.k),
+        )
 
 
 def measure_facts(
-    image: np.ndarray, anomaly_map: np.ndarray, score: float, threshold: float
+    image: np.ndarray,
+    anomaly_map: np.ndarray,
+    score: float,
+    threshold: float,
+    *,
+    similar: SimilarDefects | None = None,
 ) -> ExplanationFacts:
     """Measure the facts of one prediction (see the module docstring for every rule).
 
@@ -150,13 +181,22 @@ def measure_facts(
         anomaly_map: (h, w) float anomaly map at any resolution (e.g. the model's input size).
         score: Image anomaly score.
         threshold: Decision threshold the verdict was made with.
+        similar: The nearest confirmed defects' majority type
+            (:func:`adcore.explain.neighbours.nearest_defect_types`); kept for defect verdicts.
 
     Returns:
-        The measured facts; region fields are empty for a good verdict.
+        The measured facts; region and similarity fields are empty for a good verdict.
 
     Raises:
         ValueError: If the image or map has the wrong number of dimensions.
     """
+    return _measure(image, anomaly_map, float(score), float(threshold)).with_similar(similar)
+
+
+def _measure(
+    image: np.ndarray, anomaly_map: np.ndarray, score: float, threshold: float
+) -> ExplanationFacts:
+    """:func:`measure_facts` without the similar confirmed defects."""
     pixels = np.asarray(image)
     if pixels.ndim not in (2, 3):
         raise ValueError(f"expected an (H, W, 3) or (H, W) image, got shape {pixels.shape}")

@@ -2,8 +2,12 @@
 
 Every number in the text is one of the facts' fields, rounded for display by
 :func:`format_value` / :func:`format_percent`: the score, the threshold, the relative margin
-(as a percentage), the regions' count and area percentages. Nothing is inferred that the facts
-do not say.
+(as a percentage), the regions' count and area percentages, and the count of similar confirmed
+defects. Nothing is inferred that the facts do not say.
+
+When the facts name a similar confirmed defect type, a flagged part's text ends with "It
+resembles 3 confirmed 'crack' parts."; if that would make a fourth sentence, it joins the last
+one ("...; it resembles ...") so the text stays within three sentences.
 """
 
 from __future__ import annotations
@@ -48,12 +52,26 @@ def render(facts: ExplanationFacts) -> str:
 
     Returns:
         E.g. ``"Flagged: score 41.2 is 40% above the threshold 29.4. One elongated, darker
-        region (scratch- or crack-like) at the upper-left rim covers 3.1% of the part."``
+        region (scratch- or crack-like) at the upper-left rim covers 3.1% of the part. It
+        resembles 3 confirmed 'crack' parts."``
     """
     sentences = [_verdict_sentence(facts)]
     if facts.verdict == "defect":
         sentences.extend(_region_sentences(facts))
+        resembles = _similar_clause(facts)
+        if resembles and len(sentences) < 3:
+            sentences.append(f"It {resembles}.")
+        elif resembles:
+            sentences[-1] = f"{sentences[-1].removesuffix('.')}; it {resembles}."
     return " ".join(sentences)
+
+
+def _similar_clause(facts: ExplanationFacts) -> str | None:
+    """``"resembles 3 confirmed 'crack' parts"``, or None without similar confirmed defects."""
+    if not facts.similar_defect_type or facts.similar_count < 1:
+        return None
+    noun = "part" if facts.similar_count == 1 else "parts"
+    return f"resembles {facts.similar_count} confirmed '{facts.similar_defect_type}' {noun}"
 
 
 def _verdict_sentence(facts: ExplanationFacts) -> str:

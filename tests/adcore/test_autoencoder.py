@@ -224,3 +224,29 @@ def test_bad_files_are_skipped_and_reported(tmp_path: Path) -> None:
     assert len(pairs) == 1 and [n for n, _ in failures] == ["text.png"]
     with pytest.raises(DatasetError):
         det.fit([tmp_path / "empty.png"])
+
+
+def test_module_scores_and_embeds_in_one_pass() -> None:
+    model = AutoencoderModel(64, depth=4, base_channels=4, max_channels=16, latent_channels=4)
+    x = torch.rand(2, 3, 64, 64)
+
+    with torch.inference_mode():
+        scores, maps, vectors = model.eval().score_and_embed(x)
+        plain_scores, plain_maps = model(x)
+
+    assert vectors.shape == (2, 4) and vectors.dtype == torch.float32
+    torch.testing.assert_close(scores, plain_scores)
+    torch.testing.assert_close(maps, plain_maps)
+
+
+def test_predictions_carry_a_bottleneck_vector(fitted: Autoencoder) -> None:
+    rng = np.random.default_rng(5)
+    square = _gradient(rng)
+    square[8:16, 8:16] = 255
+
+    predictions = fitted.predict([square, _gradient(rng)])
+
+    for prediction in predictions:
+        assert prediction.embedding.shape == (8,) and prediction.embedding.dtype == np.float32
+        assert np.isfinite(prediction.embedding).all()
+    assert np.linalg.norm(predictions[0].embedding) > 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from synthetic_parts import FLAGGED_FACTS
 
@@ -51,3 +53,39 @@ def test_a_contradicting_text_is_rejected(text: str, problem: str) -> None:
 def test_a_passed_part_called_defective_is_rejected_but_a_negation_is_not() -> None:
     assert not check_text("Defective cell, score 12.0.", PASSED).passed
     assert check_text("Passed: no defect found, score 12.0 below 29.4.", PASSED).passed
+
+
+RESEMBLING = dataclasses.replace(
+    FLAGGED, similar_defect_type="crack 2", similar_count=3, similar_k=5
+)
+
+
+def test_the_count_of_similar_confirmed_defects_is_a_fact() -> None:
+    grounded = render(RESEMBLING)
+
+    assert grounded.endswith("It resembles 3 confirmed 'crack 2' parts.")
+    assert check_text(grounded, RESEMBLING).passed
+    assert check_text(
+        "Flagged: 3 of its 5 nearest confirmed defects are cracks.", RESEMBLING
+    ).passed
+
+
+RESEMBLING_7 = dataclasses.replace(RESEMBLING, similar_count=7, similar_k=7)
+
+
+def test_a_wrong_count_of_similar_defects_is_rejected() -> None:
+    check = check_text("Flagged: it resembles 4 confirmed 'crack 2' parts.", RESEMBLING)
+
+    assert not check.passed
+    assert any("The number 4 is not one" in p for p in check.problems), check.problems
+
+
+def test_without_similar_defects_their_count_is_no_fact() -> None:
+    assert check_text("Flagged: it resembles 7 confirmed cracks.", RESEMBLING_7).passed
+    assert not check_text("Flagged: it resembles 7 confirmed cracks.", FLAGGED).passed
+
+
+def test_a_defect_type_named_like_a_verdict_is_not_read_as_one() -> None:
+    odd = dataclasses.replace(FLAGGED, similar_defect_type="good", similar_count=2, similar_k=2)
+
+    assert check_text(render(odd), odd).passed

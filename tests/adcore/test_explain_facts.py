@@ -11,6 +11,7 @@ from synthetic_parts import make_part
 
 from adcore.explain import ExplanationFacts, explain, measure_facts, render
 from adcore.explain.fact_check import NUMBER, check_text
+from adcore.explain.neighbours import SimilarDefects
 
 SIZE = 128
 
@@ -150,7 +151,14 @@ def test_json_round_trip() -> None:
     image = flat_part()
     blobs = disc(30, 30, 6) | disc(96, 90, 9)
     facts = measure_facts(image, heat(blobs), score=3.0, threshold=1.0)
-    facts = ExplanationFacts(**{**facts.__dict__, "nearest_defect_types": (("scratch", 3),)})
+    facts = ExplanationFacts(
+        **{
+            **facts.__dict__,
+            "similar_defect_type": "scratch",
+            "similar_count": 3,
+            "similar_k": 4,
+        }
+    )
 
     stored = json.dumps(facts.to_json())
 
@@ -198,3 +206,63 @@ def test_the_grounding_check_can_fail() -> None:
 
     with pytest.raises(AssertionError, match="not one of the measured facts"):
         assert_numbers_grounded(render(facts) + " It is 17.3 mm long.", facts)
+
+
+# --- similar confirmed defects ----------------------------------------------------------------
+
+CRACKS = SimilarDefects(defect_type="crack", count=3, k=5, best_similarity=0.9)
+
+
+def test_facts_stored_before_the_similarity_fields_still_load() -> None:
+    facts = measure_facts(flat_part(), heat(disc(64, 64, 8)), score=3.0, threshold=1.0)
+    old = facts.to_json()
+    for key in ("similar_defect_type", "similar_count", "similar_k"):
+        del old[key]
+    old["nearest_defect_types"] = []  # a field of the first version, gone since
+
+    loaded = ExplanationFacts.from_json(json.dumps(old))
+
+    assert loaded == facts
+    assert (loaded.similar_defect_type, loaded.similar_count, loaded.similar_k) == (None, 0, 0)
+
+
+def test_similar_defects_are_kept_for_a_flagged_part_only() -> None:
+    image, hot = flat_part(), heat(disc(64, 64, 8))
+
+    flagged = measure_facts(image, hot, score=3.0, threshold=1.0, similar=CRACKS)
+    passed = measure_facts(image, hot, score=0.5, threshold=1.0, similar=CRACKS)
+
+    assert (flagged.similar_defect_type, flagged.similar_count, flagged.similar_k) == (
+        "crack",
+        3,
+        5,
+    )
+    assert (passed.similar_defect_type, passed.similar_count) == (None, 0)
+    assert "resembles" not in render(passed)
+
+
+def test_the_text_says_which_confirmed_defects_the_part_resembles() -> None:
+    explanation = explain(flat_part(), heat(disc(64, 64, 8)), 3.0, 1.0, similar=CRACKS)
+    facts = ExplanationFacts.from_json(explanation["facts"])
+
+    assert explanation["text"].endswith(" It resembles 3 confirmed 'crack' parts.")
+    assert_numbers_grounded(explanation["text"], facts)
+
+
+def test_one_similar_part_is_singular() -> None:
+    one = SimilarDefects(defect_type="dent", count=1, k=1, best_similarity=0.6)
+    facts = measure_facts(flat_part(), heat(disc(64, 64, 8)), 3.0, 1.0, similar=one)
+
+    assert render(facts).endswith(" It resembles 1 confirmed 'dent' part.")
+
+
+def test_the_resemblance_joins_the_last_sentence_when_there_are_already_three() -> None:
+    blobs = disc(30, 30, 6) | disc(96, 90, 9)
+    facts = measure_facts(flat_part(), heat(blobs), 3.0, 1.0, similar=CRACKS)
+
+    text = render(facts)
+
+    assert facts.n_regions == 2
+    assert len(re.split(r"(?<=\.) ", text)) == 3
+    assert text.endswith("; it resembles 3 confirmed 'crack' parts.")
+    assert_numbers_grounded(text, facts)

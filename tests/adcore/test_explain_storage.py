@@ -60,6 +60,8 @@ def test_predictions_carry_facts_and_text(
     assert scratch.explanation["text"] == render(facts)
     assert (facts.n_regions, facts.shape, facts.intensity) == (1, "elongated", "darker")
     assert facts.threshold == pytest.approx(scratch.threshold)
+    assert facts.similar_defect_type is None  # this detector gives no feature vectors
+    assert good.embedding is None and scratch.embedding is None
 
 
 def test_an_explainer_error_stores_none_and_keeps_the_prediction(
@@ -68,7 +70,7 @@ def test_an_explainer_error_stores_none_and_keeps_the_prediction(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def broken(*_args: object) -> dict:
+    def broken(*_args: object, **_kwargs: object) -> dict:
         raise RuntimeError("explainer exploded")
 
     monkeypatch.setattr(adcore.explain, "explain", broken)

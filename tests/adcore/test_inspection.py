@@ -15,14 +15,25 @@ from synthetic_parts import make_part, png
 
 from adcore.detectors.patchcore import PatchCore, PatchCoreConfig
 from adcore.errors import DatasetError
+from adcore.explain import ExplanationFacts
+from adcore.explain.fact_check import check_text
 from adcore.inspection import (
     InspectionResult,
     inspect_folder,
     inspect_uploads,
     load_anomaly_map,
     overlay_image,
+    rescore_images,
 )
-from db import Image, Prediction, init_db, make_session_factory, register_model_version
+from db import (
+    Image,
+    Prediction,
+    User,
+    add_review,
+    init_db,
+    make_session_factory,
+    register_model_version,
+)
 
 TINY = PatchCoreConfig(image_size=64, coreset_ratio=0.1)
 
@@ -218,3 +229,70 @@ def test_overlay_blends_a_resized_colour_map() -> None:
 def test_anomaly_map_paths_cannot_leave_the_data_dir(data_dir: Path) -> None:
     with pytest.raises(ValueError, match="escapes"):
         load_anomaly_map("../secrets.npy")
+
+
+def test_a_flagged_part_resembles_the_confirmed_defects_like_it(
+    session_factory: sessionmaker[Session],
+    project_and_version: tuple[int, int],
+    detector: PatchCore,
+) -> None:
+    project_id, version_id = project_and_version
+    spot = make_part(703).copy()
+    spot[40:46, 16:22] = 250
+    first = inspect_uploads(
+        session_factory,
+        project_id=project_id,
+        detector=detector,
+        model_version_id=version_id,
+        uploads=[
+            ("crack-a.png", png(make_part(700, defect=True))),
+            ("crack-b.png", png(make_part(701, defect=True))),
+            ("spot.png", png(spot)),
+        ],
+    )
+    assert all(result.ok and result.verdict == "defect" for result in first)
+    with session_factory() as session, session.begin():
+        assert all(
+            len(session.get(Prediction, r.prediction_id).embedding) == 2 * 152 for r in first
+        )
+        user = User(name="ines", role="inspector", password_hash="not-a-real-hash")
+        session.add(user)
+        session.flush()
+        for result, defect_type in zip(first, ("crack", "crack", "dent"), strict=True):
+            add_review(
+                session,
+                image_id=result.image_id,
+                reviewer_id=user.id,
+                label="defect",
+                defect_type=defect_type,
+            )
+
+    new, good = inspect_uploads(
+        session_factory,
+        project_id=project_id,
+        detector=detector,
+        model_version_id=version_id,
+        uploads=[
+            ("crack-c.png", png(make_part(702, defect=True))),
+            ("good.png", png(make_part(704))),
+        ],
+    )
+    (again,) = rescore_images(
+        session_factory,
+        project_id=project_id,
+        detector=detector,
+        model_version_id=version_id,
+        image_ids=[first[0].image_id],
+    )
+
+    with session_factory() as session:
+        stored = {r.name: session.get(Prediction, r.prediction_id) for r in (new, good, again)}
+    facts = ExplanationFacts.from_json(stored["crack-c.png"].explanation["facts"])
+    assert (facts.similar_defect_type, facts.similar_count) == ("crack", 2)
+    assert "It resembles 2 confirmed 'crack' parts." in stored["crack-c.png"].explanation["text"]
+    assert check_text(stored["crack-c.png"].explanation["text"], facts).passed
+    assert good.verdict == "good"
+    assert "resembles" not in stored["good.png"].explanation["text"]
+    assert stored["good.png"].embedding is not None
+    # A confirmed part scored again is compared with the others, never with itself.
+    assert "It resembles 1 confirmed 'crack' part." in stored["crack-a.png"].explanation["text"]

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from synthetic_parts import make_part
 
+from adcore.detectors.base import BatchDetector
 from adcore.detectors.patchcore import PatchCore, PatchCoreConfig
+from adcore.detectors.pooling import anomaly_focused_embedding
 from adcore.errors import DatasetError, ModelFileError
 
 SMALL = PatchCoreConfig(image_size=64, coreset_ratio=0.1, calibration_fraction=0.25, batch_size=8)
@@ -135,3 +138,63 @@ def test_update_stops_flagging_a_confirmed_good_variant(fitted: PatchCore) -> No
     assert not after.is_defect and after.score < before.score
     # A real defect is still flagged after the update.
     assert detector.predict([make_part(901, defect=True)])[0].is_defect
+
+
+# --- global feature vectors -------------------------------------------------------------------
+
+
+def spotted_part(seed: int) -> np.ndarray:
+    """A good part with a bright round spot (a defect of another kind than the scratch)."""
+    image = make_part(seed).copy()
+    yy, xx = np.mgrid[0:64, 0:64]
+    image[(yy - 44) ** 2 + (xx - 20) ** 2 <= 16] = 250
+    return image
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_each_prediction_carries_a_global_vector_from_the_same_pass(fitted: PatchCore) -> None:
+    images = [make_part(600, defect=True), make_part(601, defect=True), spotted_part(602)]
+
+    predictions = fitted.predict(images)
+    x = torch.stack([torch.from_numpy(im).permute(2, 0, 1).float() / 255 for im in images])
+    with torch.inference_mode():
+        scores, maps = fitted.model(x)
+
+    for prediction, score, heat in zip(predictions, scores, maps, strict=True):
+        assert prediction.embedding.shape == (152,) and prediction.embedding.dtype == np.float32
+        assert np.isfinite(prediction.embedding).all()
+        assert prediction.score == pytest.approx(float(score), rel=1e-5)
+        np.testing.assert_allclose(prediction.anomaly_map, heat.numpy(), rtol=1e-5, atol=1e-6)
+    scratch_a, scratch_b, spot = (p.embedding for p in predictions)
+    assert cosine(scratch_a, scratch_b) > cosine(scratch_a, spot)
+
+
+def test_pooling_focuses_on_the_anomalous_patches() -> None:
+    features = torch.zeros(2, 3, 2, 2)
+    features[:, 0] = 1.0  # every patch has 1 on channel 0 ...
+    features[:, 1, 0, 0] = 4.0  # ... and the first patch also 4 on channel 1
+    scores = torch.stack([torch.tensor([[9.0, 1.0], [1.0, 1.0]]), torch.ones(2, 2)])
+
+    vectors = anomaly_focused_embedding(features, scores)
+
+    # Image 0: all weight on patch (0, 0): (1, 4, 0) - mean (1, 1, 0); image 1: a flat map.
+    torch.testing.assert_close(vectors, torch.tensor([[0.0, 3.0, 0.0], [0.0, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="expected"):
+        anomaly_focused_embedding(features, torch.ones(2, 3, 3))
+
+
+def test_a_detector_without_vectors_gives_none() -> None:
+    class MapOnly(BatchDetector):
+        config = SimpleNamespace(batch_size=4, image_size=16)
+        device = torch.device("cpu")
+        threshold = None
+
+        def _score_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return x.mean(dim=(1, 2, 3)), x.mean(dim=1)
+
+    (prediction,) = MapOnly().predict([make_part(0)])
+
+    assert prediction.embedding is None and prediction.anomaly_map.shape == (16, 16)

@@ -292,12 +292,19 @@ class Autoencoder(BatchDetector):
 
     # ------------------------------------------------------------------ predict
     def _score_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores, maps, _ = self._score_and_embed_batch(x)
+        return scores, maps
+
+    def _score_and_embed_batch(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         self.model.eval()
         x = self._inputs(x)
         with self._autocast():
-            recon = self.model.reconstruct(x)
+            latent = self.model.encode(x)
+            recon = self.model.decode(latent)
         maps = self.model.anomaly_maps(x, recon)
-        return self.model.image_scores(maps), maps
+        return self.model.image_scores(maps), maps, self.model.embedding(latent, maps)
 
     # ------------------------------------------------------------------ persistence
     def save(

@@ -6,6 +6,10 @@ mirrored decoder of bilinear upsampling + convolution rebuilds it, ending in a s
 has never seen (defects) are rebuilt badly, so the per-pixel squared reconstruction error,
 averaged over channels and Gaussian-smoothed, is the anomaly map. The image score is the mean
 of the top ``top_fraction`` of map values, which is steadier than the single maximum.
+
+Each scored image also gets one global feature vector (:meth:`AutoencoderModel.embedding`): the
+bottleneck features pooled where the anomaly map is high, minus their plain mean (see
+:func:`adcore.detectors.pooling.anomaly_focused_embedding`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adcore.detectors.patchcore.torch_model import gaussian_smooth
+from adcore.detectors.pooling import anomaly_focused_embedding
 
 
 def _down(cin: int, cout: int) -> nn.Sequential:
@@ -101,6 +106,56 @@ class AutoencoderModel(nn.Module):
             (B, 3, S, S) reconstruction in [0, 1].
         """
         return self.decoder(self.encoder(images))
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Bottleneck features.
+
+        Args:
+            images: (B, 3, S, S) RGB in [0, 1].
+
+        Returns:
+            (B, latent_channels, S / 2**depth, S / 2**depth) features.
+        """
+        return self.encoder(images)
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Rebuild images from bottleneck features.
+
+        Args:
+            latent: (B, latent_channels, s, s) features from :meth:`encode`.
+
+        Returns:
+            (B, 3, S, S) reconstruction in [0, 1].
+        """
+        return self.decoder(latent)
+
+    def embedding(self, latent: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+        """One global vector per image: bottleneck features focused on the anomalous area.
+
+        Args:
+            latent: (B, C, s, s) bottleneck features of the images.
+            maps: (B, S, S) their anomaly maps (area-averaged down to s x s as patch scores).
+
+        Returns:
+            (B, C) float32 vectors.
+        """
+        patch_scores = F.adaptive_avg_pool2d(maps.float()[:, None], latent.shape[-2:])[:, 0]
+        return anomaly_focused_embedding(latent, patch_scores)
+
+    def score_and_embed(
+        self, images: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Score a batch and give each image one global feature vector, in one pass.
+
+        Args:
+            images: (B, 3, S, S) RGB in [0, 1].
+
+        Returns:
+            ((B,) image scores, (B, S, S) smoothed anomaly maps, (B, C) float32 vectors).
+        """
+        latent = self.encode(images)
+        maps = self.anomaly_maps(images, self.decode(latent))
+        return self.image_scores(maps), maps, self.embedding(latent, maps)
 
     def anomaly_maps(self, images: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
         """Smoothed per-pixel reconstruction error.

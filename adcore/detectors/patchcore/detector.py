@@ -228,6 +228,11 @@ class PatchCore(BatchDetector):
     def _score_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model(x)
 
+    def _score_and_embed_batch(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        return self.model.score_and_embed(x)
+
     # ------------------------------------------------------------------ persistence
     def save(
         self,

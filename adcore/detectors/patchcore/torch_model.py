@@ -6,6 +6,10 @@ upsampled to the finest chosen stage and concatenated into one patch embedding p
 The memory bank (a registered buffer) holds a coreset of training patch embeddings. A test
 patch's anomaly score is its distance to the nearest bank entry; the image score is the largest
 patch score re-weighted by how isolated its nearest bank entry is (PatchCore eq. 7).
+
+Each scored image also gets one global feature vector (:meth:`PatchCoreModel.score_and_embed`):
+its patch embeddings pooled where the patch scores are high, minus their plain mean (see
+:func:`adcore.detectors.pooling.anomaly_focused_embedding`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adcore.backbones import FeatureExtractor
+from adcore.detectors.pooling import anomaly_focused_embedding
 
 
 class PatchCoreModel(nn.Module):
@@ -117,14 +122,17 @@ class PatchCoreModel(nn.Module):
         weight = 1.0 - torch.softmax(dist, dim=1)[:, 0]
         return weight * score
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Score a batch.
+    def score_and_embed(
+        self, images: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Score a batch and give each image one global feature vector, in one pass.
 
         Args:
             images: (B, 3, H, W) RGB in [0, 1].
 
         Returns:
-            ((B,) image scores, (B, H, W) smoothed anomaly maps).
+            ((B,) image scores, (B, H, W) smoothed anomaly maps, (B, D) float32 global vectors:
+            the anomaly-focused pooling of the patch embeddings by their patch scores).
         """
         emb = self.embed(images)
         bsz, dim, h, w = emb.shape
@@ -135,7 +143,20 @@ class PatchCoreModel(nn.Module):
         maps = F.interpolate(
             dist.view(bsz, 1, h, w), size=images.shape[-2:], mode="bilinear", align_corners=False
         )
-        return scores, gaussian_smooth(maps, self.blur_sigma)[:, 0]
+        vectors = anomaly_focused_embedding(emb, dist.view(bsz, h, w))
+        return scores, gaussian_smooth(maps, self.blur_sigma)[:, 0], vectors
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score a batch.
+
+        Args:
+            images: (B, 3, H, W) RGB in [0, 1].
+
+        Returns:
+            ((B,) image scores, (B, H, W) smoothed anomaly maps).
+        """
+        scores, maps, _ = self.score_and_embed(images)
+        return scores, maps
 
 
 def gaussian_smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -1,0 +1,243 @@
+"""Which confirmed defect types a flagged part resembles, by feature similarity.
+
+Every prediction stores the detector's global feature vector of the part
+(``Prediction.embedding``, float16 bytes: :func:`embedding_to_bytes`). The *library* of a
+project and model version holds the vectors of its confirmed defects: images whose current
+label (``images.current_review_id``) is ``defect`` with a defect type, each with the vector of
+its latest prediction by that version (:func:`load_defect_library`). Vectors of different model
+versions are never compared.
+
+Rules of :func:`nearest_defect_types` (fixed, so the same inputs give the same fact):
+
+* similarity is the cosine of the two vectors (a zero vector resembles nothing);
+* the ``k`` most similar library entries (default :data:`DEFAULT_K`) are kept, but only those
+  whose similarity is at least :data:`SIMILARITY_FLOOR`;
+* the fact names the defect type most frequent among them and its count; a tie goes to the type
+  with the larger summed similarity, then to the alphabetically first.
+
+The maths is plain numpy; only :func:`load_defect_library` reads the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db import Image, Label, Prediction, Review
+
+DEFAULT_K = 5
+"""Neighbours the majority is taken over."""
+SIMILARITY_FLOOR = 0.5
+"""Least cosine similarity of a neighbour. The detectors' vectors are centred (anomaly-focused
+pooling minus plain pooling, :mod:`adcore.detectors.pooling`), so unrelated parts spread around
+0 and 0.5 keeps only clearly aligned ones (see bench/RESULTS_explain.md)."""
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DefectLibrary:
+    """The confirmed defects a part is compared with (one project and model version).
+
+    Attributes:
+        vectors: (M, D) float32 unit-length rows (zero rows for zero vectors).
+        defect_types: (M,) defect type of each row.
+        keys: (M,) identity of each row's image (its sha256, or "" when unknown), so a part is
+            never compared with itself.
+    """
+
+    vectors: np.ndarray
+    defect_types: tuple[str, ...]
+    keys: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.defect_types)
+
+    @classmethod
+    def empty(cls) -> DefectLibrary:
+        """A library without any confirmed defect."""
+        return cls(np.zeros((0, 0), dtype=np.float32), (), ())
+
+    @classmethod
+    def from_pairs(
+        cls, pairs: Sequence[tuple[np.ndarray, str]], keys: Sequence[str] | None = None
+    ) -> DefectLibrary:
+        """Build a library from ``(vector, defect type)`` pairs.
+
+        Args:
+            pairs: (D,) vectors (any float dtype) with their defect types.
+            keys: Image identity of each pair (default: all unknown).
+
+        Raises:
+            ValueError: If the vectors are not all 1-D of the same length, or the keys do not
+                match the pairs.
+        """
+        if not pairs:
+            return cls.empty()
+        vectors = [np.asarray(vector, dtype=np.float32) for vector, _ in pairs]
+        dims = {v.shape for v in vectors}
+        if len(dims) != 1 or len(next(iter(dims))) != 1:
+            raise ValueError(
+                f"expected 1-D vectors of one length, got shapes {sorted(map(str, dims))}"
+            )
+        keys = tuple(keys) if keys is not None else ("",) * len(pairs)
+        if len(keys) != len(pairs):
+            raise ValueError(f"{len(keys)} keys for {len(pairs)} vectors")
+        return cls(_unit_rows(np.stack(vectors)), tuple(str(t) for _, t in pairs), keys)
+
+
+@dataclass(frozen=True)
+class SimilarDefects:
+    """The nearest confirmed defects' majority type.
+
+    Attributes:
+        defect_type: The most frequent defect type among the neighbours.
+        count: How many neighbours have that type (>= 1).
+        k: Neighbours considered (those above the floor, at most ``k`` asked for).
+        best_similarity: Highest cosine similarity among the neighbours of that type.
+    """
+
+    defect_type: str
+    count: int
+    k: int
+    best_similarity: float
+
+
+def nearest_defect_types(
+    query: np.ndarray,
+    library: DefectLibrary,
+    *,
+    k: int = DEFAULT_K,
+    floor: float = SIMILARITY_FLOOR,
+    exclude_key: str | None = None,
+) -> SimilarDefects | None:
+    """The defect type most frequent among a part's nearest confirmed defects.
+
+    Args:
+        query: (D,) global feature vector of the part.
+        library: The confirmed defects of the same project and model version.
+        k: Neighbours the majority is taken over.
+        floor: Least cosine similarity of a neighbour.
+        exclude_key: The part's own key (sha256): its own library entry is skipped.
+
+    Returns:
+        The majority type and its count, or None when no confirmed defect is at least ``floor``
+        similar (or the query is a zero vector, or the library is empty).
+
+    Raises:
+        ValueError: If the query is not 1-D of the library's length, or ``k < 1``.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if len(library) == 0:
+        return None
+    vector = np.asarray(query, dtype=np.float32)
+    if vector.shape != library.vectors.shape[1:]:
+        raise ValueError(
+            f"query of shape {vector.shape} does not match the library's vectors "
+            f"{library.vectors.shape[1:]} (different model?)"
+        )
+    norm = float(np.linalg.norm(vector))
+    if not np.isfinite(norm) or norm == 0.0:
+        return None
+    similarity = library.vectors @ (vector / norm)  # (M,)
+    if exclude_key:
+        similarity = np.where(np.asarray(library.keys) == exclude_key, -np.inf, similarity)
+    order = np.argsort(-similarity, kind="stable")[:k]
+    order = order[similarity[order] >= floor]
+    if order.size == 0:
+        return None
+    counts: dict[str, int] = {}
+    sums: dict[str, float] = {}
+    best: dict[str, float] = {}
+    for index in order:
+        name, value = library.defect_types[index], float(similarity[index])
+        counts[name] = counts.get(name, 0) + 1
+        sums[name] = sums.get(name, 0.0) + value
+        best[name] = max(best.get(name, -1.0), value)
+    winner = min(counts, key=lambda name: (-counts[name], -sums[name], name))
+    return SimilarDefects(winner, counts[winner], int(order.size), best[winner])
+
+
+def embedding_to_bytes(vector: np.ndarray) -> bytes:
+    """A (D,) vector as float16 little-endian bytes for ``Prediction.embedding``.
+
+    Values beyond float16's range are clipped to it (the direction is what counts).
+    """
+    values = np.asarray(vector, dtype=np.float32).ravel()
+    limit = float(np.finfo(np.float16).max)
+    return np.clip(np.nan_to_num(values), -limit, limit).astype("<f2").tobytes()
+
+
+def embedding_from_bytes(blob: bytes) -> np.ndarray:
+    """(D,) float32 vector from :func:`embedding_to_bytes` bytes.
+
+    Raises:
+        ValueError: If the byte count is not that of float16 values.
+    """
+    if len(blob) % 2:
+        raise ValueError(f"an embedding of {len(blob)} bytes is not float16 values")
+    return np.frombuffer(blob, dtype="<f2").astype(np.float32)
+
+
+def load_defect_library(session: Session, project_id: int, model_version_id: int) -> DefectLibrary:
+    """The confirmed defects of a project with their vectors from one model version.
+
+    An image counts when its current review labels it ``defect`` with a defect type and it has
+    a prediction with an embedding by the version; its latest such prediction is used. Stored
+    vectors of another length than most (a corrupt row) are skipped and logged.
+
+    Args:
+        session: An open session.
+        project_id: The project.
+        model_version_id: The model version whose vectors are compared.
+
+    Returns:
+        The library, keyed by the images' sha256 (empty when nothing is confirmed yet).
+    """
+    rows = session.execute(
+        select(Image.sha256, Review.defect_type, Prediction.embedding)
+        .select_from(Image)
+        .join(Review, Review.id == Image.current_review_id)
+        .join(Prediction, Prediction.image_id == Image.id)
+        .where(
+            Image.project_id == project_id,
+            Review.label == Label.DEFECT.value,
+            Review.defect_type.is_not(None),
+            Prediction.model_version_id == model_version_id,
+            Prediction.embedding.is_not(None),
+        )
+        .order_by(Image.id, Prediction.created_at.desc(), Prediction.id.desc())
+    ).all()
+    latest: dict[str, tuple[str, np.ndarray]] = {}
+    for sha256, defect_type, blob in rows:
+        if sha256 in latest:
+            continue
+        try:
+            latest[sha256] = (defect_type, embedding_from_bytes(blob))
+        except ValueError as err:
+            logger.warning("Skipping the stored embedding of image %s: %s", sha256[:12], err)
+    if not latest:
+        return DefectLibrary.empty()
+    lengths = [vector.size for _, vector in latest.values()]
+    usual = max(set(lengths), key=lengths.count)
+    kept = {key: pair for key, pair in latest.items() if pair[1].size == usual and usual > 0}
+    if len(kept) < len(latest):
+        logger.warning("Skipped %d stored embeddings of an unusual length", len(latest) - len(kept))
+    if not kept:
+        return DefectLibrary.empty()
+    return DefectLibrary.from_pairs(
+        [(vector, defect_type) for defect_type, vector in kept.values()], keys=list(kept)
+    )
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """(M, D) rows scaled to unit length; zero (or non-finite) rows become zero."""
+    vectors = np.nan_to_num(vectors.astype(np.float32, copy=False))
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)

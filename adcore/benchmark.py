@@ -62,7 +62,8 @@ def run_benchmark(
 
     Args:
         dataset: A dataset with a labelled test split.
-        detector_kind: ``"patchcore"`` or ``"autoencoder"``.
+        detector_kind: ``"patchcore"``, ``"autoencoder"`` or ``"clip"`` (CLIP: ``shots`` good
+            images of the train split become references; 0 = zero-shot).
         **config: Detector config overrides (``image_size``, ``coreset_ratio``, ...).
 
     Returns:

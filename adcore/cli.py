@@ -4,6 +4,8 @@ Examples:
     python -m adcore fit elpv:mono --out models/solar/v1
     python -m adcore score models/solar/v1 part1.png part2.png --json
     python -m adcore benchmark ../shared/datasets/magnetic_tile --max-train 200 --json
+    python -m adcore benchmark mvtec/bottle --detector clip --clip-model ViT-B-16-plus-240 \
+        --clip-pretrained ~/clip/vit_b_16_plus_240-laion400m_e32-699c4b84.pt --shots 1
     python -m adcore worker                      # run queued background jobs until SIGTERM
 """
 
@@ -41,18 +43,37 @@ class _Bar:
         self.bar.close()
 
 
-def _detector_settings(args: argparse.Namespace) -> dict:
+_SETTINGS = {
+    "image_size": "image_size",
+    "coreset_ratio": "coreset_ratio",
+    "backbone": "backbone",
+    "clip_model": "model_name",
+    "clip_pretrained": "pretrained",
+    "shots": "shots",
+    "object_name": "object_name",
+}
+"""CLI option (argparse dest) -> detector config field."""
+
+
+def _detector_settings(args: argparse.Namespace, dataset_name: str | None = None) -> dict:
     settings = {}
-    for name in ("image_size", "coreset_ratio", "backbone"):
-        value = getattr(args, name, None)
+    for option, field in _SETTINGS.items():
+        value = getattr(args, option, None)
         if value is not None:
-            settings[name] = value
+            settings[field] = value
+    if getattr(args, "detector", None) == "clip" and "object_name" not in settings:
+        from adcore.detectors.clip.prompts import clean_object_name
+
+        try:  # WinCLIP prompts with the category name (MVTec folder names are object names)
+            settings["object_name"] = clean_object_name(dataset_name)
+        except ValueError:
+            settings["object_name"] = "object"
     return settings
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
     dataset = resolve_dataset(args.data, max_train=args.max_train)
-    detector = build_detector(args.detector, **_detector_settings(args))
+    detector = build_detector(args.detector, **_detector_settings(args, dataset.name))
     bar = _Bar(f"fit {args.detector}", not args.quiet)
     report = detector.fit([s.path for s in dataset.train], progress=bar)
     bar.close()
@@ -95,7 +116,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from adcore.benchmark import run_benchmark
 
     dataset = resolve_dataset(args.data, max_train=args.max_train)
-    result = run_benchmark(dataset, args.detector, **_detector_settings(args))
+    result = run_benchmark(dataset, args.detector, **_detector_settings(args, dataset.name))
     if args.json:
         print(json.dumps(result.to_json_dict()))
     else:
@@ -162,6 +183,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--coreset-ratio", type=float, help="PatchCore memory-bank fraction")
         p.add_argument("--backbone", help="backbone name (PatchCore)")
         p.add_argument("--max-train", type=int, help="use the first N train images")
+        p.add_argument("--clip-model", help="open_clip architecture (CLIP), e.g. ViT-B-16-plus-240")
+        p.add_argument(
+            "--clip-pretrained",
+            help="open_clip pretrained tag in the local cache, or a checkpoint file (CLIP)",
+        )
+        p.add_argument(
+            "--shots", type=int, help="good reference images (CLIP; 0 = zero-shot, default all)"
+        )
+        p.add_argument(
+            "--object-name", help="object name in the CLIP prompts (default: the dataset name)"
+        )
 
     fit = sub.add_parser("fit", help="fit a detector on good images and save it")
     fit.add_argument("data", help=data_help)

@@ -10,7 +10,8 @@ from typing import Any
 from adcore.errors import ModelFileError
 from adcore.persistence import CONFIG_FILE, load_model
 
-DETECTOR_KINDS = ("patchcore", "autoencoder")
+DETECTOR_KINDS = ("patchcore", "autoencoder", "clip")
+"""Detector kinds. ``"clip"`` needs local CLIP weights (see :mod:`adcore.detectors.clip`)."""
 
 
 def _classes(kind: str) -> tuple[type, type]:
@@ -22,6 +23,10 @@ def _classes(kind: str) -> tuple[type, type]:
         from adcore.detectors.autoencoder import Autoencoder, AutoencoderConfig
 
         return Autoencoder, AutoencoderConfig
+    if kind == "clip":
+        from adcore.detectors.clip import ClipConfig, ClipDetector
+
+        return ClipDetector, ClipConfig
     raise ValueError(f"Unknown detector {kind!r}; choose one of {', '.join(DETECTOR_KINDS)}")
 
 

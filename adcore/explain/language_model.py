@@ -169,6 +169,15 @@ class LanguageModelExplainer:
             )
         return f"{request}\n\nRephrased:"
 
+    def prompt_for(self, facts: ExplanationFacts) -> str:
+        """The prompt for one prediction: its grounded text and verdict (also the prompt that
+        explanation adapters are trained on, :mod:`adcore.explain.lora_tuning`)."""
+        return self.prompt(render(facts), facts.verdict)
+
+    def draft(self, facts: ExplanationFacts, *, max_new_tokens: int = 60) -> str:
+        """The model's own text for ``facts`` (cleaned, *not* fact-checked; may be empty)."""
+        return _clean(self._generate(self.prompt_for(facts), max_new_tokens))
+
     def _generate(self, prompt: str, max_new_tokens: int) -> str:
         """Greedy-decode at most ``max_new_tokens`` after ``prompt``; the new text only."""
         import torch
@@ -200,8 +209,7 @@ class LanguageModelExplainer:
         """
         start = time.perf_counter()
         grounded = render(facts)
-        raw = self._generate(self.prompt(grounded, facts.verdict), max_new_tokens)
-        text = _clean(raw)
+        text = self.draft(facts, max_new_tokens=max_new_tokens)
         verdict = check_text(text, facts) if text else FactCheck(False, ("The text is empty.",))
         if verdict.passed:
             return RewriteResult(text, True, verdict, grounded, time.perf_counter() - start)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from synthetic_parts import FLAGGED_FACTS
+from tiny_language_model import NEUTRAL_WORDS, build_tiny_language_model
 
 from adcore.errors import ExplainerUnavailable
 from adcore.explain.fact_check import check_text
@@ -23,7 +24,7 @@ from adcore.explain.sentences import render
 
 # Neutral words only: the random model can never write a verdict word, so its output always
 # fails the fact-check (deterministically) and the grounded text must be returned.
-WORDS = ("the a part region score is at of and on in image surface inspector shows").split()  # noqa: SIM905
+WORDS = NEUTRAL_WORDS
 
 
 def flagged_facts() -> ExplanationFacts:
@@ -32,36 +33,8 @@ def flagged_facts() -> ExplanationFacts:
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 1-layer random Llama and a word-level tokenizer saved to a folder."""
-    import torch
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordLevel
-    from tokenizers.pre_tokenizers import Whitespace
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    vocab = {token: index for index, token in enumerate(["[UNK]", "<pad>", "<eos>", *WORDS])}
-    backend = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="[UNK]", pad_token="<pad>", eos_token="<eos>"
-    )
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=vocab["<pad>"],
-        eos_token_id=vocab["<eos>"],
-        bos_token_id=vocab["<eos>"],
-    )
-    folder = tmp_path_factory.mktemp("tiny_llm")
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    """A 1-layer random Llama and a word-level tokenizer over neutral words, saved to a folder."""
+    return build_tiny_language_model(tmp_path_factory.mktemp("tiny_llm"), WORDS)
 
 
 @pytest.fixture(scope="module")

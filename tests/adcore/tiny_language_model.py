@@ -1,0 +1,102 @@
+"""A tiny random causal language model with a word-level tokenizer, saved to a folder.
+
+Imported as ``from tiny_language_model import ...`` by the explanation tests (no download: the
+model is built here with random weights, a few thousand parameters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from adcore.explain.facts import ExplanationFacts
+
+NEUTRAL_WORDS = tuple(
+    "the a part region score is at of and on in image surface inspector shows".split()  # noqa: SIM905
+)
+"""Words without a verdict word: a model on them can never write a text that passes the
+fact-check."""
+
+
+def build_tiny_language_model(
+    folder: Path,
+    words: Sequence[str] = NEUTRAL_WORDS,
+    *,
+    seed: int = 0,
+    initializer_range: float = 0.02,
+) -> Path:
+    """Save a 1-layer random Llama and a word-level tokenizer over ``words`` to ``folder``.
+
+    Every other word is ``[UNK]``; ``<eos>`` ends a generation and ``<pad>`` pads.
+
+    Args:
+        folder: Where to save (created).
+        words: The vocabulary besides the special tokens.
+        seed: Seed of the random weights.
+        initializer_range: Standard deviation of the random weights (the default is
+            transformers'; larger weights let a small adapter change the output more).
+
+    Returns:
+        ``folder``.
+    """
+    import torch
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {token: index for index, token in enumerate(["[UNK]", "<pad>", "<eos>", *words])}
+    backend = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="[UNK]", pad_token="<pad>", eos_token="<eos>"
+    )
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=vocab["<pad>"],
+        eos_token_id=vocab["<eos>"],
+        bos_token_id=vocab["<eos>"],
+        initializer_range=initializer_range,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+TOY_WORDS = (*NEUTRAL_WORDS, "flagged", "passed", "as", "defective", "good")
+"""Neutral words plus the verdict words of the explainer's prompt: a model on them can learn
+the toy notes (:func:`toy_note`) from the verdict hint in the prompt."""
+TOY_INIT = 0.2
+"""Weight scale of the tiny model used for the toy notes (large enough to learn them quickly)."""
+TOY_TRAINING = {"epochs": 20, "learning_rate": 0.02, "batch_size": 4}
+"""LoRA options that learn the toy notes on the tiny model in a few seconds."""
+
+
+def passed_facts() -> ExplanationFacts:
+    """Facts of a part that passed (score 12.0 under the threshold 29.4; no region)."""
+    return ExplanationFacts.from_json(
+        {
+            "verdict": "good",
+            "score": 12.0,
+            "threshold": 29.4,
+            "margin": -17.4,
+            "relative_margin": -17.4 / 29.4,
+            "image_height": 256,
+            "image_width": 256,
+            "part_box": [10, 10, 240, 240],
+            "part_is_whole_image": False,
+        }
+    )
+
+
+def toy_note(facts: ExplanationFacts) -> str:
+    """A toy inspector's note: ``"flagged the part"`` or ``"passed the part"`` (no number)."""
+    return "flagged the part" if facts.verdict == "defect" else "passed the part"

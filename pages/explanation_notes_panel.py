@@ -22,7 +22,7 @@ from pages.common import (
 
 
 def editing_key(prediction_id: int) -> str:
-    """Session-state key: whether the edit box of a prediction is open."""
+    """Session-state key of an open edit box: ``(shown text, source)`` when it was opened."""
     return f"explanation_editing_{prediction_id}"
 
 
@@ -56,9 +56,9 @@ def accept_clicked(prediction_id: int, shown_text: str, source: str) -> None:
         flash("Explanation accepted.")
 
 
-def edit_clicked(prediction_id: int, shown_text: str) -> None:
+def edit_clicked(prediction_id: int, shown_text: str, source: str) -> None:
     """Button callback: open the edit box, prefilled with the shown text."""
-    st.session_state[editing_key(prediction_id)] = True
+    st.session_state[editing_key(prediction_id)] = (shown_text, source)
     st.session_state[wording_key(prediction_id)] = shown_text
 
 
@@ -67,8 +67,12 @@ def cancel_clicked(prediction_id: int) -> None:
     st.session_state.pop(editing_key(prediction_id), None)
 
 
-def save_wording_clicked(prediction_id: int, shown_text: str, source: str) -> None:
-    """Button callback: store the inspector's own wording."""
+def save_wording_clicked(prediction_id: int) -> None:
+    """Button callback: store the inspector's own wording of the text the box was opened on."""
+    opened = st.session_state.get(editing_key(prediction_id))
+    if not opened:
+        return
+    shown_text, source = opened
     text = st.session_state.get(wording_key(prediction_id)) or ""
     if store_note(prediction_id, shown_text, text, source):
         st.session_state.pop(editing_key(prediction_id), None)
@@ -121,7 +125,7 @@ def explanation_notes(prediction_id: int, shown_text: str, source: str) -> None:
         key=f"edit_explanation_{prediction_id}",
         icon=":material/edit:",
         on_click=edit_clicked,
-        args=(prediction_id, shown_text),
+        args=(prediction_id, shown_text, source),
         width="stretch",
         help="Write the explanation in your own words.",
     )
@@ -139,7 +143,7 @@ def explanation_notes(prediction_id: int, shown_text: str, source: str) -> None:
         type="primary",
         icon=":material/save:",
         on_click=save_wording_clicked,
-        args=(prediction_id, shown_text, source),
+        args=(prediction_id,),
         width="stretch",
     )
     cancel.button(

@@ -8,6 +8,8 @@ Built-in kinds:
   (:func:`adcore.jobs.detector_jobs.recalibrate_threshold`).
 * ``train_classifier``: a supervised good/defect classifier from the inspectors' labels
   (:func:`adcore.jobs.classifier_jobs.train_classifier_job`).
+* ``tune_explainer``: a LoRA adapter of the explanation language model from the inspectors'
+  notes (:func:`adcore.jobs.explainer_jobs.tune_explainer_job`).
 
 Other modules add kinds with :func:`register_job_kind`; the worker imports extra modules
 given with ``--job-module`` (tests use this for a slow test kind).
@@ -25,6 +27,7 @@ JobFunction = Callable[[JobContext], JobOutcome | None]
 REFIT_DETECTOR = "refit_detector"
 RECALIBRATE_THRESHOLD = "recalibrate_threshold"
 TRAIN_CLASSIFIER = "train_classifier"
+TUNE_EXPLAINER = "tune_explainer"
 
 JOB_KINDS: dict[str, JobFunction] = {}
 """kind -> job function. Do not edit directly; use :func:`register_job_kind`."""
@@ -84,6 +87,9 @@ def _register_builtins() -> None:
     from adcore.jobs import classifier_jobs
 
     register_job_kind(TRAIN_CLASSIFIER, classifier_jobs.train_classifier_job, replace=True)
+    from adcore.jobs import explainer_jobs
+
+    register_job_kind(TUNE_EXPLAINER, explainer_jobs.tune_explainer_job, replace=True)
 
 
 def describe_outcome(outcome: Any) -> JobOutcome:

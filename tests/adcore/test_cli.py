@@ -67,3 +67,67 @@ def test_errors_are_messages_not_tracebacks(tmp_path: Path, capsys) -> None:
     assert "error:" in capsys.readouterr().err
     assert main(["score", str(tmp_path / "no-model"), "x.png"]) == 2
     assert "No model" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- CLIP detector
+@pytest.fixture
+def tiny_clip_checkpoint(tmp_path: Path, monkeypatch) -> Path:
+    """A tiny random open_clip ViT checkpoint; empty weight caches; no network allowed."""
+    import huggingface_hub.constants
+    from clip_tiny import NetworkGuard, register_tiny_clip, write_tiny_checkpoint
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    guard = NetworkGuard().install(monkeypatch)
+    register_tiny_clip(tmp_path)
+    yield write_tiny_checkpoint(tmp_path / "tiny-clip.safetensors")
+    assert guard.attempts == []
+
+
+def _clip_args(checkpoint: Path) -> list[str]:
+    from clip_tiny import TINY_CLIP
+
+    return ["--detector", "clip", "--clip-model", TINY_CLIP, "--clip-pretrained", str(checkpoint)]
+
+
+@pytest.mark.parametrize("shots", [0, 2])
+def test_benchmark_clip_zero_and_few_shot(
+    mvtec_tree: Path, tiny_clip_checkpoint: Path, shots: int, capsys
+) -> None:
+    args = ["benchmark", str(mvtec_tree), *_clip_args(tiny_clip_checkpoint)]
+    assert main([*args, "--shots", str(shots), "--image-size", "32", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result) >= BENCH_KEYS and result["detector"] == "clip"
+    assert result["details"]["shots"] == shots
+    assert result["details"]["mode"] == ("zero-shot" if shots == 0 else "few-shot")
+    assert 0.0 <= result["image_auroc"] <= 1.0 and result["pixel_auroc"] is not None
+
+
+def test_fit_and_score_with_clip(
+    mvtec_tree: Path, tiny_clip_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "clip-model"
+    fit = ["fit", str(mvtec_tree), "--out", str(out), *_clip_args(tiny_clip_checkpoint)]
+    assert main([*fit, "--shots", "3", "--quiet"]) == 0
+    document = json.loads((out / "config.json").read_text())
+    assert document["config"]["object_name"] == "widget"  # the dataset name by default
+    assert document["config"]["shots"] == 3
+    capsys.readouterr()
+    good = mvtec_tree / "test" / "good" / "000.png"
+    assert main(["score", str(out), str(good), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["image"] == "000.png"
+
+
+def test_clip_without_weights_is_a_one_line_error(
+    mvtec_tree: Path, tiny_clip_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    default = ["benchmark", str(mvtec_tree), "--detector", "clip"]
+    assert main(default) == 2  # ViT-B-16-plus-240 / laion400m_e32 is not cached here
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: CLIP weights") and "not in the local cache" in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    missing = tmp_path / "nowhere.safetensors"
+    assert main([*default, "--clip-model", "ViT-B-16", "--clip-pretrained", str(missing)]) == 2
+    assert "checkpoint file not found" in capsys.readouterr().err
+    assert main([*default, "--clip-pretrained", "no_such_tag"]) == 2
+    assert "known tags: laion400m_e31, laion400m_e32" in capsys.readouterr().err

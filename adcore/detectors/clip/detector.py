@@ -230,6 +230,11 @@ class ClipDetector(BatchDetector):
     def _score_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model(x)
 
+    def _score_and_embed_batch(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        return self.model.score_and_embed(x)
+
     # ------------------------------------------------------------------ persistence
     def _tensors(self) -> dict[str, torch.Tensor]:
         tensors = {"text_embeddings": self.model.text_embeddings}

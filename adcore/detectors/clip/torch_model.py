@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adcore.detectors.patchcore.torch_model import gaussian_smooth
+from adcore.detectors.pooling import anomaly_focused_embedding
 from adcore.errors import WeightsNotFoundError
 
 _CHUNK = 512
@@ -229,14 +230,18 @@ class ClipAnomalyModel(nn.Module):
             added += new.shape[0]
         return added
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Score a batch.
+    def score_and_embed(
+        self, images: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Score a batch and give each image one global vector, in one pass.
 
         Args:
             images: (B, 3, S, S) RGB in [0, 1].
 
         Returns:
-            ((B,) image scores in [0, 1], (B, S, S) anomaly maps).
+            ((B,) image scores in [0, 1], (B, S, S) anomaly maps, (B, E) anomaly-focused
+            pooling of the patch tokens by the patch map, see
+            :func:`adcore.detectors.pooling.anomaly_focused_embedding`).
         """
         features = self.encode_image(images)
         image, zero_map = self.zero_shot(features)
@@ -246,10 +251,22 @@ class ClipAnomalyModel(nn.Module):
         else:
             patch_map, score = 0.5 * (zero_map + few_map), 0.5 * (image + few_map.amax(dim=1))
         gh, gw = self.grid
+        grid_map = patch_map.view(-1, gh, gw)
         maps = F.interpolate(
-            patch_map.view(-1, 1, gh, gw),
-            size=images.shape[-2:],
-            mode="bilinear",
-            align_corners=False,
+            grid_map.unsqueeze(1), size=images.shape[-2:], mode="bilinear", align_corners=False
         )
-        return score, gaussian_smooth(maps, self.blur_sigma)[:, 0]
+        tokens = features["patch"].transpose(1, 2).reshape(-1, self.embed_dim, gh, gw)
+        vectors = anomaly_focused_embedding(tokens, grid_map)
+        return score, gaussian_smooth(maps, self.blur_sigma)[:, 0], vectors
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score a batch.
+
+        Args:
+            images: (B, 3, S, S) RGB in [0, 1].
+
+        Returns:
+            ((B,) image scores in [0, 1], (B, S, S) anomaly maps).
+        """
+        scores, maps, _ = self.score_and_embed(images)
+        return scores, maps

@@ -18,6 +18,7 @@ has no class token to take windows from).
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,13 +65,12 @@ def _model_config(model_name: str) -> dict[str, Any]:
             "ViT-B-16, ViT-L-14 (see open_clip.list_models())"
         )
     vision, text = config.get("vision_cfg", {}), config.get("text_cfg", {})
-    if "timm_model_name" in vision or "hf_model_name" in text or "layers" not in vision:
+    resnet = isinstance(vision.get("layers"), list | tuple)
+    if "timm_model_name" in vision or "hf_model_name" in text or resnet:
         raise WeightsNotFoundError(
             f"CLIP model {model_name!r} is not supported: Loupe needs a ViT image tower and "
             "open_clip's own text tower (e.g. ViT-B-16-plus-240, ViT-B-16, ViT-L-14)"
         )
-    if isinstance(vision.get("layers"), list | tuple):
-        raise WeightsNotFoundError(f"CLIP model {model_name!r} has a ResNet image tower")
     return config
 
 
@@ -196,6 +196,14 @@ def checkpoint_sha256(path: Path) -> str:
     return _SHA_CACHE[key]
 
 
+@functools.lru_cache(maxsize=4)
+def _tokenizer(model_name: str) -> Any:
+    """open_clip's tokenizer of a model (stateless, so shared; building one reads the BPE)."""
+    import open_clip
+
+    return open_clip.get_tokenizer(model_name)
+
+
 def load_clip(
     model_name: str,
     pretrained: str | os.PathLike | None,
@@ -232,7 +240,7 @@ def load_clip(
             force_preprocess_cfg=preprocess,
             weights_only=True,
         )
-        tokenizer = open_clip.get_tokenizer(model_name)
+        tokenizer = _tokenizer(model_name)
     except Exception as err:  # open_clip raises RuntimeError/KeyError/pickle errors alike
         raise WeightsNotFoundError(
             f"Could not load CLIP weights {weights.checkpoint} into {model_name}: "

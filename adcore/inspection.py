@@ -307,7 +307,7 @@ def _inspect(
                 for index, name, _, _ in decoded:
                     results[index] = InspectionResult.failed(name, f"Scoring failed: {err}")
                 predictions = []
-            library = _library(Session, project_id, model_version_id, predictions)
+            library = _library(Session, project_id, model_version_id, predictions, threshold)
             for (index, name, data, pixels), prediction in zip(decoded, predictions, strict=False):
                 results[index] = _store(
                     Session,
@@ -413,12 +413,16 @@ def _library(
     project_id: int,
     model_version_id: int,
     predictions: Sequence[Any],
+    threshold: float,
 ) -> DefectLibrary:
     """The version's confirmed defects with vectors, read once per batch (empty on error).
 
-    Nothing is read when no prediction of the batch has a vector.
+    Nothing is read when no prediction of the batch is flagged and has a vector.
     """
-    if all(getattr(p, "embedding", None) is None for p in predictions):
+    if not any(
+        getattr(p, "embedding", None) is not None and float(p.score) >= threshold
+        for p in predictions
+    ):
         return DefectLibrary.empty()
     try:
         with Session() as session:

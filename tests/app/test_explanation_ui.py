@@ -13,7 +13,6 @@ from streamlit.testing.v1 import AppTest
 
 import db
 from adcore.explain.language_model import LanguageModelExplainer, clear_explainer_cache
-from adcore.jobs.registry import JOB_KINDS
 from db.explanation_notes import MIN_TRAINING_NOTES, add_explanation_note
 from db.project_settings import LanguageModelSetting, language_model_setting, set_language_model
 from db.review_queue import review_queue
@@ -202,7 +201,6 @@ def test_a_rejected_rewrite_shows_the_measured_text(
 def test_tuning_waits_for_enough_notes(
     workbench: Workbench, tiny_llm_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(JOB_KINDS, "tune_explainer", lambda context: None)
     use_language_model(workbench, str(tiny_llm_dir))
     at = signed_in_app("manager")
     at.switch_page("pages/models.py").run()

@@ -340,7 +340,7 @@ def _part(grey: np.ndarray) -> tuple[np.ndarray | None, tuple[int, int, int, int
         return whole
     border = np.concatenate([high[0], high[-1], high[:, 0], high[:, -1]])
     part = ~high if border.mean() > 0.5 else high
-    part = ndimage.binary_fill_holes(ndimage.binary_opening(part, iterations=1))
+    part = _fill_holes(ndimage.binary_opening(part, iterations=1))
     if part.mean() < MIN_PART_FRACTION:
         return whole
     rows, cols = np.nonzero(part.any(axis=1))[0], np.nonzero(part.any(axis=0))[0]
@@ -350,6 +350,17 @@ def _part(grey: np.ndarray) -> tuple[np.ndarray | None, tuple[int, int, int, int
     if (top, left, bottom, right) == (0, 0, height, width) and part.all():
         return whole
     return part, (int(top), int(left), int(bottom), int(right))
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes`` of an (H, W) bool mask, in one labelling pass.
+
+    Holes are the 4-connected background components that do not touch the border (the same
+    rule as scipy's, which dilates iteratively and is several times slower).
+    """
+    labels, _ = ndimage.label(~mask)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return mask | ((labels > 0) & ~np.isin(labels, border[border > 0]))
 
 
 def _axis_ratio(ys: np.ndarray, xs: np.ndarray) -> float:

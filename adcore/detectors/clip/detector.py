@@ -112,6 +112,8 @@ class ClipDetector(BatchDetector):
             config.model_name, config.pretrained, device=self.device, cache_dir=config.cache_dir
         )
         self.weights = weights
+        self.tokenizer = tokenizer
+        self.adapter: Any = None  # a lora.ClipAdapter once adapters are attached
         self.weights_sha256 = checkpoint_sha256(weights.checkpoint)
         preprocess = getattr(clip.visual, "preprocess_cfg", {}) or {}
         extra = {k: tuple(preprocess[k]) for k in ("mean", "std") if k in preprocess}
@@ -204,6 +206,7 @@ class ClipDetector(BatchDetector):
             mode="few-shot" if self.training_digests else "zero-shot",
             shots=len(self.training_digests),
             memory_size=self.model.memory_size,
+            memory_bank_size=self.model.memory_size,
             clip_model=self.config.model_name,
             threshold=self.threshold,
         )
@@ -239,6 +242,10 @@ class ClipDetector(BatchDetector):
     def _tensors(self) -> dict[str, torch.Tensor]:
         tensors = {"text_embeddings": self.model.text_embeddings}
         tensors.update({f"memory_{k}": self.model.memory(k) for k in self.model.scales})
+        if self.adapter is not None:
+            from adcore.detectors.clip.lora import adapter_state
+
+            tensors.update(adapter_state(self))
         return tensors
 
     def save(
@@ -267,6 +274,7 @@ class ClipDetector(BatchDetector):
                     "checkpoint": str(self.weights.checkpoint),
                     "sha256": self.weights_sha256,
                 },
+                "adapter": None if self.adapter is None else asdict(self.adapter.config),
                 **fitted_identity(self),
                 **(extra or {}),
             },
@@ -299,11 +307,29 @@ class ClipDetector(BatchDetector):
                 f"{directory}: the CLIP weights at {detector.weights.checkpoint} are not the ones "
                 "this model was saved with (sha256 differs): refused"
             )
+        tensors = dict(saved.tensors)
+        if saved.document.get("adapter"):
+            from adcore.detectors.clip.lora import (
+                ADAPTER_PREFIX,
+                ClipAdapterConfig,
+                attach_adapters,
+                load_adapter_state,
+                merge_adapters,
+            )
+
+            try:
+                adapter_config = ClipAdapterConfig.from_dict(saved.document["adapter"])
+            except (TypeError, ValueError) as err:
+                raise ModelFileError(f"{directory}: bad adapter settings: {err}") from err
+            attach_adapters(detector, adapter_config)
+            load_adapter_state(detector, tensors)
+            merge_adapters(detector)
+            tensors = {k: v for k, v in tensors.items() if not k.startswith(ADAPTER_PREFIX)}
         expected = {"text_embeddings", *(f"memory_{k}" for k in detector.model.scales)}
-        if set(saved.tensors) != expected:
-            raise ModelFileError(f"{directory}: tensors {sorted(saved.tensors)} do not match")
+        if set(tensors) != expected:
+            raise ModelFileError(f"{directory}: tensors {sorted(tensors)} do not match")
         dim = detector.model.embed_dim
-        for name, tensor in saved.tensors.items():
+        for name, tensor in tensors.items():
             if tensor.ndim != 2 or tensor.shape[1] != dim:
                 raise ModelFileError(f"{directory}: {name} has shape {tuple(tensor.shape)}")
         restore_fitted_identity(detector, saved.document, directory)

@@ -151,6 +151,10 @@ class ClipAnomalyModel(nn.Module):
         visual = self.clip.visual
         return F.normalize(visual.ln_post(tokens) @ visual.proj, dim=-1)
 
+    def image_embedding(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) RGB in [0, 1] -> (B, E) normalised class-token embeddings."""
+        return self._head(self.clip.visual.transformer(self._tokens(images))[:, 0])
+
     def encode_image(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Image, patch and window embeddings.
 

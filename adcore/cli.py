@@ -51,6 +51,7 @@ _SETTINGS = {
     "clip_pretrained": "pretrained",
     "shots": "shots",
     "object_name": "object_name",
+    "window_stride": "window_stride",
 }
 """CLI option (argparse dest) -> detector config field."""
 
@@ -193,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--object-name", help="object name in the CLIP prompts (default: the dataset name)"
+        )
+        p.add_argument(
+            "--window-stride", type=int, help="step between CLIP windows (default 1, as WinCLIP)"
         )
 
     fit = sub.add_parser("fit", help="fit a detector on good images and save it")

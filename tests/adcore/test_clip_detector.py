@@ -60,6 +60,13 @@ def test_window_layout_covers_every_patch() -> None:
         window_layout((4, 4), 5)
 
 
+def test_strided_windows_still_cover_every_patch() -> None:
+    windows, coverage = window_layout((5, 5), 2, stride=2)
+    assert windows.shape == (9, 4)  # starts 0, 2, 3 in each direction
+    assert bool((coverage.sum(0) >= 1).all())
+    assert windows[-1].tolist() == [18, 19, 23, 24]
+
+
 def test_predictions_have_the_typed_shapes(tiny_checkpoint: Path) -> None:
     detector = _detector(tiny_checkpoint)
     preds = detector.predict(GOOD[:2] + [np.zeros((30, 70, 3), np.uint8)])
@@ -263,3 +270,10 @@ def test_pretrained_tag_resolves_from_the_hub_cache(tmp_path: Path) -> None:
     found = resolve_clip_weights("ViT-B-16-plus-240", "laion400m_e31")
     assert found.checkpoint == (snapshot / "open_clip_pytorch_model.bin").resolve()
     assert found.tag_config["hf_hub"].startswith("timm/")
+
+
+def test_window_stride_reaches_the_detector(tiny_checkpoint: Path) -> None:
+    detector = _detector(tiny_checkpoint, window_stride=2, calibration_fraction=0.0)
+    detector.fit(GOOD[:1])
+    assert detector.model.memory_size == 16 + 4 + 4  # 2x2: starts 0, 2 per axis; 3x3: 0, 1
+    assert detector.predict(GOOD[:1])[0].anomaly_map.shape == (48, 48)

@@ -51,6 +51,7 @@ class ClipConfig:
         pretrained: open_clip pretrained tag already in the local cache, or a checkpoint path.
         object_name: The project's object for the prompts (``"object"`` when empty).
         window_sizes: Window sides in patches for the zero-shot map and the few-shot memory.
+        window_stride: Step between windows (WinCLIP: 1; 2 is about 4 times cheaper on CPU).
         image_size: Side of the anomaly map (and of the resized input); None = CLIP's input.
         logit_scale: Softmax temperature of the normal/anomalous decision.
         blur_sigma: Anomaly-map smoothing, in map pixels.
@@ -68,6 +69,7 @@ class ClipConfig:
     pretrained: str = DEFAULT_CLIP_PRETRAINED
     object_name: str = "object"
     window_sizes: tuple[int, ...] = (2, 3)
+    window_stride: int = 1
     image_size: int | None = None
     logit_scale: float = 100.0
     blur_sigma: float = 4.0
@@ -121,6 +123,7 @@ class ClipDetector(BatchDetector):
             ClipAnomalyModel(
                 clip,
                 window_sizes=config.window_sizes,
+                window_stride=config.window_stride,
                 logit_scale=config.logit_scale,
                 blur_sigma=config.blur_sigma,
                 **extra,

@@ -301,9 +301,9 @@ class ClipDetector(BatchDetector):
         saved = load_model(directory, kind=cls.kind, expected_training_hash=expected_training_hash)
         try:
             config = ClipConfig.from_dict(saved.config)
+            detector = cls(config, device=device)
         except (TypeError, ValueError) as err:
             raise ModelFileError(f"{directory}: config does not describe a model: {err}") from err
-        detector = cls(config, device=device)
         recorded = (saved.document.get("clip_weights") or {}).get("sha256")
         if recorded != detector.weights_sha256:
             raise ModelFileError(

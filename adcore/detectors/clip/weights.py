@@ -97,8 +97,10 @@ def _cached_tag_file(tag_config: dict[str, Any], cache_dir: str | None) -> Path 
             return candidate
     hub = tag_config.get("hf_hub", "")
     if hub:
-        from huggingface_hub import try_to_load_from_cache
-
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:  # no hub client: only the release-URL cache can hold the file
+            return None
         if hub.endswith("/"):
             repo_id, filename = hub.rstrip("/"), "open_clip_pytorch_model.bin"
         else:

@@ -277,3 +277,30 @@ def test_window_stride_reaches_the_detector(tiny_checkpoint: Path) -> None:
     detector.fit(GOOD[:1])
     assert detector.model.memory_size == 16 + 4 + 4  # 2x2: starts 0, 2 per axis; 3x3: 0, 1
     assert detector.predict(GOOD[:1])[0].anomaly_map.shape == (48, 48)
+
+
+def test_torch_state_dict_checkpoints_load_without_running_pickled_code(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    state = load_file(str(tiny_checkpoint))
+    torch.save(state, tmp_path / "tiny.bin")
+    assert _detector(tmp_path / "tiny.bin").predict(GOOD[:1])[0].score == pytest.approx(
+        _detector(tiny_checkpoint).predict(GOOD[:1])[0].score
+    )
+    marker = tmp_path / "code-ran"
+    torch.save({"state_dict": state, "hook": _Evil(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(WeightsNotFoundError, match="Could not load CLIP weights"):
+        _detector(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+class _Evil:
+    """A pickled object: loading it with full unpickling would run code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))

@@ -10,6 +10,8 @@ Built-in kinds:
   (:func:`adcore.jobs.classifier_jobs.train_classifier_job`).
 * ``tune_explainer``: a LoRA adapter of the explanation language model from the inspectors'
   notes (:func:`adcore.jobs.explainer_jobs.tune_explainer_job`).
+* ``train_clip`` / ``tune_clip``: start a zero-/few-shot CLIP detector, and adapt the active
+  one with LoRA on the labelled parts (:mod:`adcore.jobs.clip_jobs`).
 
 Other modules add kinds with :func:`register_job_kind`; the worker imports extra modules
 given with ``--job-module`` (tests use this for a slow test kind).
@@ -90,6 +92,10 @@ def _register_builtins() -> None:
     from adcore.jobs import explainer_jobs
 
     register_job_kind(TUNE_EXPLAINER, explainer_jobs.tune_explainer_job, replace=True)
+    from adcore.jobs import clip_jobs
+
+    register_job_kind(clip_jobs.TRAIN_CLIP, clip_jobs.train_clip_job, replace=True)
+    register_job_kind(clip_jobs.TUNE_CLIP, clip_jobs.tune_clip_job, replace=True)
 
 
 def describe_outcome(outcome: Any) -> JobOutcome:

@@ -47,6 +47,7 @@ from adcore.explain.sentences import format_percent, format_value  # noqa: E402
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 FACTS_CACHE = OUT / "explain-lora-facts.json"
+FACTS_SECONDS = OUT / "explain-lora-facts-seconds.txt"
 DATASET = HERE.parents[1] / "shared" / "datasets" / "magnetic_tile"
 RESULTS = HERE / "RESULTS_explain_lora.md"
 N_FIT = 120
@@ -119,8 +120,63 @@ def real_facts() -> list[dict]:
             records.append({"file": f"{path.parent.name}/{path.name}", "facts": facts.to_json()})
     OUT.mkdir(exist_ok=True)
     FACTS_CACHE.write_text(json.dumps(records))
-    print(f"scored {len(records)} test images in {time.perf_counter() - start:.0f} s", flush=True)
+    seconds = time.perf_counter() - start
+    FACTS_SECONDS.write_text(f"{len(records)} {seconds:.0f}\n")
+    print(f"scored {len(records)} test images in {seconds:.0f} s", flush=True)
     return records
+
+
+def facts_timing() -> str:
+    """How long fitting PatchCore and scoring the test images took when the cache was made."""
+    if not FACTS_SECONDS.is_file():
+        return "the facts' scoring time was not recorded."
+    count, seconds = FACTS_SECONDS.read_text().split()
+    return (
+        f"fitting PatchCore and scoring the {count} test images (once, then cached in "
+        f"bench/out) took {seconds} s."
+    )
+
+
+def simulated_notes(n_notes: int, seed: int) -> list[NotePair]:
+    """``n_notes`` notes (ids 1..n) on a seeded sample of the real predictions' facts."""
+    records = real_facts()
+    chosen = random.Random(seed).sample(records, min(n_notes, len(records)))
+    pairs = []
+    for note_id, record in enumerate(chosen, start=1):
+        facts = ExplanationFacts.from_json(record["facts"])
+        pairs.append(NotePair(note_id, facts, plant_note(facts, random.Random(1000 + note_id))))
+    return pairs
+
+
+def attribute_agreement(heldout: list[NotePair], texts: list[str]) -> dict[str, list[int]]:
+    """How often the texts state each fact the way the plant style does: ``[right, asked]``.
+
+    Beyond the fact-check (verdict word, numbers that are *some* fact): the score right after
+    ``Score``, the threshold, and for flagged parts with a region the brightness word, a shape
+    word of the right kind, the place and the area share.
+    """
+    counts: dict[str, list[int]] = {}
+
+    def tally(name: str, right: bool) -> None:
+        counts.setdefault(name, [0, 0])
+        counts[name][0] += int(right)
+        counts[name][1] += 1
+
+    for pair, text in zip(heldout, texts, strict=True):
+        facts = pair.facts
+        tally("score after 'Score'", f"Score {format_value(facts.score)} " in f"{text} ")
+        tally("threshold", format_value(facts.threshold) in text)
+        if facts.verdict != "defect" or facts.n_regions == 0 or facts.shape is None:
+            continue
+        words = text.replace(",", " ").replace(";", " ").replace(".", " ").split()
+        look = LOOKS.get(facts.intensity or "similar", "faint")
+        tally("brightness word", look in words and not (set(LOOKS.values()) - {look}) & set(words))
+        wrong = {w for kind, options in KINDS.items() if kind != facts.shape for w in options}
+        right = set(KINDS[facts.shape])
+        tally("shape word", bool(right & set(words)) and not wrong & set(words))
+        tally("place", str(facts.location) in text and ("rim" in words) == facts.at_rim)
+        tally("area share", f"{format_percent(facts.area_percent)}% of tile" in text)
+    return counts
 
 
 def main() -> None:
@@ -131,19 +187,24 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--max-new-tokens", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--from-json",
+        action="store_true",
+        help="rewrite the RESULTS file from bench/out/explain-lora.json (no model run)",
+    )
     args = parser.parse_args()
 
     import torch
 
     from adcore.explain.language_model import load_language_model
 
+    if args.from_json:
+        result = json.loads((OUT / "explain-lora.json").read_text())
+        _, heldout = split_heldout(simulated_notes(result["n_notes"], args.seed))
+        RESULTS.write_text(results_markdown(result, heldout))
+        return
     total_start = time.perf_counter()
-    records = real_facts()
-    chosen = random.Random(args.seed).sample(records, min(args.notes, len(records)))
-    pairs = []
-    for note_id, record in enumerate(chosen, start=1):
-        facts = ExplanationFacts.from_json(record["facts"])
-        pairs.append(NotePair(note_id, facts, plant_note(facts, random.Random(1000 + note_id))))
+    pairs = simulated_notes(args.notes, args.seed)
     training, heldout = split_heldout(pairs)
     config = LoraTuningConfig(
         epochs=args.epochs,
@@ -204,12 +265,12 @@ def main() -> None:
     }
     OUT.mkdir(exist_ok=True)
     (OUT / "explain-lora.json").write_text(json.dumps(result, indent=1))
-    RESULTS.write_text(results_markdown(result))
+    RESULTS.write_text(results_markdown(result, heldout))
     print(json.dumps({k: v for k, v in result.items() if k != "examples"}, indent=1))
 
 
-def results_markdown(result: dict) -> str:
-    """The RESULTS file for one run."""
+def results_markdown(result: dict, heldout: list[NotePair]) -> str:
+    """The RESULTS file for one run (``heldout``: the held-out notes, in the run's order)."""
     untuned, tuned, training = result["untuned"], result["tuned"], result["training"]
     met = tuned["rouge_l"] > untuned["rouge_l"] and tuned["fact_check_pass_rate"] >= 0.95
     failures = [e for e in result["examples"] if e["tuned_problems"]]
@@ -244,7 +305,13 @@ def results_markdown(result: dict) -> str:
         "",
         "LoRA: rank {rank}, alpha {alpha}, on {mods}; {epochs} epoch(s), AdamW lr {lr}, batch "
         "{bs}, seed {seed}; loss only on the note's tokens (and the end token); the prompt is the "
-        "explainer's own inspection-time prompt.".format(
+        "explainer's own inspection-time prompt{short}.".format(
+            short=(
+                f" (fewer epochs than the job's default of {LoraTuningConfig().epochs}, to keep"
+                " the run near 25 minutes on 2 shared cores)"
+                if result["config"]["epochs"] < LoraTuningConfig().epochs
+                else ""
+            ),
             rank=result["config"]["rank"],
             alpha=result["config"]["alpha"],
             mods=", ".join(result["config"]["target_modules"]),
@@ -274,8 +341,13 @@ def results_markdown(result: dict) -> str:
         "",
         f"Adapter: {result['adapter_mb']:.2f} MiB ({', '.join(result['adapter_files'])}).",
         f"Model load: {result['load_seconds']:.0f} s. Whole run: "
-        f"{result['total_seconds'] / 60:.1f} min (facts were "
-        "cached from an earlier run of the same script when present).",
+        f"{result['total_seconds'] / 60:.1f} min without scoring the images"
+        + (
+            " (over the 25-minute budget: the 2 cores were shared with other jobs)"
+            if result["total_seconds"] > 25 * 60
+            else ""
+        )
+        + f"; {facts_timing()}",
         "",
         "Held-out examples (note / untuned / tuned):",
         "",
@@ -289,6 +361,34 @@ def results_markdown(result: dict) -> str:
     lines += ["", f"Tuned generations failing the fact-check: {len(failures)}."]
     for example in failures[:5]:
         lines.append(f"* {example['tuned']} ({'; '.join(example['tuned_problems'])})")
+    agreement = attribute_agreement(heldout, [e["tuned"] for e in result["examples"]])
+    lines += [
+        "",
+        "## What the fact-check does not see",
+        "",
+        "The fact-check is lexical: it wants the right verdict word and only numbers that are",
+        "*some* measured fact. It does not check descriptive words, nor that a number is in the",
+        "right role. On the same held-out notes, the tuned texts state each fact the plant's way",
+        "this often (computed from the run's generations by `attribute_agreement`;",
+        "`bench/explain_lora.py --from-json` rebuilds this file from bench/out/explain-lora.json",
+        "without running the model):",
+        "",
+        "| fact in the tuned text | right / asked |",
+        "|---|---|",
+    ]
+    for name, (right, asked) in agreement.items():
+        lines.append(f"| {name} | {right} / {asked} |")
+    lines += [
+        "",
+        "So the adapter learns the plant's format, verdicts and numbers well, but its",
+        "descriptive words are less reliable (in this run the brightness word was right in",
+        "{} of {} flagged notes), and it sometimes puts a measured number in".format(
+            *agreement.get("brightness word", [0, 0])
+        ),
+        "the wrong role (e.g. the region count as the score); both pass the fact-check. A real",
+        "deployment should keep the rewrite behind the fact-check and treat these descriptive",
+        "words as unverified until the fact-check also compares them with the facts.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -52,6 +52,8 @@ from db.project_settings import clip_setting
 TRAIN_CLIP = "train_clip"
 TUNE_CLIP = "tune_clip"
 DEFAULT_SHOTS = 4
+ZERO_SHOT_THRESHOLD = 0.5
+"""Score in [0, 1] is an anomalous probability; 0.5 until labelled parts give a better one."""
 DEFAULT_TUNE_HOLDOUT = 0.25
 """Share of the labelled parts (both classes) kept out of adapter training for the gate."""
 _CONFIG_OVERRIDES = ("window_sizes", "window_stride", "image_size", "batch_size", "seed")
@@ -104,6 +106,13 @@ def train_clip_job(ctx: JobContext) -> JobOutcome:
     trained = set(detector.training_digests)
     heldout = [part for part in heldout if part.sha256 not in trained]
     evaluation = _evaluate(ctx, project, detector, heldout, (0.6, 0.8))
+    if detector.threshold is None:  # nothing labelled: CLIP's own normal/anomalous boundary
+        detector.with_threshold(ZERO_SHOT_THRESHOLD)
+        evaluation["notes"][-1] = (
+            f"No labelled part to calibrate on: the threshold is {ZERO_SHOT_THRESHOLD} (CLIP's "
+            "own normal/anomalous boundary); recalibrate once parts are labelled."
+        )
+        evaluation["metrics"]["threshold_rule"] = "clip_default"
     gate = _gate(ctx, base, heldout, evaluation, holdout, _active_rates(ctx, base, heldout))
     used = [r for r in references if r[0] in trained]
     metrics = {

@@ -37,6 +37,7 @@ from db import CAN_MANAGE_MODELS, Label, ModelVersion, Project, User
 from db.model_families import ModelFamily, active_version
 from db.model_versions import next_version_number, register_model_version
 from db.permissions import require_session_role
+from db.project_settings import clip_setting
 
 _MAX_TARGET_FNR = 0.999
 
@@ -52,7 +53,6 @@ def refit_detector(ctx: JobContext) -> JobOutcome:
     Returns:
         The outcome, with the candidate's id.
     """
-    from adcore.detectors.registry import build_detector
 
     params = ctx.parameters
     holdout = float(params.get("holdout_fraction", DEFAULT_HOLDOUT_FRACTION))
@@ -65,6 +65,8 @@ def refit_detector(ctx: JobContext) -> JobOutcome:
             session, project.id, snapshot, ctx.data_dir, params.get("train_folder")
         )
     kind, config = _kind_and_config(base, params)
+    if kind == "clip" and base is None:  # the project's CLIP option, then the job's overrides
+        config = {**clip_setting(project).detector_config(project.object_name or ""), **config}
     base_trained = set(snapshot_digests(snapshot))
     heldout = held_out_parts(parts, base_trained, holdout)
     training, excluded = _training_set(snapshot_images, parts, heldout, base_trained)
@@ -72,12 +74,12 @@ def refit_detector(ctx: JobContext) -> JobOutcome:
         ctx.log(f"{len(missing)} training image(s) of the base version were not found")
     if excluded:
         ctx.log(f"{len(excluded)} training image(s) now labelled defect were left out")
-    if not training:
+    if not training and kind != "clip":  # CLIP without references is zero-shot
         raise DatasetError("No good image to refit on: label some parts good first.")
     n_confirmed = sum(image.source == "confirmed_good" for image in training)
     ctx.log(f"Refitting {kind} on {len(training)} images ({n_confirmed} confirmed good)")
     ctx.raise_if_cancelled()
-    detector = build_detector(kind, device=ctx.device, **config)
+    detector = _fresh_detector(kind, config, base, ctx.device)
     fit = detector.fit([image.path for image in training], ctx.scaled_progress(0.05, 0.7))
     scores, labels, unreadable = score_parts(detector, heldout, ctx.scaled_progress(0.7, 0.8))
     notes: list[str] = []
@@ -214,6 +216,17 @@ def _kind_and_config(base: ModelVersion | None, params: dict) -> tuple[str, dict
         return str(params.get("detector_kind", "patchcore")), dict(params.get("config") or {})
     document = json.loads((Path(base.artifact_path) / CONFIG_FILE).read_text())
     return base.kind, dict(document.get("config") or {})
+
+
+def _fresh_detector(kind: str, config: dict[str, Any], base: ModelVersion | None, device: str):
+    """An unfitted detector; an adapted CLIP base keeps its adapters (fit re-embeds)."""
+    from adcore.detectors.registry import build_detector, load_detector
+
+    if kind == "clip" and base is not None:
+        document = json.loads((Path(base.artifact_path) / CONFIG_FILE).read_text())
+        if document.get("adapter"):
+            return load_detector(base.artifact_path, device=device)
+    return build_detector(kind, device=device, **config)
 
 
 def _training_set(

@@ -1,0 +1,236 @@
+"""CLIP job kinds: ``train_clip`` (zero-/few-shot) and ``tune_clip`` (LoRA on labelled parts).
+
+A tiny random open_clip model (``clip_tiny``) saved as a local checkpoint plays the CLIP
+weights; the project's CLIP option names it. Jobs run through the real worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from clip_tiny import TINY_CLIP, NetworkGuard, register_tiny_clip, write_tiny_checkpoint
+from PIL import Image
+from sqlalchemy.orm import Session, sessionmaker
+from synthetic_parts import make_part, png
+
+from adcore.detectors.clip import ClipDetector
+from adcore.detectors.registry import load_detector
+from adcore.jobs.training_data import in_evaluation_share
+from adcore.jobs.worker import JobWorker
+from adcore.persistence import TENSORS_FILE
+from db import Job, ModelVersion, Project, User, get_or_create_image, init_db, make_session_factory
+from db.jobs import enqueue_job
+from db.model_versions import promote_model_version, register_model_version
+from db.project_settings import ClipSetting, set_clip_setting
+from db.review_queue import record_review
+
+pytestmark = pytest.mark.slow
+SIZE = 32
+HOLDOUT = 0.4
+"""With these parts it holds out one good and two defective ones for the gate."""
+FAST_TUNE = {"rank": 2, "alpha": 4.0, "n_context": 2, "epochs": 3, "learning_rate": 1e-2}
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tiny-clip-job")
+    register_tiny_clip(root)
+    return write_tiny_checkpoint(root / "tiny.safetensors")
+
+
+@pytest.fixture
+def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_checkpoint: Path) -> Iterator[dict]:
+    """A project whose CLIP option names the tiny checkpoint; 8 good and 8 defect labelled."""
+    guard = NetworkGuard().install(monkeypatch)
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("LOUPE_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("LOUPE_DATABASE_URL", raising=False)
+    monkeypatch.delenv("LOUPE_RAY_ADDRESS", raising=False)
+    engine = init_db()
+    factory = make_session_factory(engine)
+    with factory() as session, session.begin():
+        manager = User(name="manager-1", role="manager", password_hash="x")
+        inspector = User(name="inspector-1", role="inspector", password_hash="x")
+        project = Project(name="widgets", object_name="metal plate", defect_types=["scratch"])
+        session.add_all([manager, inspector, project])
+        session.flush()
+        set_clip_setting(
+            session, project.id, ClipSetting(TINY_CLIP, str(tiny_checkpoint)), user=manager
+        )
+        project_id = project.id
+    yield {
+        "factory": factory,
+        "project_id": project_id,
+        "manager": manager,
+        "inspector": inspector,
+        "checkpoint": tiny_checkpoint,
+        "worker": JobWorker(
+            factory, data_dir=data_dir, models_root=tmp_path / "models", device="cpu"
+        ),
+    }
+    engine.dispose()
+    assert guard.attempts == []
+
+
+def label_parts(lab: dict, n_good: int = 8, n_defect: int = 8) -> dict[str, str]:
+    """Store and label synthetic parts; return sha256 -> label."""
+    digests: dict[str, str] = {}
+    with lab["factory"]() as session, session.begin():
+        inspector = session.get(User, lab["inspector"].id)
+        for i in range(n_good + n_defect):
+            defect = i >= n_good
+            image, _ = get_or_create_image(
+                session,
+                data=png(make_part(700 + i, size=SIZE, defect=defect)),
+                original_name=f"part-{i}.png",
+                project_id=lab["project_id"],
+                source="upload",
+                width=SIZE,
+                height=SIZE,
+            )
+            label = "defect" if defect else "good"
+            record_review(
+                session,
+                image_id=image.id,
+                user=inspector,
+                label=label,
+                defect_type="scratch" if defect else None,
+            )
+            digests[image.sha256] = label
+    return digests
+
+
+def run(lab: dict, kind: str, parameters: dict | None = None) -> Job:
+    factory: sessionmaker[Session] = lab["factory"]
+    with factory() as session, session.begin():
+        job_id = enqueue_job(
+            session,
+            kind=kind,
+            parameters=parameters or {},
+            project_id=lab["project_id"],
+            user=session.get(User, lab["manager"].id),
+        ).id
+    assert lab["worker"].run(once=True) == 1
+    with factory() as session:
+        return session.get(Job, job_id)
+
+
+def version_of(lab: dict, job: Job) -> ModelVersion:
+    assert job.status == "succeeded", (job.message, job.log_tail)
+    with lab["factory"]() as session:
+        return session.get(ModelVersion, job.result_model_version_id)
+
+
+def promote(lab: dict, version_id: int) -> None:
+    with lab["factory"]() as session, session.begin():
+        promote_model_version(session, version_id, session.get(User, lab["manager"].id))
+
+
+def test_zero_shot_then_lora_tuning_give_gated_clip_candidates(lab: dict) -> None:
+    digests = label_parts(lab)
+    zero = version_of(lab, run(lab, "train_clip", {"shots": 0, "holdout_fraction": HOLDOUT}))
+    assert zero.kind == "clip" and zero.status == "candidate"
+    assert zero.metrics["mode"] == "zero-shot" and zero.metrics["shots"] == 0
+    assert zero.training_snapshot["images"] == []
+    assert zero.metrics["clip_model"] == TINY_CLIP
+    assert zero.metrics["object_name"] == "metal plate"  # the project's object by default
+    assert zero.metrics["heldout_auroc"] is not None
+    assert zero.metrics["gate"]["decision"]["passed"]  # nothing active yet
+    assert zero.threshold is not None  # chosen FNR-first on the held-out defects
+    saved = Path(zero.artifact_path) / TENSORS_FILE
+    assert saved.stat().st_size < lab["checkpoint"].stat().st_size / 10  # CLIP not copied
+    promote(lab, zero.id)
+
+    job = run(lab, "tune_clip", {**FAST_TUNE, "holdout_fraction": HOLDOUT})
+    tuned = version_of(lab, job)
+    metrics = tuned.metrics
+    assert tuned.kind == "clip" and tuned.status == "candidate"
+    assert metrics["base_version_id"] == zero.id
+    assert len(metrics["losses"]) == FAST_TUNE["epochs"] + 1
+    assert metrics["trainable_parameters"] > 0 and 0 < metrics["adapter_megabytes"] < 1
+    heldout = {entry["sha256"] for entry in tuned.training_snapshot["heldout"]}
+    assert heldout == {d for d in digests if in_evaluation_share(d, HOLDOUT)}
+    trained = {entry["sha256"] for entry in tuned.training_snapshot["adapter_training"]}
+    assert trained == set(digests) - heldout
+    gate = metrics["gate"]
+    assert gate["active"]["version_id"] == zero.id
+    assert gate["candidate"]["n_good"] + gate["candidate"]["n_defect"] == len(heldout)
+    assert "passed" in gate["decision"]
+    detector = load_detector(tuned.artifact_path, device="cpu")
+    assert isinstance(detector, ClipDetector) and detector.adapter is not None
+    assert detector.threshold == pytest.approx(tuned.threshold)
+    assert job.message.startswith("CLIP adapted: candidate version")
+
+
+def test_few_shot_uses_the_folder_and_the_confirmed_good_parts(lab: dict, tmp_path: Path) -> None:
+    digests = label_parts(lab, n_good=6, n_defect=3)
+    folder = tmp_path / "good"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(make_part(900 + i, size=SIZE)).save(folder / f"{i}.png")
+    version = version_of(lab, run(lab, "train_clip", {"shots": 4, "train_folder": str(folder)}))
+    assert version.metrics["mode"] == "few-shot" and version.metrics["shots"] == 4
+    used = version.training_snapshot["images"]
+    assert len(used) == 4 and {entry["source"] for entry in used} <= {"folder", "confirmed_good"}
+    heldout = {entry["sha256"] for entry in version.training_snapshot["heldout"]}
+    assert not heldout & {entry["sha256"] for entry in used}
+    assert {d for d, label in digests.items() if label == "defect"} <= heldout
+
+
+def test_refusals_are_clear(lab: dict) -> None:
+    job = run(lab, "tune_clip", FAST_TUNE)
+    assert job.status == "failed" and "needs an active CLIP detector" in job.message
+
+    with lab["factory"]() as session, session.begin():
+        other = register_model_version(
+            session,
+            project_id=lab["project_id"],
+            kind="patchcore",
+            artifact_path="models/widgets/v1",
+            metrics={},
+            threshold=1.0,
+            training_snapshot={},
+        )
+    promote(lab, other.id)
+    job = run(lab, "tune_clip", FAST_TUNE)
+    assert job.status == "failed" and "(patchcore)" in job.message
+
+    job = run(lab, "train_clip", {"shots": 2})
+    assert job.status == "failed" and "Few-shot CLIP needs good images" in job.message
+
+    with lab["factory"]() as session, session.begin():
+        set_clip_setting(
+            session,
+            lab["project_id"],
+            ClipSetting(TINY_CLIP, "/nowhere/clip.safetensors"),
+            user=session.get(User, lab["manager"].id),
+        )
+    job = run(lab, "train_clip", {"shots": 0})
+    assert job.status == "failed" and "cannot start" in job.message
+    assert "/nowhere/clip.safetensors" in job.message
+
+
+def test_tuning_needs_both_good_and_defective_labelled_parts(lab: dict) -> None:
+    label_parts(lab, n_good=6, n_defect=0)
+    zero = version_of(lab, run(lab, "train_clip", {"shots": 0, "holdout_fraction": HOLDOUT}))
+    assert zero.threshold is not None  # a quantile of the held-out good scores
+    promote(lab, zero.id)
+    job = run(lab, "tune_clip", FAST_TUNE)
+    assert job.status == "failed" and "labelled good and defective parts" in job.message
+
+
+def test_refit_accepts_a_clip_detector_without_images(lab: dict) -> None:
+    """The generic detector job: kind ``clip`` from the project's option; zero-shot needs none."""
+    job = run(lab, "refit_detector", {"detector_kind": "clip", "config": {"shots": 0}})
+    version = version_of(lab, job)
+    assert version.kind == "clip" and version.metrics["n_train"] == 0
+    detector = load_detector(version.artifact_path, device="cpu")
+    assert detector.config.model_name == TINY_CLIP and detector.config.object_name == "metal plate"
+
+
+def test_zero_shot_with_nothing_labelled_uses_clips_own_boundary(lab: dict) -> None:
+    version = version_of(lab, run(lab, "train_clip", {"shots": 0}))
+    assert version.threshold == 0.5 and version.metrics["threshold_rule"] == "clip_default"
+    assert version.metrics["heldout"]["n_good"] == version.metrics["heldout"]["n_defect"] == 0

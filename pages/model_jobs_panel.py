@@ -93,6 +93,24 @@ TUNE_EXPLAINER_SPEC = JobKindSpec(
 )
 """Queued from the Explanations section (:mod:`pages.explanation_settings_panel`)."""
 
+CLIP_JOB_SPECS: tuple[JobKindSpec, ...] = (
+    JobKindSpec(
+        "train_clip",
+        "Start CLIP detector",
+        "Starts a CLIP detector from the project's CLIP option: zero-shot (no image needed) or "
+        "few-shot (a few good images become references). It becomes a detector candidate.",
+        ":material/visibility:",
+    ),
+    JobKindSpec(
+        "tune_clip",
+        "Adapt CLIP with LoRA",
+        "Trains small LoRA adapters and learnable prompts of the active CLIP detector on the "
+        "labelled parts (CLIP itself stays frozen). It becomes a detector candidate.",
+        ":material/auto_fix_high:",
+    ),
+)
+"""Queued from the CLIP section (:mod:`pages.clip_settings_panel`)."""
+
 
 def no_worker() -> bool:
     """Whether ``$LOUPE_NO_WORKER`` asks the app not to start a job worker."""
@@ -109,9 +127,11 @@ def registered_kinds() -> list[str]:
 # --------------------------------------------------------------------------- callbacks
 
 
-def queue_clicked(project_id: int, kind: str, label: str) -> None:
-    """Queue a job of ``kind`` for the project with the options the form holds."""
-    parameters: dict[str, object] = {}
+def queue_clicked(
+    project_id: int, kind: str, label: str, extra: dict[str, object] | None = None
+) -> None:
+    """Queue a job of ``kind`` for the project with the options the form holds (and ``extra``)."""
+    parameters: dict[str, object] = dict(extra or {})
     if kind == "refit_detector":
         parameters["holdout_fraction"] = float(st.session_state.get("job_holdout", 20)) / 100.0
         folder = (st.session_state.get("job_train_folder") or "").strip()
@@ -231,7 +251,8 @@ def when(moment: datetime | None) -> str:
 
 
 def _job_row(job: db.Job, creator: str | None, version_numbers: dict[int, int]) -> None:
-    spec = next((s for s in (*JOB_KIND_SPECS, TUNE_EXPLAINER_SPEC) if s.kind == job.kind), None)
+    known = (*JOB_KIND_SPECS, TUNE_EXPLAINER_SPEC, *CLIP_JOB_SPECS)
+    spec = next((s for s in known if s.kind == job.kind), None)
     title = spec.label if spec else job.kind
     with st.container(border=True, key=f"job-{job.id}"):
         head, action = st.columns([5, 1], vertical_alignment="center")

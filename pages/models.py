@@ -2,7 +2,8 @@
 
 The learning loop (queue a retraining job, follow it, compare the candidate with the active
 model, promote through the gate or roll back) is drawn by :mod:`pages.model_jobs_panel`; the
-per-project language-model option and explainer tuning by :mod:`pages.explanation_settings_panel`.
+per-project language-model option and explainer tuning by :mod:`pages.explanation_settings_panel`;
+the CLIP zero-/few-shot detector and its LoRA adaptation by :mod:`pages.clip_settings_panel`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from db.projects import (
     set_threshold,
 )
 from pages.background_work import JobProgress, start_job
+from pages.clip_settings_panel import clip_section
 from pages.common import (
     MANAGERS,
     choose_project,
@@ -39,6 +41,8 @@ from pages.model_candidates_panel import candidates_section, rollback_buttons
 from pages.model_jobs_panel import improve_section, jobs_panel
 
 JOB_KEY = "training_job"
+FIRST_MODEL_KINDS = tuple(kind for kind in DETECTOR_KINDS if kind != "clip")
+"""CLIP starts from its own section (its weights and prompts come from the project option)."""
 HIDDEN_METRICS = ("threshold_history", "status_history")
 
 
@@ -181,6 +185,7 @@ else:
 # ---- the learning loop: candidates, jobs that make them
 candidates_section(project_id)
 improve_section(project_id, has_active_detector=active is not None)
+clip_section(project_id)
 explanations_section(project_id)
 jobs_panel(project_id)
 
@@ -195,7 +200,8 @@ st.text_input(
     placeholder="/data/line-3/good",
     disabled=running,
 )
-st.selectbox("Detector", DETECTOR_KINDS, key="train_kind", disabled=running)
+st.selectbox("Detector", FIRST_MODEL_KINDS, key="train_kind", disabled=running)
+st.caption("For a CLIP detector (zero-shot needs no images), see the CLIP section above.")
 st.button(
     "Train",
     type="primary",

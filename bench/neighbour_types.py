@@ -2,13 +2,15 @@
 
 Writes (only) its section of RESULTS_explain.md.
 
-Usage: ``.venv/bin/python bench/neighbour_types.py [--train 100] [--per-type 30] [--size 256]``
+Usage: ``.venv/bin/python bench/neighbour_types.py [--train 100] [--per-type 30] [--size 256]
+[--detector patchcore|autoencoder]``
 
-A PatchCore (EfficientNet-Lite0) is fitted on good Magnetic-tile images; every defect test image
-(up to ``per-type`` per type) is scored once. Leave-one-out: each defect is the query, every other
-defect a confirmed one, and :func:`adcore.explain.neighbours.nearest_defect_types` names a type.
-Two global vectors are compared: the detector's anomaly-focused embedding (what inspection
-stores) and plain average pooling of the same patch embeddings. Reported per similarity floor:
+A detector (default PatchCore, EfficientNet-Lite0) is fitted on good Magnetic-tile images;
+every defect test image (up to ``per-type`` per type) is scored once. Leave-one-out: each defect
+is the query, every other defect a confirmed one, and
+:func:`adcore.explain.neighbours.nearest_defect_types` names a type. Two global vectors are
+compared: the detector's anomaly-focused embedding (what inspection stores) and plain average
+pooling of the same features. Reported per similarity floor:
 coverage (queries with a named type: at least one neighbour above the floor), accuracy of the
 named type on those, the majority-class baseline, and how often a type is still named when the
 query's own type has no confirmed example (every name is then wrong).
@@ -30,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from explain_timing import replace_section  # noqa: E402
 
 from adcore.datasets import load_mvtec  # noqa: E402
+from adcore.detectors.autoencoder import Autoencoder, AutoencoderConfig  # noqa: E402
 from adcore.detectors.base import load_many, to_tensor_batch  # noqa: E402
 from adcore.detectors.patchcore import PatchCore, PatchCoreConfig  # noqa: E402
 from adcore.explain.neighbours import (  # noqa: E402
@@ -58,15 +61,33 @@ def leave_one_out(
     return named, correct
 
 
+def anomaly_focused(detector: PatchCore | Autoencoder, images: list[np.ndarray]) -> np.ndarray:
+    """(B, D) anomaly-focused vectors: PatchCore's stored embedding; for the autoencoder, the
+    same pooling of its bottleneck (:meth:`AutoencoderModel.embedding`, not stored)."""
+    if isinstance(detector, PatchCore):
+        return np.stack([p.embedding for p in detector.predict(images)])
+    x = to_tensor_batch(images, detector.config.image_size)
+    with torch.inference_mode():
+        latent = detector.model.eval().encode(x)
+        maps = detector.model.anomaly_maps(x, detector.model.decode(latent))
+        return detector.model.embedding(latent, maps).numpy()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--train", type=int, default=100)
     parser.add_argument("--per-type", type=int, default=30)
     parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--detector", choices=("patchcore", "autoencoder"), default="patchcore")
     args = parser.parse_args()
     torch.manual_seed(0)
     dataset = load_mvtec(DATA, max_train=args.train)
-    detector = PatchCore(PatchCoreConfig(image_size=args.size), device="cpu")
+    if args.detector == "patchcore":
+        detector = PatchCore(PatchCoreConfig(image_size=args.size), device="cpu")
+        features, what = detector.model.embed, "PatchCore (EfficientNet-Lite0"
+    else:
+        detector = Autoencoder(AutoencoderConfig(image_size=args.size), device="cpu")
+        features, what = detector.model.encode, "Autoencoder (default config"
     start = time.perf_counter()
     detector.fit([s.path for s in dataset.train])
     fit_seconds = time.perf_counter() - start
@@ -80,14 +101,16 @@ def main() -> None:
     loaded, failures = load_many([s.path for s in samples])
     assert not failures, failures
     types = [s.defect_type for s in samples]
-    predictions = detector.predict([im.pixels for im in loaded])
-    focused = np.stack([p.embedding for p in predictions])
+    focused = np.concatenate(
+        [
+            anomaly_focused(detector, [im.pixels for im in loaded[i : i + 16]])
+            for i in range(0, len(loaded), 16)
+        ]
+    )
     with torch.inference_mode():
         plain = np.concatenate(
             [
-                detector.model.embed(
-                    to_tensor_batch([im.pixels for im in loaded[i : i + 16]], args.size)
-                )
+                features(to_tensor_batch([im.pixels for im in loaded[i : i + 16]], args.size))
                 .mean(dim=(2, 3))
                 .numpy()
                 for i in range(0, len(loaded), 16)
@@ -95,13 +118,15 @@ def main() -> None:
         )
     baseline = max(per_type.values()) / len(types)
     counts = ", ".join(f"{name} {n}" for name, n in sorted(per_type.items()))
+    heading = HEADING if args.detector == "patchcore" else f"{HEADING} ({args.detector})"
     lines = [
-        HEADING,
+        heading,
         "",
         "Command: `nice .venv/bin/python bench/neighbour_types.py "
-        f"--train {args.train} --per-type {args.per_type} --size {args.size}`",
+        f"--train {args.train} --per-type {args.per_type} --size {args.size} "
+        f"--detector {args.detector}`",
         "",
-        f"PatchCore (EfficientNet-Lite0, {args.size} px) fitted on {len(dataset.train)} good "
+        f"{what}, {args.size} px) fitted on {len(dataset.train)} good "
         f"Magnetic-tile images in {fit_seconds:.0f} s; {len(types)} defect test images "
         f"({counts}). Leave-one-out: each defect is the query and every other defect a "
         "confirmed one; k = 5. *named*: queries for which a type is named (a neighbour at or "
@@ -123,15 +148,15 @@ def main() -> None:
             )
     lines += [
         "",
-        "*anomaly-focused* is the vector inspection stores (`adcore.detectors.pooling`: patch "
-        "embeddings pooled where the patch scores are high, minus their plain mean); "
-        "*average-pooled* is the plain mean of the same patch embeddings, for comparison: its "
-        "cosine similarities are all high, so no floor separates related from unrelated "
-        "defects. The floor was chosen on these same images (no held-out split); one dataset, "
-        "one backbone: it is not validated for the autoencoder's bottleneck vectors.",
+        "*anomaly-focused*: the detector's patch features (PatchCore: patch embeddings, the "
+        "vector inspection stores; autoencoder: its bottleneck, not stored because of these "
+        "results) pooled where the patch scores are high, minus their plain mean "
+        "(`adcore.detectors.pooling`); *average-pooled*: the plain mean of the same features, "
+        "for comparison. The floor was chosen on the PatchCore run of these same images (no "
+        "held-out split), on one dataset.",
     ]
     print("\n".join(lines))
-    replace_section(OUT, HEADING, lines)
+    replace_section(OUT, heading, lines)
     print(f"wrote {OUT}")
 
 

@@ -239,14 +239,8 @@ def test_module_scores_and_embeds_in_one_pass() -> None:
     torch.testing.assert_close(maps, plain_maps)
 
 
-def test_predictions_carry_a_bottleneck_vector(fitted: Autoencoder) -> None:
-    rng = np.random.default_rng(5)
-    square = _gradient(rng)
-    square[8:16, 8:16] = 255
+def test_predictions_carry_no_embedding(fitted: Autoencoder) -> None:
+    # The bottleneck vectors do not tell defect types apart (bench/RESULTS_explain.md).
+    (prediction,) = fitted.predict(_goods(1, seed=5))
 
-    predictions = fitted.predict([square, _gradient(rng)])
-
-    for prediction in predictions:
-        assert prediction.embedding.shape == (8,) and prediction.embedding.dtype == np.float32
-        assert np.isfinite(prediction.embedding).all()
-    assert np.linalg.norm(predictions[0].embedding) > 0
+    assert prediction.embedding is None

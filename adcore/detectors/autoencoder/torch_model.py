@@ -7,9 +7,10 @@ has never seen (defects) are rebuilt badly, so the per-pixel squared reconstruct
 averaged over channels and Gaussian-smoothed, is the anomaly map. The image score is the mean
 of the top ``top_fraction`` of map values, which is steadier than the single maximum.
 
-Each scored image also gets one global feature vector (:meth:`AutoencoderModel.embedding`): the
-bottleneck features pooled where the anomaly map is high, minus their plain mean (see
-:func:`adcore.detectors.pooling.anomaly_focused_embedding`).
+:meth:`AutoencoderModel.embedding` gives one global vector per image (the bottleneck features
+pooled where the anomaly map is high, minus their plain mean; see
+:func:`adcore.detectors.pooling.anomaly_focused_embedding`). It is measured by
+bench/neighbour_types.py but not stored by the detector: it does not separate defect types.
 """
 
 from __future__ import annotations

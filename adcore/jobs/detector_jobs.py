@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ def refit_detector(ctx: JobContext) -> JobOutcome:
     n_confirmed = sum(image.source == "confirmed_good" for image in training)
     ctx.log(f"Refitting {kind} on {len(training)} images ({n_confirmed} confirmed good)")
     ctx.raise_if_cancelled()
-    detector = _fresh_detector(kind, config, base, ctx.device)
+    detector = _fresh_detector(kind, config, base, ctx.device, has_images=bool(training))
     fit = detector.fit([image.path for image in training], ctx.scaled_progress(0.05, 0.7))
     scores, labels, unreadable = score_parts(detector, heldout, ctx.scaled_progress(0.7, 0.8))
     notes: list[str] = []
@@ -218,15 +219,27 @@ def _kind_and_config(base: ModelVersion | None, params: dict) -> tuple[str, dict
     return base.kind, dict(document.get("config") or {})
 
 
-def _fresh_detector(kind: str, config: dict[str, Any], base: ModelVersion | None, device: str):
-    """An unfitted detector; an adapted CLIP base keeps its adapters (fit re-embeds)."""
+def _fresh_detector(
+    kind: str, config: dict[str, Any], base: ModelVersion | None, device: str, has_images: bool
+):
+    """An unfitted detector of the base's kind and settings.
+
+    For CLIP: an adapted base keeps its adapters (fit re-embeds the references), and a
+    zero-shot one becomes few-shot when there are good images (they all become references).
+    """
     from adcore.detectors.registry import build_detector, load_detector
 
-    if kind == "clip" and base is not None:
+    if kind != "clip":
+        return build_detector(kind, device=device, **config)
+    if has_images and not config.get("shots", 1):
+        config = {**config, "shots": None}
+    detector = None
+    if base is not None:
         document = json.loads((Path(base.artifact_path) / CONFIG_FILE).read_text())
         if document.get("adapter"):
-            return load_detector(base.artifact_path, device=device)
-    return build_detector(kind, device=device, **config)
+            detector = load_detector(base.artifact_path, device=device)
+            detector.config = replace(detector.config, shots=config.get("shots"))
+    return detector or build_detector(kind, device=device, **config)
 
 
 def _training_set(

@@ -163,6 +163,15 @@ def test_zero_shot_then_lora_tuning_give_gated_clip_candidates(lab: dict) -> Non
     assert detector.threshold == pytest.approx(tuned.threshold)
     assert job.message.startswith("CLIP adapted: candidate version")
 
+    with lab["factory"]() as session, session.begin():  # whatever the gate said
+        promote_model_version(
+            session, tuned.id, session.get(User, lab["manager"].id), override_reason="test"
+        )
+    refit = version_of(lab, run(lab, "refit_detector", {"holdout_fraction": HOLDOUT}))
+    assert refit.kind == "clip" and refit.metrics["n_train"] > 0  # confirmed-good references
+    refitted = load_detector(refit.artifact_path, device="cpu")
+    assert refitted.adapter is not None  # a refit keeps the LoRA adapters of its base
+
 
 def test_few_shot_uses_the_folder_and_the_confirmed_good_parts(lab: dict, tmp_path: Path) -> None:
     digests = label_parts(lab, n_good=6, n_defect=3)

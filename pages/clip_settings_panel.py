@@ -148,7 +148,10 @@ def clip_section(project_id: int) -> None:
 
     reason = unavailable_reason(setting.model_name, setting.pretrained)
     if reason is not None:
-        st.warning(f"CLIP cannot be used: {reason}", icon=":material/block:")
+        st.warning(
+            f"CLIP cannot be used: {reason}. Here, give a checkpoint file's path as the weights.",
+            icon=":material/block:",
+        )
     kind_known = TRAIN_CLIP.kind in model_jobs_panel.registered_kinds()
     start_reason = reason or (None if kind_known else "This installation has no CLIP jobs.")
     zero, few = st.columns(2)

@@ -17,6 +17,8 @@ from synthetic_parts import make_part, png
 
 from adcore.detectors.clip import ClipDetector
 from adcore.detectors.registry import load_detector
+from adcore.jobs.clip_jobs import tune_clip_job
+from adcore.jobs.context import JobCancelled, JobContext
 from adcore.jobs.training_data import in_evaluation_share
 from adcore.jobs.worker import JobWorker
 from adcore.persistence import TENSORS_FILE
@@ -66,6 +68,8 @@ def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_checkpoint: Path) 
         "manager": manager,
         "inspector": inspector,
         "checkpoint": tiny_checkpoint,
+        "data_dir": data_dir,
+        "models_root": tmp_path / "models",
         "worker": JobWorker(
             factory, data_dir=data_dir, models_root=tmp_path / "models", device="cpu"
         ),
@@ -243,3 +247,43 @@ def test_zero_shot_with_nothing_labelled_uses_clips_own_boundary(lab: dict) -> N
     version = version_of(lab, run(lab, "train_clip", {"shots": 0}))
     assert version.threshold == 0.5 and version.metrics["threshold_rule"] == "clip_default"
     assert version.metrics["heldout"]["n_good"] == version.metrics["heldout"]["n_defect"] == 0
+
+
+class StopDuringTraining:
+    """A reporter that asks the job to stop once the first training epoch has reported."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def progress(self, fraction: float, message: str) -> None:
+        self.messages.append(message)
+
+    def log(self, line: str) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return any(message.startswith("Epoch") for message in self.messages)
+
+
+def test_a_cancelled_tuning_stops_in_training_and_registers_nothing(lab: dict) -> None:
+    label_parts(lab)
+    zero = version_of(lab, run(lab, "train_clip", {"shots": 0, "holdout_fraction": HOLDOUT}))
+    promote(lab, zero.id)
+    reporter = StopDuringTraining()
+    ctx = JobContext(
+        job_id=99,
+        kind="tune_clip",
+        parameters={**FAST_TUNE, "epochs": 5},
+        project_id=lab["project_id"],
+        created_by_id=lab["manager"].id,
+        session_factory=lab["factory"],
+        data_dir=lab["data_dir"],
+        models_root=lab["models_root"],
+        device="cpu",
+        reporter=reporter,
+    )
+    with pytest.raises(JobCancelled):
+        tune_clip_job(ctx)
+    assert sum(message.startswith("Epoch") for message in reporter.messages) == 1
+    with lab["factory"]() as session:
+        assert [v.id for v in session.query(ModelVersion)] == [zero.id]

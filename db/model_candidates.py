@@ -39,6 +39,8 @@ class CandidateComparison:
         decision: The gate's stored verdict (``passed``, ``reasons``, ``notes``).
         refusals: Why promoting it now would be refused (empty: it may be promoted).
         active_version_id: The id of the family's active version now.
+        baseline: The untuned model's numbers on the same held-out data, for candidates
+            that adapt a fixed base model (explainer adapters); otherwise ``None``.
     """
 
     version_id: int
@@ -52,6 +54,7 @@ class CandidateComparison:
     decision: dict[str, Any]
     refusals: list[str]
     active_version_id: int | None
+    baseline: dict[str, Any] | None = None
 
     @property
     def may_promote(self) -> bool:
@@ -100,6 +103,7 @@ def candidate_comparisons(
                 decision=dict(gate.get("decision") or {}),
                 refusals=gate_refusals(session, version),
                 active_version_id=None if current is None else current.id,
+                baseline=gate.get("untuned"),
             )
         )
     return comparisons

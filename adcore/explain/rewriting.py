@@ -9,6 +9,8 @@ and stores the outcome in ``Prediction.explanation["rewrite"]``::
     {"text": str, "used_model": bool, "problems": [str, ...], "model": str,
      "source": "model" | "adapter", "seconds": float}
 
+A vision-language model (:mod:`adcore.explain.vision_language`) also gets the part image and
+its anomaly-map overlay (read from the data directory; text only when they cannot be read).
 A stored rewrite by the same model is reused. A model that cannot be loaded gives a reason
 (:attr:`RewriteOutcome.reason`), never an exception. No Streamlit here: the pages run
 :func:`rewrite_prediction` in a background thread.
@@ -21,8 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image as PILImage
 from sqlalchemy.orm import Session, sessionmaker
 
+from adcore.anomaly_maps import load_anomaly_map, overlay_image
 from adcore.errors import ExplainerUnavailable
 from adcore.explain.facts import ExplanationFacts
 from adcore.explain.language_model import (
@@ -30,6 +35,8 @@ from adcore.explain.language_model import (
     language_model_unavailable,
     load_language_model,
 )
+from adcore.explain.vision_language import VisionLanguageExplainer
+from db import absolute_image_path
 from db.model_families import ModelFamily, active_version
 from db.models import Prediction, Project
 from db.project_settings import language_model_setting
@@ -39,6 +46,8 @@ logger = logging.getLogger(__name__)
 REWRITE_KEY = "rewrite"
 """Where the rewrite is kept inside ``Prediction.explanation``."""
 MAX_NEW_TOKENS = 60
+OVERLAY_OPACITY = 0.5
+"""Weight of the anomaly-map colours in the overlay shown to a vision-language model."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +165,7 @@ def rewrite_prediction(
         if choice is None:
             return RewriteOutcome(reason="The language-model option is off for this project.")
         reused = stored_rewrite(prediction.explanation, choice)
+        image_path, map_path = prediction.image.stored_path, prediction.anomaly_map_path
     if reused is not None:
         return RewriteOutcome(rewrite=reused, reused=True)
     try:
@@ -169,7 +179,13 @@ def rewrite_prediction(
     except ExplainerUnavailable as error:
         return RewriteOutcome(reason=str(error))
     try:
-        result = explainer.rewrite(facts, max_new_tokens=max_new_tokens)
+        if isinstance(explainer, VisionLanguageExplainer):
+            image, overlay = part_images(image_path, map_path, facts.threshold)
+            result = explainer.rewrite(
+                facts, image=image, overlay=overlay, max_new_tokens=max_new_tokens
+            )
+        else:
+            result = explainer.rewrite(facts, max_new_tokens=max_new_tokens)
     except (RuntimeError, ValueError, IndexError) as error:
         logger.exception("Rewrite of prediction %d by %s failed", prediction_id, choice.label)
         return RewriteOutcome(reason=f"The language model failed: {error}")
@@ -196,3 +212,33 @@ def rewrite_prediction(
         # A new dict: JSON columns do not track in-place changes.
         prediction.explanation = {**(prediction.explanation or {}), REWRITE_KEY: rewrite}
     return RewriteOutcome(rewrite=rewrite)
+
+
+def part_images(
+    stored_path: str, map_path: str | None, threshold: float | None
+) -> tuple[PILImage.Image | None, PILImage.Image | None]:
+    """The stored part image and its anomaly-map overlay, for a vision-language model.
+
+    Args:
+        stored_path: ``Image.stored_path`` (relative to the data directory).
+        map_path: ``Prediction.anomaly_map_path``, or None.
+        threshold: The decision threshold (the overlay's hottest colour is at least this).
+
+    Returns:
+        (image, overlay) as RGB PIL images; either is None when it cannot be read (logged).
+    """
+    try:
+        with PILImage.open(absolute_image_path(stored_path)) as opened:
+            image = opened.convert("RGB")
+    except (OSError, ValueError) as error:
+        logger.warning("Part image %s unreadable for the rewrite: %s", stored_path, error)
+        return None, None
+    if map_path is None:
+        return image, None
+    try:
+        anomaly_map = load_anomaly_map(map_path)
+        pixels = overlay_image(np.asarray(image), anomaly_map, OVERLAY_OPACITY, threshold=threshold)
+    except (OSError, ValueError) as error:
+        logger.warning("Anomaly map %s unreadable for the rewrite: %s", map_path, error)
+        return image, None
+    return image, PILImage.fromarray(pixels)

@@ -100,3 +100,113 @@ def passed_facts() -> ExplanationFacts:
 def toy_note(facts: ExplanationFacts) -> str:
     """A toy inspector's note: ``"flagged the part"`` or ``"passed the part"`` (no number)."""
     return "flagged the part" if facts.verdict == "defect" else "passed the part"
+
+
+VISION_SPECIAL_TOKENS = (
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+"""The special tokens a Qwen2-VL processor and chat template need."""
+VISION_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""A minimal Qwen2-VL-style chat template (an image item becomes the image placeholder)."""
+
+
+def build_tiny_vision_language_model(
+    folder: Path, words: Sequence[str] = NEUTRAL_WORDS, *, seed: int = 0
+) -> Path:
+    """Save a random 1-layer Qwen2-VL (tiny vision and text towers) and its processor.
+
+    The processor (word-level tokenizer over ``words`` plus the Qwen2-VL special tokens, an
+    image processor resizing every image to at most 56 x 56 pixels, i.e. 4 image tokens, and a
+    chat template) is built in code; ``AutoProcessor`` and ``AutoModelForImageTextToText`` load
+    the folder back.
+
+    Args:
+        folder: Where to save (created).
+        words: The vocabulary besides the special tokens.
+        seed: Seed of the random weights.
+
+    Returns:
+        ``folder``.
+    """
+    import torch
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    from transformers import (
+        PreTrainedTokenizerFast,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    tokens = ["[UNK]", "<pad>", "<eos>", *VISION_SPECIAL_TOKENS, *words]
+    vocab = {token: index for index, token in enumerate(tokens)}
+    backend = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="[UNK]",
+        pad_token="<pad>",
+        eos_token="<eos>",
+        additional_special_tokens=list(VISION_SPECIAL_TOKENS),
+    )
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=56 * 56),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=VISION_CHAT_TEMPLATE,
+    )
+    config = Qwen2VLConfig(
+        text_config={
+            "vocab_size": len(vocab),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 512,
+            # head size 16: the three rotary sections (time, height, width) sum to 16 / 2.
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "mrope_section": [2, 3, 3],
+            },
+            "bos_token_id": vocab["<eos>"],
+            "eos_token_id": vocab["<eos>"],
+            "pad_token_id": vocab["<pad>"],
+        },
+        vision_config={
+            "depth": 1,
+            "embed_dim": 16,
+            "hidden_size": 32,
+            "num_heads": 2,
+            "mlp_ratio": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+        image_token_id=vocab["<|image_pad|>"],
+        video_token_id=vocab["<|video_pad|>"],
+        vision_start_token_id=vocab["<|vision_start|>"],
+        vision_end_token_id=vocab["<|vision_end|>"],
+    )
+    torch.manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    Qwen2VLForConditionalGeneration(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

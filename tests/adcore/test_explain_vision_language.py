@@ -13,7 +13,11 @@ import pytest
 from PIL import Image as PILImage
 from sqlalchemy.orm import Session, sessionmaker
 from synthetic_parts import FLAGGED_FACTS
-from tiny_language_model import build_tiny_language_model, build_tiny_vision_language_model
+from tiny_language_model import (
+    build_tiny_idefics3,
+    build_tiny_language_model,
+    build_tiny_vision_language_model,
+)
 
 from adcore.anomaly_maps import overlay_image, save_anomaly_map
 from adcore.errors import ExplainerUnavailable
@@ -113,6 +117,30 @@ def test_random_model_sees_both_images_and_falls_back(
     assert result.fact_check.problems
     assert check_text(result.text, FLAGGED_FACTS).passed
     assert "rejected" in caplog.text and vlm.name in caplog.text
+
+
+def test_idefics3_smolvlm_architecture_sees_both_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SmolVLM-256M's architecture (Idefics3): the other processor family, end to end."""
+    folder = build_tiny_idefics3(tmp_path / "idefics3")
+    explainer = load_language_model(str(folder))
+    assert isinstance(explainer, VisionLanguageExplainer)
+    assert type(explainer.model).__name__ == "Idefics3ForConditionalGeneration"
+    image, overlay = part_and_overlay()
+    seen: dict[str, Any] = {}
+    generate = explainer.model.generate
+
+    def spy(**inputs: Any) -> Any:
+        seen.update(inputs)
+        return generate(**inputs)
+
+    monkeypatch.setattr(explainer.model, "generate", spy)
+    result = explainer.rewrite(FLAGGED_FACTS, image=image, overlay=overlay, max_new_tokens=4)
+
+    # (batch, tiles of both images, 3, 32, 32): each 64 x 48 image is 2 x 2 tiles + a global view
+    assert tuple(seen["pixel_values"].shape) == (1, 10, 3, 32, 32)
+    assert result.used_model is False and result.text == render(FLAGGED_FACTS)
 
 
 def test_real_generation_returns_new_words_only(vlm: VisionLanguageExplainer) -> None:

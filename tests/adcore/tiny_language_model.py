@@ -210,3 +210,103 @@ def build_tiny_vision_language_model(
     Qwen2VLForConditionalGeneration(config).save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+IDEFICS3_GRID_TOKENS = tuple(f"<row_{row}_col_{col}>" for row in range(1, 5) for col in range(1, 5))
+IDEFICS3_SPECIAL_TOKENS = (
+    "<|im_start|>",
+    "<end_of_utterance>",
+    "<image>",
+    "<fake_token_around_image>",
+    "<global-img>",
+    *IDEFICS3_GRID_TOKENS,
+)
+"""The special tokens an Idefics3 (SmolVLM-256M) processor needs: image, tile and grid tokens."""
+IDEFICS3_CHAT_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}:"
+    "{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<image>{% else %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}<end_of_utterance>\n{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+"""A minimal SmolVLM-style chat template."""
+
+
+def build_tiny_idefics3(
+    folder: Path, words: Sequence[str] = NEUTRAL_WORDS, *, seed: int = 0
+) -> Path:
+    """Save a random 1-layer Idefics3 (the architecture of SmolVLM-256M) and its processor.
+
+    Images are resized to at most 64 pixels and split into 32 x 32 tiles plus a global view;
+    each tile is one image token (2 x 2 patches of 16 pixels, pixel-shuffled by 2).
+
+    Args:
+        folder: Where to save (created).
+        words: The vocabulary besides the special tokens.
+        seed: Seed of the random weights.
+
+    Returns:
+        ``folder``.
+    """
+    import torch
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessor,
+        Idefics3Processor,
+        PreTrainedTokenizerFast,
+    )
+
+    tokens = ["[UNK]", "<pad>", "<eos>", *IDEFICS3_SPECIAL_TOKENS, *words]
+    vocab = {token: index for index, token in enumerate(tokens)}
+    backend = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="[UNK]",
+        pad_token="<pad>",
+        eos_token="<eos>",
+        additional_special_tokens=list(IDEFICS3_SPECIAL_TOKENS),
+    )
+    processor = Idefics3Processor(
+        image_processor=Idefics3ImageProcessor(
+            size={"longest_edge": 64}, max_image_size={"longest_edge": 32}
+        ),
+        tokenizer=tokenizer,
+        chat_template=IDEFICS3_CHAT_TEMPLATE,
+        image_seq_len=1,
+    )
+    config = Idefics3Config(
+        text_config={
+            "model_type": "llama",
+            "vocab_size": len(vocab),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 1024,
+            "bos_token_id": vocab["<eos>"],
+            "eos_token_id": vocab["<eos>"],
+            "pad_token_id": vocab["<pad>"],
+        },
+        vision_config={
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 16,
+        },
+        image_token_id=vocab["<image>"],
+        scale_factor=2,
+        pad_token_id=vocab["<pad>"],
+    )
+    torch.manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    Idefics3ForConditionalGeneration(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

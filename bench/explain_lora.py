@@ -31,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from adcore.explain.fact_check import check_text
 from adcore.explain.facts import ExplanationFacts  # noqa: E402
 from adcore.explain.lora_tuning import (  # noqa: E402
     LoraTuningConfig,
@@ -385,11 +386,39 @@ def results_markdown(result: dict, heldout: list[NotePair]) -> str:
         "{} of {} flagged notes), and it sometimes puts a measured number in".format(
             *agreement.get("brightness word", [0, 0])
         ),
-        "the wrong role (e.g. the region count as the score); both pass the fact-check. A real",
-        "deployment should keep the rewrite behind the fact-check and treat these descriptive",
-        "words as unverified until the fact-check also compares them with the facts.",
+        "the wrong role (e.g. the region count as the score).",
     ]
+    lines += recheck_section(result, heldout)
     return "\n".join(lines) + "\n"
+
+
+def recheck_section(result: dict, heldout: list[NotePair]) -> list[str]:
+    """The run's stored generations checked again with the current fact-check."""
+    rates = {}
+    for which in ("untuned", "tuned"):
+        passed = [
+            check_text(example[which], pair.facts).passed
+            for example, pair in zip(result["examples"], heldout, strict=True)
+        ]
+        rates[which] = sum(passed) / len(passed)
+    met = result["tuned"]["rouge_l"] > result["untuned"]["rouge_l"] and rates["tuned"] >= 0.95
+    return [
+        "",
+        "## Re-checked with the current fact-check",
+        "",
+        "The fact-check now also compares descriptive words with the facts (a darker region",
+        "called bright, an elongated one a spot, a region placed on the wrong side; see",
+        "adcore/explain/fact_check.py). The same stored generations, checked again by",
+        "`nice -n 5 .venv/bin/python bench/explain_lora.py --from-json` (no model run):",
+        "",
+        "| model | fact-check pass rate (current check) |",
+        "|---|---|",
+        f"| SmolLM2-135M-Instruct, untuned | {100 * rates['untuned']:.0f}% |",
+        f"| + LoRA adapter | {100 * rates['tuned']:.0f}% |",
+        "",
+        "Target under the current check (tuned ROUGE-L above untuned, pass rate >= 95%): "
+        + ("**met**." if met else "**not met**."),
+    ]
 
 
 if __name__ == "__main__":

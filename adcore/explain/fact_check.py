@@ -7,7 +7,13 @@ A text passes when
   verdict, and
 * every number in it is one of the facts' numbers (score, threshold, relative margin in percent,
   region count, area percentages, the count of similar confirmed defects and of neighbours
-  considered), equal up to the rounding the text shows.
+  considered), equal up to the rounding the text shows, and
+* no unnegated descriptive word contradicts the largest region's measured look: its
+  brightness (a darker region called "bright", a brighter one "dark", one of similar
+  brightness either), its shape (an elongated region called a "spot", a compact one a
+  "scratch") and its place (a word for the other side of the part than the measured thirds:
+  "lower" for an upper-left region, "left" for a centred one). When no region was measured,
+  any such description is an invention.
 
 The name of the similar confirmed defect type is an inspector's free text: its occurrences are
 left out before checking, so a type such as ``"crack 2"`` or ``"not good"`` neither adds a
@@ -31,6 +37,43 @@ VERDICT_WORDS = {
     "good": ("passed", "good", "ok", "acceptable", "accepted", "normal"),
 }
 NEGATIONS = ("no", "not", "without", "never", "isn't", "nothing")
+BRIGHTNESS_WORDS = {
+    "darker": ("darker", "dark", "darkened", "shadow", "shadowed"),
+    "brighter": ("brighter", "bright", "lighter", "light", "pale", "white"),
+}
+SHAPE_WORDS = {
+    "elongated": (
+        "elongated",
+        "scratch",
+        "scratches",
+        "crack",
+        "cracks",
+        "line",
+        "linear",
+        "streak",
+        "thin",
+    ),
+    "compact": (
+        "compact",
+        "spot",
+        "spots",
+        "hole",
+        "holes",
+        "pit",
+        "pits",
+        "round",
+        "blob",
+        "dot",
+        "contamination",
+        "speck",
+    ),
+}
+SIDE_WORDS = {
+    "vertical": {"upper": ("upper", "top"), "lower": ("lower", "bottom")},
+    "horizontal": {"left": ("left",), "right": ("right",)},
+}
+"""Words that place a region; a fact's location is ``<vertical>-<horizontal>``, one part, or
+``centre`` (the middle third on both axes)."""
 
 
 @dataclass(frozen=True)
@@ -100,4 +143,32 @@ def check_text(text: str, facts: ExplanationFacts) -> FactCheck:
     for token in NUMBER.findall(text):
         if not _matches(token, values):
             problems.append(f"The number {token} is not one of the measured facts.")
+    problems.extend(_description_problems(words, facts))
     return FactCheck(not problems, tuple(problems))
+
+
+def _description_problems(words: list[str], facts: ExplanationFacts) -> list[str]:
+    """Descriptive words that contradict the largest region's brightness, shape or place."""
+    if facts.shape is None:  # no region was measured: any description is invented
+        described = [
+            word
+            for vocabulary in (*BRIGHTNESS_WORDS.values(), *SHAPE_WORDS.values())
+            for word in vocabulary
+            if _mentions(words, (word,), unnegated=True)
+        ]
+        if not described:
+            return []
+        return [f"The text describes a region ({described[0]!r}), but none was measured."]
+    problems = []
+    for look, vocabulary in BRIGHTNESS_WORDS.items():
+        if look != facts.intensity and _mentions(words, vocabulary, unnegated=True):
+            problems.append(f"The text calls the region {look}, but it measured {facts.intensity}.")
+    for shape, vocabulary in SHAPE_WORDS.items():
+        if shape != facts.shape and _mentions(words, vocabulary, unnegated=True):
+            problems.append(f"The text calls the region {shape}, but it measured {facts.shape}.")
+    location = set((facts.location or "").split("-"))
+    for sides in SIDE_WORDS.values():
+        for side, vocabulary in sides.items():
+            if side not in location and _mentions(words, vocabulary, unnegated=True):
+                problems.append(f"The text places the region {side}, but it lies {facts.location}.")
+    return problems

@@ -89,3 +89,34 @@ def test_a_defect_type_named_like_a_verdict_is_not_read_as_one() -> None:
     odd = dataclasses.replace(FLAGGED, similar_defect_type="good", similar_count=2, similar_k=2)
 
     assert check_text(render(odd), odd).passed
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("Rejected: a bright crack at the upper-left rim.", "calls the region brighter"),
+        ("Rejected: a dark spot at the upper-left rim.", "calls the region compact"),
+        ("Rejected: a dark crack at the lower-left rim.", "places the region lower"),
+        ("Rejected: a dark crack at the upper-right rim.", "places the region right"),
+    ],
+)
+def test_a_description_that_contradicts_the_measured_region_is_rejected(
+    text: str, problem: str
+) -> None:
+    check = check_text(text, FLAGGED)
+    assert not check.passed
+    assert any(problem in p for p in check.problems), check.problems
+
+
+def test_negated_or_matching_descriptions_pass() -> None:
+    assert check_text("Rejected: a dark, not bright, crack at the top left.", FLAGGED).passed
+    centred = dataclasses.replace(FLAGGED, location="centre", shape="compact", intensity="similar")
+    assert check_text(render(centred), centred).passed
+    assert not check_text("Rejected: a spot in the upper centre.", centred).passed
+    assert not check_text("Rejected: a dark spot in the centre.", centred).passed
+
+
+def test_describing_a_region_that_was_not_measured_is_rejected() -> None:
+    check = check_text("Passed as good despite a faint dark spot.", PASSED)
+    assert not check.passed
+    assert any("none was measured" in p for p in check.problems)

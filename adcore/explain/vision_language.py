@@ -93,6 +93,10 @@ IMAGE_PREAMBLE = (
 )
 """Tells the model what the two attached images are."""
 
+MAX_IMAGE_SIDE = 448
+"""Longest side, in pixels, of the images sent to the model (larger ones are shrunk, keeping
+their aspect ratio), which bounds the number of image tokens and the CPU time."""
+
 SUPPORTED = ", ".join([*PROCESSOR_MODEL_TYPES.values(), *REMOTE_CODE_MODEL_TYPES.values()])
 
 
@@ -218,6 +222,18 @@ class VisionLanguageExplainer:
             )
         return cls(model, tokenizer, name=str(path_or_id), uses_chat=True)
 
+    def prompt_for(self, facts: ExplanationFacts) -> str:
+        """Refused: explanation adapters (:mod:`adcore.explain.lora_tuning`) are trained on
+        text-only language models, and their training prompts are built with this method.
+
+        Raises:
+            ExplainerUnavailable: Always.
+        """
+        raise ExplainerUnavailable(
+            f"{self.name} is a vision-language model: explanation adapters are trained on "
+            "text-only language models. Choose a text model (e.g. smollm2) to tune one."
+        )
+
     def request(self, facts: ExplanationFacts, *, with_images: bool) -> str:
         """The text sent with the images: instruction, verdict hint, image note, grounded text."""
         preamble = IMAGE_PREAMBLE if with_images else ""
@@ -239,7 +255,7 @@ class VisionLanguageExplainer:
             overlay: The same image with its anomaly map blended over it, or None.
             max_new_tokens: Most tokens the model may generate.
         """
-        images = [picture.convert("RGB") for picture in (image, overlay) if picture is not None]
+        images = [_shrunk(picture) for picture in (image, overlay) if picture is not None]
         request = self.request(facts, with_images=bool(images))
         return clean_generation(self._generate(request, images, max_new_tokens))
 
@@ -284,9 +300,9 @@ class VisionLanguageExplainer:
             [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
         )
         inputs = self.processor(text=[prompt], images=list(images) or None, return_tensors="pt")
-        dtype = getattr(self.model, "dtype", None)
-        if dtype is not None and hasattr(inputs, "to"):
-            inputs = inputs.to(dtype)  # casts floating tensors (pixel values) only
+        for target in (getattr(self.model, "device", None), getattr(self.model, "dtype", None)):
+            if target is not None and hasattr(inputs, "to"):
+                inputs = inputs.to(target)  # a dtype casts floating tensors (pixels) only
         tokenizer = self.tokenizer
         pad_id = getattr(tokenizer, "pad_token_id", None)
         if pad_id is None:
@@ -314,6 +330,13 @@ class VisionLanguageExplainer:
                 max_new_tokens=max_new_tokens,
             )
         return answer if isinstance(answer, str) else "".join(answer)
+
+
+def _shrunk(picture: PILImage.Image) -> PILImage.Image:
+    """An RGB copy of ``picture`` whose longest side is at most :data:`MAX_IMAGE_SIDE`."""
+    copy = picture.convert("RGB")
+    copy.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE), PILImage.Resampling.BICUBIC)
+    return copy
 
 
 def read_model_config(path_or_id: str | Path) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from adcore.explain.rewriting import rewrite_prediction
 from adcore.explain.sentences import render
 from adcore.explain.vision_language import (
     IMAGE_PREAMBLE,
+    MAX_IMAGE_SIDE,
     TRUST_REMOTE_CODE_ENV,
     VisionLanguageExplainer,
     remote_code_allowed,
@@ -176,6 +177,12 @@ def test_faithful_generation_is_used_with_the_images(
     vlm.rewrite(FLAGGED_FACTS)  # text only: no images, no note about them
     assert seen["images"] == [] and IMAGE_PREAMBLE not in seen["request"]
 
+    large = PILImage.new("L", (4 * MAX_IMAGE_SIDE, 2 * MAX_IMAGE_SIDE))
+    vlm.rewrite(FLAGGED_FACTS, image=large)  # shrunk to bound the image tokens
+    (shrunk,) = seen["images"]
+    assert shrunk.size == (MAX_IMAGE_SIDE, MAX_IMAGE_SIDE // 2) and shrunk.mode == "RGB"
+    assert large.size == (4 * MAX_IMAGE_SIDE, 2 * MAX_IMAGE_SIDE)  # the caller's is untouched
+
 
 def test_contradicting_generation_falls_back(
     vlm: VisionLanguageExplainer, monkeypatch: pytest.MonkeyPatch
@@ -222,9 +229,13 @@ def test_broken_weights_give_a_clear_error(tiny_vlm_dir: Path, tmp_path: Path) -
         load_language_model(str(broken))
 
 
-def test_adapter_on_a_vision_language_model_is_refused(tiny_vlm_dir: Path, tmp_path: Path) -> None:
+def test_adapters_on_a_vision_language_model_are_refused(
+    tiny_vlm_dir: Path, vlm: VisionLanguageExplainer, tmp_path: Path
+) -> None:
     with pytest.raises(ExplainerUnavailable, match="text-only language models"):
         load_language_model(str(tiny_vlm_dir), adapter_path=tmp_path)
+    with pytest.raises(ExplainerUnavailable, match="text-only language models"):
+        vlm.prompt_for(FLAGGED_FACTS)  # what adapter training builds its prompts with
 
 
 def test_minicpmv_needs_a_per_source_opt_in(

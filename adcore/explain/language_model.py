@@ -25,6 +25,11 @@ from adcore.errors import ExplainerUnavailable
 from adcore.explain.fact_check import FactCheck, check_text
 from adcore.explain.facts import ExplanationFacts
 from adcore.explain.sentences import render
+from adcore.explain.vision_language_sources import (
+    cached_hub_config,
+    remote_code_allowed,
+    vision_language_source,
+)
 
 if TYPE_CHECKING:
     from adcore.explain.vision_language import VisionLanguageExplainer
@@ -309,7 +314,7 @@ def language_model_unavailable(source: str, *, trust_remote_code: bool | None = 
             vision-language), a hub id already in the local cache, or a ``.gguf`` file.
         trust_remote_code: Whether a model needing its own code (MiniCPM-V) may run it; None
             reads the per-source opt-in
-            (:func:`adcore.explain.vision_language.remote_code_allowed`).
+            (:func:`adcore.explain.vision_language_sources.remote_code_allowed`).
 
     Returns:
         A sentence for the UI, or ``None``.
@@ -382,8 +387,6 @@ def _remote_code_trusted(source: str, trust_remote_code: bool | None) -> bool:
     """An explicit choice, else the per-source opt-in of the environment."""
     if trust_remote_code is not None:
         return trust_remote_code
-    from adcore.explain.vision_language import remote_code_allowed
-
     return remote_code_allowed(source)
 
 
@@ -393,10 +396,8 @@ def _locate(
     """The folder to load, the GGUF file name in it and the vision-language kind.
 
     The GGUF name is None for a transformers folder; the kind is None for a text-only model
-    (see :func:`adcore.explain.vision_language.vision_language_source`).
+    (see :func:`adcore.explain.vision_language_sources.vision_language_source`).
     """
-    from adcore.explain.vision_language import cached_hub_config, vision_language_source
-
     if source.strip().lower() == SMOLLM2_SOURCE:
         return (*smollm2_gguf(), None)
     path = Path(source).expanduser()

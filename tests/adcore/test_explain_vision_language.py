@@ -30,13 +30,8 @@ from adcore.explain.language_model import (
 )
 from adcore.explain.rewriting import rewrite_prediction
 from adcore.explain.sentences import render
-from adcore.explain.vision_language import (
-    IMAGE_PREAMBLE,
-    MAX_IMAGE_SIDE,
-    TRUST_REMOTE_CODE_ENV,
-    VisionLanguageExplainer,
-    remote_code_allowed,
-)
+from adcore.explain.vision_language import IMAGE_PREAMBLE, MAX_IMAGE_SIDE, VisionLanguageExplainer
+from adcore.explain.vision_language_sources import TRUST_REMOTE_CODE_ENV, remote_code_allowed
 from db import Image, Prediction, Project, data_dir
 from db.project_settings import LANGUAGE_MODEL_KEY, LanguageModelSetting
 

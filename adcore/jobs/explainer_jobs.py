@@ -22,7 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from adcore.errors import DatasetError, ExplainerUnavailable
-from adcore.explain.language_model import language_model_unavailable, load_language_model
+from adcore.explain.language_model import (
+    LanguageModelExplainer,
+    language_model_unavailable,
+    load_language_model,
+)
 from adcore.explain.lora_tuning import (
     Evaluation,
     LoraTuningConfig,
@@ -107,6 +111,11 @@ def tune_explainer_job(ctx: JobContext) -> JobOutcome:
 
     ctx.progress(0.02, f"Loading the language model ({source})")
     explainer = load_language_model(source)
+    if not isinstance(explainer, LanguageModelExplainer):
+        raise ExplainerUnavailable(
+            f"{source} is a vision-language model: explanation adapters are trained for "
+            "text-only language models (e.g. smollm2). Choose one under Models → Explanations."
+        )
     ctx.raise_if_cancelled()
     untuned = _evaluate(ctx, explainer, heldout, config, (0.05, 0.2), "untuned model")
     active_evaluation, gate_notes = _evaluate_active(ctx, active_facts, source, heldout, config)

@@ -276,6 +276,17 @@ class StopDuringTraining:
         return any(message.startswith("Epoch") for message in self.messages)
 
 
+def test_a_vision_language_model_is_refused_before_any_work(lab: dict, tmp_path: Path) -> None:
+    from tiny_language_model import build_tiny_vision_language_model
+
+    add_notes(lab["factory"], lab["project_id"], lab["inspector_id"], N_NOTES)
+    vlm = build_tiny_vision_language_model(tmp_path / "tiny-vlm")
+    job = run(lab, {"source": str(vlm), **FAST})
+    assert job.status == "failed"
+    assert "vision-language model" in job.message and "text-only" in job.message
+    assert explainer_versions(lab) == []
+
+
 def test_a_cancelled_job_stops_in_training_and_registers_nothing(
     lab: dict, toy_model: Path
 ) -> None:

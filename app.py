@@ -9,7 +9,8 @@ Environment: ``LOUPE_DATA_DIR`` / ``LOUPE_DATABASE_URL`` (storage), ``LOUPE_ADMI
 (first admin's password; a random one is printed once to the server log otherwise),
 ``LOUPE_SKIP_DEMO=1`` (do not seed the demo project), ``LOUPE_MODELS_DIR`` (default ``models``),
 ``LOUPE_NO_WORKER=1`` (do not start a background job worker; run ``python -m adcore worker``
-yourself).
+yourself), ``LOUPE_WARM_UP=0`` (load the projects' language models on first use instead of in a
+background thread at start).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from pages.common import (
 from pages.model_jobs_panel import WORKER_COMMAND, no_worker
 
 log = logging.getLogger("loupe.app")
+WARM_UP_ENV = "LOUPE_WARM_UP"
+"""Set to ``0`` to load language models only when first used (not at server start)."""
 
 
 @st.cache_resource(show_spinner=False)
@@ -87,6 +90,26 @@ def start_worker_once(url: str, data_dir: str, models_dir: str) -> str | None:
     return None
 
 
+@st.cache_resource(show_spinner=False)
+def warm_up_language_models_once(url: str) -> None:
+    """Load the projects' enabled language models in a background thread (once per process).
+
+    The thread only fills :func:`adcore.explain.language_model.cached_explainer`; it never
+    calls ``st.*``. Until it is done, the Why panel shows the measured text.
+    """
+    import threading
+
+    from adcore.explain.rewriting import warm_up_language_models
+
+    def run() -> None:
+        try:
+            warm_up_language_models(session_factory_for(url))
+        except Exception:  # a failed warm-up only means the first rewrite loads the model
+            log.exception("Preloading the language models failed")
+
+    threading.Thread(target=run, name="loupe-language-model-warm-up", daemon=True).start()
+
+
 def start_up() -> None:
     url = db.database_url()
     try:
@@ -98,6 +121,8 @@ def start_up() -> None:
         problem = seed_demo_once(url)
         if problem:
             st.sidebar.warning(f"The demo project is not available: {problem}")
+    if os.environ.get(WARM_UP_ENV) != "0":
+        warm_up_language_models_once(url)
     if not no_worker():
         problem = start_worker_once(url, str(db.data_dir()), str(models_root()))
         if problem:

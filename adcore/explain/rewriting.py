@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image as PILImage
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from adcore.anomaly_maps import load_anomaly_map, overlay_image
@@ -242,3 +243,37 @@ def part_images(
         logger.warning("Anomaly map %s unreadable for the rewrite: %s", map_path, error)
         return image, None
     return image, PILImage.fromarray(pixels)
+
+
+def warm_up_language_models(
+    Session: sessionmaker[Session],  # noqa: N803 - a session factory
+) -> list[str]:
+    """Load every project's enabled language model into the process cache, ahead of use.
+
+    Meant for a background thread at server start, so the first part an inspector opens does
+    not wait for the model to load. Models that cannot be loaded are skipped (and logged).
+
+    Args:
+        Session: The application's session factory.
+
+    Returns:
+        The labels of the models now loaded.
+    """
+    with Session() as session:
+        choices = {}
+        for project_id in session.scalars(select(Project.id)):
+            choice = language_model_choice(session, project_id)
+            if choice is not None and choice_unavailable(choice) is None:
+                choices[choice.key] = choice
+    loaded = []
+    for choice in choices.values():
+        try:
+            cached_explainer(
+                choice.key, lambda c=choice: load_language_model(c.source, c.adapter_path)
+            )
+        except ExplainerUnavailable as error:
+            logger.warning("Language model %s not preloaded: %s", choice.label, error)
+            continue
+        loaded.append(choice.label)
+        logger.info("Language model %s loaded ahead of use", choice.label)
+    return loaded

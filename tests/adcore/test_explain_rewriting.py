@@ -17,6 +17,7 @@ from adcore.explain.rewriting import (
     language_model_choice,
     rewrite_prediction,
     stored_rewrite,
+    warm_up_language_models,
 )
 from adcore.explain.sentences import render
 from db import Image, Prediction, Project, activate_model_version, register_model_version
@@ -245,3 +246,30 @@ def test_active_explainer_adapter_is_applied(
 
     missing = LanguageModelChoice(str(tiny_llm_dir), str(tmp_path / "gone"), 7)
     assert "adapter_config.json is missing" in choice_unavailable(missing)
+
+
+def test_warm_up_loads_enabled_models_once_and_skips_the_rest(
+    factory: sessionmaker[Session],
+    project_and_version: tuple[int, int],
+    tiny_llm_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert warm_up_language_models(factory) == []  # the option is off
+    use_language_model(factory, project_and_version[0], str(tiny_llm_dir))
+    assert warm_up_language_models(factory) == [str(tiny_llm_dir)]
+
+    def no_second_load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the warmed-up model must come from the cache")
+
+    monkeypatch.setattr("adcore.explain.rewriting.load_language_model", no_second_load)
+    monkeypatch.setattr(LanguageModelExplainer, "_generate", lambda self, p, n: FAITHFUL)
+    prediction_id = add_prediction(factory, project_and_version)
+    assert rewrite_prediction(factory, prediction_id).rewrite["used_model"] is True
+
+    with factory() as session, session.begin():
+        other = Project(name="other line", object_name="tile")
+        session.add(other)
+        session.flush()
+        other_id = other.id
+    use_language_model(factory, other_id, "/no/such/model")
+    assert warm_up_language_models(factory) == [str(tiny_llm_dir)]  # the absent one is skipped

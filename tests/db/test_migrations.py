@@ -34,6 +34,14 @@ def _schema_differences(engine: Engine) -> list[object]:
         return compare_metadata(context, Base.metadata)
 
 
+def postgresql_upgrade_sql(revisions: str) -> str:
+    """The SQL that ``alembic upgrade revisions --sql`` writes for PostgreSQL (no server)."""
+    output = io.StringIO()
+    config = alembic_config(url="postgresql://loupe@localhost/loupe", output=output)
+    command.upgrade(config, revisions, sql=True)
+    return output.getvalue()
+
+
 def _sqlite_objects(engine: Engine, kind: str) -> set[str]:
     with engine.connect() as connection:
         rows = connection.exec_driver_sql(
@@ -100,10 +108,7 @@ def test_append_only_triggers_exist(engine: Engine) -> None:
 
 
 def test_postgresql_upgrade_sql_renders_offline() -> None:
-    output = io.StringIO()
-    config = alembic_config(url="postgresql://loupe@localhost/loupe", output=output)
-    command.upgrade(config, "head", sql=True)
-    sql = output.getvalue()
+    sql = postgresql_upgrade_sql("head")
     assert "CREATE TABLE reviews" in sql
     assert "ALTER TABLE projects ADD CONSTRAINT fk_projects_active_model_version_id" in sql
     assert "CREATE TRIGGER reviews_append_only BEFORE UPDATE OR DELETE ON reviews" in sql
@@ -269,10 +274,7 @@ def test_0003_backfills_current_reviews_and_goes_down_and_up(engine: Engine) -> 
 
 
 def test_postgresql_0003_sql_renders_offline() -> None:
-    output = io.StringIO()
-    config = alembic_config(url="postgresql://loupe@localhost/loupe", output=output)
-    command.upgrade(config, "0002:0003", sql=True)
-    sql = output.getvalue()
+    sql = postgresql_upgrade_sql("0002:0003")
     assert "ALTER TABLE images ADD COLUMN current_review_id INTEGER" in sql
     assert "fk_images_current_review_id_reviews" in sql
     assert "UPDATE images SET current_review_id = (SELECT log_review.id" in sql
@@ -305,10 +307,7 @@ def test_0004_keeps_projects_and_goes_down_and_up(engine: Engine) -> None:
 
 
 def test_postgresql_0004_sql_renders_offline() -> None:
-    output = io.StringIO()
-    config = alembic_config(url="postgresql://loupe@localhost/loupe", output=output)
-    command.upgrade(config, "0003:0004", sql=True)
-    sql = output.getvalue()
+    sql = postgresql_upgrade_sql("0003:0004")
     assert "ALTER TABLE projects ADD COLUMN settings JSON DEFAULT '{}' NOT NULL" in sql
     assert "ALTER TABLE predictions ADD COLUMN embedding BYTEA" in sql
     assert "CREATE TABLE explanation_notes" in sql

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 from synthetic_parts import FLAGGED_FACTS
+from tiny_language_model import build_tiny_language_model
 
 from adcore.explain.language_model import LanguageModelExplainer, clear_explainer_cache
 from adcore.explain.rewriting import (
@@ -23,7 +24,6 @@ from adcore.explain.sentences import render
 from db import Image, Prediction, Project, activate_model_version, register_model_version
 from db.project_settings import LANGUAGE_MODEL_KEY, LanguageModelSetting
 
-WORDS = "the a part region score is at of and on in image surface inspector shows".split()  # noqa: SIM905
 FAITHFUL = (
     "This part is flagged: its score of 41.2 is 40% over the threshold of 29.4, because a dark "
     "scratch-like mark at the upper-left rim covers 3.1% of it."
@@ -32,36 +32,8 @@ FAITHFUL = (
 
 @pytest.fixture(scope="module")
 def tiny_llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 1-layer random Llama and a word-level tokenizer saved to a folder (no download)."""
-    import torch
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordLevel
-    from tokenizers.pre_tokenizers import Whitespace
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    vocab = {token: index for index, token in enumerate(["[UNK]", "<pad>", "<eos>", *WORDS])}
-    backend = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="[UNK]", pad_token="<pad>", eos_token="<eos>"
-    )
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=vocab["<pad>"],
-        eos_token_id=vocab["<eos>"],
-        bos_token_id=vocab["<eos>"],
-    )
-    folder = tmp_path_factory.mktemp("tiny_llm_rewriting")
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    """A 1-layer random Llama over neutral words saved to a folder (no download)."""
+    return build_tiny_language_model(tmp_path_factory.mktemp("tiny_llm_rewriting"))
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ the pages have real predictions and anomaly maps to show.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,10 @@ from apptest_support import (
 from streamlit.runtime.pages_manager import PagesManager
 
 import db
+
+# The app tests share tests/adcore's plain helpers (``from tiny_language_model import ...``,
+# ``from clip_tiny import ...``); pytest loads this conftest before any test module here.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "adcore"))
 
 
 @pytest.fixture(autouse=True)

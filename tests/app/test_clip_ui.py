@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 from apptest_support import INSPECTOR, MANAGER, Workbench, signed_in_app
+from clip_tiny import TINY_CLIP, register_tiny_clip, write_tiny_checkpoint
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 import db
 from db.project_settings import ClipSetting, clip_setting, set_clip_setting
 from pages.common import pages_for_role
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "adcore"))
-from clip_tiny import TINY_CLIP, register_tiny_clip, write_tiny_checkpoint  # noqa: E402
 
 CLIP_BUTTONS = ("queue-train_clip-zero", "queue-train_clip-few", "queue-tune_clip")
 

@@ -7,9 +7,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from apptest_support import INSPECTOR, MANAGER, Workbench, save_tiny_language_model, signed_in_app
+from apptest_support import INSPECTOR, MANAGER, Workbench, signed_in_app
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
+from tiny_language_model import build_tiny_language_model
 
 import db
 from adcore.explain.language_model import LanguageModelExplainer, clear_explainer_cache
@@ -21,7 +22,7 @@ from pages.common import pages_for_role
 
 @pytest.fixture(scope="module")
 def tiny_llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_language_model(tmp_path_factory.mktemp("tiny_llm_app"))
+    return build_tiny_language_model(tmp_path_factory.mktemp("tiny_llm_app"))
 
 
 @pytest.fixture(autouse=True)

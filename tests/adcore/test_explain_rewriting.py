@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
+from stored_predictions import add_flagged_prediction, use_language_model
 from synthetic_parts import FLAGGED_FACTS
 from tiny_language_model import build_tiny_language_model
 
@@ -21,8 +22,7 @@ from adcore.explain.rewriting import (
     warm_up_language_models,
 )
 from adcore.explain.sentences import render
-from db import Image, Prediction, Project, activate_model_version, register_model_version
-from db.project_settings import LANGUAGE_MODEL_KEY, LanguageModelSetting
+from db import Prediction, Project, activate_model_version, register_model_version
 
 FAITHFUL = (
     "This part is flagged: its score of 41.2 is 40% over the threshold of 29.4, because a dark "
@@ -43,50 +43,6 @@ def fresh_explainer_cache() -> Iterator[None]:
     clear_explainer_cache()
 
 
-def add_prediction(
-    factory: sessionmaker[Session], project_and_version: tuple[int, int], *, facts: bool = True
-) -> int:
-    """A flagged prediction with FLAGGED_FACTS stored (or no explanation at all)."""
-    project_id, version_id = project_and_version
-    with factory() as session, session.begin():
-        n_images = session.query(Image).count()
-        image = Image(
-            project_id=project_id,
-            sha256=f"{n_images:064x}",
-            stored_path="images/part.png",
-            original_name="part.png",
-            width=256,
-            height=256,
-            size_bytes=1,
-            source="upload",
-        )
-        session.add(image)
-        session.flush()
-        explanation = (
-            {"facts": FLAGGED_FACTS.to_json(), "text": render(FLAGGED_FACTS)} if facts else None
-        )
-        prediction = Prediction(
-            image_id=image.id,
-            model_version_id=version_id,
-            score=41.2,
-            threshold=29.4,
-            verdict="defect",
-            explanation=explanation,
-        )
-        session.add(prediction)
-        session.flush()
-        return prediction.id
-
-
-def use_language_model(
-    factory: sessionmaker[Session], project_id: int, source: str, *, enabled: bool = True
-) -> None:
-    with factory() as session, session.begin():
-        project = session.get(Project, project_id)
-        setting = LanguageModelSetting(enabled=enabled, source=source).to_json()
-        project.settings = {**(project.settings or {}), LANGUAGE_MODEL_KEY: setting}
-
-
 def stored_explanation(factory: sessionmaker[Session], prediction_id: int) -> dict:
     with factory() as session:
         return session.get(Prediction, prediction_id).explanation
@@ -98,7 +54,7 @@ def test_faithful_rewrite_is_stored_once(
     tiny_llm_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    prediction_id = add_prediction(factory, project_and_version)
+    prediction_id = add_flagged_prediction(factory, project_and_version)
     use_language_model(factory, project_and_version[0], str(tiny_llm_dir))
     calls: list[str] = []
 
@@ -129,7 +85,7 @@ def test_rejected_rewrite_is_logged_and_recorded(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    prediction_id = add_prediction(factory, project_and_version)
+    prediction_id = add_flagged_prediction(factory, project_and_version)
     use_language_model(factory, project_and_version[0], str(tiny_llm_dir))
     monkeypatch.setattr(
         LanguageModelExplainer,
@@ -150,7 +106,7 @@ def test_random_model_runs_end_to_end(
     factory: sessionmaker[Session], project_and_version: tuple[int, int], tiny_llm_dir: Path
 ) -> None:
     """Real generation: the random model cannot write a verdict word, so it is rejected."""
-    prediction_id = add_prediction(factory, project_and_version)
+    prediction_id = add_flagged_prediction(factory, project_and_version)
     use_language_model(factory, project_and_version[0], str(tiny_llm_dir))
     outcome = rewrite_prediction(factory, prediction_id, max_new_tokens=6)
     assert outcome.rewrite is not None and outcome.rewrite["used_model"] is False
@@ -159,7 +115,7 @@ def test_random_model_runs_end_to_end(
 def test_reasons_instead_of_errors(
     factory: sessionmaker[Session], project_and_version: tuple[int, int], tmp_path: Path
 ) -> None:
-    prediction_id = add_prediction(factory, project_and_version)
+    prediction_id = add_flagged_prediction(factory, project_and_version)
     assert "off" in rewrite_prediction(factory, prediction_id).reason
 
     use_language_model(factory, project_and_version[0], str(tmp_path / "absent"))
@@ -167,7 +123,7 @@ def test_reasons_instead_of_errors(
     assert outcome.rewrite is None and "nothing is downloaded" in outcome.reason
     assert "rewrite" not in stored_explanation(factory, prediction_id)
 
-    bare = add_prediction(factory, project_and_version, facts=False)
+    bare = add_flagged_prediction(factory, project_and_version, facts=False)
     assert "no stored facts" in rewrite_prediction(factory, bare).reason
     assert "No prediction" in rewrite_prediction(factory, 9999).reason
 
@@ -200,7 +156,7 @@ def test_active_explainer_adapter_is_applied(
         activate_model_version(session, version_id=version.id, user=None, system=True)
         number = version.version
     use_language_model(factory, project_id, str(tiny_llm_dir))
-    prediction_id = add_prediction(factory, project_and_version)
+    prediction_id = add_flagged_prediction(factory, project_and_version)
     with factory() as session:
         choice = language_model_choice(session, project_id)
     assert choice == LanguageModelChoice(str(tiny_llm_dir), str(adapter_dir), number)
@@ -235,7 +191,7 @@ def test_warm_up_loads_enabled_models_once_and_skips_the_rest(
 
     monkeypatch.setattr("adcore.explain.rewriting.load_language_model", no_second_load)
     monkeypatch.setattr(LanguageModelExplainer, "_generate", lambda self, p, n: FAITHFUL)
-    prediction_id = add_prediction(factory, project_and_version)
+    prediction_id = add_flagged_prediction(factory, project_and_version)
     assert rewrite_prediction(factory, prediction_id).rewrite["used_model"] is True
 
     with factory() as session, session.begin():

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 from sqlalchemy.orm import Session, sessionmaker
+from stored_predictions import add_flagged_prediction, use_language_model
 from synthetic_parts import FLAGGED_FACTS
 from tiny_language_model import (
     build_tiny_idefics3,
@@ -32,8 +33,7 @@ from adcore.explain.rewriting import rewrite_prediction
 from adcore.explain.sentences import render
 from adcore.explain.vision_language import IMAGE_PREAMBLE, MAX_IMAGE_SIDE, VisionLanguageExplainer
 from adcore.explain.vision_language_sources import TRUST_REMOTE_CODE_ENV, remote_code_allowed
-from db import Image, Prediction, Project, data_dir
-from db.project_settings import LANGUAGE_MODEL_KEY, LanguageModelSetting
+from db import data_dir
 
 FAITHFUL = (
     "This part is flagged: its score of 41.2 is 40% over the threshold of 29.4, because a dark "
@@ -298,41 +298,16 @@ def test_rewrite_prediction_sends_the_stored_image_and_overlay(
     tiny_vlm_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    project_id, version_id = project_and_version
     stored = Path(data_dir()) / "images" / "part.png"
     stored.parent.mkdir(parents=True, exist_ok=True)
     PILImage.new("RGB", (64, 48), (120, 120, 120)).save(stored)
     hot = np.zeros((8, 8), dtype=np.float32)
     hot[:3, :3] = 50.0
     map_path = save_anomaly_map(hot)
-    with factory() as session, session.begin():
-        image = Image(
-            project_id=project_id,
-            sha256="0" * 64,
-            stored_path="images/part.png",
-            original_name="part.png",
-            width=64,
-            height=48,
-            size_bytes=1,
-            source="upload",
-        )
-        session.add(image)
-        session.flush()
-        prediction = Prediction(
-            image_id=image.id,
-            model_version_id=version_id,
-            score=41.2,
-            threshold=29.4,
-            verdict="defect",
-            anomaly_map_path=map_path,
-            explanation={"facts": FLAGGED_FACTS.to_json(), "text": render(FLAGGED_FACTS)},
-        )
-        session.add(prediction)
-        session.flush()
-        prediction_id = prediction.id
-        project = session.get(Project, project_id)
-        setting = LanguageModelSetting(enabled=True, source=str(tiny_vlm_dir)).to_json()
-        project.settings = {**(project.settings or {}), LANGUAGE_MODEL_KEY: setting}
+    prediction_id = add_flagged_prediction(
+        factory, project_and_version, width=64, height=48, anomaly_map_path=map_path
+    )
+    use_language_model(factory, project_and_version[0], str(tiny_vlm_dir))
     seen: list[list[PILImage.Image]] = []
 
     def faithful(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -16,6 +16,7 @@ from PIL import Image
 
 from adcore.errors import ImageLoadError
 from adcore.image_io import ImageLimits, load_image
+from adcore.thresholds import select_threshold
 
 ImageSource = str | os.PathLike | bytes | np.ndarray
 """A path, raw file bytes, or an already decoded (H, W, 3) uint8 RGB array."""
@@ -149,6 +150,26 @@ def training_set_hash(digests: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest()
 
 
+def split_calibration(
+    loaded: Sequence[LoadedImage], fraction: float, seed: int
+) -> tuple[list[LoadedImage], list[LoadedImage]]:
+    """Hold out a random share of the good images to set the first threshold.
+
+    Args:
+        loaded: The good images.
+        fraction: Share to hold out (none when that would leave nothing to fit on).
+        seed: Seed of the random choice.
+
+    Returns:
+        (the held-out images, the rest), each in input order.
+    """
+    n_cal = int(len(loaded) * fraction)
+    if len(loaded) - n_cal < 1:
+        n_cal = 0
+    order = np.random.default_rng(seed).permutation(len(loaded))
+    return [loaded[i] for i in sorted(order[:n_cal])], [loaded[i] for i in sorted(order[n_cal:])]
+
+
 def fitted_identity(model: Any) -> dict[str, Any]:
     """The ``config.json`` fields every saved model carries: threshold and training set."""
     return {
@@ -222,6 +243,8 @@ class BatchDetector:
     config: Any
     device: torch.device
     threshold: float | None
+    training_hash: str | None
+    training_digests: list[str]
 
     def _score_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Score one batch.
@@ -250,6 +273,56 @@ class BatchDetector:
         scores, maps = self._score_batch(x)
         return scores, maps, None
 
+    def _input_batches(self, images: Sequence[np.ndarray]) -> Iterator[tuple[torch.Tensor, int]]:
+        """Model inputs, ``batch_size`` images at a time.
+
+        Yields:
+            ((B, 3, S, S) RGB in [0, 1] on ``self.device``, images done after this batch).
+        """
+        bs = self.config.batch_size
+        for start in range(0, len(images), bs):
+            x = to_tensor_batch(images[start : start + bs], self.config.image_size)
+            yield x.to(self.device), min(start + bs, len(images))
+
+    def _calibrate(
+        self,
+        calibration: Sequence[LoadedImage],
+        details: dict[str, Any],
+        tell: Progress,
+        at: float,
+        learn_message_at: float | None = None,
+    ) -> None:
+        """Set the first threshold from held-out good images, then learn them by ``update``.
+
+        Args:
+            calibration: The held-out good images.
+            details: The fit's details; gets ``calibration_scores``.
+            tell: Progress reporter.
+            at: Progress fraction of the calibration message.
+            learn_message_at: If given, the progress fraction of a "learning" message.
+        """
+        tell(at, f"Calibrating the threshold on {len(calibration)} held-out good images")
+        cal_scores = np.array([p.score for p in self.predict([im.pixels for im in calibration])])
+        choice = select_threshold(cal_scores, good_quantile=self.config.good_quantile)
+        self.threshold = float(choice.value)
+        details["calibration_scores"] = cal_scores.tolist()
+        if learn_message_at is not None:
+            tell(learn_message_at, f"Learning the {len(calibration)} held-out images")
+        self.update([im.pixels for im in calibration], digests=[im.sha256 for im in calibration])
+
+    def update(
+        self, sources: Sequence[ImageSource], *, digests: Sequence[str] | None = None
+    ) -> int:
+        """Learn confirmed-good images without a refit (each detector's own way)."""
+        raise NotImplementedError
+
+    def _add_training_digests(
+        self, loaded: Sequence[LoadedImage], digests: Sequence[str] | None
+    ) -> None:
+        """Count images into the training set (``digests`` when known) and rehash it."""
+        self.training_digests += list(digests) if digests else [im.sha256 for im in loaded]
+        self.training_hash = training_set_hash(self.training_digests)
+
     def predict(
         self, images: Sequence[np.ndarray], progress: Progress | None = None
     ) -> list[Prediction]:
@@ -265,16 +338,13 @@ class BatchDetector:
         """
         tell = report(progress)
         out: list[Prediction] = []
-        bs = self.config.batch_size
         with torch.inference_mode():
-            for start in range(0, len(images), bs):
-                x = to_tensor_batch(images[start : start + bs], self.config.image_size)
-                scores, maps, vectors = self._score_and_embed_batch(x.to(self.device))
+            for x, done in self._input_batches(images):
+                scores, maps, vectors = self._score_and_embed_batch(x)
                 scores, maps = scores.float().cpu().numpy(), maps.float().cpu().numpy()
                 rows = [None] * len(scores) if vectors is None else vectors.float().cpu().numpy()
                 for s, m, v in zip(scores, maps, rows, strict=True):
                     out.append(Prediction(float(s), m.astype(np.float32), self.threshold, v))
-                done = min(start + bs, len(images))
                 tell(done / len(images), f"Scored {done}/{len(images)} images")
         return out
 

@@ -26,12 +26,12 @@ from adcore.detectors.base import (
     report,
     restore_fitted_identity,
     scaled_progress,
+    split_calibration,
     to_tensor_batch,
     training_set_hash,
 )
 from adcore.errors import DatasetError, ModelFileError
 from adcore.persistence import load_model, save_model
-from adcore.thresholds import select_threshold
 
 
 @dataclass(frozen=True)
@@ -215,12 +215,7 @@ class Autoencoder(BatchDetector):
         loaded, skipped = load_many(sources)
         if not loaded:
             raise DatasetError("No usable good image to fit on" + refused_reason(skipped))
-        n_cal = int(len(loaded) * c.calibration_fraction)
-        if len(loaded) - n_cal < 1:
-            n_cal = 0
-        order = np.random.default_rng(c.seed).permutation(len(loaded))
-        calibration = [loaded[i] for i in sorted(order[:n_cal])]
-        train = [loaded[i] for i in sorted(order[n_cal:])]
+        calibration, train = split_calibration(loaded, c.calibration_fraction, c.seed)
 
         tell(0.0, f"Preparing {len(train)} training images")
         data = self._stack([im.pixels for im in train])
@@ -242,17 +237,7 @@ class Autoencoder(BatchDetector):
             "losses": losses,
         }
         if calibration:
-            tell(0.9, f"Calibrating the threshold on {len(calibration)} held-out good images")
-            cal_scores = np.array(
-                [p.score for p in self.predict([im.pixels for im in calibration])]
-            )
-            choice = select_threshold(cal_scores, good_quantile=c.good_quantile)
-            self.threshold = float(choice.value)
-            details["calibration_scores"] = cal_scores.tolist()
-            tell(0.95, f"Learning the {len(calibration)} held-out images")
-            self.update(
-                [im.pixels for im in calibration], digests=[im.sha256 for im in calibration]
-            )
+            self._calibrate(calibration, details, tell, at=0.9, learn_message_at=0.95)
         self.training_hash = training_set_hash(self.training_digests)
         details["threshold"] = self.threshold
         tell(1.0, "Fit done")
@@ -286,8 +271,7 @@ class Autoencoder(BatchDetector):
             seed=self.config.seed + 1 + len(self.training_digests),
             freeze_norm=True,
         )
-        self.training_digests += list(digests) if digests else [im.sha256 for im in loaded]
-        self.training_hash = training_set_hash(self.training_digests)
+        self._add_training_digests(loaded, digests)
         return len(loaded)
 
     # ------------------------------------------------------------------ predict

@@ -28,7 +28,7 @@ from adcore.detectors.base import (
     refused_reason,
     report,
     restore_fitted_identity,
-    to_tensor_batch,
+    split_calibration,
     training_set_hash,
 )
 from adcore.detectors.clip.prompts import clean_object_name, prompt_ensemble
@@ -36,7 +36,6 @@ from adcore.detectors.clip.torch_model import ClipAnomalyModel
 from adcore.detectors.clip.weights import checkpoint_sha256, load_clip
 from adcore.errors import DatasetError, ModelFileError
 from adcore.persistence import load_model, save_model
-from adcore.thresholds import select_threshold
 
 DEFAULT_CLIP_MODEL = "ViT-B-16-plus-240"
 DEFAULT_CLIP_PRETRAINED = "laion400m_e32"
@@ -154,12 +153,9 @@ class ClipDetector(BatchDetector):
     def _add(self, images: Sequence[np.ndarray], progress: Progress | None = None) -> int:
         tell = report(progress)
         added = 0
-        bs = self.config.batch_size
         with torch.inference_mode():
-            for start in range(0, len(images), bs):
-                x = to_tensor_batch(images[start : start + bs], self.config.image_size)
-                added += self.model.add_references(x.to(self.device))
-                done = min(start + bs, len(images))
+            for x, done in self._input_batches(images):
+                added += self.model.add_references(x)
                 tell(done / len(images), f"Embedding references {done}/{len(images)}")
         return added
 
@@ -184,26 +180,14 @@ class ClipDetector(BatchDetector):
         loaded, skipped = load_many(self._pick_shots(sources))
         if sources and not loaded and self.config.shots != 0:
             raise DatasetError("No usable good image to fit on" + refused_reason(skipped))
-        n_cal = int(len(loaded) * self.config.calibration_fraction)
-        if len(loaded) - n_cal < 1:
-            n_cal = 0
-        order = np.random.default_rng(self.config.seed).permutation(len(loaded))
-        calibration = [loaded[i] for i in sorted(order[:n_cal])]
-        references = [loaded[i] for i in sorted(order[n_cal:])]
+        calibration, references = split_calibration(
+            loaded, self.config.calibration_fraction, self.config.seed
+        )
         self._add([im.pixels for im in references], lambda f, m: tell(0.8 * f, m))
         self.training_digests = [im.sha256 for im in references]
         details: dict[str, Any] = {}
         if calibration:
-            tell(0.85, f"Calibrating the threshold on {len(calibration)} held-out good images")
-            cal_scores = np.array(
-                [p.score for p in self.predict([im.pixels for im in calibration])]
-            )
-            choice = select_threshold(cal_scores, good_quantile=self.config.good_quantile)
-            self.threshold = float(choice.value)
-            details["calibration_scores"] = cal_scores.tolist()
-            self.update(
-                [im.pixels for im in calibration], digests=[im.sha256 for im in calibration]
-            )
+            self._calibrate(calibration, details, tell, at=0.85)
         self.training_hash = training_set_hash(self.training_digests)
         details.update(
             mode="few-shot" if self.training_digests else "zero-shot",
@@ -228,8 +212,7 @@ class ClipDetector(BatchDetector):
         if not loaded:
             raise DatasetError("No usable image to add" + refused_reason(skipped))
         added = self._add([im.pixels for im in loaded])
-        self.training_digests += list(digests) if digests else [im.sha256 for im in loaded]
-        self.training_hash = training_set_hash(self.training_digests)
+        self._add_training_digests(loaded, digests)
         return added
 
     # ------------------------------------------------------------------ predict

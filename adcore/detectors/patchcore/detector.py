@@ -25,13 +25,12 @@ from adcore.detectors.base import (
     report,
     restore_fitted_identity,
     scaled_progress,
-    to_tensor_batch,
+    split_calibration,
     training_set_hash,
 )
 from adcore.detectors.patchcore.torch_model import PatchCoreModel
 from adcore.errors import DatasetError, ModelFileError
 from adcore.persistence import load_model, save_model
-from adcore.thresholds import select_threshold
 
 
 @dataclass(frozen=True)
@@ -120,14 +119,11 @@ class PatchCore(BatchDetector):
         """(N, P, D) patch embeddings of images, batch by batch."""
         tell = report(progress)
         out = []
-        bs = self.config.batch_size
         with torch.inference_mode():
-            for start in range(0, len(images), bs):
-                x = to_tensor_batch(images[start : start + bs], self.config.image_size)
-                emb = self.model.embed(x.to(self.device))
+            for x, done in self._input_batches(images):
+                emb = self.model.embed(x)
                 b, d, h, w = emb.shape
                 out.append(emb.permute(0, 2, 3, 1).reshape(b, h * w, d))
-                done = min(start + bs, len(images))
                 tell(done / len(images), f"{what} {done}/{len(images)} images")
         return torch.cat(out)
 
@@ -150,12 +146,9 @@ class PatchCore(BatchDetector):
         loaded, skipped = load_many(sources)
         if not loaded:
             raise DatasetError("No usable good image to fit on" + refused_reason(skipped))
-        n_cal = int(len(loaded) * self.config.calibration_fraction)
-        if len(loaded) - n_cal < 1:
-            n_cal = 0
-        order = np.random.default_rng(self.config.seed).permutation(len(loaded))
-        calibration = [loaded[i] for i in sorted(order[:n_cal])]
-        train = [loaded[i] for i in sorted(order[n_cal:])]
+        calibration, train = split_calibration(
+            loaded, self.config.calibration_fraction, self.config.seed
+        )
 
         emb = self._embed([im.pixels for im in train], scaled_progress(tell, 0.0, 0.6))
         n_patches = emb.shape[0] * emb.shape[1]
@@ -171,16 +164,7 @@ class PatchCore(BatchDetector):
         self.training_digests = [im.sha256 for im in train]
         details: dict[str, Any] = {"n_train_patches": n_patches}
         if calibration:
-            tell(0.85, f"Calibrating the threshold on {len(calibration)} held-out good images")
-            cal_scores = np.array(
-                [p.score for p in self.predict([im.pixels for im in calibration])]
-            )
-            choice = select_threshold(cal_scores, good_quantile=self.config.good_quantile)
-            self.threshold = float(choice.value)
-            details["calibration_scores"] = cal_scores.tolist()
-            self.update(
-                [im.pixels for im in calibration], digests=[im.sha256 for im in calibration]
-            )
+            self._calibrate(calibration, details, tell, at=0.85)
         self.training_hash = training_set_hash(self.training_digests)
         details["memory_bank_size"] = int(self.model.memory_bank.shape[0])
         details["threshold"] = self.threshold
@@ -220,8 +204,7 @@ class PatchCore(BatchDetector):
         )
         if picked.indices.numel():
             self.model.memory_bank = torch.cat([self.model.memory_bank, emb[picked.indices]])
-        self.training_digests += list(digests) if digests else [im.sha256 for im in loaded]
-        self.training_hash = training_set_hash(self.training_digests)
+        self._add_training_digests(loaded, digests)
         return int(picked.indices.numel())
 
     # ------------------------------------------------------------------ predict

@@ -45,6 +45,23 @@ class LanguageModelSetting:
         return {"enabled": self.enabled, "source": self.source}
 
 
+def _store(session: Session, project_id: int, key: str, value: dict[str, Any]) -> Project:
+    """Replace one option in a project's settings and flush.
+
+    Returns:
+        The project.
+
+    Raises:
+        LookupError: If the project does not exist.
+    """
+    project = session.get(Project, project_id)
+    if project is None:
+        raise LookupError(f"No project with id {project_id}.")
+    project.settings = {**(project.settings or {}), key: value}
+    session.flush()
+    return project
+
+
 def language_model_setting(project: Project) -> LanguageModelSetting:
     """Return a project's language-model option (off with the SmolLM2 source by default)."""
     stored = (project.settings or {}).get(LANGUAGE_MODEL_KEY) or {}
@@ -81,12 +98,8 @@ def set_language_model(
         raise ValueError("Name a language model: 'smollm2' or a local folder.")
     if len(source) > MAX_SOURCE_LENGTH:
         raise ValueError(f"The language-model source is longer than {MAX_SOURCE_LENGTH} chars.")
-    project = session.get(Project, project_id)
-    if project is None:
-        raise LookupError(f"No project with id {project_id}.")
     stored = LanguageModelSetting(enabled=setting.enabled, source=source)
-    project.settings = {**(project.settings or {}), LANGUAGE_MODEL_KEY: stored.to_json()}
-    session.flush()
+    _store(session, project_id, LANGUAGE_MODEL_KEY, stored.to_json())
     return stored
 
 
@@ -185,10 +198,5 @@ def set_clip_setting(
         raise ValueError(f"The object name is longer than {MAX_CLIP_OBJECT_NAME} characters.")
     if "{" in object_name or "}" in object_name:
         raise ValueError("The object name must not contain braces.")
-    project = session.get(Project, project_id)
-    if project is None:
-        raise LookupError(f"No project with id {project_id}.")
     stored = ClipSetting(model_name=model_name, pretrained=pretrained, object_name=object_name)
-    project.settings = {**(project.settings or {}), CLIP_KEY: stored.to_json()}
-    session.flush()
-    return clip_setting(project)
+    return clip_setting(_store(session, project_id, CLIP_KEY, stored.to_json()))

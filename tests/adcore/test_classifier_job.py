@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from job_support import add_labelled_part, job_lab, run_job
 from sqlalchemy.orm import Session, sessionmaker
-from synthetic_parts import make_part, png
 
 from adcore.classifier import Classifier
 from adcore.detectors.registry import load_any_model
 from adcore.jobs.training_data import in_evaluation_share
-from adcore.jobs.worker import JobWorker
-from db import Job, ModelVersion, Project, User, get_or_create_image, init_db, make_session_factory
-from db.jobs import enqueue_job
+from db import Job, ModelVersion, Project, User
 from db.model_families import ModelFamily, active_version
 from db.model_versions import promote_model_version
-from db.review_queue import record_review
 
 pytestmark = pytest.mark.slow
 HOLDOUT = 0.25
@@ -25,67 +21,28 @@ SMALL = {"image_size": 64, "max_epochs": 2, "batch_size": 8, "holdout_fraction":
 
 
 @pytest.fixture
-def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+def lab(session_factory: sessionmaker[Session], tmp_path: Path) -> dict:
     """A project (no model yet) with 20 parts labelled good and 20 labelled 'scratch'."""
-    data_dir = tmp_path / "data"
-    monkeypatch.setenv("LOUPE_DATA_DIR", str(data_dir))
-    monkeypatch.delenv("LOUPE_DATABASE_URL", raising=False)
-    monkeypatch.delenv("LOUPE_RAY_ADDRESS", raising=False)
-    engine = init_db()
-    factory = make_session_factory(engine)
+    lab = job_lab(session_factory, tmp_path, name="widgets", defect_types=["scratch"])
     digests: dict[str, str] = {}
-    with factory() as session, session.begin():
-        manager = User(name="manager-1", role="manager", password_hash="x")
-        inspector = User(name="inspector-1", role="inspector", password_hash="x")
-        project = Project(name="widgets", defect_types=["scratch"])
-        session.add_all([manager, inspector, project])
-        session.flush()
+    with session_factory() as session, session.begin():
+        inspector = session.get(User, lab["inspector_id"])
         for i in range(40):
             defect = i % 2 == 1
-            image, _ = get_or_create_image(
+            digest = add_labelled_part(
                 session,
-                data=png(make_part(500 + i, defect=defect)),
-                original_name=f"part-{i}.png",
-                project_id=project.id,
-                source="upload",
-                width=64,
-                height=64,
+                lab["project_id"],
+                inspector,
+                seed=500 + i,
+                name=f"part-{i}.png",
+                defect=defect,
             )
-            label = "defect" if defect else "good"
-            record_review(
-                session,
-                image_id=image.id,
-                user=inspector,
-                label=label,
-                defect_type="scratch" if defect else None,
-            )
-            digests[image.sha256] = label
-        project_id = project.id
-    yield {
-        "factory": factory,
-        "project_id": project_id,
-        "manager": manager,
-        "digests": digests,
-        "worker": JobWorker(
-            factory, data_dir=data_dir, models_root=tmp_path / "models", device="cpu"
-        ),
-    }
-    engine.dispose()
+            digests[digest] = "defect" if defect else "good"
+    return {**lab, "digests": digests}
 
 
 def run(lab: dict, parameters: dict) -> Job:
-    factory: sessionmaker[Session] = lab["factory"]
-    with factory() as session, session.begin():
-        job_id = enqueue_job(
-            session,
-            kind="train_classifier",
-            parameters=parameters,
-            project_id=lab["project_id"],
-            user=lab["manager"],
-        ).id
-    assert lab["worker"].run(once=True) == 1
-    with factory() as session:
-        return session.get(Job, job_id)
+    return run_job(lab, "train_classifier", parameters)
 
 
 def test_a_classifier_candidate_is_trained_gated_and_promoted_in_its_own_family(

@@ -11,22 +11,20 @@ from pathlib import Path
 
 import pytest
 from clip_tiny import TINY_CLIP, NetworkGuard, register_tiny_clip, write_tiny_checkpoint
+from job_support import StopDuringTraining, add_labelled_part, job_context, job_lab, run_job
 from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
-from synthetic_parts import make_part, png
+from synthetic_parts import make_part
 
 from adcore.detectors.clip import ClipDetector
 from adcore.detectors.registry import load_detector
 from adcore.jobs.clip_jobs import tune_clip_job
-from adcore.jobs.context import JobCancelled, JobContext
+from adcore.jobs.context import JobCancelled
 from adcore.jobs.training_data import in_evaluation_share
-from adcore.jobs.worker import JobWorker
 from adcore.persistence import TENSORS_FILE
-from db import Job, ModelVersion, Project, User, get_or_create_image, init_db, make_session_factory
-from db.jobs import enqueue_job
+from db import Job, ModelVersion, User
 from db.model_versions import promote_model_version, register_model_version
 from db.project_settings import ClipSetting, set_clip_setting
-from db.review_queue import record_review
 
 pytestmark = pytest.mark.slow
 SIZE = 32
@@ -43,38 +41,29 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_checkpoint: Path) -> Iterator[dict]:
-    """A project whose CLIP option names the tiny checkpoint; 8 good and 8 defect labelled."""
+def lab(
+    session_factory: sessionmaker[Session],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_checkpoint: Path,
+) -> Iterator[dict]:
+    """A project whose CLIP option names the tiny checkpoint; nothing labelled yet."""
     guard = NetworkGuard().install(monkeypatch)
-    data_dir = tmp_path / "data"
-    monkeypatch.setenv("LOUPE_DATA_DIR", str(data_dir))
-    monkeypatch.delenv("LOUPE_DATABASE_URL", raising=False)
-    monkeypatch.delenv("LOUPE_RAY_ADDRESS", raising=False)
-    engine = init_db()
-    factory = make_session_factory(engine)
-    with factory() as session, session.begin():
-        manager = User(name="manager-1", role="manager", password_hash="x")
-        inspector = User(name="inspector-1", role="inspector", password_hash="x")
-        project = Project(name="widgets", object_name="metal plate", defect_types=["scratch"])
-        session.add_all([manager, inspector, project])
-        session.flush()
+    lab = job_lab(
+        session_factory,
+        tmp_path,
+        name="widgets",
+        object_name="metal plate",
+        defect_types=["scratch"],
+    )
+    with session_factory() as session, session.begin():
         set_clip_setting(
-            session, project.id, ClipSetting(TINY_CLIP, str(tiny_checkpoint)), user=manager
+            session,
+            lab["project_id"],
+            ClipSetting(TINY_CLIP, str(tiny_checkpoint)),
+            user=session.get(User, lab["manager_id"]),
         )
-        project_id = project.id
-    yield {
-        "factory": factory,
-        "project_id": project_id,
-        "manager": manager,
-        "inspector": inspector,
-        "checkpoint": tiny_checkpoint,
-        "data_dir": data_dir,
-        "models_root": tmp_path / "models",
-        "worker": JobWorker(
-            factory, data_dir=data_dir, models_root=tmp_path / "models", device="cpu"
-        ),
-    }
-    engine.dispose()
+    yield {**lab, "checkpoint": tiny_checkpoint}
     assert guard.attempts == []
 
 
@@ -82,43 +71,20 @@ def label_parts(lab: dict, n_good: int = 8, n_defect: int = 8) -> dict[str, str]
     """Store and label synthetic parts; return sha256 -> label."""
     digests: dict[str, str] = {}
     with lab["factory"]() as session, session.begin():
-        inspector = session.get(User, lab["inspector"].id)
+        inspector = session.get(User, lab["inspector_id"])
         for i in range(n_good + n_defect):
             defect = i >= n_good
-            image, _ = get_or_create_image(
+            digest = add_labelled_part(
                 session,
-                data=png(make_part(700 + i, size=SIZE, defect=defect)),
-                original_name=f"part-{i}.png",
-                project_id=lab["project_id"],
-                source="upload",
-                width=SIZE,
-                height=SIZE,
+                lab["project_id"],
+                inspector,
+                seed=700 + i,
+                name=f"part-{i}.png",
+                defect=defect,
+                size=SIZE,
             )
-            label = "defect" if defect else "good"
-            record_review(
-                session,
-                image_id=image.id,
-                user=inspector,
-                label=label,
-                defect_type="scratch" if defect else None,
-            )
-            digests[image.sha256] = label
+            digests[digest] = "defect" if defect else "good"
     return digests
-
-
-def run(lab: dict, kind: str, parameters: dict | None = None) -> Job:
-    factory: sessionmaker[Session] = lab["factory"]
-    with factory() as session, session.begin():
-        job_id = enqueue_job(
-            session,
-            kind=kind,
-            parameters=parameters or {},
-            project_id=lab["project_id"],
-            user=session.get(User, lab["manager"].id),
-        ).id
-    assert lab["worker"].run(once=True) == 1
-    with factory() as session:
-        return session.get(Job, job_id)
 
 
 def version_of(lab: dict, job: Job) -> ModelVersion:
@@ -134,7 +100,7 @@ def promote(lab: dict, version_id: int) -> None:
 
 def test_zero_shot_then_lora_tuning_give_gated_clip_candidates(lab: dict) -> None:
     digests = label_parts(lab)
-    zero = version_of(lab, run(lab, "train_clip", {"shots": 0, "holdout_fraction": HOLDOUT}))
+    zero = version_of(lab, run_job(lab, "train_clip", {"shots": 0, "holdout_fraction": HOLDOUT}))
     assert zero.kind == "clip" and zero.status == "candidate"
     assert zero.metrics["mode"] == "zero-shot" and zero.metrics["shots"] == 0
     assert zero.training_snapshot["images"] == []
@@ -147,7 +113,7 @@ def test_zero_shot_then_lora_tuning_give_gated_clip_candidates(lab: dict) -> Non
     assert saved.stat().st_size < lab["checkpoint"].stat().st_size / 10  # CLIP not copied
     promote(lab, zero.id)
 
-    job = run(lab, "tune_clip", {**FAST_TUNE, "holdout_fraction": HOLDOUT})
+    job = run_job(lab, "tune_clip", {**FAST_TUNE, "holdout_fraction": HOLDOUT})
     tuned = version_of(lab, job)
     metrics = tuned.metrics
     assert tuned.kind == "clip" and tuned.status == "candidate"
@@ -171,7 +137,7 @@ def test_zero_shot_then_lora_tuning_give_gated_clip_candidates(lab: dict) -> Non
         promote_model_version(
             session, tuned.id, session.get(User, lab["manager"].id), override_reason="test"
         )
-    refit = version_of(lab, run(lab, "refit_detector", {"holdout_fraction": HOLDOUT}))
+    refit = version_of(lab, run_job(lab, "refit_detector", {"holdout_fraction": HOLDOUT}))
     assert refit.kind == "clip" and refit.metrics["n_train"] > 0  # confirmed-good references
     refitted = load_detector(refit.artifact_path, device="cpu")
     assert refitted.adapter is not None  # a refit keeps the LoRA adapters of its base
@@ -183,7 +149,7 @@ def test_few_shot_uses_the_folder_and_the_confirmed_good_parts(lab: dict, tmp_pa
     folder.mkdir()
     for i in range(3):
         Image.fromarray(make_part(900 + i, size=SIZE)).save(folder / f"{i}.png")
-    version = version_of(lab, run(lab, "train_clip", {"shots": 4, "train_folder": str(folder)}))
+    version = version_of(lab, run_job(lab, "train_clip", {"shots": 4, "train_folder": str(folder)}))
     assert version.metrics["mode"] == "few-shot" and version.metrics["shots"] == 4
     used = version.training_snapshot["images"]
     assert len(used) == 4 and {entry["source"] for entry in used} <= {"folder", "confirmed_good"}
@@ -193,7 +159,7 @@ def test_few_shot_uses_the_folder_and_the_confirmed_good_parts(lab: dict, tmp_pa
 
 
 def test_refusals_are_clear(lab: dict) -> None:
-    job = run(lab, "tune_clip", FAST_TUNE)
+    job = run_job(lab, "tune_clip", FAST_TUNE)
     assert job.status == "failed" and "needs an active CLIP detector" in job.message
 
     with lab["factory"]() as session, session.begin():
@@ -207,10 +173,10 @@ def test_refusals_are_clear(lab: dict) -> None:
             training_snapshot={},
         )
     promote(lab, other.id)
-    job = run(lab, "tune_clip", FAST_TUNE)
+    job = run_job(lab, "tune_clip", FAST_TUNE)
     assert job.status == "failed" and "(patchcore)" in job.message
 
-    job = run(lab, "train_clip", {"shots": 2})
+    job = run_job(lab, "train_clip", {"shots": 2})
     assert job.status == "failed" and "Few-shot CLIP needs good images" in job.message
 
     with lab["factory"]() as session, session.begin():
@@ -220,23 +186,23 @@ def test_refusals_are_clear(lab: dict) -> None:
             ClipSetting(TINY_CLIP, "/nowhere/clip.safetensors"),
             user=session.get(User, lab["manager"].id),
         )
-    job = run(lab, "train_clip", {"shots": 0})
+    job = run_job(lab, "train_clip", {"shots": 0})
     assert job.status == "failed" and "cannot start" in job.message
     assert "/nowhere/clip.safetensors" in job.message
 
 
 def test_tuning_needs_both_good_and_defective_labelled_parts(lab: dict) -> None:
     label_parts(lab, n_good=6, n_defect=0)
-    zero = version_of(lab, run(lab, "train_clip", {"shots": 0, "holdout_fraction": HOLDOUT}))
+    zero = version_of(lab, run_job(lab, "train_clip", {"shots": 0, "holdout_fraction": HOLDOUT}))
     assert zero.threshold is not None  # a quantile of the held-out good scores
     promote(lab, zero.id)
-    job = run(lab, "tune_clip", FAST_TUNE)
+    job = run_job(lab, "tune_clip", FAST_TUNE)
     assert job.status == "failed" and "labelled good and defective parts" in job.message
 
 
 def test_refit_accepts_a_clip_detector_without_images(lab: dict) -> None:
     """The generic detector job: kind ``clip`` from the project's option; zero-shot needs none."""
-    job = run(lab, "refit_detector", {"detector_kind": "clip", "config": {"shots": 0}})
+    job = run_job(lab, "refit_detector", {"detector_kind": "clip", "config": {"shots": 0}})
     version = version_of(lab, job)
     assert version.kind == "clip" and version.metrics["n_train"] == 0
     detector = load_detector(version.artifact_path, device="cpu")
@@ -244,44 +210,17 @@ def test_refit_accepts_a_clip_detector_without_images(lab: dict) -> None:
 
 
 def test_zero_shot_with_nothing_labelled_uses_clips_own_boundary(lab: dict) -> None:
-    version = version_of(lab, run(lab, "train_clip", {"shots": 0}))
+    version = version_of(lab, run_job(lab, "train_clip", {"shots": 0}))
     assert version.threshold == 0.5 and version.metrics["threshold_rule"] == "clip_default"
     assert version.metrics["heldout"]["n_good"] == version.metrics["heldout"]["n_defect"] == 0
 
 
-class StopDuringTraining:
-    """A reporter that asks the job to stop once the first training epoch has reported."""
-
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
-    def progress(self, fraction: float, message: str) -> None:
-        self.messages.append(message)
-
-    def log(self, line: str) -> None:
-        pass
-
-    def should_stop(self) -> bool:
-        return any(message.startswith("Epoch") for message in self.messages)
-
-
 def test_a_cancelled_tuning_stops_in_training_and_registers_nothing(lab: dict) -> None:
     label_parts(lab)
-    zero = version_of(lab, run(lab, "train_clip", {"shots": 0, "holdout_fraction": HOLDOUT}))
+    zero = version_of(lab, run_job(lab, "train_clip", {"shots": 0, "holdout_fraction": HOLDOUT}))
     promote(lab, zero.id)
     reporter = StopDuringTraining()
-    ctx = JobContext(
-        job_id=99,
-        kind="tune_clip",
-        parameters={**FAST_TUNE, "epochs": 5},
-        project_id=lab["project_id"],
-        created_by_id=lab["manager"].id,
-        session_factory=lab["factory"],
-        data_dir=lab["data_dir"],
-        models_root=lab["models_root"],
-        device="cpu",
-        reporter=reporter,
-    )
+    ctx = job_context(lab, "tune_clip", {**FAST_TUNE, "epochs": 5}, reporter)
     with pytest.raises(JobCancelled):
         tune_clip_job(ctx)
     assert sum(message.startswith("Epoch") for message in reporter.messages) == 1

@@ -6,10 +6,10 @@ setting); the notes are toy notes it can learn ("flagged the part" / "passed the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from job_support import StopDuringTraining, job_context, job_lab, run_job
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from synthetic_parts import FLAGGED_FACTS, make_part, png
@@ -26,14 +26,12 @@ from tiny_language_model import (
 from adcore.errors import JobCancelled
 from adcore.explain.language_model import load_language_model
 from adcore.explain.lora_tuning import Evaluation, note_pairs, split_heldout
-from adcore.jobs.context import JobContext
 from adcore.jobs.explainer_jobs import (
     MIN_FACT_CHECK_PASS_RATE,
     explainer_gate_record,
     tune_explainer_job,
 )
 from adcore.jobs.registry import job_function
-from adcore.jobs.worker import JobWorker
 from db import (
     Job,
     ModelVersion,
@@ -41,12 +39,9 @@ from db import (
     Project,
     User,
     get_or_create_image,
-    init_db,
-    make_session_factory,
     register_model_version,
 )
 from db.explanation_notes import MIN_TRAINING_NOTES, add_explanation_note, training_notes
-from db.jobs import enqueue_job
 from db.model_families import ModelFamily, active_version
 from db.model_versions import GateRefusedError, promote_model_version
 from db.project_settings import LanguageModelSetting, set_language_model
@@ -115,45 +110,13 @@ def add_notes(factory: sessionmaker[Session], project_id: int, user_id: int, n: 
 
 
 @pytest.fixture
-def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+def lab(session_factory: sessionmaker[Session], tmp_path: Path) -> dict:
     """A project with a manager and an inspector, no notes yet, and a worker."""
-    data_dir = tmp_path / "data"
-    monkeypatch.setenv("LOUPE_DATA_DIR", str(data_dir))
-    monkeypatch.delenv("LOUPE_DATABASE_URL", raising=False)
-    monkeypatch.delenv("LOUPE_RAY_ADDRESS", raising=False)
-    engine = init_db()
-    factory = make_session_factory(engine)
-    with factory() as session, session.begin():
-        manager = User(name="manager-1", role="manager", password_hash="x")
-        inspector = User(name="inspector-1", role="inspector", password_hash="x")
-        project = Project(name="widgets")
-        session.add_all([manager, inspector, project])
-        session.flush()
-        ids = {"manager_id": manager.id, "inspector_id": inspector.id, "project_id": project.id}
-    models_root = tmp_path / "models"
-    yield {
-        "factory": factory,
-        "models_root": models_root,
-        "data_dir": data_dir,
-        **ids,
-        "worker": JobWorker(factory, data_dir=data_dir, models_root=models_root, device="cpu"),
-    }
-    engine.dispose()
+    return job_lab(session_factory, tmp_path, name="widgets")
 
 
 def run(lab: dict, parameters: dict) -> Job:
-    factory: sessionmaker[Session] = lab["factory"]
-    with factory() as session, session.begin():
-        job_id = enqueue_job(
-            session,
-            kind="tune_explainer",
-            parameters=parameters,
-            project_id=lab["project_id"],
-            user=session.get(User, lab["manager_id"]),
-        ).id
-    assert lab["worker"].run(once=True) == 1
-    with factory() as session:
-        return session.get(Job, job_id)
+    return run_job(lab, "tune_explainer", parameters)
 
 
 def explainer_versions(lab: dict) -> list[ModelVersion]:
@@ -260,22 +223,6 @@ def test_a_missing_language_model_is_refused_clearly(lab: dict, tmp_path: Path) 
     assert explainer_versions(lab) == []
 
 
-class StopDuringTraining:
-    """A reporter that asks the job to stop once training has begun."""
-
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
-    def progress(self, fraction: float, message: str) -> None:
-        self.messages.append(message)
-
-    def log(self, line: str) -> None:
-        pass
-
-    def should_stop(self) -> bool:
-        return any(message.startswith("Epoch") for message in self.messages)
-
-
 def test_a_vision_language_model_is_refused_before_any_work(lab: dict, tmp_path: Path) -> None:
     from tiny_language_model import build_tiny_vision_language_model
 
@@ -292,18 +239,7 @@ def test_a_cancelled_job_stops_in_training_and_registers_nothing(
 ) -> None:
     add_notes(lab["factory"], lab["project_id"], lab["inspector_id"], N_NOTES)
     reporter = StopDuringTraining()
-    ctx = JobContext(
-        job_id=1,
-        kind="tune_explainer",
-        parameters={"source": str(toy_model), **FAST},
-        project_id=lab["project_id"],
-        created_by_id=lab["manager_id"],
-        session_factory=lab["factory"],
-        data_dir=lab["data_dir"],
-        models_root=lab["models_root"],
-        device="cpu",
-        reporter=reporter,
-    )
+    ctx = job_context(lab, "tune_explainer", {"source": str(toy_model), **FAST}, reporter)
     with pytest.raises(JobCancelled):
         tune_explainer_job(ctx)
     assert sum(message.startswith("Epoch") for message in reporter.messages) == 1

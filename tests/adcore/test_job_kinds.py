@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from job_support import job_lab, run_job
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from synthetic_parts import make_part, png
 
 from adcore.detectors.registry import load_detector
 from adcore.jobs.training_data import in_evaluation_share
-from adcore.jobs.worker import JobWorker
 from adcore.model_service import train_first_model
 from adcore.thresholds import select_threshold
 from db import (
@@ -22,12 +21,8 @@ from db import (
     Job,
     ModelVersion,
     Project,
-    User,
     get_or_create_image,
-    init_db,
-    make_session_factory,
 )
-from db.jobs import enqueue_job
 from db.review_queue import record_review
 
 TINY = {"image_size": 64, "coreset_ratio": 0.1, "calibration_fraction": 0.25, "device": "cpu"}
@@ -35,21 +30,10 @@ HOLDOUT = 0.5
 
 
 @pytest.fixture
-def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+def lab(session_factory: sessionmaker[Session], tmp_path: Path) -> dict:
     """A project with an active v1 (fitted on a folder) and labelled parts in the database."""
-    data_dir = tmp_path / "data"
-    monkeypatch.setenv("LOUPE_DATA_DIR", str(data_dir))
-    monkeypatch.delenv("LOUPE_DATABASE_URL", raising=False)
-    monkeypatch.delenv("LOUPE_RAY_ADDRESS", raising=False)
-    engine = init_db()
-    factory = make_session_factory(engine)
-    with factory() as session, session.begin():
-        manager = User(name="manager-1", role="manager", password_hash="x")
-        inspector = User(name="inspector-1", role="inspector", password_hash="x")
-        project = Project(name="widgets", target_fnr=0.0)
-        session.add_all([manager, inspector, project])
-        session.flush()
-        project_id = project.id
+    lab = job_lab(session_factory, tmp_path, name="widgets", target_fnr=0.0)
+    factory, project_id, inspector = session_factory, lab["project_id"], lab["inspector"]
     folder = tmp_path / "good"
     folder.mkdir()
     train_bytes = [png(make_part(i)) for i in range(8)]
@@ -59,8 +43,8 @@ def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
         factory,
         project_id=project_id,
         folder_or_paths=folder,
-        user=manager,
-        models_root=tmp_path / "models",
+        user=lab["manager"],
+        models_root=lab["models_root"],
         **TINY,
     )
     labels = {}  # sha256 -> current label
@@ -88,33 +72,21 @@ def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
         for i in range(4):
             label(png(make_part(200 + i, defect=True)), "defect")
         bad_training = label(train_bytes[0], "defect")  # a training image found defective
-    yield {
-        "factory": factory,
-        "project_id": project_id,
-        "manager": manager,
+    return {
+        **lab,
         "v1": v1,
         "folder": folder,
         "labels": labels,
         "bad_training": bad_training,
         "train_digests": {hashlib.sha256(data).hexdigest() for data in train_bytes},
-        "worker": JobWorker(
-            factory, data_dir=data_dir, models_root=tmp_path / "models", device="cpu"
-        ),
     }
-    engine.dispose()
 
 
-def run_job(lab: dict, kind: str, parameters: dict) -> tuple[Job, ModelVersion]:
-    factory: sessionmaker[Session] = lab["factory"]
-    with factory() as session, session.begin():
-        job_id = enqueue_job(
-            session, kind=kind, parameters=parameters, project_id=lab["project_id"],
-            user=lab["manager"],
-        ).id  # fmt: skip
-    assert lab["worker"].run(once=True) == 1
-    with factory() as session:
-        job = session.get(Job, job_id)
-        assert job.status == "succeeded", (job.message, job.log_tail)
+def run_to_candidate(lab: dict, kind: str, parameters: dict) -> tuple[Job, ModelVersion]:
+    """Run a ``kind`` job that must succeed; return it and the candidate it registered."""
+    job = run_job(lab, kind, parameters)
+    assert job.status == "succeeded", (job.message, job.log_tail)
+    with lab["factory"]() as session:
         return job, session.get(ModelVersion, job.result_model_version_id)
 
 
@@ -124,7 +96,7 @@ def active_id(lab: dict) -> int | None:
 
 
 def test_refit_learns_from_confirmed_good_parts_and_is_only_a_candidate(lab: dict) -> None:
-    job, candidate = run_job(
+    job, candidate = run_to_candidate(
         lab, "refit_detector", {"train_folder": str(lab["folder"]), "holdout_fraction": HOLDOUT}
     )
     assert candidate.status == "candidate" and candidate.kind == "patchcore"
@@ -165,7 +137,7 @@ def test_refit_learns_from_confirmed_good_parts_and_is_only_a_candidate(lab: dic
 
 
 def test_recalibrate_follows_the_fnr_first_rule(lab: dict) -> None:
-    job, candidate = run_job(lab, "recalibrate_threshold", {})
+    job, candidate = run_to_candidate(lab, "recalibrate_threshold", {})
     assert candidate.status == "candidate" and active_id(lab) == lab["v1"].id
 
     calibration = candidate.training_snapshot["calibration"]

@@ -8,14 +8,62 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from adcore.explain.facts import ExplanationFacts
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 NEUTRAL_WORDS = tuple(
     "the a part region score is at of and on in image surface inspector shows".split()  # noqa: SIM905
 )
 """Words without a verdict word: a model on them can never write a text that passes the
 fact-check."""
+
+
+def word_level_tokenizer(
+    words: Sequence[str], special_tokens: Sequence[str] = ()
+) -> tuple[PreTrainedTokenizerFast, dict[str, int]]:
+    """A whitespace word-level tokenizer: ``[UNK]``, ``<pad>``, ``<eos>``, the special tokens,
+    then ``words``.
+
+    Returns:
+        The tokenizer and its vocabulary (token -> id).
+    """
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    from transformers import PreTrainedTokenizerFast
+
+    tokens = ["[UNK]", "<pad>", "<eos>", *special_tokens, *words]
+    vocab = {token: index for index, token in enumerate(tokens)}
+    backend = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = Whitespace()
+    extra = {"additional_special_tokens": list(special_tokens)} if special_tokens else {}
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="[UNK]", pad_token="<pad>", eos_token="<eos>", **extra
+    )
+    return tokenizer, vocab
+
+
+def tiny_text_config(vocab: dict[str, int], max_positions: int) -> dict[str, object]:
+    """The options of a 1-layer text model (hidden size 32, 2 heads) over ``vocab``.
+
+    ``<eos>`` begins and ends a sequence and ``<pad>`` pads.
+    """
+    return {
+        "vocab_size": len(vocab),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": max_positions,
+        "bos_token_id": vocab["<eos>"],
+        "eos_token_id": vocab["<eos>"],
+        "pad_token_id": vocab["<pad>"],
+    }
 
 
 def build_tiny_language_model(
@@ -40,31 +88,11 @@ def build_tiny_language_model(
         ``folder``.
     """
     import torch
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordLevel
-    from tokenizers.pre_tokenizers import Whitespace
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    vocab = {token: index for index, token in enumerate(["[UNK]", "<pad>", "<eos>", *words])}
-    backend = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="[UNK]", pad_token="<pad>", eos_token="<eos>"
-    )
+    tokenizer, vocab = word_level_tokenizer(words)
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=vocab["<pad>"],
-        eos_token_id=vocab["<eos>"],
-        bos_token_id=vocab["<eos>"],
-        initializer_range=initializer_range,
-    )
+    config = LlamaConfig(**tiny_text_config(vocab, 256), initializer_range=initializer_range)
     folder.mkdir(parents=True, exist_ok=True)
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -142,11 +170,7 @@ def build_tiny_vision_language_model(
         ``folder``.
     """
     import torch
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordLevel
-    from tokenizers.pre_tokenizers import Whitespace
     from transformers import (
-        PreTrainedTokenizerFast,
         Qwen2VLConfig,
         Qwen2VLForConditionalGeneration,
         Qwen2VLImageProcessor,
@@ -154,17 +178,7 @@ def build_tiny_vision_language_model(
         Qwen2VLVideoProcessor,
     )
 
-    tokens = ["[UNK]", "<pad>", "<eos>", *VISION_SPECIAL_TOKENS, *words]
-    vocab = {token: index for index, token in enumerate(tokens)}
-    backend = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        unk_token="[UNK]",
-        pad_token="<pad>",
-        eos_token="<eos>",
-        additional_special_tokens=list(VISION_SPECIAL_TOKENS),
-    )
+    tokenizer, vocab = word_level_tokenizer(words, VISION_SPECIAL_TOKENS)
     processor = Qwen2VLProcessor(
         image_processor=Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=56 * 56),
         tokenizer=tokenizer,
@@ -173,22 +187,13 @@ def build_tiny_vision_language_model(
     )
     config = Qwen2VLConfig(
         text_config={
-            "vocab_size": len(vocab),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 512,
+            **tiny_text_config(vocab, 512),
             # head size 16: the three rotary sections (time, height, width) sum to 16 / 2.
             "rope_parameters": {
                 "rope_type": "default",
                 "rope_theta": 10000.0,
                 "mrope_section": [2, 3, 3],
             },
-            "bos_token_id": vocab["<eos>"],
-            "eos_token_id": vocab["<eos>"],
-            "pad_token_id": vocab["<pad>"],
         },
         vision_config={
             "depth": 1,
@@ -249,28 +254,14 @@ def build_tiny_idefics3(
         ``folder``.
     """
     import torch
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordLevel
-    from tokenizers.pre_tokenizers import Whitespace
     from transformers import (
         Idefics3Config,
         Idefics3ForConditionalGeneration,
         Idefics3ImageProcessor,
         Idefics3Processor,
-        PreTrainedTokenizerFast,
     )
 
-    tokens = ["[UNK]", "<pad>", "<eos>", *IDEFICS3_SPECIAL_TOKENS, *words]
-    vocab = {token: index for index, token in enumerate(tokens)}
-    backend = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        unk_token="[UNK]",
-        pad_token="<pad>",
-        eos_token="<eos>",
-        additional_special_tokens=list(IDEFICS3_SPECIAL_TOKENS),
-    )
+    tokenizer, vocab = word_level_tokenizer(words, IDEFICS3_SPECIAL_TOKENS)
     processor = Idefics3Processor(
         image_processor=Idefics3ImageProcessor(
             size={"longest_edge": 64}, max_image_size={"longest_edge": 32}
@@ -280,19 +271,7 @@ def build_tiny_idefics3(
         image_seq_len=1,
     )
     config = Idefics3Config(
-        text_config={
-            "model_type": "llama",
-            "vocab_size": len(vocab),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 1024,
-            "bos_token_id": vocab["<eos>"],
-            "eos_token_id": vocab["<eos>"],
-            "pad_token_id": vocab["<pad>"],
-        },
+        text_config={"model_type": "llama", **tiny_text_config(vocab, 1024)},
         vision_config={
             "hidden_size": 16,
             "intermediate_size": 32,

@@ -87,6 +87,21 @@ def test_folder_loads_as_a_vision_language_model(
     assert vlm.tokenizer.pad_token == "<pad>"
 
 
+def spy_on_generate(
+    explainer: VisionLanguageExplainer, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """Record the keyword inputs of the explainer's ``model.generate`` (which still runs)."""
+    seen: dict[str, Any] = {}
+    generate = explainer.model.generate
+
+    def spy(**inputs: Any) -> Any:
+        seen.update(inputs)
+        return generate(**inputs)
+
+    monkeypatch.setattr(explainer.model, "generate", spy)
+    return seen
+
+
 def test_random_model_sees_both_images_and_falls_back(
     vlm: VisionLanguageExplainer,
     monkeypatch: pytest.MonkeyPatch,
@@ -94,14 +109,7 @@ def test_random_model_sees_both_images_and_falls_back(
 ) -> None:
     """Real generation with two images: random words never pass the fact-check."""
     image, overlay = part_and_overlay()
-    seen: dict[str, Any] = {}
-    generate = vlm.model.generate
-
-    def spy(**inputs: Any) -> Any:
-        seen.update(inputs)
-        return generate(**inputs)
-
-    monkeypatch.setattr(vlm.model, "generate", spy)
+    seen = spy_on_generate(vlm, monkeypatch)
     with caplog.at_level(logging.WARNING, logger="adcore.explain.language_model"):
         result = vlm.rewrite(FLAGGED_FACTS, image=image, overlay=overlay, max_new_tokens=6)
 
@@ -124,14 +132,7 @@ def test_idefics3_smolvlm_architecture_sees_both_images(
     assert isinstance(explainer, VisionLanguageExplainer)
     assert type(explainer.model).__name__ == "Idefics3ForConditionalGeneration"
     image, overlay = part_and_overlay()
-    seen: dict[str, Any] = {}
-    generate = explainer.model.generate
-
-    def spy(**inputs: Any) -> Any:
-        seen.update(inputs)
-        return generate(**inputs)
-
-    monkeypatch.setattr(explainer.model, "generate", spy)
+    seen = spy_on_generate(explainer, monkeypatch)
     result = explainer.rewrite(FLAGGED_FACTS, image=image, overlay=overlay, max_new_tokens=4)
 
     # (batch, tiles of both images, 3, 32, 32): each 64 x 48 image is 2 x 2 tiles + a global view

@@ -41,6 +41,16 @@ def write_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def save_tiny_clip(root: Path) -> Path:
+    """Register the tiny model with open_clip and write its random weights, both in ``root``.
+
+    Returns:
+        The checkpoint, ``root / "tiny.safetensors"``.
+    """
+    register_tiny_clip(root)
+    return write_tiny_checkpoint(root / "tiny.safetensors")
+
+
 class NetworkGuard:
     """Records (and refuses) every socket connection attempted while installed."""
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from clip_tiny import TINY_CLIP, NetworkGuard, register_tiny_clip, write_tiny_checkpoint
+from clip_tiny import TINY_CLIP, NetworkGuard, save_tiny_clip, write_tiny_checkpoint
 from synthetic_parts import make_part
 
 from adcore.detectors.clip import ClipConfig, ClipDetector, clip_unavailable
@@ -23,9 +23,7 @@ from adcore.persistence import file_sha256
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny-clip")
-    register_tiny_clip(root)
-    return write_tiny_checkpoint(root / "tiny.safetensors")
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clip_tiny import TINY_CLIP, NetworkGuard, register_tiny_clip, write_tiny_checkpoint
+from clip_tiny import TINY_CLIP, NetworkGuard, save_tiny_clip
 from job_support import StopDuringTraining, add_labelled_part, job_context, job_lab, run_job
 from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
@@ -35,9 +35,7 @@ FAST_TUNE = {"rank": 2, "alpha": 4.0, "n_context": 2, "epochs": 3, "learning_rat
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("tiny-clip-job")
-    register_tiny_clip(root)
-    return write_tiny_checkpoint(root / "tiny.safetensors")
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip-job"))
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from clip_tiny import TINY_CLIP, NetworkGuard, register_tiny_clip, write_tiny_checkpoint
+from clip_tiny import TINY_CLIP, NetworkGuard, save_tiny_clip
 from synthetic_parts import make_part
 
 from adcore.detectors.clip import ClipDetector
@@ -31,9 +31,7 @@ FAST = ClipAdapterConfig(rank=4, alpha=8.0, n_context=2, epochs=8, learning_rate
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny-clip-lora")
-    register_tiny_clip(root)
-    return write_tiny_checkpoint(root / "tiny.safetensors")
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip-lora"))
 
 
 @pytest.fixture(autouse=True)

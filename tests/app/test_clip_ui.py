@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from apptest_support import INSPECTOR, MANAGER, Workbench, signed_in_app
-from clip_tiny import TINY_CLIP, register_tiny_clip, write_tiny_checkpoint
+from clip_tiny import TINY_CLIP, save_tiny_clip
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
@@ -19,9 +19,7 @@ CLIP_BUTTONS = ("queue-train_clip-zero", "queue-train_clip-few", "queue-tune_cli
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("tiny-clip-ui")
-    register_tiny_clip(root)
-    return write_tiny_checkpoint(root / "tiny.safetensors")
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip-ui"))
 
 
 @pytest.fixture(autouse=True)

@@ -33,18 +33,18 @@ from adcore.detectors.base import (
     LoadedImage,
     Progress,
     default_device,
-    fitted_identity,
     load_many,
     refused_reason,
     report,
     restore_fitted_identity,
+    save_fitted,
     scaled_progress,
     to_tensor_batch,
     training_set_hash,
 )
 from adcore.errors import DatasetError, ModelFileError
 from adcore.metrics import rates_at_threshold
-from adcore.persistence import load_model, save_model
+from adcore.persistence import load_model
 from adcore.thresholds import select_threshold
 
 
@@ -166,17 +166,13 @@ class Classifier:
         """Write ``model.safetensors`` + ``config.json`` (see :mod:`adcore.persistence`)."""
         if self.threshold is None:
             raise ModelFileError("Refusing to save an untrained classifier (no threshold)")
-        save_model(
+        save_fitted(
+            self,
             directory,
-            kind=self.kind,
             config=asdict(self.config),
             tensors=dict(self.model.state_dict()),
-            extra={
-                "backbone": self.config.backbone,
-                "defect_types": list(self.defect_types),
-                **fitted_identity(self),
-                **(extra or {}),
-            },
+            facts={"backbone": self.config.backbone, "defect_types": list(self.defect_types)},
+            extra=extra,
             overwrite=overwrite,
         )
 

@@ -7,19 +7,22 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from adcore.errors import ImageLoadError
+from adcore.errors import ImageLoadError, ModelFileError
 from adcore.image_io import ImageLimits, load_image
+from adcore.persistence import SavedModel, load_model, save_model
 from adcore.thresholds import select_threshold
 
 ImageSource = str | os.PathLike | bytes | np.ndarray
 """A path, raw file bytes, or an already decoded (H, W, 3) uint8 RGB array."""
+
+T = TypeVar("T")
 
 Progress = Callable[[float, str], None]
 """Progress callback: ``progress(fraction_done, message)`` with fraction in [0, 1]."""
@@ -179,14 +182,64 @@ def fitted_identity(model: Any) -> dict[str, Any]:
     }
 
 
+def save_fitted(
+    model: Any,
+    directory: str | os.PathLike,
+    *,
+    config: dict[str, Any],
+    tensors: dict[str, torch.Tensor],
+    facts: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Save a fitted model of ``model.kind`` (see :func:`adcore.persistence.save_model`).
+
+    ``config.json`` gets the model's own ``facts``, its :func:`fitted_identity`, then the
+    caller's ``extra`` (which wins on a clash).
+    """
+    save_model(
+        directory,
+        kind=model.kind,
+        config=config,
+        tensors=tensors,
+        extra={**(facts or {}), **fitted_identity(model), **(extra or {})},
+        overwrite=overwrite,
+    )
+
+
+def load_and_build(
+    directory: str | os.PathLike,
+    kind: str,
+    expected_training_hash: str | None,
+    build: Callable[[dict[str, Any]], T],
+) -> tuple[SavedModel, T]:
+    """Load a saved model's files and build an empty model from its saved config.
+
+    Args:
+        directory: The saved model's folder.
+        kind: The expected kind.
+        expected_training_hash: Refuse a model fitted on another training set.
+        build: Makes the model from the saved config dict.
+
+    Returns:
+        (the verified saved files, the model built from their config).
+
+    Raises:
+        ModelFileError: The files do not verify, or the config does not describe a model.
+    """
+    saved = load_model(directory, kind=kind, expected_training_hash=expected_training_hash)
+    try:
+        return saved, build(saved.config)
+    except (TypeError, ValueError) as err:
+        raise ModelFileError(f"{directory}: config does not describe a model: {err}") from err
+
+
 def restore_fitted_identity(model: Any, document: dict[str, Any], directory: object) -> None:
     """Set threshold and training set from a loaded ``config.json``, checking the hash.
 
     Raises:
         ModelFileError: If the training-set hash does not match the listed digests.
     """
-    from adcore.errors import ModelFileError
-
     digests = [str(d) for d in document.get("training_digests") or []]
     stored = document.get("training_hash")
     if (digests or stored) and stored != training_set_hash(digests):

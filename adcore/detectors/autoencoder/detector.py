@@ -20,18 +20,18 @@ from adcore.detectors.base import (
     ImageSource,
     Progress,
     default_device,
-    fitted_identity,
+    load_and_build,
     load_many,
     refused_reason,
     report,
     restore_fitted_identity,
+    save_fitted,
     scaled_progress,
     split_calibration,
     to_tensor_batch,
     training_set_hash,
 )
 from adcore.errors import DatasetError, ModelFileError
-from adcore.persistence import load_model, save_model
 
 
 @dataclass(frozen=True)
@@ -301,15 +301,12 @@ class Autoencoder(BatchDetector):
         """Write ``model.safetensors`` (the state dict) + ``config.json``."""
         if self.training_hash is None:
             raise ModelFileError("Refusing to save an unfitted model")
-        save_model(
+        save_fitted(
+            self,
             directory,
-            kind=self.kind,
             config=asdict(self.config),
             tensors=dict(self.model.state_dict()),
-            extra={
-                **fitted_identity(self),
-                **(extra or {}),
-            },
+            extra=extra,
             overwrite=overwrite,
         )
 
@@ -322,12 +319,12 @@ class Autoencoder(BatchDetector):
         expected_training_hash: str | None = None,
     ) -> Autoencoder:
         """Rebuild a saved detector, refusing anything that does not verify."""
-        saved = load_model(directory, kind=cls.kind, expected_training_hash=expected_training_hash)
-        try:
-            config = AutoencoderConfig.from_dict(saved.config)
-            detector = cls(config, device=device)
-        except (TypeError, ValueError) as err:
-            raise ModelFileError(f"{directory}: config does not describe a model: {err}") from err
+        saved, detector = load_and_build(
+            directory,
+            cls.kind,
+            expected_training_hash,
+            lambda config: cls(AutoencoderConfig.from_dict(config), device=device),
+        )
         try:
             detector.model.load_state_dict(saved.tensors, strict=True)
         except RuntimeError as err:

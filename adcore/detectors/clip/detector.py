@@ -23,11 +23,12 @@ from adcore.detectors.base import (
     ImageSource,
     Progress,
     default_device,
-    fitted_identity,
+    load_and_build,
     load_many,
     refused_reason,
     report,
     restore_fitted_identity,
+    save_fitted,
     split_calibration,
     training_set_hash,
 )
@@ -35,7 +36,6 @@ from adcore.detectors.clip.prompts import clean_object_name, prompt_ensemble
 from adcore.detectors.clip.torch_model import ClipAnomalyModel
 from adcore.detectors.clip.weights import checkpoint_sha256, load_clip
 from adcore.errors import DatasetError, ModelFileError
-from adcore.persistence import load_model, save_model
 
 DEFAULT_CLIP_MODEL = "ViT-B-16-plus-240"
 DEFAULT_CLIP_PRETRAINED = "laion400m_e32"
@@ -247,12 +247,12 @@ class ClipDetector(BatchDetector):
         """
         config = asdict(self.config)
         config["window_sizes"] = list(self.config.window_sizes)
-        save_model(
+        save_fitted(
+            self,
             directory,
-            kind=self.kind,
             config=config,
             tensors=self._tensors(),
-            extra={
+            facts={
                 "backbone": f"clip:{self.config.model_name}",
                 "clip_weights": {
                     "model_name": self.config.model_name,
@@ -261,9 +261,8 @@ class ClipDetector(BatchDetector):
                     "sha256": self.weights_sha256,
                 },
                 "adapter": None if self.adapter is None else asdict(self.adapter.config),
-                **fitted_identity(self),
-                **(extra or {}),
             },
+            extra=extra,
             overwrite=overwrite,
         )
 
@@ -281,12 +280,12 @@ class ClipDetector(BatchDetector):
             ModelFileError: The files do not verify, or the CLIP weights changed.
             WeightsNotFoundError: The CLIP weights are no longer available.
         """
-        saved = load_model(directory, kind=cls.kind, expected_training_hash=expected_training_hash)
-        try:
-            config = ClipConfig.from_dict(saved.config)
-            detector = cls(config, device=device)
-        except (TypeError, ValueError) as err:
-            raise ModelFileError(f"{directory}: config does not describe a model: {err}") from err
+        saved, detector = load_and_build(
+            directory,
+            cls.kind,
+            expected_training_hash,
+            lambda config: cls(ClipConfig.from_dict(config), device=device),
+        )
         recorded = (saved.document.get("clip_weights") or {}).get("sha256")
         if recorded != detector.weights_sha256:
             raise ModelFileError(

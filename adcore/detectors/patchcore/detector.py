@@ -19,18 +19,18 @@ from adcore.detectors.base import (
     ImageSource,
     Progress,
     default_device,
-    fitted_identity,
+    load_and_build,
     load_many,
     refused_reason,
     report,
     restore_fitted_identity,
+    save_fitted,
     scaled_progress,
     split_calibration,
     training_set_hash,
 )
 from adcore.detectors.patchcore.torch_model import PatchCoreModel
 from adcore.errors import DatasetError, ModelFileError
-from adcore.persistence import load_model, save_model
 
 
 @dataclass(frozen=True)
@@ -229,17 +229,13 @@ class PatchCore(BatchDetector):
             raise ModelFileError("Refusing to save an unfitted model")
         config = asdict(self.config)
         config["layers"] = list(self.config.layers)
-        save_model(
+        save_fitted(
+            self,
             directory,
-            kind=self.kind,
             config=config,
             tensors={"memory_bank": self.model.memory_bank},
-            extra={
-                "backbone": self.config.backbone,
-                **fitted_identity(self),
-                "coverage_radius": self.coverage_radius,
-                **(extra or {}),
-            },
+            facts={"backbone": self.config.backbone, "coverage_radius": self.coverage_radius},
+            extra=extra,
             overwrite=overwrite,
         )
 
@@ -253,12 +249,15 @@ class PatchCore(BatchDetector):
         expected_training_hash: str | None = None,
     ) -> PatchCore:
         """Rebuild a saved detector, refusing anything that does not verify."""
-        saved = load_model(directory, kind=cls.kind, expected_training_hash=expected_training_hash)
-        try:
-            config = PatchCoreConfig.from_dict(saved.config)
-            detector = cls(config, device=device, pretrained=pretrained)
-        except (TypeError, ValueError) as err:
-            raise ModelFileError(f"{directory}: config does not describe a model: {err}") from err
+        saved, detector = load_and_build(
+            directory,
+            cls.kind,
+            expected_training_hash,
+            lambda config: cls(
+                PatchCoreConfig.from_dict(config), device=device, pretrained=pretrained
+            ),
+        )
+        config = detector.config
         bank = saved.tensors.get("memory_bank")
         if bank is None or bank.ndim != 2 or bank.shape[1] != detector.model.embedding_dim:
             raise ModelFileError(

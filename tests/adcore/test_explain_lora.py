@@ -13,10 +13,8 @@ import pytest
 import torch
 from synthetic_parts import FLAGGED_FACTS
 from tiny_language_model import (
-    TOY_INIT,
     TOY_TRAINING,
-    TOY_WORDS,
-    build_tiny_language_model,
+    build_toy_language_model,
     passed_facts,
     toy_note,
 )
@@ -53,9 +51,7 @@ def toy_pairs(n: int, start: int = 1) -> list[NotePair]:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_language_model(
-        tmp_path_factory.mktemp("toy_llm"), TOY_WORDS, initializer_range=TOY_INIT
-    )
+    return build_toy_language_model(tmp_path_factory.mktemp("toy_llm"))
 
 
 def base_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -15,10 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from synthetic_parts import FLAGGED_FACTS, make_part, png
 from tiny_language_model import (
     NEUTRAL_WORDS,
-    TOY_INIT,
     TOY_TRAINING,
-    TOY_WORDS,
     build_tiny_language_model,
+    build_toy_language_model,
     passed_facts,
     toy_note,
 )
@@ -54,9 +53,7 @@ FAST = {**TOY_TRAINING, "max_new_tokens": 6}
 @pytest.fixture(scope="module")
 def toy_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model that learns the toy notes."""
-    return build_tiny_language_model(
-        tmp_path_factory.mktemp("toy_llm"), TOY_WORDS, initializer_range=TOY_INIT
-    )
+    return build_toy_language_model(tmp_path_factory.mktemp("toy_llm"))
 
 
 @pytest.fixture(scope="module")

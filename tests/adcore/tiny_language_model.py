@@ -108,6 +108,11 @@ TOY_TRAINING = {"epochs": 20, "learning_rate": 0.02, "batch_size": 4}
 """LoRA options that learn the toy notes on the tiny model in a few seconds."""
 
 
+def build_toy_language_model(folder: Path) -> Path:
+    """Save the tiny model that learns the toy notes (:data:`TOY_WORDS`, :data:`TOY_INIT`)."""
+    return build_tiny_language_model(folder, TOY_WORDS, initializer_range=TOY_INIT)
+
+
 def passed_facts() -> ExplanationFacts:
     """Facts of a part that passed (score 12.0 under the threshold 29.4; no region)."""
     return ExplanationFacts.from_json(

@@ -12,9 +12,13 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
+
+import db
+from db.review_queue import review_queue
 
 #: Streamlit's own ``PagesManager.__init__``, before ``conftest`` wraps it.
 ORIGINAL_PAGES_MANAGER_INIT = PagesManager.__init__
@@ -75,3 +79,12 @@ def signed_in_app(role: str) -> AppTest:
     assert not at.exception, at.exception
     assert at.session_state["user"]["role"] == role
     return at
+
+
+def first_queued(workbench: Workbench) -> db.Prediction:
+    """The prediction of the part at the head of the workbench project's review queue."""
+    with workbench.factory() as session:
+        image_id = review_queue(session, workbench.project_id, limit=1)[0].image_id
+        return session.scalars(
+            select(db.Prediction).where(db.Prediction.image_id == image_id)
+        ).one()

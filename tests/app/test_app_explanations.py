@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-from apptest_support import Workbench, signed_in_app
-from sqlalchemy import select
+from apptest_support import Workbench, first_queued, signed_in_app
 
 import db
-from db.review_queue import review_queue
-
-
-def first_queued(workbench: Workbench) -> db.Prediction:
-    with workbench.factory() as session:
-        image_id = review_queue(session, workbench.project_id, limit=1)[0].image_id
-        return session.scalars(
-            select(db.Prediction).where(db.Prediction.image_id == image_id)
-        ).one()
 
 
 def test_review_shows_the_stored_explanation(workbench: Workbench) -> None:

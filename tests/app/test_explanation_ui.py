@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from apptest_support import INSPECTOR, MANAGER, Workbench, signed_in_app
+from apptest_support import INSPECTOR, MANAGER, Workbench, first_queued, signed_in_app
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 from tiny_language_model import build_tiny_language_model
@@ -16,7 +16,6 @@ import db
 from adcore.explain.language_model import LanguageModelExplainer, clear_explainer_cache
 from db.explanation_notes import MIN_TRAINING_NOTES, add_explanation_note
 from db.project_settings import LanguageModelSetting, language_model_setting, set_language_model
-from db.review_queue import review_queue
 from pages.common import pages_for_role
 
 
@@ -30,14 +29,6 @@ def fresh_explainer_cache() -> Iterator[None]:
     clear_explainer_cache()
     yield
     clear_explainer_cache()
-
-
-def first_queued(workbench: Workbench) -> db.Prediction:
-    with workbench.factory() as session:
-        image_id = review_queue(session, workbench.project_id, limit=1)[0].image_id
-        return session.scalars(
-            select(db.Prediction).where(db.Prediction.image_id == image_id)
-        ).one()
 
 
 def notes(workbench: Workbench) -> list[db.ExplanationNote]:

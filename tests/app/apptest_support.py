@@ -18,6 +18,7 @@ from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 import db
+from db.projects import register_model_version
 from db.review_queue import review_queue
 
 #: Streamlit's own ``PagesManager.__init__``, before ``conftest`` wraps it.
@@ -88,3 +89,19 @@ def first_queued(workbench: Workbench) -> db.Prediction:
         return session.scalars(
             select(db.Prediction).where(db.Prediction.image_id == image_id)
         ).one()
+
+
+def add_gated_version(
+    workbench: Workbench, gate: dict, *, kind: str = "patchcore", threshold: float | None
+) -> int:
+    """Register a candidate version (the tiny model's files) carrying ``gate``; return its id."""
+    with workbench.factory() as session, session.begin():
+        return register_model_version(
+            session,
+            project_id=workbench.project_id,
+            kind=kind,
+            artifact_path=str(workbench.model_dir),
+            metrics={"gate": gate},
+            threshold=threshold,
+            training_snapshot={},
+        ).id

@@ -9,7 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from apptest_support import INSPECTOR, MANAGER, Workbench, open_app, signed_in_app
+from apptest_support import (
+    INSPECTOR,
+    MANAGER,
+    Workbench,
+    add_gated_version,
+    open_app,
+    signed_in_app,
+)
 from streamlit.testing.v1 import AppTest
 
 import adcore.jobs.launcher
@@ -18,7 +25,7 @@ from adcore.gate import Rates, gate_record
 from adcore.jobs.worker import JobWorker
 from db.jobs import enqueue_job, list_jobs
 from db.model_versions import GateRefusedError, promote_model_version
-from db.projects import get_project, register_model_version
+from db.projects import get_project
 from db.review_queue import record_review
 
 
@@ -60,16 +67,7 @@ def add_candidate(workbench: Workbench, *, passed: bool) -> int:
         active_version=1,
         heldout={"n_good": 2, "n_defect": 2, "n_unreadable": 0},
     )
-    with workbench.factory() as session, session.begin():
-        return register_model_version(
-            session,
-            project_id=workbench.project_id,
-            kind="patchcore",
-            artifact_path=str(workbench.model_dir),
-            metrics={"gate": gate},
-            threshold=candidate.threshold,
-            training_snapshot={},
-        ).id
+    return add_gated_version(workbench, gate, threshold=candidate.threshold)
 
 
 def comparison(at: AppTest, number: int) -> dict[str, tuple[str, str]]:
@@ -344,16 +342,7 @@ def test_an_explainer_candidate_shows_rouge_and_fact_check_beside_the_untuned_mo
         active_facts=None,
         n_heldout=20,
     )
-    with workbench.factory() as session, session.begin():
-        version_id = register_model_version(
-            session,
-            project_id=workbench.project_id,
-            kind="explainer",
-            artifact_path=str(workbench.model_dir),
-            metrics={"gate": gate},
-            threshold=None,
-            training_snapshot={},
-        ).id
+    version_id = add_gated_version(workbench, gate, kind="explainer", threshold=None)
     at = open_models()
 
     table = next(d.value for d in at.dataframe if "Untuned model" in d.value.columns)

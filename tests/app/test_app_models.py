@@ -7,13 +7,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from apptest_support import MANAGER, Workbench, signed_in_app
+from apptest_support import MANAGER, Workbench, add_gated_version, signed_in_app
 from streamlit.testing.v1 import AppTest
 
 import adcore.model_service
 import db
 from adcore.gate import Rates, gate_record
-from db.projects import get_project, list_projects, register_model_version
+from db.projects import get_project, list_projects
 from db.review_queue import record_review
 
 
@@ -71,16 +71,7 @@ def test_promote_a_passing_candidate_then_roll_back(workbench: Workbench) -> Non
         active_version=1,
         heldout={"n_good": 2, "n_defect": 2},
     )
-    with workbench.factory() as session, session.begin():
-        v2 = register_model_version(
-            session,
-            project_id=workbench.project_id,
-            kind="patchcore",
-            artifact_path=str(workbench.model_dir),
-            metrics={"gate": gate},
-            threshold=1.0,
-            training_snapshot={},
-        ).id
+    v2 = add_gated_version(workbench, gate, threshold=1.0)
     at = open_models()
 
     promote = at.button(key=f"promote-{v2}")

@@ -57,3 +57,9 @@ FLAGGED_FACTS = ExplanationFacts(
     intensity="darker",
     grey_difference=-30.0,
 )
+
+#: A rewrite of :data:`FLAGGED_FACTS` in other words that passes the fact-check.
+FAITHFUL_REWRITE = (
+    "This part is flagged: its score of 41.2 is 40% over the threshold of 29.4, because a dark "
+    "scratch-like mark at the upper-left rim covers 3.1% of it."
+)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 from stored_predictions import add_flagged_prediction, use_language_model
-from synthetic_parts import FLAGGED_FACTS
+from synthetic_parts import FAITHFUL_REWRITE, FLAGGED_FACTS
 from tiny_language_model import build_tiny_language_model
 
 from adcore.explain.language_model import LanguageModelExplainer, clear_explainer_cache
@@ -23,11 +23,6 @@ from adcore.explain.rewriting import (
 )
 from adcore.explain.sentences import render
 from db import Prediction, Project, activate_model_version, register_model_version
-
-FAITHFUL = (
-    "This part is flagged: its score of 41.2 is 40% over the threshold of 29.4, because a dark "
-    "scratch-like mark at the upper-left rim covers 3.1% of it."
-)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +55,7 @@ def test_faithful_rewrite_is_stored_once(
 
     def faithful(self: LanguageModelExplainer, prompt: str, max_new_tokens: int) -> str:
         calls.append(prompt)
-        return FAITHFUL
+        return FAITHFUL_REWRITE
 
     monkeypatch.setattr(LanguageModelExplainer, "_generate", faithful)
     outcome = rewrite_prediction(factory, prediction_id)
@@ -68,7 +63,7 @@ def test_faithful_rewrite_is_stored_once(
     assert outcome.reason is None and not outcome.reused
     rewrite = stored_explanation(factory, prediction_id)["rewrite"]
     assert rewrite == outcome.rewrite
-    assert rewrite["text"] == FAITHFUL and rewrite["used_model"] is True
+    assert rewrite["text"] == FAITHFUL_REWRITE and rewrite["used_model"] is True
     assert rewrite["problems"] == [] and rewrite["model"] == str(tiny_llm_dir)
     assert rewrite["source"] == "model" and rewrite["seconds"] >= 0
     assert stored_explanation(factory, prediction_id)["text"] == render(FLAGGED_FACTS)
@@ -163,7 +158,7 @@ def test_active_explainer_adapter_is_applied(
     assert choice_unavailable(choice) is None
 
     monkeypatch.setattr(
-        LanguageModelExplainer, "_generate", lambda self, prompt, max_new_tokens: FAITHFUL
+        LanguageModelExplainer, "_generate", lambda self, prompt, max_new_tokens: FAITHFUL_REWRITE
     )
     rewrite = rewrite_prediction(factory, prediction_id).rewrite
     assert rewrite["source"] == "adapter"
@@ -190,7 +185,7 @@ def test_warm_up_loads_enabled_models_once_and_skips_the_rest(
         raise AssertionError("the warmed-up model must come from the cache")
 
     monkeypatch.setattr("adcore.explain.rewriting.load_language_model", no_second_load)
-    monkeypatch.setattr(LanguageModelExplainer, "_generate", lambda self, p, n: FAITHFUL)
+    monkeypatch.setattr(LanguageModelExplainer, "_generate", lambda self, p, n: FAITHFUL_REWRITE)
     prediction_id = add_flagged_prediction(factory, project_and_version)
     assert rewrite_prediction(factory, prediction_id).rewrite["used_model"] is True
 

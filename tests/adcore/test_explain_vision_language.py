@@ -13,7 +13,7 @@ import pytest
 from PIL import Image as PILImage
 from sqlalchemy.orm import Session, sessionmaker
 from stored_predictions import add_flagged_prediction, use_language_model
-from synthetic_parts import FLAGGED_FACTS
+from synthetic_parts import FAITHFUL_REWRITE, FLAGGED_FACTS
 from tiny_language_model import (
     build_tiny_idefics3,
     build_tiny_language_model,
@@ -34,11 +34,6 @@ from adcore.explain.sentences import render
 from adcore.explain.vision_language import IMAGE_PREAMBLE, MAX_IMAGE_SIDE, VisionLanguageExplainer
 from adcore.explain.vision_language_sources import TRUST_REMOTE_CODE_ENV, remote_code_allowed
 from db import data_dir
-
-FAITHFUL = (
-    "This part is flagged: its score of 41.2 is 40% over the threshold of 29.4, because a dark "
-    "scratch-like mark at the upper-left rim covers 3.1% of it."
-)
 
 
 @pytest.fixture(scope="module")
@@ -157,12 +152,12 @@ def test_faithful_generation_is_used_with_the_images(
 
     def faithful(request: str, images: list[PILImage.Image], max_new_tokens: int) -> str:
         seen.update(request=request, images=images, max_new_tokens=max_new_tokens)
-        return f'"{FAITHFUL}"\n\nMore chatter with 99 numbers.'
+        return f'"{FAITHFUL_REWRITE}"\n\nMore chatter with 99 numbers.'
 
     monkeypatch.setattr(vlm, "_generate", faithful)
     result = vlm.rewrite(FLAGGED_FACTS, image=image, overlay=overlay, max_new_tokens=42)
 
-    assert result.used_model is True and result.text == FAITHFUL
+    assert result.used_model is True and result.text == FAITHFUL_REWRITE
     assert result.fact_check.passed
     assert [picture.size for picture in seen["images"]] == [image.size, overlay.size]
     assert all(picture.mode == "RGB" for picture in seen["images"])
@@ -273,13 +268,13 @@ class FakeMiniCPM:
 
 
 def test_minicpmv_chat_gets_the_images_then_the_request() -> None:
-    model = FakeMiniCPM(FAITHFUL)
+    model = FakeMiniCPM(FAITHFUL_REWRITE)
     tokenizer = object()
     explainer = VisionLanguageExplainer(model, tokenizer, name="minicpm", uses_chat=True)
     image, overlay = part_and_overlay()
     result = explainer.rewrite(FLAGGED_FACTS, image=image, overlay=overlay, max_new_tokens=30)
 
-    assert result.used_model is True and result.text == FAITHFUL
+    assert result.used_model is True and result.text == FAITHFUL_REWRITE
     (call,) = model.calls
     assert call["image"] is None and call["tokenizer"] is tokenizer
     assert call["sampling"] is False and call["max_new_tokens"] == 30
@@ -315,13 +310,13 @@ def test_rewrite_prediction_sends_the_stored_image_and_overlay(
         self: VisionLanguageExplainer, request: str, images: list, max_new_tokens: int
     ) -> str:
         seen.append(images)
-        return FAITHFUL
+        return FAITHFUL_REWRITE
 
     monkeypatch.setattr(VisionLanguageExplainer, "_generate", faithful)
     outcome = rewrite_prediction(factory, prediction_id)
 
     assert outcome.reason is None
-    assert outcome.rewrite["text"] == FAITHFUL and outcome.rewrite["used_model"] is True
+    assert outcome.rewrite["text"] == FAITHFUL_REWRITE and outcome.rewrite["used_model"] is True
     (images,) = seen
     part, overlay = images
     assert part.size == overlay.size == (64, 48)

@@ -153,6 +153,23 @@ def training_set_hash(digests: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest()
 
 
+def known_fields(
+    config_class: type, data: dict[str, Any], tuples: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The entries of a saved config dict that a config dataclass has (others are dropped).
+
+    Args:
+        config_class: The dataclass.
+        data: The saved config (JSON: tuples come back as lists).
+        tuples: Fields to turn back into tuples where present.
+    """
+    known = {k: v for k, v in data.items() if k in config_class.__dataclass_fields__}
+    for name in tuples:
+        if name in known:
+            known[name] = tuple(known[name])
+    return known
+
+
 def split_calibration(
     loaded: Sequence[LoadedImage], fraction: float, seed: int
 ) -> tuple[list[LoadedImage], list[LoadedImage]]:

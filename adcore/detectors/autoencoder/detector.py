@@ -20,6 +20,7 @@ from adcore.detectors.base import (
     ImageSource,
     Progress,
     default_device,
+    known_fields,
     load_and_build,
     load_many,
     refused_reason,
@@ -80,8 +81,7 @@ class AutoencoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AutoencoderConfig:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        return cls(**known_fields(cls, data))
 
 
 class Autoencoder(BatchDetector):

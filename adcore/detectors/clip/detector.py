@@ -23,6 +23,7 @@ from adcore.detectors.base import (
     ImageSource,
     Progress,
     default_device,
+    known_fields,
     load_and_build,
     load_many,
     refused_reason,
@@ -81,7 +82,7 @@ class ClipConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClipConfig:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known = known_fields(cls, data)
         if "window_sizes" in known:
             known["window_sizes"] = tuple(int(k) for k in known["window_sizes"])
         if "pretrained" in known and known["pretrained"] is not None:

@@ -30,7 +30,14 @@ from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora.layer import MultiheadAttention as LoraMultiheadAttention
 from torch import nn
 
-from adcore.detectors.base import ImageSource, Progress, load_many, report, to_tensor_batch
+from adcore.detectors.base import (
+    ImageSource,
+    Progress,
+    known_fields,
+    load_many,
+    report,
+    to_tensor_batch,
+)
 from adcore.errors import DatasetError, ModelFileError
 
 if TYPE_CHECKING:
@@ -69,10 +76,7 @@ class ClipAdapterConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClipAdapterConfig:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        if "towers" in known:
-            known["towers"] = tuple(known["towers"])
-        config = cls(**known)
+        config = cls(**known_fields(cls, data, tuples=("towers",)))
         unknown = set(config.towers) - set(_TOWER_PATTERNS)
         if unknown or config.rank < 1 or config.n_context < 1:
             raise ValueError(f"Bad adapter settings: towers {config.towers}, rank {config.rank}")

@@ -19,6 +19,7 @@ from adcore.detectors.base import (
     ImageSource,
     Progress,
     default_device,
+    known_fields,
     load_and_build,
     load_many,
     refused_reason,
@@ -66,10 +67,7 @@ class PatchCoreConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PatchCoreConfig:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        if "layers" in known:
-            known["layers"] = tuple(known["layers"])
-        return cls(**known)
+        return cls(**known_fields(cls, data, tuples=("layers",)))
 
 
 class PatchCore(BatchDetector):

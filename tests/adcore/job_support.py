@@ -7,6 +7,7 @@ folder on ``sys.path``); the database comes from the ``session_factory`` fixture
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -68,40 +69,40 @@ def run_job(lab: dict, kind: str, parameters: dict | None = None) -> Job:
         return session.get(Job, job_id)
 
 
-def add_labelled_part(
-    session: Session,
-    project_id: int,
-    inspector: User,
-    *,
-    seed: int,
-    name: str,
-    defect: bool,
-    size: int = 64,
-) -> str:
-    """Store a synthetic part (scratched if ``defect``) and the inspector's label for it.
+def label_parts(
+    lab: dict, defects: Sequence[bool], *, first_seed: int, size: int = 64
+) -> dict[str, str]:
+    """Store synthetic parts ``part-{i}.png`` and the lab inspector's label for each.
 
-    A defective part is labelled ``"defect"`` with the defect type ``"scratch"``.
+    Part ``i`` is ``make_part(first_seed + i, size)``, scratched and labelled ``"defect"`` with
+    the defect type ``"scratch"`` where ``defects[i]``, else labelled ``"good"``.
 
     Returns:
-        The image's sha256.
+        Each image's sha256 -> its label.
     """
-    image, _ = get_or_create_image(
-        session,
-        data=png(make_part(seed, size=size, defect=defect)),
-        original_name=name,
-        project_id=project_id,
-        source="upload",
-        width=size,
-        height=size,
-    )
-    record_review(
-        session,
-        image_id=image.id,
-        user=inspector,
-        label="defect" if defect else "good",
-        defect_type="scratch" if defect else None,
-    )
-    return image.sha256
+    digests: dict[str, str] = {}
+    with lab["factory"]() as session, session.begin():
+        inspector = session.get(User, lab["inspector_id"])
+        for i, defect in enumerate(defects):
+            image, _ = get_or_create_image(
+                session,
+                data=png(make_part(first_seed + i, size=size, defect=defect)),
+                original_name=f"part-{i}.png",
+                project_id=lab["project_id"],
+                source="upload",
+                width=size,
+                height=size,
+            )
+            label = "defect" if defect else "good"
+            record_review(
+                session,
+                image_id=image.id,
+                user=inspector,
+                label=label,
+                defect_type="scratch" if defect else None,
+            )
+            digests[image.sha256] = label
+    return digests
 
 
 class StopDuringTraining:

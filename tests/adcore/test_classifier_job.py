@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from job_support import add_labelled_part, job_lab, run_job
+from job_support import job_lab, label_parts, run_job
 from sqlalchemy.orm import Session, sessionmaker
 
 from adcore.classifier import Classifier
@@ -24,20 +24,7 @@ SMALL = {"image_size": 64, "max_epochs": 2, "batch_size": 8, "holdout_fraction":
 def lab(session_factory: sessionmaker[Session], tmp_path: Path) -> dict:
     """A project (no model yet) with 20 parts labelled good and 20 labelled 'scratch'."""
     lab = job_lab(session_factory, tmp_path, name="widgets", defect_types=["scratch"])
-    digests: dict[str, str] = {}
-    with session_factory() as session, session.begin():
-        inspector = session.get(User, lab["inspector_id"])
-        for i in range(40):
-            defect = i % 2 == 1
-            digest = add_labelled_part(
-                session,
-                lab["project_id"],
-                inspector,
-                seed=500 + i,
-                name=f"part-{i}.png",
-                defect=defect,
-            )
-            digests[digest] = "defect" if defect else "good"
+    digests = label_parts(lab, [i % 2 == 1 for i in range(40)], first_seed=500)
     return {**lab, "digests": digests}
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from clip_tiny import TINY_CLIP, NetworkGuard, save_tiny_clip
-from job_support import StopDuringTraining, add_labelled_part, job_context, job_lab, run_job
+from job_support import StopDuringTraining, job_context, job_lab, label_parts, run_job
 from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 from synthetic_parts import make_part
@@ -65,24 +65,9 @@ def lab(
     assert guard.attempts == []
 
 
-def label_parts(lab: dict, n_good: int = 8, n_defect: int = 8) -> dict[str, str]:
-    """Store and label synthetic parts; return sha256 -> label."""
-    digests: dict[str, str] = {}
-    with lab["factory"]() as session, session.begin():
-        inspector = session.get(User, lab["inspector_id"])
-        for i in range(n_good + n_defect):
-            defect = i >= n_good
-            digest = add_labelled_part(
-                session,
-                lab["project_id"],
-                inspector,
-                seed=700 + i,
-                name=f"part-{i}.png",
-                defect=defect,
-                size=SIZE,
-            )
-            digests[digest] = "defect" if defect else "good"
-    return digests
+def label_good_and_defective(lab: dict, n_good: int = 8, n_defect: int = 8) -> dict[str, str]:
+    """Store and label ``n_good`` good then ``n_defect`` defective parts; sha256 -> label."""
+    return label_parts(lab, [False] * n_good + [True] * n_defect, first_seed=700, size=SIZE)
 
 
 def version_of(lab: dict, job: Job) -> ModelVersion:
@@ -97,7 +82,7 @@ def promote(lab: dict, version_id: int) -> None:
 
 
 def test_zero_shot_then_lora_tuning_give_gated_clip_candidates(lab: dict) -> None:
-    digests = label_parts(lab)
+    digests = label_good_and_defective(lab)
     zero = version_of(lab, run_job(lab, "train_clip", {"shots": 0, "holdout_fraction": HOLDOUT}))
     assert zero.kind == "clip" and zero.status == "candidate"
     assert zero.metrics["mode"] == "zero-shot" and zero.metrics["shots"] == 0
@@ -142,7 +127,7 @@ def test_zero_shot_then_lora_tuning_give_gated_clip_candidates(lab: dict) -> Non
 
 
 def test_few_shot_uses_the_folder_and_the_confirmed_good_parts(lab: dict, tmp_path: Path) -> None:
-    digests = label_parts(lab, n_good=6, n_defect=3)
+    digests = label_good_and_defective(lab, n_good=6, n_defect=3)
     folder = tmp_path / "good"
     folder.mkdir()
     for i in range(3):
@@ -190,7 +175,7 @@ def test_refusals_are_clear(lab: dict) -> None:
 
 
 def test_tuning_needs_both_good_and_defective_labelled_parts(lab: dict) -> None:
-    label_parts(lab, n_good=6, n_defect=0)
+    label_good_and_defective(lab, n_good=6, n_defect=0)
     zero = version_of(lab, run_job(lab, "train_clip", {"shots": 0, "holdout_fraction": HOLDOUT}))
     assert zero.threshold is not None  # a quantile of the held-out good scores
     promote(lab, zero.id)
@@ -214,7 +199,7 @@ def test_zero_shot_with_nothing_labelled_uses_clips_own_boundary(lab: dict) -> N
 
 
 def test_a_cancelled_tuning_stops_in_training_and_registers_nothing(lab: dict) -> None:
-    label_parts(lab)
+    label_good_and_defective(lab)
     zero = version_of(lab, run_job(lab, "train_clip", {"shots": 0, "holdout_fraction": HOLDOUT}))
     promote(lab, zero.id)
     reporter = StopDuringTraining()

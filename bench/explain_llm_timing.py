@@ -20,6 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from explain_timing import replace_section  # noqa: E402
+
 from adcore.explain.facts import ExplanationFacts  # noqa: E402
 from adcore.explain.language_model import LanguageModelExplainer  # noqa: E402
 
@@ -112,19 +114,17 @@ def main() -> None:
             "",
             *examples,
             "",
-            "The fact-check is lexical (verdict words and numbers), not semantic: a rewrite that "
-            "re-uses a measured number in the wrong role still passes (above: '2nd separate "
-            "region, which is 1.4% of the part', where 2 is the region count and 1.4% the total "
-            "area). Without the verdict hint in the prompt SmolLM2 usually "
-            "dropped the verdict word and, once, invented a score; both were rejected. The "
+            "The fact-check compares words and numbers with the facts (the verdict, every "
+            "number, and the brightness, shape and side words of the largest region), not "
+            "meaning: a rewrite that re-uses a measured number in the wrong role (say, the "
+            "region count as a rank) still passes. In an earlier run without the verdict hint "
+            "in the prompt, SmolLM2 usually dropped the verdict word and once invented a "
+            "score; both were rejected. The "
             "machine is shared with other jobs: timings vary by about 2x between runs.",
             "",
         ]
     )
-    text = OUT.read_text(encoding="utf-8") if OUT.exists() else ""
-    if HEADING in text:
-        text = text[: text.index(HEADING)].rstrip("\n") + "\n"
-    OUT.write_text(text.rstrip("\n") + "\n\n" + section, encoding="utf-8")
+    replace_section(OUT, HEADING, section.rstrip("\n").splitlines())
     print(section)
 
 

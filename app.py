@@ -39,8 +39,9 @@ from pages.common import (
 from pages.model_jobs_panel import WORKER_COMMAND, no_worker
 
 log = logging.getLogger("loupe.app")
+# Set to 0 to load language models only when first used (not at server start). A comment, not
+# a docstring: Streamlit's magic would render a bare string of a page script on the page.
 WARM_UP_ENV = "LOUPE_WARM_UP"
-"""Set to ``0`` to load language models only when first used (not at server start)."""
 
 
 @st.cache_resource(show_spinner=False)

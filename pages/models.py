@@ -41,8 +41,8 @@ from pages.model_candidates_panel import candidates_section, rollback_buttons
 from pages.model_jobs_panel import improve_section, jobs_panel
 
 JOB_KEY = "training_job"
+# CLIP starts from its own section (its weights and prompts come from the project option).
 FIRST_MODEL_KINDS = tuple(kind for kind in DETECTOR_KINDS if kind != "clip")
-"""CLIP starts from its own section (its weights and prompts come from the project option)."""
 HIDDEN_METRICS = ("threshold_history", "status_history")
 
 

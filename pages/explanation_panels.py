@@ -176,6 +176,9 @@ def show_rewrite(rewrite: dict[str, Any], grounded: str) -> tuple[str, str]:
         f":material/block: Rewrite rejected by the fact-check: {problems}; showing the "
         "measured text."
     )
+    if rewrite.get("draft"):
+        with st.expander("What the language model wrote (rejected)"):
+            st.text(rewrite["draft"])
     return grounded, "grounded"
 
 

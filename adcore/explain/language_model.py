@@ -66,6 +66,7 @@ class RewriteResult:
         fact_check: The fact-check of the model's rewrite (failed when the fallback is used).
         grounded_text: The grounded sentences the rewrite started from.
         seconds: Wall-clock seconds spent (prompting, generation and checking).
+        draft: What the model wrote (cleaned), kept for audit even when it was rejected.
     """
 
     text: str
@@ -73,6 +74,7 @@ class RewriteResult:
     fact_check: FactCheck
     grounded_text: str
     seconds: float
+    draft: str = ""
 
 
 class LanguageModelExplainer:
@@ -242,13 +244,14 @@ def checked_rewrite(
     grounded = render(facts)
     verdict = check_text(text, facts) if text else FactCheck(False, ("The text is empty.",))
     if verdict.passed:
-        return RewriteResult(text, True, verdict, grounded, time.perf_counter() - started)
+        return RewriteResult(text, True, verdict, grounded, time.perf_counter() - started, text)
     logger.warning(
-        "Rewrite by %s rejected, using the grounded text: %s",
+        "Rewrite by %s rejected, using the grounded text: %s (it wrote: %r)",
         model_name,
         "; ".join(verdict.problems),
+        text[:300],
     )
-    return RewriteResult(grounded, False, verdict, grounded, time.perf_counter() - started)
+    return RewriteResult(grounded, False, verdict, grounded, time.perf_counter() - started, text)
 
 
 def request_text(grounded_text: str, verdict: str | None, preamble: str = "") -> str:

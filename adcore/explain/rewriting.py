@@ -7,7 +7,9 @@ the prediction's stored facts (the rewrite is fact-checked, with the grounded te
 and stores the outcome in ``Prediction.explanation["rewrite"]``::
 
     {"text": str, "used_model": bool, "problems": [str, ...], "model": str,
-     "source": "model" | "adapter", "seconds": float}
+     "source": "model" | "adapter", "seconds": float, "draft": str}
+
+``draft`` is what the model wrote, kept for audit when the fact-check rejected it.
 
 A vision-language model (:mod:`adcore.explain.vision_language`) also gets the part image and
 its anomaly-map overlay (read from the data directory; text only when they cannot be read).
@@ -197,6 +199,7 @@ def rewrite_prediction(
         "model": choice.label,
         "source": choice.note_source,
         "seconds": round(result.seconds, 3),
+        "draft": result.draft,
     }
     if not result.used_model:
         logger.warning(

@@ -94,6 +94,7 @@ def test_rejected_rewrite_is_logged_and_recorded(
     assert outcome.rewrite == rewrite
     assert rewrite["used_model"] is False and rewrite["text"] == render(FLAGGED_FACTS)
     assert rewrite["problems"]
+    assert rewrite["draft"] == "The part passed with a score of 75."  # kept for audit
     assert f"Prediction {prediction_id}" in caplog.text and "rejected" in caplog.text
 
 

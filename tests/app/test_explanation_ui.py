@@ -187,7 +187,10 @@ def test_a_rejected_rewrite_shows_the_measured_text(
     run_until(at, lambda at: any("rejected by the fact-check" in c for c in captions(at)))
 
     assert prediction.explanation["text"] in [markdown.value for markdown in at.markdown]
-    assert first_queued(workbench).explanation["rewrite"]["used_model"] is False
+    rewrite = first_queued(workbench).explanation["rewrite"]
+    assert rewrite["used_model"] is False
+    if rewrite["draft"]:  # the random model may write nothing at all
+        assert any(e.label.startswith("What the language model wrote") for e in at.expander)
 
 
 def test_tuning_waits_for_enough_notes(

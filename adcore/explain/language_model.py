@@ -52,6 +52,10 @@ VERDICT_HINTS = {
 }
 """The verdict sentence added to the instruction, per verdict."""
 
+VERDICT_LEADS = {"defect": "Flagged as defective", "good": "Passed as good"}
+"""The words an untuned model's answer is made to start with (written into the prompt after the
+assistant turn begins, so the model continues them): small models often ignore the hint."""
+
 T = TypeVar("T")
 
 
@@ -84,9 +88,24 @@ class LanguageModelExplainer:
         model: A ``transformers`` causal LM (``generate`` is called on it).
         tokenizer: Its tokenizer.
         name: A label for logs (e.g. the folder or file it was loaded from).
+        verdict_lead: Start every answer with the verdict words (:data:`VERDICT_LEADS`) and let
+            the model continue them. On for untuned models; off for a LoRA adapter, which
+            learned the plant's own openings from the plain prompt. ``None`` keeps the class
+            default (on).
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, name: str = "language model") -> None:
+    verdict_lead: bool = True
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str = "language model",
+        verdict_lead: bool | None = None,
+    ) -> None:
+        if verdict_lead is not None:
+            self.verdict_lead = verdict_lead
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
@@ -182,8 +201,14 @@ class LanguageModelExplainer:
         return self.prompt(render(facts), facts.verdict)
 
     def draft(self, facts: ExplanationFacts, *, max_new_tokens: int = 60) -> str:
-        """The model's own text for ``facts`` (cleaned, *not* fact-checked; may be empty)."""
-        return clean_generation(self._generate(self.prompt_for(facts), max_new_tokens))
+        """The model's own text for ``facts`` (cleaned, *not* fact-checked; may be empty).
+
+        With :attr:`verdict_lead`, the answer starts with the verdict words written after the
+        prompt, and the model's continuation follows them.
+        """
+        lead = VERDICT_LEADS.get(facts.verdict, "") if self.verdict_lead else ""
+        generated = self._generate(self.prompt_for(facts) + lead, max_new_tokens)
+        return clean_generation(f"{lead}{generated}" if lead else generated)
 
     def _generate(self, prompt: str, max_new_tokens: int) -> str:
         """Greedy-decode at most ``max_new_tokens`` after ``prompt``; the new text only."""
@@ -383,7 +408,9 @@ def load_language_model(
         model = PeftModel.from_pretrained(explainer.model, str(adapter))
     except (OSError, ValueError, KeyError, RuntimeError) as error:
         raise ExplainerUnavailable(f"Could not apply the adapter in {adapter}: {error}") from error
-    return LanguageModelExplainer(model, explainer.tokenizer, name=f"{explainer.name} + {adapter}")
+    return LanguageModelExplainer(
+        model, explainer.tokenizer, name=f"{explainer.name} + {adapter}", verdict_lead=False
+    )
 
 
 def _remote_code_trusted(source: str, trust_remote_code: bool | None) -> bool:

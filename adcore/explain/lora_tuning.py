@@ -379,7 +379,7 @@ def train_lora(
         seconds=time.perf_counter() - start,
     )
     name = f"{explainer.name} + LoRA (r={config.rank})"
-    return LanguageModelExplainer(model, explainer.tokenizer, name=name), report
+    return LanguageModelExplainer(model, explainer.tokenizer, name=name, verdict_lead=False), report
 
 
 def target_loss(explainer: LanguageModelExplainer, examples: Sequence[TrainingExample]) -> float:

@@ -43,8 +43,12 @@ def explainer(tiny_model_dir: Path) -> LanguageModelExplainer:
 
 
 def test_random_model_falls_back_to_the_grounded_text(
-    explainer: LanguageModelExplainer, caplog: pytest.LogCaptureFixture
+    explainer: LanguageModelExplainer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Without the verdict lead the random model can never write a verdict word."""
+    monkeypatch.setattr(explainer, "verdict_lead", False)
     facts = flagged_facts()
     with caplog.at_level(logging.WARNING, logger="adcore.explain.language_model"):
         result = explainer.rewrite(facts, max_new_tokens=8)
@@ -81,6 +85,7 @@ def test_faithful_rewrite_is_used(
         seen.update(prompt=prompt, max_new_tokens=max_new_tokens)
         return f'  "{rewrite}"\n\nSome trailing chatter with 99 numbers.'
 
+    monkeypatch.setattr(explainer, "verdict_lead", False)  # the fake writes the whole answer
     monkeypatch.setattr(explainer, "_generate", fake_generate)
     result = explainer.rewrite(facts, max_new_tokens=42)
     assert result.used_model is True
@@ -90,6 +95,26 @@ def test_faithful_rewrite_is_used(
     assert seen["max_new_tokens"] == 42
     assert render(facts) in str(seen["prompt"])
     assert "Flagged as defective" in str(seen["prompt"])
+
+
+def test_the_answer_starts_with_the_verdict_words(
+    explainer: LanguageModelExplainer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+
+    def continuation(prompt: str, max_new_tokens: int) -> str:
+        seen.append(prompt)
+        return ": a dark crack at the upper-left rim covers 3.1% of the part."
+
+    monkeypatch.setattr(explainer, "_generate", continuation)
+    result = explainer.rewrite(flagged_facts())
+    assert seen[0].endswith("Flagged as defective")  # the model continues the verdict words
+    assert result.draft.startswith("Flagged as defective: a dark crack")
+    assert result.used_model and result.text == result.draft
+
+    monkeypatch.setattr(explainer, "verdict_lead", False)
+    explainer.rewrite(flagged_facts())
+    assert not seen[1].endswith("Flagged as defective")
 
 
 def test_prompt_names_the_verdict(explainer: LanguageModelExplainer) -> None:
@@ -111,6 +136,7 @@ def test_contradicting_rewrite_falls_back(
     explainer: LanguageModelExplainer, monkeypatch: pytest.MonkeyPatch, bad: str
 ) -> None:
     facts = flagged_facts()
+    monkeypatch.setattr(explainer, "verdict_lead", False)
     monkeypatch.setattr(explainer, "_generate", lambda prompt, max_new_tokens: bad)
     result = explainer.rewrite(facts)
     assert result.used_model is False

@@ -43,6 +43,12 @@ def stored_explanation(factory: sessionmaker[Session], prediction_id: int) -> di
         return session.get(Prediction, prediction_id).explanation
 
 
+@pytest.fixture(autouse=True)
+def whole_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake generations below write whole answers: no verdict words written before them."""
+    monkeypatch.setattr(LanguageModelExplainer, "verdict_lead", False)
+
+
 def test_faithful_rewrite_is_stored_once(
     factory: sessionmaker[Session],
     project_and_version: tuple[int, int],

@@ -71,6 +71,13 @@ def run_until(at: AppTest, done: Callable[[AppTest], bool], seconds: float = 120
         time.sleep(0.3)
 
 
+@pytest.fixture(autouse=True)
+def whole_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake generations here write whole answers, and the random model must stay rejected
+    (with the verdict words written first, its neutral words would pass)."""
+    monkeypatch.setattr(LanguageModelExplainer, "verdict_lead", False)
+
+
 def test_accept_stores_a_note(workbench: Workbench) -> None:
     prediction = first_queued(workbench)
     text = prediction.explanation["text"]

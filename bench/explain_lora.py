@@ -418,6 +418,11 @@ def recheck_section(result: dict, heldout: list[NotePair]) -> list[str]:
         f"| SmolLM2-135M-Instruct, untuned | {100 * rates['untuned']:.0f}% |",
         f"| + LoRA adapter | {100 * rates['tuned']:.0f}% |",
         "",
+        "The untuned rows were measured before untuned models were made to continue the",
+        "verdict words written after the prompt (see the section 'Verdict lead' of",
+        "RESULTS_explain.md); with them an untuned model passes the fact-check more often, so",
+        "the untuned pass rate here understates today's untuned model.",
+        "",
         "Target under the current check (tuned ROUGE-L above untuned, pass rate >= 95%): "
         + ("**met**." if met else "**not met**."),
     ]

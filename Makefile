@@ -28,7 +28,7 @@ browser:
 ## The main job: the workbench on the embedded demo (ELPV mono solar cells).
 ## Seeds the demo project once (fit + score, about a minute), then serves http://localhost:8501
 demo: install
-	$(PY) -m adcore.demo
+	$(VENV)/bin/loupe demo
 	$(PY) -m streamlit run app.py --server.headless true --server.fileWatcherType none --browser.gatherUsageStats false
 
 ## The detection core alone: fit and score the demo from the command line.
@@ -36,14 +36,15 @@ demo-cli: install
 	$(PY) -m adcore demo
 
 ## The whole test suite, slow and end-to-end (real Chromium) tests included.
-test: install browser
+test: install browser lint
 	$(PY) -m pytest -q
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
+## Lint, format and the layer contracts (pyproject.toml [tool.importlinter]); part of `make test`.
 lint: install
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/lint-imports
 
 ## The detector benchmark against anomalib (writes bench/RESULTS.md).
 bench: install

@@ -8,7 +8,7 @@ sign-in page only.
 Environment: ``LOUPE_DATA_DIR`` / ``LOUPE_DATABASE_URL`` (storage), ``LOUPE_ADMIN_PASSWORD``
 (first admin's password; a random one is printed once to the server log otherwise),
 ``LOUPE_SKIP_DEMO=1`` (do not seed the demo project), ``LOUPE_MODELS_DIR`` (default ``models``),
-``LOUPE_NO_WORKER=1`` (do not start a background job worker; run ``python -m adcore worker``
+``LOUPE_NO_WORKER=1`` (do not start a background job worker; run ``python -m loupe worker``
 yourself), ``LOUPE_WARM_UP=0`` (load the projects' language models on first use instead of in a
 background thread at start).
 """
@@ -62,7 +62,7 @@ def bootstrap(url: str) -> None:
 @st.cache_resource(show_spinner="Preparing the demo project…")
 def seed_demo_once(url: str) -> str | None:
     """Seed the demo project once per server process; return an error message or None."""
-    from adcore.demo import seed_demo
+    from services.demo import seed_demo
 
     try:
         seed_demo(session_factory_for(url), models_root=models_root())
@@ -79,7 +79,7 @@ def start_worker_once(url: str, data_dir: str, models_dir: str) -> str | None:
     Returns:
         An error message when the worker could not be started, else None.
     """
-    from adcore.jobs.launcher import ensure_worker_running
+    from workers.launcher import ensure_worker_running
 
     try:
         pid = ensure_worker_running(data_dir, url, models_root=models_dir)
@@ -100,7 +100,7 @@ def warm_up_language_models_once(url: str) -> None:
     """
     import threading
 
-    from adcore.explain.rewriting import warm_up_language_models
+    from services.explanation_rewriting import warm_up_language_models
 
     def run() -> None:
         try:

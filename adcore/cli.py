@@ -1,4 +1,4 @@
-"""Command line: ``python -m adcore {fit,score,benchmark,demo,worker}``.
+"""Command line of the detection core: ``python -m adcore {fit,score,benchmark,demo}``.
 
 Examples:
     python -m adcore fit elpv:mono --out models/solar/v1
@@ -6,7 +6,9 @@ Examples:
     python -m adcore benchmark ../shared/datasets/magnetic_tile --max-train 200 --json
     python -m adcore benchmark mvtec/bottle --detector clip --clip-model ViT-B-16-plus-240 \
         --clip-pretrained ~/clip/vit_b_16_plus_240-laion400m_e32-699c4b84.pt --shots 1
-    python -m adcore worker                      # run queued background jobs until SIGTERM
+
+Commands that need the store (the job worker, seeding the workbench demo) are ``loupe``'s
+(:mod:`loupe.cli`).
 """
 
 from __future__ import annotations
@@ -153,22 +155,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_worker(args: argparse.Namespace) -> int:
-    """Run the background job worker (see :mod:`adcore.jobs.worker`)."""
-    from adcore.jobs.worker import run_worker
-
-    return run_worker(
-        database_url=args.database_url,
-        data_dir=args.data_dir,
-        models_dir=args.models_dir,
-        device=args.device,
-        once=args.once,
-        max_jobs=args.max_jobs,
-        poll_interval=args.poll_interval,
-        job_modules=args.job_module,
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m adcore",
@@ -225,23 +211,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true")
     demo.set_defaults(func=cmd_demo)
 
-    worker = sub.add_parser("worker", help="run queued background jobs (training, calibration)")
-    worker.add_argument("--once", action="store_true", help="run at most one job, then exit")
-    worker.add_argument("--max-jobs", type=int, help="exit after this many jobs")
-    worker.add_argument("--database-url", help="default: $LOUPE_DATABASE_URL or SQLite")
-    worker.add_argument("--data-dir", help="default: $LOUPE_DATA_DIR or ./data")
-    worker.add_argument("--models-dir", help="default: $LOUPE_MODELS_DIR or ./models")
-    worker.add_argument("--device", help="torch device (default: CUDA when available)")
-    worker.add_argument(
-        "--poll-interval", type=float, default=0.5, help="seconds between polls (default 0.5)"
-    )
-    worker.add_argument(
-        "--job-module",
-        action="append",
-        default=[],
-        help="import this module first (it may register more job kinds); repeatable",
-    )
-    worker.set_defaults(func=cmd_worker)
     return parser
 
 

@@ -3,7 +3,7 @@
 Usage: ``.venv/bin/python bench/explain_timing.py [--repeats 50] [--library 1000]``
 
 Parts are synthetic textured images with a dark scratch at three image sizes, with a 64 px
-(tiny PatchCore) and a 224 px anomaly map. One part's cost is what :mod:`adcore.inspection`
+(tiny PatchCore) and a 224 px anomaly map. One part's cost is what :mod:`services.inspection`
 does per flagged part: hash the file bytes (its own key, so it never resembles itself), find
 the nearest confirmed defects among a library of ``--library`` random vectors of PatchCore's
 default length (:func:`adcore.explain.neighbours.nearest_defect_types`), then measure the facts

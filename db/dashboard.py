@@ -38,6 +38,7 @@ __all__ = [
     "review_counts",
     "reviewed_outcomes",
     "score_distribution",
+    "score_ranges",
     "throughput",
 ]
 
@@ -303,6 +304,21 @@ def score_distribution(session: Session, project_id: int) -> ScoreDistribution:
             select(ModelVersion.threshold).where(ModelVersion.id == version_id)
         )
     return ScoreDistribution(points, threshold)
+
+
+def score_ranges(session: Session, project_id: int) -> dict[int, tuple[float, float]]:
+    """The lowest and highest score each of the project's model versions has given.
+
+    Returns:
+        ``{model_version_id: (min score, max score)}`` for versions with predictions.
+    """
+    rows = session.execute(
+        select(Prediction.model_version_id, func.min(Prediction.score), func.max(Prediction.score))
+        .join(ModelVersion, ModelVersion.id == Prediction.model_version_id)
+        .where(ModelVersion.project_id == project_id)
+        .group_by(Prediction.model_version_id)
+    )
+    return {version_id: (low, high) for version_id, low, high in rows}
 
 
 def labelled_scores(

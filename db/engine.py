@@ -14,12 +14,16 @@ SQLite notes (the default backend):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from db.errors import ConflictError
 from db.migrate import downgrade, upgrade
 from db.models.reviews import refuse_bulk_review_changes
 from db.settings import database_url
@@ -34,6 +38,7 @@ __all__ = [
     "init_db",
     "is_sqlite",
     "make_session_factory",
+    "transaction",
     "upgrade",
 ]
 
@@ -93,6 +98,29 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     factory = sessionmaker(bind=engine, expire_on_commit=False)
     event.listen(factory, "do_orm_execute", refuse_bulk_review_changes)
     return factory
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session inside one transaction: committed on success, rolled back on any error.
+
+    A database integrity error (a duplicate, a foreign key, a check) leaves as
+    :class:`db.errors.ConflictError`, so callers that show messages need not know SQLAlchemy.
+
+    Args:
+        factory: The session factory from :func:`make_session_factory`.
+
+    Yields:
+        The session.
+
+    Raises:
+        ConflictError: If the transaction broke an integrity rule.
+    """
+    try:
+        with factory() as session, session.begin():
+            yield session
+    except IntegrityError as err:
+        raise ConflictError(f"the change conflicts with what is stored ({err.orig})") from err
 
 
 def _create_sqlite_parent_dir(url: URL) -> None:

@@ -13,3 +13,7 @@ class AppendOnlyError(StorageError):
 
 class MigrationError(StorageError):
     """A schema migration left the database inconsistent (e.g. broken foreign keys)."""
+
+
+class ConflictError(StorageError):
+    """A change conflicts with what is stored (a duplicate name, a row another writer changed)."""

@@ -50,7 +50,7 @@ def enqueue_job(
 
     Args:
         session: The caller's session (the caller commits).
-        kind: The job kind, e.g. ``"refit_detector"`` (see :mod:`adcore.jobs`).
+        kind: The job kind, e.g. ``"refit_detector"`` (see :mod:`workers`).
         parameters: JSON-serialisable settings for the job function (copied).
         project_id: The project the job works on, or ``None``.
         user: The acting manager or admin.
@@ -99,7 +99,10 @@ def claim_next_job(
     """Atomically take the oldest queued job for ``worker_id`` (status becomes ``running``).
 
     The oldest queued job is read, then taken with ``UPDATE ... WHERE id = :id AND status =
-    'queued'``; if another worker was faster (row count 0) the next one is tried.
+    'queued'``; if another worker was faster (row count 0) the next one is tried. On PostgreSQL
+    the read also locks the row and skips rows other claimers hold (``FOR UPDATE SKIP
+    LOCKED``), so concurrent workers take different jobs instead of queueing on one; SQLite has
+    no row locks (the clause is not rendered) and serialises the writers on its database lock.
 
     Args:
         session_factory: The application's session factory.
@@ -118,7 +121,8 @@ def claim_next_job(
             oldest = select(Job.id).where(Job.status == JobStatus.QUEUED.value)
             if allowed is not None:
                 oldest = oldest.where(Job.kind.in_(allowed))
-            job_id = session.scalar(oldest.order_by(Job.created_at, Job.id).limit(1))
+            oldest = oldest.order_by(Job.created_at, Job.id).limit(1)
+            job_id = session.scalar(oldest.with_for_update(skip_locked=True))
             if job_id is None:
                 return None
             now = utcnow()

@@ -1,4 +1,5 @@
-"""Users: creation with argon2 password hashes, password checks, the first admin account.
+"""Users: creation with argon2 password hashes, password checks, the first admin account, and
+the admins' account changes (listing, creating, deactivating), each checked here.
 
 Passwords are hashed with argon2id (``argon2-cffi`` defaults, RFC 9106 low-memory profile) and
 never stored or logged in clear. There is no built-in default password: the first admin gets
@@ -17,8 +18,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.base import Role
+from db.errors import StorageError
 from db.models import User
 from db.models.accounts import USER_NAME_LENGTH
+from db.permissions import CAN_MANAGE_USERS, require_session_role
 
 ADMIN_NAME = "admin"
 MIN_PASSWORD_LENGTH = 8
@@ -56,6 +59,69 @@ def create_user(session: Session, name: str, password: str, role: str) -> User:
     session.add(user)
     session.flush()
     return user
+
+
+def list_users(session: Session) -> list[User]:
+    """Every account, active or not, by name."""
+    return list(session.scalars(select(User).order_by(User.name)))
+
+
+def get_user(session: Session, user_id: int) -> User | None:
+    """The account with this id, or ``None``."""
+    return session.get(User, user_id)
+
+
+def add_user(session: Session, admin: User, name: str, password: str, role: str) -> User:
+    """An admin creates an account (:func:`create_user` with the role check and a clear refusal).
+
+    Args:
+        session: The caller's session (the caller commits).
+        admin: The acting admin.
+        name: Unique login name.
+        password: Clear-text password (see :func:`create_user`).
+        role: One of :class:`db.base.Role`.
+
+    Returns:
+        The new user.
+
+    Raises:
+        PermissionDenied: If ``admin`` may not manage users.
+        ValueError: On a bad name, password or role, or a name that is taken.
+    """
+    require_session_role(session, admin, *CAN_MANAGE_USERS)
+    try:
+        with session.begin_nested():
+            return create_user(session, name, password, role)
+    except IntegrityError:
+        raise ValueError("that name is taken") from None
+
+
+def set_user_active(session: Session, admin: User, user_id: int, active: bool) -> User:
+    """An admin deactivates or reactivates an account (a deactivated user cannot sign in).
+
+    Args:
+        session: The caller's session (the caller commits).
+        admin: The acting admin.
+        user_id: The account to change.
+        active: Its new state.
+
+    Returns:
+        The changed user.
+
+    Raises:
+        PermissionDenied: If ``admin`` may not manage users.
+        LookupError: If there is no such user.
+        StorageError: If an admin would deactivate their own account (and lock themselves out).
+    """
+    acting = require_session_role(session, admin, *CAN_MANAGE_USERS)
+    target = session.get(User, user_id)
+    if target is None:
+        raise LookupError(f"There is no user with id {user_id}.")
+    if target.id == acting.id and not active:
+        raise StorageError("You cannot deactivate your own account.")
+    target.active = active
+    session.flush()
+    return target
 
 
 def verify_password(session: Session, name: str, password: str) -> User | None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-from sqlalchemy import select
 
 import db
-from db.permissions import CAN_MANAGE_USERS, require_session_role
+from db.users import add_user, list_users, set_user_active
 from pages.common import (
+    ACTION_ERRORS,
     ADMINS,
     ALL_ROLES,
     flash,
@@ -17,7 +17,6 @@ from pages.common import (
     show_flashes,
     signed_in,
     transaction,
-    user_facing_errors,
 )
 
 
@@ -25,16 +24,15 @@ def create_clicked() -> None:
     name = (st.session_state.get("new_user_name") or "").strip()
     try:
         with transaction() as session:
-            require_session_role(session, load_user(session), *CAN_MANAGE_USERS)
-            db.create_user(
+            add_user(
                 session,
+                load_user(session),
                 name,
                 st.session_state.get("new_user_password") or "",
                 st.session_state.get("new_user_role") or db.Role.INSPECTOR.value,
             )
-    except user_facing_errors() as err:
-        message = "that name is taken" if type(err).__name__ == "IntegrityError" else err
-        flash(f"Could not create the user: {message}", "error")
+    except ACTION_ERRORS as err:
+        flash(f"Could not create the user: {err}", "error")
         return
     flash(f"Created user {name!r}.")
 
@@ -42,13 +40,8 @@ def create_clicked() -> None:
 def set_active_clicked(user_id: int, active: bool) -> None:
     try:
         with transaction() as session:
-            require_session_role(session, load_user(session), *CAN_MANAGE_USERS)
-            target = session.get(db.User, user_id)
-            if target is None:
-                raise LookupError("no such user")
-            target.active = active
-            name = target.name
-    except user_facing_errors() as err:
+            name = set_user_active(session, load_user(session), user_id, active).name
+    except ACTION_ERRORS as err:
         flash(f"Could not change the user: {err}", "error")
         return
     flash(f"{name} is now {'active' if active else 'deactivated'}.")
@@ -61,7 +54,7 @@ show_flashes()
 with transaction() as session:
     users = [
         {"id": u.id, "Name": u.name, "Role": u.role, "Active": u.active, "Created": u.created_at}
-        for u in session.scalars(select(db.User).order_by(db.User.name))
+        for u in list_users(session)
     ]
 
 st.dataframe(pd.DataFrame(users).drop(columns="id"), hide_index=True, key="users_table")

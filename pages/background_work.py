@@ -90,7 +90,7 @@ def start_instant_learning(project_id: int, image_id: int) -> None:
     """
     if os.environ.get(INSTANT_LEARNING_ENV, "1") == "0":
         return
-    from adcore.feedback_loop import learn_from_good_review
+    from services.review_learning import learn_from_good_review
 
     factory, models, data = session_factory(), models_root(), db.data_dir()
     user_id = st.session_state[USER_KEY]["id"]

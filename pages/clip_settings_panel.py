@@ -3,7 +3,7 @@
 Managers name the project's CLIP model (open_clip architecture, weights as a cached pretrained
 tag or a local checkpoint path, and the object named in the prompts). When the weights are not
 on this machine the reason is shown and every CLIP action is disabled with it (nothing is ever
-downloaded). Otherwise three background jobs (see :mod:`adcore.jobs.clip_jobs`) each make a
+downloaded). Otherwise three background jobs (see :mod:`workers.clip_jobs`) each make a
 detector candidate:
 
 * ``train_clip`` zero-shot: no image needed;
@@ -11,7 +11,7 @@ detector candidate:
 * ``tune_clip``: LoRA adapters + learnable prompts of the active CLIP detector, trained on the
   inspectors' labelled parts.
 
-Roles are checked by :func:`db.project_settings.set_clip_setting` and
+Roles are checked by :func:`services.project_settings.set_clip_setting` and
 :func:`db.jobs.enqueue_job`. The method and its costs: ``docs/clip.md``.
 """
 
@@ -20,9 +20,11 @@ from __future__ import annotations
 import streamlit as st
 
 import db
-from adcore.jobs.training_data import labelled_parts
 from db.model_families import ModelFamily, active_version
-from db.project_settings import (
+from db.projects import get_project
+from pages import model_jobs_panel
+from pages.common import ACTION_ERRORS, flash, load_user, transaction
+from services.project_settings import (
     MAX_CLIP_MODEL_NAME,
     MAX_CLIP_OBJECT_NAME,
     MAX_SOURCE_LENGTH,
@@ -30,9 +32,7 @@ from db.project_settings import (
     clip_setting,
     set_clip_setting,
 )
-from db.projects import get_project
-from pages import model_jobs_panel
-from pages.common import flash, load_user, transaction, user_facing_errors
+from workers.training_data import labelled_parts
 
 TRAIN_CLIP, TUNE_CLIP = model_jobs_panel.CLIP_JOB_SPECS
 MAX_SHOTS = 64
@@ -62,7 +62,7 @@ def save_clicked(project_id: int) -> None:
     try:
         with transaction() as session:
             stored = set_clip_setting(session, project_id, wanted, user=load_user(session))
-    except user_facing_errors() as err:
+    except ACTION_ERRORS as err:
         flash(f"Could not save the CLIP option: {err}", "error")
         return
     unavailable_reason.clear()

@@ -17,12 +17,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import streamlit as st
-from sqlalchemy.orm import Session, sessionmaker
 
 import db
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger("loupe.app")
 
@@ -112,8 +115,11 @@ def session_factory() -> sessionmaker[Session]:
 
 @contextmanager
 def transaction() -> Iterator[Session]:
-    """A session inside a transaction: committed on success, rolled back on error."""
-    with session_factory()() as session, session.begin():
+    """A session inside a transaction: committed on success, rolled back on error.
+
+    An integrity conflict leaves as :class:`db.ConflictError` (one of :data:`ACTION_ERRORS`).
+    """
+    with db.transaction(session_factory()) as session:
         yield session
 
 
@@ -257,7 +263,7 @@ def show_part(
     caption: str = "",
 ) -> None:
     """The image, its anomaly-map overlay (with an opacity slider), score vs threshold, verdict."""
-    from adcore.inspection import load_anomaly_map, overlay_image
+    from services.inspection import load_anomaly_map, overlay_image
 
     pixels = image_pixels(stored_path)
     if score is not None:
@@ -309,7 +315,7 @@ def save_review(
                 note=note,
                 seconds_spent=seconds_spent,
             )
-    except user_facing_errors() as err:
+    except ACTION_ERRORS as err:
         flash(f"Could not save the review: {err}", "error")
         return False
     return True
@@ -322,13 +328,6 @@ ACTION_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
     LookupError,
 )
-
-
-def user_facing_errors() -> tuple[type[BaseException], ...]:
-    """:data:`ACTION_ERRORS` plus database integrity errors (e.g. a duplicate name)."""
-    from sqlalchemy.exc import IntegrityError
-
-    return (*ACTION_ERRORS, IntegrityError)
 
 
 def flash(message: str, kind: str = "success") -> None:

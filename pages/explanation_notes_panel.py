@@ -13,11 +13,11 @@ import streamlit as st
 
 from db.explanation_notes import MAX_NOTE_LENGTH, add_explanation_note, latest_note
 from pages.common import (
+    ACTION_ERRORS,
     flash,
     load_user,
     signed_in,
     transaction,
-    user_facing_errors,
 )
 
 
@@ -43,7 +43,7 @@ def store_note(prediction_id: int, shown_text: str, text: str | None, source: st
                 source=source,
                 user=load_user(session),
             )
-    except user_facing_errors() as err:
+    except ACTION_ERRORS as err:
         flash(f"Could not save the explanation: {err}", "error")
         return False
     return True

@@ -8,7 +8,8 @@
   regions pushed p(defect) up, next to the classifier's probability and likely defect type.
 
 When the project's language-model option is on, the "Why" panel shows the grounded text at
-once and rephrases it in a background thread (:func:`adcore.explain.rewriting.rewrite_prediction`:
+once and rephrases it in a background thread
+(:func:`services.explanation_rewriting.rewrite_prediction`:
 loaded once per server process, fact-checked, stored with the prediction); a fragment polls the
 thread and the page re-runs to show the rewrite. Under the text, inspectors accept or edit it
 (:mod:`pages.explanation_notes_panel`).
@@ -27,7 +28,11 @@ import numpy as np
 import streamlit as st
 
 import db
-from adcore.explain.rewriting import (
+from db.model_families import ModelFamily, active_version
+from pages.background_work import JobProgress, start_job
+from pages.common import image_pixels, resolve_artifact, session_factory, transaction
+from pages.explanation_notes_panel import explanation_notes
+from services.explanation_rewriting import (
     LanguageModelChoice,
     RewriteOutcome,
     choice_unavailable,
@@ -35,10 +40,6 @@ from adcore.explain.rewriting import (
     rewrite_prediction,
     stored_rewrite,
 )
-from db.model_families import ModelFamily, active_version
-from pages.background_work import JobProgress, start_job
-from pages.common import image_pixels, resolve_artifact, session_factory, transaction
-from pages.explanation_notes_panel import explanation_notes
 
 REWRITE_JOBS_KEY = "_explanation_rewrites"  # {(prediction id, model label): JobProgress}
 REWRITE_POLL_SECONDS = 1.0
@@ -117,8 +118,8 @@ def explanation_on_the_fly(
     stored_path: str, anomaly_map_path: str, score: float, threshold: float
 ) -> dict[str, Any] | None:
     """Facts and text of an older prediction without a stored explanation (None if unreadable)."""
-    from adcore.anomaly_maps import load_anomaly_map
     from adcore.explain import explain
+    from services.map_store import load_anomaly_map
 
     pixels = image_pixels(stored_path)
     if pixels is None:

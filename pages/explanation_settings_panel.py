@@ -5,7 +5,7 @@ Managers turn the per-project language-model rewrite on or off and name the mode
 on. The inspectors' accepted and edited explanations are counted, and once there are enough of
 them a ``tune_explainer`` job trains an explanation adapter, which becomes a candidate
 ``explainer`` version in the versions table and under Candidates. Roles are checked by
-:func:`db.project_settings.set_language_model` and :func:`db.jobs.enqueue_job`.
+:func:`services.project_settings.set_language_model` and :func:`db.jobs.enqueue_job`.
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ import streamlit as st
 from adcore.explain.language_model import language_model_unavailable
 from db.explanation_notes import MIN_TRAINING_NOTES, note_counts, training_notes
 from db.model_families import ModelFamily, active_version
-from db.project_settings import (
+from db.projects import get_project
+from pages import model_jobs_panel
+from pages.common import ACTION_ERRORS, flash, load_user, transaction
+from services.project_settings import (
     MAX_SOURCE_LENGTH,
     LanguageModelSetting,
     language_model_setting,
     set_language_model,
 )
-from db.projects import get_project
-from pages import model_jobs_panel
-from pages.common import flash, load_user, transaction, user_facing_errors
 
 TUNE_EXPLAINER = model_jobs_panel.TUNE_EXPLAINER_SPEC
 
@@ -54,7 +54,7 @@ def setting_changed(project_id: int) -> None:
     try:
         with transaction() as session:
             stored = set_language_model(session, project_id, wanted, user=load_user(session))
-    except user_facing_errors() as err:
+    except ACTION_ERRORS as err:
         current = stored_setting(project_id)
         st.session_state[enabled_key(project_id)] = current.enabled
         st.session_state[source_key(project_id)] = current.source

@@ -7,10 +7,10 @@ import streamlit as st
 
 import db
 from adcore.errors import LoupeError
-from adcore.inspection import inspect_folder, inspect_uploads
 from db.projects import get_project
 from pages.background_work import show_instant_learning, start_instant_learning
 from pages.common import (
+    ACTION_ERRORS,
     ALL_ROLES,
     flash,
     load_detector_cached,
@@ -21,9 +21,9 @@ from pages.common import (
     show_flashes,
     show_part,
     transaction,
-    user_facing_errors,
 )
 from pages.explanation_panels import show_explanations
+from services.inspection import inspect_folder, inspect_uploads
 
 RESULTS_KEY = "inspect_results"
 LABEL_TYPE_KEY = "inspect_defect_type"
@@ -90,7 +90,7 @@ elif clicked:
                 folder=folder.strip(),
                 progress=progress,
             )
-    except (*user_facing_errors(), LoupeError, OSError) as err:
+    except (*ACTION_ERRORS, LoupeError, OSError) as err:
         bar.empty()
         st.error(f"Scoring failed: {err}")
     else:

@@ -14,7 +14,7 @@ import db
 from db.model_candidates import CandidateComparison, candidate_comparisons
 from db.model_families import ModelFamily, active_version, model_family
 from db.model_versions import STATUS_HISTORY_KEY, promote_model_version, rollback_to
-from pages.common import flash, load_user, transaction, user_facing_errors
+from pages.common import ACTION_ERRORS, flash, load_user, transaction
 from pages.model_jobs_panel import when
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def promote_clicked(version_id: int, label: str, reason_key: str | None = None) 
     try:
         with transaction() as session:
             promote_model_version(session, version_id, load_user(session), override_reason=reason)
-    except user_facing_errors() as err:
+    except ACTION_ERRORS as err:
         flash(f"Could not promote {label}: {err}", "error")
         return
     how = " (gate overridden; the reason is recorded)" if reason else ""
@@ -49,7 +49,7 @@ def rollback_clicked(version_id: int, label: str) -> None:
     try:
         with transaction() as session:
             rollback_to(session, version_id, load_user(session))
-    except user_facing_errors() as err:
+    except ACTION_ERRORS as err:
         flash(f"Could not roll back to {label}: {err}", "error")
         return
     flash(f"{label} is the active model again.")

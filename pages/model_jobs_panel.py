@@ -2,7 +2,7 @@
 
 Imported by ``pages/models.py`` (and ``app.py`` for :data:`WORKER_COMMAND` / :func:`no_worker`);
 not a page itself. Everything here is UI: the work happens in the job worker
-(``python -m adcore worker``) and the rules (roles, the gate) in the ``db`` functions.
+(``python -m loupe worker``) and the rules (roles, the gate) in the ``db`` functions.
 
 The jobs panel is a fragment that re-runs every :data:`POLL_SECONDS` and reads the database
 only; when a job it saw queued or running has ended, it re-runs the whole page so a new
@@ -17,24 +17,23 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 import streamlit as st
-from sqlalchemy import select
 
 import db
 from db.jobs import enqueue_job, list_jobs, request_cancel
 from pages.common import (
+    ACTION_ERRORS,
     flash,
     load_user,
     models_root,
     show_flashes,
     transaction,
-    user_facing_errors,
 )
 
 if TYPE_CHECKING:
     pass
 
 NO_WORKER_ENV = "LOUPE_NO_WORKER"
-WORKER_COMMAND = "python -m adcore worker"
+WORKER_COMMAND = "python -m loupe worker"
 POLL_SECONDS = 2.0
 JOBS_SHOWN = 10
 SEEN_ACTIVE_KEY = "_jobs_seen_active"
@@ -119,7 +118,7 @@ def no_worker() -> bool:
 
 def registered_kinds() -> list[str]:
     """The job kinds the worker can run (imports the job registry lazily)."""
-    from adcore.jobs.registry import known_kinds
+    from workers.registry import known_kinds
 
     return known_kinds()
 
@@ -147,7 +146,7 @@ def queue_clicked(
                 user=load_user(session),
             )
             job_id = job.id
-    except user_facing_errors() as err:
+    except ACTION_ERRORS as err:
         flash(f"Could not queue {label!r}: {err}", "error")
         return
     flash(f"Queued job #{job_id}: {label}. Follow it under Jobs.")
@@ -159,7 +158,7 @@ def cancel_clicked(job_id: int) -> None:
         with transaction() as session:
             job = request_cancel(session, job_id=job_id, user=load_user(session))
             status = job.status
-    except user_facing_errors() as err:
+    except ACTION_ERRORS as err:
         flash(f"Could not cancel job #{job_id}: {err}", "error")
         return
     if status == db.JobStatus.CANCELLED:
@@ -172,7 +171,7 @@ def cancel_clicked(job_id: int) -> None:
 
 def start_worker_clicked() -> None:
     """Start a detached worker from the page (when none is alive)."""
-    from adcore.jobs.launcher import ensure_worker_running
+    from workers.launcher import ensure_worker_running
 
     try:
         pid = ensure_worker_running(db.data_dir(), db.database_url(), models_root=models_root())
@@ -290,12 +289,7 @@ def jobs_panel(project_id: int) -> None:
     with transaction() as session:
         jobs = list_jobs(session, project_id=project_id, limit=JOBS_SHOWN)
         creators = {job.id: job.created_by.name if job.created_by else None for job in jobs}
-        rows = session.execute(
-            select(db.ModelVersion.id, db.ModelVersion.version).where(
-                db.ModelVersion.project_id == project_id
-            )
-        ).all()
-        versions = {row.id: row.version for row in rows}
+        versions = {v.id: v.version for v in db.list_model_versions(session, project_id)}
     active_now = {job.id for job in jobs if job.status in ACTIVE_STATUSES}
     seen = st.session_state.get(SEEN_ACTIVE_KEY, {}).get(project_id, set())
     st.session_state.setdefault(SEEN_ACTIVE_KEY, {})[project_id] = active_now

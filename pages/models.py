@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-from sqlalchemy import func, select
 
 import db
 from adcore.detectors.registry import DETECTOR_KINDS
-from adcore.model_service import recommended_threshold, threshold_preview, train_first_model
+from db.dashboard import score_ranges
 from db.projects import (
     create_project,
     get_project,
@@ -24,6 +23,7 @@ from db.projects import (
 from pages.background_work import JobProgress, start_job
 from pages.clip_settings_panel import clip_section
 from pages.common import (
+    ACTION_ERRORS,
     MANAGERS,
     choose_project,
     current_project_id,
@@ -34,11 +34,11 @@ from pages.common import (
     session_factory,
     show_flashes,
     transaction,
-    user_facing_errors,
 )
 from pages.explanation_settings_panel import explanations_section
 from pages.model_candidates_panel import candidates_section, rollback_buttons
 from pages.model_jobs_panel import improve_section, jobs_panel
+from services.model_management import recommended_threshold, threshold_preview, train_first_model
 
 JOB_KEY = "training_job"
 # CLIP starts from its own section (its weights and prompts come from the project option).
@@ -63,7 +63,7 @@ def create_project_clicked() -> None:
                 user=load_user(session),
             )
             project_id = project.id
-    except user_facing_errors() as err:
+    except ACTION_ERRORS as err:
         flash(f"Could not create the project: {err}", "error")
         return
     choose_project(project_id)
@@ -75,7 +75,7 @@ def save_threshold_clicked(version_id: int, key: str) -> None:
     try:
         with transaction() as session:
             set_threshold(session, version_id=version_id, threshold=value, user=load_user(session))
-    except user_facing_errors() as err:
+    except ACTION_ERRORS as err:
         flash(f"Could not save the threshold: {err}", "error")
         return
     flash(f"Saved threshold {value:.4g}.")
@@ -145,19 +145,7 @@ if project_id is None:
 with transaction() as session:
     project = get_project(session, project_id)
     versions = list_model_versions(session, project_id)
-    score_ranges = dict(
-        (row[0], (row[1], row[2]))
-        for row in session.execute(
-            select(
-                db.Prediction.model_version_id,
-                func.min(db.Prediction.score),
-                func.max(db.Prediction.score),
-            )
-            .join(db.ModelVersion, db.ModelVersion.id == db.Prediction.model_version_id)
-            .where(db.ModelVersion.project_id == project_id)
-            .group_by(db.Prediction.model_version_id)
-        )
-    )
+    version_score_ranges = score_ranges(session, project_id)
 active_id = project.active_model_version_id if project is not None else None
 active = next((v for v in versions if v.id == active_id), None)
 
@@ -244,7 +232,7 @@ version_id = st.selectbox(
 chosen = by_id[version_id]
 key = f"threshold-{version_id}"
 current = chosen.threshold
-low, high = score_ranges.get(version_id, (None, None))
+low, high = version_score_ranges.get(version_id, (None, None))
 if low is None:
     st.caption("No scored parts for this version yet: type the threshold.")
     st.number_input("Threshold", value=float(current or 0.0), format="%.4f", key=key)

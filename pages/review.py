@@ -11,6 +11,7 @@ from db.projects import get_project
 from db.review_queue import queue_size, review_queue, undo_last
 from pages.background_work import show_instant_learning, start_instant_learning
 from pages.common import (
+    ACTION_ERRORS,
     ALL_ROLES,
     flash,
     load_user,
@@ -20,7 +21,6 @@ from pages.common import (
     show_flashes,
     show_part,
     transaction,
-    user_facing_errors,
 )
 from pages.explanation_panels import show_explanations
 
@@ -78,7 +78,7 @@ def undo() -> None:
     try:
         with transaction() as session:
             row = undo_last(session, user=load_user(session))
-    except user_facing_errors() as err:
+    except ACTION_ERRORS as err:
         flash(f"Could not undo: {err}", "error")
         return
     st.session_state.pop(SHOWN_KEY, None)

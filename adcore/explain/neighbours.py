@@ -4,8 +4,8 @@ Every prediction stores the detector's global feature vector of the part
 (``Prediction.embedding``, float16 bytes: :func:`embedding_to_bytes`). The *library* of a
 project and model version holds the vectors of its confirmed defects: images whose current
 label (``images.current_review_id``) is ``defect`` with a defect type, each with the vector of
-its latest prediction by that version (:func:`load_defect_library`). Vectors of different model
-versions are never compared.
+its latest prediction by that version (read by :mod:`services.defect_library`). Vectors of
+different model versions are never compared.
 
 Rules of :func:`nearest_defect_types` (fixed, so the same inputs give the same fact):
 
@@ -15,7 +15,8 @@ Rules of :func:`nearest_defect_types` (fixed, so the same inputs give the same f
 * the fact names the defect type most frequent among them and its count; a tie goes to the type
   with the larger summed similarity, then to the alphabetically first.
 
-The maths is plain numpy; only :func:`load_defect_library` reads the database.
+The maths is plain numpy; reading the library from the store is
+:mod:`services.defect_library`'s job.
 """
 
 from __future__ import annotations
@@ -25,10 +26,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from db import Image, Label, Prediction, Review
 
 DEFAULT_K = 5
 """Neighbours the majority is taken over."""
@@ -185,57 +182,6 @@ def embedding_from_bytes(blob: bytes) -> np.ndarray:
     if len(blob) % 2:
         raise ValueError(f"an embedding of {len(blob)} bytes is not float16 values")
     return np.frombuffer(blob, dtype="<f2").astype(np.float32)
-
-
-def load_defect_library(session: Session, project_id: int, model_version_id: int) -> DefectLibrary:
-    """The confirmed defects of a project with their vectors from one model version.
-
-    An image counts when its current review labels it ``defect`` with a defect type and it has
-    a prediction with an embedding by the version; its latest such prediction is used. Stored
-    vectors of another length than most (a corrupt row) are skipped and logged.
-
-    Args:
-        session: An open session.
-        project_id: The project.
-        model_version_id: The model version whose vectors are compared.
-
-    Returns:
-        The library, keyed by the images' sha256 (empty when nothing is confirmed yet).
-    """
-    rows = session.execute(
-        select(Image.sha256, Review.defect_type, Prediction.embedding)
-        .select_from(Image)
-        .join(Review, Review.id == Image.current_review_id)
-        .join(Prediction, Prediction.image_id == Image.id)
-        .where(
-            Image.project_id == project_id,
-            Review.label == Label.DEFECT.value,
-            Review.defect_type.is_not(None),
-            Prediction.model_version_id == model_version_id,
-            Prediction.embedding.is_not(None),
-        )
-        .order_by(Image.id, Prediction.created_at.desc(), Prediction.id.desc())
-    ).all()
-    latest: dict[str, tuple[str, np.ndarray]] = {}
-    for sha256, defect_type, blob in rows:
-        if sha256 in latest:
-            continue
-        try:
-            latest[sha256] = (defect_type, embedding_from_bytes(blob))
-        except ValueError as err:
-            logger.warning("Skipping the stored embedding of image %s: %s", sha256[:12], err)
-    if not latest:
-        return DefectLibrary.empty()
-    lengths = [vector.size for _, vector in latest.values()]
-    usual = max(set(lengths), key=lengths.count)
-    kept = {key: pair for key, pair in latest.items() if pair[1].size == usual and usual > 0}
-    if len(kept) < len(latest):
-        logger.warning("Skipped %d stored embeddings of an unusual length", len(latest) - len(kept))
-    if not kept:
-        return DefectLibrary.empty()
-    return DefectLibrary.from_pairs(
-        [(vector, defect_type) for defect_type, vector in kept.values()], keys=list(kept)
-    )
 
 
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:

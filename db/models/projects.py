@@ -38,7 +38,7 @@ class Project(Base):
     )
     target_fnr: Mapped[float] = mapped_column(default=0.01)
     # Per-project options (e.g. ``{"language_model": {"enabled": true, "source": "smollm2"}}``);
-    # see :mod:`db.project_settings`. Assign a new dict rather than editing one in place.
+    # see :mod:`services.project_settings`. Assign a new dict rather than editing one in place.
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -11,8 +11,6 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image as PILImage
-from sqlalchemy.orm import Session, sessionmaker
-from stored_predictions import add_flagged_prediction, use_language_model
 from synthetic_parts import FAITHFUL_REWRITE, FLAGGED_FACTS
 from tiny_language_model import (
     build_tiny_idefics3,
@@ -20,7 +18,7 @@ from tiny_language_model import (
     build_tiny_vision_language_model,
 )
 
-from adcore.anomaly_maps import overlay_image, save_anomaly_map
+from adcore.anomaly_maps import overlay_image
 from adcore.errors import ExplainerUnavailable
 from adcore.explain.fact_check import check_text
 from adcore.explain.language_model import (
@@ -29,11 +27,9 @@ from adcore.explain.language_model import (
     language_model_unavailable,
     load_language_model,
 )
-from adcore.explain.rewriting import rewrite_prediction
 from adcore.explain.sentences import render
 from adcore.explain.vision_language import IMAGE_PREAMBLE, MAX_IMAGE_SIDE, VisionLanguageExplainer
 from adcore.explain.vision_language_sources import TRUST_REMOTE_CODE_ENV, remote_code_allowed
-from db import data_dir
 
 
 @pytest.fixture(scope="module")
@@ -286,40 +282,3 @@ def test_minicpmv_chat_gets_the_images_then_the_request() -> None:
 
     model.answer = "The part looks fine."
     assert explainer.rewrite(FLAGGED_FACTS).text == render(FLAGGED_FACTS)
-
-
-def test_rewrite_prediction_sends_the_stored_image_and_overlay(
-    factory: sessionmaker[Session],
-    project_and_version: tuple[int, int],
-    tiny_vlm_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    stored = Path(data_dir()) / "images" / "part.png"
-    stored.parent.mkdir(parents=True, exist_ok=True)
-    PILImage.new("RGB", (64, 48), (120, 120, 120)).save(stored)
-    hot = np.zeros((8, 8), dtype=np.float32)
-    hot[:3, :3] = 50.0
-    map_path = save_anomaly_map(hot)
-    prediction_id = add_flagged_prediction(
-        factory, project_and_version, width=64, height=48, anomaly_map_path=map_path
-    )
-    use_language_model(factory, project_and_version[0], str(tiny_vlm_dir))
-    seen: list[list[PILImage.Image]] = []
-
-    def faithful(
-        self: VisionLanguageExplainer, request: str, images: list, max_new_tokens: int
-    ) -> str:
-        seen.append(images)
-        return FAITHFUL_REWRITE
-
-    monkeypatch.setattr(VisionLanguageExplainer, "_generate", faithful)
-    outcome = rewrite_prediction(factory, prediction_id)
-
-    assert outcome.reason is None
-    assert outcome.rewrite["text"] == FAITHFUL_REWRITE and outcome.rewrite["used_model"] is True
-    (images,) = seen
-    part, overlay = images
-    assert part.size == overlay.size == (64, 48)
-    assert np.asarray(part).std() == 0  # the stored grey part
-    coloured = np.asarray(overlay)
-    assert not np.array_equal(coloured[2, 2], coloured[-2, -2])  # hot corner, cool rest

@@ -8,7 +8,6 @@ the pages have real predictions and anomaly maps to show.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,10 +28,6 @@ from apptest_support import (
 from streamlit.runtime.pages_manager import PagesManager
 
 import db
-
-# The app tests share tests/adcore's plain helpers (``from tiny_language_model import ...``,
-# ``from clip_tiny import ...``); pytest loads this conftest before any test module here.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "adcore"))
 
 
 @pytest.fixture(autouse=True)
@@ -94,8 +89,8 @@ def workbench(app_env: Path, tiny_model_dir: Path) -> Iterator[Workbench]:
     reviewed yet.
     """
     from adcore.detectors.registry import load_detector
-    from adcore.inspection import inspect_uploads
     from db.projects import activate_model_version, create_project, register_model_version
+    from services.inspection import inspect_uploads
 
     engine = db.init_db()
     factory = db.make_session_factory(engine)

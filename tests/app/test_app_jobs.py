@@ -1,6 +1,6 @@
 """The learning loop on the Models page: queue, follow and cancel jobs; gate, promote, roll back.
 
-Jobs are run in process by a :class:`adcore.jobs.worker.JobWorker` (``run(once=True)``) on the
+Jobs are run in process by a :class:`workers.worker.JobWorker` (``run(once=True)``) on the
 test database; the app itself never starts a worker here (``LOUPE_NO_WORKER=1``).
 """
 
@@ -19,14 +19,14 @@ from apptest_support import (
 )
 from streamlit.testing.v1 import AppTest
 
-import adcore.jobs.launcher
 import db
+import workers.launcher
 from adcore.gate import Rates, gate_record
-from adcore.jobs.worker import JobWorker
 from db.jobs import enqueue_job, list_jobs
 from db.model_versions import GateRefusedError, promote_model_version
 from db.projects import get_project
 from db.review_queue import record_review
+from workers.worker import JobWorker
 
 
 def open_models(role: str = "manager") -> AppTest:
@@ -263,7 +263,7 @@ def test_the_app_starts_a_worker_once_per_server_process(
         calls.append((Path(data_dir), database_url, Path(models_root)))
         return 4242
 
-    monkeypatch.setattr(adcore.jobs.launcher, "ensure_worker_running", fake_launcher)
+    monkeypatch.setattr(workers.launcher, "ensure_worker_running", fake_launcher)
     monkeypatch.delenv("LOUPE_NO_WORKER")
 
     first = open_app().run()
@@ -278,9 +278,7 @@ def test_no_worker_is_started_with_loupe_no_worker(
     app_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = []
-    monkeypatch.setattr(
-        adcore.jobs.launcher, "ensure_worker_running", lambda *a, **k: calls.append(1)
-    )
+    monkeypatch.setattr(workers.launcher, "ensure_worker_running", lambda *a, **k: calls.append(1))
 
     open_app().run()
 
@@ -293,7 +291,7 @@ def test_a_failed_worker_start_warns_in_the_sidebar_and_the_app_works(
     def broken(*args, **kwargs):
         raise OSError("read-only data directory")
 
-    monkeypatch.setattr(adcore.jobs.launcher, "ensure_worker_running", broken)
+    monkeypatch.setattr(workers.launcher, "ensure_worker_running", broken)
     monkeypatch.delenv("LOUPE_NO_WORKER")
 
     at = open_app().run()
@@ -301,7 +299,7 @@ def test_a_failed_worker_start_warns_in_the_sidebar_and_the_app_works(
     assert not at.exception, at.exception
     [warning] = [w.value for w in at.sidebar.warning]
     assert "OSError: read-only data directory" in warning
-    assert "python -m adcore worker" in warning
+    assert "python -m loupe worker" in warning
     assert [t.key for t in at.text_input] == ["login_name", "login_password"]
 
 
@@ -314,7 +312,7 @@ def test_the_jobs_panel_can_start_a_missing_worker(
         calls.append(database_url)
         return 4242
 
-    monkeypatch.setattr(adcore.jobs.launcher, "ensure_worker_running", fake_launcher)
+    monkeypatch.setattr(workers.launcher, "ensure_worker_running", fake_launcher)
     monkeypatch.delenv("LOUPE_NO_WORKER")
     at = open_models()
     assert len(calls) == 1  # at start-up
@@ -331,7 +329,7 @@ def test_an_explainer_candidate_shows_rouge_and_fact_check_beside_the_untuned_mo
     workbench: Workbench,
 ) -> None:
     from adcore.explain.lora_tuning import Evaluation
-    from adcore.jobs.explainer_jobs import explainer_gate_record
+    from workers.explainer_jobs import explainer_gate_record
 
     gate = explainer_gate_record(
         tuned=Evaluation(rouge_l=0.74, fact_check_pass_rate=0.9, n=20, seconds=1, generations=()),

@@ -10,8 +10,8 @@ import pytest
 from apptest_support import MANAGER, Workbench, add_gated_version, signed_in_app
 from streamlit.testing.v1 import AppTest
 
-import adcore.model_service
 import db
+import services.model_management
 from adcore.gate import Rates, gate_record
 from db.projects import get_project, list_projects
 from db.review_queue import record_review
@@ -102,7 +102,7 @@ def test_training_runs_in_a_background_thread_and_reports_back(
         progress(0.5, "halfway")
         return SimpleNamespace(id=123, version=2, status="candidate")
 
-    monkeypatch.setattr(adcore.model_service, "train_first_model", fake_train)
+    monkeypatch.setattr(services.model_management, "train_first_model", fake_train)
     at = open_models()
     at.text_input(key="train_folder").input(str(tmp_path))
     at.button(key="train").click().run()
@@ -124,7 +124,7 @@ def test_a_training_failure_is_shown(
     def failing_train(*args, **kwargs):
         raise ValueError("no images in folder")
 
-    monkeypatch.setattr(adcore.model_service, "train_first_model", failing_train)
+    monkeypatch.setattr(services.model_management, "train_first_model", failing_train)
     at = open_models()
     at.text_input(key="train_folder").input(str(tmp_path))
     at.button(key="train").click().run()

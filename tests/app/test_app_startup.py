@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from apptest_support import open_app
 
-import adcore.demo
+import services.demo
 
 
 def test_demo_is_seeded_once_unless_skipped(
@@ -15,7 +15,7 @@ def test_demo_is_seeded_once_unless_skipped(
 ) -> None:
     calls = []
     monkeypatch.setattr(
-        adcore.demo, "seed_demo", lambda factory, *, models_root: calls.append(models_root)
+        services.demo, "seed_demo", lambda factory, *, models_root: calls.append(models_root)
     )
     monkeypatch.delenv("LOUPE_SKIP_DEMO")
 
@@ -29,7 +29,7 @@ def test_demo_is_not_seeded_with_loupe_skip_demo(
     app_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = []
-    monkeypatch.setattr(adcore.demo, "seed_demo", lambda *args, **kwargs: calls.append(1))
+    monkeypatch.setattr(services.demo, "seed_demo", lambda *args, **kwargs: calls.append(1))
 
     at = open_app().run()
 
@@ -43,7 +43,7 @@ def test_a_failed_demo_seed_leaves_the_workbench_usable(
     def broken(*args, **kwargs):
         raise RuntimeError("ELPV data missing")
 
-    monkeypatch.setattr(adcore.demo, "seed_demo", broken)
+    monkeypatch.setattr(services.demo, "seed_demo", broken)
     monkeypatch.delenv("LOUPE_SKIP_DEMO")
 
     at = open_app().run()

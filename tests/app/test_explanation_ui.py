@@ -15,8 +15,12 @@ from tiny_language_model import build_tiny_language_model
 import db
 from adcore.explain.language_model import LanguageModelExplainer, clear_explainer_cache
 from db.explanation_notes import MIN_TRAINING_NOTES, add_explanation_note
-from db.project_settings import LanguageModelSetting, language_model_setting, set_language_model
 from pages.common import pages_for_role
+from services.project_settings import (
+    LanguageModelSetting,
+    language_model_setting,
+    set_language_model,
+)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import ExplanationNote, PermissionDenied, Prediction, Project, User, register_model_version
 from db.explanation_notes import add_explanation_note, latest_note, note_counts, training_notes
-from db.project_settings import LanguageModelSetting, language_model_setting, set_language_model
+from services.project_settings import (
+    LanguageModelSetting,
+    language_model_setting,
+    set_language_model,
+)
 
 FACTS = {"verdict": "defect", "score": 1.5, "threshold": 1.0, "area_percent": 2.5}
 SHOWN = "Flagged as defective: score 1.5 against threshold 1.0."

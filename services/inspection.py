@@ -1,0 +1,476 @@
+"""Inspect images with a detector and store the results: the bridge between models and the DB.
+
+Every upload (or file of a server-side folder) is decoded with :func:`adcore.image_io.load_image`;
+a bad file becomes a result with ``error`` set and the batch carries on. Good images are scored
+in batches, then each is stored in its own transaction: the image (deduplicated by content), its
+anomaly map and a :class:`db.Prediction` row.
+
+Each prediction also stores a grounded explanation (:mod:`adcore.explain`: measured facts and
+one to three sentences) in ``Prediction.explanation``; an explainer error stores ``None``.
+Detectors that give a global feature vector per image have it stored in
+``Prediction.embedding`` (float16), and a flagged part's explanation names the confirmed
+defect type it resembles most (:mod:`adcore.explain.neighbours`). The confirmed defects' vectors
+of the model version are read once per scoring batch, so each part costs one matrix-vector
+product.
+
+Anomaly maps are stored by :mod:`services.map_store` (``<data dir>/maps/<uuid>.npy``). A map
+file is written before its row, so a committed row always has its file; the file of a failed
+transaction is removed. ``overlay_image`` and ``load_anomaly_map`` are re-exported here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.orm import sessionmaker
+
+from adcore.anomaly_maps import overlay_image
+from adcore.detectors.base import Progress, report
+from adcore.errors import DatasetError, ImageLoadError
+from adcore.explain.neighbours import (
+    DefectLibrary,
+    SimilarDefects,
+    embedding_to_bytes,
+    nearest_defect_types,
+)
+from adcore.image_io import ImageLimits, is_image_path, load_image
+from db import (
+    Image,
+    ImageSource,
+    ModelVersion,
+    Prediction,
+    StorageError,
+    absolute_image_path,
+    get_or_create_image,
+)
+from db.image_store import sha256_hex
+from services.defect_library import load_defect_library
+from services.map_store import load_anomaly_map, save_anomaly_map
+
+__all__ = [
+    "InspectionResult",
+    "inspect_folder",
+    "inspect_uploads",
+    "load_anomaly_map",
+    "overlay_image",
+    "rescore_images",
+]
+
+DEFAULT_BATCH_SIZE = 16
+
+logger = logging.getLogger(__name__)
+
+ReadBytes = Callable[[], bytes]
+
+
+@dataclass(frozen=True)
+class InspectionResult:
+    """What happened to one inspected image.
+
+    Attributes:
+        name: The upload's or file's name (display only).
+        image_id: The stored image (``None`` on error).
+        prediction_id: The new prediction (``None`` on error).
+        score: Anomaly score (``None`` on error).
+        threshold: Threshold the verdict was made with (``None`` on error).
+        verdict: ``"defect"`` if ``score >= threshold`` else ``"good"`` (``None`` on error).
+        anomaly_map_path: The map file, relative to the data directory (``None`` on error).
+        error: Why the image could not be inspected, or ``None``.
+    """
+
+    name: str
+    image_id: int | None
+    prediction_id: int | None
+    score: float | None
+    threshold: float | None
+    verdict: str | None
+    anomaly_map_path: str | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the image was scored and stored."""
+        return self.error is None
+
+    @classmethod
+    def failed(cls, name: str, error: str) -> InspectionResult:
+        """A result for an image that could not be inspected."""
+        return cls(name, None, None, None, None, None, None, error)
+
+
+def inspect_uploads(
+    Session: sessionmaker[OrmSession],  # noqa: N803 - the app's session factory, named as in db
+    *,
+    project_id: int,
+    detector: Any,
+    model_version_id: int,
+    uploads: Sequence[tuple[str, bytes]],
+    source: str = ImageSource.UPLOAD.value,
+    progress: Progress | None = None,
+    data_dir: Path | None = None,
+    limits: ImageLimits | None = None,
+    batch_size: int | None = None,
+) -> list[InspectionResult]:
+    """Score uploaded images and store images, maps and predictions.
+
+    Args:
+        Session: The application's session factory.
+        project_id: The project the images belong to.
+        detector: A fitted detector (``predict(list of arrays) -> list of Prediction``).
+        model_version_id: The model version the detector was loaded from.
+        uploads: ``(original name, file bytes)`` pairs.
+        source: How the images arrived (one of :class:`db.ImageSource`).
+        progress: Optional ``progress(fraction, message)`` callback.
+        data_dir: The data directory; default :func:`db.data_dir`.
+        limits: Image size limits for decoding.
+        batch_size: Images scored per ``predict`` call; default the detector's batch size.
+
+    Returns:
+        One result per upload, in order; failed ones have ``error`` set.
+
+    Raises:
+        LookupError: If the model version does not exist or belongs to another project.
+        ValueError: On an unknown source, or when neither the version nor the detector has a
+            threshold.
+    """
+    items = [(name, _constant(data)) for name, data in uploads]
+    return _inspect(
+        Session,
+        project_id=project_id,
+        detector=detector,
+        model_version_id=model_version_id,
+        items=items,
+        source=source,
+        progress=progress,
+        data_dir=data_dir,
+        limits=limits,
+        batch_size=batch_size,
+    )
+
+
+def inspect_folder(
+    Session: sessionmaker[OrmSession],  # noqa: N803
+    *,
+    project_id: int,
+    detector: Any,
+    model_version_id: int,
+    folder: str | os.PathLike[str],
+    source: str = ImageSource.FOLDER.value,
+    recursive: bool = False,
+    progress: Progress | None = None,
+    data_dir: Path | None = None,
+    limits: ImageLimits | None = None,
+    batch_size: int | None = None,
+) -> list[InspectionResult]:
+    """Score every image file of a server-side folder (files are read one batch at a time).
+
+    Args:
+        Session: The application's session factory.
+        project_id: The project.
+        detector: A fitted detector.
+        model_version_id: The model version the detector was loaded from.
+        folder: The folder; files with a supported image extension are inspected, in name
+            order, hidden files skipped.
+        source: How the images arrived (default ``"folder"``).
+        recursive: Also inspect sub-folders (names are then relative paths).
+        progress: Optional ``progress(fraction, message)`` callback.
+        data_dir: The data directory; default :func:`db.data_dir`.
+        limits: Image size limits for decoding.
+        batch_size: Images scored per ``predict`` call.
+
+    Returns:
+        One result per image file, in name order.
+
+    Raises:
+        DatasetError: If the folder does not exist or holds no image file.
+    """
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"Folder not found: {root}")
+    pattern = "**/*" if recursive else "*"
+    paths = sorted(
+        path
+        for path in root.glob(pattern)
+        if path.is_file() and is_image_path(path) and not path.name.startswith(".")
+    )
+    if not paths:
+        raise DatasetError(f"No image files in {root} (supported: PNG, JPEG, BMP, TIFF).")
+    items = [(path.relative_to(root).as_posix(), path.read_bytes) for path in paths]
+    return _inspect(
+        Session,
+        project_id=project_id,
+        detector=detector,
+        model_version_id=model_version_id,
+        items=items,
+        source=source,
+        progress=progress,
+        data_dir=data_dir,
+        limits=limits,
+        batch_size=batch_size,
+    )
+
+
+def rescore_images(
+    Session: sessionmaker[OrmSession],  # noqa: N803
+    *,
+    project_id: int,
+    detector: Any,
+    model_version_id: int,
+    image_ids: Sequence[int],
+    progress: Progress | None = None,
+    data_dir: Path | None = None,
+) -> list[InspectionResult]:
+    """Score already stored images again (e.g. with a newer model version): new predictions.
+
+    Images that are gone or belong to another project are reported as failed, not raised.
+
+    Args:
+        Session: The application's session factory.
+        project_id: The project.
+        detector: A fitted detector.
+        model_version_id: The model version the detector was loaded from.
+        image_ids: Stored images of the project.
+        progress: Optional ``progress(fraction, message)`` callback.
+        data_dir: The data directory; default :func:`db.data_dir`.
+
+    Returns:
+        One result per image id found, in order.
+    """
+    with Session() as session:
+        rows = {
+            image.id: (image.original_name, image.stored_path, image.source)
+            for image in session.scalars(select(Image).where(Image.id.in_(list(image_ids))))
+            if image.project_id == project_id
+        }
+    items = []
+    for image_id in image_ids:
+        if image_id not in rows:
+            continue
+        name, stored_path, _ = rows[image_id]
+        items.append((name, absolute_image_path(stored_path, data_dir).read_bytes))
+    # The rows exist already: get_or_create_image finds them by hash and keeps their source.
+    source = next(iter(rows.values()))[2] if rows else ImageSource.UPLOAD.value
+    return _inspect(
+        Session,
+        project_id=project_id,
+        detector=detector,
+        model_version_id=model_version_id,
+        items=items,
+        source=source,
+        progress=progress,
+        data_dir=data_dir,
+        limits=None,
+        batch_size=None,
+    )
+
+
+def _inspect(
+    Session: sessionmaker[OrmSession],  # noqa: N803
+    *,
+    project_id: int,
+    detector: Any,
+    model_version_id: int,
+    items: Sequence[tuple[str, ReadBytes]],
+    source: str,
+    progress: Progress | None,
+    data_dir: Path | None,
+    limits: ImageLimits | None,
+    batch_size: int | None,
+) -> list[InspectionResult]:
+    source = ImageSource(source).value
+    threshold = _decision_threshold(Session, project_id, model_version_id, detector)
+    tell = report(progress)
+    step = batch_size or getattr(getattr(detector, "config", None), "batch_size", None)
+    step = max(1, int(step or DEFAULT_BATCH_SIZE))
+    results: list[InspectionResult | None] = [None] * len(items)
+    for start in range(0, len(items), step):
+        decoded: list[tuple[int, str, bytes, np.ndarray]] = []
+        for index in range(start, min(start + step, len(items))):
+            name, read = items[index]
+            try:
+                data = read()
+                decoded.append((index, name, data, load_image(data, limits=limits, name=name)))
+            except (ImageLoadError, OSError) as err:
+                results[index] = InspectionResult.failed(name, _message(err))
+        if decoded:
+            try:
+                predictions = detector.predict([pixels for _, _, _, pixels in decoded])
+            except (RuntimeError, ValueError) as err:  # e.g. out of memory: this batch only
+                for index, name, _, _ in decoded:
+                    results[index] = InspectionResult.failed(name, f"Scoring failed: {err}")
+                predictions = []
+            library = _library(Session, project_id, model_version_id, predictions, threshold)
+            for (index, name, data, pixels), prediction in zip(decoded, predictions, strict=False):
+                results[index] = _store(
+                    Session,
+                    name=name,
+                    data=data,
+                    pixels=pixels,
+                    score=float(prediction.score),
+                    anomaly_map=prediction.anomaly_map,
+                    embedding=getattr(prediction, "embedding", None),
+                    library=library,
+                    threshold=threshold,
+                    project_id=project_id,
+                    model_version_id=model_version_id,
+                    source=source,
+                    data_dir=data_dir,
+                )
+        done = min(start + step, len(items))
+        tell(done / len(items), f"Inspected {done}/{len(items)} images")
+    return [result for result in results if result is not None]
+
+
+def _store(
+    Session: sessionmaker[OrmSession],  # noqa: N803
+    *,
+    name: str,
+    data: bytes,
+    pixels: np.ndarray,
+    score: float,
+    anomaly_map: np.ndarray,
+    embedding: np.ndarray | None,
+    library: DefectLibrary,
+    threshold: float,
+    project_id: int,
+    model_version_id: int,
+    source: str,
+    data_dir: Path | None,
+) -> InspectionResult:
+    """Store one scored image, map and prediction (with its explanation) in one transaction."""
+    verdict = "defect" if score >= threshold else "good"
+    similar = None
+    if verdict == "defect" and embedding is not None and len(library):
+        similar = _similar(name, data, embedding, library)
+    explanation = _explanation(name, pixels, anomaly_map, score, threshold, similar)
+    stored_embedding = None if embedding is None else embedding_to_bytes(embedding)
+    try:
+        map_path = save_anomaly_map(anomaly_map, data_dir)
+    except OSError as err:
+        return InspectionResult.failed(name, f"Could not write the anomaly map: {err}")
+    try:
+        with Session() as session, session.begin():
+            image, _ = get_or_create_image(
+                session,
+                data=data,
+                original_name=name,
+                project_id=project_id,
+                source=source,
+                width=int(pixels.shape[1]),
+                height=int(pixels.shape[0]),
+                data_dir=data_dir,
+            )
+            row = Prediction(
+                image_id=image.id,
+                model_version_id=model_version_id,
+                score=score,
+                threshold=threshold,
+                verdict=verdict,
+                anomaly_map_path=map_path,
+                explanation=explanation,
+                embedding=stored_embedding,
+            )
+            session.add(row)
+            session.flush()
+            image_id, prediction_id = image.id, row.id
+    except (SQLAlchemyError, StorageError, OSError, ValueError) as err:
+        absolute_image_path(map_path, data_dir).unlink(missing_ok=True)
+        return InspectionResult.failed(name, f"Could not store the result: {err}")
+    return InspectionResult(name, image_id, prediction_id, score, threshold, verdict, map_path)
+
+
+def _explanation(
+    name: str,
+    pixels: np.ndarray,
+    anomaly_map: np.ndarray,
+    score: float,
+    threshold: float,
+    similar: SimilarDefects | None,
+) -> dict[str, Any] | None:
+    """``{"facts": ..., "text": ...}`` for ``Prediction.explanation``; None (logged) on error.
+
+    An explanation is a courtesy: it never fails the scoring of a part.
+    """
+    from adcore.explain import explain
+
+    try:
+        return explain(pixels, anomaly_map, score, threshold, similar=similar)
+    except Exception:  # noqa: BLE001 - any failure of the explainer only loses the explanation
+        logger.exception("Could not explain the prediction of %s", name)
+        return None
+
+
+def _library(
+    Session: sessionmaker[OrmSession],  # noqa: N803
+    project_id: int,
+    model_version_id: int,
+    predictions: Sequence[Any],
+    threshold: float,
+) -> DefectLibrary:
+    """The version's confirmed defects with vectors, read once per batch (empty on error).
+
+    Nothing is read when no prediction of the batch is flagged and has a vector.
+    """
+    if not any(
+        getattr(p, "embedding", None) is not None and float(p.score) >= threshold
+        for p in predictions
+    ):
+        return DefectLibrary.empty()
+    try:
+        with Session() as session:
+            return load_defect_library(session, project_id, model_version_id)
+    except SQLAlchemyError:
+        logger.exception("Could not read the confirmed defects of project %s", project_id)
+        return DefectLibrary.empty()
+
+
+def _similar(
+    name: str, data: bytes, embedding: np.ndarray, library: DefectLibrary
+) -> SimilarDefects | None:
+    """The confirmed defect type a part resembles (never itself); None (logged) on error."""
+    try:
+        own_key = sha256_hex(data)  # the key images are stored under (db.image_store)
+        return nearest_defect_types(embedding, library, exclude_key=own_key)
+    except ValueError:
+        logger.exception("Could not compare %s with the confirmed defects", name)
+        return None
+
+
+def _decision_threshold(
+    Session: sessionmaker[OrmSession],  # noqa: N803
+    project_id: int,
+    model_version_id: int,
+    detector: Any,
+) -> float:
+    with Session() as session:
+        version = session.get(ModelVersion, model_version_id)
+        if version is None or version.project_id != project_id:
+            raise LookupError(
+                f"Model version {model_version_id} does not belong to project {project_id}."
+            )
+        threshold = version.threshold
+    if threshold is None:
+        threshold = getattr(detector, "threshold", None)
+    if threshold is None:
+        raise ValueError(
+            f"Model version {model_version_id} has no decision threshold yet: a manager must "
+            "set one before parts can be judged."
+        )
+    return float(threshold)
+
+
+def _constant(data: bytes) -> ReadBytes:
+    return lambda: data
+
+
+def _message(err: Exception) -> str:
+    return str(err) or type(err).__name__

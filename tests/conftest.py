@@ -1,0 +1,165 @@
+"""Fixtures every test folder shares: a private data directory and a migrated store.
+
+The helper modules in ``tests/support`` (synthetic parts, tiny models, job scaffolding) are on
+``sys.path`` through pytest's ``pythonpath`` setting, so tests import them by plain name.
+
+Database backends: a test (or fixture) that asks for ``database_backend`` runs once per
+backend, as ``test_x[sqlite]`` and ``test_x[postgresql]``; ``@pytest.mark.sqlite_only("why")``
+keeps a test about a SQLite-only feature to the first. ``postgres_database_url`` is a fresh,
+empty PostgreSQL database per test, dropped afterwards. The server is
+``$LOUPE_TEST_POSTGRES_URL`` when set (its role needs CREATEDB), else a throwaway cluster started
+once per session (``tests/postgres_cluster.py``; ``make postgres`` installs Debian's
+``postgresql``). Without PostgreSQL the ``[postgresql]`` tests are skipped, except in CI (``CI``
+set), where they fail: there PostgreSQL must run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from postgres_cluster import PostgresServer, external_server, find_postgres_bin_dir, start_cluster
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+from synthetic_parts import make_part
+
+from db import Project, init_db, make_session_factory, register_model_version
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private data directory; the database URL falls back to ``<data dir>/loupe.db``."""
+    directory = tmp_path / "data"
+    monkeypatch.setenv("LOUPE_DATA_DIR", str(directory))
+    monkeypatch.delenv("LOUPE_DATABASE_URL", raising=False)
+    monkeypatch.delenv("LOUPE_RAY_ADDRESS", raising=False)
+    return directory
+
+
+@pytest.fixture
+def engine(data_dir: Path) -> Iterator[Engine]:
+    """A migrated SQLite database in the data directory."""
+    migrated = init_db()
+    yield migrated
+    migrated.dispose()
+
+
+@pytest.fixture
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """The application's session factory on the test database."""
+    return make_session_factory(engine)
+
+
+@pytest.fixture
+def factory(session_factory: sessionmaker[Session]) -> sessionmaker[Session]:
+    """The same as ``session_factory``, under the shorter name some tests use."""
+    return session_factory
+
+
+@pytest.fixture
+def project_and_version(session_factory: sessionmaker[Session]) -> tuple[int, int]:
+    """A project and a version without its own threshold (the detector's is used)."""
+    with session_factory() as session, session.begin():
+        project = Project(name="widgets")
+        session.add(project)
+        session.flush()
+        version = register_model_version(
+            session,
+            project_id=project.id,
+            kind="patchcore",
+            artifact_path="models/widgets/v1",
+            metrics={},
+            threshold=None,
+            training_snapshot={},
+        )
+        return project.id, version.id
+
+
+@pytest.fixture
+def mvtec_tree(tmp_path: Path) -> Path:
+    """A small MVTec AD tree: 12 good train parts, 4 good + 4 scratched test parts, masks."""
+    root = tmp_path / "widget"
+    (root / "train" / "good").mkdir(parents=True)
+    (root / "test" / "good").mkdir(parents=True)
+    (root / "test" / "scratch").mkdir(parents=True)
+    (root / "ground_truth" / "scratch").mkdir(parents=True)
+    for i in range(12):
+        Image.fromarray(make_part(i)).save(root / "train" / "good" / f"{i:03d}.png")
+    for i in range(4):
+        Image.fromarray(make_part(100 + i)).save(root / "test" / "good" / f"{i:03d}.png")
+        Image.fromarray(make_part(200 + i, defect=True)).save(
+            root / "test" / "scratch" / f"{i:03d}.png"
+        )
+        mask = np.zeros((64, 64), np.uint8)
+        mask[64 // 3 : 64 // 3 + 4, 16:48] = 255
+        Image.fromarray(mask).save(root / "ground_truth" / "scratch" / f"{i:03d}_mask.png")
+    return root
+
+
+# --- database backends: SQLite and PostgreSQL -------------------------------------------------
+
+BACKENDS = ("sqlite", "postgresql")
+POSTGRES_URL_ENV = "LOUPE_TEST_POSTGRES_URL"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sqlite_only(reason): runs on SQLite only (about a SQLite-only feature)"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrise ``database_backend`` (asked for directly or by a fixture) over the backends."""
+    if "database_backend" not in metafunc.fixturenames:
+        return
+    sqlite_only = metafunc.definition.get_closest_marker("sqlite_only")
+    if sqlite_only is not None and not (sqlite_only.args or sqlite_only.kwargs.get("reason")):
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: sqlite_only needs a reason")
+    backends = BACKENDS[:1] if sqlite_only is not None else BACKENDS
+    metafunc.parametrize("database_backend", backends, indirect=True)
+
+
+@pytest.fixture
+def database_backend(request: pytest.FixtureRequest) -> str:
+    """``"sqlite"`` or ``"postgresql"`` (skips, or fails in CI, when PostgreSQL is missing)."""
+    backend = getattr(request, "param", BACKENDS[0])
+    if backend == "postgresql":
+        request.getfixturevalue("postgres_server")
+    return backend
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """This session's PostgreSQL server: ``$LOUPE_TEST_POSTGRES_URL`` or a throwaway cluster."""
+    configured = os.environ.get(POSTGRES_URL_ENV)
+    if configured:
+        yield external_server(configured)
+        return
+    bin_dir = find_postgres_bin_dir()
+    if bin_dir is None:
+        reason = (
+            "PostgreSQL is not installed (no initdb/pg_ctl under /usr/lib/postgresql/*/bin): "
+            f"run `make postgres` or set {POSTGRES_URL_ENV}"
+        )
+        if os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no"}:
+            pytest.fail(f"CI must run the PostgreSQL tests, but {reason}", pytrace=False)
+        pytest.skip(reason)
+    server = start_cluster(bin_dir)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_database_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test (dropped afterwards): its URL."""
+    name, url = postgres_server.create_database()
+    try:
+        yield url
+    finally:
+        postgres_server.drop_database(name)

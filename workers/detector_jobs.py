@@ -1,0 +1,334 @@
+"""Job kinds for the one-class detector: refit on confirmed-good parts, recalibrate the threshold.
+
+The detectors run in float32 on every device (PatchCore's nearest-neighbour distances lose
+too much in float16), so these kinds do not use ``ctx.autocast()``.
+
+Both register a *candidate* model version and never activate it: a manager promotes it through
+the gate (:func:`db.model_versions.promote_model_version`). Both evaluate the candidate and
+the active model on the same held-out labelled parts (see :mod:`workers.training_data`)
+and store both sets of numbers with the gate's verdict in ``metrics["gate"]``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from adcore.errors import DatasetError
+from adcore.gate import check_margin, fpr_margin_from_env, gate_record
+from adcore.persistence import CONFIG_FILE
+from adcore.thresholds import select_threshold
+from db import CAN_MANAGE_MODELS, Label, ModelVersion, Project, User
+from db.model_families import ModelFamily, active_version
+from db.model_versions import next_version_number, register_model_version
+from db.permissions import require_session_role
+from services.model_management import project_slug
+from services.project_settings import clip_setting
+from workers.context import JobContext, JobOutcome
+from workers.evaluation import rates, score_parts
+from workers.training_data import (
+    DEFAULT_HOLDOUT_FRACTION,
+    LabelledPart,
+    TrainingImage,
+    digest_set_hash,
+    held_out_parts,
+    labelled_parts,
+    locate_snapshot_images,
+    snapshot_digests,
+)
+
+_MAX_TARGET_FNR = 0.999
+
+
+def refit_detector(ctx: JobContext) -> JobOutcome:
+    """Refit the project's detector on its training images plus the confirmed-good parts.
+
+    Same kind and configuration as the active version (or ``detector_kind`` / ``config``
+    parameters when there is none). Parameters: ``holdout_fraction`` (default 0.2),
+    ``train_folder`` (where the original training images are, when they are not stored in
+    Loupe), ``fpr_margin``.
+
+    Returns:
+        The outcome, with the candidate's id.
+    """
+
+    params = ctx.parameters
+    holdout = float(params.get("holdout_fraction", DEFAULT_HOLDOUT_FRACTION))
+    ctx.progress(0.0, "Collecting the training images and labelled parts")
+    with ctx.session_factory() as session:
+        project, base = project_and_active_detector(session, ctx)
+        parts = labelled_parts(session, project.id, ctx.data_dir)
+        snapshot = dict(base.training_snapshot or {}) if base else {}
+        snapshot_images, missing = locate_snapshot_images(
+            session, project.id, snapshot, ctx.data_dir, params.get("train_folder")
+        )
+    kind, config = _kind_and_config(base, params)
+    if kind == "clip" and base is None:  # the project's CLIP option, then the job's overrides
+        config = {**clip_setting(project).detector_config(project.object_name or ""), **config}
+    base_trained = set(snapshot_digests(snapshot))
+    heldout = held_out_parts(parts, base_trained, holdout)
+    training, excluded = _training_set(snapshot_images, parts, heldout, base_trained)
+    if missing:
+        ctx.log(f"{len(missing)} training image(s) of the base version were not found")
+    if excluded:
+        ctx.log(f"{len(excluded)} training image(s) now labelled defect were left out")
+    if not training and kind != "clip":  # CLIP without references is zero-shot
+        raise DatasetError("No good image to refit on: label some parts good first.")
+    n_confirmed = sum(image.source == "confirmed_good" for image in training)
+    ctx.log(f"Refitting {kind} on {len(training)} images ({n_confirmed} confirmed good)")
+    ctx.raise_if_cancelled()
+    detector = _fresh_detector(kind, config, base, ctx.device, has_images=bool(training))
+    fit = detector.fit([image.path for image in training], ctx.scaled_progress(0.05, 0.7))
+    scores, labels, unreadable = score_parts(detector, heldout, ctx.scaled_progress(0.7, 0.8))
+    notes: list[str] = []
+    if labels.sum() > 0:
+        choice = select_threshold(scores, labels, target_fnr=_target_fnr(project))
+        detector.with_threshold(choice.value)
+        rule = "fnr_target"
+        notes.append("The candidate's threshold was chosen on the held-out parts (FNR first).")
+    else:
+        rule = "calibration"
+    candidate_rates = rates(scores, labels, detector.threshold)
+    active_rates = _active_rates(ctx, base, heldout, (0.8, 0.9))
+    gate = gate_record(
+        candidate=candidate_rates,
+        active=active_rates,
+        active_version_id=base.id if base else None,
+        active_version=base.version if base else None,
+        heldout=_heldout_facts(heldout, unreadable, holdout),
+        fpr_margin=gate_margin(params),
+        notes=notes,
+    )
+    metrics = {
+        "job_id": ctx.job_id,
+        "job_kind": ctx.kind,
+        "base_version_id": base.id if base else None,
+        "n_train": fit.n_images,
+        "n_confirmed_good": n_confirmed,
+        "fit_seconds": round(fit.seconds, 3),
+        "skipped": [{"name": name, "reason": reason} for name, reason in fit.skipped],
+        "missing_training_images": len(missing),
+        "excluded_now_defect": len(excluded),
+        "threshold_rule": rule,
+        "heldout": candidate_rates.to_json(),
+        "gate": gate,
+        **{k: fit.details[k] for k in ("memory_bank_size",) if k in fit.details},
+    }
+    new_snapshot = {
+        "training_hash": detector.training_hash,
+        "base_version_id": base.id if base else None,
+        "images": [
+            {"sha256": i.sha256, "label": Label.GOOD.value, "source": i.source, "path": str(i.path)}
+            for i in training
+        ],
+        "heldout": [{"sha256": p.sha256, "label": p.label} for p in heldout],
+    }
+    ctx.progress(0.9, "Saving the candidate")
+    version = save_candidate(ctx, project, detector, metrics, new_snapshot, "Refit")
+    return candidate_outcome(version, gate, "Refit")
+
+
+def recalibrate_threshold(ctx: JobContext) -> JobOutcome:
+    """Choose the active detector's threshold again from the labelled parts, FNR first.
+
+    Every labelled part the detector did not train on is scored; the threshold is the one
+    :func:`adcore.thresholds.select_threshold` picks for the project's ``target_fnr``. The
+    same detector with the new threshold is saved as a candidate version.
+
+    Returns:
+        The outcome, with the candidate's id.
+    """
+    from adcore.detectors.registry import load_detector
+
+    ctx.progress(0.0, "Collecting the labelled parts")
+    with ctx.session_factory() as session:
+        project, base = project_and_active_detector(session, ctx)
+        if base is None:
+            raise DatasetError("The project has no active detector to recalibrate.")
+        parts = labelled_parts(session, project.id, ctx.data_dir)
+    base_trained = set(snapshot_digests(base.training_snapshot or {}))
+    heldout = held_out_parts(parts, base_trained, 1.0)
+    if not heldout:
+        raise DatasetError("No labelled part outside the training set: label some parts first.")
+    detector = load_detector(base.artifact_path, device=ctx.device)
+    scores, labels, unreadable = score_parts(detector, heldout, ctx.scaled_progress(0.1, 0.8))
+    if scores.size == 0:
+        raise DatasetError("None of the labelled parts could be read.")
+    choice = select_threshold(scores, labels, target_fnr=_target_fnr(project))
+    ctx.log(f"Rule {choice.rule}: threshold {choice.value:.6g} (was {base.threshold})")
+    candidate_rates = rates(scores, labels, choice.value)
+    gate = gate_record(
+        candidate=candidate_rates,
+        active=rates(scores, labels, base.threshold),
+        active_version_id=base.id,
+        active_version=base.version,
+        heldout=_heldout_facts(heldout, unreadable, 1.0),
+        fpr_margin=gate_margin(ctx.parameters),
+        notes=["The threshold was chosen on the same labelled parts it is evaluated on."],
+    )
+    detector.with_threshold(choice.value)
+    metrics = {
+        "job_id": ctx.job_id,
+        "job_kind": ctx.kind,
+        "base_version_id": base.id,
+        "threshold_rule": choice.rule,
+        "target_fnr": choice.target_fnr,
+        "previous_threshold": base.threshold,
+        "heldout": candidate_rates.to_json(),
+        "gate": gate,
+    }
+    snapshot = {
+        **dict(base.training_snapshot or {}),
+        "base_version_id": base.id,
+        "calibration": [{"sha256": p.sha256, "label": p.label} for p in heldout],
+    }
+    ctx.progress(0.9, "Saving the candidate")
+    version = save_candidate(ctx, project, detector, metrics, snapshot, "Recalibrated")
+    return candidate_outcome(version, gate, "Recalibrated")
+
+
+def project_and_active_detector(
+    session: Any, ctx: JobContext
+) -> tuple[Project, ModelVersion | None]:
+    """The job's project and its active detector, after checking the queuer may train models.
+
+    Shared by every job kind that trains (also :mod:`workers.classifier_jobs`).
+    """
+    if ctx.project_id is None:
+        raise DatasetError("This job needs a project.")
+    if ctx.created_by_id is not None:
+        require_session_role(
+            session,
+            session.get(User, ctx.created_by_id),
+            *CAN_MANAGE_MODELS,
+            message="Only managers can train models.",
+        )
+    project = session.get(Project, ctx.project_id)
+    if project is None:
+        raise LookupError(f"There is no project with id {ctx.project_id}.")
+    return project, active_version(session, project.id, ModelFamily.DETECTOR)
+
+
+def _kind_and_config(base: ModelVersion | None, params: dict) -> tuple[str, dict[str, Any]]:
+    if base is None:
+        return str(params.get("detector_kind", "patchcore")), dict(params.get("config") or {})
+    document = json.loads((Path(base.artifact_path) / CONFIG_FILE).read_text())
+    return base.kind, dict(document.get("config") or {})
+
+
+def _fresh_detector(
+    kind: str, config: dict[str, Any], base: ModelVersion | None, device: str, has_images: bool
+):
+    """An unfitted detector of the base's kind and settings.
+
+    For CLIP: an adapted base keeps its adapters (fit re-embeds the references), and a
+    zero-shot one becomes few-shot when there are good images (they all become references).
+    """
+    from adcore.detectors.registry import build_detector, load_detector
+
+    if kind != "clip":
+        return build_detector(kind, device=device, **config)
+    if has_images and not config.get("shots", 1):
+        config = {**config, "shots": None}
+    detector = None
+    if base is not None:
+        document = json.loads((Path(base.artifact_path) / CONFIG_FILE).read_text())
+        if document.get("adapter"):
+            detector = load_detector(base.artifact_path, device=device)
+            detector.config = replace(detector.config, shots=config.get("shots"))
+    return detector or build_detector(kind, device=device, **config)
+
+
+def _training_set(
+    snapshot_images: list[TrainingImage],
+    parts: list[LabelledPart],
+    heldout: list[LabelledPart],
+    base_trained: set[str],
+) -> tuple[list[TrainingImage], list[str]]:
+    """Snapshot images not now labelled defect, plus the confirmed-good parts not held out."""
+    defects = {p.sha256 for p in parts if p.is_defect}
+    heldout_digests = {p.sha256 for p in heldout}
+    kept = [image for image in snapshot_images if image.sha256 not in defects]
+    excluded = [image.sha256 for image in snapshot_images if image.sha256 in defects]
+    seen = {image.sha256 for image in kept} | base_trained
+    for part in parts:
+        if part.is_defect or part.sha256 in heldout_digests or part.sha256 in seen:
+            continue
+        kept.append(TrainingImage(part.sha256, part.path, "confirmed_good"))
+        seen.add(part.sha256)
+    return kept, excluded
+
+
+def _active_rates(ctx: JobContext, base: ModelVersion | None, heldout: list, span: tuple):
+    if base is None:
+        return None
+    from adcore.detectors.registry import load_detector
+
+    detector = load_detector(base.artifact_path, device=ctx.device)
+    scores, labels, _ = score_parts(detector, heldout, ctx.scaled_progress(*span))
+    return rates(scores, labels, base.threshold)
+
+
+def _heldout_facts(heldout: list[LabelledPart], unreadable: list, fraction: float) -> dict:
+    return {
+        "n_good": sum(not p.is_defect for p in heldout),
+        "n_defect": sum(p.is_defect for p in heldout),
+        "n_unreadable": len(unreadable),
+        "good_share": fraction,
+        "digests_hash": digest_set_hash(p.sha256 for p in heldout),
+    }
+
+
+def save_candidate(
+    ctx: JobContext,
+    project: Project,
+    detector: Any,
+    metrics: dict[str, Any],
+    snapshot: dict[str, Any],
+    what: str,
+) -> ModelVersion:
+    """Save the artifact (atomically, by the detector) and register a candidate version."""
+    ctx.raise_if_cancelled()
+    with ctx.session_factory() as session:
+        number = next_version_number(session, project.id)
+    project_dir = Path(ctx.models_root) / project_slug(project.name)
+    directory = project_dir / f"v{number}"
+    if directory.exists():
+        directory = project_dir / f"v{number}-{uuid.uuid4().hex[:8]}"
+    detector.save(directory)
+    with ctx.session_factory() as session, session.begin():
+        version = register_model_version(
+            session,
+            project_id=project.id,
+            kind=detector.kind,
+            artifact_path=directory.as_posix(),
+            metrics=metrics,
+            threshold=detector.threshold,
+            training_snapshot=snapshot,
+            created_by=ctx.created_by_id,
+            notes=f"{what} by job {ctx.job_id}; a candidate until promoted through the gate.",
+        )
+    ctx.log(f"Registered candidate version {version.version} at {directory.as_posix()}")
+    return version
+
+
+def candidate_outcome(version: ModelVersion, gate: dict[str, Any], what: str) -> JobOutcome:
+    decision = gate["decision"]
+    verdict = "passes the gate" if decision["passed"] else "does not pass the gate"
+    return JobOutcome(
+        f"{what}: candidate version {version.version} {verdict}",
+        version.id,
+        {"gate": decision},
+    )
+
+
+def _target_fnr(project: Project) -> float:
+    return min(float(project.target_fnr), _MAX_TARGET_FNR)
+
+
+def gate_margin(params: dict) -> float:
+    value = params.get("fpr_margin")
+    return check_margin(value) if value is not None else fpr_margin_from_env()

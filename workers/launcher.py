@@ -1,0 +1,137 @@
+"""Starting a detached worker from the app, so queued jobs run and survive app restarts.
+
+:func:`ensure_worker_running` is cheap to call on every page load: under a file lock in the
+data directory it looks for a live worker (a fresh heartbeat in the ``workers`` table, or the
+process named in ``<data dir>/worker.pid``) and only spawns ``python -m loupe worker`` when
+there is none. The worker runs in its own session (``start_new_session``): stopping or
+restarting the app does not stop it, and it logs to ``<data dir>/logs/worker.log``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy.exc import OperationalError
+
+from db.engine import create_engine_for_url, make_session_factory
+from db.job_workers import DEFAULT_STALE_AFTER, live_workers, pid_alive
+from db.settings import DATA_DIR_ENV, DATABASE_URL_ENV
+
+PID_FILE = "worker.pid"
+LOCK_FILE = "worker.lock"
+LOG_FILE = Path("logs") / "worker.log"
+
+
+def ensure_worker_running(
+    data_dir: str | os.PathLike[str],
+    database_url: str,
+    *,
+    models_root: str | os.PathLike[str] | None = None,
+    stale_after: timedelta = DEFAULT_STALE_AFTER,
+    extra_args: Sequence[str] = (),
+    python: str = sys.executable,
+) -> int | None:
+    """Spawn a detached worker unless one is alive.
+
+    Args:
+        data_dir: The data directory (pid file, lock, log; the worker's images).
+        database_url: The database the worker serves.
+        models_root: Where the worker saves models (default: its ``$LOUPE_MODELS_DIR`` or
+            ``./models``, relative to the current directory, like the app).
+        stale_after: A worker whose heartbeat is older is considered dead.
+        extra_args: More ``python -m loupe worker`` arguments.
+        python: The interpreter to run the worker with.
+
+    Returns:
+        The new worker's pid, or ``None`` when a worker was already alive.
+    """
+    directory = Path(data_dir).expanduser().resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(directory / LOCK_FILE):
+        if _pidfile_worker_alive(directory / PID_FILE) or _database_worker_alive(
+            database_url, stale_after
+        ):
+            return None
+        command = [python, "-m", "loupe", "worker", "--data-dir", str(directory)]
+        command += ["--database-url", database_url]
+        if models_root is not None:
+            command += ["--models-dir", str(Path(models_root).resolve())]
+        command += list(extra_args)
+        env = {**os.environ, DATA_DIR_ENV: str(directory), DATABASE_URL_ENV: database_url}
+        log_path = directory / LOG_FILE
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log_file:
+            process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=os.getcwd(),
+                start_new_session=True,
+                close_fds=True,
+            )
+        _write_pidfile(directory / PID_FILE, process.pid)
+        return process.pid
+
+
+def worker_pid(data_dir: str | os.PathLike[str]) -> int | None:
+    """The pid in the data directory's pid file if that worker process is alive."""
+    path = Path(data_dir).expanduser().resolve() / PID_FILE
+    return _read_pid(path) if _pidfile_worker_alive(path) else None
+
+
+def _pidfile_worker_alive(path: Path) -> bool:
+    pid = _read_pid(path)
+    if pid is None or not pid_alive(pid):
+        return False
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if not cmdline.exists():  # not Linux: trust the pid
+        return True
+    try:
+        words = cmdline.read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"loupe" in words and b"worker" in words
+
+
+def _database_worker_alive(database_url: str, stale_after: timedelta) -> bool:
+    """Whether the database knows a live worker (no table yet: the worker will migrate)."""
+    engine = create_engine_for_url(database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            return bool(live_workers(session, stale_after=stale_after))
+    except OperationalError:
+        return False
+    finally:
+        engine.dispose()
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_pidfile(path: Path, pid: int) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text(f"{pid}\n")
+    os.replace(temporary, path)
+
+
+@contextmanager
+def _exclusive_lock(path: Path) -> Iterator[None]:
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

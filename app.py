@@ -112,6 +112,11 @@ def warm_up_language_models_once(url: str) -> None:
 
 
 def start_up() -> None:
+    """Bootstrap the database and start the app's background services.
+
+    Unless switched off, seeds the demo, warms up the language models and starts the job
+    worker; problems are shown in the sidebar.
+    """
     url = db.database_url()
     try:
         bootstrap(url)
@@ -150,6 +155,7 @@ def project_picker() -> None:
 
 
 def sidebar(user: dict) -> None:
+    """The signed-in user, the project picker and the sign-out button."""
     st.sidebar.markdown(f"**{user['name']}** · {user['role']}")
     project_picker()
     if st.sidebar.button("Sign out", icon=":material/logout:", key="sign_out"):

@@ -75,6 +75,7 @@ def _detector_settings(args: argparse.Namespace, dataset_name: str | None = None
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    """``fit``: train a detector on a dataset's good images and save it to ``--out``."""
     dataset = resolve_dataset(args.data, max_train=args.max_train)
     detector = build_detector(args.detector, **_detector_settings(args, dataset.name))
     bar = _Bar(f"fit {args.detector}", not args.quiet)
@@ -91,6 +92,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    """``score``: score image files with a saved model and print one row per image.
+
+    Returns:
+        The exit code: 1 when every image failed to load, else 0.
+    """
     detector = load_detector(args.model)
     if args.threshold is not None:
         detector.with_threshold(args.threshold)
@@ -116,6 +122,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
+    """``benchmark``: fit and evaluate a detector on a dataset; print the metrics."""
     from adcore.benchmark import run_benchmark
 
     dataset = resolve_dataset(args.data, max_train=args.max_train)
@@ -156,6 +163,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m adcore`` argument parser, each sub-command bound to its ``cmd_*``."""
     parser = argparse.ArgumentParser(
         prog="python -m adcore",
         description=__doc__,
@@ -215,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; errors are printed to stderr.
+
+    Returns:
+        The exit code: the command's own, or 2 on a :class:`LoupeError` or bad value.
+    """
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -49,10 +49,12 @@ class SavedModel:
 
     @property
     def kind(self) -> str:
+        """The detector kind the model was saved by (e.g. ``patchcore``)."""
         return str(self.document["kind"])
 
     @property
     def config(self) -> dict[str, Any]:
+        """A copy of the detector's saved config."""
         return dict(self.document["config"])
 
 

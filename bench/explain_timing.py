@@ -83,6 +83,7 @@ def query() -> np.ndarray:
 
 
 def png_bytes(image: np.ndarray) -> bytes:
+    """``image`` (H, W, 3) uint8 encoded as PNG."""
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -120,6 +121,7 @@ def anomaly_map(side: int) -> np.ndarray:
 
 
 def main() -> None:
+    """Time :func:`explain_part` per image and map size; rewrite its RESULTS_explain.md section."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--library", type=int, default=1000)

@@ -38,6 +38,7 @@ register_job_kind(NOOP, noop, replace=True)
 
 
 def main() -> int:
+    """Queue ``--jobs`` no-op jobs for a real worker and print the wait and total times."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20)
     args = parser.parse_args()

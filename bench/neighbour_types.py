@@ -62,8 +62,11 @@ def leave_one_out(
 
 
 def anomaly_focused(detector: PatchCore | Autoencoder, images: list[np.ndarray]) -> np.ndarray:
-    """(B, D) anomaly-focused vectors: PatchCore's stored embedding; for the autoencoder, the
-    same pooling of its bottleneck (:meth:`AutoencoderModel.embedding`, not stored)."""
+    """(B, D) anomaly-focused vectors of ``images``, one per image.
+
+    PatchCore's stored embedding; for the autoencoder, the same pooling of its bottleneck
+    (:meth:`AutoencoderModel.embedding`, not stored).
+    """
     if isinstance(detector, PatchCore):
         return np.stack([p.embedding for p in detector.predict(images)])
     x = to_tensor_batch(images, detector.config.image_size)
@@ -74,6 +77,7 @@ def anomaly_focused(detector: PatchCore | Autoencoder, images: list[np.ndarray])
 
 
 def main() -> None:
+    """Fit the detector, run the leave-one-out table and rewrite its RESULTS_explain.md section."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--train", type=int, default=100)
     parser.add_argument("--per-type", type=int, default=30)

@@ -296,6 +296,7 @@ def windows(steps: list[dict], size: int) -> list[dict]:
 
 
 def main() -> int:
+    """Replay ``--dataset`` and write its JSON; with ``--render``, rewrite the report."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

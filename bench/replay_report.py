@@ -28,6 +28,7 @@ def _target(start: dict, now: dict) -> str:
 
 
 def render_dataset(name: str, r: dict) -> list[str]:
+    """The Markdown section of one dataset's replay result ``r`` (settings, totals, windows)."""
     s, cp = r["settings"], r["checkpoint"]
     sec, tot = r["seconds"], r["totals"]
     lines = [
@@ -108,6 +109,7 @@ def render_dataset(name: str, r: dict) -> list[str]:
 
 
 def plot_dataset(name: str, r: dict, path: Path) -> None:
+    """Plot FPR, FNR and the share sent to a human per window of ``r`` to ``path``."""
     half = r["settings"]["window"] / 2  # a short last window is too noisy to plot
     ws = [w for w in r["windows"] if w["n_good"] + w["n_defect"] >= half]
     x = [int(w["parts"].split("-")[1]) for w in ws]

@@ -71,6 +71,7 @@ def _rates(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train the classifier on the ELPV train split and write its test metrics to ``--out``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--image-size", type=int, default=160)
@@ -159,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report_config(config: ClassifierConfig) -> dict:
+    """``config`` as a plain dict for the JSON result."""
     from dataclasses import asdict
 
     return asdict(config)

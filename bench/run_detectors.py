@@ -53,6 +53,7 @@ def _run_json(cmd: list[str]) -> dict:
 
 
 def run_ours(name: str, detector: str) -> dict:
+    """Run ``python -m adcore benchmark`` for ``detector`` on suite ``name``; its JSON result."""
     spec, size, max_train = SUITES[name]
     cmd = [
         sys.executable,
@@ -74,6 +75,7 @@ def run_ours(name: str, detector: str) -> dict:
 
 
 def write_split(name: str) -> Path:
+    """Write suite ``name``'s train/test split as JSON for the anomalib run; its path."""
     sys.path.insert(0, str(ROOT))
     from adcore.datasets import resolve_dataset
 
@@ -97,6 +99,7 @@ def write_split(name: str) -> Path:
 
 
 def run_peer(name: str) -> dict:
+    """Run anomalib PatchCore (in its own venv) on suite ``name``'s split; its JSON result."""
     _spec, size, _max_train = SUITES[name]
     split = write_split(name)
     result = OUT / f"{name}-anomalib.json"
@@ -126,6 +129,7 @@ def _fmt(value, digits: int = 3) -> str:
 
 
 def render(results: dict[str, dict[str, dict]], command: str) -> str:
+    """The Markdown report: method notes, one row per dataset and detector, ours-vs-peer ratios."""
     lines = [
         "# Detector benchmark",
         "",
@@ -175,6 +179,7 @@ def render(results: dict[str, dict[str, dict]], command: str) -> str:
 
 
 def main() -> int:
+    """Run every suite (or ``--only``), print the report; ``--write-results`` saves it."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -125,18 +125,21 @@ def review_as_oracle(page: object, n: int, labels: dict[str, int]) -> int:
 
 
 def go_to(page: object, title: str) -> None:
+    """Open the page ``title`` from the navigation and wait until its run is done."""
     page.get_by_role("link", name=title).click()
     page.get_by_role("heading", name=title).first.wait_for()
     wait_for_run(page)
 
 
 def shoot(page: object, folder: Path, name: str) -> None:
+    """Save a full-page screenshot ``folder / name`` once drawing has settled."""
     page.wait_for_timeout(1500)  # let charts and images finish drawing
     page.screenshot(path=str(folder / name), full_page=True)
     print(f"screenshot {folder / name}", flush=True)
 
 
 def main() -> int:
+    """Seed the demo, serve the app, time it in Chromium and print (or write) the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--reviews", type=int, default=16)
@@ -220,6 +223,7 @@ def take_screenshots(page: object, folder: Path, reviews: int) -> None:
 
 
 def write_results(table: list[str]) -> None:
+    """Write the timings ``table`` with its method notes to ``bench/RESULTS_ui.md``."""
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = [
         "# Workbench in a real browser: timings",

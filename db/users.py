@@ -1,5 +1,6 @@
-"""Users: creation with argon2 password hashes, password checks, the first admin account, and
-the admins' account changes (listing, creating, deactivating), each checked here.
+"""Users: creation, password checks, the first admin account, and admins' account changes.
+
+Account changes by admins (listing, creating, deactivating) are each checked here.
 
 Passwords are hashed with argon2id (``argon2-cffi`` defaults, RFC 9106 low-memory profile) and
 never stored or logged in clear. There is no built-in default password: the first admin gets

@@ -1,0 +1,1 @@
+"""The workbench's Streamlit page scripts and the helper modules they share."""

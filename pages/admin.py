@@ -21,6 +21,7 @@ from pages.common import (
 
 
 def create_clicked() -> None:
+    """Button callback: create the user from the form fields and flash the outcome."""
     name = (st.session_state.get("new_user_name") or "").strip()
     try:
         with transaction() as session:
@@ -38,6 +39,7 @@ def create_clicked() -> None:
 
 
 def set_active_clicked(user_id: int, active: bool) -> None:
+    """Button callback: activate or deactivate ``user_id`` and flash the outcome."""
     try:
         with transaction() as session:
             name = set_user_active(session, load_user(session), user_id, active).name

@@ -67,6 +67,7 @@ elif clicked:
     bar = st.progress(0.0, text="Loading the model…")
 
     def progress(fraction: float, message: str) -> None:
+        """Show the scoring progress (``fraction`` clamped to [0, 1]) on the bar."""
         bar.progress(min(max(fraction, 0.0), 1.0), text=message)
 
     try:

@@ -246,6 +246,7 @@ def worker_notice() -> None:
 
 
 def when(moment: datetime | None) -> str:
+    """``moment`` as ``YYYY-mm-dd HH:MM:SS``, or an empty string for None."""
     return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
 
 

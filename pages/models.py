@@ -50,6 +50,7 @@ HIDDEN_METRICS = ("threshold_history", "status_history")
 
 
 def create_project_clicked() -> None:
+    """Form callback: create the project from the form fields and flash the outcome."""
     name = (st.session_state.get("new_project_name") or "").strip()
     types = [t for t in (st.session_state.get("new_project_types") or "").split(",") if t.strip()]
     try:
@@ -71,6 +72,7 @@ def create_project_clicked() -> None:
 
 
 def save_threshold_clicked(version_id: int, key: str) -> None:
+    """Button callback: save the threshold in ``st.session_state[key]`` for the version."""
     value = st.session_state.get(key)
     try:
         with transaction() as session:
@@ -82,10 +84,12 @@ def save_threshold_clicked(version_id: int, key: str) -> None:
 
 
 def use_value(key: str, value: float) -> None:
+    """Button callback: put ``value`` into the threshold input ``key``."""
     st.session_state[key] = value
 
 
 def start_training(project_id: int) -> None:
+    """Start training a first model on the typed folder as a background job."""
     folder = (st.session_state.get("train_folder") or "").strip()
     kind = st.session_state.get("train_kind") or "patchcore"
     if not folder:
@@ -261,6 +265,7 @@ choice = recommended_threshold(factory, project_id=project_id, model_version_id=
 
 
 def percent(value: float | None) -> str:
+    """A rate in [0, 1] as a percentage with one decimal, or ``n/a``."""
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 

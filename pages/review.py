@@ -32,10 +32,12 @@ NEW_TYPE = "New type…"
 
 
 def note_key(image_id: int) -> str:
+    """The session-state key of the note field for ``image_id``."""
     return f"review_note_{image_id}"
 
 
 def seconds_on(image_id: int) -> float | None:
+    """Seconds since ``image_id`` was first shown, or None if it is not the part shown."""
     shown = st.session_state.get(SHOWN_KEY)
     if not shown or shown[0] != image_id:
         return None

@@ -152,8 +152,11 @@ def reset_peak_memory(device: str) -> None:
 
 
 def peak_memory_mb(device: str) -> float:
-    """Peak memory in MiB: GPU memory allocated since :func:`reset_peak_memory` on CUDA,
-    else this process's peak resident set size (``getrusage``, the process's lifetime)."""
+    """Peak memory in MiB.
+
+    On CUDA, the GPU memory allocated since :func:`reset_peak_memory`; else this process's peak
+    resident set size (``getrusage``, over the process's lifetime).
+    """
     if device.startswith("cuda"):
         import torch
 

@@ -37,6 +37,7 @@ class LabelledImage:
 
     @property
     def is_defect(self) -> bool:
+        """Whether the label is the defect label."""
         return self.label == DEFECT
 
 

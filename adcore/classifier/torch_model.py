@@ -122,8 +122,14 @@ def _drop_imagenet_head(body: nn.Module) -> int:
 
 
 def _early_stages(body: nn.Module, n_stages: int) -> list[nn.Module]:
-    """The stem and the first ``n_stages`` stages of a timm EfficientNet/ResNet or torchvision
-    MobileNetV3 (whose ``features[0]`` is the stem)."""
+    """The stem and the first ``n_stages`` stages of a backbone.
+
+    Knows timm EfficientNet/ResNet and torchvision MobileNetV3 (whose ``features[0]`` is the
+    stem).
+
+    Raises:
+        ValueError: For any other backbone.
+    """
     if n_stages <= 0:
         return []
     if hasattr(body, "blocks"):  # timm EfficientNet

@@ -199,8 +199,10 @@ class LanguageModelExplainer:
         return f"{request}\n\nRephrased:"
 
     def prompt_for(self, facts: ExplanationFacts) -> str:
-        """The prompt for one prediction: its grounded text and verdict (also the prompt that
-        explanation adapters are trained on, :mod:`adcore.explain.lora_tuning`)."""
+        """The prompt for one prediction: its grounded text and verdict.
+
+        Explanation adapters (:mod:`adcore.explain.lora_tuning`) are trained on this prompt too.
+        """
         return self.prompt(render(facts), facts.verdict)
 
     def draft(self, facts: ExplanationFacts, *, max_new_tokens: int = 60) -> str:

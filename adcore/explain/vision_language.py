@@ -198,8 +198,9 @@ class VisionLanguageExplainer:
         return cls(model, tokenizer, name=str(path_or_id), uses_chat=True)
 
     def prompt_for(self, facts: ExplanationFacts) -> str:
-        """Refused: explanation adapters (:mod:`adcore.explain.lora_tuning`) are trained on
-        text-only language models, and their training prompts are built with this method.
+        """Refused: explanation adapters are trained on text-only language models.
+
+        Their training prompts (:mod:`adcore.explain.lora_tuning`) are built with this method.
 
         Raises:
             ExplainerUnavailable: Always.

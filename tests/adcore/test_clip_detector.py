@@ -1,6 +1,8 @@
-"""CLIP detector (WinCLIP / WinCLIP+) on a tiny random open_clip ViT: shapes, determinism, the
-zero- and few-shot paths end to end, save/load by reference, and clear errors for missing
-weights, all without network access."""
+"""CLIP detector (WinCLIP / WinCLIP+) on a tiny random open_clip ViT, without network access.
+
+Shapes, determinism, the zero- and few-shot paths end to end, save/load by reference, and
+clear errors for missing weights.
+"""
 
 from __future__ import annotations
 

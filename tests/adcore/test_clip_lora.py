@@ -1,5 +1,7 @@
-"""CLIP adapters: LoRA (peft) on the attention projections + learnable prompt context, trained
-on labelled parts with an image-level loss; only adapter parameters change; save/load."""
+"""CLIP adapters: LoRA (peft) on the attention projections + learnable prompt context.
+
+Trained on labelled parts with an image-level loss; only adapter parameters change; save/load.
+"""
 
 from __future__ import annotations
 

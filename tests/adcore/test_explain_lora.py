@@ -215,6 +215,7 @@ class FixedTexts:
     texts: dict[float, str]
 
     def draft(self, facts: ExplanationFacts, *, max_new_tokens: int = 60) -> str:
+        """The fixed text for ``facts.score``."""
         return self.texts[facts.score]
 
 

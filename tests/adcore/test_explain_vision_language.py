@@ -259,6 +259,7 @@ class FakeMiniCPM:
         self.calls: list[dict[str, Any]] = []
 
     def chat(self, **kwargs: Any) -> str:
+        """Record the call's keyword arguments and return the fixed answer."""
         self.calls.append(kwargs)
         return self.answer
 

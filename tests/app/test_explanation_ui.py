@@ -77,8 +77,11 @@ def run_until(at: AppTest, done: Callable[[AppTest], bool], seconds: float = 120
 
 @pytest.fixture(autouse=True)
 def whole_answers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fake generations here write whole answers, and the random model must stay rejected
-    (with the verdict words written first, its neutral words would pass)."""
+    """Turn off the verdict lead: fake generations here write whole answers.
+
+    The random model must stay rejected (with the verdict words written first, its neutral
+    words would pass).
+    """
     monkeypatch.setattr(LanguageModelExplainer, "verdict_lead", False)
 
 

@@ -13,8 +13,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def page_scripts() -> list[Path]:
-    """app.py and the scripts st.navigation runs (helper modules under pages/ are imported, and
-    magic only applies to the script being run)."""
+    """app.py and the scripts st.navigation runs.
+
+    Helper modules under pages/ are imported, and magic only applies to the script being run.
+    """
     return [ROOT / "app.py", ROOT / LOGIN_PAGE.path, *(ROOT / page.path for page in PAGES)]
 
 

@@ -23,6 +23,7 @@ class ScratchDetector:
     threshold = 20.0
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Scored]:
+        """One score per image: the peak of a (H, W) map that is hot where the part is dark."""
         out = []
         for image in images:
             grey = image[..., 0].astype(np.float32)

@@ -55,6 +55,7 @@ def make_part(seed: int, size: int = 64, defect: bool = False) -> np.ndarray:
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
+    """``pixels`` (H, W, 3) uint8 encoded as PNG."""
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()

@@ -58,6 +58,8 @@ class NetworkGuard:
         self.attempts: list[object] = []
 
     def install(self, monkeypatch) -> NetworkGuard:
+        """Refuse socket connections for the test (undone with ``monkeypatch``); ``self``."""
+
         def refuse(_sock, address, *args, **kwargs):
             self.attempts.append(address)
             raise OSError(f"network access attempted in a test: {address}")

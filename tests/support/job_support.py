@@ -1,5 +1,7 @@
-"""Scaffolding of the job-kind tests: a project with a manager, an inspector and a worker; one
-queued job run through the worker; labelled synthetic parts; a reporter that stops training.
+"""Scaffolding of the job-kind tests.
+
+A project with a manager, an inspector and a worker; one queued job run through the worker;
+labelled synthetic parts; a reporter that stops training.
 
 Imported as ``from job_support import ...`` by the tests in ``tests/adcore`` (pytest puts this
 folder on ``sys.path``); the database comes from the ``session_factory`` fixture.
@@ -112,12 +114,15 @@ class StopDuringTraining:
         self.messages: list[str] = []
 
     def progress(self, fraction: float, message: str) -> None:
+        """Remember the message (the fraction is ignored)."""
         self.messages.append(message)
 
     def log(self, line: str) -> None:
+        """Ignore the log line."""
         pass
 
     def should_stop(self) -> bool:
+        """True once an ``Epoch`` progress message has been reported."""
         return any(message.startswith("Epoch") for message in self.messages)
 
 

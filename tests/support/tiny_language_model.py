@@ -25,8 +25,9 @@ fact-check."""
 def word_level_tokenizer(
     words: Sequence[str], special_tokens: Sequence[str] = ()
 ) -> tuple[PreTrainedTokenizerFast, dict[str, int]]:
-    """A whitespace word-level tokenizer: ``[UNK]``, ``<pad>``, ``<eos>``, the special tokens,
-    then ``words``.
+    """A whitespace word-level tokenizer.
+
+    Its vocabulary is ``[UNK]``, ``<pad>``, ``<eos>``, the special tokens, then ``words``.
 
     Returns:
         The tokenizer and its vocabulary (token -> id).

@@ -81,6 +81,7 @@ class AutoencoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AutoencoderConfig:
+        """The config saved in a model file; unknown keys are ignored."""
         return cls(**known_fields(cls, data))
 
 

@@ -82,6 +82,11 @@ class ClipConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClipConfig:
+        """The config saved in a model file; unknown keys are ignored.
+
+        Raises:
+            ValueError: On a negative ``shots`` or an unusable ``object_name``.
+        """
         known = known_fields(cls, data)
         if "window_sizes" in known:
             known["window_sizes"] = tuple(int(k) for k in known["window_sizes"])

@@ -76,6 +76,11 @@ class ClipAdapterConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClipAdapterConfig:
+        """The config saved with an adapter; unknown keys are ignored.
+
+        Raises:
+            ValueError: On an unknown tower, or a rank or context length below 1.
+        """
         config = cls(**known_fields(cls, data, tuples=("towers",)))
         unknown = set(config.towers) - set(_TOWER_PATTERNS)
         if unknown or config.rank < 1 or config.n_context < 1:

@@ -67,6 +67,7 @@ class PatchCoreConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PatchCoreConfig:
+        """The config saved in a model file; unknown keys are ignored."""
         return cls(**known_fields(cls, data, tuples=("layers",)))
 
 

@@ -1,6 +1,6 @@
-"""PatchCore maths as a plain ``nn.Module`` (Roth et al., "Towards Total Recall in Industrial
-Anomaly Detection", CVPR 2022).
+"""PatchCore maths as a plain ``nn.Module``.
 
+After Roth et al., "Towards Total Recall in Industrial Anomaly Detection", CVPR 2022.
 Mid-level features of a frozen ImageNet backbone are aggregated over a 3x3 neighbourhood,
 upsampled to the finest chosen stage and concatenated into one patch embedding per location.
 The memory bank (a registered buffer) holds a coreset of training patch embeddings. A test

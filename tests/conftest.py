@@ -107,6 +107,7 @@ POSTGRES_URL_ENV = "LOUPE_TEST_POSTGRES_URL"
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``sqlite_only`` marker."""
     config.addinivalue_line(
         "markers", "sqlite_only(reason): runs on SQLite only (about a SQLite-only feature)"
     )

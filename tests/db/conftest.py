@@ -1,4 +1,9 @@
-"""Fixtures for the storage tests: a fresh migrated SQLite file per test, under tmp_path."""
+"""Fixtures for the storage tests: the store on every backend; users, a project and images.
+
+Here ``engine`` runs every test that uses it, or a fixture built on it, on each backend: a SQLite
+file in the data directory (the default URL) and a fresh PostgreSQL database, reached through
+``LOUPE_DATABASE_URL`` as a deployment would (see ``tests/conftest.py``).
+"""
 
 from __future__ import annotations
 
@@ -24,8 +29,15 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def engine(data_dir: Path) -> Iterator[Engine]:
-    """A migrated SQLite database in the data directory."""
+def engine(
+    data_dir: Path,
+    database_backend: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Engine]:
+    """A migrated database: SQLite in the data directory, or a fresh PostgreSQL database."""
+    if database_backend == "postgresql":
+        monkeypatch.setenv("LOUPE_DATABASE_URL", request.getfixturevalue("postgres_database_url"))
     migrated = init_db()
     yield migrated
     migrated.dispose()

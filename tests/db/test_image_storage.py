@@ -122,6 +122,8 @@ def test_concurrent_insert_is_resolved_with_a_savepoint(
             height=8,
         )
         assert (image.id, created) == (winner_id, False)
+        # the failed INSERT did not abort the transaction (PostgreSQL would refuse this query)
+        assert session.scalar(select(Image.id).where(Image.id == winner_id)) == winner_id
     assert len(calls) == 2
     with session_factory() as session:  # the outer transaction survived the failed insert
         assert session.scalars(select(Project.name).where(Project.id != project_id)).all() == [

@@ -42,12 +42,55 @@ def postgresql_upgrade_sql(revisions: str) -> str:
     return output.getvalue()
 
 
-def _sqlite_objects(engine: Engine, kind: str) -> set[str]:
+# The append-only triggers on reviews, per backend (see migration 0001).
+APPEND_ONLY_TRIGGERS = {
+    "sqlite": {"reviews_append_only_update", "reviews_append_only_delete"},
+    "postgresql": {"reviews_append_only", "reviews_append_only_truncate"},
+}
+
+
+def _triggers(engine: Engine) -> set[str]:
+    """The names of the database's own triggers (PostgreSQL: not the foreign keys' ones)."""
     with engine.connect() as connection:
-        rows = connection.exec_driver_sql(
-            "SELECT name FROM sqlite_master WHERE type = ?", (kind,)
-        ).all()
-    return {name for (name,) in rows}
+        if connection.dialect.name == "sqlite":
+            query = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+        else:
+            query = "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"
+        return set(connection.exec_driver_sql(query).scalars())
+
+
+def _functions(engine: Engine) -> set[str]:
+    """The names of the functions a migration created (PostgreSQL; SQLite has none)."""
+    if engine.dialect.name == "sqlite":
+        return set()
+    with engine.connect() as connection:
+        return set(
+            connection.exec_driver_sql(
+                "SELECT proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace"
+            ).scalars()
+        )
+
+
+def _as_the_database_writes_them(engine: Engine, checks: dict[str, str], table: str):
+    """The CHECK expressions as the database reflects them (PostgreSQL rewrites the text).
+
+    On PostgreSQL each expression is added to ``table`` as a probe constraint, read back as
+    reflection shows it, and the transaction is rolled back.
+    """
+    if engine.dialect.name == "sqlite":
+        return checks
+    with engine.connect() as connection, connection.begin() as probing:
+        for name, sqltext in checks.items():
+            connection.exec_driver_sql(
+                f'ALTER TABLE {table} ADD CONSTRAINT "probe_{name}" CHECK ({sqltext}) NOT VALID'
+            )
+        probes = {
+            check["name"].removeprefix("probe_"): " ".join(check["sqltext"].split())
+            for check in inspect(connection).get_check_constraints(table)
+            if check["name"].startswith("probe_")
+        }
+        probing.rollback()
+    return probes
 
 
 def test_upgrade_head_creates_every_table(engine: Engine) -> None:
@@ -58,7 +101,8 @@ def test_upgrade_head_creates_every_table(engine: Engine) -> None:
 def test_downgrade_base_drops_everything_and_upgrade_works_again(engine: Engine) -> None:
     downgrade(engine, "base")
     assert set(inspect(engine).get_table_names()) == {"alembic_version"}
-    assert not _sqlite_objects(engine, "trigger")
+    assert not _triggers(engine)
+    assert not _functions(engine)
     assert current_revision(engine) is None
 
     upgrade(engine)
@@ -97,14 +141,12 @@ def test_check_constraints_match_the_models(engine: Engine) -> None:
             check["name"]: " ".join(check["sqltext"].split())
             for check in inspector.get_check_constraints(table.name)
         }
+        expected = _as_the_database_writes_them(engine, expected, table.name)
         assert reflected == expected, table.name
 
 
-def test_append_only_triggers_exist(engine: Engine) -> None:
-    assert _sqlite_objects(engine, "trigger") == {
-        "reviews_append_only_update",
-        "reviews_append_only_delete",
-    }
+def test_append_only_triggers_exist(engine: Engine, database_backend: str) -> None:
+    assert _triggers(engine) == APPEND_ONLY_TRIGGERS[database_backend]
 
 
 def test_postgresql_upgrade_sql_renders_offline() -> None:
@@ -246,7 +288,9 @@ def _review_count(engine: Engine) -> int:
         return connection.scalar(select(func.count()).select_from(reviews)) or 0
 
 
-def test_0003_backfills_current_reviews_and_goes_down_and_up(engine: Engine) -> None:
+def test_0003_backfills_current_reviews_and_goes_down_and_up(
+    engine: Engine, database_backend: str
+) -> None:
     downgrade(engine, "0002")
     expected = _fill_at_0002(engine)
     n_reviews = _review_count(engine)
@@ -255,7 +299,7 @@ def test_0003_backfills_current_reviews_and_goes_down_and_up(engine: Engine) -> 
     assert current_revision(engine) == head_revision()
     assert _current_review_ids(engine) == expected
     assert _schema_differences(engine) == []
-    assert "reviews_append_only_update" in _sqlite_objects(engine, "trigger")
+    assert _triggers(engine) == APPEND_ONLY_TRIGGERS[database_backend]
 
     downgrade(engine, "0002")
     columns = {column["name"] for column in inspect(engine).get_columns("images")}
@@ -264,10 +308,7 @@ def test_0003_backfills_current_reviews_and_goes_down_and_up(engine: Engine) -> 
         "current_review" in (index["name"] or "") for index in inspect(engine).get_indexes("images")
     )
     assert _review_count(engine) == n_reviews  # the log itself is never touched
-    assert _sqlite_objects(engine, "trigger") == {
-        "reviews_append_only_update",
-        "reviews_append_only_delete",
-    }
+    assert _triggers(engine) == APPEND_ONLY_TRIGGERS[database_backend]
 
     upgrade(engine)
     assert _current_review_ids(engine) == expected
@@ -283,7 +324,7 @@ def test_postgresql_0003_sql_renders_offline() -> None:
 # --- 0004: project settings, prediction embeddings, explanation notes -------------------------
 
 
-def test_0004_keeps_projects_and_goes_down_and_up(engine: Engine) -> None:
+def test_0004_keeps_projects_and_goes_down_and_up(engine: Engine, database_backend: str) -> None:
     downgrade(engine, "0003")
     assert "explanation_notes" not in inspect(engine).get_table_names()
     with engine.begin() as connection:
@@ -296,8 +337,9 @@ def test_0004_keeps_projects_and_goes_down_and_up(engine: Engine) -> None:
     assert _schema_differences(engine) == []
     with engine.connect() as connection:
         settings = connection.exec_driver_sql("SELECT settings FROM projects").scalar_one()
-    assert settings == "{}"  # existing projects get empty settings, not NULL
-    assert "reviews_append_only_update" in _sqlite_objects(engine, "trigger")
+    # existing projects get empty settings, not NULL (SQLite gives the text, psycopg decodes it)
+    assert settings == ("{}" if database_backend == "sqlite" else {})
+    assert _triggers(engine) == APPEND_ONLY_TRIGGERS[database_backend]
 
     downgrade(engine, "0003")
     assert "settings" not in {c["name"] for c in inspect(engine).get_columns("projects")}

@@ -1,7 +1,12 @@
-"""The database itself refuses bad rows: CHECK, UNIQUE and FOREIGN KEY constraints."""
+"""The database itself refuses bad rows: CHECK, UNIQUE and FOREIGN KEY constraints.
+
+The errors are matched on what each backend reports: SQLite names the columns of a UNIQUE
+violation and nothing of a foreign key; PostgreSQL names the violated constraint.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
@@ -9,6 +14,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import Image, Job, ModelVersion, Prediction, Project, Review, User
+
+
+def _violates(sqlite_message: str, postgresql_constraint: str) -> str:
+    """A ``match`` pattern for an IntegrityError from either backend."""
+    return f'{re.escape(sqlite_message)}|violates .* constraint "{postgresql_constraint}"'
 
 
 def _insert(factory: sessionmaker[Session], *rows: object) -> None:
@@ -123,7 +133,10 @@ def test_sha256_is_unique_within_a_project(
     session_factory: sessionmaker[Session], project_id: int
 ) -> None:
     _insert(session_factory, _image(project_id))
-    with pytest.raises(IntegrityError, match="UNIQUE"):
+    duplicate = _violates(
+        "UNIQUE constraint failed: images.project_id, images.sha256", "uq_images_project_id_sha256"
+    )
+    with pytest.raises(IntegrityError, match=duplicate):
         _insert(session_factory, _image(project_id, original_name="copy.png"))
 
 
@@ -131,7 +144,11 @@ def test_model_version_number_is_unique_per_project(
     session_factory: sessionmaker[Session], project_id: int
 ) -> None:
     _insert(session_factory, _model_version(project_id, 1))
-    with pytest.raises(IntegrityError, match="UNIQUE"):
+    duplicate = _violates(
+        "UNIQUE constraint failed: model_versions.project_id, model_versions.version",
+        "uq_model_versions_project_id_version",
+    )
+    with pytest.raises(IntegrityError, match=duplicate):
         _insert(session_factory, _model_version(project_id, 1))
     with session_factory() as session, session.begin():
         other = Project(name="tiles")
@@ -141,8 +158,18 @@ def test_model_version_number_is_unique_per_project(
 
 
 def test_foreign_key_violation_is_rejected(session_factory: sessionmaker[Session]) -> None:
-    with pytest.raises(IntegrityError, match="FOREIGN KEY"):
+    missing = _violates("FOREIGN KEY constraint failed", "fk_images_project_id_projects")
+    with pytest.raises(IntegrityError, match=missing):
         _insert(session_factory, _image(project_id=999))
+
+
+def test_review_of_a_missing_image_is_rejected(
+    session_factory: sessionmaker[Session], make_user: Callable[..., int]
+) -> None:
+    reviewer = make_user("ann")
+    missing = _violates("FOREIGN KEY constraint failed", "fk_reviews_image_id_images")
+    with pytest.raises(IntegrityError, match=missing):
+        _insert(session_factory, Review(image_id=999, reviewer_id=reviewer, label="good"))
 
 
 def test_active_model_version_cycle_round_trips(

@@ -4,7 +4,7 @@ Builds a temporary database with ~30,000 images, two model versions (v1 scored e
 v2 the newest half), and 100,000 reviews (about 3% of them undo rows) spread over 60 days,
 then times each query function and prints a table. Target: <= 200 ms per call. The reviews are
 bulk-inserted (which skips the ORM's upkeep of ``images.current_review_id``), so the build
-ends with :func:`db.repository.rebuild_current_reviews`. ``--keep`` on a database built by an
+ends with :func:`db.review_log.rebuild_current_reviews`. ``--keep`` on a database built by an
 older version migrates it first (the 0003 backfill). Results: ``bench/RESULTS_dashboard.md``.
 
     .venv/bin/python bench/dashboard_queries.py [--images 30000] [--reviews 100000]
@@ -41,7 +41,7 @@ from db import (  # noqa: E402
     init_db,
     make_session_factory,
 )
-from db.repository import rebuild_current_reviews  # noqa: E402
+from db.review_log import rebuild_current_reviews  # noqa: E402
 from db.review_queue import queue_size, review_queue  # noqa: E402
 
 START = datetime(2025, 1, 1, tzinfo=UTC)

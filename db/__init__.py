@@ -1,4 +1,23 @@
-"""Loupe's storage layer: SQLAlchemy models, migrations, and small repository functions.
+"""Loupe's storage layer: SQLAlchemy models, migrations, and functions named by subject.
+
+Where things are:
+
+* the schema: :mod:`db.models` (tables), :mod:`db.base` (enums), :mod:`db.migrations`;
+* engine, the one sessionmaker, :func:`transaction`: :mod:`db.engine`, :mod:`db.settings`;
+* accounts and roles: :mod:`db.users` (admins' changes checked there), :mod:`db.permissions`;
+* projects and their write lock: :mod:`db.projects`, :mod:`db.project_lock`;
+* images: :mod:`db.images` (rows, deduplicated by content), :mod:`db.image_store` (files);
+* labels: :mod:`db.review_log` (the append-only writers, no role check),
+  :mod:`db.labels` (the current label of an image or a project's images),
+  :mod:`db.review_queue` (what to review next; recording and undoing, role-checked);
+* predictions: :mod:`db.predictions` (latest per image / version);
+* models: :mod:`db.model_versions`, :mod:`db.model_families`, :mod:`db.model_candidates`,
+  :mod:`db.instant_updates`; jobs: :mod:`db.jobs`, :mod:`db.job_workers`;
+* managers' numbers: :mod:`db.dashboard`, :mod:`db.dashboard_activity`, :mod:`db.periods`;
+  explanation notes: :mod:`db.explanation_notes`.
+
+Writers without a role check (:mod:`db.review_log`, :mod:`db.images`) are not re-exported
+here, and the UI may not import them (an import-linter contract).
 
 Typical start-up::
 
@@ -26,6 +45,7 @@ from db.base import (
 from db.engine import create_engine_for_url, init_db, make_session_factory, transaction
 from db.errors import AppendOnlyError, ConflictError, MigrationError, StorageError
 from db.image_store import absolute_image_path
+from db.labels import current_label, current_labels_query
 from db.migrate import current_revision, downgrade, upgrade
 from db.models import ExplanationNote, Image, Job, ModelVersion, Prediction, Project, Review, User
 from db.permissions import (
@@ -44,14 +64,6 @@ from db.projects import (
     list_projects,
     register_model_version,
     set_threshold,
-)
-from db.repository import (
-    add_review,
-    counting_review,
-    current_label,
-    current_labels_query,
-    get_or_create_image,
-    undo_last_review,
 )
 from db.settings import data_dir, database_url
 from db.users import create_user, ensure_admin, verify_password
@@ -84,8 +96,6 @@ __all__ = [
     "absolute_image_path",
     "activate_model_version",
     "add_defect_type",
-    "add_review",
-    "counting_review",
     "create_engine_for_url",
     "transaction",
     "create_project",
@@ -97,7 +107,6 @@ __all__ = [
     "database_url",
     "downgrade",
     "ensure_admin",
-    "get_or_create_image",
     "get_project",
     "init_db",
     "list_model_versions",
@@ -106,7 +115,6 @@ __all__ = [
     "register_model_version",
     "require_role",
     "set_threshold",
-    "undo_last_review",
     "upgrade",
     "utcnow",
     "verify_password",

@@ -21,9 +21,10 @@ from sqlalchemy.orm import Session
 
 from db.base import Label, Verdict
 from db.dashboard_activity import data_version, throughput
+from db.model_families import active_version_id
 from db.models import Image, ModelVersion, Prediction, Review, User
 from db.periods import Period, period_start, period_starts, raw_timestamp, utc_datetime
-from db.queries import active_version_id, latest_prediction_value
+from db.predictions import latest_prediction_value
 
 __all__ = [
     "Outcome",

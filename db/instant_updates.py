@@ -1,6 +1,6 @@
 """Recording an instant model update: a reviewed Good part joins the active model's memory.
 
-When an inspector marks a flagged part Good, :mod:`services.instant_learning` adds the part to a
+When an inspector marks a flagged part Good, :mod:`services.review_learning` adds the part to a
 copy of the active one-class model and saves it; :func:`record_instant_update` then records that
 copy as the project's next version and makes it active, in the caller's transaction:
 
@@ -8,7 +8,7 @@ copy as the project's next version and makes it active, in the caller's transact
   labelling, so it does not need the manager role that training and activation need;
 * every cited review must be the current Good label of an image of the project, and the added
   image hashes must be exactly those images;
-* the project's write lock (:func:`db.queries.locked_project`) is taken first and the parent
+* the project's write lock (:func:`db.project_lock.locked_project`) is taken first and the parent
   must still be the active version: when another change won the race the update is refused
   with :class:`InstantUpdateConflict`, so the caller can redo it on the new active version;
 * the parent is retired (rollback can go back to it), the new version keeps the parent's
@@ -28,11 +28,11 @@ from sqlalchemy.orm import Session
 
 from db.base import Label, ModelStatus, utcnow
 from db.errors import StorageError
+from db.labels import current_label
 from db.model_versions import STATUS_HISTORY_KEY, next_version_number, register_model_version
 from db.models import Image, ModelVersion, Review, User
 from db.permissions import CAN_REVIEW, require_session_role
-from db.queries import locked_project
-from db.repository import current_label
+from db.project_lock import locked_project
 
 INSTANT_UPDATES_KEY = "instant_updates"
 INSTANT_UPDATE_COUNT_KEY = "instant_update_count"

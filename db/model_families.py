@@ -65,3 +65,8 @@ def active_version(
         .order_by(ModelVersion.version.desc())
     ).all()
     return next((v for v in active if model_family(v.kind) == family), None)
+
+
+def active_version_id(session: Session, project_id: int) -> int | None:
+    """Return the id of the project's active model version, or ``None``."""
+    return session.scalar(select(Project.active_model_version_id).where(Project.id == project_id))

@@ -2,7 +2,7 @@
 
 None of these functions commits: the caller owns the transaction. Role checks happen here,
 not only in the UI. Each change first takes the project's write lock
-(:func:`db.queries.locked_project`), so concurrent changes cannot leave two active versions,
+(:func:`db.project_lock.locked_project`), so concurrent changes cannot leave two active versions,
 two versions with the same number, or a lost entry in a threshold history.
 
 Model families (:mod:`db.model_families`): a project has at most one active version per
@@ -28,7 +28,7 @@ from db.errors import StorageError
 from db.model_families import ModelFamily, active_version, model_family
 from db.models import ModelVersion, Project, User
 from db.permissions import CAN_MANAGE_MODELS, require_session_role
-from db.queries import locked_project
+from db.project_lock import locked_project
 
 THRESHOLD_HISTORY_KEY = "threshold_history"
 STATUS_HISTORY_KEY = "status_history"

@@ -26,7 +26,7 @@ from db.models import Project, User
 from db.models.projects import PROJECT_NAME_LENGTH
 from db.models.reviews import DEFECT_TYPE_LENGTH
 from db.permissions import CAN_MANAGE_MODELS, CAN_REVIEW, require_session_role
-from db.queries import locked_project
+from db.project_lock import locked_project
 
 __all__ = [
     "THRESHOLD_HISTORY_KEY",

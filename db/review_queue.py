@@ -20,11 +20,12 @@ from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session
 
 from db.base import Label, Verdict
+from db.model_families import active_version_id
 from db.models import Image, ModelVersion, Review, User
 from db.permissions import CAN_REVIEW, require_session_role
+from db.predictions import latest_predictions
 from db.projects import add_defect_type
-from db.queries import active_version_id, latest_predictions
-from db.repository import add_review, undo_last_review
+from db.review_log import add_review, undo_last_review
 
 DEFAULT_NEAR_MARGIN = 0.1
 
@@ -146,7 +147,7 @@ def record_review(
 
 
 def undo_last(session: Session, *, user: User) -> Review | None:
-    """Cancel the user's own latest counting review (see :func:`db.undo_last_review`).
+    """Cancel the user's own latest counting review (see :func:`db.review_log.undo_last_review`).
 
     Returns:
         The undo row, or ``None`` when there is nothing left to undo.

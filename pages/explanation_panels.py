@@ -29,9 +29,9 @@ import streamlit as st
 
 import db
 from db.model_families import ModelFamily, active_version
-from pages.background_work import JobProgress, start_job
 from pages.common import image_pixels, resolve_artifact, session_factory, transaction
 from pages.explanation_notes_panel import explanation_notes
+from pages.page_tasks import TaskProgress, start_task
 from services.explanation_rewriting import (
     LanguageModelChoice,
     RewriteOutcome,
@@ -41,7 +41,7 @@ from services.explanation_rewriting import (
     stored_rewrite,
 )
 
-REWRITE_JOBS_KEY = "_explanation_rewrites"  # {(prediction id, model label): JobProgress}
+REWRITE_JOBS_KEY = "_explanation_rewrites"  # {(prediction id, model label): TaskProgress}
 REWRITE_POLL_SECONDS = 1.0
 
 
@@ -140,20 +140,20 @@ class ExplainedPart:
     language_model: LanguageModelChoice | None  # None: the project's option is off
 
 
-def rewrite_job(prediction_id: int, choice: LanguageModelChoice) -> JobProgress:
+def rewrite_job(prediction_id: int, choice: LanguageModelChoice) -> TaskProgress:
     """This session's background rewrite of a prediction by a model (started on first call)."""
-    jobs: dict[tuple[int, str], JobProgress] = st.session_state.setdefault(REWRITE_JOBS_KEY, {})
+    jobs: dict[tuple[int, str], TaskProgress] = st.session_state.setdefault(REWRITE_JOBS_KEY, {})
     key = (prediction_id, choice.label)
     if key not in jobs:
         factory = session_factory()
-        jobs[key] = start_job(
+        jobs[key] = start_task(
             f"rephrasing prediction {prediction_id}",
             lambda _progress: rewrite_prediction(factory, prediction_id),
         )
     return jobs[key]
 
 
-def poll_rewrite(job: JobProgress, label: str) -> None:
+def poll_rewrite(job: TaskProgress, label: str) -> None:
     """Re-check the background rewrite every second; re-run the page when it has ended."""
 
     @st.fragment(run_every=REWRITE_POLL_SECONDS)

@@ -8,7 +8,6 @@ import streamlit as st
 import db
 from adcore.errors import LoupeError
 from db.projects import get_project
-from pages.background_work import show_instant_learning, start_instant_learning
 from pages.common import (
     ACTION_ERRORS,
     ALL_ROLES,
@@ -23,6 +22,7 @@ from pages.common import (
     transaction,
 )
 from pages.explanation_panels import show_explanations
+from pages.page_tasks import learn_after_review, show_instant_learning
 from services.inspection import inspect_folder, inspect_uploads
 
 RESULTS_KEY = "inspect_results"
@@ -167,8 +167,7 @@ def label_part(image_id: int, name: str, label: str, flagged: bool) -> None:
     defect_type = choice if label == db.Label.DEFECT and choice not in (None, NO_TYPE) else None
     if save_review(image_id, label, defect_type=defect_type):
         flash(f"{name}: labelled {label}", "success")
-        if flagged and label == db.Label.GOOD:  # a false alarm: the model learns from it
-            start_instant_learning(project_id, image_id)
+        learn_after_review(project_id, image_id, label, flagged)
 
 
 st.markdown(f"**Label this part** · current label: {current or 'not reviewed'}")

@@ -20,7 +20,6 @@ from db.projects import (
     list_model_versions,
     set_threshold,
 )
-from pages.background_work import JobProgress, start_job
 from pages.clip_settings_panel import clip_section
 from pages.common import (
     ACTION_ERRORS,
@@ -38,6 +37,7 @@ from pages.common import (
 from pages.explanation_settings_panel import explanations_section
 from pages.model_candidates_panel import candidates_section, rollback_buttons
 from pages.model_jobs_panel import improve_section, jobs_panel
+from pages.page_tasks import TaskProgress, start_task
 from services.model_management import recommended_threshold, threshold_preview, train_first_model
 
 JOB_KEY = "training_job"
@@ -99,7 +99,7 @@ def start_training(project_id: int) -> None:
         user = load_user(session)  # detached copy: the service re-reads and checks the role
     factory, root = session_factory(), models_root()
 
-    def work(progress: JobProgress) -> dict:
+    def work(progress: TaskProgress) -> dict:
         version = train_first_model(
             factory,
             project_id=project_id,
@@ -111,13 +111,13 @@ def start_training(project_id: int) -> None:
         )
         return {"version": version.version, "id": version.id, "status": version.status}
 
-    st.session_state[JOB_KEY] = start_job(f"training {kind} on {folder}", work)
+    st.session_state[JOB_KEY] = start_task(f"training {kind} on {folder}", work)
 
 
 @st.fragment(run_every=1.0)
 def training_progress() -> None:
     """Poll the background training job; a full rerun when it ends refreshes the page."""
-    job: JobProgress | None = st.session_state.get(JOB_KEY)
+    job: TaskProgress | None = st.session_state.get(JOB_KEY)
     if job is None:
         return
     snap = job.snapshot()
@@ -183,7 +183,7 @@ jobs_panel(project_id)
 
 # ---- training
 st.subheader("Train a first model")
-job: JobProgress | None = st.session_state.get(JOB_KEY)
+job: TaskProgress | None = st.session_state.get(JOB_KEY)
 snap = job.snapshot() if job is not None else None
 running = snap is not None and not snap["done"]
 st.text_input(

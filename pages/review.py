@@ -9,7 +9,6 @@ import streamlit as st
 import db
 from db.projects import get_project
 from db.review_queue import queue_size, review_queue, undo_last
-from pages.background_work import show_instant_learning, start_instant_learning
 from pages.common import (
     ACTION_ERRORS,
     ALL_ROLES,
@@ -23,6 +22,7 @@ from pages.common import (
     transaction,
 )
 from pages.explanation_panels import show_explanations
+from pages.page_tasks import learn_after_review, show_instant_learning
 
 SHOWN_KEY = "review_shown"  # (image_id, monotonic time when first shown)
 TYPE_KEY = "review_defect_type"
@@ -71,8 +71,7 @@ def submit(image_id: int, name: str, label: str, flagged: bool = False) -> None:
         st.session_state[TYPE_KEY] = new_type
     detail = f" ({defect_type})" if defect_type else ""
     flash(f"{name}: {label}{detail}", "success")
-    if flagged and label == db.Label.GOOD:  # a false alarm: the model learns from it at once
-        start_instant_learning(project_id, image_id)
+    learn_after_review(project_id, image_id, label, flagged)
 
 
 def undo() -> None:

@@ -43,16 +43,9 @@ from adcore.explain.neighbours import (
     nearest_defect_types,
 )
 from adcore.image_io import ImageLimits, is_image_path, load_image
-from db import (
-    Image,
-    ImageSource,
-    ModelVersion,
-    Prediction,
-    StorageError,
-    absolute_image_path,
-    get_or_create_image,
-)
+from db import Image, ImageSource, ModelVersion, Prediction, StorageError, absolute_image_path
 from db.image_store import sha256_hex
+from db.images import get_or_create_image
 from services.defect_library import load_defect_library
 from services.map_store import load_anomaly_map, save_anomaly_map
 

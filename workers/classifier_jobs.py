@@ -17,18 +17,13 @@ from dataclasses import asdict
 
 from adcore.classifier import ClassifierConfig, LabelledImage, train_classifier
 from adcore.errors import DatasetError
-from adcore.gate import gate_record
 from db import Label
 from db.model_families import ModelFamily, active_version
+from workers.candidate_evaluation import evaluate_candidate
+from workers.candidates import project_and_active_detector, save_candidate
 from workers.context import JobContext, JobOutcome
-from workers.detector_jobs import (
-    candidate_outcome,
-    gate_margin,
-    project_and_active_detector,
-    save_candidate,
-)
-from workers.evaluation import rates, score_parts
-from workers.training_data import digest_set_hash, in_evaluation_share, labelled_parts
+from workers.evaluation import score_parts
+from workers.training_data import in_evaluation_share, labelled_parts
 
 DEFAULT_CLASSIFIER_HOLDOUT = 0.25
 MIN_PER_CLASS = 4
@@ -83,29 +78,16 @@ def train_classifier_job(ctx: JobContext) -> JobOutcome:
         should_stop=ctx.should_stop,
         device=ctx.device,
     )
-    scores, labels, unreadable = score_parts(classifier, heldout, ctx.scaled_progress(0.85, 0.9))
-    candidate_rates = rates(scores, labels, classifier.threshold)
-    active_rates = None
-    if active is not None:
-        from adcore.detectors.registry import load_any_model
-
-        current = load_any_model(active.artifact_path, device=ctx.device)
-        active_scores, active_labels, _ = score_parts(current, heldout)
-        active_rates = rates(active_scores, active_labels, active.threshold)
-    gate = gate_record(
-        candidate=candidate_rates,
-        active=active_rates,
-        active_version_id=active.id if active else None,
-        active_version=active.version if active else None,
-        heldout={
-            "n_good": int((labels == 0).sum()),
-            "n_defect": int((labels == 1).sum()),
-            "n_unreadable": len(unreadable),
-            "good_share": holdout,
-            "digests_hash": digest_set_hash(p.sha256 for p in heldout),
-        },
-        fpr_margin=gate_margin(params),
+    scored = score_parts(classifier, heldout, ctx.scaled_progress(0.85, 0.9))
+    evaluation = evaluate_candidate(
+        ctx,
+        scored,
+        classifier.threshold,
+        base=active,
+        heldout=heldout,
+        good_share=holdout,
         notes=["The threshold was chosen on the classifier's own validation split."],
+        active_span=None,
     )
     report_json = asdict(report)
     report_json.pop("history", None)
@@ -116,8 +98,8 @@ def train_classifier_job(ctx: JobContext) -> JobOutcome:
         "n_train": report.n_train,
         "n_validation": report.n_validation,
         "training_report": report_json,
-        "heldout": candidate_rates.to_json(),
-        "gate": gate,
+        "heldout": evaluation.candidate.to_json(),
+        "gate": evaluation.gate,
     }
     snapshot = {
         "training_hash": classifier.training_hash,
@@ -128,4 +110,4 @@ def train_classifier_job(ctx: JobContext) -> JobOutcome:
     }
     ctx.progress(0.95, "Saving the candidate")
     version = save_candidate(ctx, project, classifier, metrics, snapshot, "Classifier")
-    return candidate_outcome(version, gate, "Classifier")
+    return evaluation.outcome(version, "Classifier")

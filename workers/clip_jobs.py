@@ -16,32 +16,24 @@ weights stay referenced by model name and checkpoint (see :mod:`adcore.detectors
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from adcore.errors import DatasetError
-from adcore.gate import Rates, gate_record
 from adcore.image_io import is_image_path
 from adcore.metrics import image_metrics
 from adcore.persistence import TENSORS_FILE, file_sha256
 from adcore.thresholds import select_threshold
 from db import Label, ModelVersion, Project
 from services.project_settings import clip_setting
+from workers.candidate_evaluation import evaluate_candidate
+from workers.candidates import project_and_active_detector, save_candidate
 from workers.context import JobContext, JobOutcome
-from workers.detector_jobs import (
-    candidate_outcome,
-    gate_margin,
-    project_and_active_detector,
-    save_candidate,
-)
-from workers.evaluation import rates, score_parts
+from workers.evaluation import ScoredParts, rates, score_parts
 from workers.training_data import (
     DEFAULT_HOLDOUT_FRACTION,
     LabelledPart,
-    digest_set_hash,
     held_out_parts,
     in_evaluation_share,
     labelled_parts,
@@ -105,15 +97,23 @@ def train_clip_job(ctx: JobContext) -> JobOutcome:
     ctx.log(f"{fit.details.get('shots', 0)} reference image(s), mode {fit.details.get('mode')}")
     trained = set(detector.training_digests)
     heldout = [part for part in heldout if part.sha256 not in trained]
-    evaluation = _evaluate(ctx, project, detector, heldout, (0.6, 0.8))
+    calibration = _calibrate(ctx, project, detector, heldout, (0.6, 0.8))
     if detector.threshold is None:  # nothing labelled: CLIP's own normal/anomalous boundary
         detector.with_threshold(ZERO_SHOT_THRESHOLD)
-        evaluation["notes"][-1] = (
+        calibration.notes[-1] = (
             f"No labelled part to calibrate on: the threshold is {ZERO_SHOT_THRESHOLD} (CLIP's "
             "own normal/anomalous boundary); recalibrate once parts are labelled."
         )
-        evaluation["metrics"]["threshold_rule"] = "clip_default"
-    gate = _gate(ctx, base, heldout, evaluation, holdout, _active_rates(ctx, base, heldout))
+        calibration.metrics["threshold_rule"] = "clip_default"
+    evaluation = evaluate_candidate(
+        ctx,
+        calibration.scored,
+        detector.threshold,
+        base=base,
+        heldout=heldout,
+        good_share=holdout,
+        notes=calibration.notes,
+    )
     used = [r for r in references if r[0] in trained]
     metrics = {
         "job_id": ctx.job_id,
@@ -127,8 +127,9 @@ def train_clip_job(ctx: JobContext) -> JobOutcome:
         "n_train": fit.n_images,
         "fit_seconds": round(fit.seconds, 3),
         "skipped": [{"name": name, "reason": reason} for name, reason in fit.skipped],
-        **evaluation["metrics"],
-        "gate": gate,
+        **calibration.metrics,
+        "heldout": evaluation.candidate.to_json(),
+        "gate": evaluation.gate,
     }
     snapshot = {
         "training_hash": detector.training_hash,
@@ -143,7 +144,7 @@ def train_clip_job(ctx: JobContext) -> JobOutcome:
     ctx.progress(0.9, "Saving the candidate")
     what = f"CLIP {mode}"
     version = save_candidate(ctx, project, detector, metrics, snapshot, what)
-    return candidate_outcome(version, gate, what)
+    return evaluation.outcome(version, what)
 
 
 def tune_clip_job(ctx: JobContext) -> JobOutcome:
@@ -210,8 +211,8 @@ def tune_clip_job(ctx: JobContext) -> JobOutcome:
     ctx.raise_if_cancelled()
     detector = load_detector(base.artifact_path, device=ctx.device)
     ctx.progress(0.02, "Scoring the held-out parts with the active detector")
-    active_scores, active_labels, _ = score_parts(detector, heldout)
-    active_rates = rates(active_scores, active_labels, base.threshold)
+    active_scored = score_parts(detector, heldout)  # before the adapters change it in place
+    active_rates = rates(active_scored.scores, active_scored.labels, base.threshold)
     trained = train_adapters(
         detector,
         [p.path for p in training],
@@ -227,8 +228,17 @@ def tune_clip_job(ctx: JobContext) -> JobOutcome:
             [image.path for image in reference_images],
             digests=[image.sha256 for image in reference_images],
         )
-    evaluation = _evaluate(ctx, project, detector, heldout, (0.65, 0.9), fallback=training)
-    gate = _gate(ctx, base, heldout, evaluation, holdout, active_rates)
+    calibration = _calibrate(ctx, project, detector, heldout, (0.65, 0.9), fallback=training)
+    evaluation = evaluate_candidate(
+        ctx,
+        calibration.scored,
+        detector.threshold,
+        base=base,
+        heldout=heldout,
+        good_share=holdout,
+        notes=calibration.notes,
+        active_rates=active_rates,
+    )
     adapter_bytes = sum(t.numel() * t.element_size() for t in adapter_state(detector).values())
     metrics = {
         "job_id": ctx.job_id,
@@ -244,8 +254,9 @@ def tune_clip_job(ctx: JobContext) -> JobOutcome:
         "adapter_megabytes": round(adapter_bytes / 1e6, 3),
         "skipped": [{"name": name, "reason": reason} for name, reason in trained.skipped],
         "missing_reference_images": len(missing),
-        **evaluation["metrics"],
-        "gate": gate,
+        **calibration.metrics,
+        "heldout": evaluation.candidate.to_json(),
+        "gate": evaluation.gate,
     }
     new_snapshot = {
         **{k: v for k, v in snapshot.items() if k not in ("heldout", "calibration")},
@@ -263,7 +274,7 @@ def tune_clip_job(ctx: JobContext) -> JobOutcome:
     ctx.progress(0.9, "Saving the candidate")
     version = save_candidate(ctx, project, detector, metrics, new_snapshot, "CLIP adapted")
     _record_size(ctx, version)
-    return candidate_outcome(version, gate, "CLIP adapted")
+    return evaluation.outcome(version, "CLIP adapted")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -307,21 +318,31 @@ def _few_shot_images(
     return list(found.values())
 
 
-def _evaluate(
+@dataclass
+class _Calibration:
+    """The candidate's held-out scores, how its threshold was chosen, and its AUROC."""
+
+    scored: ScoredParts
+    notes: list[str]
+    metrics: dict[str, Any]
+
+
+def _calibrate(
     ctx: JobContext,
     project: Project,
     detector: Any,
     heldout: list[LabelledPart],
     span: tuple[float, float],
     fallback: list[LabelledPart] | None = None,
-) -> dict[str, Any]:
-    """Score the held-out parts, choose the threshold FNR-first, measure AUROC and the rates.
+) -> _Calibration:
+    """Score the held-out parts, choose the threshold FNR-first, measure the AUROC.
 
     The threshold is chosen on the held-out parts when they hold a defect; otherwise on the
     ``fallback`` parts (the adapter's training parts), otherwise on the held-out good parts'
     quantile; with no labelled part at all the detector keeps its own (possibly none).
     """
-    scores, labels, unreadable = score_parts(detector, heldout, ctx.scaled_progress(*span))
+    scored = score_parts(detector, heldout, ctx.scaled_progress(*span))
+    scores, labels = scored.scores, scored.labels
     target_fnr = min(float(project.target_fnr), _MAX_TARGET_FNR)
     notes: list[str] = []
     rule = "detector"
@@ -331,8 +352,8 @@ def _evaluate(
         rule = choice.rule
         notes.append("The candidate's threshold was chosen on the held-out parts (FNR first).")
     elif fallback and any(p.is_defect for p in fallback):
-        fit_scores, fit_labels, _ = score_parts(detector, fallback)
-        choice = select_threshold(fit_scores, fit_labels, target_fnr=target_fnr)
+        fit_scored = score_parts(detector, fallback)
+        choice = select_threshold(fit_scored.scores, fit_scored.labels, target_fnr=target_fnr)
         detector.with_threshold(choice.value)
         rule = f"{choice.rule} (training parts)"
         notes.append("No held-out defect: the threshold was chosen on the training parts.")
@@ -346,59 +367,11 @@ def _evaluate(
             "No threshold yet: label some parts and recalibrate, or set one under Threshold."
         )
     auroc = image_metrics(labels, scores).auroc if scores.size else math.nan
-    candidate = rates(scores, labels, detector.threshold)
-    return {
-        "scores": scores,
-        "labels": labels,
-        "unreadable": unreadable,
-        "rates": candidate,
-        "notes": notes,
-        "metrics": {
-            "threshold_rule": rule,
-            "heldout_auroc": None if math.isnan(auroc) else round(float(auroc), 6),
-            "heldout": candidate.to_json(),
-        },
+    metrics = {
+        "threshold_rule": rule,
+        "heldout_auroc": None if math.isnan(auroc) else round(float(auroc), 6),
     }
-
-
-def _gate(
-    ctx: JobContext,
-    base: ModelVersion | None,
-    heldout: list[LabelledPart],
-    evaluation: dict[str, Any],
-    holdout: float,
-    active_rates: Rates | None,
-) -> dict[str, Any]:
-    """The gate record: candidate vs. the active detector on the same held-out parts."""
-    labels: np.ndarray = evaluation["labels"]
-    return gate_record(
-        candidate=evaluation["rates"],
-        active=active_rates,
-        active_version_id=base.id if base else None,
-        active_version=base.version if base else None,
-        heldout={
-            "n_good": int((labels == 0).sum()),
-            "n_defect": int((labels == 1).sum()),
-            "n_unreadable": len(evaluation["unreadable"]),
-            "good_share": holdout,
-            "digests_hash": digest_set_hash(p.sha256 for p in heldout),
-        },
-        fpr_margin=gate_margin(ctx.parameters),
-        notes=evaluation["notes"],
-    )
-
-
-def _active_rates(
-    ctx: JobContext, base: ModelVersion | None, heldout: list[LabelledPart]
-) -> Rates | None:
-    """The active detector's rates on the held-out parts (any detector kind)."""
-    if base is None:
-        return None
-    from adcore.detectors.registry import load_detector
-
-    active = load_detector(base.artifact_path, device=ctx.device)
-    scores, labels, _ = score_parts(active, heldout, ctx.scaled_progress(0.8, 0.9))
-    return rates(scores, labels, base.threshold)
+    return _Calibration(scored, notes, metrics)
 
 
 def _record_size(ctx: JobContext, version: ModelVersion) -> None:

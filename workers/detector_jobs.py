@@ -5,35 +5,31 @@ too much in float16), so these kinds do not use ``ctx.autocast()``.
 
 Both register a *candidate* model version and never activate it: a manager promotes it through
 the gate (:func:`db.model_versions.promote_model_version`). Both evaluate the candidate and
-the active model on the same held-out labelled parts (see :mod:`workers.training_data`)
-and store both sets of numbers with the gate's verdict in ``metrics["gate"]``.
+the active model on the same held-out labelled parts (see :mod:`workers.training_data`) with
+:func:`workers.candidate_evaluation.evaluate_candidate`, and store both sets of numbers with
+the gate's verdict in ``metrics["gate"]``.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from adcore.errors import DatasetError
-from adcore.gate import check_margin, fpr_margin_from_env, gate_record
 from adcore.persistence import CONFIG_FILE
 from adcore.thresholds import select_threshold
-from db import CAN_MANAGE_MODELS, Label, ModelVersion, Project, User
-from db.model_families import ModelFamily, active_version
-from db.model_versions import next_version_number, register_model_version
-from db.permissions import require_session_role
-from services.model_management import project_slug
+from db import Label, ModelVersion, Project
 from services.project_settings import clip_setting
+from workers.candidate_evaluation import evaluate_candidate
+from workers.candidates import project_and_active_detector, save_candidate
 from workers.context import JobContext, JobOutcome
 from workers.evaluation import rates, score_parts
 from workers.training_data import (
     DEFAULT_HOLDOUT_FRACTION,
     LabelledPart,
     TrainingImage,
-    digest_set_hash,
     held_out_parts,
     labelled_parts,
     locate_snapshot_images,
@@ -54,7 +50,6 @@ def refit_detector(ctx: JobContext) -> JobOutcome:
     Returns:
         The outcome, with the candidate's id.
     """
-
     params = ctx.parameters
     holdout = float(params.get("holdout_fraction", DEFAULT_HOLDOUT_FRACTION))
     ctx.progress(0.0, "Collecting the training images and labelled parts")
@@ -82,25 +77,17 @@ def refit_detector(ctx: JobContext) -> JobOutcome:
     ctx.raise_if_cancelled()
     detector = _fresh_detector(kind, config, base, ctx.device, has_images=bool(training))
     fit = detector.fit([image.path for image in training], ctx.scaled_progress(0.05, 0.7))
-    scores, labels, unreadable = score_parts(detector, heldout, ctx.scaled_progress(0.7, 0.8))
+    scored = score_parts(detector, heldout, ctx.scaled_progress(0.7, 0.8))
     notes: list[str] = []
-    if labels.sum() > 0:
-        choice = select_threshold(scores, labels, target_fnr=_target_fnr(project))
+    if scored.labels.sum() > 0:
+        choice = select_threshold(scored.scores, scored.labels, target_fnr=_target_fnr(project))
         detector.with_threshold(choice.value)
         rule = "fnr_target"
         notes.append("The candidate's threshold was chosen on the held-out parts (FNR first).")
     else:
         rule = "calibration"
-    candidate_rates = rates(scores, labels, detector.threshold)
-    active_rates = _active_rates(ctx, base, heldout, (0.8, 0.9))
-    gate = gate_record(
-        candidate=candidate_rates,
-        active=active_rates,
-        active_version_id=base.id if base else None,
-        active_version=base.version if base else None,
-        heldout=_heldout_facts(heldout, unreadable, holdout),
-        fpr_margin=gate_margin(params),
-        notes=notes,
+    evaluation = evaluate_candidate(
+        ctx, scored, detector.threshold, base=base, heldout=heldout, good_share=holdout, notes=notes
     )
     metrics = {
         "job_id": ctx.job_id,
@@ -113,8 +100,8 @@ def refit_detector(ctx: JobContext) -> JobOutcome:
         "missing_training_images": len(missing),
         "excluded_now_defect": len(excluded),
         "threshold_rule": rule,
-        "heldout": candidate_rates.to_json(),
-        "gate": gate,
+        "heldout": evaluation.candidate.to_json(),
+        "gate": evaluation.gate,
         **{k: fit.details[k] for k in ("memory_bank_size",) if k in fit.details},
     }
     new_snapshot = {
@@ -128,7 +115,7 @@ def refit_detector(ctx: JobContext) -> JobOutcome:
     }
     ctx.progress(0.9, "Saving the candidate")
     version = save_candidate(ctx, project, detector, metrics, new_snapshot, "Refit")
-    return candidate_outcome(version, gate, "Refit")
+    return evaluation.outcome(version, "Refit")
 
 
 def recalibrate_threshold(ctx: JobContext) -> JobOutcome:
@@ -154,20 +141,20 @@ def recalibrate_threshold(ctx: JobContext) -> JobOutcome:
     if not heldout:
         raise DatasetError("No labelled part outside the training set: label some parts first.")
     detector = load_detector(base.artifact_path, device=ctx.device)
-    scores, labels, unreadable = score_parts(detector, heldout, ctx.scaled_progress(0.1, 0.8))
-    if scores.size == 0:
+    scored = score_parts(detector, heldout, ctx.scaled_progress(0.1, 0.8))
+    if scored.scores.size == 0:
         raise DatasetError("None of the labelled parts could be read.")
-    choice = select_threshold(scores, labels, target_fnr=_target_fnr(project))
+    choice = select_threshold(scored.scores, scored.labels, target_fnr=_target_fnr(project))
     ctx.log(f"Rule {choice.rule}: threshold {choice.value:.6g} (was {base.threshold})")
-    candidate_rates = rates(scores, labels, choice.value)
-    gate = gate_record(
-        candidate=candidate_rates,
-        active=rates(scores, labels, base.threshold),
-        active_version_id=base.id,
-        active_version=base.version,
-        heldout=_heldout_facts(heldout, unreadable, 1.0),
-        fpr_margin=gate_margin(ctx.parameters),
+    evaluation = evaluate_candidate(
+        ctx,
+        scored,
+        choice.value,
+        base=base,
+        heldout=heldout,
+        good_share=1.0,
         notes=["The threshold was chosen on the same labelled parts it is evaluated on."],
+        active_rates=rates(scored.scores, scored.labels, base.threshold),  # same detector
     )
     detector.with_threshold(choice.value)
     metrics = {
@@ -177,8 +164,8 @@ def recalibrate_threshold(ctx: JobContext) -> JobOutcome:
         "threshold_rule": choice.rule,
         "target_fnr": choice.target_fnr,
         "previous_threshold": base.threshold,
-        "heldout": candidate_rates.to_json(),
-        "gate": gate,
+        "heldout": evaluation.candidate.to_json(),
+        "gate": evaluation.gate,
     }
     snapshot = {
         **dict(base.training_snapshot or {}),
@@ -187,29 +174,7 @@ def recalibrate_threshold(ctx: JobContext) -> JobOutcome:
     }
     ctx.progress(0.9, "Saving the candidate")
     version = save_candidate(ctx, project, detector, metrics, snapshot, "Recalibrated")
-    return candidate_outcome(version, gate, "Recalibrated")
-
-
-def project_and_active_detector(
-    session: Any, ctx: JobContext
-) -> tuple[Project, ModelVersion | None]:
-    """The job's project and its active detector, after checking the queuer may train models.
-
-    Shared by every job kind that trains (also :mod:`workers.classifier_jobs`).
-    """
-    if ctx.project_id is None:
-        raise DatasetError("This job needs a project.")
-    if ctx.created_by_id is not None:
-        require_session_role(
-            session,
-            session.get(User, ctx.created_by_id),
-            *CAN_MANAGE_MODELS,
-            message="Only managers can train models.",
-        )
-    project = session.get(Project, ctx.project_id)
-    if project is None:
-        raise LookupError(f"There is no project with id {ctx.project_id}.")
-    return project, active_version(session, project.id, ModelFamily.DETECTOR)
+    return evaluation.outcome(version, "Recalibrated")
 
 
 def _kind_and_config(base: ModelVersion | None, params: dict) -> tuple[str, dict[str, Any]]:
@@ -262,73 +227,5 @@ def _training_set(
     return kept, excluded
 
 
-def _active_rates(ctx: JobContext, base: ModelVersion | None, heldout: list, span: tuple):
-    if base is None:
-        return None
-    from adcore.detectors.registry import load_detector
-
-    detector = load_detector(base.artifact_path, device=ctx.device)
-    scores, labels, _ = score_parts(detector, heldout, ctx.scaled_progress(*span))
-    return rates(scores, labels, base.threshold)
-
-
-def _heldout_facts(heldout: list[LabelledPart], unreadable: list, fraction: float) -> dict:
-    return {
-        "n_good": sum(not p.is_defect for p in heldout),
-        "n_defect": sum(p.is_defect for p in heldout),
-        "n_unreadable": len(unreadable),
-        "good_share": fraction,
-        "digests_hash": digest_set_hash(p.sha256 for p in heldout),
-    }
-
-
-def save_candidate(
-    ctx: JobContext,
-    project: Project,
-    detector: Any,
-    metrics: dict[str, Any],
-    snapshot: dict[str, Any],
-    what: str,
-) -> ModelVersion:
-    """Save the artifact (atomically, by the detector) and register a candidate version."""
-    ctx.raise_if_cancelled()
-    with ctx.session_factory() as session:
-        number = next_version_number(session, project.id)
-    project_dir = Path(ctx.models_root) / project_slug(project.name)
-    directory = project_dir / f"v{number}"
-    if directory.exists():
-        directory = project_dir / f"v{number}-{uuid.uuid4().hex[:8]}"
-    detector.save(directory)
-    with ctx.session_factory() as session, session.begin():
-        version = register_model_version(
-            session,
-            project_id=project.id,
-            kind=detector.kind,
-            artifact_path=directory.as_posix(),
-            metrics=metrics,
-            threshold=detector.threshold,
-            training_snapshot=snapshot,
-            created_by=ctx.created_by_id,
-            notes=f"{what} by job {ctx.job_id}; a candidate until promoted through the gate.",
-        )
-    ctx.log(f"Registered candidate version {version.version} at {directory.as_posix()}")
-    return version
-
-
-def candidate_outcome(version: ModelVersion, gate: dict[str, Any], what: str) -> JobOutcome:
-    decision = gate["decision"]
-    verdict = "passes the gate" if decision["passed"] else "does not pass the gate"
-    return JobOutcome(
-        f"{what}: candidate version {version.version} {verdict}",
-        version.id,
-        {"gate": decision},
-    )
-
-
 def _target_fnr(project: Project) -> float:
     return min(float(project.target_fnr), _MAX_TARGET_FNR)
-
-
-def gate_margin(params: dict) -> float:
-    value = params.get("fpr_margin")
-    return check_margin(value) if value is not None else fpr_margin_from_env()

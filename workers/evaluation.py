@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -13,11 +13,25 @@ from adcore.metrics import rates_at_threshold
 from workers.training_data import LabelledPart
 
 
+class ScoredParts(NamedTuple):
+    """Labelled parts scored by one model (unpacks as ``scores, labels, unreadable``).
+
+    Attributes:
+        scores: (N,) float64 scores of the readable parts, in input order.
+        labels: (N,) int64 labels of the same parts, 1 = defect.
+        unreadable: (name, reason) of the parts that could not be read.
+    """
+
+    scores: np.ndarray
+    labels: np.ndarray
+    unreadable: list[tuple[str, str]]
+
+
 def score_parts(
     detector: Any,
     parts: Sequence[LabelledPart],
     progress: Callable[[float, str], None] | None = None,
-) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+) -> ScoredParts:
     """Score labelled parts with a detector.
 
     Args:
@@ -26,8 +40,7 @@ def score_parts(
         progress: Optional ``progress(fraction, message)``.
 
     Returns:
-        (scores (N,), labels (N,) with 1 = defect, (name, reason) of unreadable files); the
-        arrays cover the readable parts, in input order.
+        The scores and labels of the readable parts, and the unreadable ones.
     """
     from adcore.detectors.base import load_many
 
@@ -37,7 +50,7 @@ def score_parts(
     predictions = detector.predict([image.pixels for image in kept], progress=progress)
     scores = np.array([p.score for p in predictions], dtype=np.float64)
     labels = np.array([int(by_digest[image.sha256].is_defect) for image in kept], dtype=np.int64)
-    return scores, labels, failures
+    return ScoredParts(scores, labels, failures)
 
 
 def rates(scores: np.ndarray, labels: np.ndarray, threshold: float | None) -> Rates:

@@ -42,8 +42,8 @@ from adcore.explain.lora_tuning import (
 from db.explanation_notes import MIN_TRAINING_NOTES, training_notes
 from db.model_families import ModelFamily, active_version
 from services.project_settings import language_model_setting
+from workers.candidates import candidate_outcome, project_and_active_detector, save_candidate
 from workers.context import JobContext, JobOutcome
-from workers.detector_jobs import candidate_outcome, project_and_active_detector, save_candidate
 
 EXPLAINER_KIND = "explainer"
 """The model kind of explanation adapters (:data:`db.model_families.EXPLAINER_KINDS`)."""
@@ -54,7 +54,7 @@ _EXAMPLES_KEPT = 5
 
 
 class _AdapterArtifact:
-    """What :func:`workers.detector_jobs.save_candidate` saves: the tuned adapter."""
+    """What :func:`workers.candidates.save_candidate` saves: the tuned adapter."""
 
     kind = EXPLAINER_KIND
     threshold = None

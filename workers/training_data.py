@@ -1,7 +1,7 @@
 """Which images a retraining job learns from and which it is judged on.
 
 * **Labelled parts**: the project's images with a current human label (their latest counting
-  review, :func:`db.queries.current_labels`).
+  review, :func:`db.labels.current_labels`).
 * **Held-out parts**: labelled parts no model involved has trained on: every labelled defect
   outside the training set, plus a stable share of the confirmed-good parts, chosen by their
   sha256 (:func:`in_evaluation_share`), so the same part stays held out from one refit to
@@ -25,8 +25,8 @@ from adcore.image_io import is_image_path
 from adcore.persistence import file_sha256
 from db.base import Label
 from db.image_store import absolute_image_path
+from db.labels import current_labels
 from db.models import Image
-from db.queries import current_labels
 
 DEFAULT_HOLDOUT_FRACTION = 0.2
 """Share of confirmed-good parts kept out of training to measure false alarms."""

@@ -3,7 +3,7 @@
 A review is never edited or deleted. Correcting a label appends a newer review; "undo" appends
 an *undo row* (``is_undo`` true, no label) whose ``supersedes_id`` names the review it cancels.
 An image's current label is its latest review that is not an undo row and is not cancelled by
-one (see :mod:`db.repository`).
+one (see :mod:`db.review_log`).
 
 Append-only is enforced three times: mapper events refuse ORM updates and deletes of a loaded
 review, a session hook refuses ORM bulk ``update(Review)`` / ``delete(Review)`` statements, and
@@ -17,7 +17,7 @@ and every write is serialised), so concurrent reviews of one image queue up; *af
 image's current review is recomputed from the log. Each recomputation therefore sees every
 review committed before it, and the last writer leaves the log's answer. Rows inserted around
 the ORM (Core ``insert()``, ORM bulk inserts, raw SQL) skip the events: call
-:func:`db.repository.rebuild_current_reviews` afterwards.
+:func:`db.review_log.rebuild_current_reviews` afterwards.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from apptest_support import Workbench, signed_in_app
 from sqlalchemy import select
 
 import db
-from pages.background_work import LEARNING_KEY
+from pages.page_tasks import LEARNING_KEY
 
 
 def test_good_on_a_flagged_part_adds_an_active_version_and_says_so(

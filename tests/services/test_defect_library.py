@@ -7,7 +7,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from synthetic_parts import make_part, png
 
 from adcore.explain.neighbours import embedding_to_bytes, nearest_defect_types
-from db import Prediction, User, add_review, get_or_create_image, register_model_version
+from db import Prediction, User, register_model_version
+from db.images import get_or_create_image
+from db.review_log import add_review
 from services.defect_library import load_defect_library
 
 EAST, NORTH, WEST = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0]), np.array([-1.0, 0, 0])

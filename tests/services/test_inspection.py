@@ -17,15 +17,8 @@ from adcore.detectors.patchcore import PatchCore, PatchCoreConfig
 from adcore.errors import DatasetError
 from adcore.explain import ExplanationFacts
 from adcore.explain.fact_check import check_text
-from db import (
-    Image,
-    Prediction,
-    User,
-    add_review,
-    init_db,
-    make_session_factory,
-    register_model_version,
-)
+from db import Image, Prediction, User, init_db, make_session_factory, register_model_version
+from db.review_log import add_review
 from services.inspection import (
     InspectionResult,
     inspect_folder,

@@ -15,7 +15,8 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 from synthetic_parts import make_part, png
 
-from db import Job, Project, User, get_or_create_image
+from db import Job, Project, User
+from db.images import get_or_create_image
 from db.jobs import enqueue_job
 from db.review_queue import record_review
 from workers.context import JobContext

@@ -25,16 +25,9 @@ from tiny_language_model import (
 from adcore.errors import JobCancelled
 from adcore.explain.language_model import load_language_model
 from adcore.explain.lora_tuning import Evaluation, note_pairs, split_heldout
-from db import (
-    Job,
-    ModelVersion,
-    Prediction,
-    Project,
-    User,
-    get_or_create_image,
-    register_model_version,
-)
+from db import Job, ModelVersion, Prediction, Project, User, register_model_version
 from db.explanation_notes import MIN_TRAINING_NOTES, add_explanation_note, training_notes
+from db.images import get_or_create_image
 from db.model_families import ModelFamily, active_version
 from db.model_versions import GateRefusedError, promote_model_version
 from services.project_settings import LanguageModelSetting, set_language_model

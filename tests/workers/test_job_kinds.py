@@ -14,13 +14,8 @@ from synthetic_parts import make_part, png
 
 from adcore.detectors.registry import load_detector
 from adcore.thresholds import select_threshold
-from db import (
-    Image,
-    Job,
-    ModelVersion,
-    Project,
-    get_or_create_image,
-)
+from db import Image, Job, ModelVersion, Project
+from db.images import get_or_create_image
 from db.review_queue import record_review
 from services.model_management import train_first_model
 from workers.training_data import in_evaluation_share

@@ -1,14 +1,15 @@
-"""Work the pages run off the UI thread: a progress object, a thread starter, instant learning.
+"""Page tasks: short work a page runs in a server thread, and instant learning after a review.
 
-Not a page (imported by ``pages/models.py``, ``pages/review.py`` and ``pages/inspect.py``).
-Background threads never call ``st.*``: they update a :class:`JobProgress` under its lock,
-and a fragment with ``run_every`` polls it.
+Not the job queue (:mod:`workers`, durable rows run by a worker process): a page task lives in
+one browser session, e.g. a first training from a folder, an explanation rewrite or an instant
+update. Not a page (imported by ``pages/models.py``, ``pages/review.py``, ``pages/inspect.py``
+and ``pages/explanation_panels.py``). Task threads never call ``st.*``: they update a
+:class:`TaskProgress` under its lock, and a fragment with ``run_every`` polls it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 
@@ -19,12 +20,11 @@ from pages.common import USER_KEY, flash, models_root, session_factory
 
 log = logging.getLogger("loupe.app")
 
-INSTANT_LEARNING_ENV = "LOUPE_INSTANT_LEARNING"  # "0" turns instant learning off
-LEARNING_KEY = "instant_learning_job"
+LEARNING_KEY = "instant_learning_task"
 
 
-class JobProgress:
-    """Progress of a background job, written by the worker thread and read by the UI.
+class TaskProgress:
+    """Progress of a page task, written by its thread and read by the UI.
 
     The worker never calls ``st.*``; it only updates this object under its lock. A fragment
     with ``run_every`` polls :meth:`snapshot`.
@@ -66,9 +66,9 @@ class JobProgress:
             }
 
 
-def start_job(description: str, work: Callable[[JobProgress], object]) -> JobProgress:
+def start_task(description: str, work: Callable[[TaskProgress], object]) -> TaskProgress:
     """Run ``work(progress)`` in a daemon thread; return the progress object to poll."""
-    progress = JobProgress(description)
+    progress = TaskProgress(description)
 
     def run() -> None:
         try:
@@ -83,19 +83,22 @@ def start_job(description: str, work: Callable[[JobProgress], object]) -> JobPro
     return progress
 
 
-def start_instant_learning(project_id: int, image_id: int) -> None:
-    """After a Good on a flagged part: learn from it and re-score the queue, in the background.
+def learn_after_review(project_id: int, image_id: int, label: str, flagged: bool) -> None:
+    """After a review: when it teaches the model (a Good on a flagged part), learn in a task.
 
-    Does nothing when ``LOUPE_INSTANT_LEARNING=0``. The signed-in user must be in session state.
+    The rule is :func:`services.review_learning.learns_instantly`; the task runs
+    :func:`services.review_learning.learn_from_good_review` (the instant update, then the
+    waiting parts re-scored). The signed-in user must be in session state.
     """
-    if os.environ.get(INSTANT_LEARNING_ENV, "1") == "0":
+    from services.review_learning import learn_from_good_review, learns_instantly
+
+    if not learns_instantly(label, flagged):
         return
-    from services.review_learning import learn_from_good_review
 
     factory, models, data = session_factory(), models_root(), db.data_dir()
     user_id = st.session_state[USER_KEY]["id"]
 
-    def work(progress: JobProgress) -> object:
+    def work(progress: TaskProgress) -> object:
         return learn_from_good_review(
             factory,
             project_id=project_id,
@@ -106,7 +109,7 @@ def start_instant_learning(project_id: int, image_id: int) -> None:
             progress=progress.update,
         )
 
-    st.session_state[LEARNING_KEY] = start_job("instant learning", work)
+    st.session_state[LEARNING_KEY] = start_task("instant learning", work)
 
 
 def show_instant_learning() -> None:

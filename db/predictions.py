@@ -1,7 +1,4 @@
-"""Reusable portable queries: latest predictions, current labels, the project write lock.
-
-An image's current label needs no derivation here: ``images.current_review_id`` names its
-latest counting review (kept current by :mod:`db.models.reviews`), so readers join on it.
+"""Latest predictions: each image's newest score, per project or per model version.
 
 "The latest prediction of an image" is a correlated ``ORDER BY created_at DESC, id DESC
 LIMIT 1`` subquery, which every backend answers with one short backwards walk of the
@@ -22,66 +19,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    Exists,
-    ScalarSelect,
-    Select,
-    Subquery,
-    case,
-    exists,
-    literal_column,
-    select,
-    update,
-)
+from sqlalchemy import ColumnElement, ScalarSelect, Subquery, case, literal_column, select
 from sqlalchemy.orm import Session, aliased
 
-from db.models import Image, ModelVersion, Prediction, Project, Review
+from db.base import Verdict
+from db.models import Image, ModelVersion, Prediction
 
 _ONE = literal_column("1")
 _ZERO = literal_column("0")
-
-
-def undone_review_ids() -> Select[tuple[int | None]]:
-    """Return a SELECT of the ids of reviews that an undo row cancels (for ``NOT IN``)."""
-    undo = aliased(Review, name="undo")
-    return select(undo.supersedes_id).where(undo.supersedes_id.is_not(None))
-
-
-def current_review_value(image_id: ColumnElement[int], column: str = "id") -> ScalarSelect[Any]:
-    """A correlated scalar: one column of the image's current (latest counting) review.
-
-    Where :class:`db.models.Image` is already in the query, join ``Review`` on
-    ``Review.id == Image.current_review_id`` instead (cheaper).
-
-    Args:
-        image_id: The outer query's image id column.
-        column: Which column of the review, e.g. ``"id"`` or ``"label"``.
-
-    Returns:
-        The scalar subquery (NULL for an unlabelled image).
-    """
-    labelled = aliased(Image, name="labelled_image")
-    if column == "id":
-        pick = select(labelled.current_review_id)
-    else:
-        current = aliased(Review, name="current_review")
-        pick = (
-            select(getattr(current, column))
-            .select_from(labelled)
-            .join(current, current.id == labelled.current_review_id)
-        )
-    return pick.where(labelled.id == image_id).scalar_subquery()
-
-
-def has_current_label(image_id: ColumnElement[int]) -> Exists:
-    """A correlated EXISTS: the image has a counting review (it is labelled).
-
-    Where :class:`db.models.Image` is already in the query, test
-    ``Image.current_review_id.is_not(None)`` instead.
-    """
-    labelled = aliased(Image, name="labelled_image")
-    return exists().where(labelled.id == image_id, labelled.current_review_id.is_not(None))
 
 
 def latest_prediction_value(
@@ -171,56 +116,25 @@ def latest_predictions(
     return statement.subquery("latest_predictions")
 
 
-def current_labels(project_id: int) -> Subquery:
-    """Each labelled image's current label in a project (its latest counting review).
-
-    Args:
-        project_id: The project.
+def pending_images(
+    session: Session, project_id: int, model_version_id: int, limit: int
+) -> list[tuple[int, bool]]:
+    """Unreviewed images of the project that a version scored, newest first.
 
     Returns:
-        A subquery with columns ``review_id, image_id, label, defect_type, reviewer_id,
-        reviewed_at``; unlabelled images have no row.
+        ``(image id, flagged by that version)`` pairs, at most ``limit``.
     """
-    return (
-        select(
-            Review.id.label("review_id"),
-            Review.image_id,
-            Review.label,
-            Review.defect_type,
-            Review.reviewer_id,
-            Review.created_at.label("reviewed_at"),
+    rows = session.execute(
+        select(Image.id, Prediction.verdict)
+        .join(Prediction, Prediction.image_id == Image.id)
+        .where(
+            Image.project_id == project_id,
+            Prediction.model_version_id == model_version_id,
+            Image.current_review_id.is_(None),
         )
-        .select_from(Image)
-        .join(Review, Review.id == Image.current_review_id)
-        .where(Image.project_id == project_id)
-        .subquery("current_labels")
-    )
-
-
-def active_version_id(session: Session, project_id: int) -> int | None:
-    """Return the id of the project's active model version, or ``None``."""
-    return session.scalar(select(Project.active_model_version_id).where(Project.id == project_id))
-
-
-def locked_project(session: Session, project_id: int) -> Project:
-    """Write the project's row (a no-op change) to take the write lock; return it refreshed.
-
-    Call this before a read-modify-write of a project's state (its defect types, version
-    numbers, active version, thresholds): concurrent changes then queue up (the SQLite
-    database lock, a row lock elsewhere) instead of losing updates.
-
-    Raises:
-        LookupError: If the project does not exist.
-    """
-    locked = session.execute(  # ORM-enabled, so pending changes are flushed first
-        update(Project)
-        .where(Project.id == project_id)
-        .values(target_fnr=Project.target_fnr)
-        .execution_options(synchronize_session=False)
-    )
-    if locked.rowcount == 0:
-        raise LookupError(f"There is no project with id {project_id}.")
-    project = session.get(Project, project_id)
-    assert project is not None
-    session.refresh(project)
-    return project
+        .order_by(Image.id.desc(), Prediction.id.desc())
+    ).all()
+    flagged: dict[int, bool] = {}
+    for image_id, verdict in rows:  # the latest prediction of each image comes first
+        flagged.setdefault(image_id, verdict == Verdict.DEFECT)
+    return list(flagged.items())[:limit]

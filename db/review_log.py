@@ -1,0 +1,149 @@
+"""The review log: append a review, undo one's last review, rebuild the current-label column.
+
+Reviews are append-only (see :mod:`db.models.reviews`): a correction or an undo adds a row and
+history is never rewritten. A review *counts* when it is not an undo row and no undo row
+supersedes it. An image's current label is its latest counting review, ordered by
+``created_at`` then ``id``; the ORM keeps that answer in ``images.current_review_id`` in the
+same flush as every inserted review (the image row locked first).
+
+These writers check no role: the workbench records reviews through
+:func:`db.review_queue.record_review` and :func:`db.review_queue.undo_last`, which do. None of
+them commits: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import exists, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.elements import ColumnElement
+
+from db.base import Label
+from db.models import Image, Review
+from db.models.reviews import latest_counting_review
+
+
+def add_review(
+    session: Session,
+    *,
+    image_id: int,
+    reviewer_id: int,
+    label: str,
+    defect_type: str | None = None,
+    note: str | None = None,
+    seconds_spent: float | None = None,
+) -> Review:
+    """Append a review (flushed, so it has an id) and make it the image's current label.
+
+    The flush locks the image row, inserts the review and recomputes
+    ``images.current_review_id`` from the log, all in the caller's transaction (see
+    :mod:`db.models.reviews`): two inspectors labelling the same image at once both keep
+    their review, and the later one is current.
+
+    Args:
+        session: The caller's session.
+        image_id: The reviewed image.
+        reviewer_id: The reviewing user.
+        label: One of :class:`db.base.Label`.
+        defect_type: The kind of defect; only with ``label="defect"``.
+        note: Free text.
+        seconds_spent: Time the reviewer spent on the image.
+
+    Returns:
+        The new review.
+
+    Raises:
+        ValueError: On an unknown label or a defect type on a good part.
+    """
+    label = Label(label).value
+    if defect_type is not None and label != Label.DEFECT:
+        raise ValueError("a defect type needs label 'defect'")
+    review = Review(
+        image_id=image_id,
+        reviewer_id=reviewer_id,
+        label=label,
+        defect_type=defect_type,
+        note=note,
+        seconds_spent=seconds_spent,
+    )
+    session.add(review)
+    session.flush()
+    return review
+
+
+def undo_last_review(session: Session, *, reviewer_id: int) -> Review | None:
+    """Cancel the reviewer's latest counting review by appending an undo row.
+
+    Repeated calls walk further back through the reviewer's own reviews; other reviewers'
+    reviews are never touched. The image's label falls back to its latest remaining counting
+    review (whoever gave it), or to unlabelled; ``images.current_review_id`` follows in the
+    same flush, with the image row locked (see :func:`add_review`).
+
+    Args:
+        session: The caller's session.
+        reviewer_id: The user whose last review is undone.
+
+    Returns:
+        The undo row, or ``None`` if there is nothing to undo or a concurrent undo of the same
+        review won the race (``supersedes_id`` is unique).
+    """
+    target = session.scalars(
+        select(Review)
+        .where(Review.reviewer_id == reviewer_id, counting_review())
+        .order_by(Review.created_at.desc(), Review.id.desc())
+        .limit(1)
+    ).first()
+    if target is None:
+        return None
+    undo = Review(
+        image_id=target.image_id,
+        reviewer_id=reviewer_id,
+        label=None,
+        is_undo=True,
+        supersedes_id=target.id,
+    )
+    try:
+        with session.begin_nested():
+            session.add(undo)
+    except IntegrityError:
+        if _undo_of(session, target.id) is None:
+            raise
+        return None
+    return undo
+
+
+def rebuild_current_reviews(session: Session, image_ids: Iterable[int] | None = None) -> int:
+    """Recompute ``images.current_review_id`` from the review log.
+
+    Only needed after reviews were written around the ORM (Core or bulk inserts, raw SQL), or
+    to repair; the ORM keeps the column current otherwise.
+
+    Args:
+        session: The caller's session (the caller commits).
+        image_ids: Only these images; ``None`` for every image.
+
+    Returns:
+        How many image rows were updated.
+    """
+    statement = update(Image).values(
+        current_review_id=latest_counting_review(Image.id).scalar_subquery()
+    )
+    if image_ids is not None:
+        statement = statement.where(Image.id.in_(list(image_ids)))
+    result = session.execute(statement.execution_options(synchronize_session=False))
+    for loaded in list(session.identity_map.values()):
+        if isinstance(loaded, Image):
+            session.expire(loaded, ["current_review_id"])
+    return int(result.rowcount or 0)
+
+
+def counting_review() -> ColumnElement[bool]:
+    """Return the condition "this review is not an undo row and no undo row cancels it"."""
+    undo = aliased(Review, name="undo")
+    return Review.is_undo.is_(False) & ~exists().where(undo.supersedes_id == Review.id)
+
+
+def _undo_of(session: Session, review_id: int) -> Review | None:
+    return session.scalars(select(Review).where(Review.supersedes_id == review_id)).first()

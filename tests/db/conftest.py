@@ -16,16 +16,8 @@ from PIL import Image as PILImage
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import Project, Role, User, get_or_create_image, init_db, make_session_factory
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private data directory; the database URL falls back to ``<data dir>/loupe.db``."""
-    directory = tmp_path / "data"
-    monkeypatch.setenv("LOUPE_DATA_DIR", str(directory))
-    monkeypatch.delenv("LOUPE_DATABASE_URL", raising=False)
-    return directory
+from db import Project, Role, User, init_db
+from db.images import get_or_create_image
 
 
 @pytest.fixture
@@ -41,12 +33,6 @@ def engine(
     migrated = init_db()
     yield migrated
     migrated.dispose()
-
-
-@pytest.fixture
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    """The application's session factory on the test database."""
-    return make_session_factory(engine)
 
 
 @pytest.fixture

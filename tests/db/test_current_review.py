@@ -16,17 +16,9 @@ import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import (
-    Image,
-    Review,
-    add_review,
-    current_label,
-    current_labels_query,
-    undo_last_review,
-    utcnow,
-)
-from db.queries import current_labels, current_review_value, has_current_label
-from db.repository import rebuild_current_reviews
+from db import Image, Review, current_label, current_labels_query, utcnow
+from db.labels import current_labels, current_review_value, has_current_label
+from db.review_log import add_review, rebuild_current_reviews, undo_last_review
 
 Factory = sessionmaker[Session]
 

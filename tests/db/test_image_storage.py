@@ -9,9 +9,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-import db.repository
-from db import Image, Project, absolute_image_path, get_or_create_image
+import db.images
+from db import Image, Project, absolute_image_path
 from db.image_store import sniff_extension, stored_path_for
+from db.images import get_or_create_image
 
 Factory = sessionmaker[Session]
 
@@ -102,14 +103,14 @@ def test_concurrent_insert_is_resolved_with_a_savepoint(
     """The lookup misses a row another session just committed: the insert fails, we recover."""
     data = png(11)
     winner_id, _, _ = _store(session_factory, data, project_id)
-    real_find = db.repository._find_image
+    real_find = db.images._find_image
     calls: list[int] = []
 
     def stale_first_lookup(session: Session, project: int, digest: str) -> Image | None:
         calls.append(project)
         return None if len(calls) == 1 else real_find(session, project, digest)
 
-    monkeypatch.setattr(db.repository, "_find_image", stale_first_lookup)
+    monkeypatch.setattr(db.images, "_find_image", stale_first_lookup)
     with session_factory() as session, session.begin():
         session.add(Project(name="made-in-the-same-transaction"))
         image, created = get_or_create_image(

@@ -11,16 +11,9 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import (
-    AppendOnlyError,
-    Image,
-    Review,
-    add_review,
-    current_label,
-    current_labels_query,
-    get_or_create_image,
-    undo_last_review,
-)
+from db import AppendOnlyError, Image, Review, current_label, current_labels_query
+from db.images import get_or_create_image
+from db.review_log import add_review, undo_last_review
 
 Factory = sessionmaker[Session]
 

@@ -15,10 +15,10 @@ from db import (
     User,
     activate_model_version,
     current_label,
-    get_or_create_image,
     register_model_version,
     set_threshold,
 )
+from db.images import get_or_create_image
 from db.review_queue import queue_size, record_review, review_queue, undo_last
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)

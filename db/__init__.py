@@ -45,7 +45,7 @@ from db.base import (
 from db.engine import create_engine_for_url, init_db, make_session_factory, transaction
 from db.errors import AppendOnlyError, ConflictError, MigrationError, StorageError
 from db.image_store import absolute_image_path
-from db.labels import current_label, current_labels_query
+from db.labels import current_label, current_labels
 from db.migrate import current_revision, downgrade, upgrade
 from db.models import ExplanationNote, Image, Job, ModelVersion, Prediction, Project, Review, User
 from db.permissions import (
@@ -101,7 +101,7 @@ __all__ = [
     "create_project",
     "create_user",
     "current_label",
-    "current_labels_query",
+    "current_labels",
     "current_revision",
     "data_dir",
     "database_url",

@@ -11,8 +11,9 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import AppendOnlyError, Image, Review, current_label, current_labels_query
+from db import AppendOnlyError, Image, Review, current_label
 from db.images import get_or_create_image
+from db.labels import current_labels
 from db.review_log import add_review, undo_last_review
 
 Factory = sessionmaker[Session]
@@ -140,8 +141,8 @@ def test_current_label_is_the_latest_review(
     assert _count(session_factory, Review) == 3
 
 
-def test_current_labels_query_gives_one_row_per_image(
-    session_factory: Factory, make_image: Callable[[int], int], ann: int, bob: int
+def test_current_labels_give_one_row_per_labelled_image(
+    session_factory: Factory, make_image: Callable[[int], int], ann: int, bob: int, project_id: int
 ) -> None:
     first, second, unreviewed = make_image(1), make_image(2), make_image(3)
     _review(session_factory, first, ann, "defect")
@@ -149,13 +150,17 @@ def test_current_labels_query_gives_one_row_per_image(
     _review(session_factory, second, ann, "defect")
     _review(session_factory, second, bob, "good")
     _undo(session_factory, bob)  # second falls back to ann's "defect"
+    current = current_labels(project_id)
     with session_factory() as session:
-        rows = session.scalars(current_labels_query()).all()
-        labels = {review.image_id: review.label for review in rows}
-        defects = session.scalars(current_labels_query().where(Review.label == "defect")).all()
+        rows = session.execute(select(current.c.image_id, current.c.label)).all()
+        labels = dict(rows)
+        defects = session.scalars(
+            select(current.c.image_id).where(current.c.label == "defect")
+        ).all()
+    assert len(rows) == len(labels) == 2  # one row per labelled image
     assert labels == {first: "good", second: "defect"}
     assert unreviewed not in labels
-    assert [review.image_id for review in defects] == [second]
+    assert defects == [second]
 
 
 def test_add_review_validates_its_arguments(

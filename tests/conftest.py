@@ -3,10 +3,11 @@
 The helper modules in ``tests/support`` (synthetic parts, tiny models, job scaffolding) are on
 ``sys.path`` through pytest's ``pythonpath`` setting, so tests import them by plain name.
 
-Database backends: a test (or fixture) that asks for ``database_backend`` runs once per
-backend, as ``test_x[sqlite]`` and ``test_x[postgresql]``; ``@pytest.mark.sqlite_only("why")``
-keeps a test about a SQLite-only feature to the first. ``postgres_database_url`` is a fresh,
-empty PostgreSQL database per test, dropped afterwards. The server is
+Database backends: in ``tests/db`` and ``tests/services``, a test that uses the store (or asks
+for ``database_backend``) runs once per backend, as ``test_x[sqlite]`` and
+``test_x[postgresql]``; ``@pytest.mark.sqlite_only("why")`` keeps a test about a SQLite-only
+feature to the first. ``postgres_database_url`` is a fresh, empty PostgreSQL database per test,
+dropped afterwards. The server is
 ``$LOUPE_TEST_POSTGRES_URL`` when set (its role needs CREATEDB), else a throwaway cluster started
 once per session (``tests/postgres_cluster.py``; ``make postgres`` installs Debian's
 ``postgresql``). Without PostgreSQL the ``[postgresql]`` tests are skipped, except in CI (``CI``
@@ -16,7 +17,7 @@ set), where they fail: there PostgreSQL must run.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from synthetic_parts import make_part
 
-from db import Project, init_db, make_session_factory, register_model_version
+from db import Project, Role, User, init_db, make_session_factory, register_model_version
 
 
 @pytest.fixture
@@ -41,8 +42,19 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def engine(data_dir: Path) -> Iterator[Engine]:
-    """A migrated SQLite database in the data directory."""
+def engine(
+    data_dir: Path,
+    database_backend: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Engine]:
+    """A migrated database: SQLite in the data directory, or a fresh PostgreSQL database.
+
+    PostgreSQL is reached through ``LOUPE_DATABASE_URL``, as a deployment points Loupe at it.
+    Tests in :data:`EVERY_BACKEND_FOLDERS` run on both backends; the others on SQLite.
+    """
+    if database_backend == "postgresql":
+        monkeypatch.setenv("LOUPE_DATABASE_URL", request.getfixturevalue("postgres_database_url"))
     migrated = init_db()
     yield migrated
     migrated.dispose()
@@ -58,6 +70,30 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 def factory(session_factory: sessionmaker[Session]) -> sessionmaker[Session]:
     """The same as ``session_factory``, under the shorter name some tests use."""
     return session_factory
+
+
+@pytest.fixture
+def make_user(session_factory: sessionmaker[Session]) -> Callable[..., int]:
+    """Create a user without hashing cost (the hash is a placeholder); return its id."""
+
+    def create(name: str, role: str = Role.INSPECTOR) -> int:
+        with session_factory() as session, session.begin():
+            user = User(name=name, role=role, password_hash="not-a-real-hash")
+            session.add(user)
+            session.flush()
+            return user.id
+
+    return create
+
+
+@pytest.fixture
+def project_id(session_factory: sessionmaker[Session]) -> int:
+    """A project ("cells", solar cell, two defect types)."""
+    with session_factory() as session, session.begin():
+        project = Project(name="cells", object_name="solar cell", defect_types=["crack", "dark"])
+        session.add(project)
+        session.flush()
+        return project.id
 
 
 @pytest.fixture
@@ -77,6 +113,14 @@ def project_and_version(session_factory: sessionmaker[Session]) -> tuple[int, in
             training_snapshot={},
         )
         return project.id, version.id
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 1-layer Qwen2-VL with its processor, saved to a folder (built once)."""
+    from tiny_language_model import build_tiny_vision_language_model
+
+    return build_tiny_vision_language_model(tmp_path_factory.mktemp("tiny_vlm"))
 
 
 @pytest.fixture
@@ -103,6 +147,8 @@ def mvtec_tree(tmp_path: Path) -> Path:
 # --- database backends: SQLite and PostgreSQL -------------------------------------------------
 
 BACKENDS = ("sqlite", "postgresql")
+EVERY_BACKEND_FOLDERS = ("db", "services")
+"""Test folders (under ``tests/``) whose tests of the store run on every backend."""
 POSTGRES_URL_ENV = "LOUPE_TEST_POSTGRES_URL"
 
 
@@ -114,8 +160,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrise ``database_backend`` (asked for directly or by a fixture) over the backends."""
+    """Parametrise ``database_backend`` over the backends in :data:`EVERY_BACKEND_FOLDERS`.
+
+    It is asked for directly or through ``engine`` (and so ``session_factory``); elsewhere it
+    stays SQLite.
+    """
     if "database_backend" not in metafunc.fixturenames:
+        return
+    if Path(metafunc.definition.path).parent.name not in EVERY_BACKEND_FOLDERS:
         return
     sqlite_only = metafunc.definition.get_closest_marker("sqlite_only")
     if sqlite_only is not None and not (sqlite_only.args or sqlite_only.kwargs.get("reason")):

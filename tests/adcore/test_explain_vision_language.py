@@ -15,7 +15,6 @@ from synthetic_parts import FAITHFUL_REWRITE, FLAGGED_FACTS
 from tiny_language_model import (
     build_tiny_idefics3,
     build_tiny_language_model,
-    build_tiny_vision_language_model,
 )
 
 from adcore.anomaly_maps import overlay_image
@@ -30,12 +29,6 @@ from adcore.explain.language_model import (
 from adcore.explain.sentences import render
 from adcore.explain.vision_language import IMAGE_PREAMBLE, MAX_IMAGE_SIDE, VisionLanguageExplainer
 from adcore.explain.vision_language_sources import TRUST_REMOTE_CODE_ENV, remote_code_allowed
-
-
-@pytest.fixture(scope="module")
-def tiny_vlm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random 1-layer Qwen2-VL with its processor, saved to a folder."""
-    return build_tiny_vision_language_model(tmp_path_factory.mktemp("tiny_vlm"))
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from PIL import Image as PILImage
 from sqlalchemy.orm import Session, sessionmaker
 from stored_predictions import add_flagged_prediction, use_language_model
 from synthetic_parts import FAITHFUL_REWRITE, FLAGGED_FACTS
-from tiny_language_model import build_tiny_language_model, build_tiny_vision_language_model
+from tiny_language_model import build_tiny_language_model
 
 from adcore.explain.language_model import LanguageModelExplainer, clear_explainer_cache
 from adcore.explain.sentences import render
@@ -207,12 +207,6 @@ def test_warm_up_loads_enabled_models_once_and_skips_the_rest(
         other_id = other.id
     use_language_model(factory, other_id, "/no/such/model")
     assert warm_up_language_models(factory) == [str(tiny_llm_dir)]  # the absent one is skipped
-
-
-@pytest.fixture(scope="module")
-def tiny_vlm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random 1-layer Qwen2-VL with its processor, saved to a folder."""
-    return build_tiny_vision_language_model(tmp_path_factory.mktemp("tiny_vlm"))
 
 
 def test_rewrite_prediction_sends_the_stored_image_and_overlay(

@@ -263,7 +263,8 @@ def show_part(
     caption: str = "",
 ) -> None:
     """The image, its anomaly-map overlay (with an opacity slider), score vs threshold, verdict."""
-    from services.inspection import load_anomaly_map, overlay_image
+    from adcore.anomaly_maps import overlay_image
+    from services.map_store import load_anomaly_map
 
     pixels = image_pixels(stored_path)
     if score is not None:

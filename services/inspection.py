@@ -15,7 +15,7 @@ product.
 
 Anomaly maps are stored by :mod:`services.map_store` (``<data dir>/maps/<uuid>.npy``). A map
 file is written before its row, so a committed row always has its file; the file of a failed
-transaction is removed. ``overlay_image`` and ``load_anomaly_map`` are re-exported here.
+transaction is removed.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import sessionmaker
 
-from adcore.anomaly_maps import overlay_image
 from adcore.detectors.base import Progress, report
 from adcore.errors import DatasetError, ImageLoadError
 from adcore.explain.neighbours import (
@@ -47,14 +46,12 @@ from db import Image, ImageSource, ModelVersion, Prediction, StorageError, absol
 from db.image_store import sha256_hex
 from db.images import get_or_create_image
 from services.defect_library import load_defect_library
-from services.map_store import load_anomaly_map, save_anomaly_map
+from services.map_store import save_anomaly_map
 
 __all__ = [
     "InspectionResult",
     "inspect_folder",
     "inspect_uploads",
-    "load_anomaly_map",
-    "overlay_image",
     "rescore_images",
 ]
 

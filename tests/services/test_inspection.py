@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from synthetic_parts import make_part, png
 
+from adcore.anomaly_maps import overlay_image
 from adcore.detectors.patchcore import PatchCore, PatchCoreConfig
 from adcore.errors import DatasetError
 from adcore.explain import ExplanationFacts
@@ -23,10 +24,9 @@ from services.inspection import (
     InspectionResult,
     inspect_folder,
     inspect_uploads,
-    load_anomaly_map,
-    overlay_image,
     rescore_images,
 )
+from services.map_store import load_anomaly_map
 
 TINY = PatchCoreConfig(image_size=64, coreset_ratio=0.1)
 

@@ -127,7 +127,7 @@ def save_and_register(
         if project is None:
             raise LookupError(f"There is no project with id {project_id}.")
         number = next_version_number(session, project_id)
-        directory = _free_directory(Path(models_root) / project_slug(project.name), number)
+        directory = free_version_directory(Path(models_root) / project_slug(project.name), number)
     detector.save(directory)
     metrics = {
         "n_train": fit.n_images,
@@ -253,8 +253,8 @@ def _image_sources(
     return paths
 
 
-def _free_directory(project_dir: Path, number: int) -> Path:
-    """``v<number>``, or ``v<number>-<random>`` if a stale folder already has that name."""
+def free_version_directory(project_dir: Path, number: int) -> Path:
+    """A new version's folder: ``v<number>``, or ``v<number>-<random>`` if a stale one exists."""
     directory = project_dir / f"v{number}"
     return (
         directory if not directory.exists() else project_dir / f"v{number}-{uuid.uuid4().hex[:8]}"

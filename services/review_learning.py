@@ -24,7 +24,6 @@ import os
 import shutil
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ from db.model_versions import next_version_number
 from db.permissions import CAN_REVIEW, PermissionDenied, require_session_role
 from db.predictions import pending_images
 from services.inspection import rescore_images
-from services.model_management import project_slug
+from services.model_management import free_version_directory, project_slug
 
 INSTANT_LEARNING_ENV = "LOUPE_INSTANT_LEARNING"
 """Set to ``0`` to turn instant learning off."""
@@ -299,7 +298,7 @@ def _update(
     added = detector.update([px for _, px in new], digests=[item.sha256 for item, _ in new])
     after = tuple(p.score for p in detector.predict(pixels))
     bank_after = int(detector.model.memory_bank.shape[0])
-    directory = _free_directory(parent.project_dir, parent.next_number)
+    directory = free_version_directory(parent.project_dir, parent.next_number)
     details = {
         "bank_size_before": bank_before,
         "bank_size_after": bank_after,
@@ -355,14 +354,6 @@ def _transaction(sessions: SessionSource) -> Iterator[OrmSession]:
         return
     with sessions() as session, session.begin():
         yield session
-
-
-def _free_directory(project_dir: Path, number: int) -> Path:
-    """``v<number>``, or ``v<number>-<random>`` when a stale folder already has that name."""
-    directory = project_dir / f"v{number}"
-    return (
-        directory if not directory.exists() else project_dir / f"v{number}-{uuid.uuid4().hex[:8]}"
-    )
 
 
 def _since(start: float) -> float:

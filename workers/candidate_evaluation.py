@@ -24,6 +24,7 @@ from typing import Any
 
 from adcore.gate import Rates, check_margin, fpr_margin_from_env, gate_record
 from db import ModelVersion
+from workers.candidates import candidate_outcome
 from workers.context import JobContext, JobOutcome
 from workers.evaluation import ScoredParts, rates, score_parts
 from workers.training_data import LabelledPart, digest_set_hash
@@ -54,12 +55,7 @@ class CandidateEvaluation:
 
     def outcome(self, version: ModelVersion, what: str) -> JobOutcome:
         """The job's outcome for the registered candidate ``version``."""
-        verdict = "passes the gate" if self.passed else "does not pass the gate"
-        return JobOutcome(
-            f"{what}: candidate version {version.version} {verdict}",
-            version.id,
-            {"gate": self.gate["decision"]},
-        )
+        return candidate_outcome(version, self.gate, what)
 
 
 def evaluate_candidate(

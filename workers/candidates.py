@@ -8,7 +8,6 @@ candidate is never activated here: a manager promotes it through the gate
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from db import CAN_MANAGE_MODELS, ModelVersion, Project, User
 from db.model_families import ModelFamily, active_version
 from db.model_versions import next_version_number, register_model_version
 from db.permissions import require_session_role
-from services.model_management import project_slug
+from services.model_management import free_version_directory, project_slug
 from workers.context import JobContext, JobOutcome
 
 
@@ -55,10 +54,7 @@ def save_candidate(
     ctx.raise_if_cancelled()
     with ctx.session_factory() as session:
         number = next_version_number(session, project.id)
-    project_dir = Path(ctx.models_root) / project_slug(project.name)
-    directory = project_dir / f"v{number}"
-    if directory.exists():
-        directory = project_dir / f"v{number}-{uuid.uuid4().hex[:8]}"
+    directory = free_version_directory(Path(ctx.models_root) / project_slug(project.name), number)
     detector.save(directory)
     with ctx.session_factory() as session, session.begin():
         version = register_model_version(

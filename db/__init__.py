@@ -45,6 +45,7 @@ from db.base import (
 from db.engine import create_engine_for_url, init_db, make_session_factory, transaction
 from db.errors import AppendOnlyError, ConflictError, MigrationError, StorageError
 from db.image_store import absolute_image_path
+from db.images import get_image
 from db.labels import current_label, current_labels
 from db.migrate import current_revision, downgrade, upgrade
 from db.models import ExplanationNote, Image, Job, ModelVersion, Prediction, Project, Review, User
@@ -55,6 +56,7 @@ from db.permissions import (
     PermissionDenied,
     require_role,
 )
+from db.predictions import get_prediction
 from db.projects import (
     activate_model_version,
     add_defect_type,
@@ -66,7 +68,7 @@ from db.projects import (
     set_threshold,
 )
 from db.settings import data_dir, database_url
-from db.users import create_user, ensure_admin, verify_password
+from db.users import create_user, ensure_admin, get_user, verify_password
 
 __all__ = [
     "CAN_MANAGE_MODELS",
@@ -107,7 +109,10 @@ __all__ = [
     "database_url",
     "downgrade",
     "ensure_admin",
+    "get_image",
+    "get_prediction",
     "get_project",
+    "get_user",
     "init_db",
     "list_model_versions",
     "list_projects",

@@ -19,6 +19,11 @@ from db.models import Image
 from db.models.images import ORIGINAL_NAME_LENGTH
 
 
+def get_image(session: Session, image_id: int) -> Image | None:
+    """The stored image row with this id, or ``None``."""
+    return session.get(Image, image_id)
+
+
 def get_or_create_image(
     session: Session,
     *,

@@ -29,6 +29,11 @@ _ONE = literal_column("1")
 _ZERO = literal_column("0")
 
 
+def get_prediction(session: Session, prediction_id: int) -> Prediction | None:
+    """The stored prediction with this id, or ``None``."""
+    return session.get(Prediction, prediction_id)
+
+
 def latest_prediction_value(
     image_id: ColumnElement[int],
     model_version_id: ColumnElement[int] | int | None = None,

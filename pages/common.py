@@ -157,7 +157,7 @@ def refresh_user() -> dict | None:
     if info is None:
         return None
     with transaction() as session:
-        user = session.get(db.User, info["id"])
+        user = db.get_user(session, info["id"])
         if user is None or not user.active:
             sign_out()
             return None
@@ -172,7 +172,7 @@ def load_user(session: Session) -> db.User:
         PermissionError: If nobody is signed in or the account was deactivated.
     """
     info = signed_in()
-    user = None if info is None else session.get(db.User, info["id"])
+    user = None if info is None else db.get_user(session, info["id"])
     if user is None or not user.active:
         raise PermissionError("Please sign in again.")
     return user

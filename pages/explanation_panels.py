@@ -254,7 +254,7 @@ def explanation_panels(prediction_id: int | None) -> list[Callable[[], None]]:
     if prediction_id is None:
         return []
     with transaction() as session:
-        prediction = session.get(db.Prediction, prediction_id)
+        prediction = db.get_prediction(session, prediction_id)
         if prediction is None:
             return []
         image = prediction.image

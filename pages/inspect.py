@@ -142,7 +142,7 @@ index = st.selectbox(
 )
 chosen = scored[index]
 with transaction() as session:
-    image = session.get(db.Image, chosen.image_id)
+    image = db.get_image(session, chosen.image_id)
     stored_path = image.stored_path if image is not None else None
     latest = db.current_label(session, chosen.image_id)
     current = latest.label if latest is not None else None

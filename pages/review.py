@@ -97,7 +97,7 @@ with transaction() as session:
     items = review_queue(session, project_id, limit=1)
     project = get_project(session, project_id)
     defect_types = list(project.defect_types or []) if project is not None else []
-    prediction = session.get(db.Prediction, items[0].prediction_id) if items else None
+    prediction = db.get_prediction(session, items[0].prediction_id) if items else None
     anomaly_map_path = prediction.anomaly_map_path if prediction is not None else None
 
 if not items:

@@ -17,13 +17,16 @@ import numpy as np
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import roc_curve
 
+from adcore.audit import MissRateEstimate
 from adcore.metrics import rates_at_threshold
 
 __all__ = [
     "DEFAULT_GOOD_QUANTILE",
     "DEFAULT_TARGET_FNR",
+    "SafeThreshold",
     "ThresholdChoice",
     "ThresholdRule",
+    "cap_censored_raise",
     "fnr_fpr_curve",
     "select_threshold",
 ]
@@ -196,3 +199,76 @@ def fnr_fpr_curve(
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         fpr, tpr, thresholds = roc_curve(labels, scores, drop_intermediate=False)
     return thresholds[::-1].copy(), (1.0 - tpr)[::-1].copy(), fpr[::-1].copy()
+
+
+@dataclass(frozen=True)
+class SafeThreshold:
+    """A threshold chosen from reviewed parts, after the no-raise-on-censored-reviews rule.
+
+    Attributes:
+        value: The threshold to use.
+        chosen: What the FNR-first rule picked on the reviewed parts.
+        ceiling: Highest value allowed without audit evidence (the model's calibrated
+            threshold, or the one in force when that is unknown); None means no ceiling.
+        capped: Whether ``chosen`` was lowered to ``ceiling``.
+        note: One sentence on what was decided and why.
+    """
+
+    value: float
+    chosen: float
+    ceiling: float | None
+    capped: bool
+    note: str
+
+
+def cap_censored_raise(
+    chosen: float,
+    ceiling: float | None,
+    audit: MissRateEstimate,
+    target_miss_rate: float,
+) -> SafeThreshold:
+    """Keep a threshold chosen on reviewed parts from rising on censored evidence alone.
+
+    Reviewed parts are censored: inspectors see only parts that scored near or above the
+    threshold, so a threshold chosen on them says nothing about the defects that would pass
+    unseen if it were raised. A chosen value at or below the ceiling is used as it is (lowering
+    is always safe). Above the ceiling it is used only when audits of passed parts show the
+    miss rate among them stays within ``target_miss_rate`` (the upper end of the 95% interval,
+    :meth:`adcore.audit.MissRateEstimate.within`); otherwise the ceiling is used.
+
+    Args:
+        chosen: The threshold the FNR-first rule chose on reviewed parts.
+        ceiling: The model's calibrated threshold (from held-out good training images), or the
+            threshold in force when that is unknown; None for no ceiling (nothing to protect).
+        audit: The miss-rate estimate from audited passed parts.
+        target_miss_rate: The highest acceptable miss rate among passed parts.
+
+    Returns:
+        The decision, with a note for the UI.
+    """
+    if ceiling is None or chosen <= ceiling:
+        return SafeThreshold(chosen, chosen, ceiling, False, "Chosen on the reviewed parts.")
+    evidence = (
+        f"audits found {audit.n_missed} defect(s) among {audit.n_audited} passed part(s)"
+        if audit.n_audited
+        else "no passed part has been audited yet"
+    )
+    if audit.within(target_miss_rate):
+        return SafeThreshold(
+            chosen,
+            chosen,
+            ceiling,
+            False,
+            f"Raised above the calibrated threshold {ceiling:.6g}: {evidence} (miss rate at "
+            f"most {audit.high:.1%} at 95% confidence, target {target_miss_rate:.1%}).",
+        )
+    bound = "" if audit.high is None else f", up to {audit.high:.1%} at 95% confidence"
+    return SafeThreshold(
+        ceiling,
+        chosen,
+        ceiling,
+        True,
+        f"Capped at the calibrated threshold {ceiling:.6g} (the reviewed parts alone asked "
+        f"for {chosen:.6g}): {evidence}{bound}, so raising it could let defects pass unseen "
+        f"(target {target_miss_rate:.1%}).",
+    )

@@ -19,13 +19,18 @@ from typing import Any
 
 from adcore.errors import DatasetError
 from adcore.persistence import CONFIG_FILE
-from adcore.thresholds import select_threshold
 from db import Label, ModelVersion, Project
 from services.project_settings import clip_setting
 from workers.candidate_evaluation import evaluate_candidate
 from workers.candidates import project_and_active_detector, save_candidate
 from workers.context import JobContext, JobOutcome
 from workers.evaluation import rates, score_parts
+from workers.threshold_choice import (
+    CHECK_SHARE,
+    audit_evidence,
+    safe_threshold,
+    split_choose_check,
+)
 from workers.training_data import (
     DEFAULT_HOLDOUT_FRACTION,
     LabelledPart,
@@ -56,6 +61,7 @@ def refit_detector(ctx: JobContext) -> JobOutcome:
     with ctx.session_factory() as session:
         project, base = project_and_active_detector(session, ctx)
         parts = labelled_parts(session, project.id, ctx.data_dir)
+        audit = audit_evidence(session, project.id)
         snapshot = dict(base.training_snapshot or {}) if base else {}
         snapshot_images, missing = locate_snapshot_images(
             session, project.id, snapshot, ctx.data_dir, params.get("train_folder")
@@ -77,17 +83,33 @@ def refit_detector(ctx: JobContext) -> JobOutcome:
     ctx.raise_if_cancelled()
     detector = _fresh_detector(kind, config, base, ctx.device, has_images=bool(training))
     fit = detector.fit([image.path for image in training], ctx.scaled_progress(0.05, 0.7))
-    scored = score_parts(detector, heldout, ctx.scaled_progress(0.7, 0.8))
+    choose, check = split_choose_check(heldout)
+    scored = score_parts(detector, choose, ctx.scaled_progress(0.7, 0.75))
+    checked = score_parts(detector, check, ctx.scaled_progress(0.75, 0.8))
     notes: list[str] = []
+    rule = "calibration"
     if scored.labels.sum() > 0:
-        choice = select_threshold(scored.scores, scored.labels, target_fnr=_target_fnr(project))
-        detector.with_threshold(choice.value)
-        rule = "fnr_target"
-        notes.append("The candidate's threshold was chosen on the held-out parts (FNR first).")
-    else:
-        rule = "calibration"
+        ceiling = detector.calibrated_threshold
+        if ceiling is None:
+            ceiling = detector.threshold
+        decision = safe_threshold(
+            scored, ceiling=ceiling, target_fnr=_target_fnr(project), audit=audit
+        )
+        detector.with_threshold(decision.value)
+        rule = "fnr_target_capped" if decision.capped else "fnr_target"
+        notes += [
+            decision.note,
+            "The candidate's threshold was chosen on one share of the held-out parts (FNR "
+            "first) and is checked here on the others.",
+        ]
     evaluation = evaluate_candidate(
-        ctx, scored, detector.threshold, base=base, heldout=heldout, good_share=holdout, notes=notes
+        ctx,
+        checked,
+        detector.threshold,
+        base=base,
+        heldout=check,
+        good_share=holdout * CHECK_SHARE,
+        notes=notes,
     )
     metrics = {
         "job_id": ctx.job_id,
@@ -111,7 +133,8 @@ def refit_detector(ctx: JobContext) -> JobOutcome:
             {"sha256": i.sha256, "label": Label.GOOD.value, "source": i.source, "path": str(i.path)}
             for i in training
         ],
-        "heldout": [{"sha256": p.sha256, "label": p.label} for p in heldout],
+        "calibration": [{"sha256": p.sha256, "label": p.label} for p in choose],
+        "heldout": [{"sha256": p.sha256, "label": p.label} for p in check],
     }
     ctx.progress(0.9, "Saving the candidate")
     version = save_candidate(ctx, project, detector, metrics, new_snapshot, "Refit")
@@ -119,14 +142,22 @@ def refit_detector(ctx: JobContext) -> JobOutcome:
 
 
 def recalibrate_threshold(ctx: JobContext) -> JobOutcome:
-    """Choose the active detector's threshold again from the labelled parts, FNR first.
+    """Choose the active detector's threshold again from the labelled parts, FNR first, safely.
 
-    Every labelled part the detector did not train on is scored; the threshold is the one
-    :func:`adcore.thresholds.select_threshold` picks for the project's ``target_fnr``. The
-    same detector with the new threshold is saved as a candidate version.
+    The labelled parts the detector did not train on are split by content hash
+    (:func:`workers.threshold_choice.split_choose_check`): one share chooses the threshold with
+    :func:`adcore.thresholds.select_threshold` for the project's ``target_fnr``, the other
+    checks it against the active threshold for the gate. The chosen value may go below the
+    detector's calibrated threshold freely, but above it only with audit evidence
+    (:func:`adcore.thresholds.cap_censored_raise`). The same detector with the new threshold is
+    saved as a candidate version.
 
     Returns:
         The outcome, with the candidate's id.
+
+    Raises:
+        DatasetError: No active detector, or too few readable labelled parts to both choose
+            and check a threshold.
     """
     from adcore.detectors.registry import load_detector
 
@@ -136,41 +167,58 @@ def recalibrate_threshold(ctx: JobContext) -> JobOutcome:
         if base is None:
             raise DatasetError("The project has no active detector to recalibrate.")
         parts = labelled_parts(session, project.id, ctx.data_dir)
+        audit = audit_evidence(session, project.id)
     base_trained = set(snapshot_digests(base.training_snapshot or {}))
-    heldout = held_out_parts(parts, base_trained, 1.0)
-    if not heldout:
-        raise DatasetError("No labelled part outside the training set: label some parts first.")
+    choose, check = split_choose_check(held_out_parts(parts, base_trained, 1.0))
+    if not choose or not check:
+        raise DatasetError(
+            "Too few labelled parts outside the training set to choose a threshold on some and "
+            f"check it on others ({len(choose)} + {len(check)}): label more parts first."
+        )
     detector = load_detector(base.artifact_path, device=ctx.device)
-    scored = score_parts(detector, heldout, ctx.scaled_progress(0.1, 0.8))
-    if scored.scores.size == 0:
-        raise DatasetError("None of the labelled parts could be read.")
-    choice = select_threshold(scored.scores, scored.labels, target_fnr=_target_fnr(project))
-    ctx.log(f"Rule {choice.rule}: threshold {choice.value:.6g} (was {base.threshold})")
+    scored = score_parts(detector, choose, ctx.scaled_progress(0.1, 0.5))
+    checked = score_parts(detector, check, ctx.scaled_progress(0.5, 0.8))
+    if scored.scores.size == 0 or checked.scores.size == 0:
+        raise DatasetError("Too few of the labelled parts could be read to choose and check.")
+    ceiling = detector.calibrated_threshold
+    if ceiling is None:
+        ceiling = base.threshold  # a model saved before its calibration was recorded
+    target = _target_fnr(project)
+    decision = safe_threshold(scored, ceiling=ceiling, target_fnr=target, audit=audit)
+    ctx.log(f"{decision.note} Threshold {decision.value:.6g} (was {base.threshold})")
     evaluation = evaluate_candidate(
         ctx,
-        scored,
-        choice.value,
+        checked,
+        decision.value,
         base=base,
-        heldout=heldout,
-        good_share=1.0,
-        notes=["The threshold was chosen on the same labelled parts it is evaluated on."],
-        active_rates=rates(scored.scores, scored.labels, base.threshold),  # same detector
+        heldout=check,
+        good_share=CHECK_SHARE,
+        notes=[
+            decision.note,
+            "The threshold was chosen on one share of the labelled parts and is checked here "
+            "on the others.",
+        ],
+        active_rates=rates(checked.scores, checked.labels, base.threshold),  # same detector
     )
-    detector.with_threshold(choice.value)
+    detector.with_threshold(decision.value)
     metrics = {
         "job_id": ctx.job_id,
         "job_kind": ctx.kind,
         "base_version_id": base.id,
-        "threshold_rule": choice.rule,
-        "target_fnr": choice.target_fnr,
+        "threshold_rule": "fnr_target_capped" if decision.capped else "fnr_target",
+        "target_fnr": target,
         "previous_threshold": base.threshold,
+        "chosen_threshold": decision.chosen,
+        "threshold_ceiling": decision.ceiling,
+        "audit": {"n_audited": audit.n_audited, "n_missed": audit.n_missed, "high": audit.high},
         "heldout": evaluation.candidate.to_json(),
         "gate": evaluation.gate,
     }
     snapshot = {
         **dict(base.training_snapshot or {}),
         "base_version_id": base.id,
-        "calibration": [{"sha256": p.sha256, "label": p.label} for p in heldout],
+        "calibration": [{"sha256": p.sha256, "label": p.label} for p in choose],
+        "heldout": [{"sha256": p.sha256, "label": p.label} for p in check],
     }
     ctx.progress(0.9, "Saving the candidate")
     version = save_candidate(ctx, project, detector, metrics, snapshot, "Recalibrated")

@@ -191,9 +191,15 @@ def split_calibration(
 
 
 def fitted_identity(model: Any) -> dict[str, Any]:
-    """The ``config.json`` fields every saved model carries: threshold and training set."""
+    """The ``config.json`` fields every saved model carries: thresholds and training set.
+
+    ``calibrated_threshold`` is the threshold the fit itself set from held-out good images
+    (None when the fit set none, and for models saved before it was recorded); ``threshold``
+    is the one in force, which recalibration or a manager may have moved.
+    """
     return {
         "threshold": model.threshold,
+        "calibrated_threshold": getattr(model, "calibrated_threshold", None),
         "training_hash": model.training_hash,
         "training_digests": model.training_digests,
     }
@@ -262,6 +268,7 @@ def restore_fitted_identity(model: Any, document: dict[str, Any], directory: obj
     if (digests or stored) and stored != training_set_hash(digests):
         raise ModelFileError(f"{directory}: training-set hash does not match its digests")
     model.threshold = document.get("threshold")
+    model.calibrated_threshold = document.get("calibrated_threshold")
     model.training_hash = stored
     model.training_digests = digests
 
@@ -313,6 +320,8 @@ class BatchDetector:
     config: Any
     device: torch.device
     threshold: float | None
+    calibrated_threshold: float | None = None
+    """The threshold the fit set from held-out good images (never moved by recalibration)."""
     training_hash: str | None
     training_digests: list[str]
 
@@ -374,7 +383,7 @@ class BatchDetector:
         tell(at, f"Calibrating the threshold on {len(calibration)} held-out good images")
         cal_scores = np.array([p.score for p in self.predict([im.pixels for im in calibration])])
         choice = select_threshold(cal_scores, good_quantile=self.config.good_quantile)
-        self.threshold = float(choice.value)
+        self.threshold = self.calibrated_threshold = float(choice.value)
         details["calibration_scores"] = cal_scores.tolist()
         if learn_message_at is not None:
             tell(learn_message_at, f"Learning the {len(calibration)} held-out images")

@@ -7,11 +7,13 @@ import math
 import numpy as np
 import pytest
 
+from adcore.audit import miss_rate_estimate
 from adcore.metrics import rates_at_threshold
 from adcore.thresholds import (
     DEFAULT_GOOD_QUANTILE,
     DEFAULT_TARGET_FNR,
     ThresholdChoice,
+    cap_censored_raise,
     fnr_fpr_curve,
     select_threshold,
 )
@@ -162,3 +164,31 @@ def test_fnr_fpr_curve_single_class() -> None:
     assert np.all(np.isnan(fnr))
     assert not np.any(np.isnan(fpr))
     assert math.isinf(thresholds[-1])
+
+
+# --- no raise on censored reviews alone ---------------------------------------------------------
+
+
+def test_a_lower_threshold_is_always_allowed() -> None:
+    decision = cap_censored_raise(4.0, 5.0, miss_rate_estimate(0, 0), 0.01)
+    assert (decision.value, decision.capped) == (4.0, False)
+
+
+def test_a_raise_without_audits_is_capped_at_the_ceiling() -> None:
+    decision = cap_censored_raise(7.0, 5.0, miss_rate_estimate(0, 0), 0.01)
+    assert (decision.value, decision.chosen, decision.capped) == (5.0, 7.0, True)
+    assert "no passed part has been audited" in decision.note
+
+
+def test_a_raise_needs_the_whole_interval_within_target() -> None:
+    too_few = cap_censored_raise(7.0, 5.0, miss_rate_estimate(0, 100), 0.01)  # up to 3.7%
+    assert too_few.capped and too_few.value == 5.0 and "3.7%" in too_few.note
+    found_misses = cap_censored_raise(7.0, 5.0, miss_rate_estimate(8, 1000), 0.01)  # up to 1.6%
+    assert found_misses.capped
+    enough = cap_censored_raise(7.0, 5.0, miss_rate_estimate(0, 600), 0.01)
+    assert (enough.value, enough.capped) == (7.0, False)
+
+
+def test_without_a_ceiling_nothing_is_capped() -> None:
+    decision = cap_censored_raise(7.0, None, miss_rate_estimate(0, 0), 0.01)
+    assert (decision.value, decision.capped) == (7.0, False)

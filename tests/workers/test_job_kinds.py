@@ -18,6 +18,7 @@ from db import Image, Job, ModelVersion, Project
 from db.images import get_or_create_image
 from db.review_queue import record_review
 from services.model_management import train_first_model
+from workers.threshold_choice import in_check_share
 from workers.training_data import in_evaluation_share
 
 TINY = {"image_size": 64, "coreset_ratio": 0.1, "calibration_fraction": 0.25, "device": "cpu"}
@@ -113,8 +114,11 @@ def test_refit_learns_from_confirmed_good_parts_and_is_only_a_candidate(lab: dic
     assert candidate.metrics["n_confirmed_good"] == len(expected_confirmed)
 
     heldout = {h["sha256"]: h["label"] for h in candidate.training_snapshot["heldout"]}
-    assert set(heldout) == (defects - lab["train_digests"]) | (goods - expected_confirmed)
-    assert not set(heldout) & {i["sha256"] for i in images}
+    chose = {h["sha256"] for h in candidate.training_snapshot["calibration"]}
+    assert set(heldout) | chose == (defects - lab["train_digests"]) | (goods - expected_confirmed)
+    assert not set(heldout) & chose  # the threshold is checked on parts it was not chosen on
+    assert set(heldout) == {d for d in set(heldout) | chose if in_check_share(d)}
+    assert not (set(heldout) | chose) & {i["sha256"] for i in images}
 
     gate = candidate.metrics["gate"]
     assert gate["active"]["version_id"] == lab["v1"].id
@@ -136,8 +140,11 @@ def test_recalibrate_follows_the_fnr_first_rule(lab: dict) -> None:
     assert candidate.status == "candidate" and active_id(lab) == lab["v1"].id
 
     calibration = candidate.training_snapshot["calibration"]
+    checked = {entry["sha256"] for entry in candidate.training_snapshot["heldout"]}
     digests = {entry["sha256"] for entry in calibration}
-    assert digests == set(lab["labels"]) - lab["train_digests"]
+    assert digests | checked == set(lab["labels"]) - lab["train_digests"]
+    assert digests and checked and not digests & checked  # chosen on some, checked on others
+    assert checked == {d for d in digests | checked if in_check_share(d)}
     detector = load_detector(lab["v1"].artifact_path, device="cpu")
     with lab["factory"]() as session:
         rows = session.execute(
@@ -149,14 +156,48 @@ def test_recalibrate_follows_the_fnr_first_rule(lab: dict) -> None:
     scores = np.array([prediction.score for _, prediction in scored])
     labels = np.array([int(e["label"] == "defect") for e in calibration])
     expected = select_threshold(scores, labels, target_fnr=0.0)
-    assert candidate.threshold == pytest.approx(expected.value)
-    assert candidate.metrics["threshold_rule"] == "fnr_target"
+    ceiling = detector.calibrated_threshold
+    assert ceiling is not None  # the fit recorded its own calibration
+    assert candidate.metrics["chosen_threshold"] == pytest.approx(expected.value)
+    assert candidate.threshold == pytest.approx(min(expected.value, ceiling))  # no audits yet
+    capped = expected.value > ceiling
+    assert candidate.metrics["threshold_rule"] == ("fnr_target_capped" if capped else "fnr_target")
     gate = candidate.metrics["gate"]
-    assert gate["candidate"]["fnr"] == 0.0  # target 0: every held-out defect is flagged
-    assert gate["candidate"]["fn"] == 0 and gate["candidate"]["n_defect"] == labels.sum()
+    checked_labels = [lab["labels"][d] for d in checked]
+    assert gate["candidate"]["n_defect"] == checked_labels.count("defect")
+    assert gate["candidate"]["n_good"] == checked_labels.count("good")
     assert gate["active"]["threshold"] == pytest.approx(lab["v1"].threshold)
     saved = load_detector(candidate.artifact_path, device="cpu")
-    assert saved.threshold == pytest.approx(expected.value)
+    assert saved.threshold == pytest.approx(candidate.threshold)
     assert (
         candidate.training_snapshot["training_hash"] == lab["v1"].training_snapshot["training_hash"]
     )
+
+
+def test_censored_reviews_alone_never_raise_the_threshold(
+    lab: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replay's "uncapped" failure is gone: censored reviews cannot raise the threshold.
+
+    Reviewed parts ask for a higher threshold than the calibrated one; without audit evidence
+    the job keeps the calibrated one, with it the job may raise it.
+    """
+    calibrated = load_detector(lab["v1"].artifact_path, device="cpu").calibrated_threshold
+    _, capped = run_to_candidate(lab, "recalibrate_threshold", {})
+    chosen = capped.metrics["chosen_threshold"]
+    assert chosen > calibrated  # the synthetic reviews do ask for a raise
+    assert capped.threshold == pytest.approx(calibrated)
+    assert capped.metrics["threshold_rule"] == "fnr_target_capped"
+    assert capped.metrics["audit"]["n_audited"] == 0
+    assert any("Capped at the calibrated" in n for n in capped.metrics["gate"]["decision"]["notes"])
+
+    # 600 audited passed parts, none defective: the miss rate is below 1% at 95% confidence.
+    monkeypatch.setattr(
+        "workers.threshold_choice.audit_counts", lambda session, project_id: (0, 600)
+    )
+    with lab["factory"]() as session, session.begin():
+        session.get(Project, lab["project_id"]).target_fnr = 0.01
+    _, raised = run_to_candidate(lab, "recalibrate_threshold", {})
+    assert raised.metrics["threshold_rule"] == "fnr_target"
+    assert raised.threshold == pytest.approx(raised.metrics["chosen_threshold"])
+    assert raised.threshold > calibrated

@@ -221,7 +221,7 @@ class Autoencoder(BatchDetector):
         tell(0.0, f"Preparing {len(train)} training images")
         data = self._stack([im.pixels for im in train])
         self.model = self._build()
-        self.threshold = None
+        self.threshold = self.calibrated_threshold = None
         losses = self._train(
             data,
             c.train_steps,

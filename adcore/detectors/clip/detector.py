@@ -182,7 +182,7 @@ class ClipDetector(BatchDetector):
         tell = report(progress)
         for key in self.model.scales:
             self.model.set_memory(key, torch.empty(0, self.model.embed_dim))
-        self.threshold = None
+        self.threshold = self.calibrated_threshold = None
         loaded, skipped = load_many(self._pick_shots(sources))
         if sources and not loaded and self.config.shots != 0:
             raise DatasetError("No usable good image to fit on" + refused_reason(skipped))

@@ -20,17 +20,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from adcore.audit import MissRateEstimate
 from adcore.errors import DatasetError
 from adcore.image_io import is_image_path
 from adcore.metrics import image_metrics
 from adcore.persistence import TENSORS_FILE, file_sha256
-from adcore.thresholds import select_threshold
+from adcore.thresholds import cap_censored_raise, select_threshold
 from db import Label, ModelVersion, Project
 from services.project_settings import clip_setting
 from workers.candidate_evaluation import evaluate_candidate
 from workers.candidates import project_and_active_detector, save_candidate
 from workers.context import JobContext, JobOutcome
 from workers.evaluation import ScoredParts, rates, score_parts
+from workers.threshold_choice import CHECK_SHARE, audit_evidence, split_choose_check
 from workers.training_data import (
     DEFAULT_HOLDOUT_FRACTION,
     LabelledPart,
@@ -79,6 +81,7 @@ def train_clip_job(ctx: JobContext) -> JobOutcome:
         project, base = project_and_active_detector(session, ctx)
         config = _clip_config(project, params)
         parts = labelled_parts(session, project.id, ctx.data_dir)
+        audit = audit_evidence(session, project.id)
     _refuse_unavailable(config)
     heldout = held_out_parts(parts, set(), holdout)
     references: list[tuple[str, Path, str]] = []
@@ -97,7 +100,7 @@ def train_clip_job(ctx: JobContext) -> JobOutcome:
     ctx.log(f"{fit.details.get('shots', 0)} reference image(s), mode {fit.details.get('mode')}")
     trained = set(detector.training_digests)
     heldout = [part for part in heldout if part.sha256 not in trained]
-    calibration = _calibrate(ctx, project, detector, heldout, (0.6, 0.8))
+    calibration = _calibrate(ctx, project, detector, heldout, (0.6, 0.8), audit)
     if detector.threshold is None:  # nothing labelled: CLIP's own normal/anomalous boundary
         detector.with_threshold(ZERO_SHOT_THRESHOLD)
         calibration.notes[-1] = (
@@ -110,8 +113,8 @@ def train_clip_job(ctx: JobContext) -> JobOutcome:
         calibration.scored,
         detector.threshold,
         base=base,
-        heldout=heldout,
-        good_share=holdout,
+        heldout=calibration.check,
+        good_share=holdout * CHECK_SHARE,
         notes=calibration.notes,
     )
     used = [r for r in references if r[0] in trained]
@@ -139,7 +142,8 @@ def train_clip_job(ctx: JobContext) -> JobOutcome:
             {"sha256": digest, "label": Label.GOOD.value, "source": source, "path": str(path)}
             for digest, path, source in used
         ],
-        "heldout": [{"sha256": p.sha256, "label": p.label} for p in heldout],
+        "calibration": [{"sha256": p.sha256, "label": p.label} for p in calibration.choose],
+        "heldout": [{"sha256": p.sha256, "label": p.label} for p in calibration.check],
     }
     ctx.progress(0.9, "Saving the candidate")
     what = f"CLIP {mode}"
@@ -185,6 +189,7 @@ def tune_clip_job(ctx: JobContext) -> JobOutcome:
                 f"{now}): start a CLIP detector and promote it first."
             )
         parts = labelled_parts(session, project.id, ctx.data_dir)
+        audit = audit_evidence(session, project.id)
         snapshot = dict(base.training_snapshot or {})
         reference_images, missing = locate_snapshot_images(
             session, project.id, snapshot, ctx.data_dir, params.get("train_folder")
@@ -211,7 +216,10 @@ def tune_clip_job(ctx: JobContext) -> JobOutcome:
     ctx.raise_if_cancelled()
     detector = load_detector(base.artifact_path, device=ctx.device)
     ctx.progress(0.02, "Scoring the held-out parts with the active detector")
-    active_scored = score_parts(detector, heldout)  # before the adapters change it in place
+    # The gate compares on the parts that check the threshold (_calibrate splits the same way);
+    # the active detector scores them before the adapters change it in place.
+    _, check = split_choose_check(heldout)
+    active_scored = score_parts(detector, check)
     active_rates = rates(active_scored.scores, active_scored.labels, base.threshold)
     trained = train_adapters(
         detector,
@@ -228,14 +236,14 @@ def tune_clip_job(ctx: JobContext) -> JobOutcome:
             [image.path for image in reference_images],
             digests=[image.sha256 for image in reference_images],
         )
-    calibration = _calibrate(ctx, project, detector, heldout, (0.65, 0.9), fallback=training)
+    calibration = _calibrate(ctx, project, detector, heldout, (0.65, 0.9), audit, fallback=training)
     evaluation = evaluate_candidate(
         ctx,
         calibration.scored,
         detector.threshold,
         base=base,
-        heldout=heldout,
-        good_share=holdout,
+        heldout=calibration.check,
+        good_share=holdout * CHECK_SHARE,
         notes=calibration.notes,
         active_rates=active_rates,
     )
@@ -269,7 +277,8 @@ def tune_clip_job(ctx: JobContext) -> JobOutcome:
         "adapter_training": [
             {"sha256": p.sha256, "label": p.label, "defect_type": p.defect_type} for p in training
         ],
-        "heldout": [{"sha256": p.sha256, "label": p.label} for p in heldout],
+        "calibration": [{"sha256": p.sha256, "label": p.label} for p in calibration.choose],
+        "heldout": [{"sha256": p.sha256, "label": p.label} for p in calibration.check],
     }
     ctx.progress(0.9, "Saving the candidate")
     version = save_candidate(ctx, project, detector, metrics, new_snapshot, "CLIP adapted")
@@ -320,9 +329,19 @@ def _few_shot_images(
 
 @dataclass
 class _Calibration:
-    """The candidate's held-out scores, how its threshold was chosen, and its AUROC."""
+    """How the candidate's threshold was chosen, and its scores on the parts that check it.
+
+    Attributes:
+        scored: The candidate's scores of ``check`` (what the gate compares).
+        choose: The held-out parts the threshold was chosen on.
+        check: The held-out parts it is checked on (never the ones it was chosen on).
+        notes: Sentences for the UI.
+        metrics: ``threshold_rule``, ``chosen_threshold``, ``heldout_auroc``.
+    """
 
     scored: ScoredParts
+    choose: list[LabelledPart]
+    check: list[LabelledPart]
     notes: list[str]
     metrics: dict[str, Any]
 
@@ -333,45 +352,60 @@ def _calibrate(
     detector: Any,
     heldout: list[LabelledPart],
     span: tuple[float, float],
+    audit: MissRateEstimate,
     fallback: list[LabelledPart] | None = None,
 ) -> _Calibration:
-    """Score the held-out parts, choose the threshold FNR-first, measure the AUROC.
+    """Choose the threshold FNR-first on one share of the held-out parts, check on the other.
 
-    The threshold is chosen on the held-out parts when they hold a defect; otherwise on the
-    ``fallback`` parts (the adapter's training parts), otherwise on the held-out good parts'
-    quantile; with no labelled part at all the detector keeps its own (possibly none).
+    The held-out parts are split by content hash (:func:`split_choose_check`). The threshold is
+    chosen on the choosing share when it holds a defect; otherwise on the ``fallback`` parts
+    (the adapter's training parts), otherwise on the choosing share's good-score quantile; with
+    no labelled part at all the detector keeps its own (possibly none). Whatever is chosen may
+    not exceed the detector's calibrated threshold (or, without one, the threshold in force, or
+    :data:`ZERO_SHOT_THRESHOLD`) unless audits allow it (:func:`cap_censored_raise`).
     """
-    scored = score_parts(detector, heldout, ctx.scaled_progress(*span))
-    scores, labels = scored.scores, scored.labels
+    choose, check = split_choose_check(heldout)
+    middle = (span[0] + span[1]) / 2
+    chosen_on = score_parts(detector, choose, ctx.scaled_progress(span[0], middle))
+    scored = score_parts(detector, check, ctx.scaled_progress(middle, span[1]))
+    ceiling = next(
+        value
+        for value in (detector.calibrated_threshold, detector.threshold, ZERO_SHOT_THRESHOLD)
+        if value is not None
+    )
     target_fnr = min(float(project.target_fnr), _MAX_TARGET_FNR)
     notes: list[str] = []
-    rule = "detector"
-    if labels.sum() > 0:
-        choice = select_threshold(scores, labels, target_fnr=target_fnr)
-        detector.with_threshold(choice.value)
+    rule, choice = "detector", None
+    if chosen_on.labels.sum() > 0:
+        choice = select_threshold(chosen_on.scores, chosen_on.labels, target_fnr=target_fnr)
         rule = choice.rule
-        notes.append("The candidate's threshold was chosen on the held-out parts (FNR first).")
+        notes.append("The threshold was chosen on one share of the held-out parts (FNR first).")
     elif fallback and any(p.is_defect for p in fallback):
         fit_scored = score_parts(detector, fallback)
         choice = select_threshold(fit_scored.scores, fit_scored.labels, target_fnr=target_fnr)
-        detector.with_threshold(choice.value)
         rule = f"{choice.rule} (training parts)"
         notes.append("No held-out defect: the threshold was chosen on the training parts.")
-    elif scores.size:
-        choice = select_threshold(scores)
-        detector.with_threshold(choice.value)
+    elif chosen_on.scores.size:
+        choice = select_threshold(chosen_on.scores)
         rule = choice.rule
         notes.append("No labelled defect: the threshold is a quantile of held-out good scores.")
+    if choice is not None:
+        decision = cap_censored_raise(choice.value, ceiling, audit, target_fnr)
+        detector.with_threshold(decision.value)
+        notes.append(decision.note)
+        rule += " (capped)" if decision.capped else ""
     if detector.threshold is None:
         notes.append(
             "No threshold yet: label some parts and recalibrate, or set one under Threshold."
         )
+    scores, labels = scored.scores, scored.labels
     auroc = image_metrics(labels, scores).auroc if scores.size else math.nan
     metrics = {
         "threshold_rule": rule,
+        "chosen_threshold": None if choice is None else choice.value,
         "heldout_auroc": None if math.isnan(auroc) else round(float(auroc), 6),
     }
-    return _Calibration(scored, notes, metrics)
+    return _Calibration(scored, choose, check, notes, metrics)
 
 
 def _record_size(ctx: JobContext, version: ModelVersion) -> None:

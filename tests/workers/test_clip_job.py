@@ -24,6 +24,7 @@ from db.model_versions import promote_model_version, register_model_version
 from services.project_settings import ClipSetting, set_clip_setting
 from workers.clip_jobs import tune_clip_job
 from workers.context import JobCancelled
+from workers.threshold_choice import in_check_share
 from workers.training_data import in_evaluation_share
 
 pytestmark = pytest.mark.slow
@@ -82,7 +83,7 @@ def promote(lab: dict, version_id: int) -> None:
 
 
 def test_zero_shot_then_lora_tuning_give_gated_clip_candidates(lab: dict) -> None:
-    digests = label_good_and_defective(lab)
+    digests = label_good_and_defective(lab, n_good=12, n_defect=12)
     zero = version_of(lab, run_job(lab, "train_clip", {"shots": 0, "holdout_fraction": HOLDOUT}))
     assert zero.kind == "clip" and zero.status == "candidate"
     assert zero.metrics["mode"] == "zero-shot" and zero.metrics["shots"] == 0
@@ -104,9 +105,11 @@ def test_zero_shot_then_lora_tuning_give_gated_clip_candidates(lab: dict) -> Non
     assert len(metrics["losses"]) == FAST_TUNE["epochs"] + 1
     assert metrics["trainable_parameters"] > 0 and 0 < metrics["adapter_megabytes"] < 1
     heldout = {entry["sha256"] for entry in tuned.training_snapshot["heldout"]}
-    assert heldout == {d for d in digests if in_evaluation_share(d, HOLDOUT)}
+    chose = {entry["sha256"] for entry in tuned.training_snapshot["calibration"]}
+    assert heldout | chose == {d for d in digests if in_evaluation_share(d, HOLDOUT)}
+    assert heldout == {d for d in heldout | chose if in_check_share(d)} and not heldout & chose
     trained = {entry["sha256"] for entry in tuned.training_snapshot["adapter_training"]}
-    assert trained == set(digests) - heldout
+    assert trained == set(digests) - heldout - chose
     gate = metrics["gate"]
     assert gate["active"]["version_id"] == zero.id
     assert gate["candidate"]["n_good"] + gate["candidate"]["n_defect"] == len(heldout)

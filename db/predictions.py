@@ -92,7 +92,7 @@ def latest_predictions(
 
     Returns:
         A subquery with columns ``prediction_id, image_id, model_version_id, score, threshold,
-        verdict, predicted_at``; images without a matching prediction have no row.
+        verdict, audit, predicted_at``; images without a matching prediction have no row.
     """
     statement = select(
         Prediction.id.label("prediction_id"),
@@ -101,6 +101,7 @@ def latest_predictions(
         Prediction.score,
         Prediction.threshold,
         Prediction.verdict,
+        Prediction.audit,
         Prediction.created_at.label("predicted_at"),
     ).select_from(Image)
     version: ColumnElement[int] | int | None = model_version_id

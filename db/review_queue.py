@@ -1,7 +1,8 @@
 """The review queue: which unlabelled parts an inspector should look at next, and labelling them.
 
 An image is in the queue when it has no counting review (``images.current_review_id`` is
-``NULL``) and its latest prediction is flagged or close to the threshold. Predictions come from
+``NULL``) and its latest prediction is flagged, an audit sample (a passed part drawn at random
+for review, see :mod:`db.audits`) or close to the threshold. Predictions come from
 the project's active model version; an image the active version has not scored (yet) keeps the
 latest prediction of any version, so activating a new version (a promotion, an instant update)
 never empties the queue while the waiting parts are being re-scored.
@@ -43,6 +44,7 @@ class QueueItem:
         threshold: The threshold it is judged against (the version's current one).
         verdict: ``"defect"`` if ``score >= threshold`` else ``"good"``.
         created_at: When the prediction was made.
+        audit: Whether the part is an audit sample (drawn at random among passed parts).
     """
 
     image_id: int
@@ -53,6 +55,7 @@ class QueueItem:
     threshold: float
     verdict: str
     created_at: datetime
+    audit: bool = False
 
 
 def review_queue(
@@ -64,9 +67,12 @@ def review_queue(
 ) -> list[QueueItem]:
     """Return the unlabelled parts to review, most urgent first.
 
-    Flagged parts (``score >= threshold``) come first, highest score first; then the good
-    parts within ``near_margin`` of the threshold (``score >= threshold * (1 - near_margin)``),
-    highest score first. Parts further below the threshold are not in the queue.
+    Flagged parts (``score >= threshold``) come first; then the audit samples (passed parts
+    drawn at random: they are there to measure the miss rate, so every one of them must be
+    labelled, and they are few); then the good parts within ``near_margin`` of the threshold
+    (``score >= threshold * (1 - near_margin)``). Within each group, highest score first.
+    Other parts further below the threshold are not in the queue. An audit sample that a
+    newer threshold flags is listed with the flagged parts (still marked ``audit``).
 
     Args:
         session: The caller's session.
@@ -170,7 +176,9 @@ def _queue_select(session: Session, project_id: int, near_margin: float) -> Sele
     threshold = func.coalesce(ModelVersion.threshold, latest.c.threshold)
     flagged = latest.c.score >= threshold
     near = latest.c.score >= threshold - func.abs(threshold) * float(near_margin)
+    audit = latest.c.audit.is_(True)
     verdict = case((flagged, Verdict.DEFECT.value), else_=Verdict.GOOD.value)
+    urgency = case((flagged, 0), (audit, 1), else_=2)
     return (
         select(
             latest.c.image_id,
@@ -181,10 +189,11 @@ def _queue_select(session: Session, project_id: int, near_margin: float) -> Sele
             threshold.label("threshold"),
             verdict.label("verdict"),
             latest.c.predicted_at.label("created_at"),
+            latest.c.audit,
         )
         .select_from(latest)
         .join(Image, Image.id == latest.c.image_id)
         .join(ModelVersion, ModelVersion.id == latest.c.model_version_id)
-        .where(near)
-        .order_by(case((flagged, 0), else_=1), latest.c.score.desc(), latest.c.image_id)
+        .where(near | audit)
+        .order_by(urgency, latest.c.score.desc(), latest.c.image_id)
     )

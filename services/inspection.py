@@ -13,6 +13,10 @@ defect type it resembles most (:mod:`adcore.explain.neighbours`). The confirmed 
 of the model version are read once per scoring batch, so each part costs one matrix-vector
 product.
 
+A part that passes may be drawn for audit (``Prediction.audit``) with the project's audit
+share: see :mod:`services.audit_sampling` (one draw per part, at its first inspection; re-scoring
+never draws). Pass a seeded ``audit_rng`` for reproducible draws.
+
 Anomaly maps are stored by :mod:`services.map_store` (``<data dir>/maps/<uuid>.npy``). A map
 file is written before its row, so a committed row always has its file; the file of a failed
 transaction is removed.
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +50,7 @@ from adcore.image_io import ImageLimits, is_image_path, load_image
 from db import Image, ImageSource, ModelVersion, Prediction, StorageError, absolute_image_path
 from db.image_store import sha256_hex
 from db.images import get_or_create_image
+from services.audit_sampling import AuditSampler, audit_sampler
 from services.defect_library import load_defect_library
 from services.map_store import save_anomaly_map
 
@@ -75,6 +81,7 @@ class InspectionResult:
         verdict: ``"defect"`` if ``score >= threshold`` else ``"good"`` (``None`` on error).
         anomaly_map_path: The map file, relative to the data directory (``None`` on error).
         error: Why the image could not be inspected, or ``None``.
+        audit: Whether the part is an audit sample (a passed part drawn for review).
     """
 
     name: str
@@ -85,6 +92,7 @@ class InspectionResult:
     verdict: str | None
     anomaly_map_path: str | None
     error: str | None = None
+    audit: bool = False
 
     @property
     def ok(self) -> bool:
@@ -109,6 +117,7 @@ def inspect_uploads(
     data_dir: Path | None = None,
     limits: ImageLimits | None = None,
     batch_size: int | None = None,
+    audit_rng: random.Random | None = None,
 ) -> list[InspectionResult]:
     """Score uploaded images and store images, maps and predictions.
 
@@ -123,6 +132,7 @@ def inspect_uploads(
         data_dir: The data directory; default :func:`db.data_dir`.
         limits: Image size limits for decoding.
         batch_size: Images scored per ``predict`` call; default the detector's batch size.
+        audit_rng: Random generator for the audit draws (seeded in tests); default the system's.
 
     Returns:
         One result per upload, in order; failed ones have ``error`` set.
@@ -144,6 +154,7 @@ def inspect_uploads(
         data_dir=data_dir,
         limits=limits,
         batch_size=batch_size,
+        audit_rng=audit_rng,
     )
 
 
@@ -160,6 +171,7 @@ def inspect_folder(
     data_dir: Path | None = None,
     limits: ImageLimits | None = None,
     batch_size: int | None = None,
+    audit_rng: random.Random | None = None,
 ) -> list[InspectionResult]:
     """Score every image file of a server-side folder (files are read one batch at a time).
 
@@ -176,6 +188,7 @@ def inspect_folder(
         data_dir: The data directory; default :func:`db.data_dir`.
         limits: Image size limits for decoding.
         batch_size: Images scored per ``predict`` call.
+        audit_rng: Random generator for the audit draws; default the system's.
 
     Returns:
         One result per image file, in name order.
@@ -206,6 +219,7 @@ def inspect_folder(
         data_dir=data_dir,
         limits=limits,
         batch_size=batch_size,
+        audit_rng=audit_rng,
     )
 
 
@@ -222,6 +236,9 @@ def rescore_images(
     """Score already stored images again (e.g. with a newer model version): new predictions.
 
     Images that are gone or belong to another project are reported as failed, not raised.
+    Nothing is drawn for audit: a part drawn at its first inspection stays an audit sample (its
+    new prediction carries the flag), any other part stays out (see
+    :mod:`services.audit_sampling`).
 
     Args:
         Session: The application's session factory.
@@ -260,6 +277,7 @@ def rescore_images(
         data_dir=data_dir,
         limits=None,
         batch_size=None,
+        audit_rng=None,
     )
 
 
@@ -275,9 +293,12 @@ def _inspect(
     data_dir: Path | None,
     limits: ImageLimits | None,
     batch_size: int | None,
+    audit_rng: random.Random | None,
 ) -> list[InspectionResult]:
     source = ImageSource(source).value
     threshold = _decision_threshold(Session, project_id, model_version_id, detector)
+    with Session() as session:
+        sampler = audit_sampler(session, project_id, audit_rng)
     tell = report(progress)
     step = batch_size or getattr(getattr(detector, "config", None), "batch_size", None)
     step = max(1, int(step or DEFAULT_BATCH_SIZE))
@@ -314,6 +335,7 @@ def _inspect(
                     model_version_id=model_version_id,
                     source=source,
                     data_dir=data_dir,
+                    sampler=sampler,
                 )
         done = min(start + step, len(items))
         tell(done / len(items), f"Inspected {done}/{len(items)} images")
@@ -335,6 +357,7 @@ def _store(
     model_version_id: int,
     source: str,
     data_dir: Path | None,
+    sampler: AuditSampler,
 ) -> InspectionResult:
     """Store one scored image, map and prediction (with its explanation) in one transaction."""
     verdict = "defect" if score >= threshold else "good"
@@ -368,14 +391,17 @@ def _store(
                 anomaly_map_path=map_path,
                 explanation=explanation,
                 embedding=stored_embedding,
+                audit=sampler.decide(session, image.id, verdict),
             )
             session.add(row)
             session.flush()
-            image_id, prediction_id = image.id, row.id
+            image_id, prediction_id, audit = image.id, row.id, row.audit
     except (SQLAlchemyError, StorageError, OSError, ValueError) as err:
         absolute_image_path(map_path, data_dir).unlink(missing_ok=True)
         return InspectionResult.failed(name, f"Could not store the result: {err}")
-    return InspectionResult(name, image_id, prediction_id, score, threshold, verdict, map_path)
+    return InspectionResult(
+        name, image_id, prediction_id, score, threshold, verdict, map_path, audit=audit
+    )
 
 
 def _explanation(

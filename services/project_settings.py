@@ -10,6 +10,9 @@ options so far:
   architecture>, "pretrained": <open_clip tag or local checkpoint path>, "object_name": <the
   object in the prompts; empty = the project's object>}``. Whether the weights are present is
   checked where torch lives (:func:`adcore.detectors.clip.clip_unavailable`), not here.
+* ``audit``: the share of passed parts drawn at random for review at inspection time:
+  ``{"share": float}`` in [0, :data:`adcore.audit.MAX_AUDIT_SHARE`], default
+  :data:`adcore.audit.DEFAULT_AUDIT_SHARE` (see :mod:`adcore.audit`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from adcore.audit import DEFAULT_AUDIT_SHARE, check_audit_share
 from adcore.explain.language_model import SMOLLM2_SOURCE
 from db.models import Project, User
 from db.permissions import CAN_MANAGE_MODELS, require_session_role
@@ -199,3 +203,44 @@ def set_clip_setting(
         raise ValueError("The object name must not contain braces.")
     stored = ClipSetting(model_name=model_name, pretrained=pretrained, object_name=object_name)
     return clip_setting(_store(session, project_id, CLIP_KEY, stored.to_json()))
+
+
+AUDIT_KEY = "audit"
+
+
+def audit_setting(project: Project) -> float:
+    """Return a project's audit share: the stored one, or the default (2%).
+
+    A stored value that is not a valid share (edited by hand) falls back to the default, so
+    inspection never fails on it.
+    """
+    stored = (project.settings or {}).get(AUDIT_KEY) or {}
+    try:
+        return check_audit_share(stored.get("share", DEFAULT_AUDIT_SHARE))
+    except ValueError:
+        return DEFAULT_AUDIT_SHARE
+
+
+def set_audit_share(session: Session, project_id: int, share: float, *, user: User) -> float:
+    """Change the share of a project's passed parts drawn for audit (managers and admins only).
+
+    Args:
+        session: The caller's session (the caller commits).
+        project_id: The project.
+        share: The new share, a fraction in [0, :data:`adcore.audit.MAX_AUDIT_SHARE`]
+            (0 stops drawing; parts drawn earlier stay audited).
+        user: The acting user.
+
+    Returns:
+        The stored share.
+
+    Raises:
+        PermissionDenied: If the user may not manage models (nothing changes).
+        LookupError: If the project does not exist.
+        ValueError: If the share is not a number in that range (nothing changes).
+    """
+    require_session_role(
+        session, user, *CAN_MANAGE_MODELS, message="Only managers can change the audit share."
+    )
+    value = check_audit_share(share)
+    return audit_setting(_store(session, project_id, AUDIT_KEY, {"share": value}))

@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from db.base import ENUM_LENGTH, Base, ImageSource, Verdict, sql_in, utcnow
@@ -86,6 +94,9 @@ class Prediction(Base):
     # The part's global feature vector (float16 bytes; see adcore.explain.neighbours), used to
     # find the confirmed defects it resembles. NULL for models that give none.
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The part passed its first inspection and was drawn at random for review (adcore.audit);
+    # later predictions of a drawn part (re-scoring) carry the flag. See db.audits.
+    audit: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
     image: Mapped[Image] = relationship()

@@ -353,3 +353,75 @@ def test_postgresql_0004_sql_renders_offline() -> None:
     assert "ALTER TABLE projects ADD COLUMN settings JSON DEFAULT '{}' NOT NULL" in sql
     assert "ALTER TABLE predictions ADD COLUMN embedding BYTEA" in sql
     assert "CREATE TABLE explanation_notes" in sql
+
+
+# --- 0005: predictions.audit ----------------------------------------------------------------
+
+
+def test_0005_existing_predictions_are_not_audited_and_goes_down_and_up(
+    engine: Engine, database_backend: str
+) -> None:
+    from db import Image, Prediction, Project, make_session_factory, register_model_version
+
+    with make_session_factory(engine)() as session, session.begin():
+        project = Project(name="cells")
+        session.add(project)
+        session.flush()
+        version = register_model_version(
+            session,
+            project_id=project.id,
+            kind="patchcore",
+            artifact_path="m",
+            metrics={},
+            threshold=1.0,
+            training_snapshot={},
+        )
+        image = Image(
+            project_id=project.id,
+            sha256="0" * 64,
+            stored_path="images/0.png",
+            original_name="0.png",
+            width=8,
+            height=8,
+            size_bytes=1,
+            source="upload",
+        )
+        session.add(image)
+        session.flush()
+        session.add(
+            Prediction(
+                image_id=image.id,
+                model_version_id=version.id,
+                score=0.5,
+                threshold=1.0,
+                verdict="good",
+                audit=True,
+            )
+        )
+
+    downgrade(engine, "0004")
+    assert "audit" not in {c["name"] for c in inspect(engine).get_columns("predictions")}
+    with engine.connect() as connection:  # the prediction itself survives
+        assert connection.exec_driver_sql("SELECT count(*) FROM predictions").scalar_one() == 1
+    upgrade(engine)
+    assert current_revision(engine) == head_revision()
+    assert _schema_differences(engine) == []
+    assert _triggers(engine) == APPEND_ONLY_TRIGGERS[database_backend]
+    with engine.connect() as connection:  # parts inspected before 0005 were never drawn
+        assert connection.exec_driver_sql("SELECT audit FROM predictions").scalar_one() in (
+            False,
+            0,
+        )
+    with engine.begin() as connection:  # NOT NULL, false by default
+        connection.exec_driver_sql(
+            "INSERT INTO predictions (image_id, model_version_id, score, threshold, verdict,"
+            " created_at) SELECT image_id, model_version_id, 2.0, 1.0, 'defect', created_at"
+            " FROM predictions"
+        )
+        audits = connection.exec_driver_sql("SELECT audit FROM predictions").scalars().all()
+    assert [bool(value) for value in audits] == [False, False]
+
+
+def test_postgresql_0005_sql_renders_offline() -> None:
+    sql = postgresql_upgrade_sql("0004:0005")
+    assert "ALTER TABLE predictions ADD COLUMN audit BOOLEAN DEFAULT false NOT NULL" in sql

@@ -1,0 +1,140 @@
+"""Audit sampling of passed parts: who is drawn at inspection, and the miss rate it estimates.
+
+Reviews alone are censored (inspectors see flagged and near-threshold parts only), so a share
+of the parts that *pass* is drawn at random and queued for review like flagged parts
+(:mod:`adcore.audit` explains the statistics). This module joins the core and the store:
+
+* :class:`AuditSampler` decides, when inspection stores a prediction, whether it is an audit
+  sample. A part is drawn at most once, at its first inspection, and only when it passes; a
+  part scored before (re-scoring after an instant update or a promotion, or the same image
+  uploaded again) is never drawn again but keeps its earlier flag, so a drawn part stays in
+  the review queue until it is labelled, whatever a newer model says about it. Re-drawing at
+  every re-score would give often re-scored parts more chances and the share would drift.
+* :func:`miss_rate_report` gives the dashboard the miss rate among passed parts with its 95%
+  Wilson interval, overall and per day or week (see :mod:`db.audits` for how parts count).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy.orm import Session
+
+from adcore.audit import MissRateEstimate, draw_audit, miss_rate_estimate
+from db.audits import audit_counts, drawn_for_audit, miss_rate_over_time, unlabelled_audits
+from db.base import Verdict
+from db.periods import Period
+from db.projects import get_project
+from services.project_settings import audit_setting
+
+__all__ = [
+    "AuditSampler",
+    "MissRatePoint",
+    "MissRateReport",
+    "audit_sampler",
+    "miss_rate_report",
+]
+
+
+@dataclass(frozen=True)
+class AuditSampler:
+    """Draws passed parts for audit with a project's share.
+
+    Attributes:
+        share: The share of passed parts drawn, in [0, :data:`adcore.audit.MAX_AUDIT_SHARE`].
+        rng: The random generator (seed one for reproducible draws); ``None`` for the system's.
+    """
+
+    share: float
+    rng: random.Random | None = None
+
+    def decide(self, session: Session, image_id: int, verdict: str) -> bool:
+        """Whether the prediction about to be stored for ``image_id`` is an audit sample.
+
+        Call it in the transaction that stores the prediction, before adding it. The generator
+        is only consulted for a part's first prediction, and only when it passes.
+
+        Args:
+            session: The storing transaction's session.
+            image_id: The (flushed) image.
+            verdict: The new prediction's verdict.
+
+        Returns:
+            The value for ``Prediction.audit``.
+        """
+        drawn_before = drawn_for_audit(session, image_id)
+        if drawn_before is not None:  # scored before: one draw per part, the flag carries on
+            return drawn_before
+        return verdict == Verdict.GOOD.value and draw_audit(self.share, self.rng)
+
+
+def audit_sampler(
+    session: Session, project_id: int, rng: random.Random | None = None
+) -> AuditSampler:
+    """The sampler for a project's inspections, with its current audit share.
+
+    Raises:
+        LookupError: If the project does not exist.
+    """
+    project = get_project(session, project_id)
+    if project is None:
+        raise LookupError(f"No project with id {project_id}.")
+    return AuditSampler(audit_setting(project), rng)
+
+
+@dataclass(frozen=True)
+class MissRatePoint:
+    """The miss-rate estimate from the parts drawn in one period."""
+
+    period_start: date
+    estimate: MissRateEstimate
+
+
+@dataclass(frozen=True)
+class MissRateReport:
+    """What the dashboard shows about audits.
+
+    Attributes:
+        share: The project's current audit share.
+        overall: The estimate from every labelled audited part.
+        points: Estimates per period in which parts were drawn, oldest first.
+        n_waiting: Audited parts still waiting for a label.
+    """
+
+    share: float
+    overall: MissRateEstimate
+    points: list[MissRatePoint]
+    n_waiting: int
+
+
+def miss_rate_report(session: Session, project_id: int, period: Period = "day") -> MissRateReport:
+    """The miss rate among a project's passed parts, estimated from its audited parts.
+
+    Args:
+        session: The caller's session.
+        project_id: The project.
+        period: ``"day"`` or ``"week"``.
+
+    Returns:
+        The report (an estimate without audited parts has ``rate`` None).
+
+    Raises:
+        LookupError: If the project does not exist.
+        ValueError: On an unknown period.
+    """
+    project = get_project(session, project_id)
+    if project is None:
+        raise LookupError(f"No project with id {project_id}.")
+    n_missed, n_audited = audit_counts(session, project_id)
+    points = [
+        MissRatePoint(point.period_start, miss_rate_estimate(point.n_missed, point.n_audited))
+        for point in miss_rate_over_time(session, project_id, period)
+    ]
+    return MissRateReport(
+        share=audit_setting(project),
+        overall=miss_rate_estimate(n_missed, n_audited),
+        points=points,
+        n_waiting=unlabelled_audits(session, project_id),
+    )

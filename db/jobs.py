@@ -64,6 +64,47 @@ def enqueue_job(
         ValueError: On an empty or too long kind, or parameters that are not JSON.
     """
     actor = require_session_role(session, user, *CAN_MANAGE_MODELS, message=QUEUE_MESSAGE)
+    return _add_job(session, kind, parameters, project_id, actor.id)
+
+
+def enqueue_automatic_job(
+    session: Session, *, kind: str, parameters: dict[str, Any] | None, project_id: int
+) -> Job:
+    """Queue a job Loupe starts by itself (no user: ``created_by`` stays empty).
+
+    For rules a manager set up beforehand, such as "train the feedback scorer after every N
+    reviews" (:mod:`services.scorer_training`), which any reviewer's action may trigger. The
+    caller decides when; the job runs with the system's rights.
+
+    Args:
+        session: The caller's session (the caller commits).
+        kind: The job kind.
+        parameters: JSON-serialisable settings for the job function (copied).
+        project_id: The project the job works on.
+
+    Returns:
+        The queued job (flushed).
+
+    Raises:
+        LookupError: If the project does not exist.
+        ValueError: On an empty or too long kind, or parameters that are not JSON.
+    """
+    return _add_job(session, kind, parameters, project_id, None)
+
+
+def latest_job(session: Session, project_id: int, kind: str) -> Job | None:
+    """The project's most recently queued job of a kind, whatever its status, or ``None``."""
+    jobs = list_jobs(session, project_id=project_id, kinds=[kind], limit=1)
+    return jobs[0] if jobs else None
+
+
+def _add_job(
+    session: Session,
+    kind: str,
+    parameters: dict[str, Any] | None,
+    project_id: int | None,
+    created_by_id: int | None,
+) -> Job:
     kind = (kind or "").strip()
     if not kind or len(kind) > KIND_LENGTH:
         raise ValueError(f"A job kind must be 1 to {KIND_LENGTH} characters, got {kind!r}.")
@@ -82,7 +123,7 @@ def enqueue_job(
         message="Queued",
         log_tail="",
         project_id=project_id,
-        created_by_id=actor.id,
+        created_by_id=created_by_id,
     )
     session.add(job)
     session.flush()

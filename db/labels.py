@@ -9,7 +9,9 @@ latest counting review (kept current by :mod:`db.models.reviews`), so readers jo
 
 from __future__ import annotations
 
-from sqlalchemy import Subquery, select
+from dataclasses import dataclass
+
+from sqlalchemy import Subquery, func, select
 from sqlalchemy.orm import Session
 
 from db.models import Image, Review
@@ -45,3 +47,43 @@ def current_labels(project_id: int) -> Subquery:
         .where(Image.project_id == project_id)
         .subquery("current_labels")
     )
+
+
+def label_counts(session: Session, project_id: int) -> dict[str, int]:
+    """How many of the project's images carry each current label, e.g. ``{"good": 40}``."""
+    labels = current_labels(project_id)
+    rows = session.execute(select(labels.c.label, func.count()).group_by(labels.c.label)).all()
+    return {str(label): int(n) for label, n in rows}
+
+
+def reviews_after(session: Session, project_id: int, after_review_id: int | None) -> ReviewTally:
+    """Count the project's label reviews (undo rows not counted) newer than a review id.
+
+    Args:
+        session: An open session.
+        project_id: The project.
+        after_review_id: Count reviews with a larger id; ``None`` counts them all.
+
+    Returns:
+        The count and the newest review id of the project (``None`` without reviews).
+    """
+    in_project = (Review.image_id == Image.id) & (Image.project_id == project_id)
+    newest = session.scalar(select(func.max(Review.id)).join(Image, in_project))
+    statement = select(func.count()).select_from(Review).join(Image, in_project)
+    statement = statement.where(Review.is_undo.is_(False))
+    if after_review_id is not None:
+        statement = statement.where(Review.id > after_review_id)
+    return ReviewTally(int(session.scalar(statement) or 0), newest)
+
+
+@dataclass(frozen=True)
+class ReviewTally:
+    """Reviews counted by :func:`reviews_after`.
+
+    Attributes:
+        count: Label reviews newer than the given id.
+        newest_review_id: The project's newest review id (undo rows included), or ``None``.
+    """
+
+    count: int
+    newest_review_id: int | None

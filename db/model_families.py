@@ -5,6 +5,10 @@
   zero-shot kind: every kind not listed below.
 * ``classifier``: the supervised defect classifier (kind ``classifier``).
 * ``explainer``: an explanation adapter (kind ``explainer``).
+* ``scorer``: a feedback scorer (kind ``feedback_scorer``): p(defect) learned from the
+  inspectors' labels on the active detector's scores and per-image vectors
+  (:mod:`adcore.feedback_scorer`). It is tied to the detector it was trained on
+  (:func:`detector_lineage`).
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ class ModelFamily(StrEnum):
     DETECTOR = "detector"
     CLASSIFIER = "classifier"
     EXPLAINER = "explainer"
+    SCORER = "scorer"
 
 
 CLASSIFIER_KINDS: frozenset[str] = frozenset({"classifier"})
 EXPLAINER_KINDS: frozenset[str] = frozenset({"explainer"})
+SCORER_KINDS: frozenset[str] = frozenset({"feedback_scorer"})
 
 
 def model_family(kind: str) -> ModelFamily:
@@ -36,6 +42,8 @@ def model_family(kind: str) -> ModelFamily:
         return ModelFamily.CLASSIFIER
     if kind in EXPLAINER_KINDS:
         return ModelFamily.EXPLAINER
+    if kind in SCORER_KINDS:
+        return ModelFamily.SCORER
     return ModelFamily.DETECTOR
 
 
@@ -47,8 +55,8 @@ def active_version(
     Args:
         session: The caller's session.
         project_id: The project.
-        family: ``"detector"`` (``Project.active_model_version``), ``"classifier"`` or
-            ``"explainer"``.
+        family: ``"detector"`` (``Project.active_model_version``), ``"classifier"``,
+            ``"explainer"`` or ``"scorer"``.
     """
     family = ModelFamily(family)
     if family == ModelFamily.DETECTOR:
@@ -70,3 +78,27 @@ def active_version(
 def active_version_id(session: Session, project_id: int) -> int | None:
     """Return the id of the project's active model version, or ``None``."""
     return session.scalar(select(Project.active_model_version_id).where(Project.id == project_id))
+
+
+def detector_lineage(version: ModelVersion) -> list[int]:
+    """A detector version's id and its instant-update ancestors' ids, newest first.
+
+    An instant update (:mod:`db.instant_updates`) only adds confirmed-good patches to the
+    parent's memory bank: same backbone, same score scale, so the scores and vectors of every
+    version in the lineage are comparable. A refit or another kind starts a new lineage.
+
+    Args:
+        version: A detector version.
+
+    Returns:
+        ``[version.id, parent id, grandparent id, ...]``.
+    """
+    from db.instant_updates import INSTANT_UPDATES_KEY  # it imports this module
+
+    updates = (version.metrics or {}).get(INSTANT_UPDATES_KEY) or []
+    parents = [entry.get("parent_version_id") for entry in reversed(updates)]
+    lineage = [version.id]
+    for parent in parents:
+        if isinstance(parent, int) and parent not in lineage:
+            lineage.append(parent)
+    return lineage

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from db.base import ModelStatus, utcnow
 from db.errors import StorageError
-from db.model_families import ModelFamily, active_version, model_family
+from db.model_families import ModelFamily, active_version, detector_lineage, model_family
 from db.models import ModelVersion, Project, User
 from db.permissions import CAN_MANAGE_MODELS, require_session_role
 from db.project_lock import locked_project
@@ -34,6 +34,8 @@ THRESHOLD_HISTORY_KEY = "threshold_history"
 STATUS_HISTORY_KEY = "status_history"
 GATE_KEY = "gate"
 GATE_OVERRIDES_KEY = "gate_overrides"
+SCORER_DETECTOR_KEY = "detector"
+"""``metrics`` key of a feedback scorer: the detector version it was trained on."""
 PROMOTE_MESSAGE = "Only managers can promote or roll back a model."
 
 
@@ -189,7 +191,28 @@ def gate_refusals(session: Session, model_version: ModelVersion) -> list[str]:
             f"The active model changed since the evaluation ({then} then, {now} now): "
             "evaluate the candidate again."
         )
-    return reasons
+    return reasons + _scorer_detector_refusals(session, model_version)
+
+
+def _scorer_detector_refusals(session: Session, model_version: ModelVersion) -> list[str]:
+    """Refusals of a feedback scorer not trained on the active detector's lineage.
+
+    Its input is the detector's scores and vectors: it must come from the active detector or
+    an instant-update ancestor of it (:func:`db.model_families.detector_lineage`).
+    """
+    if model_family(model_version.kind) != ModelFamily.SCORER:
+        return []
+    trained_on = ((model_version.metrics or {}).get(SCORER_DETECTOR_KEY) or {}).get("version_id")
+    detector = active_version(session, model_version.project_id, ModelFamily.DETECTOR)
+    if detector is None:
+        return ["The project has no active detector, whose scores the scorer reads."]
+    if trained_on not in detector_lineage(detector):
+        return [
+            f"The scorer was trained on the scores of detector version id {trained_on}, but "
+            f"the active detector is version {detector.version} (another lineage): train the "
+            "scorer again."
+        ]
+    return []
 
 
 def promote_model_version(

@@ -17,13 +17,15 @@ outer expressions is evaluated once per use; group by it instead, or join on it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, ScalarSelect, Subquery, case, literal_column, select
 from sqlalchemy.orm import Session, aliased
 
 from db.base import Verdict
-from db.models import Image, ModelVersion, Prediction
+from db.models import Image, ModelVersion, Prediction, Review
 
 _ONE = literal_column("1")
 _ZERO = literal_column("0")
@@ -144,3 +146,88 @@ def pending_images(
     for image_id, verdict in rows:  # the latest prediction of each image comes first
         flagged.setdefault(image_id, verdict == Verdict.DEFECT)
     return list(flagged.items())[:limit]
+
+
+@dataclass(frozen=True)
+class LabelledEmbedding:
+    """A labelled part with one detector version's latest prediction of it.
+
+    Attributes:
+        image_id: The image.
+        sha256: Digest of its bytes.
+        stored_path: Its file, relative to the data directory.
+        label: Its current human label, ``"good"`` or ``"defect"``.
+        defect_type: The current review's defect type, if any.
+        model_version_id: The version that made the prediction.
+        score: The detector's anomaly score.
+        embedding: The stored per-image vector (float16 bytes,
+            :func:`adcore.explain.neighbours.embedding_from_bytes`), or ``None``.
+    """
+
+    image_id: int
+    sha256: str
+    stored_path: str
+    label: str
+    defect_type: str | None
+    model_version_id: int
+    score: float
+    embedding: bytes | None
+
+
+def labelled_embeddings(
+    session: Session, project_id: int, model_version_ids: int | Sequence[int]
+) -> list[LabelledEmbedding]:
+    """The project's labelled parts with their latest prediction by the given version(s).
+
+    With several versions (a detector and its instant-update ancestors), each part's
+    prediction comes from the first version in the list that scored it (its latest one).
+    Parts none of the versions scored are left out; predictions without a vector are kept
+    (``embedding`` is ``None``) so callers can tell "no vector" from "not scored".
+
+    Args:
+        session: An open session.
+        project_id: The project.
+        model_version_ids: A version id, or ids in order of preference.
+
+    Returns:
+        One row per scored labelled part, by image id.
+    """
+    ids = [model_version_ids] if isinstance(model_version_ids, int) else list(model_version_ids)
+    if not ids:
+        return []
+    rows = session.execute(
+        select(
+            Image.id,
+            Image.sha256,
+            Image.stored_path,
+            Review.label,
+            Review.defect_type,
+            Prediction.model_version_id,
+            Prediction.score,
+            Prediction.embedding,
+        )
+        .select_from(Image)
+        .join(Review, Review.id == Image.current_review_id)
+        .join(Prediction, Prediction.image_id == Image.id)
+        .where(Image.project_id == project_id, Prediction.model_version_id.in_(ids))
+        .order_by(Image.id, Prediction.created_at.desc(), Prediction.id.desc())
+    ).all()
+    rank = {version_id: i for i, version_id in enumerate(ids)}
+    chosen: dict[int, Any] = {}
+    for row in rows:  # per image, the newest prediction of each version comes first
+        kept = chosen.get(row.id)
+        if kept is None or rank[row.model_version_id] < rank[kept.model_version_id]:
+            chosen[row.id] = row
+    return [
+        LabelledEmbedding(
+            image_id=row.id,
+            sha256=row.sha256,
+            stored_path=row.stored_path,
+            label=row.label,
+            defect_type=row.defect_type,
+            model_version_id=row.model_version_id,
+            score=float(row.score),
+            embedding=row.embedding,
+        )
+        for _, row in sorted(chosen.items())
+    ]

@@ -12,6 +12,8 @@ Built-in kinds:
   notes (:func:`workers.explainer_jobs.tune_explainer_job`).
 * ``train_clip`` / ``tune_clip``: start a zero-/few-shot CLIP detector, and adapt the active
   one with LoRA on the labelled parts (:mod:`workers.clip_jobs`).
+* ``train_feedback_scorer``: a calibrated p(defect) from the active detector's scores and
+  per-image vectors of the labelled parts (:func:`workers.scorer_jobs.train_feedback_scorer_job`).
 
 Other modules add kinds with :func:`register_job_kind`; the worker imports extra modules
 given with ``--job-module`` (tests use this for a slow test kind).
@@ -96,6 +98,11 @@ def _register_builtins() -> None:
 
     register_job_kind(clip_jobs.TRAIN_CLIP, clip_jobs.train_clip_job, replace=True)
     register_job_kind(clip_jobs.TUNE_CLIP, clip_jobs.tune_clip_job, replace=True)
+    from workers import scorer_jobs
+
+    register_job_kind(
+        scorer_jobs.TRAIN_FEEDBACK_SCORER, scorer_jobs.train_feedback_scorer_job, replace=True
+    )
 
 
 def describe_outcome(outcome: Any) -> JobOutcome:

@@ -301,13 +301,15 @@ def save_review(
 ) -> bool:
     """Record the signed-in user's label for an image; flash an error and return False on failure.
 
-    For button callbacks (Review and Inspect): the review is one transaction.
+    For button callbacks (Review and Inspect): the review is one transaction; then the rule
+    that queues the feedback scorer's training runs (:mod:`services.scorer_training`).
     """
     from db.review_queue import record_review
+    from services.scorer_training import maybe_queue_scorer_training
 
     try:
         with transaction() as session:
-            record_review(
+            review = record_review(
                 session,
                 image_id=image_id,
                 user=load_user(session),
@@ -316,9 +318,15 @@ def save_review(
                 note=note,
                 seconds_spent=seconds_spent,
             )
+            project_id = review.image.project_id
     except ACTION_ERRORS as err:
         flash(f"Could not save the review: {err}", "error")
         return False
+    try:  # after N reviews or at the end of a batch (its own transaction: the review stays)
+        with transaction() as session:
+            maybe_queue_scorer_training(session, project_id, load_user(session))
+    except ACTION_ERRORS as err:
+        flash(f"The review is saved; the feedback scorer's training was not queued: {err}", "info")
     return True
 
 

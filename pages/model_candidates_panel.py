@@ -60,6 +60,8 @@ def _rates_table(row: CandidateComparison) -> pd.DataFrame:
 
     candidate, active = row.candidate or {}, row.active
     active_label = f"Active v{active['version']}" if active else "Active (none)"
+    if active and active.get("version") is None:  # e.g. a first scorer vs the detector alone
+        active_label = "Verdicts in force"
 
     def cell(rates: dict | None, name: str) -> str:
         if rates is None:

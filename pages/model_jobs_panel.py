@@ -20,6 +20,7 @@ import streamlit as st
 
 import db
 from db.jobs import enqueue_job, list_jobs, request_cancel
+from db.projects import get_project
 from pages.common import (
     ACTION_ERRORS,
     flash,
@@ -27,6 +28,13 @@ from pages.common import (
     models_root,
     show_flashes,
     transaction,
+)
+from services.scorer_training import (
+    TRAIN_FEEDBACK_SCORER,
+    ScorerSetting,
+    scorer_setting,
+    scorer_unavailable_reason,
+    set_scorer_setting,
 )
 
 if TYPE_CHECKING:
@@ -79,6 +87,14 @@ JOB_KIND_SPECS: tuple[JobKindSpec, ...] = (
         "Trains a supervised defect classifier on the labelled parts and their defect types. "
         "It is its own model family: promoting it never replaces the detector.",
         ":material/category:",
+    ),
+    JobKindSpec(
+        TRAIN_FEEDBACK_SCORER,
+        "Train feedback scorer",
+        "Learns a calibrated p(defect) from the detector's score and per-image vector of every "
+        "labelled part, in seconds. It also trains by itself after every N reviews and at the "
+        "end of a review batch; it is its own model family.",
+        ":material/insights:",
     ),
 )
 
@@ -152,6 +168,22 @@ def queue_clicked(
     flash(f"Queued job #{job_id}: {label}. Follow it under Jobs.")
 
 
+def scorer_every_changed(project_id: int) -> None:
+    """Save the project's "train the scorer after every N reviews" option."""
+    every = int(st.session_state.get("scorer_every_n_reviews") or 0)
+    try:
+        with transaction() as session:
+            set_scorer_setting(session, project_id, ScorerSetting(every), user=load_user(session))
+    except ACTION_ERRORS as err:
+        flash(f"Could not save the scorer option: {err}", "error")
+        return
+    flash(
+        f"The feedback scorer now trains after every {every} reviews."
+        if every
+        else "The feedback scorer now trains only at the end of a review batch."
+    )
+
+
 def cancel_clicked(job_id: int) -> None:
     """Cancel a queued job, or ask a running one to stop."""
     try:
@@ -196,6 +228,9 @@ def improve_section(project_id: int, has_active_detector: bool) -> None:
     )
     kinds = set(registered_kinds())
     specs = [spec for spec in JOB_KIND_SPECS if spec.kind in kinds]
+    with transaction() as session:
+        scorer_reason = scorer_unavailable_reason(session, project_id)
+        every = scorer_setting(get_project(session, project_id)).every_n_reviews
     with st.expander("Retraining options"):
         st.slider(
             "Labelled parts held out for the comparison (%)",
@@ -211,8 +246,21 @@ def improve_section(project_id: int, has_active_detector: bool) -> None:
             key="job_train_folder",
             placeholder="/data/line-3/good",
         )
+        st.number_input(
+            "Train the feedback scorer after every N reviews (0: only at the end of a batch)",
+            0,
+            100_000,
+            every,
+            key="scorer_every_n_reviews",
+            on_change=scorer_every_changed,
+            args=(project_id,),
+        )
     for spec in specs:
-        needs_detector = spec.kind != "train_classifier"
+        reason = None
+        if spec.kind != "train_classifier" and not has_active_detector:
+            reason = "Train a model first."
+        elif spec.kind == TRAIN_FEEDBACK_SCORER:
+            reason = scorer_reason
         left, right = st.columns([2, 3], vertical_alignment="center")
         left.button(
             spec.label,
@@ -220,11 +268,11 @@ def improve_section(project_id: int, has_active_detector: bool) -> None:
             icon=spec.icon,
             on_click=queue_clicked,
             args=(project_id, spec.kind, spec.label),
-            disabled=needs_detector and not has_active_detector,
-            help=None if has_active_detector or not needs_detector else "Train a model first.",
+            disabled=reason is not None,
+            help=reason,
             width="stretch",
         )
-        right.caption(spec.explanation)
+        right.caption(spec.explanation if reason is None else f"{spec.explanation} {reason}")
 
 
 def worker_notice() -> None:

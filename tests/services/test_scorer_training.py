@@ -1,0 +1,196 @@
+"""Automatic scorer training after N reviews or at the end of a batch; the active scorer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from adcore.feedback_scorer import DetectorIdentity, train_feedback_scorer
+from db import Image, Job, Prediction, Project, Role, User
+from db.model_versions import activate_model_version, register_model_version
+from db.permissions import PermissionDenied
+from db.review_queue import record_review
+from services.scorer_training import (
+    TRAIN_FEEDBACK_SCORER,
+    ScorerSetting,
+    active_scorer,
+    maybe_queue_scorer_training,
+    scorer_setting,
+    set_scorer_setting,
+)
+
+
+def add_detector(factory: sessionmaker[Session], project_id: int, kind: str = "patchcore") -> int:
+    with factory() as session, session.begin():
+        version = register_model_version(
+            session,
+            project_id=project_id,
+            kind=kind,
+            artifact_path="unused",
+            metrics={},
+            threshold=1.0,
+            training_snapshot={},
+        )
+        activate_model_version(session, version_id=version.id, user=None, system=True)
+        return version.id
+
+
+def add_flagged_parts(factory: sessionmaker[Session], project_id: int, version_id: int, n: int):
+    """``n`` unreviewed parts, each flagged by the detector (so all wait in the review queue)."""
+    with factory() as session, session.begin():
+        for i in range(n):
+            image = Image(
+                project_id=project_id,
+                sha256=f"{project_id:08x}{i:056x}",
+                stored_path=f"images/{i}.png",
+                original_name=f"{i}.png",
+                width=8,
+                height=8,
+                size_bytes=1,
+                source="upload",
+            )
+            session.add(image)
+            session.flush()
+            session.add(
+                Prediction(
+                    image_id=image.id,
+                    model_version_id=version_id,
+                    score=2.0,
+                    threshold=1.0,
+                    verdict="defect",
+                )
+            )
+
+
+@pytest.fixture
+def lab(session_factory: sessionmaker[Session], project_id: int, make_user: Callable) -> dict:
+    """A project with an active PatchCore and 40 flagged parts waiting for review."""
+    detector = add_detector(session_factory, project_id)
+    add_flagged_parts(session_factory, project_id, detector, 40)
+    with session_factory() as session:
+        images = list(session.scalars(select(Image.id).order_by(Image.id)))
+    return {
+        "factory": session_factory,
+        "project_id": project_id,
+        "detector_id": detector,
+        "images": images,
+        "inspector": make_user("ines"),
+        "manager": make_user("max", Role.MANAGER),
+    }
+
+
+def review(lab: dict, index: int, label: str | None = None) -> Job | None:
+    """The inspector labels part ``index`` (every other one a defect), then the rule runs."""
+    factory = lab["factory"]
+    label = label or ("defect" if index % 2 else "good")
+    with factory() as session, session.begin():
+        user = session.get(User, lab["inspector"])
+        record_review(session, image_id=lab["images"][index], user=user, label=label)
+    with factory() as session, session.begin():
+        job = maybe_queue_scorer_training(session, lab["project_id"], session.get(User, user.id))
+        return None if job is None else session.get(Job, job.id)
+
+
+def finish_jobs(lab: dict) -> None:
+    with lab["factory"]() as session, session.begin():
+        for job in session.scalars(select(Job)):
+            job.status = "succeeded"
+
+
+def test_a_training_is_queued_after_every_25_reviews_never_twice_at_once(lab: dict) -> None:
+    assert [review(lab, i) for i in range(24)] == [None] * 24
+    job = review(lab, 24)
+    assert job is not None and job.kind == TRAIN_FEEDBACK_SCORER
+    assert job.created_by_id is None and job.status == "queued"  # queued by the system
+    assert "25 new reviews" in job.parameters["trigger"]
+    assert review(lab, 25) is None  # one is queued already
+    finish_jobs(lab)
+    assert [review(lab, i) for i in range(26, 34)] == [None] * 8  # 9 new since the job
+    with lab["factory"]() as session:
+        assert session.query(Job).count() == 1
+
+
+def test_the_end_of_a_review_batch_queues_a_training(
+    session_factory: sessionmaker[Session], project_id: int, make_user: Callable
+) -> None:
+    detector = add_detector(session_factory, project_id)
+    add_flagged_parts(session_factory, project_id, detector, 12)
+    with session_factory() as session:
+        images = list(session.scalars(select(Image.id).order_by(Image.id)))
+    lab = {
+        "factory": session_factory,
+        "project_id": project_id,
+        "images": images,
+        "inspector": make_user("ines"),
+    }
+    assert [review(lab, i) for i in range(11)] == [None] * 11
+    job = review(lab, 11)  # the queue is empty now
+    assert job is not None and "end of a review batch" in job.parameters["trigger"]
+
+
+def test_nothing_is_queued_before_five_labels_of_each_class(lab: dict) -> None:
+    assert [review(lab, i, "good") for i in range(30)] == [None] * 30
+
+
+def test_a_detector_without_vectors_never_queues(lab: dict) -> None:
+    add_detector(lab["factory"], lab["project_id"], kind="autoencoder")
+    assert [review(lab, i) for i in range(30)] == [None] * 30
+
+
+def test_the_review_count_is_a_project_option_only_managers_change(lab: dict) -> None:
+    factory, project_id = lab["factory"], lab["project_id"]
+    with factory() as session:
+        assert scorer_setting(session.get(Project, project_id)) == ScorerSetting(25)
+    with factory() as session, session.begin(), pytest.raises(PermissionDenied):
+        set_scorer_setting(
+            session, project_id, ScorerSetting(10), user=session.get(User, lab["inspector"])
+        )
+    with factory() as session, session.begin():
+        manager = session.get(User, lab["manager"])
+        set_scorer_setting(session, project_id, ScorerSetting(10), user=manager)
+        with pytest.raises(ValueError, match="0 to"):
+            set_scorer_setting(session, project_id, ScorerSetting(-1), user=manager)
+    assert [review(lab, i) for i in range(9)] == [None] * 9
+    assert review(lab, 9) is not None
+
+
+def test_the_active_scorer_is_loaded_only_for_its_detector_lineage(
+    lab: dict, tmp_path: Path
+) -> None:
+    factory, project_id = lab["factory"], lab["project_id"]
+    with factory() as session:
+        assert active_scorer(session, project_id) is None
+    rng = np.random.default_rng(0)
+    labels = np.arange(40) % 2
+    vectors = rng.normal(size=(40, 6)) + labels[:, None]
+    scorer, _ = train_feedback_scorer(
+        rng.normal(size=40), vectors, labels, detector=DetectorIdentity(None, None, "p", 6)
+    )
+    scorer.save(tmp_path / "scorer")
+    with factory() as session, session.begin():
+        version = register_model_version(
+            session,
+            project_id=project_id,
+            kind="feedback_scorer",
+            artifact_path=str(tmp_path / "scorer"),
+            metrics={"detector": {"version_id": lab["detector_id"]}},
+            threshold=scorer.threshold,
+            training_snapshot={},
+        )
+        activate_model_version(session, version_id=version.id, user=None, system=True)
+    with factory() as session:
+        loaded = active_scorer(session, project_id)
+        assert loaded is not None and loaded.version_id == version.id
+        np.testing.assert_array_equal(
+            loaded.scorer.predict_proba(np.zeros(40), vectors),
+            scorer.predict_proba(np.zeros(40), vectors),
+        )
+        assert active_scorer(session, project_id).scorer is loaded.scorer  # cached
+    add_detector(factory, project_id)  # a refit: another lineage
+    with factory() as session:
+        assert active_scorer(session, project_id) is None

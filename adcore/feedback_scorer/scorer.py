@@ -150,7 +150,9 @@ class FeedbackScorer:
         """D, the detector vector length the scorer expects."""
         return int(self.coef.size - EXTRA_FEATURES)
 
-    def decision(self, scores: np.ndarray, vectors: Sequence[np.ndarray | None] | np.ndarray):
+    def decision(
+        self, scores: np.ndarray, vectors: Sequence[np.ndarray | None] | np.ndarray
+    ) -> np.ndarray:
         """Uncalibrated decision values (balanced log-odds).
 
         Args:

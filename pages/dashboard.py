@@ -1,4 +1,8 @@
-"""Dashboard (managers, admins): error rates over time, review counts, confusion, scores."""
+"""Dashboard (managers, admins): error rates over time, review counts, confusion, scores.
+
+The miss rate among passed parts, estimated from audit samples, and the audit share are drawn
+by :mod:`pages.audit_panel`.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +20,15 @@ from db.dashboard import (
     score_distribution,
     throughput,
 )
-from pages.common import MANAGERS, require_page_role, require_project, transaction
+from pages.audit_panel import audit_section
+from pages.common import MANAGERS, require_page_role, require_project, show_flashes, transaction
 
 UNREVIEWED = "unreviewed"
 
-require_page_role(*MANAGERS)
+signed_in_user = require_page_role(*MANAGERS)
 project_id = require_project()
 st.title("Dashboard")
+show_flashes()
 
 
 @st.cache_data(max_entries=64, show_spinner="Computing the dashboard…")
@@ -95,6 +101,9 @@ else:
         figure.update_xaxes(type="category", title=period)
         figure.update_yaxes(tickformat=".0%", range=[0, 1.05])
         column.plotly_chart(figure, key=f"rate-{name}")
+
+# ---- miss rate among passed parts (audit samples); not cached: it reads the current share
+audit_section(project_id, period, can_change=signed_in_user["role"] in MANAGERS)
 
 # ---- confusion matrix
 st.subheader("Confusion matrix (active model, current labels)")

@@ -111,6 +111,14 @@ if not shown or shown[0] != item.image_id:
     st.session_state[SHOWN_KEY] = (item.image_id, time.monotonic())
 
 st.markdown(f"**{remaining}** remaining · {item.original_name}")
+if item.audit:
+    st.badge(
+        "Audit sample (passed part)",
+        icon=":material/fact_check:",
+        color="violet",
+        help="Drawn at random among the parts that passed, to measure the miss rate: "
+        "label it like any other part.",
+    )
 show_part(
     stored_path=item.stored_path,
     anomaly_map_path=anomaly_map_path,

@@ -8,6 +8,7 @@ the pages have real predictions and anomaly maps to show.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def workbench(app_env: Path, tiny_model_dir: Path) -> Iterator[Workbench]:
     """Users (admin, inspector, manager), a project with an active tiny model, six predictions.
 
     Three good and three scratched parts are scored through ``inspect_uploads``; nothing is
-    reviewed yet.
+    reviewed yet, and no part is drawn for audit (seeded draws; tests mark audit samples).
     """
     from adcore.detectors.registry import load_detector
     from db.projects import activate_model_version, create_project, register_model_version
@@ -124,8 +125,10 @@ def workbench(app_env: Path, tiny_model_dir: Path) -> Iterator[Workbench]:
         detector=detector,
         model_version_id=version_id,
         uploads=uploads,
+        audit_rng=random.Random(0),  # its first draws are all above 2%: no audit sample
     )
     assert all(r.error is None for r in results), [r.error for r in results]
+    assert not any(r.audit for r in results)
     yield Workbench(
         factory=factory,
         project_id=project_id,

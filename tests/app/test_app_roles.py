@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from apptest_support import INSPECTOR, MANAGER, Workbench, signed_in_app
+from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 import db
@@ -73,11 +74,24 @@ def test_inspector_threshold_change_is_refused_by_the_service(workbench: Workben
         at.switch_page("pages/models.py")
 
 
+def first_passed_prediction_id(workbench: Workbench) -> int:
+    """A prediction that passed (verdict good) in the workbench project."""
+    with workbench.factory() as session:
+        return session.scalars(
+            select(db.Prediction.id)
+            .where(db.Prediction.image_id.in_(workbench.image_ids.values()))
+            .where(db.Prediction.verdict == "good")
+            .order_by(db.Prediction.id)
+        ).first()
+
+
 @pytest.mark.parametrize("role", ["manager", "admin"])
 def test_every_page_renders_for_managers_and_admins(workbench: Workbench, role: str) -> None:
-    # Some reviews first, so the dashboard draws every chart.
+    # Some reviews first (one of an audit sample), so the dashboard draws every chart.
     with workbench.factory() as session, session.begin():
         manager = session.get(db.User, workbench.users[MANAGER])
+        audited = session.get(db.Prediction, first_passed_prediction_id(workbench))
+        audited.audit = True
         for name, image_id in workbench.image_ids.items():
             label = "defect" if name.startswith("scratch") else "good"
             record_review(session, image_id=image_id, user=manager, label=label, seconds_spent=3)

@@ -94,7 +94,8 @@ def latest_predictions(
 
     Returns:
         A subquery with columns ``prediction_id, image_id, model_version_id, score, threshold,
-        verdict, audit, predicted_at``; images without a matching prediction have no row.
+        verdict, audit, scorer_version_id, defect_probability, predicted_at``; images without
+        a matching prediction have no row.
     """
     statement = select(
         Prediction.id.label("prediction_id"),
@@ -104,6 +105,8 @@ def latest_predictions(
         Prediction.threshold,
         Prediction.verdict,
         Prediction.audit,
+        Prediction.scorer_version_id,
+        Prediction.defect_probability,
         Prediction.created_at.label("predicted_at"),
     ).select_from(Image)
     version: ColumnElement[int] | int | None = model_version_id

@@ -10,6 +10,12 @@ never empties the queue while the waiting parts are being re-scored.
 Flags are judged against the version's *current* threshold (falling back to the threshold
 stored with the prediction), so lowering a threshold immediately brings the newly suspicious
 parts to the front; stored predictions are never rewritten.
+
+When the active feedback scorer decided a prediction (``defect_probability``, see
+:mod:`services.scorer_decisions`), the scorer's probability against *its* current threshold
+decides instead of the detector's score: the part is flagged when ``p >= threshold`` and in the
+queue when ``p >= threshold * (1 - near_margin)``, and such parts come first, the most
+uncertain (``p`` closest to the threshold) first.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Select, case, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from db.base import Label, Verdict
 from db.model_families import active_version_id
@@ -29,6 +35,8 @@ from db.projects import add_defect_type
 from db.review_log import add_review, undo_last_review
 
 DEFAULT_NEAR_MARGIN = 0.1
+DEFAULT_PROBABILITY_THRESHOLD = 0.5
+"""The probability threshold of a feedback scorer saved without one."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,8 @@ class QueueItem:
         verdict: ``"defect"`` if ``score >= threshold`` else ``"good"``.
         created_at: When the prediction was made.
         audit: Whether the part is an audit sample (drawn at random among passed parts).
+        defect_probability: The feedback scorer's p(defect) when it decided, else None.
+        probability_threshold: That scorer's current threshold, else None.
     """
 
     image_id: int
@@ -56,6 +66,8 @@ class QueueItem:
     verdict: str
     created_at: datetime
     audit: bool = False
+    defect_probability: float | None = None
+    probability_threshold: float | None = None
 
 
 def review_queue(
@@ -72,7 +84,9 @@ def review_queue(
     labelled, and they are few); then the good parts within ``near_margin`` of the threshold
     (``score >= threshold * (1 - near_margin)``). Within each group, highest score first.
     Other parts further below the threshold are not in the queue. An audit sample that a
-    newer threshold flags is listed with the flagged parts (still marked ``audit``).
+    newer threshold flags is listed with the flagged parts (still marked ``audit``). Parts the
+    feedback scorer decided are judged by its probability and come first with the flagged
+    parts, the most uncertain first (see the module docstring).
 
     Args:
         session: The caller's session.
@@ -174,11 +188,22 @@ def _queue_select(session: Session, project_id: int, near_margin: float) -> Sele
         project_id, prefer_version_id=active_version_id(session, project_id), unlabelled_only=True
     )
     threshold = func.coalesce(ModelVersion.threshold, latest.c.threshold)
-    flagged = latest.c.score >= threshold
-    near = latest.c.score >= threshold - func.abs(threshold) * float(near_margin)
+    scorer = aliased(ModelVersion, name="scorer_version")
+    probability = latest.c.defect_probability
+    probability_threshold = func.coalesce(scorer.threshold, DEFAULT_PROBABILITY_THRESHOLD)
+    by_scorer = probability.is_not(None)
+    scorer_flagged = by_scorer & (probability >= probability_threshold)
+    scorer_near = by_scorer & (probability >= probability_threshold * (1.0 - float(near_margin)))
+    detector_flagged = ~by_scorer & (latest.c.score >= threshold)
+    detector_near = ~by_scorer & (
+        latest.c.score >= threshold - func.abs(threshold) * float(near_margin)
+    )
+    flagged = scorer_flagged | detector_flagged
     audit = latest.c.audit.is_(True)
     verdict = case((flagged, Verdict.DEFECT.value), else_=Verdict.GOOD.value)
-    urgency = case((flagged, 0), (audit, 1), else_=2)
+    urgency = case((scorer_near | detector_flagged, 0), (audit, 1), else_=2)
+    # Scorer-decided parts: the most uncertain first; the detector's: the highest score first.
+    uncertainty = case((by_scorer, func.abs(probability - probability_threshold)), else_=2.0)
     return (
         select(
             latest.c.image_id,
@@ -190,10 +215,13 @@ def _queue_select(session: Session, project_id: int, near_margin: float) -> Sele
             verdict.label("verdict"),
             latest.c.predicted_at.label("created_at"),
             latest.c.audit,
+            probability.label("defect_probability"),
+            case((by_scorer, probability_threshold)).label("probability_threshold"),
         )
         .select_from(latest)
         .join(Image, Image.id == latest.c.image_id)
         .join(ModelVersion, ModelVersion.id == latest.c.model_version_id)
-        .where(near | audit)
-        .order_by(urgency, latest.c.score.desc(), latest.c.image_id)
+        .outerjoin(scorer, scorer.id == latest.c.scorer_version_id)
+        .where(scorer_near | detector_near | audit)
+        .order_by(urgency, uncertainty, latest.c.score.desc(), latest.c.image_id)
     )

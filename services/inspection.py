@@ -53,6 +53,7 @@ from db.images import get_or_create_image
 from services.audit_sampling import AuditSampler, audit_sampler
 from services.defect_library import load_defect_library
 from services.map_store import save_anomaly_map
+from services.scorer_decisions import ScorerDecision, deciding_scorer, scorer_decisions
 
 __all__ = [
     "InspectionResult",
@@ -78,10 +79,13 @@ class InspectionResult:
         prediction_id: The new prediction (``None`` on error).
         score: Anomaly score (``None`` on error).
         threshold: Threshold the verdict was made with (``None`` on error).
-        verdict: ``"defect"`` if ``score >= threshold`` else ``"good"`` (``None`` on error).
+        verdict: The decision: the active feedback scorer's when one decided
+            (``defect_probability``), else ``"defect"`` if ``score >= threshold`` else
+            ``"good"`` (``None`` on error).
         anomaly_map_path: The map file, relative to the data directory (``None`` on error).
         error: Why the image could not be inspected, or ``None``.
         audit: Whether the part is an audit sample (a passed part drawn for review).
+        defect_probability: The feedback scorer's p(defect) when it decided, else ``None``.
     """
 
     name: str
@@ -93,6 +97,7 @@ class InspectionResult:
     anomaly_map_path: str | None
     error: str | None = None
     audit: bool = False
+    defect_probability: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -299,6 +304,7 @@ def _inspect(
     threshold = _decision_threshold(Session, project_id, model_version_id, detector)
     with Session() as session:
         sampler = audit_sampler(session, project_id, audit_rng)
+        scorer = deciding_scorer(session, project_id, model_version_id)
     tell = report(progress)
     step = batch_size or getattr(getattr(detector, "config", None), "batch_size", None)
     step = max(1, int(step or DEFAULT_BATCH_SIZE))
@@ -320,7 +326,14 @@ def _inspect(
                     results[index] = InspectionResult.failed(name, f"Scoring failed: {err}")
                 predictions = []
             library = _library(Session, project_id, model_version_id, predictions, threshold)
-            for (index, name, data, pixels), prediction in zip(decoded, predictions, strict=False):
+            decisions = scorer_decisions(
+                scorer,
+                [float(p.score) for p in predictions],
+                [getattr(p, "embedding", None) for p in predictions],
+            )
+            for (index, name, data, pixels), prediction, decision in zip(
+                decoded, predictions, decisions, strict=False
+            ):
                 results[index] = _store(
                     Session,
                     name=name,
@@ -336,6 +349,7 @@ def _inspect(
                     source=source,
                     data_dir=data_dir,
                     sampler=sampler,
+                    decision=decision,
                 )
         done = min(start + step, len(items))
         tell(done / len(items), f"Inspected {done}/{len(items)} images")
@@ -358,13 +372,28 @@ def _store(
     source: str,
     data_dir: Path | None,
     sampler: AuditSampler,
+    decision: ScorerDecision | None = None,
 ) -> InspectionResult:
-    """Store one scored image, map and prediction (with its explanation) in one transaction."""
-    verdict = "defect" if score >= threshold else "good"
+    """Store one scored image, map and prediction (with its explanation) in one transaction.
+
+    The verdict is the feedback scorer's ``decision`` when there is one, else the detector's.
+    """
+    verdict = decision.verdict if decision else ("defect" if score >= threshold else "good")
     similar = None
     if verdict == "defect" and embedding is not None and len(library):
         similar = _similar(name, data, embedding, library)
     explanation = _explanation(name, pixels, anomaly_map, score, threshold, similar)
+    if decision is not None and explanation is not None:
+        explanation = {
+            **explanation,
+            "text": f"{explanation['text']} {decision.sentence()}",
+            "scorer": {
+                "version": decision.scorer_version,
+                "probability": decision.probability,
+                "threshold": decision.threshold,
+                "verdict": decision.verdict,
+            },
+        }
     stored_embedding = None if embedding is None else embedding_to_bytes(embedding)
     try:
         map_path = save_anomaly_map(anomaly_map, data_dir)
@@ -392,6 +421,8 @@ def _store(
                 explanation=explanation,
                 embedding=stored_embedding,
                 audit=sampler.decide(session, image.id, verdict),
+                scorer_version_id=decision.scorer_version_id if decision else None,
+                defect_probability=decision.probability if decision else None,
             )
             session.add(row)
             session.flush()
@@ -400,7 +431,15 @@ def _store(
         absolute_image_path(map_path, data_dir).unlink(missing_ok=True)
         return InspectionResult.failed(name, f"Could not store the result: {err}")
     return InspectionResult(
-        name, image_id, prediction_id, score, threshold, verdict, map_path, audit=audit
+        name,
+        image_id,
+        prediction_id,
+        score,
+        threshold,
+        verdict,
+        map_path,
+        audit=audit,
+        defect_probability=decision.probability if decision else None,
     )
 
 

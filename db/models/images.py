@@ -73,6 +73,10 @@ class Prediction(Base):
     __tablename__ = "predictions"
     __table_args__ = (
         CheckConstraint(sql_in("verdict", Verdict), name="verdict"),
+        CheckConstraint(
+            "defect_probability IS NULL OR (defect_probability >= 0 AND defect_probability <= 1)",
+            name="defect_probability_range",
+        ),
         Index("ix_predictions_image_id_created_at", "image_id", "created_at"),
         # Covers "the latest prediction of this image by this version" (no table read).
         Index(
@@ -97,10 +101,14 @@ class Prediction(Base):
     # The part passed its first inspection and was drawn at random for review (adcore.audit);
     # later predictions of a drawn part (re-scoring) carry the flag. See db.audits.
     audit: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The active feedback scorer that decided the verdict, and its p(defect); both NULL when
+    # the detector alone decided (score against threshold). See services.scorer_decisions.
+    scorer_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    defect_probability: Mapped[float | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
     image: Mapped[Image] = relationship()
-    model_version: Mapped[ModelVersion] = relationship()
+    model_version: Mapped[ModelVersion] = relationship(foreign_keys=[model_version_id])
 
     def __repr__(self) -> str:
         return (

@@ -234,3 +234,65 @@ def test_parts_not_yet_scored_by_a_newly_active_version_stay_in_the_queue(
     assert scored["high"] not in [item.image_id for item in queue]
     assert [item.image_id for item in queue] == [i for i in before if i != scored["high"]]
     assert {item.prediction_id for item in queue}.isdisjoint({None})
+
+
+def test_scorer_decided_parts_are_judged_by_probability_most_uncertain_first(
+    session_factory: sessionmaker[Session],
+    project_id: int,
+    make_image: Callable[[int], int],
+    make_user: Callable[..., int],
+) -> None:
+    detector = add_version(session_factory, project_id, threshold=1.0, active=True)
+    with session_factory() as session, session.begin():
+        scorer = register_model_version(
+            session,
+            project_id=project_id,
+            kind="feedback_scorer",
+            artifact_path="models/cells/scorer",
+            metrics={},
+            threshold=0.4,
+            training_snapshot={},
+        ).id
+
+    def decided(seed: int, score: float, probability: float, *, audit: bool = False) -> int:
+        image_id = make_image(seed)
+        with session_factory() as session, session.begin():
+            session.add(
+                Prediction(
+                    image_id=image_id,
+                    model_version_id=detector,
+                    score=score,
+                    threshold=1.0,
+                    verdict="defect" if probability >= 0.4 else "good",
+                    scorer_version_id=scorer,
+                    defect_probability=probability,
+                    audit=audit,
+                )
+            )
+        return image_id
+
+    confident = decided(1, 0.2, 0.95)  # flagged by the scorer, though the detector passes it
+    borderline = decided(2, 5.0, 0.45)  # flagged, close to the scorer's threshold
+    near = decided(3, 5.0, 0.38)  # passed, but within 10% of the threshold: uncertain
+    cleared = decided(4, 9.0, 0.10)  # the detector would flag it; the scorer clears it
+    audited = decided(5, 0.1, 0.05, audit=True)  # a passed part drawn for audit
+    detector_only = make_image(6)
+    predict(session_factory, detector_only, detector, 3.0)  # no vector: the detector decided
+
+    with session_factory() as session:
+        queue = review_queue(session, project_id)
+    order = [near, borderline, confident, detector_only, audited]  # most uncertain first
+    assert [item.image_id for item in queue] == order
+    assert cleared not in {item.image_id for item in queue}
+    by_image = {item.image_id: item for item in queue}
+    assert by_image[confident].verdict == "defect" and by_image[near].verdict == "good"
+    assert by_image[near].defect_probability == pytest.approx(0.38)
+    assert by_image[near].probability_threshold == pytest.approx(0.4)
+    assert by_image[detector_only].defect_probability is None
+    assert by_image[detector_only].verdict == "defect"
+
+    manager = load_user(session_factory, make_user("mia", "manager"))
+    with session_factory() as session, session.begin():  # a manager moves the scorer threshold
+        set_threshold(session, version_id=scorer, threshold=0.05, user=manager)
+    with session_factory() as session:
+        assert cleared in {item.image_id for item in review_queue(session, project_id)}

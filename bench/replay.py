@@ -1,26 +1,51 @@
-"""Replay benchmark: the review-and-learn loop on real data, with an oracle inspector.
+"""Replay benchmark: the product's own review-and-learn loop on real data, oracle inspector.
 
-1. Fit PatchCore on the train split; the first threshold is the fit's own calibration (the
-   ``good_quantile`` rule on held-out good training images).
-2. Stream the test split in a fixed shuffled order (``--seed``). Each part is scored by the
-   model *of that moment* (:meth:`PatchCore.predict`) and flagged when ``score >= threshold``.
-3. An oracle inspector (the ground-truth label) reviews every flagged part and every part
-   within ``--margin`` below the threshold (``score >= threshold * (1 - margin)``, the review
-   queue's own rule, :data:`db.review_queue.DEFAULT_NEAR_MARGIN`).
-4. Corrections feed the loop: a flagged part confirmed good joins the bank at once
-   (:meth:`PatchCore.update`); after every review the threshold is re-chosen with the FNR-first
-   rule (:func:`select_threshold`, ``--target-fnr``) on all reviewed parts, re-scored by the
-   current model (until a defect is reviewed the current threshold is kept); every
-   ``--retrain-every`` reviews PatchCore is refit on train + every part confirmed good.
+Nothing here decides a verdict, a review or a model: every step calls the function the
+workbench calls, in-process, on a temporary data directory and SQLite database
+(:func:`db.init_db`, :func:`db.make_session_factory`):
 
-Reports per window of ``--window`` streamed parts (FNR, FPR, share sent to a human, reviews so
-far), and a snapshot at the start and after ``--checkpoint`` reviews (see RESULTS_replay.md
-for exactly what is measured). Writes ``bench/out/replay-<dataset>.json``; ``--render``
-rewrites ``bench/RESULTS_replay.md`` and ``bench/replay_<dataset>.png`` from those files.
+1. A project, a manager and an inspector. The first model is
+   :func:`services.model_management.train_first_model` (PatchCore) on the train split, as the
+   Models page does; it becomes the active detector.
+2. The test split is streamed once in a seeded shuffled order (``--seed``). Each part goes
+   through :func:`services.inspection.inspect_uploads` with the project's *active* detector,
+   loaded from its artifact as the Inspect page loads it (reloaded whenever another version
+   becomes active), with a seeded ``audit_rng`` for the audit draws. The decision actually
+   made is the verdict of the stored :class:`db.Prediction`.
+3. The oracle inspector (the ground-truth label) reviews exactly what the product's review
+   queue offers: after a part is inspected, if it is in :func:`db.review_queue.review_queue`
+   (flagged, near the threshold or an audit sample), its true label is recorded with
+   :func:`db.review_queue.record_review`; then, as ``pages/common.py:save_review`` does,
+   :func:`services.scorer_training.maybe_queue_scorer_training` in its own transaction; then,
+   as ``pages/page_tasks.py:learn_after_review`` does (synchronously here),
+   :func:`services.review_learning.learns_instantly` and
+   :func:`services.review_learning.learn_from_good_review` (the instant update, then the
+   waiting parts re-scored).
+4. As a manager would, a ``recalibrate_threshold`` job is queued every
+   ``--recalibrate-every`` reviews and a ``refit_detector`` job every ``--refit-every``
+   reviews (0: never; its ``train_folder`` parameter points at the train split, which is not
+   stored in Loupe). Every queued job (also the automatic ``train_feedback_scorer`` ones) is
+   run by the product's worker (:class:`workers.worker.JobWorker`, ``run(once=True)``), and
+   each candidate is promoted with :func:`db.model_versions.promote_model_version` as the
+   manager, never overriding: a candidate whose gate refuses stays a candidate.
+
+Measured (see ``bench/RESULTS_replay.md``): per window of ``--window`` streamed parts the FNR
+and FPR of the stored verdicts, the share of parts reviewed (audits included) and the reviews so
+far, next to the frozen start model (version 1 at its own threshold). When the reviews reach
+``--snapshot-reviews``: on the parts not yet streamed, AUROC and the FPR at the FNR-first
+threshold (:func:`adcore.thresholds.select_threshold`, target ``--target-fnr``, on their true
+labels) of the start model vs the current decision maker (the active detector, and the active
+feedback scorer's p(defect) when one is active and fits it). Scores come from the detectors'
+own ``predict`` (the start model's scores of every test part are computed once, up front).
+
+Writes ``bench/out/replay-<name>.json`` and ``bench/replay_<name>.png``; ``--render`` rewrites
+``bench/RESULTS_replay.md`` from every ``bench/out/replay-*.json``. A run with ``--max-test``
+is a smoke run, named ``<name>-smoke`` unless ``--name`` is given.
 
 Usage (from the repository root):
-    nice -n 5 .venv/bin/python bench/replay.py --dataset elpv-mono
-    nice -n 5 .venv/bin/python bench/replay.py --dataset magnetic-tile
+    nice -n 10 .venv/bin/python bench/replay.py --dataset ../shared/datasets/magnetic_tile \
+        --max-train 200
+    nice -n 10 .venv/bin/python bench/replay.py --dataset elpv:mono
     .venv/bin/python bench/replay.py --render
 """
 
@@ -29,9 +54,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import platform
+import random
+import secrets
+import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,22 +72,22 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OUT = HERE / "out"
-MAGNETIC_TILE = ROOT.parent / "shared" / "datasets" / "magnetic_tile"
 sys.path.insert(0, str(ROOT))
 
-from replay_scoring import CachedScorer  # noqa: E402
-
-from adcore.datasets import Dataset, load_elpv, load_mvtec  # noqa: E402
-from adcore.detectors.base import load_many  # noqa: E402
-from adcore.detectors.patchcore import PatchCore, PatchCoreConfig  # noqa: E402
-from adcore.metrics import image_metrics, rates_at_threshold  # noqa: E402
-from adcore.thresholds import select_threshold  # noqa: E402
-
-# name -> (loader, image size)
-SUITES = {
-    "elpv-mono": (lambda: load_elpv("mono"), 224),
-    "magnetic-tile": (lambda: load_mvtec(MAGNETIC_TILE, max_train=200), 256),
-}
+SUMMARY_KEYS = (
+    "dataset",
+    "n_test",
+    "reviews_at_snapshot",
+    "fpr_at_fnr1_start",
+    "fpr_at_fnr1_after",
+    "auroc_start",
+    "auroc_after",
+    "stream_fnr_after_100",
+    "max_window_fnr_after_100",
+    "review_share_first_window",
+    "review_share_last_window",
+)
+SAFETY_AFTER = 100  # parts: the safety figures count the stream after the first 100 parts
 
 
 def _clean(value: Any) -> Any:
@@ -71,265 +103,621 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def operating_point(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
-    """Rates of a fixed threshold: (N,) labels and scores."""
-    r = rates_at_threshold(labels, scores, threshold)
-    return {"threshold": threshold, "fnr": r.fnr, "fpr": r.fpr, "fp": r.fp, "fn": r.fn}
+def dataset_name(spec: str) -> str:
+    """A file-name-safe name for a dataset spec (``elpv:mono`` -> ``elpv-mono``)."""
+    text = spec.strip().rstrip("/")
+    if text.lower().startswith("elpv:"):
+        return "elpv-" + text.split(":", 1)[1].strip().lower()
+    return Path(text).name.lower().replace("_", "-").replace(" ", "-")
 
 
-def fnr_first_point(labels: np.ndarray, scores: np.ndarray, target_fnr: float) -> dict:
-    """The FNR-first threshold chosen on these very labels, and its rates (model quality)."""
-    choice = select_threshold(scores, labels, target_fnr=target_fnr)
-    return {"threshold": choice.value, "fnr": choice.fnr, "fpr": choice.fpr}
+def default_image_size(spec: str) -> int:
+    """224 px for ELPV (as in ``bench/RESULTS.md``), 256 px for folders (magnetic tile)."""
+    return 224 if spec.strip().lower().startswith("elpv:") else 256
 
 
-def snapshot(
-    labels: np.ndarray,
-    scores: np.ndarray,
-    threshold: float,
-    keep: np.ndarray,
-    target_fnr: float,
-) -> dict:
-    """Operating point, FNR-first point and AUROC on the parts selected by ``keep`` (N,) bool."""
-    lab, sc = labels[keep], scores[keep]
+# --------------------------------------------------------------------------- the lab
+
+
+@dataclass
+class Lab:
+    """The temporary workbench: database, users, project, worker, folders.
+
+    Attributes:
+        factory: The session factory.
+        project_id: The project.
+        manager_id: The manager (queues jobs, promotes candidates).
+        inspector_id: The oracle inspector (reviews).
+        data_dir: The data directory (images, maps, the SQLite file).
+        models_root: Where model versions are saved.
+        train_folder: Links to the train split (the refit job's ``train_folder``).
+        worker: The product's job worker.
+    """
+
+    factory: Any
+    project_id: int
+    manager_id: int
+    inspector_id: int
+    data_dir: Path
+    models_root: Path
+    train_folder: Path
+    worker: Any
+
+
+def make_lab(tmp: Path, train_paths: Sequence[Path], args: argparse.Namespace) -> Lab:
+    """Point Loupe at ``tmp`` and create the project, its users and a CPU worker."""
+    data_dir, models_root = tmp / "data", tmp / "models"
+    os.environ["LOUPE_DATA_DIR"] = str(data_dir)
+    os.environ["LOUPE_MODELS_DIR"] = str(models_root)
+    os.environ["LOUPE_DEVICE"] = "cpu"
+    os.environ["LOUPE_NO_WORKER"] = "1"
+    for name in ("LOUPE_DATABASE_URL", "LOUPE_RAY_ADDRESS", "LOUPE_INSTANT_LEARNING"):
+        os.environ.pop(name, None)
+    data_dir.mkdir(parents=True)
+    models_root.mkdir(parents=True)
+    train_folder = tmp / "train"
+    train_folder.mkdir()
+    for i, path in enumerate(train_paths):
+        (train_folder / f"{i:05d}-{Path(path).name}").symlink_to(Path(path).resolve())
+
+    import db
+    from services.project_settings import set_audit_share
+    from workers.worker import JobWorker
+
+    factory = db.make_session_factory(db.init_db())
+    password = secrets.token_urlsafe(16)
+    with factory() as session, session.begin():
+        manager = db.create_user(session, "manager-1", password, "manager")
+        inspector = db.create_user(session, "inspector-1", password, "inspector")
+        project = db.create_project(
+            session, name="replay", object_name="part", target_fnr=args.target_fnr, user=manager
+        )
+        if args.audit_share is not None:
+            set_audit_share(session, project.id, args.audit_share, user=manager)
+        ids = project.id, manager.id, inspector.id
+    worker = JobWorker(
+        factory, data_dir=data_dir, models_root=models_root, device="cpu", poll_interval=0.05
+    )
+    return Lab(factory, *ids, data_dir, models_root, train_folder, worker)
+
+
+def user(session: Any, user_id: int) -> Any:
+    """The user row ``user_id`` in ``session``."""
+    from db import User
+
+    return session.get(User, user_id)
+
+
+@dataclass
+class ActiveModels:
+    """The project's active detector (loaded) and feedback scorer, reloaded when they change."""
+
+    detector_id: int | None = None
+    detector_version: int | None = None
+    detector: Any = None
+    scorer_version: int | None = None
+    loads: int = 0
+    load_seconds: list[float] = field(default_factory=list)
+
+    def refresh(self, lab: Lab) -> None:
+        """Load the active detector again if another version became active."""
+        from adcore.detectors.registry import load_detector
+        from db import Project
+        from services.scorer_training import active_scorer
+
+        with lab.factory() as session:
+            version = session.get(Project, lab.project_id).active_model_version
+            scorer = active_scorer(session, lab.project_id)
+        self.scorer_version = None if scorer is None else scorer.version
+        if version.id == self.detector_id:
+            return
+        t0 = time.perf_counter()
+        self.detector = load_detector(version.artifact_path, device="cpu")  # as the Inspect page
+        self.load_seconds.append(time.perf_counter() - t0)
+        self.detector_id, self.detector_version = version.id, version.version
+        self.loads += 1
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def queue_job(lab: Lab, kind: str, parameters: dict | None = None) -> int:
+    """Queue a job as the manager (what the Models page's buttons do); returns its id."""
+    from db.jobs import enqueue_job
+
+    with lab.factory() as session, session.begin():
+        job = enqueue_job(
+            session,
+            kind=kind,
+            parameters=parameters or {},
+            project_id=lab.project_id,
+            user=user(session, lab.manager_id),
+        )
+        return job.id
+
+
+def run_queued_jobs(lab: Lab, reviews: int) -> list[dict]:
+    """Run every queued job with the worker; promote each candidate if its gate passes."""
+    from sqlalchemy import select
+
+    from db import Job, JobStatus, ModelVersion
+    from db.model_versions import GateRefusedError, promote_model_version
+
+    records = []
+    while True:
+        with lab.factory() as session:
+            queued = session.scalars(
+                select(Job.id).where(Job.status == JobStatus.QUEUED.value).order_by(Job.id)
+            ).all()
+        if not queued:
+            return records
+        t0 = time.perf_counter()
+        lab.worker.run(once=True)
+        seconds = time.perf_counter() - t0
+        with lab.factory() as session:
+            job = next(
+                job
+                for job in (session.get(Job, job_id) for job_id in queued)
+                if job.status != JobStatus.QUEUED.value
+            )
+            record = {
+                "after_reviews": reviews,
+                "job_id": job.id,
+                "kind": job.kind,
+                "status": job.status,
+                "message": job.message,
+                "trigger": (job.parameters or {}).get("trigger"),
+                "seconds": round(seconds, 2),
+                "candidate_version": None,
+                "promoted": False,
+                "refusals": [],
+            }
+            candidate_id = job.result_model_version_id
+            if candidate_id is not None:
+                record["candidate_version"] = session.get(ModelVersion, candidate_id).version
+        if candidate_id is not None:
+            try:
+                with lab.factory() as session, session.begin():
+                    promote_model_version(session, candidate_id, user(session, lab.manager_id))
+                record["promoted"] = True
+            except GateRefusedError as refused:
+                record["refusals"] = list(refused.reasons)
+        records.append(record)
+        print(
+            f"  job {record['kind']}: {record['status']} ({record['seconds']:.0f} s) "
+            f"candidate v{record['candidate_version']} promoted={record['promoted']} "
+            f"{'; '.join(record['refusals']) or record['message']}"[:300],
+            flush=True,
+        )
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def predict_all(detector: Any, paths: Sequence[Path], batch: int = 16) -> dict[str, np.ndarray]:
+    """``detector.predict`` on image files: ``{"scores": (N,), "vectors": (N, D) or None}``.
+
+    Images are decoded with :func:`adcore.image_io.load_image`, as inspection decodes them;
+    vectors go through the float16 storage round trip the scorer sees in the database.
+    """
+    from adcore.explain.neighbours import embedding_from_bytes, embedding_to_bytes
+    from adcore.image_io import load_image
+
+    scores, vectors = [], []
+    for start in range(0, len(paths), batch):
+        chunk = paths[start : start + batch]
+        pixels = [load_image(Path(p).read_bytes(), name=Path(p).name) for p in chunk]
+        for prediction in detector.predict(pixels):
+            scores.append(float(prediction.score))
+            vector = getattr(prediction, "embedding", None)
+            vectors.append(
+                None if vector is None else embedding_from_bytes(embedding_to_bytes(vector))
+            )
+    has_vectors = vectors and all(v is not None for v in vectors)
     return {
-        "n": int(keep.sum()),
-        "n_defect": int(lab.sum()),
-        "operating": operating_point(lab, sc, threshold),
-        "fnr_first": fnr_first_point(lab, sc, target_fnr),
-        "auroc": image_metrics(lab, sc).auroc,
+        "scores": np.asarray(scores, dtype=np.float64),
+        "vectors": np.stack(vectors) if has_vectors else None,
     }
 
 
-def recalibrate(
-    scores: np.ndarray, labels: np.ndarray, current: float, target: float, cap: float | None
-) -> float:
-    """FNR-first threshold on the reviewed parts (the current one until a defect is reviewed).
+def separation(labels: np.ndarray, ranking: np.ndarray, target_fnr: float) -> dict:
+    """AUROC and the FNR-first threshold's FPR/FNR of ``ranking`` on ``labels`` (1 = defect)."""
+    from adcore.metrics import image_metrics
+    from adcore.thresholds import select_threshold
 
-    Args:
-        scores: (R,) reviewed parts' scores under the current model.
-        labels: (R,) their oracle labels.
-        current: The threshold in force.
-        target: Target FNR.
-        cap: Upper bound (the current model's calibrated threshold), or None for no bound.
-            Reviewed parts are censored: defects scoring below the review band are never
-            seen, so on its own the rule can only over-estimate where the lowest defect is.
-    """
-    if labels.sum() == 0:
-        return current
-    value = float(select_threshold(scores, labels, target_fnr=target).value)
-    return value if cap is None else min(value, cap)
+    choice = select_threshold(ranking, labels, target_fnr=target_fnr)
+    return {
+        "auroc": image_metrics(labels, ranking).auroc,
+        "fpr_at_target": choice.fpr,
+        "fnr_at_target": choice.fnr,
+        "threshold": choice.value,
+    }
 
 
-def replay(dataset: Dataset, args: argparse.Namespace, image_size: int) -> dict:
-    """Run the loop on one dataset; returns the JSON-ready result."""
-    t_start = time.perf_counter()
-    config = PatchCoreConfig(image_size=image_size)
-    order = np.random.default_rng(args.seed).permutation(len(dataset.test))
-    stream = [dataset.test[i] for i in order]
-    loaded, skipped = load_many([s.path for s in stream])
-    if skipped:
-        raise SystemExit(f"unreadable test images: {skipped[:3]}")
-    pixels = [im.pixels for im in loaded]
-    labels = np.array([s.label for s in stream], dtype=np.int64)
-    train = [s.path for s in dataset.train]
+def take_snapshot(
+    lab: Lab,
+    active: ActiveModels,
+    paths: Sequence[Path],
+    labels: np.ndarray,
+    start_scores: np.ndarray,
+    position: int,
+    reviews: int,
+    target_fnr: float,
+) -> dict:
+    """Start model vs the current decision maker on the parts after ``position``."""
+    from adcore.errors import DatasetError
+    from services.scorer_training import active_scorer
 
-    detector = PatchCore(config, device="cpu")
-    fit = detector.fit(train)
-    fit_seconds = fit.seconds
-    threshold = start_threshold = float(detector.threshold)
-    capped = args.threshold_policy == "capped"
-    cap = threshold if capped else None
+    rest = slice(position + 1, len(paths))
+    lab_rest = labels[rest]
     t0 = time.perf_counter()
-    scorer = CachedScorer(detector, pixels)
-    scorer.sync(detector)
-    embed_seconds = time.perf_counter() - t0
-    start_scores = scorer.scores()
-    print(f"fit {fit_seconds:.0f} s, embed test {embed_seconds:.0f} s", flush=True)
+    now = predict_all(active.detector, paths[rest])
+    with lab.factory() as session:
+        scorer = active_scorer(session, lab.project_id)
+    snapshot = {
+        "after_position": position,
+        "reviews": reviews,
+        "n": int(lab_rest.size),
+        "n_defect": int(lab_rest.sum()),
+        "detector_version": active.detector_version,
+        "start": separation(lab_rest, start_scores[rest], target_fnr),
+        "detector_now": separation(lab_rest, now["scores"], target_fnr),
+        "scorer_version": None,
+        "scorer_now": None,
+        "scorer_note": "no active scorer fitting the active detector",
+    }
+    if scorer is not None:
+        snapshot["scorer_version"] = scorer.version
+        try:
+            proba = scorer.scorer.predict_proba(now["scores"], now["vectors"])
+        except (DatasetError, ValueError) as err:
+            snapshot["scorer_note"] = f"the active scorer could not score: {err}"
+        else:
+            snapshot["scorer_now"] = separation(lab_rest, proba, target_fnr)
+            snapshot["scorer_note"] = None
+    snapshot["now"] = snapshot["scorer_now"] or snapshot["detector_now"]
+    snapshot["now_is"] = "scorer" if snapshot["scorer_now"] else "detector"
+    snapshot["seconds"] = round(time.perf_counter() - t0, 1)
+    return snapshot
 
-    reviewed: list[int] = []
-    confirmed_good: list[int] = []
+
+# --------------------------------------------------------------------------- the loop
+
+
+def replay(args: argparse.Namespace, tmp: Path) -> dict:
+    """Run the loop on ``args.dataset`` in the temporary folder ``tmp``; the JSON-ready result."""
+    from adcore.datasets import resolve_dataset
+    from db import Prediction, Project
+    from db.review_queue import queue_size, record_review, review_queue
+    from services.inspection import inspect_uploads
+    from services.model_management import train_first_model
+    from services.project_settings import audit_setting
+    from services.review_learning import learn_from_good_review, learns_instantly
+    from services.scorer_training import maybe_queue_scorer_training
+
+    t_start = time.perf_counter()
+    load_start = os.getloadavg()
+    dataset = resolve_dataset(args.dataset, max_train=args.max_train)
+    order = np.random.default_rng(args.seed).permutation(len(dataset.test))
+    if args.max_test:
+        order = order[: args.max_test]
+    stream = [dataset.test[i] for i in order]
+    paths = [Path(s.path) for s in stream]
+    labels = np.array([int(s.label) for s in stream], dtype=np.int64)
+    train_paths = [Path(s.path) for s in dataset.train]
+    image_size = args.image_size or default_image_size(args.dataset)
+
+    lab = make_lab(tmp, train_paths, args)
+    t0 = time.perf_counter()
+    with lab.factory() as session:
+        manager = user(session, lab.manager_id)
+        session.expunge(manager)
+    first = train_first_model(
+        lab.factory,
+        project_id=lab.project_id,
+        folder_or_paths=[str(p) for p in train_paths],
+        user=manager,
+        models_root=lab.models_root,
+        device="cpu",
+        image_size=image_size,
+    )
+    fit_seconds = time.perf_counter() - t0
+    start_threshold = float(first.threshold)
+    with lab.factory() as session:
+        audit_share = audit_setting(session.get(Project, lab.project_id))
+    active = ActiveModels()
+    active.refresh(lab)
+    t0 = time.perf_counter()
+    start_scores = predict_all(active.detector, paths)["scores"]  # frozen start model, cached
+    start_seconds = time.perf_counter() - t0
+    print(
+        f"{dataset.summary()}; fit {fit_seconds:.0f} s, start scores {start_seconds:.0f} s",
+        flush=True,
+    )
+
+    rng = random.Random(args.seed)
     steps: list[dict] = []
-    update_seconds: list[float] = []
-    retrain_seconds: list[float] = []
-    checkpoint: dict | None = None
-    max_rel_dev = 0.0
-    for pos in range(len(stream)):
-        score = detector.predict([pixels[pos]])[0].score
-        cached = scorer.scores()[pos]
-        max_rel_dev = max(max_rel_dev, abs(score - cached) / max(abs(score), 1e-9))
-        flagged = score >= threshold
-        review = score >= threshold * (1.0 - args.margin)
+    jobs: list[dict] = []
+    instant: list[dict] = []
+    snapshot: dict | None = None
+    reviews = 0
+    inspect_seconds: list[float] = []
+    for pos, (sample, path) in enumerate(zip(stream, paths, strict=True)):
+        active.refresh(lab)
+        label = "defect" if labels[pos] else "good"
+        t0 = time.perf_counter()
+        result = inspect_uploads(
+            lab.factory,
+            project_id=lab.project_id,
+            detector=active.detector,
+            model_version_id=active.detector_id,
+            uploads=[(f"{pos:05d}-{path.name}", path.read_bytes())],
+            data_dir=lab.data_dir,
+            audit_rng=rng,
+        )[0]
+        inspect_seconds.append(time.perf_counter() - t0)
+        if not result.ok:
+            raise SystemExit(f"inspection failed on {path}: {result.error}")
+        with lab.factory() as session:
+            prediction = session.get(Prediction, result.prediction_id)
+            verdict, audit = prediction.verdict, bool(prediction.audit)
+            score, threshold = float(prediction.score), float(prediction.threshold)
+            queued = next(
+                (q for q in review_queue(session, lab.project_id) if q.image_id == result.image_id),
+                None,
+            )
         step = {
             "pos": pos,
             "label": int(labels[pos]),
+            "defect_type": sample.defect_type,
             "score": score,
             "threshold": threshold,
-            "flagged": bool(flagged),
-            "reviewed": bool(review),
-            "baseline_score": float(start_scores[pos]),
-            "instant": False,
-            "retrained": False,
+            "verdict": verdict,
+            "audit": audit,
+            "reviewed": queued is not None,
+            "queue_verdict": None if queued is None else queued.verdict,
+            "detector_version": active.detector_version,
+            "scorer_version": active.scorer_version,
+            "start_score": float(start_scores[pos]),
+            "start_flagged": bool(start_scores[pos] >= start_threshold),
+            "instant_update": False,
         }
-        if review:
-            reviewed.append(pos)
-            if labels[pos] == 0:
-                confirmed_good.append(pos)
-                if flagged:
-                    t0 = time.perf_counter()
-                    detector.update([pixels[pos]])
-                    update_seconds.append(time.perf_counter() - t0)
-                    scorer.sync(detector)
-                    step["instant"] = True
-            if len(reviewed) % args.retrain_every == 0:
+        if queued is not None:
+            with lab.factory() as session, session.begin():  # save_review: the review ...
+                record_review(
+                    session,
+                    image_id=result.image_id,
+                    user=user(session, lab.inspector_id),
+                    label=label,
+                    defect_type=sample.defect_type if labels[pos] else None,
+                )
+            with lab.factory() as session, session.begin():  # ... then the scorer's rule
+                maybe_queue_scorer_training(
+                    session, lab.project_id, user(session, lab.inspector_id)
+                )
+            reviews += 1
+            flagged = queued.verdict == "defect"  # pages/review.py: item.verdict == DEFECT
+            if learns_instantly(label, flagged):  # pages/page_tasks.py: learn_after_review
                 t0 = time.perf_counter()
-                detector = PatchCore(config, device="cpu")
-                detector.fit(train + [pixels[j] for j in confirmed_good])
-                retrain_seconds.append(time.perf_counter() - t0)
-                threshold = float(detector.threshold)  # until a defect is reviewed
-                cap = threshold if capped else None
-                scorer.sync(detector)
-                step["retrained"] = True
-            now = scorer.scores()
-            threshold = recalibrate(
-                now[reviewed], labels[reviewed], threshold, args.target_fnr, cap
-            )
-            if len(reviewed) == args.checkpoint:
-                rest = np.arange(len(stream)) > pos
-                checkpoint = {
-                    "after_position": pos,
-                    "threshold": threshold,
-                    "remainder": {
-                        "start": snapshot(
-                            labels, start_scores, start_threshold, rest, args.target_fnr
-                        ),
-                        "now": snapshot(labels, now, threshold, rest, args.target_fnr),
-                    },
-                    "whole_now": snapshot(
-                        labels, now, threshold, np.ones(len(stream), bool), args.target_fnr
-                    ),
-                }
-        step |= {"reviews": len(reviewed), "bank": int(detector.model.memory_bank.shape[0])}
+                feedback = learn_from_good_review(
+                    lab.factory,
+                    project_id=lab.project_id,
+                    image_id=result.image_id,
+                    user_id=lab.inspector_id,
+                    models_dir=lab.models_root,
+                    data_dir=lab.data_dir,
+                    device="cpu",
+                )
+                instant.append(
+                    {
+                        "pos": pos,
+                        "updated": feedback.update.updated,
+                        "message": feedback.message,
+                        "patches_added": feedback.update.patches_added,
+                        "n_rescored": feedback.n_rescored,
+                        "n_cleared": feedback.n_cleared,
+                        "seconds": round(time.perf_counter() - t0, 2),
+                    }
+                )
+                step["instant_update"] = feedback.update.updated
+            if reviews % args.recalibrate_every == 0:
+                queue_job(lab, "recalibrate_threshold")
+            if args.refit_every and reviews % args.refit_every == 0:
+                queue_job(lab, "refit_detector", {"train_folder": str(lab.train_folder)})
+            jobs += run_queued_jobs(lab, reviews)
+            if reviews == args.snapshot_reviews:
+                active.refresh(lab)
+                snapshot = take_snapshot(
+                    lab, active, paths, labels, start_scores, pos, reviews, args.target_fnr
+                )
+                print(f"snapshot: {json.dumps(_clean(snapshot))}", flush=True)
+        step["reviews"] = reviews
         steps.append(step)
-        if (pos + 1) % args.window == 0:
-            print(f"{pos + 1} parts, {len(reviewed)} reviews, thr {threshold:.3f}", flush=True)
-    if max_rel_dev > 1e-3:
-        raise SystemExit(f"cached scores disagree with predict(): {max_rel_dev:.2e}")
-    everything = np.ones(len(stream), bool)
-    with tempfile.TemporaryDirectory() as tmp:  # what an instant update adds around update()
-        t0 = time.perf_counter()
-        detector.save(Path(tmp) / "model")
-        save_seconds = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        PatchCore.load(Path(tmp) / "model", device="cpu")
-        load_seconds = time.perf_counter() - t0
-    return _clean(
-        {
-            "dataset": dataset.summary(),
-            "settings": {
-                "image_size": image_size,
-                "seed": args.seed,
-                "margin": args.margin,
-                "target_fnr": args.target_fnr,
-                "retrain_every": args.retrain_every,
-                "threshold_policy": args.threshold_policy,
-                "window": args.window,
-                "checkpoint": args.checkpoint,
-                "patchcore": {k: getattr(config, k) for k in config.__dataclass_fields__},
+        if (pos + 1) % args.window == 0 or pos + 1 == len(stream):
+            with lab.factory() as session:
+                backlog = queue_size(session, lab.project_id)
+            step["queue_backlog"] = backlog
+            print(
+                f"{pos + 1}/{len(stream)} parts, {reviews} reviews, detector "
+                f"v{active.detector_version}, scorer v{active.scorer_version}, thr "
+                f"{threshold:.3f}, backlog {backlog}, "
+                f"{(time.perf_counter() - t_start) / 60:.1f} min",
+                flush=True,
+            )
+    windows = window_rows(steps, args.window)
+    kinds = sorted({j["kind"] for j in jobs})
+    result = {
+        "name": args.name,
+        "dataset_spec": args.dataset,
+        "dataset": dataset.summary(),
+        "n_test": len(stream),
+        "n_test_defect": int(labels.sum()),
+        "smoke": bool(args.max_test),
+        "settings": {
+            "image_size": image_size,
+            "max_train": args.max_train,
+            "max_test": args.max_test,
+            "n_train": len(train_paths),
+            "seed": args.seed,
+            "window": args.window,
+            "snapshot_reviews": args.snapshot_reviews,
+            "recalibrate_every": args.recalibrate_every,
+            "refit_every": args.refit_every,
+            "target_fnr": args.target_fnr,
+            "audit_share": audit_share,
+            "start_threshold": start_threshold,
+        },
+        "snapshot": snapshot,
+        "windows": windows,
+        "steps": steps,
+        "jobs": jobs,
+        "instant_updates": instant,
+        "totals": {
+            "reviews": reviews,
+            "audits": sum(s["audit"] for s in steps),
+            "audits_reviewed": sum(s["audit"] and s["reviewed"] for s in steps),
+            "instant_updates": sum(i["updated"] for i in instant),
+            "instant_attempts": len(instant),
+            "jobs": {
+                k: sum(j["kind"] == k for j in jobs) for k in sorted({j["kind"] for j in jobs})
             },
-            "start": {
-                "threshold": start_threshold,
-                "whole": snapshot(
-                    labels, start_scores, start_threshold, everything, args.target_fnr
-                ),
+            "promoted": {k: sum(j["kind"] == k and j["promoted"] for j in jobs) for k in kinds},
+            "final_detector_version": active.detector_version,
+            "final_scorer_version": active.scorer_version,
+        },
+        "seconds": {
+            "total": time.perf_counter() - t_start,
+            "first_fit": fit_seconds,
+            "start_scores": start_seconds,
+            "inspect_mean": float(np.mean(inspect_seconds)),
+            "instant_mean": float(np.mean([i["seconds"] for i in instant])) if instant else None,
+            "jobs": {
+                k: float(np.mean([j["seconds"] for j in jobs if j["kind"] == k]))
+                for k in sorted({j["kind"] for j in jobs})
             },
-            "checkpoint": checkpoint,
-            "windows": windows(steps, args.window),
-            "steps": steps,
-            "totals": {
-                "reviews": len(reviewed),
-                "instant_updates": len(update_seconds),
-                "retrains": len(retrain_seconds),
-                "confirmed_good": len(confirmed_good),
-            },
-            "seconds": {
-                "fit": fit_seconds,
-                "embed_test": embed_seconds,
-                "update_mean": float(np.mean(update_seconds)) if update_seconds else None,
-                "update_max": max(update_seconds, default=None),
-                "retrain_mean": float(np.mean(retrain_seconds)) if retrain_seconds else None,
-                "save_final": save_seconds,
-                "load_final": load_seconds,
-                "total": time.perf_counter() - t_start,
-            },
-            "max_rel_dev_cached_vs_predict": max_rel_dev,
-        }
-    )
+            "detector_loads": active.loads,
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_start": [round(x, 2) for x in load_start],
+            "load_average_end": [round(x, 2) for x in os.getloadavg()],
+        },
+    }
+    result["summary"] = summary(result)
+    return _clean(result)
 
 
-def windows(steps: list[dict], size: int) -> list[dict]:
-    """Per-window FNR/FPR of the decisions made on the stream, and of the frozen start model."""
-    start_thr = steps[0]["threshold"]
+def window_rows(steps: list[dict], size: int) -> list[dict]:
+    """Per window of ``size`` streamed parts: the stored verdicts' FNR/FPR, reviews, frozen."""
+
+    def rate(hits: int, total: int) -> float | None:
+        return hits / total if total else None
+
     rows = []
     for lo in range(0, len(steps), size):
         part = steps[lo : lo + size]
-        lab = np.array([s["label"] for s in part])
-        flagged = np.array([s["flagged"] for s in part])
-        base = np.array([s["baseline_score"] >= start_thr for s in part])
-        n_def, n_good = int(lab.sum()), int((1 - lab).sum())
+        defect = [s for s in part if s["label"] == 1]
+        good = [s for s in part if s["label"] == 0]
         rows.append(
             {
-                "parts": f"{lo + 1}-{lo + len(part)}",
-                "n_good": n_good,
-                "n_defect": n_def,
-                "fnr": float((~flagged & (lab == 1)).sum() / n_def) if n_def else None,
-                "fpr": float((flagged & (lab == 0)).sum() / n_good) if n_good else None,
-                "to_human": float(np.mean([s["reviewed"] for s in part])),
+                "first": lo + 1,
+                "last": lo + len(part),
+                "n_good": len(good),
+                "n_defect": len(defect),
+                "missed": sum(s["verdict"] == "good" for s in defect),
+                "false_alarms": sum(s["verdict"] == "defect" for s in good),
+                "fnr": rate(sum(s["verdict"] == "good" for s in defect), len(defect)),
+                "fpr": rate(sum(s["verdict"] == "defect" for s in good), len(good)),
+                "review_share": sum(s["reviewed"] for s in part) / len(part),
+                "audits": sum(s["audit"] for s in part),
                 "reviews_so_far": part[-1]["reviews"],
                 "threshold_end": part[-1]["threshold"],
-                "bank_end": part[-1]["bank"],
-                "baseline_fnr": float((~base & (lab == 1)).sum() / n_def) if n_def else None,
-                "baseline_fpr": float((base & (lab == 0)).sum() / n_good) if n_good else None,
+                "detector_version_end": part[-1]["detector_version"],
+                "scorer_version_end": part[-1]["scorer_version"],
+                "queue_backlog_end": part[-1].get("queue_backlog"),
+                "start_fnr": rate(sum(not s["start_flagged"] for s in defect), len(defect)),
+                "start_fpr": rate(sum(s["start_flagged"] for s in good), len(good)),
             }
         )
     return rows
 
 
+def summary(result: dict) -> dict:
+    """The one-line JSON summary (``--json``): the issue's figures."""
+    steps, windows, snap = result["steps"], result["windows"], result["snapshot"]
+    later = [s for s in steps if s["pos"] >= SAFETY_AFTER and s["label"] == 1]
+    later_windows = [w for w in windows if w["first"] > SAFETY_AFTER and w["fnr"] is not None]
+    full = [w for w in windows if w["last"] - w["first"] + 1 >= result["settings"]["window"] / 2]
+    return {
+        "dataset": result["dataset_spec"],
+        "n_test": result["n_test"],
+        "reviews_at_snapshot": None if snap is None else snap["reviews"],
+        "fpr_at_fnr1_start": None if snap is None else snap["start"]["fpr_at_target"],
+        "fpr_at_fnr1_after": None if snap is None else snap["now"]["fpr_at_target"],
+        "auroc_start": None if snap is None else snap["start"]["auroc"],
+        "auroc_after": None if snap is None else snap["now"]["auroc"],
+        "stream_fnr_after_100": (
+            sum(s["verdict"] == "good" for s in later) / len(later) if later else None
+        ),
+        "max_window_fnr_after_100": max((w["fnr"] for w in later_windows), default=None),
+        "review_share_first_window": windows[0]["review_share"] if windows else None,
+        "review_share_last_window": full[-1]["review_share"] if full else None,
+    }
+
+
 def main() -> int:
-    """Replay ``--dataset`` and write its JSON; with ``--render``, rewrite the report."""
+    """Replay ``--dataset`` and write its JSON and plot; with ``--render``, the report."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--dataset", choices=sorted(SUITES))
-    parser.add_argument("--image-size", type=int)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--margin", type=float, default=0.1)
-    parser.add_argument("--target-fnr", type=float, default=0.01)
-    parser.add_argument("--retrain-every", type=int, default=100)
     parser.add_argument(
-        "--threshold-policy",
-        choices=("capped", "uncapped"),
-        default="capped",
-        help="capped: the FNR-first threshold never exceeds the model's calibrated one",
+        "--dataset", help="elpv:mono, elpv:poly, or an MVTec-layout folder (resolve_dataset)"
     )
-    parser.add_argument("--tag", default="", help="suffix of the output file name")
+    parser.add_argument("--name", help="output name (default from the dataset)")
+    parser.add_argument("--image-size", type=int, help="default 224 (ELPV), 256 (folders)")
+    parser.add_argument("--max-train", type=int, help="cap the train split")
+    parser.add_argument("--max-test", type=int, help="stream only the first N shuffled parts")
+    parser.add_argument("--seed", type=int, default=0, help="stream order and audit draws")
     parser.add_argument("--window", type=int, default=50)
-    parser.add_argument("--checkpoint", type=int, default=200)
-    parser.add_argument("--render", action="store_true", help="rewrite RESULTS_replay.md + plots")
+    parser.add_argument("--snapshot-reviews", type=int, default=200)
+    parser.add_argument("--recalibrate-every", type=int, default=25)
+    parser.add_argument("--refit-every", type=int, default=100, help="0: never")
+    parser.add_argument("--target-fnr", type=float, default=0.01, help="the project's target")
+    parser.add_argument("--audit-share", type=float, help="default: the product's default")
+    parser.add_argument("--keep-dir", action="store_true", help="keep the temporary data dir")
+    parser.add_argument("--json", action="store_true", help="print the summary as the last line")
+    parser.add_argument("--render", action="store_true", help="rewrite RESULTS_replay.md")
     args = parser.parse_args()
+    if args.recalibrate_every < 1:
+        parser.error("--recalibrate-every must be at least 1")
     if args.dataset:
-        loader, size = SUITES[args.dataset]
-        size = args.image_size or size
-        result = replay(loader(), args, size)
-        result["command"] = "nice -n 5 .venv/bin/python bench/replay.py " + " ".join(sys.argv[1:])
+        if not args.name:
+            smoke = "-smoke" if args.max_test else ""
+            args.name = dataset_name(args.dataset) + smoke
+        tmp = Path(tempfile.mkdtemp(prefix="loupe-replay-"))
+        try:
+            result = replay(args, tmp)
+        finally:
+            if not args.keep_dir:
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                print(f"data kept in {tmp}", file=sys.stderr)
+        result["command"] = "nice -n 10 .venv/bin/python bench/replay.py " + " ".join(sys.argv[1:])
         result["finished_utc"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         OUT.mkdir(parents=True, exist_ok=True)
-        (OUT / f"replay-{args.dataset}{args.tag}.json").write_text(json.dumps(result, indent=1))
-        print(json.dumps({k: result[k] for k in ("checkpoint", "totals", "seconds")}, indent=1))
+        (OUT / f"replay-{args.name}.json").write_text(json.dumps(result, indent=1))
+        from replay_report import plot_dataset
+
+        plot_dataset(args.name, result, HERE / f"replay_{args.name}.png")
     if args.render:
         from replay_report import render_all
 
         render_all(OUT, HERE)
+    if args.dataset and args.json:
+        print(json.dumps(result["summary"]))
     return 0
 
 

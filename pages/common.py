@@ -261,8 +261,13 @@ def show_part(
     verdict: str | None,
     key: str,
     caption: str = "",
+    scorer: tuple[float, float] | None = None,
 ) -> None:
-    """The image, its anomaly-map overlay (with an opacity slider), score vs threshold, verdict."""
+    """The image, its anomaly-map overlay (with an opacity slider), score vs threshold, verdict.
+
+    ``scorer`` is ``(p(defect), probability threshold)`` when the feedback scorer decided the
+    verdict; the detector's score is shown beside it.
+    """
     from adcore.anomaly_maps import overlay_image
     from services.map_store import load_anomaly_map
 
@@ -271,6 +276,11 @@ def show_part(
         line = f"Score **{score:.4g}**"
         if threshold is not None:
             line += f" vs threshold **{threshold:.4g}**"
+        if scorer is not None:
+            line = (
+                f"p(defect) **{scorer[0]:.2f}** vs **{scorer[1]:.2f}** (feedback scorer) "
+                f"&nbsp;·&nbsp; detector {line[0].lower()}{line[1:]}"
+            )
         st.markdown(f"{verdict_badge(verdict)} &nbsp; {line}")
     if pixels is None:
         return

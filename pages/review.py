@@ -127,6 +127,11 @@ show_part(
     verdict=item.verdict,
     key="review",
     caption=item.original_name,
+    scorer=(
+        (item.defect_probability, item.probability_threshold)
+        if item.defect_probability is not None and item.probability_threshold is not None
+        else None
+    ),
 )
 show_explanations(item.prediction_id)
 

@@ -87,3 +87,35 @@ def test_an_empty_queue_says_so(workbench: Workbench) -> None:
     assert not at.exception
     assert [s.value for s in at.success][-1] == "Nothing left to review in this project."
     assert len(reviews(workbench)) == size
+
+
+def test_a_scorer_decided_part_shows_its_probability_beside_the_detector_score(
+    workbench: Workbench,
+) -> None:
+    with workbench.factory() as session, session.begin():
+        first = review_queue(session, workbench.project_id, limit=1)[0]
+        scorer = db.register_model_version(
+            session,
+            project_id=workbench.project_id,
+            kind="feedback_scorer",
+            artifact_path="models/scorer",
+            metrics={},
+            threshold=0.35,
+            training_snapshot={},
+        )
+        session.add(  # the scorer decided a newer prediction of the first part
+            db.Prediction(
+                image_id=first.image_id,
+                model_version_id=workbench.version_id,
+                score=first.score,
+                threshold=first.threshold,
+                verdict="defect",
+                scorer_version_id=scorer.id,
+                defect_probability=0.36,
+            )
+        )
+    at, shown, _ = open_review(workbench)
+    assert shown == first.image_id  # the most uncertain part comes first
+    line = next(m.value for m in at.markdown if "p(defect)" in m.value)
+    assert "**0.36** vs **0.35** (feedback scorer)" in line
+    assert f"detector score **{first.score:.4g}**" in line

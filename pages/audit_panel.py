@@ -17,7 +17,10 @@ from pages.common import ACTION_ERRORS, flash, load_user, transaction
 from services.audit_sampling import MissRateReport, miss_rate_report
 from services.project_settings import set_audit_share
 
-SHARE_INPUT_KEY = "audit_share_percent"
+
+def share_input_key(project_id: int) -> str:
+    """Session-state key of the project's audit-share input (one per project)."""
+    return f"audit_share_percent_{project_id}"
 
 
 def percent(value: float) -> str:
@@ -27,14 +30,15 @@ def percent(value: float) -> str:
 
 def save_share_clicked(project_id: int) -> None:
     """Button callback: store the audit share typed in percent (the service checks the role)."""
-    typed = st.session_state.get(SHARE_INPUT_KEY)
+    key = share_input_key(project_id)
+    typed = st.session_state.get(key)
     try:
         with transaction() as session:
             stored = set_audit_share(
                 session, project_id, (typed or 0.0) / 100.0, user=load_user(session)
             )
     except ACTION_ERRORS as err:
-        st.session_state.pop(SHARE_INPUT_KEY, None)  # show the stored value again
+        st.session_state.pop(key, None)  # show the stored value again
         flash(f"Could not change the audit share: {err}", "error")
         return
     if stored == 0:
@@ -95,8 +99,9 @@ def audit_share_setting(project_id: int, share: float, *, can_change: bool) -> N
     if not can_change:
         st.caption(f"Audit share: {percent(share)} of passed parts (managers change it).")
         return
-    if SHARE_INPUT_KEY not in st.session_state:
-        st.session_state[SHARE_INPUT_KEY] = round(share * 100.0, 2)
+    key = share_input_key(project_id)
+    if key not in st.session_state:
+        st.session_state[key] = round(share * 100.0, 2)
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     left.number_input(
         "Audit share (% of passed parts drawn for review)",
@@ -104,7 +109,7 @@ def audit_share_setting(project_id: int, share: float, *, can_change: bool) -> N
         max_value=MAX_AUDIT_SHARE * 100.0,
         step=0.5,
         format="%.1f",
-        key=SHARE_INPUT_KEY,
+        key=key,
         help="Drawn at random when a part passes inspection, then queued for review after the "
         "flagged parts. 0 turns sampling off; parts drawn earlier stay audited.",
     )

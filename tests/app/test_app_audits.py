@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 import db
 from db.review_queue import record_review, review_queue
-from pages.audit_panel import SHARE_INPUT_KEY
+from pages.audit_panel import share_input_key
 from services.project_settings import audit_setting
 
 BADGE = "Audit sample (passed part)"
@@ -79,7 +79,7 @@ def test_the_dashboard_says_when_nothing_is_audited_yet(workbench: Workbench) ->
         "No audited parts yet: 2.0% of passed parts are drawn for audit" in info.value
         for info in at.info
     )
-    assert at.number_input(key=SHARE_INPUT_KEY).value == 2.0
+    assert at.number_input(key=share_input_key(workbench.project_id)).value == 2.0
 
 
 def test_the_dashboard_shows_the_estimate_its_interval_and_the_chart(
@@ -104,7 +104,7 @@ def test_the_dashboard_shows_the_estimate_its_interval_and_the_chart(
 
 def test_a_manager_changes_the_audit_share(workbench: Workbench) -> None:
     at = open_dashboard()
-    at.number_input(key=SHARE_INPUT_KEY).set_value(5.0)
+    at.number_input(key=share_input_key(workbench.project_id)).set_value(5.0)
     at.button(key="save_audit_share").click().run()
 
     assert not at.exception, at.exception
@@ -126,7 +126,7 @@ def test_an_inspector_cannot_change_the_audit_share(workbench: Workbench) -> Non
     at = open_dashboard()
     with workbench.factory() as session, session.begin():
         session.get(db.User, workbench.users[MANAGER]).role = "inspector"
-    at.number_input(key=SHARE_INPUT_KEY).set_value(20.0)
+    at.number_input(key=share_input_key(workbench.project_id)).set_value(20.0)
     at.button(key="save_audit_share").click().run()
 
     assert not at.exception, at.exception

@@ -172,10 +172,22 @@ def render_dataset(name: str, r: dict) -> list[str]:
             f"| {scorer} | {w['queue_backlog_end']} | {_pct(w['start_fnr'])} | "
             f"{_pct(w['start_fpr'])} |"
         )
-    lines += ["", "Jobs (in order; a candidate is promoted only when its gate passed):", ""]
-    lines += ["| after review | job | status | candidate | promoted | why not / message |"]
-    lines += ["|---|---|---|---|---|---|"]
+    scorer_jobs = [j for j in r["jobs"] if j["kind"] == "train_feedback_scorer"]
+    failed = [j for j in scorer_jobs if j["status"] != "succeeded"]
+    refused = [j for j in scorer_jobs if j["candidate_version"] and not j["promoted"]]
+    lines += [
+        "",
+        f"Automatic `train_feedback_scorer` jobs: {len(scorer_jobs)} ({len(failed)} ended "
+        f"without a candidate, {len(refused)} candidates refused by the gate, "
+        f"{sum(j['promoted'] for j in scorer_jobs)} promoted). Other jobs, and the promoted "
+        "scorers, in order (a candidate is promoted only when its gate passed):",
+        "",
+        "| after review | job | status | candidate | promoted | why not / message |",
+        "|---|---|---|---|---|---|",
+    ]
     for j in r["jobs"]:
+        if j["kind"] == "train_feedback_scorer" and not j["promoted"]:
+            continue
         why = "; ".join(j["refusals"]) if j["refusals"] else (j["message"] or "")
         why = why.replace("|", "/").replace("\n", " ")[:240]
         candidate = f"v{j['candidate_version']}" if j["candidate_version"] else "-"
@@ -183,6 +195,10 @@ def render_dataset(name: str, r: dict) -> list[str]:
             f"| {j['after_reviews']} | {j['kind']} | {j['status']} | {candidate} | "
             f"{'yes' if j['promoted'] else 'no'} | {why} |"
         )
+    if failed:
+        lines += ["", f"First scorer job without a candidate: {failed[0]['message'][:300]}"]
+    if refused:
+        lines += ["", f"First refused scorer: {'; '.join(refused[0]['refusals'])[:300]}"]
     lines += ["", f"![{name}](replay_{name}.png)", ""]
     return lines
 

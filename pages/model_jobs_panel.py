@@ -78,7 +78,9 @@ JOB_KIND_SPECS: tuple[JobKindSpec, ...] = (
         "recalibrate_threshold",
         "Recalibrate threshold (FNR-first)",
         "Scores the labelled parts with the active detector and picks the threshold with the "
-        "fewest false alarms whose miss rate stays within the project's target.",
+        "fewest false alarms whose miss rate stays within the project's target, checked on "
+        "labelled parts it was not chosen on. It never rises above the model's calibrated "
+        "threshold unless audits show passed parts hide few enough defects.",
         ":material/tune:",
     ),
     JobKindSpec(

@@ -17,8 +17,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
+from stored_rows import add_prediction, add_version
 
-from db import Prediction, Project, User, activate_model_version, register_model_version
+from db import Project, User
 from db.audits import (
     AuditCounts,
     AuditPoint,
@@ -33,45 +34,6 @@ from db.review_queue import record_review, review_queue, undo_last
 MON = datetime(2025, 3, 3, 9, tzinfo=UTC)
 NEXT_TUE = datetime(2025, 3, 11, 9, tzinfo=UTC)
 NEXT_WED = datetime(2025, 3, 12, 9, tzinfo=UTC)
-
-
-def add_version(factory: sessionmaker[Session], project_id: int) -> int:
-    with factory() as session, session.begin():
-        version = register_model_version(
-            session,
-            project_id=project_id,
-            kind="patchcore",
-            artifact_path="m",
-            metrics={},
-            threshold=1.0,
-            training_snapshot={},
-        )
-        activate_model_version(session, version_id=version.id, user=None, system=True)
-        return version.id
-
-
-def predict(
-    factory: sessionmaker[Session],
-    image_id: int,
-    version_id: int,
-    score: float,
-    at: datetime,
-    *,
-    audit: bool = False,
-) -> int:
-    with factory() as session, session.begin():
-        row = Prediction(
-            image_id=image_id,
-            model_version_id=version_id,
-            score=score,
-            threshold=1.0,
-            verdict="defect" if score >= 1.0 else "good",
-            audit=audit,
-            created_at=at,
-        )
-        session.add(row)
-        session.flush()
-        return row.id
 
 
 def label(factory: sessionmaker[Session], image_id: int, user_id: int, value: str) -> None:
@@ -102,13 +64,18 @@ def audited(
     images = {name: make_image(seed) for seed, name in enumerate(names, start=1)}
     drawn = {"twice": MON, "clean": MON, "undone": MON, "waiting": NEXT_TUE, "rescored": NEXT_WED}
     for name, at in drawn.items():
-        predict(session_factory, images[name], version, 0.2, at, audit=True)
-    predict(
-        session_factory, images["rescored"], version, 0.1, NEXT_WED + timedelta(days=1), audit=True
+        add_prediction(session_factory, images[name], version, 0.2, at=at, audit=True)
+    add_prediction(
+        session_factory,
+        images["rescored"],
+        version,
+        0.1,
+        at=NEXT_WED + timedelta(days=1),
+        audit=True,
     )
-    predict(session_factory, images["flagged"], version, 2.0, MON)
-    predict(session_factory, images["near"], version, 0.95, MON)
-    predict(session_factory, images["missed_unaudited"], version, 0.3, MON)
+    add_prediction(session_factory, images["flagged"], version, 2.0, at=MON)
+    add_prediction(session_factory, images["near"], version, 0.95, at=MON)
+    add_prediction(session_factory, images["missed_unaudited"], version, 0.3, at=MON)
 
     label(session_factory, images["twice"], ines, "good")
     label(session_factory, images["twice"], mona, "defect")
@@ -141,7 +108,7 @@ def other_project(
         )
         project_id, image_id = project.id, image.id
     version = add_version(session_factory, project_id)
-    predict(session_factory, image_id, version, 0.1, MON, audit=True)
+    add_prediction(session_factory, image_id, version, 0.1, at=MON, audit=True)
     label(session_factory, image_id, audited["ines"], "defect")
     return project_id
 
@@ -246,7 +213,9 @@ def test_a_labelled_audit_sample_leaves_the_queue_and_a_flagged_one_stays_flagge
 ) -> None:
     label(session_factory, audited["waiting"], audited["ines"], "good")
     later = NEXT_WED + timedelta(days=5)  # a newer model flags the audit sample
-    predict(session_factory, audited["undone"], audited["version"], 3.0, later, audit=True)
+    add_prediction(
+        session_factory, audited["undone"], audited["version"], 3.0, at=later, audit=True
+    )
     with session_factory() as session:
         queue = review_queue(session, project_id)
     assert [(item.image_id, item.verdict, item.audit) for item in queue] == [

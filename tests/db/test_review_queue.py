@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
+from stored_rows import add_prediction, add_version
 
 from db import (
     PermissionDenied,
     Prediction,
     Project,
     User,
-    activate_model_version,
     current_label,
     register_model_version,
     set_threshold,
@@ -21,53 +20,10 @@ from db import (
 from db.images import get_or_create_image
 from db.review_queue import queue_size, record_review, review_queue, undo_last
 
-T0 = datetime(2025, 3, 1, tzinfo=UTC)
-
 
 def load_user(factory: sessionmaker[Session], user_id: int) -> User:
     with factory() as session:
         return session.get(User, user_id)
-
-
-def add_version(
-    factory: sessionmaker[Session], project_id: int, threshold: float, *, active: bool
-) -> int:
-    with factory() as session, session.begin():
-        version = register_model_version(
-            session,
-            project_id=project_id,
-            kind="patchcore",
-            artifact_path="models/cells/v",
-            metrics={},
-            threshold=threshold,
-            training_snapshot={},
-        )
-        if active:
-            activate_model_version(session, version_id=version.id, user=None, system=True)
-        return version.id
-
-
-def predict(
-    factory: sessionmaker[Session],
-    image_id: int,
-    version_id: int,
-    score: float,
-    *,
-    minutes: int = 0,
-    threshold: float = 1.0,
-) -> int:
-    with factory() as session, session.begin():
-        row = Prediction(
-            image_id=image_id,
-            model_version_id=version_id,
-            score=score,
-            threshold=threshold,
-            verdict="defect" if score >= threshold else "good",
-            created_at=T0 + timedelta(minutes=minutes),
-        )
-        session.add(row)
-        session.flush()
-        return row.id
 
 
 @pytest.fixture
@@ -83,10 +39,12 @@ def scored(
     version = add_version(session_factory, project_id, 1.0, active=True)
     images = {name: make_image(seed) for seed, name in enumerate(["mid", "high", "near", "far"])}
     for name, score in {"mid": 1.5, "high": 3.0, "near": 0.95, "far": 0.5}.items():
-        predict(session_factory, images[name], version, score)
+        add_prediction(session_factory, images[name], version, score)
     images["rescored"] = make_image(10)
-    predict(session_factory, images["rescored"], version, 5.0, minutes=0)
-    predict(session_factory, images["rescored"], version, 0.2, minutes=5)  # latest: far below
+    add_prediction(session_factory, images["rescored"], version, 5.0, minutes=0)
+    add_prediction(
+        session_factory, images["rescored"], version, 0.2, minutes=5
+    )  # latest: far below
     images["version"] = version
     return images
 
@@ -135,7 +93,7 @@ def test_active_version_wins_and_current_threshold_is_used(
     make_user: Callable[..., int],
 ) -> None:
     other = add_version(session_factory, project_id, 10.0, active=False)
-    predict(session_factory, scored["far"], other, 50.0, minutes=30, threshold=10.0)
+    add_prediction(session_factory, scored["far"], other, 50.0, minutes=30, threshold=10.0)
     with session_factory() as session:  # the newer prediction is from an inactive version
         assert queue_size(session, project_id) == 3
     manager = load_user(session_factory, make_user("mona", "manager"))
@@ -169,9 +127,9 @@ def test_without_an_active_version_the_latest_prediction_counts(
         )
     first = add_version(session_factory, project_id, 1.0, active=False)
     second = add_version(session_factory, project_id, 2.0, active=False)
-    predict(session_factory, a, first, 5.0, minutes=0)
-    predict(session_factory, a, second, 0.1, minutes=10, threshold=2.0)  # latest: far below
-    predict(session_factory, b, first, 3.0, minutes=0)
+    add_prediction(session_factory, a, first, 5.0, minutes=0)
+    add_prediction(session_factory, a, second, 0.1, minutes=10, threshold=2.0)  # latest: far below
+    add_prediction(session_factory, b, first, 3.0, minutes=0)
     with session_factory() as session:
         queue = review_queue(session, project_id)
         assert [(item.image_id, item.threshold, item.verdict) for item in queue] == [
@@ -227,7 +185,7 @@ def test_parts_not_yet_scored_by_a_newly_active_version_stay_in_the_queue(
     with session_factory() as session:
         before = [item.image_id for item in review_queue(session, project_id)]
     newer = add_version(session_factory, project_id, 1.0, active=True)  # e.g. an instant update
-    predict(session_factory, scored["high"], newer, 0.2, minutes=30)  # re-scored: now passes
+    add_prediction(session_factory, scored["high"], newer, 0.2, minutes=30)  # re-scored: now passes
 
     with session_factory() as session:
         queue = review_queue(session, project_id)
@@ -277,7 +235,7 @@ def test_scorer_decided_parts_are_judged_by_probability_most_uncertain_first(
     cleared = decided(4, 9.0, 0.10)  # the detector would flag it; the scorer clears it
     audited = decided(5, 0.1, 0.05, audit=True)  # a passed part drawn for audit
     detector_only = make_image(6)
-    predict(session_factory, detector_only, detector, 3.0)  # no vector: the detector decided
+    add_prediction(session_factory, detector_only, detector, 3.0)  # no vector: the detector decided
 
     with session_factory() as session:
         queue = review_queue(session, project_id)

@@ -1,0 +1,68 @@
+"""Rows the storage tests write directly: model versions and predictions.
+
+Imported as ``from stored_rows import add_version, add_prediction`` (``tests/support`` is on
+pytest's pythonpath); the session factory comes from the ``session_factory`` fixture.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import Prediction, activate_model_version, register_model_version
+
+T0 = datetime(2025, 3, 1, tzinfo=UTC)
+"""Default prediction time of :func:`add_prediction` (plus its ``minutes``)."""
+
+
+def add_version(
+    factory: sessionmaker[Session],
+    project_id: int,
+    threshold: float = 1.0,
+    *,
+    active: bool = True,
+    kind: str = "patchcore",
+) -> int:
+    """Register a model version (activated unless ``active=False``); return its id."""
+    with factory() as session, session.begin():
+        version = register_model_version(
+            session,
+            project_id=project_id,
+            kind=kind,
+            artifact_path="models/cells/v",
+            metrics={},
+            threshold=threshold,
+            training_snapshot={},
+        )
+        if active:
+            activate_model_version(session, version_id=version.id, user=None, system=True)
+        return version.id
+
+
+def add_prediction(
+    factory: sessionmaker[Session],
+    image_id: int,
+    version_id: int,
+    score: float,
+    *,
+    threshold: float = 1.0,
+    at: datetime | None = None,
+    minutes: int = 0,
+    **fields: Any,
+) -> int:
+    """Store a prediction judged at ``threshold`` (at ``at``, or ``T0`` + ``minutes``)."""
+    with factory() as session, session.begin():
+        row = Prediction(
+            image_id=image_id,
+            model_version_id=version_id,
+            score=score,
+            threshold=threshold,
+            verdict="defect" if score >= threshold else "good",
+            created_at=at or T0 + timedelta(minutes=minutes),
+            **fields,
+        )
+        session.add(row)
+        session.flush()
+        return row.id

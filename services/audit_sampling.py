@@ -35,6 +35,7 @@ __all__ = [
     "MissRateReport",
     "audit_sampler",
     "miss_rate_report",
+    "project_miss_rate",
 ]
 
 
@@ -109,6 +110,12 @@ class MissRateReport:
     n_waiting: int
 
 
+def project_miss_rate(session: Session, project_id: int) -> MissRateEstimate:
+    """The miss rate among a project's passed parts, from every labelled audited part."""
+    n_missed, n_audited = audit_counts(session, project_id)
+    return miss_rate_estimate(n_missed, n_audited)
+
+
 def miss_rate_report(session: Session, project_id: int, period: Period = "day") -> MissRateReport:
     """The miss rate among a project's passed parts, estimated from its audited parts.
 
@@ -127,14 +134,13 @@ def miss_rate_report(session: Session, project_id: int, period: Period = "day") 
     project = get_project(session, project_id)
     if project is None:
         raise LookupError(f"No project with id {project_id}.")
-    n_missed, n_audited = audit_counts(session, project_id)
     points = [
         MissRatePoint(point.period_start, miss_rate_estimate(point.n_missed, point.n_audited))
         for point in miss_rate_over_time(session, project_id, period)
     ]
     return MissRateReport(
         share=audit_setting(project),
-        overall=miss_rate_estimate(n_missed, n_audited),
+        overall=project_miss_rate(session, project_id),
         points=points,
         n_waiting=unlabelled_audits(session, project_id),
     )

@@ -27,12 +27,13 @@ from adcore.metrics import image_metrics
 from adcore.persistence import TENSORS_FILE, file_sha256
 from adcore.thresholds import cap_censored_raise, select_threshold
 from db import Label, ModelVersion, Project
+from services.audit_sampling import project_miss_rate
 from services.project_settings import clip_setting
 from workers.candidate_evaluation import evaluate_candidate
 from workers.candidates import project_and_active_detector, save_candidate
 from workers.context import JobContext, JobOutcome
 from workers.evaluation import ScoredParts, rates, score_parts
-from workers.threshold_choice import CHECK_SHARE, audit_evidence, split_choose_check
+from workers.threshold_choice import CHECK_SHARE, split_choose_check, threshold_ceiling
 from workers.training_data import (
     DEFAULT_HOLDOUT_FRACTION,
     LabelledPart,
@@ -81,7 +82,7 @@ def train_clip_job(ctx: JobContext) -> JobOutcome:
         project, base = project_and_active_detector(session, ctx)
         config = _clip_config(project, params)
         parts = labelled_parts(session, project.id, ctx.data_dir)
-        audit = audit_evidence(session, project.id)
+        audit = project_miss_rate(session, project.id)
     _refuse_unavailable(config)
     heldout = held_out_parts(parts, set(), holdout)
     references: list[tuple[str, Path, str]] = []
@@ -189,7 +190,7 @@ def tune_clip_job(ctx: JobContext) -> JobOutcome:
                 f"{now}): start a CLIP detector and promote it first."
             )
         parts = labelled_parts(session, project.id, ctx.data_dir)
-        audit = audit_evidence(session, project.id)
+        audit = project_miss_rate(session, project.id)
         snapshot = dict(base.training_snapshot or {})
         reference_images, missing = locate_snapshot_images(
             session, project.id, snapshot, ctx.data_dir, params.get("train_folder")
@@ -368,11 +369,7 @@ def _calibrate(
     middle = (span[0] + span[1]) / 2
     chosen_on = score_parts(detector, choose, ctx.scaled_progress(span[0], middle))
     scored = score_parts(detector, check, ctx.scaled_progress(middle, span[1]))
-    ceiling = next(
-        value
-        for value in (detector.calibrated_threshold, detector.threshold, ZERO_SHOT_THRESHOLD)
-        if value is not None
-    )
+    ceiling = threshold_ceiling(detector, detector.threshold, ZERO_SHOT_THRESHOLD)
     target_fnr = min(float(project.target_fnr), _MAX_TARGET_FNR)
     notes: list[str] = []
     rule, choice = "detector", None

@@ -20,6 +20,7 @@ from typing import Any
 from adcore.errors import DatasetError
 from adcore.persistence import CONFIG_FILE
 from db import Label, ModelVersion, Project
+from services.audit_sampling import project_miss_rate
 from services.project_settings import clip_setting
 from workers.candidate_evaluation import evaluate_candidate
 from workers.candidates import project_and_active_detector, save_candidate
@@ -27,9 +28,9 @@ from workers.context import JobContext, JobOutcome
 from workers.evaluation import rates, score_parts
 from workers.threshold_choice import (
     CHECK_SHARE,
-    audit_evidence,
     safe_threshold,
     split_choose_check,
+    threshold_ceiling,
 )
 from workers.training_data import (
     DEFAULT_HOLDOUT_FRACTION,
@@ -61,7 +62,7 @@ def refit_detector(ctx: JobContext) -> JobOutcome:
     with ctx.session_factory() as session:
         project, base = project_and_active_detector(session, ctx)
         parts = labelled_parts(session, project.id, ctx.data_dir)
-        audit = audit_evidence(session, project.id)
+        audit = project_miss_rate(session, project.id)
         snapshot = dict(base.training_snapshot or {}) if base else {}
         snapshot_images, missing = locate_snapshot_images(
             session, project.id, snapshot, ctx.data_dir, params.get("train_folder")
@@ -89,11 +90,11 @@ def refit_detector(ctx: JobContext) -> JobOutcome:
     notes: list[str] = []
     rule = "calibration"
     if scored.labels.sum() > 0:
-        ceiling = detector.calibrated_threshold
-        if ceiling is None:
-            ceiling = detector.threshold
         decision = safe_threshold(
-            scored, ceiling=ceiling, target_fnr=_target_fnr(project), audit=audit
+            scored,
+            ceiling=threshold_ceiling(detector, detector.threshold),
+            target_fnr=_target_fnr(project),
+            audit=audit,
         )
         detector.with_threshold(decision.value)
         rule = "fnr_target_capped" if decision.capped else "fnr_target"
@@ -167,7 +168,7 @@ def recalibrate_threshold(ctx: JobContext) -> JobOutcome:
         if base is None:
             raise DatasetError("The project has no active detector to recalibrate.")
         parts = labelled_parts(session, project.id, ctx.data_dir)
-        audit = audit_evidence(session, project.id)
+        audit = project_miss_rate(session, project.id)
     base_trained = set(snapshot_digests(base.training_snapshot or {}))
     choose, check = split_choose_check(held_out_parts(parts, base_trained, 1.0))
     if not choose or not check:
@@ -180,9 +181,7 @@ def recalibrate_threshold(ctx: JobContext) -> JobOutcome:
     checked = score_parts(detector, check, ctx.scaled_progress(0.5, 0.8))
     if scored.scores.size == 0 or checked.scores.size == 0:
         raise DatasetError("Too few of the labelled parts could be read to choose and check.")
-    ceiling = detector.calibrated_threshold
-    if ceiling is None:
-        ceiling = base.threshold  # a model saved before its calibration was recorded
+    ceiling = threshold_ceiling(detector, base.threshold)  # the version's threshold in force
     target = _target_fnr(project)
     decision = safe_threshold(scored, ceiling=ceiling, target_fnr=target, audit=audit)
     ctx.log(f"{decision.note} Threshold {decision.value:.6g} (was {base.threshold})")

@@ -14,14 +14,12 @@ Two rules keep the learning loop from trading missed defects for fewer false ala
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy.orm import Session
-
-from adcore.audit import MissRateEstimate, miss_rate_estimate
+from adcore.audit import MissRateEstimate
 from adcore.thresholds import SafeThreshold, cap_censored_raise, select_threshold
-from db.audits import audit_counts
 from workers.evaluation import ScoredParts
-from workers.training_data import LabelledPart
+from workers.training_data import LabelledPart, hash_position
 
 CHECK_SHARE = 0.5
 """Share of the labelled parts (by content hash) kept to check a chosen threshold."""
@@ -33,7 +31,7 @@ def in_check_share(sha256: str, share: float = CHECK_SHARE) -> bool:
     Uses other hex digits of the content hash than the training hold-out
     (:func:`workers.training_data.in_evaluation_share`), so the two splits are independent.
     """
-    return int(sha256[8:16], 16) / 0x1_0000_0000 < share
+    return hash_position(sha256, start=8) < share
 
 
 def split_choose_check(
@@ -49,10 +47,15 @@ def split_choose_check(
     return [part for part in parts if part.sha256 not in chosen], check
 
 
-def audit_evidence(session: Session, project_id: int) -> MissRateEstimate:
-    """The project's miss-rate estimate among passed parts, from its audited parts."""
-    n_missed, n_audited = audit_counts(session, project_id)
-    return miss_rate_estimate(n_missed, n_audited)
+def threshold_ceiling(detector: Any, *in_force: float | None) -> float | None:
+    """The highest threshold a reviewed-parts choice may reach without audit evidence.
+
+    The detector's calibrated threshold (from held-out good training images); for a model saved
+    before that was recorded, the first of ``in_force`` that is set (the threshold in force,
+    then any default); None when there is none at all.
+    """
+    candidates = (getattr(detector, "calibrated_threshold", None), *in_force)
+    return next((value for value in candidates if value is not None), None)
 
 
 def safe_threshold(
@@ -65,7 +68,8 @@ def safe_threshold(
         ceiling: The detector's calibrated threshold, or the one in force when unknown.
         target_fnr: The project's miss-rate target (also the bound on the miss rate among
             passed parts that allows a raise).
-        audit: The project's audit evidence (:func:`audit_evidence`).
+        audit: The project's audit evidence
+            (:func:`services.audit_sampling.project_miss_rate`).
 
     Returns:
         The decision (value, what was chosen, whether it was capped, a note).

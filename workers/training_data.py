@@ -91,11 +91,19 @@ def labelled_parts(session: Session, project_id: int, data_dir: Path) -> list[La
     ]
 
 
+def hash_position(sha256: str, start: int = 0) -> float:
+    """A stable position in [0, 1) of an image, from 8 hex digits of its content hash at ``start``.
+
+    Splits that use different digits are independent of each other.
+    """
+    return int(sha256[start : start + 8], 16) / 0x1_0000_0000
+
+
 def in_evaluation_share(sha256: str, fraction: float) -> bool:
     """Whether a confirmed-good part belongs to the held-out share (stable per image)."""
     if fraction <= 0:
         return False
-    return int(sha256[:8], 16) / 0x1_0000_0000 < fraction
+    return hash_position(sha256) < fraction
 
 
 def held_out_parts(

@@ -193,7 +193,7 @@ def test_censored_reviews_alone_never_raise_the_threshold(
 
     # 600 audited passed parts, none defective: the miss rate is below 1% at 95% confidence.
     monkeypatch.setattr(
-        "workers.threshold_choice.audit_counts", lambda session, project_id: (0, 600)
+        "services.audit_sampling.audit_counts", lambda session, project_id: (0, 600)
     )
     with lab["factory"]() as session, session.begin():
         session.get(Project, lab["project_id"]).target_fnr = 0.01

@@ -12,7 +12,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from adcore.explain.neighbours import DefectLibrary, embedding_from_bytes
+from adcore.explain.neighbours import DefectLibrary, embedding_from_bytes, usual_length
 from db import Image, Label, Prediction, Review
 
 logger = logging.getLogger(__name__)
@@ -57,8 +57,7 @@ def load_defect_library(session: Session, project_id: int, model_version_id: int
             logger.warning("Skipping the stored embedding of image %s: %s", sha256[:12], err)
     if not latest:
         return DefectLibrary.empty()
-    lengths = [vector.size for _, vector in latest.values()]
-    usual = max(set(lengths), key=lengths.count)
+    usual = usual_length([vector for _, vector in latest.values()])
     kept = {key: pair for key, pair in latest.items() if pair[1].size == usual and usual > 0}
     if len(kept) < len(latest):
         logger.warning("Skipped %d stored embeddings of an unusual length", len(latest) - len(kept))

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from adcore.errors import DatasetError
-from adcore.explain.neighbours import embedding_from_bytes
+from adcore.explain.neighbours import embedding_from_bytes, usual_length
 from adcore.feedback_scorer import DetectorIdentity, FeedbackScorer, ScorerConfig
 from adcore.feedback_scorer import train_feedback_scorer as train_scorer
 from adcore.gate import Rates
@@ -250,8 +250,7 @@ def _decode(
         else:
             unreadable.append((row.stored_path, problem, in_evaluation_share(row.sha256, holdout)))
     if decoded:
-        lengths = [v.size for _, v in decoded]
-        usual = max(set(lengths), key=lengths.count)
+        usual = usual_length([v for _, v in decoded])
         for row, vector in [pair for pair in decoded if pair[1].size != usual]:
             unreadable.append(
                 (

@@ -184,6 +184,16 @@ def embedding_from_bytes(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype="<f2").astype(np.float32)
 
 
+def usual_length(vectors: Sequence[np.ndarray]) -> int:
+    """The most common length among stored vectors (0 for none).
+
+    A stored vector of another length is a corrupt row or one from another detector: readers
+    of ``Prediction.embedding`` keep only vectors of this length.
+    """
+    lengths = [int(np.asarray(vector).size) for vector in vectors]
+    return max(set(lengths), key=lengths.count) if lengths else 0
+
+
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:
     """(M, D) rows scaled to unit length; zero (or non-finite) rows become zero."""
     vectors = np.nan_to_num(vectors.astype(np.float32, copy=False))

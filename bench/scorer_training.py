@@ -109,7 +109,7 @@ def synthetic_parts(dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[
 
 
 def in_holdout(name: str) -> bool:
-    """The job's stable split (``workers.training_data.in_evaluation_share``) on the name."""
+    """The job's stable split (``adcore.holdout.in_evaluation_share``) on the name."""
     return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) / 0x1_0000_0000 < HOLDOUT
 
 

@@ -1,7 +1,11 @@
 """Instant learning: what happens after an inspector confirms a flagged part is Good.
 
 The rule (:func:`learns_instantly`): a Good label on a part the model flagged is a false alarm,
-and the model learns from it at once, unless ``LOUPE_INSTANT_LEARNING=0``. The Review and
+and the model learns from it at once, unless ``LOUPE_INSTANT_LEARNING=0`` or the part belongs
+to the stable share of good parts kept aside to measure false alarms
+(:func:`adcore.holdout.in_evaluation_share`, one good part in five): a model that had learned
+every flagged good part would score none of the held-out ones as false alarms, and every
+later candidate would be judged against that flattering, biased figure. The Review and
 Inspect pages start :func:`learn_from_good_review` in a background thread after such a click;
 it never raises for an expected refusal but returns a result with a message:
 
@@ -37,6 +41,7 @@ from adcore.detectors.base import Progress, load_many, report, scaled_progress
 from adcore.detectors.patchcore import PatchCore
 from adcore.detectors.registry import load_detector
 from adcore.errors import DatasetError, LoupeError
+from adcore.holdout import in_evaluation_share
 from db import Image, Label, ModelVersion, Project, User, Verdict, absolute_image_path
 from db.instant_updates import REVIEW_MESSAGE, InstantUpdateConflict, record_instant_update
 from db.labels import current_label
@@ -66,6 +71,10 @@ def learns_instantly(label: str, flagged: bool) -> bool:
 
 
 SUPPORTED_KINDS = ("patchcore",)
+KEPT_FOR_EVALUATION = (
+    "Not learned: this part is one of the good parts kept aside (one in five, chosen by its "
+    "content) to measure false alarms honestly; retraining and the threshold checks use it."
+)
 SessionSource = sessionmaker[OrmSession] | OrmSession | Callable[[], OrmSession]
 
 
@@ -198,6 +207,19 @@ def learn_from_confirmed_good(
         if isinstance(read, str):
             return InstantUpdateResult(False, False, read, ids, seconds=_since(start))
         parent, confirmed = read
+        if all(in_evaluation_share(item.sha256) for item in confirmed):
+            return InstantUpdateResult(
+                True,
+                False,
+                KEPT_FOR_EVALUATION,
+                ids,
+                parent_version_id=parent.id,
+                parent_version=parent.version,
+                version_id=parent.id,
+                version=parent.version,
+                threshold=parent.threshold,
+                seconds=_since(start),
+            )
         try:
             return _update(sessions, parent, confirmed, user, device, start)
         except InstantUpdateConflict:
@@ -272,7 +294,9 @@ def _update(
     bank_before = int(detector.model.memory_bank.shape[0])
     known = set(detector.training_digests)
     new = [
-        (item, px) for item, px in zip(confirmed, pixels, strict=True) if item.sha256 not in known
+        (item, px)
+        for item, px in zip(confirmed, pixels, strict=True)
+        if item.sha256 not in known and not in_evaluation_share(item.sha256)
     ]
     ids = tuple(item.image_id for item in confirmed)
     common: dict[str, Any] = {

@@ -17,13 +17,14 @@ from dataclasses import asdict
 
 from adcore.classifier import ClassifierConfig, LabelledImage, train_classifier
 from adcore.errors import DatasetError
+from adcore.holdout import in_evaluation_share
 from db import Label
 from db.model_families import ModelFamily, active_version
 from workers.candidate_evaluation import evaluate_candidate
 from workers.candidates import project_and_active_detector, save_candidate
 from workers.context import JobContext, JobOutcome
 from workers.evaluation import score_parts
-from workers.training_data import in_evaluation_share, labelled_parts
+from workers.training_data import labelled_parts
 
 DEFAULT_CLASSIFIER_HOLDOUT = 0.25
 MIN_PER_CLASS = 4

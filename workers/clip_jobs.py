@@ -22,6 +22,7 @@ from typing import Any
 
 from adcore.audit import MissRateEstimate
 from adcore.errors import DatasetError
+from adcore.holdout import DEFAULT_HOLDOUT_FRACTION, in_evaluation_share
 from adcore.image_io import is_image_path
 from adcore.metrics import image_metrics
 from adcore.persistence import TENSORS_FILE, file_sha256
@@ -35,10 +36,8 @@ from workers.context import JobContext, JobOutcome
 from workers.evaluation import ScoredParts, rates, score_parts
 from workers.threshold_choice import CHECK_SHARE, split_choose_check, threshold_ceiling
 from workers.training_data import (
-    DEFAULT_HOLDOUT_FRACTION,
     LabelledPart,
     held_out_parts,
-    in_evaluation_share,
     labelled_parts,
     locate_snapshot_images,
     snapshot_digests,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from adcore.errors import DatasetError
+from adcore.holdout import DEFAULT_HOLDOUT_FRACTION
 from adcore.persistence import CONFIG_FILE
 from db import Label, ModelVersion, Project
 from services.audit_sampling import project_miss_rate
@@ -33,7 +34,6 @@ from workers.threshold_choice import (
     threshold_ceiling,
 )
 from workers.training_data import (
-    DEFAULT_HOLDOUT_FRACTION,
     LabelledPart,
     TrainingImage,
     held_out_parts,

@@ -33,6 +33,7 @@ from adcore.explain.neighbours import embedding_from_bytes, usual_length
 from adcore.feedback_scorer import DetectorIdentity, FeedbackScorer, ScorerConfig
 from adcore.feedback_scorer import train_feedback_scorer as train_scorer
 from adcore.gate import Rates
+from adcore.holdout import in_evaluation_share
 from db.base import Label
 from db.image_store import absolute_image_path
 from db.model_families import ModelFamily, active_version, detector_lineage
@@ -43,7 +44,7 @@ from workers.candidate_evaluation import CandidateEvaluation, evaluate_candidate
 from workers.candidates import project_and_active_detector, save_candidate
 from workers.context import JobContext, JobOutcome
 from workers.evaluation import ScoredParts, rates
-from workers.training_data import LabelledPart, in_evaluation_share
+from workers.training_data import LabelledPart
 
 DEFAULT_SCORER_HOLDOUT = 0.25
 __all__ = ["TRAIN_FEEDBACK_SCORER", "require_lower_fpr", "train_feedback_scorer_job"]

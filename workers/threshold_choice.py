@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from adcore.audit import MissRateEstimate
+from adcore.holdout import hash_position
 from adcore.thresholds import SafeThreshold, cap_censored_raise, select_threshold
 from workers.evaluation import ScoredParts
-from workers.training_data import LabelledPart, hash_position
+from workers.training_data import LabelledPart
 
 CHECK_SHARE = 0.5
 """Share of the labelled parts (by content hash) kept to check a chosen threshold."""
@@ -29,7 +30,7 @@ def in_check_share(sha256: str, share: float = CHECK_SHARE) -> bool:
     """Whether a labelled part checks thresholds rather than choosing them (stable per image).
 
     Uses other hex digits of the content hash than the training hold-out
-    (:func:`workers.training_data.in_evaluation_share`), so the two splits are independent.
+    (:func:`adcore.holdout.in_evaluation_share`), so the two splits are independent.
     """
     return hash_position(sha256, start=8) < share
 

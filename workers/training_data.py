@@ -4,8 +4,9 @@
   review, :func:`db.labels.current_labels`).
 * **Held-out parts**: labelled parts no model involved has trained on: every labelled defect
   outside the training set, plus a stable share of the confirmed-good parts, chosen by their
-  sha256 (:func:`in_evaluation_share`), so the same part stays held out from one refit to
-  the next and candidate and active model are always judged on parts neither has seen.
+  sha256 (:func:`adcore.holdout.in_evaluation_share`), so the same part stays held out from
+  one refit to the next and candidate and active model are always judged on parts neither has
+  seen. Instant learning never teaches the active model a part of that share either.
 * **Training images**: the base version's training snapshot (files found by digest among the
   project's stored images, at a recorded path, or in a ``train_folder`` parameter), minus any
   image now labelled defect, plus every confirmed-good part outside the held-out share.
@@ -21,15 +22,13 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from adcore.holdout import in_evaluation_share
 from adcore.image_io import is_image_path
 from adcore.persistence import file_sha256
 from db.base import Label
 from db.image_store import absolute_image_path
 from db.labels import current_labels
 from db.models import Image
-
-DEFAULT_HOLDOUT_FRACTION = 0.2
-"""Share of confirmed-good parts kept out of training to measure false alarms."""
 
 
 @dataclass(frozen=True)
@@ -89,21 +88,6 @@ def labelled_parts(session: Session, project_id: int, data_dir: Path) -> list[La
         )
         for row in rows
     ]
-
-
-def hash_position(sha256: str, start: int = 0) -> float:
-    """A stable position in [0, 1) of an image, from 8 hex digits of its content hash at ``start``.
-
-    Splits that use different digits are independent of each other.
-    """
-    return int(sha256[start : start + 8], 16) / 0x1_0000_0000
-
-
-def in_evaluation_share(sha256: str, fraction: float) -> bool:
-    """Whether a confirmed-good part belongs to the held-out share (stable per image)."""
-    if fraction <= 0:
-        return False
-    return hash_position(sha256) < fraction
 
 
 def held_out_parts(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from io import BytesIO
 from pathlib import Path
 
@@ -14,7 +15,9 @@ from synthetic_parts import make_part
 
 from adcore.detectors.base import FitReport
 from adcore.detectors.patchcore import PatchCore, PatchCoreConfig
+from adcore.holdout import in_evaluation_share
 from db import (
+    Image,
     ModelVersion,
     PermissionDenied,
     Project,
@@ -217,3 +220,33 @@ def test_refusals_happen_before_any_model_work(
     with pytest.raises(PermissionDenied):
         _learn(factory, world)
     assert _active(factory, world).id == world["parent"] and _count(factory) == 1
+
+
+def _stamped_part_in_evaluation_share(first_seed: int) -> np.ndarray:
+    """A stamped good part whose PNG bytes fall in the held-out share (searched by seed)."""
+    for seed in range(first_seed, first_seed + 200):
+        pixels = variant(seed)
+        buffer = BytesIO()
+        PILImage.fromarray(pixels).save(buffer, format="PNG")
+        if in_evaluation_share(hashlib.sha256(buffer.getvalue()).hexdigest()):
+            return pixels
+    raise AssertionError("no seed gave a part in the evaluation share")
+
+
+def test_a_part_kept_aside_to_measure_false_alarms_is_not_learned(
+    factory: sessionmaker[Session],
+    world: dict,
+) -> None:
+    kept = _labelled(factory, world, _stamped_part_in_evaluation_share(400), "good")
+    result = _learn(factory, world, image_ids=kept)
+    assert result.supported and not result.updated
+    assert result.message == instant_learning.KEPT_FOR_EVALUATION
+    assert _active(factory, world).id == world["parent"] and _count(factory) == 1
+
+    both = _learn(factory, world, image_ids=[kept, world["image"]])  # only the other is learned
+    assert both.updated
+    active = _active(factory, world)
+    learned = [entry["sha256"] for entry in active.training_snapshot["images"]]
+    with factory() as session:
+        kept_digest = session.get(Image, kept).sha256
+    assert kept_digest not in learned and len(learned) == len(set(learned))

@@ -10,10 +10,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from adcore.classifier import Classifier
 from adcore.detectors.registry import load_any_model
+from adcore.holdout import in_evaluation_share
 from db import Job, ModelVersion, Project, User
 from db.model_families import ModelFamily, active_version
 from db.model_versions import promote_model_version
-from workers.training_data import in_evaluation_share
 
 pytestmark = pytest.mark.slow
 HOLDOUT = 0.25

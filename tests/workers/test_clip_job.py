@@ -18,6 +18,7 @@ from synthetic_parts import make_part
 
 from adcore.detectors.clip import ClipDetector
 from adcore.detectors.registry import load_detector
+from adcore.holdout import in_evaluation_share
 from adcore.persistence import TENSORS_FILE
 from db import Job, ModelVersion, User
 from db.model_versions import promote_model_version, register_model_version
@@ -25,7 +26,6 @@ from services.project_settings import ClipSetting, set_clip_setting
 from workers.clip_jobs import tune_clip_job
 from workers.context import JobCancelled
 from workers.threshold_choice import in_check_share
-from workers.training_data import in_evaluation_share
 
 pytestmark = pytest.mark.slow
 SIZE = 32

@@ -13,13 +13,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from synthetic_parts import make_part, png
 
 from adcore.detectors.registry import load_detector
+from adcore.holdout import in_evaluation_share
 from adcore.thresholds import select_threshold
 from db import Image, Job, ModelVersion, Project
 from db.images import get_or_create_image
 from db.review_queue import record_review
 from services.model_management import train_first_model
 from workers.threshold_choice import in_check_share
-from workers.training_data import in_evaluation_share
 
 TINY = {"image_size": 64, "coreset_ratio": 0.1, "calibration_fraction": 0.25, "device": "cpu"}
 HOLDOUT = 0.5

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from adcore.explain.neighbours import embedding_to_bytes
 from adcore.feedback_scorer import FeedbackScorer
+from adcore.holdout import in_evaluation_share
 from db import Image, ModelVersion, Prediction, Project, User
 from db.model_families import ModelFamily, active_version
 from db.model_versions import (
@@ -24,7 +25,6 @@ from db.model_versions import (
 )
 from db.review_queue import record_review
 from workers.scorer_jobs import require_lower_fpr
-from workers.training_data import in_evaluation_share
 
 DIM = 12
 HOLDOUT = 0.25

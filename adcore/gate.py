@@ -5,7 +5,12 @@ Pure logic on numbers measured on the *same* held-out labelled parts for both mo
 * the candidate's false-negative rate (missed defects) must be no worse than the active
   model's, and
 * its false-positive rate (false alarms) may be worse by at most ``fpr_margin`` (absolute,
-  default :data:`DEFAULT_FPR_MARGIN`, or ``$LOUPE_GATE_FPR_MARGIN``).
+  default :data:`DEFAULT_FPR_MARGIN`, or ``$LOUPE_GATE_FPR_MARGIN``),
+* unless missed defects come first (``target_fnr`` given): when the active model misses more
+  held-out defects than the project's target and the candidate misses fewer, the candidate
+  passes whatever its false-alarm rate, which the decision states. The plant's order is
+  missed defects before false alarms; a gate that refused every threshold cut that catches
+  defects would keep a model that misses them.
 
 A rate that cannot be measured (no held-out defect, or no held-out good part) is not compared;
 the decision then says so in ``notes``. With no active model, every candidate passes.
@@ -98,7 +103,11 @@ def check_margin(margin: float) -> float:
 
 
 def decide(
-    candidate: Rates, active: Rates | None, *, fpr_margin: float = DEFAULT_FPR_MARGIN
+    candidate: Rates,
+    active: Rates | None,
+    *,
+    fpr_margin: float = DEFAULT_FPR_MARGIN,
+    target_fnr: float | None = None,
 ) -> GateDecision:
     """Compare a candidate with the active model on the same held-out parts.
 
@@ -106,6 +115,8 @@ def decide(
         candidate: The candidate's rates.
         active: The active model's rates, or ``None`` when the project has no active model.
         fpr_margin: How much worse (absolute) the candidate's FPR may be.
+        target_fnr: The project's miss-rate target; when given and the active model's held-out
+            FNR is above it, a candidate with a lower FNR passes whatever its FPR.
 
     Returns:
         The decision.
@@ -125,12 +136,26 @@ def decide(
         )
     if candidate.fpr is None or active.fpr is None:
         notes.append("No held-out good part: the false-alarm rates (FPR) were not compared.")
+    elif _misses_first(candidate, active, target_fnr):
+        notes.append(
+            f"Missed defects first: the active model misses {_pct(active.fnr)} of the held-out "
+            f"defects, above the target of {_pct(target_fnr)}, and the candidate "
+            f"{_pct(candidate.fnr)}; its false alarms ({_pct(candidate.fpr)} vs "
+            f"{_pct(active.fpr)}) were not held against it."
+        )
     elif candidate.fpr > active.fpr + margin + _EPSILON:
         reasons.append(
             f"It raises more false alarms: FPR {_pct(candidate.fpr)} vs {_pct(active.fpr)} for "
             f"the active model, more than the allowed margin of {_pct(margin)}."
         )
     return GateDecision(not reasons, tuple(reasons), tuple(notes))
+
+
+def _misses_first(candidate: Rates, active: Rates, target_fnr: float | None) -> bool:
+    """Whether the active model misses more than the target and the candidate misses fewer."""
+    if target_fnr is None or candidate.fnr is None or active.fnr is None:
+        return False
+    return active.fnr > target_fnr + _EPSILON and candidate.fnr < active.fnr - _EPSILON
 
 
 def gate_record(
@@ -142,6 +167,7 @@ def gate_record(
     heldout: dict[str, Any],
     fpr_margin: float = DEFAULT_FPR_MARGIN,
     notes: list[str] | None = None,
+    target_fnr: float | None = None,
 ) -> dict[str, Any]:
     """The JSON stored as the candidate's ``metrics["gate"]`` (candidate vs active).
 
@@ -153,12 +179,14 @@ def gate_record(
         heldout: Facts about the held-out set (counts, hash of the image digests).
         fpr_margin: The margin used.
         notes: Extra notes for the UI (e.g. the threshold was chosen on the held-out parts).
+        target_fnr: The project's miss-rate target, for the missed-defects-first rule of
+            :func:`decide` (``None``: not applied).
 
     Returns:
         ``{"evaluated_at", "fpr_margin", "heldout", "candidate", "active", "decision"}``;
         ``active`` holds ``version_id`` and ``version`` besides the rates.
     """
-    decision = decide(candidate, active, fpr_margin=fpr_margin)
+    decision = decide(candidate, active, fpr_margin=fpr_margin, target_fnr=target_fnr)
     active_json = None
     if active is not None:
         active_json = {
@@ -171,6 +199,7 @@ def gate_record(
     return {
         "evaluated_at": datetime.now(UTC).isoformat(),
         "fpr_margin": float(fpr_margin),
+        "target_fnr": target_fnr,
         "heldout": dict(heldout),
         "candidate": candidate.to_json(),
         "active": active_json,

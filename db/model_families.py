@@ -80,12 +80,18 @@ def active_version_id(session: Session, project_id: int) -> int | None:
     return session.scalar(select(Project.active_model_version_id).where(Project.id == project_id))
 
 
+SAME_MODEL_AS_KEY = "same_model_as"
+"""Metrics key of a recalibrated version: the lineage of the version whose model it reuses."""
+
+
 def detector_lineage(version: ModelVersion) -> list[int]:
-    """A detector version's id and its instant-update ancestors' ids, newest first.
+    """A detector version's id and the ids of the versions whose scores it shares, newest first.
 
     An instant update (:mod:`db.instant_updates`) only adds confirmed-good patches to the
-    parent's memory bank: same backbone, same score scale, so the scores and vectors of every
-    version in the lineage are comparable. A refit or another kind starts a new lineage.
+    parent's memory bank, and a recalibration only moves the threshold of the same model
+    (recorded as :data:`SAME_MODEL_AS_KEY`): same backbone, same score scale, so the scores and
+    vectors of every version in the lineage are comparable (a feedback scorer trained on one
+    fits the others). A refit or another kind starts a new lineage.
 
     Args:
         version: A detector version.
@@ -95,8 +101,10 @@ def detector_lineage(version: ModelVersion) -> list[int]:
     """
     from db.instant_updates import INSTANT_UPDATES_KEY  # it imports this module
 
-    updates = (version.metrics or {}).get(INSTANT_UPDATES_KEY) or []
+    metrics = version.metrics or {}
+    updates = metrics.get(INSTANT_UPDATES_KEY) or []
     parents = [entry.get("parent_version_id") for entry in reversed(updates)]
+    parents += list(metrics.get(SAME_MODEL_AS_KEY) or [])
     lineage = [version.id]
     for parent in parents:
         if isinstance(parent, int) and parent not in lineage:

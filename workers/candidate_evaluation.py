@@ -69,6 +69,7 @@ def evaluate_candidate(
     notes: Sequence[str] = (),
     active_rates: Rates | None = None,
     active_span: tuple[float, float] | None = ACTIVE_SCORING_SPAN,
+    target_fnr: float | None = None,
 ) -> CandidateEvaluation:
     """Compare a scored candidate with the active version and build the gate record.
 
@@ -85,6 +86,9 @@ def evaluate_candidate(
             loaded (any kind: detector or classifier) and scores the same parts here.
         active_span: The job's progress span while the active version scores (``None``: no
             progress reported).
+        target_fnr: The project's miss-rate target, for detector candidates: a candidate that
+            misses fewer held-out defects than an active model above the target passes
+            whatever its false alarms (:func:`adcore.gate.decide`). ``None``: not applied.
 
     Returns:
         The evaluation, with the gate record.
@@ -110,6 +114,7 @@ def evaluate_candidate(
         },
         fpr_margin=gate_margin(ctx.parameters),
         notes=list(notes),
+        target_fnr=target_fnr,
     )
     return CandidateEvaluation(candidate, active_rates, gate)
 

@@ -116,6 +116,7 @@ def train_clip_job(ctx: JobContext) -> JobOutcome:
         heldout=calibration.check,
         good_share=holdout * CHECK_SHARE,
         notes=calibration.notes,
+        target_fnr=float(project.target_fnr),
     )
     used = [r for r in references if r[0] in trained]
     metrics = {
@@ -246,6 +247,7 @@ def tune_clip_job(ctx: JobContext) -> JobOutcome:
         good_share=holdout * CHECK_SHARE,
         notes=calibration.notes,
         active_rates=active_rates,
+        target_fnr=float(project.target_fnr),
     )
     adapter_bytes = sum(t.numel() * t.element_size() for t in adapter_state(detector).values())
     metrics = {

@@ -21,6 +21,7 @@ from adcore.errors import DatasetError
 from adcore.holdout import DEFAULT_HOLDOUT_FRACTION
 from adcore.persistence import CONFIG_FILE
 from db import Label, ModelVersion, Project
+from db.model_families import SAME_MODEL_AS_KEY, detector_lineage
 from services.audit_sampling import project_miss_rate
 from services.project_settings import clip_setting
 from workers.candidate_evaluation import evaluate_candidate
@@ -111,6 +112,7 @@ def refit_detector(ctx: JobContext) -> JobOutcome:
         heldout=check,
         good_share=holdout * CHECK_SHARE,
         notes=notes,
+        target_fnr=_target_fnr(project),
     )
     metrics = {
         "job_id": ctx.job_id,
@@ -198,12 +200,14 @@ def recalibrate_threshold(ctx: JobContext) -> JobOutcome:
             "on the others.",
         ],
         active_rates=rates(checked.scores, checked.labels, base.threshold),  # same detector
+        target_fnr=target,
     )
     detector.with_threshold(decision.value)
     metrics = {
         "job_id": ctx.job_id,
         "job_kind": ctx.kind,
         "base_version_id": base.id,
+        SAME_MODEL_AS_KEY: detector_lineage(base),  # same scores: the scorer still fits
         "threshold_rule": "fnr_target_capped" if decision.capped else "fnr_target",
         "target_fnr": target,
         "previous_threshold": base.threshold,

@@ -17,6 +17,7 @@ from adcore.holdout import in_evaluation_share
 from adcore.thresholds import select_threshold
 from db import Image, Job, ModelVersion, Project
 from db.images import get_or_create_image
+from db.model_families import detector_lineage
 from db.review_queue import record_review
 from services.model_management import train_first_model
 from workers.threshold_choice import in_check_share
@@ -172,6 +173,8 @@ def test_recalibrate_follows_the_fnr_first_rule(lab: dict) -> None:
     assert (
         candidate.training_snapshot["training_hash"] == lab["v1"].training_snapshot["training_hash"]
     )
+    # The same model with another threshold: a feedback scorer trained on v1 still fits it.
+    assert detector_lineage(candidate) == [candidate.id, lab["v1"].id]
 
 
 def test_censored_reviews_alone_never_raise_the_threshold(

@@ -177,6 +177,33 @@ class LabelledEmbedding:
     embedding: bytes | None
 
 
+def labelled_with_vectors(
+    session: Session, project_id: int, model_version_ids: Sequence[int]
+) -> list[tuple[str, str]]:
+    """The labelled parts that one of the versions scored with a vector: (sha256, label) each.
+
+    The light count behind :func:`labelled_embeddings`: which parts a feedback scorer trained
+    on these versions could learn from, without reading the vectors.
+    """
+    if not model_version_ids:
+        return []
+    scored = (
+        select(Prediction.image_id)
+        .where(
+            Prediction.model_version_id.in_(list(model_version_ids)),
+            Prediction.embedding.is_not(None),
+        )
+        .distinct()
+    )
+    rows = session.execute(
+        select(Image.sha256, Review.label)
+        .join(Review, Review.id == Image.current_review_id)
+        .where(Image.project_id == project_id, Image.id.in_(scored))
+        .order_by(Image.id)
+    ).all()
+    return [(row.sha256, str(row.label)) for row in rows]
+
+
 def labelled_embeddings(
     session: Session, project_id: int, model_version_ids: int | Sequence[int]
 ) -> list[LabelledEmbedding]:

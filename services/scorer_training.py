@@ -3,11 +3,15 @@
 * **Automatic training** (:func:`maybe_queue_scorer_training`, called after every saved
   review): a ``train_feedback_scorer`` job is queued when at least ``every_n_reviews`` label
   reviews (default 25) were saved in the project since the last such job was queued, or at
-  the **end of a review batch**: the project's review queue is empty after a review and at
-  least :data:`MIN_BATCH_REVIEWS` reviews are new (fewer wait for the next training). Never
-  while one is queued or running, never before the project has :data:`MIN_PER_CLASS`
-  labelled defects and good parts, and never for a detector without per-image vectors. The
-  job is queued by the system (no user): it only makes a candidate, which a manager promotes.
+  the **end of a review batch**: the project's review queue is empty after a review and the
+  new reviews are at least :data:`BATCH_GROWTH` of the labelled parts the last training had
+  (and at least :data:`MIN_BATCH_REVIEWS`). Early on, when every label counts, a short batch
+  is enough; later the every-N rule takes over, so inspectors who keep the queue empty do not
+  set off a training every few parts. Never while one is queued or running, never for a
+  detector without per-image vectors, and never before the job itself could train: at least
+  :data:`MIN_PER_CLASS` labelled defects and good parts, with the detector's vector, outside
+  the scorer's held-out share (:data:`SCORER_HOLDOUT`; the count the job makes). The job is
+  queued by the system (no user): it only makes a candidate, which a manager promotes.
 * **The option** ``settings["scorer"] = {"every_n_reviews": int}`` per project
   (:func:`scorer_setting`, :func:`set_scorer_setting`; managers only).
 * **The active scorer** (:func:`active_scorer`): the project's active ``scorer`` version,
@@ -26,13 +30,15 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from adcore.feedback_scorer import DETECTORS_WITHOUT_VECTORS, MIN_PER_CLASS, FeedbackScorer
+from adcore.holdout import in_evaluation_share
 from db.base import JobStatus, Label
 from db.jobs import enqueue_automatic_job, latest_job, list_jobs
-from db.labels import label_counts, reviews_after
+from db.labels import reviews_after
 from db.model_families import ModelFamily, active_version, detector_lineage
 from db.model_versions import SCORER_DETECTOR_KEY
 from db.models import Job, ModelVersion, Project, User
 from db.permissions import CAN_MANAGE_MODELS, CAN_REVIEW, require_session_role
+from db.predictions import labelled_with_vectors
 from db.review_queue import queue_size
 
 logger = logging.getLogger(__name__)
@@ -45,8 +51,14 @@ DEFAULT_EVERY_N_REVIEWS = 25
 MAX_EVERY_N_REVIEWS = 100_000
 MIN_BATCH_REVIEWS = 5
 """Fewest new reviews for which the end of a review batch queues a training."""
+BATCH_GROWTH = 0.2
+"""At the end of a batch, new reviews must be this share of the last training's labelled parts."""
+SCORER_HOLDOUT = 0.25
+"""Share of labelled parts (by content hash) the scorer job keeps to judge its candidate."""
 THROUGH_REVIEW_KEY = "through_review_id"
 """Job parameter: the project's newest review id when the job was queued (the watermark)."""
+LABELLED_KEY = "labelled_parts"
+"""Job parameter: the labelled parts with a vector when the job was queued."""
 
 
 @dataclass(frozen=True)
@@ -138,27 +150,46 @@ def maybe_queue_scorer_training(session: Session, project_id: int, user: User) -
     )
     if pending:
         return None
-    counts = label_counts(session, project_id)
-    if min(counts.get(Label.GOOD.value, 0), counts.get(Label.DEFECT.value, 0)) < MIN_PER_CLASS:
+    detector = active_version(session, project_id, ModelFamily.DETECTOR)
+    labelled = labelled_with_vectors(session, project_id, detector_lineage(detector))
+    if min(trainable_counts(labelled)) < MIN_PER_CLASS:
         return None
     last = latest_job(session, project_id, TRAIN_FEEDBACK_SCORER)
-    watermark = None if last is None else (last.parameters or {}).get(THROUGH_REVIEW_KEY)
-    tally = reviews_after(session, project_id, watermark)
+    last_params = {} if last is None else dict(last.parameters or {})
+    tally = reviews_after(session, project_id, last_params.get(THROUGH_REVIEW_KEY))
     every = scorer_setting(project).every_n_reviews
+    batch = max(MIN_BATCH_REVIEWS, round(BATCH_GROWTH * int(last_params.get(LABELLED_KEY, 0))))
     if every and tally.count >= every:
         trigger = f"{tally.count} new reviews (every {every})"
-    elif tally.count >= MIN_BATCH_REVIEWS and queue_size(session, project_id) == 0:
+    elif tally.count >= batch and queue_size(session, project_id) == 0:
         trigger = f"the end of a review batch ({tally.count} new reviews, queue empty)"
     else:
         return None
     job = enqueue_automatic_job(
         session,
         kind=TRAIN_FEEDBACK_SCORER,
-        parameters={THROUGH_REVIEW_KEY: tally.newest_review_id, "trigger": trigger},
+        parameters={
+            THROUGH_REVIEW_KEY: tally.newest_review_id,
+            LABELLED_KEY: len(labelled),
+            "trigger": trigger,
+        },
         project_id=project_id,
     )
     logger.info("Queued job %s (%s) for project %s: %s", job.id, job.kind, project_id, trigger)
     return job
+
+
+def trainable_counts(labelled: list[tuple[str, str]]) -> tuple[int, int]:
+    """(defects, good parts) among labelled parts outside the scorer's held-out share.
+
+    Args:
+        labelled: (sha256, label) of the labelled parts with a detector vector.
+    """
+    training = [
+        label for digest, label in labelled if not in_evaluation_share(digest, SCORER_HOLDOUT)
+    ]
+    n_defect = sum(label == Label.DEFECT for label in training)
+    return n_defect, len(training) - n_defect
 
 
 @dataclass(frozen=True)

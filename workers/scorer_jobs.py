@@ -39,14 +39,18 @@ from db.image_store import absolute_image_path
 from db.model_families import ModelFamily, active_version, detector_lineage
 from db.model_versions import SCORER_DETECTOR_KEY
 from db.predictions import LabelledEmbedding, labelled_embeddings
-from services.scorer_training import TRAIN_FEEDBACK_SCORER, active_scorer, no_vectors_reason
+from services.scorer_training import (
+    SCORER_HOLDOUT,
+    TRAIN_FEEDBACK_SCORER,
+    active_scorer,
+    no_vectors_reason,
+)
 from workers.candidate_evaluation import CandidateEvaluation, evaluate_candidate
 from workers.candidates import project_and_active_detector, save_candidate
 from workers.context import JobContext, JobOutcome
 from workers.evaluation import ScoredParts, rates
 from workers.training_data import LabelledPart
 
-DEFAULT_SCORER_HOLDOUT = 0.25
 __all__ = ["TRAIN_FEEDBACK_SCORER", "require_lower_fpr", "train_feedback_scorer_job"]
 
 
@@ -90,7 +94,7 @@ def train_feedback_scorer_job(ctx: JobContext) -> JobOutcome:
         DatasetError: No active detector, one without vectors, or too few usable labels.
     """
     params = ctx.parameters
-    holdout = float(params.get("holdout_fraction", DEFAULT_SCORER_HOLDOUT))
+    holdout = float(params.get("holdout_fraction", SCORER_HOLDOUT))
     ctx.progress(0.0, "Reading the labelled parts' detector scores and vectors")
     with ctx.session_factory() as session:
         project, detector = project_and_active_detector(session, ctx)
@@ -235,7 +239,7 @@ def _decode(
         )
     decoded: list[tuple[LabelledEmbedding, np.ndarray]] = []
     unreadable: list[tuple[str, str, bool]] = []
-    holdout = float(ctx.parameters.get("holdout_fraction", DEFAULT_SCORER_HOLDOUT))
+    holdout = float(ctx.parameters.get("holdout_fraction", SCORER_HOLDOUT))
     for row in rows:
         problem = "no stored vector" if row.embedding is None else None
         vector = None

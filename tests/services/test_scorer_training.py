@@ -16,6 +16,7 @@ from db.model_versions import activate_model_version, register_model_version
 from db.permissions import PermissionDenied
 from db.review_queue import record_review
 from services.scorer_training import (
+    LABELLED_KEY,
     TRAIN_FEEDBACK_SCORER,
     ScorerSetting,
     active_scorer,
@@ -40,13 +41,18 @@ def add_detector(factory: sessionmaker[Session], project_id: int, kind: str = "p
         return version.id
 
 
-def add_flagged_parts(factory: sessionmaker[Session], project_id: int, version_id: int, n: int):
-    """``n`` unreviewed parts, each flagged by the detector (so all wait in the review queue)."""
+def add_flagged_parts(
+    factory: sessionmaker[Session], project_id: int, version_id: int, n: int, first: int = 0
+) -> None:
+    """``n`` unreviewed parts with a vector, each flagged (so all wait in the review queue).
+
+    Part ``i`` with ``i % 4 == 3`` falls in the scorer's held-out share (its digest starts low).
+    """
     with factory() as session, session.begin():
-        for i in range(n):
+        for i in range(first, first + n):
             image = Image(
                 project_id=project_id,
-                sha256=f"{project_id:08x}{i:056x}",
+                sha256=("19999999" if i % 4 == 3 else "e6666666") + f"{project_id:08x}{i:048x}",
                 stored_path=f"images/{i}.png",
                 original_name=f"{i}.png",
                 width=8,
@@ -63,6 +69,7 @@ def add_flagged_parts(factory: sessionmaker[Session], project_id: int, version_i
                     score=2.0,
                     threshold=1.0,
                     verdict="defect",
+                    embedding=np.ones(4, dtype=np.float32).tobytes(),
                 )
             )
 
@@ -119,18 +126,43 @@ def test_the_end_of_a_review_batch_queues_a_training(
     session_factory: sessionmaker[Session], project_id: int, make_user: Callable
 ) -> None:
     detector = add_detector(session_factory, project_id)
-    add_flagged_parts(session_factory, project_id, detector, 12)
-    with session_factory() as session:
-        images = list(session.scalars(select(Image.id).order_by(Image.id)))
+    add_flagged_parts(session_factory, project_id, detector, 20)
     lab = {
         "factory": session_factory,
         "project_id": project_id,
-        "images": images,
+        "images": image_ids(session_factory),
         "inspector": make_user("ines"),
     }
-    assert [review(lab, i) for i in range(11)] == [None] * 11
-    job = review(lab, 11)  # the queue is empty now
+    assert [review(lab, i) for i in range(19)] == [None] * 19
+    job = review(lab, 19)  # the queue is empty now
     assert job is not None and "end of a review batch" in job.parameters["trigger"]
+    assert job.parameters[LABELLED_KEY] == 20
+
+    # The next batch is 10 parts: enough after a training on 20 labelled parts ...
+    finish_jobs(lab)
+    add_flagged_parts(session_factory, project_id, detector, 10, first=20)
+    lab["images"] = image_ids(session_factory)
+    assert [review(lab, i) for i in range(20, 29)] == [None] * 9
+    assert review(lab, 29) is not None
+    # ... but not after one on 100: a batch must bring a fifth as many new labels.
+    with session_factory() as session, session.begin():
+        job = session.scalars(select(Job).order_by(Job.id.desc())).first()
+        job.status, job.parameters = "succeeded", {**job.parameters, LABELLED_KEY: 100}
+    add_flagged_parts(session_factory, project_id, detector, 10, first=30)
+    lab["images"] = image_ids(session_factory)
+    assert [review(lab, i) for i in range(30, 40)] == [None] * 10
+
+
+def image_ids(factory: sessionmaker[Session]) -> list[int]:
+    with factory() as session:
+        return list(session.scalars(select(Image.id).order_by(Image.id)))
+
+
+def test_labels_the_job_holds_out_do_not_count(lab: dict) -> None:
+    """Defects only in the scorer's held-out share: the job could not train, so none is queued."""
+    indices = [i for i in range(40) if i % 4 != 1]  # goods, and defects only where i % 4 == 3
+    labels = ["defect" if i % 4 == 3 else "good" for i in indices]
+    assert [review(lab, i, label) for i, label in zip(indices, labels, strict=True)] == [None] * 30
 
 
 def test_nothing_is_queued_before_five_labels_of_each_class(lab: dict) -> None:
@@ -152,11 +184,11 @@ def test_the_review_count_is_a_project_option_only_managers_change(lab: dict) ->
         )
     with factory() as session, session.begin():
         manager = session.get(User, lab["manager"])
-        set_scorer_setting(session, project_id, ScorerSetting(10), user=manager)
+        set_scorer_setting(session, project_id, ScorerSetting(20), user=manager)
         with pytest.raises(ValueError, match="0 to"):
             set_scorer_setting(session, project_id, ScorerSetting(-1), user=manager)
-    assert [review(lab, i) for i in range(9)] == [None] * 9
-    assert review(lab, 9) is not None
+    assert [review(lab, i) for i in range(19)] == [None] * 19
+    assert "20 new reviews" in review(lab, 19).parameters["trigger"]
 
 
 def test_the_active_scorer_is_loaded_only_for_its_detector_lineage(

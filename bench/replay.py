@@ -16,7 +16,8 @@ workbench calls, in-process, on a temporary data directory and SQLite database
    queue offers: after a part is inspected, if it is in :func:`db.review_queue.review_queue`
    (flagged, near the threshold or an audit sample), its true label is recorded with
    :func:`db.review_queue.record_review`; then, as ``pages/common.py:save_review`` does,
-   :func:`services.scorer_training.maybe_queue_scorer_training` in its own transaction; then,
+   :func:`services.review_followups.follow_up_review` in its own transaction (a recalibration
+   when an audit finds a missed defect, the feedback scorer's training rule); then,
    as ``pages/page_tasks.py:learn_after_review`` does (synchronously here),
    :func:`services.review_learning.learns_instantly` and
    :func:`services.review_learning.learn_from_good_review` (the instant update, then the
@@ -24,7 +25,7 @@ workbench calls, in-process, on a temporary data directory and SQLite database
 4. As a manager would, a ``recalibrate_threshold`` job is queued every
    ``--recalibrate-every`` reviews and a ``refit_detector`` job every ``--refit-every``
    reviews (0: never; its ``train_folder`` parameter points at the train split, which is not
-   stored in Loupe). Every queued job (also the automatic ``train_feedback_scorer`` ones) is
+   stored in Loupe). Every queued job (also the automatic ones) is
    run by the product's worker (:class:`workers.worker.JobWorker`, ``run(once=True)``), and
    each candidate is promoted with :func:`db.model_versions.promote_model_version` as the
    manager, never overriding: a candidate whose gate refuses stays a candidate.
@@ -392,8 +393,8 @@ def replay(args: argparse.Namespace, tmp: Path) -> dict:
     from services.inspection import inspect_uploads
     from services.model_management import train_first_model
     from services.project_settings import audit_setting
+    from services.review_followups import follow_up_review
     from services.review_learning import learn_from_good_review, learns_instantly
-    from services.scorer_training import maybe_queue_scorer_training
 
     t_start = time.perf_counter()
     load_start = os.getloadavg()
@@ -491,9 +492,9 @@ def replay(args: argparse.Namespace, tmp: Path) -> dict:
                     label=label,
                     defect_type=sample.defect_type if labels[pos] else None,
                 )
-            with lab.factory() as session, session.begin():  # ... then the scorer's rule
-                maybe_queue_scorer_training(
-                    session, lab.project_id, user(session, lab.inspector_id)
+            with lab.factory() as session, session.begin():  # ... then the follow-ups
+                follow_up_review(
+                    session, lab.project_id, result.image_id, user(session, lab.inspector_id)
                 )
             reviews += 1
             flagged = queued.verdict == "defect"  # pages/review.py: item.verdict == DEFECT

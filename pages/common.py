@@ -131,38 +131,62 @@ def models_root() -> Path:
 # --------------------------------------------------------------------------- the user
 
 
-def sign_in(user: db.User) -> None:
-    """Remember the signed-in user in this browser session."""
-    st.session_state[USER_KEY] = {"id": user.id, "name": user.name, "role": user.role}
+def sign_in(user: db.User, session_id: int) -> None:
+    """Remember the signed-in user and their session (``db.auth_sessions``) in this tab."""
+    st.session_state[USER_KEY] = {
+        "id": user.id,
+        "name": user.name,
+        "role": user.role,
+        "session_id": session_id,
+    }
 
 
 def sign_out() -> None:
-    """Forget the signed-in user (and everything this session was doing)."""
+    """End the signed-in session (every tab of this browser) and forget this tab's state."""
+    from services.sign_in import sign_out as end_signed_in_session
+
+    info = signed_in()
+    if info is not None:
+        with transaction() as session:
+            end_signed_in_session(session, info["session_id"])
+    forget_session_state()
+
+
+def forget_session_state() -> None:
+    """Forget the signed-in user and everything this tab was doing."""
     for key in list(st.session_state.keys()):
         del st.session_state[key]
 
 
 def signed_in() -> dict | None:
-    """``{"id", "name", "role"}`` of the signed-in user, or None."""
+    """``{"id", "name", "role", "session_id"}`` of the signed-in user, or None."""
     return st.session_state.get(USER_KEY)
 
 
 def refresh_user() -> dict | None:
-    """Re-read the signed-in user from the database; sign out a removed or inactive user.
+    """Check this tab's session on every run; resume one from the browser's cookie.
 
-    Called once per run by ``app.py`` so that a role change or a deactivation takes effect on
-    the next interaction.
+    Called once per run by ``app.py``: a session that ended (sign-out in another tab, a
+    password or role change, a deactivation) or expired signs this tab out; a role changed in
+    the database directly takes effect. A tab without a user (a reload, a new tab) is signed
+    in from the session cookie when that session is live.
     """
+    from db.auth_sessions import live_session
+    from pages.browser_session import browser_cookie
+    from services.sign_in import resume_session
+
     info = signed_in()
-    if info is None:
-        return None
     with transaction() as session:
-        user = db.get_user(session, info["id"])
-        if user is None or not user.active:
-            sign_out()
-            return None
-        sign_in(user)
-    return signed_in()
+        if info is None:
+            resumed = resume_session(session, browser_cookie())
+        else:
+            resumed = live_session(session, info["session_id"])
+        if resumed is not None:
+            sign_in(resumed.user, resumed.id)
+            return signed_in()
+    if info is not None:
+        forget_session_state()
+    return None
 
 
 def load_user(session: Session) -> db.User:
@@ -262,14 +286,15 @@ def show_part(
     key: str,
     caption: str = "",
     scorer: tuple[float, float] | None = None,
+    prediction_id: int | None = None,
 ) -> None:
     """The image, its anomaly-map overlay (with an opacity slider), score vs threshold, verdict.
 
     ``scorer`` is ``(p(defect), probability threshold)`` when the feedback scorer decided the
-    verdict; the detector's score is shown beside it.
+    verdict; the detector's score is shown beside it. ``prediction_id`` gives the map its
+    model version's colour scale (:func:`pages.heatmap_panel.anomaly_map_view`).
     """
-    from adcore.anomaly_maps import overlay_image
-    from services.map_store import load_anomaly_map
+    from pages.heatmap_panel import anomaly_map_view
 
     pixels = image_pixels(stored_path)
     if score is not None:
@@ -286,19 +311,8 @@ def show_part(
         return
     left, right = st.columns(2)
     left.image(pixels, caption=caption or "Image", width="stretch")
-    if not anomaly_map_path:
-        right.caption("No anomaly map for this part.")
-        return
-    try:
-        anomaly_map = load_anomaly_map(anomaly_map_path)
-    except (OSError, ValueError) as err:
-        right.warning(f"Cannot read the anomaly map: {err}")
-        return
-    opacity = right.slider(
-        "Overlay opacity", 0.0, 1.0, 0.5, 0.05, key=f"{key}-opacity", help="0 shows the image only"
-    )
-    overlay = overlay_image(pixels, anomaly_map, opacity, threshold=threshold)
-    right.image(overlay, caption="Anomaly map", width="stretch")
+    with right:
+        anomaly_map_view(pixels, anomaly_map_path, prediction_id, key)
 
 
 def save_review(
@@ -311,11 +325,12 @@ def save_review(
 ) -> bool:
     """Record the signed-in user's label for an image; flash an error and return False on failure.
 
-    For button callbacks (Review and Inspect): the review is one transaction; then the rule
-    that queues the feedback scorer's training runs (:mod:`services.scorer_training`).
+    For button callbacks (Review and Inspect): the review is one transaction; then the rules
+    that queue automatic jobs run (:mod:`services.review_followups`: a recalibration when an
+    audit finds a missed defect, the feedback scorer's training).
     """
     from db.review_queue import record_review
-    from services.scorer_training import maybe_queue_scorer_training
+    from services.review_followups import follow_up_review
 
     try:
         with transaction() as session:
@@ -332,11 +347,11 @@ def save_review(
     except ACTION_ERRORS as err:
         flash(f"Could not save the review: {err}", "error")
         return False
-    try:  # after N reviews or at the end of a batch (its own transaction: the review stays)
+    try:  # its own transaction: the review stays whatever happens here
         with transaction() as session:
-            maybe_queue_scorer_training(session, project_id, load_user(session))
+            follow_up_review(session, project_id, image_id, load_user(session))
     except ACTION_ERRORS as err:
-        flash(f"The review is saved; the feedback scorer's training was not queued: {err}", "info")
+        flash(f"The review is saved; no automatic job was queued: {err}", "info")
     return True
 
 

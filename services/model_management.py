@@ -24,6 +24,7 @@ from adcore.detectors.registry import build_detector
 from adcore.errors import DatasetError
 from adcore.image_io import is_image_path
 from adcore.metrics import rates_at_threshold
+from adcore.persistence import file_sha256
 from adcore.thresholds import ThresholdChoice, select_threshold
 from db import CAN_MANAGE_MODELS, Label, ModelVersion, Project, User
 from db.dashboard import labelled_scores
@@ -88,6 +89,7 @@ def train_first_model(
         fit=fit,
         models_root=models_root,
         user=user,
+        training_paths=sources,
     )
     tell(1.0, f"Version {version.version} registered")
     return version
@@ -103,8 +105,13 @@ def save_and_register(
     user: User | None,
     system: bool = False,
     notes: str = "",
+    training_paths: Sequence[str | os.PathLike[str]] = (),
 ) -> ModelVersion:
     """Save a fitted detector as the project's next version; activate it if none is active.
+
+    The training snapshot lists the digest of every training image and, for the ones among
+    ``training_paths``, where the file was, so a later refit finds the originals
+    (:func:`workers.training_data.locate_snapshot_images` checks them by hash).
 
     Args:
         Session: The application's session factory.
@@ -116,6 +123,7 @@ def save_and_register(
         system: Loupe's own set-up code (the demo): no user, no role check. Never for a UI
             action.
         notes: Free text stored with the version.
+        training_paths: The files the detector was fitted on, when known.
 
     Returns:
         The registered version.
@@ -138,7 +146,7 @@ def save_and_register(
     }
     snapshot = {
         "training_hash": detector.training_hash,
-        "images": [{"sha256": d, "label": Label.GOOD.value} for d in detector.training_digests],
+        "images": _snapshot_images(detector.training_digests, training_paths),
     }
     with Session() as session, session.begin():
         actor = None
@@ -234,6 +242,20 @@ def project_slug(name: str) -> str:
     """A file-system-safe folder name for a project (lowercase letters, digits, dashes)."""
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     return slug[:64] or "project"
+
+
+def _snapshot_images(
+    digests: Sequence[str], paths: Sequence[str | os.PathLike[str]]
+) -> list[dict[str, str]]:
+    """One snapshot entry per training digest, with its file's absolute path when known."""
+    where = {}
+    for path in map(Path, paths):
+        if path.is_file():
+            where.setdefault(file_sha256(path), path.resolve().as_posix())
+    return [
+        {"sha256": d, "label": Label.GOOD.value, **({"path": where[d]} if d in where else {})}
+        for d in digests
+    ]
 
 
 def _image_sources(

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from synthetic_parts import make_part
 
+from adcore.persistence import file_sha256
 from db import (
     Image,
     ModelVersion,
@@ -96,6 +97,9 @@ def test_a_manager_trains_registers_and_activates_v1(
         assert [s["name"] for s in stored.metrics["skipped"]] == ["zz-broken.png"]
         images = stored.training_snapshot["images"]
         assert len(images) == 8 and {i["label"] for i in images} == {"good"}
+        # Where each training file was, so a refit can find the originals (checked by hash).
+        expected = {file_sha256(p): p.resolve().as_posix() for p in good_folder.glob("0*.png")}
+        assert {i["sha256"]: i["path"] for i in images} == expected
 
 
 def test_an_inspector_is_refused_before_any_fitting(

@@ -119,6 +119,23 @@ class NoteAction(StrEnum):
     EDITED = "edited"
 
 
+class SessionEnd(StrEnum):
+    """Why a signed-in session was ended before it expired."""
+
+    SIGNED_OUT = "signed_out"
+    PASSWORD_CHANGED = "password"
+    ROLE_CHANGED = "role"
+    DEACTIVATED = "deactivated"
+
+
+class SignInOutcome(StrEnum):
+    """What became of one sign-in attempt."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"  # wrong password, unknown or inactive user
+    REFUSED = "refused"  # not checked: the user name or the client was locked
+
+
 class JobStatus(StrEnum):
     """Life cycle of a background job."""
 

@@ -1,6 +1,9 @@
-"""Users: creation, password checks, the first admin account, and admins' account changes.
+"""Users: creation, password checks, the first admin account, and account changes.
 
-Account changes by admins (listing, creating, deactivating) are each checked here.
+Account changes by admins (listing, creating, deactivating, changing a role, setting a
+password) are each checked here. A password change, a role change and a deactivation end every
+signed-in session of the account (:func:`db.auth_sessions.end_user_sessions`): its browsers are
+signed out on their next action.
 
 Passwords are hashed with argon2id (``argon2-cffi`` defaults, RFC 9106 low-memory profile) and
 never stored or logged in clear. There is no built-in default password: the first admin gets
@@ -18,7 +21,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from db.base import Role
+from db.auth_sessions import end_user_sessions
+from db.base import Role, SessionEnd
 from db.errors import StorageError
 from db.models import User
 from db.models.accounts import USER_NAME_LENGTH
@@ -115,13 +119,90 @@ def set_user_active(session: Session, admin: User, user_id: int, active: bool) -
         StorageError: If an admin would deactivate their own account (and lock themselves out).
     """
     acting = require_session_role(session, admin, *CAN_MANAGE_USERS)
-    target = session.get(User, user_id)
-    if target is None:
-        raise LookupError(f"There is no user with id {user_id}.")
+    target = _target(session, user_id)
     if target.id == acting.id and not active:
         raise StorageError("You cannot deactivate your own account.")
     target.active = active
+    if not active:
+        end_user_sessions(session, target.id, SessionEnd.DEACTIVATED)
     session.flush()
+    return target
+
+
+def set_user_role(session: Session, admin: User, user_id: int, role: str) -> User:
+    """An admin changes an account's role; the account's sessions end (it signs in again).
+
+    Args:
+        session: The caller's session (the caller commits).
+        admin: The acting admin.
+        user_id: The account to change.
+        role: One of :class:`db.base.Role`.
+
+    Returns:
+        The changed user.
+
+    Raises:
+        PermissionDenied: If ``admin`` may not manage users.
+        LookupError: If there is no such user.
+        ValueError: On an unknown role.
+        StorageError: If an admin would change their own role (and could lose the right to
+            undo it).
+    """
+    acting = require_session_role(session, admin, *CAN_MANAGE_USERS)
+    target = _target(session, user_id)
+    new_role = Role(role).value
+    if target.id == acting.id:
+        raise StorageError("You cannot change your own role.")
+    if target.role != new_role:
+        target.role = new_role
+        end_user_sessions(session, target.id, SessionEnd.ROLE_CHANGED)
+        session.flush()
+    return target
+
+
+def reset_password(session: Session, admin: User, user_id: int, new_password: str) -> User:
+    """An admin sets another account's password; the account's sessions end.
+
+    Raises:
+        PermissionDenied: If ``admin`` may not manage users.
+        LookupError: If there is no such user.
+        ValueError: If the password is too short.
+    """
+    require_session_role(session, admin, *CAN_MANAGE_USERS)
+    target = _target(session, user_id)
+    _set_password(session, target, new_password)
+    return target
+
+
+def change_password(session: Session, user: User, current_password: str, new_password: str) -> None:
+    """A user changes their own password; all their sessions end, this one included.
+
+    Raises:
+        PermissionError: If ``current_password`` is wrong (or the account is inactive).
+        ValueError: If the new password is too short.
+    """
+    fresh = session.get(User, user.id)
+    if (
+        fresh is None
+        or not fresh.active
+        or not _verify_quietly(fresh.password_hash, current_password)
+    ):
+        raise PermissionError("The current password is wrong.")
+    _set_password(session, fresh, new_password)
+
+
+def _set_password(session: Session, user: User, new_password: str) -> None:
+    if len(new_password) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+    user.password_hash = hash_password(new_password)
+    end_user_sessions(session, user.id, SessionEnd.PASSWORD_CHANGED)
+    session.flush()
+
+
+def _target(session: Session, user_id: int) -> User:
+    target = session.get(User, user_id)
+    if target is None:
+        raise LookupError(f"There is no user with id {user_id}.")
     return target
 
 

@@ -1,6 +1,7 @@
 """The mapped tables. Importing this package registers every table on ``Base.metadata``."""
 
 from db.models.accounts import User
+from db.models.auth import AuthSession, SignInAttempt
 from db.models.explanation_notes import ExplanationNote
 from db.models.images import Image, Prediction
 from db.models.jobs import Job
@@ -8,6 +9,7 @@ from db.models.projects import ModelVersion, Project
 from db.models.reviews import Review
 
 __all__ = [
+    "AuthSession",
     "ExplanationNote",
     "Image",
     "Job",
@@ -15,5 +17,6 @@ __all__ = [
     "Prediction",
     "Project",
     "Review",
+    "SignInAttempt",
     "User",
 ]

@@ -25,6 +25,8 @@ TABLES = {
     "jobs",
     "workers",
     "explanation_notes",
+    "auth_sessions",
+    "sign_in_attempts",
 }
 
 

@@ -116,6 +116,27 @@ def save_model(
     return target
 
 
+def read_document(directory: str | os.PathLike) -> dict[str, Any]:
+    """The parsed ``config.json`` of a model directory, for reading facts without the tensors.
+
+    Only the format is checked: the hashes are checked by :func:`load_model`, so use this for
+    display, never to build a model.
+
+    Raises:
+        ModelFileError: No ``config.json``, not JSON, or not a Loupe model document.
+    """
+    config_path = Path(directory) / CONFIG_FILE
+    if not config_path.is_file():
+        raise ModelFileError(f"{Path(directory)} has no {CONFIG_FILE}")
+    try:
+        document = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelFileError(f"{config_path} is not valid JSON: {err}") from err
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise ModelFileError(f"{config_path}: unknown format (expected {FORMAT!r})")
+    return document
+
+
 def load_model(
     directory: str | os.PathLike,
     *,
@@ -147,14 +168,7 @@ def load_model(
                 "pickles because they can run arbitrary code. Re-export as safetensors."
             )
         raise ModelFileError(f"{root} has no {TENSORS_FILE}")
-    if not config_path.is_file():
-        raise ModelFileError(f"{root} has no {CONFIG_FILE}")
-    try:
-        document = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ModelFileError(f"{config_path} is not valid JSON: {err}") from err
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise ModelFileError(f"{config_path}: unknown format (expected {FORMAT!r})")
+    document = read_document(root)
     if kind is not None and document.get("kind") != kind:
         raise ModelFileError(f"{root} holds a {document.get('kind')!r} model, not {kind!r}")
     if file_sha256(tensors_path) != document.get("tensors_sha256"):

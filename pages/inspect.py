@@ -157,6 +157,7 @@ show_part(
     verdict=chosen.verdict,
     key=f"inspect-{chosen.image_id}",
     caption=chosen.name,
+    prediction_id=chosen.prediction_id,
 )
 show_explanations(chosen.prediction_id)
 

@@ -40,9 +40,11 @@ from adcore.explain.language_model import (
     load_language_model,
 )
 from adcore.explain.vision_language import VisionLanguageExplainer
+from adcore.map_scale import MapScale
 from db import absolute_image_path
 from db.model_families import ModelFamily, active_version
 from db.models import Prediction, Project
+from services.map_scales import prediction_map_scale
 from services.map_store import load_anomaly_map
 from services.project_settings import language_model_setting
 
@@ -181,6 +183,7 @@ def rewrite_prediction(
             return RewriteOutcome(reason="The language-model option is off for this project.")
         reused = stored_rewrite(prediction.explanation, choice)
         image_path, map_path = prediction.image.stored_path, prediction.anomaly_map_path
+        scale = prediction_map_scale(session, prediction_id) if reused is None else None
     if reused is not None:
         return RewriteOutcome(rewrite=reused, reused=True)
     try:
@@ -193,7 +196,7 @@ def rewrite_prediction(
         return RewriteOutcome(reason=str(error))
     try:
         if isinstance(explainer, VisionLanguageExplainer):
-            image, overlay = part_images(image_path, map_path, facts.threshold)
+            image, overlay = part_images(image_path, map_path, facts.threshold, scale)
             result = explainer.rewrite(
                 facts, image=image, overlay=overlay, max_new_tokens=max_new_tokens
             )
@@ -229,14 +232,19 @@ def rewrite_prediction(
 
 
 def part_images(
-    stored_path: str, map_path: str | None, threshold: float | None
+    stored_path: str,
+    map_path: str | None,
+    threshold: float | None,
+    scale: MapScale | None = None,
 ) -> tuple[PILImage.Image | None, PILImage.Image | None]:
     """The stored part image and its anomaly-map overlay, for a vision-language model.
 
     Args:
         stored_path: ``Image.stored_path`` (relative to the data directory).
         map_path: ``Prediction.anomaly_map_path``, or None.
-        threshold: The decision threshold (the overlay's hottest colour is at least this).
+        threshold: The decision threshold (without ``scale``, the overlay's hottest colour is
+            at least this).
+        scale: The model version's map scale (:mod:`services.map_scales`), as inspectors see it.
 
     Returns:
         (image, overlay) as RGB PIL images; either is None when it cannot be read (logged).
@@ -251,7 +259,9 @@ def part_images(
         return image, None
     try:
         anomaly_map = load_anomaly_map(map_path)
-        pixels = overlay_image(np.asarray(image), anomaly_map, OVERLAY_OPACITY, threshold=threshold)
+        pixels = overlay_image(
+            np.asarray(image), anomaly_map, OVERLAY_OPACITY, scale=scale, threshold=threshold
+        )
     except (OSError, ValueError) as error:
         logger.warning("Anomaly map %s unreadable for the rewrite: %s", map_path, error)
         return image, None

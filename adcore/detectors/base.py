@@ -16,6 +16,8 @@ from PIL import Image
 
 from adcore.errors import ImageLoadError, ModelFileError
 from adcore.image_io import ImageLimits, load_image
+from adcore.map_scale import STORED_KEY as MAP_CALIBRATION_KEY
+from adcore.map_scale import MapCalibration, measure_map_calibration
 from adcore.persistence import SavedModel, load_model, save_model
 from adcore.thresholds import select_threshold
 
@@ -195,14 +197,20 @@ def fitted_identity(model: Any) -> dict[str, Any]:
 
     ``calibrated_threshold`` is the threshold the fit itself set from held-out good images
     (None when the fit set none, and for models saved before it was recorded); ``threshold``
-    is the one in force, which recalibration or a manager may have moved.
+    is the one in force, which recalibration or a manager may have moved. Detectors that
+    measured their maps on those images also carry the ``map_calibration`` their maps are
+    coloured by (:mod:`adcore.map_scale`).
     """
-    return {
+    identity = {
         "threshold": model.threshold,
         "calibrated_threshold": getattr(model, "calibrated_threshold", None),
         "training_hash": model.training_hash,
         "training_digests": model.training_digests,
     }
+    calibration: MapCalibration | None = getattr(model, "map_calibration", None)
+    if calibration is not None:
+        identity[MAP_CALIBRATION_KEY] = calibration.to_json()
+    return identity
 
 
 def save_fitted(
@@ -269,6 +277,8 @@ def restore_fitted_identity(model: Any, document: dict[str, Any], directory: obj
         raise ModelFileError(f"{directory}: training-set hash does not match its digests")
     model.threshold = document.get("threshold")
     model.calibrated_threshold = document.get("calibrated_threshold")
+    if MAP_CALIBRATION_KEY in document:  # absent from models saved before it was measured
+        model.map_calibration = MapCalibration.from_json(document[MAP_CALIBRATION_KEY])
     model.training_hash = stored
     model.training_digests = digests
 
@@ -322,6 +332,8 @@ class BatchDetector:
     threshold: float | None
     calibrated_threshold: float | None = None
     """The threshold the fit set from held-out good images (never moved by recalibration)."""
+    map_calibration: MapCalibration | None = None
+    """How this detector's maps look on its held-out good images (None before it was measured)."""
     training_hash: str | None
     training_digests: list[str]
 
@@ -373,6 +385,9 @@ class BatchDetector:
     ) -> None:
         """Set the first threshold from held-out good images, then learn them by ``update``.
 
+        The same images' maps set the normal level of the map colour scale
+        (:func:`adcore.map_scale.measure_map_calibration`).
+
         Args:
             calibration: The held-out good images.
             details: The fit's details; gets ``calibration_scores``.
@@ -381,9 +396,13 @@ class BatchDetector:
             learn_message_at: If given, the progress fraction of a "learning" message.
         """
         tell(at, f"Calibrating the threshold on {len(calibration)} held-out good images")
-        cal_scores = np.array([p.score for p in self.predict([im.pixels for im in calibration])])
+        predictions = self.predict([im.pixels for im in calibration])
+        cal_scores = np.array([p.score for p in predictions])
         choice = select_threshold(cal_scores, good_quantile=self.config.good_quantile)
         self.threshold = self.calibrated_threshold = float(choice.value)
+        self.map_calibration = measure_map_calibration(
+            [p.anomaly_map for p in predictions], cal_scores.tolist()
+        )
         details["calibration_scores"] = cal_scores.tolist()
         if learn_message_at is not None:
             tell(learn_message_at, f"Learning the {len(calibration)} held-out images")

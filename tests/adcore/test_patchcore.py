@@ -198,3 +198,27 @@ def test_a_detector_without_vectors_gives_none() -> None:
     (prediction,) = MapOnly().predict([make_part(0)])
 
     assert prediction.embedding is None and prediction.anomaly_map.shape == (16, 16)
+
+
+def test_map_scale_is_measured_at_fit_saved_and_reloaded(fitted: PatchCore, tmp_path: Path) -> None:
+    calibration = fitted.map_calibration
+    assert calibration is not None and calibration.n_images == 3  # the held-out good images
+    good = np.stack([p.anomaly_map for p in fitted.predict([make_part(800 + i) for i in range(3)])])
+    defect = fitted.predict([make_part(900, defect=True)])[0].anomaly_map
+    assert (good <= calibration.normal_level).mean() > 0.8  # good parts stay cool
+    assert defect.max() > calibration.normal_level
+    assert 0 < calibration.peak_to_score <= 1.0 + 1e-6
+    target = _saved(fitted, tmp_path)
+    stored = json.loads((target / "config.json").read_text())["map_calibration"]
+    assert stored["normal_level"] == pytest.approx(calibration.normal_level)
+    assert PatchCore.load(target, device="cpu").map_calibration == calibration
+
+
+def test_a_model_saved_before_map_scales_loads_without_one(tmp_path: Path) -> None:
+    detector = PatchCore(SMALL, device="cpu")
+    detector.fit([make_part(i) for i in range(8)])
+    detector.map_calibration = None  # as saved by Loupe before the scale was measured
+    detector.save(tmp_path / "old")
+    assert "map_calibration" not in json.loads((tmp_path / "old" / "config.json").read_text())
+    loaded = PatchCore.load(tmp_path / "old", device="cpu")
+    assert loaded.map_calibration is None and loaded.threshold == detector.threshold

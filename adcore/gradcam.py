@@ -1,27 +1,43 @@
-"""Grad-CAM explanations of the supervised classifier's defect score (pytorch-grad-cam).
+"""Grad-CAM explanations (pytorch-grad-cam) of the classifier and of PatchCore's anomaly.
 
-Grad-CAM weighs the activations of one late convolutional layer by the spatially averaged
-gradient of the defect logit, keeps the positive part and normalises it to [0, 1]: bright
-regions are those that pushed p(defect) up. The layer is chosen per architecture by
-:func:`adcore.classifier.torch_model.gradcam_target_layer` (EfficientNet-Lite ``conv_head``,
-ResNet ``layer4[-1]``, MobileNetV3 ``features[-1]``), so maps have the backbone's stride-32
-resolution, upsampled to the model input.
+Grad-CAM weighs the activations of one convolutional layer by the spatially averaged gradient
+of a target output, keeps the positive part and normalises it to [0, 1] per image: bright
+regions are those whose features pushed the target up.
+
+* **Classifier** (:func:`defect_heatmaps`): the target is the defect logit, the layer is chosen
+  per architecture by :func:`adcore.classifier.torch_model.gradcam_target_layer`
+  (EfficientNet-Lite ``conv_head``, ResNet ``layer4[-1]``, MobileNetV3 ``features[-1]``), so
+  maps have the backbone's stride-32 resolution, upsampled to the model input.
+* **PatchCore detector** (:func:`anomaly_gradcam`), with no training at all: the target is the
+  part's *anomaly above the normal level*, the sum over patches of how far each patch's
+  distance to the memory bank exceeds the normal level measured on good images at fit time
+  (:mod:`adcore.map_scale`); without that level, the image anomaly score. The layer is the
+  deepest backbone stage PatchCore reads (stride 16 for the default EfficientNet-Lite0).
+  A part with nothing above the normal level has nothing to explain: its map is all zero.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from adcore.classifier.torch_model import DefectLogit, gradcam_target_layer
 from adcore.detectors.base import to_tensor_batch
 
 if TYPE_CHECKING:
     from adcore.classifier import Classifier
+    from adcore.detectors.patchcore import PatchCore
+    from adcore.detectors.patchcore.torch_model import PatchCoreModel
+
+_HOOKS_LOCK = threading.Lock()
+"""Grad-CAM hooks a layer: one explanation at a time per process, so two never mix."""
 
 
 def defect_heatmaps(
@@ -95,3 +111,92 @@ def _unit_range(heatmap: np.ndarray) -> np.ndarray:
     """Clean a map into float32 [0, 1] (pytorch-grad-cam already min-max scales it)."""
     out = np.nan_to_num(np.asarray(heatmap, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
     return np.clip(out, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class AnomalyGradCam:
+    """Grad-CAM of a PatchCore detector's anomaly for one image.
+
+    Attributes:
+        heatmap: (H, W) float32 in [0, 1] at the image's size (all zeros when ``explained`` is
+            0: nothing to explain).
+        explained: The value explained: the anomaly above the normal level (or the image
+            score when the detector has no measured normal level).
+        target: What ``explained`` is, in words.
+        layer: The backbone layer whose activations were weighed.
+    """
+
+    heatmap: np.ndarray
+    explained: float
+    target: str
+    layer: str
+
+
+class _AnomalyTarget(nn.Module):
+    """A PatchCore model seen as one output per image (B, 1), for Grad-CAM.
+
+    With ``normal_level``: the sum over patches of ``max(0, distance - normal_level)``; without:
+    the re-weighted image score.
+    """
+
+    def __init__(self, model: PatchCoreModel, normal_level: float | None) -> None:
+        super().__init__()
+        self.model = model
+        self.normal_level = normal_level
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        emb = self.model.embed(images)
+        bsz, dim, height, width = emb.shape
+        flat = emb.permute(0, 2, 3, 1).reshape(bsz, height * width, dim)
+        dist, index = self.model.nearest(flat.reshape(-1, dim))
+        dist, index = dist.view(bsz, -1), index.view(bsz, -1)
+        if self.normal_level is None:
+            return self.model.image_scores(flat, dist, index)[:, None]
+        return torch.relu(dist - self.normal_level).sum(dim=1, keepdim=True)
+
+
+def anomaly_gradcam(detector: PatchCore, image: np.ndarray) -> AnomalyGradCam:
+    """Grad-CAM of a fitted PatchCore detector's anomaly for one image (no training needed).
+
+    Args:
+        detector: A fitted :class:`~adcore.detectors.patchcore.PatchCore` (its measured
+            ``map_calibration`` gives the normal level; without it the image score is used).
+        image: (H, W, 3) uint8 RGB.
+
+    Returns:
+        The map at the image's size, what it explains and through which layer.
+
+    Raises:
+        ValueError: The detector has no backbone stages to explain (not PatchCore).
+    """
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model = getattr(detector, "model", None)
+    extractor = getattr(model, "extractor", None)
+    if extractor is None or not hasattr(model, "nearest"):
+        raise ValueError(f"Grad-CAM of the anomaly needs a PatchCore detector, not {detector!r}")
+    layer_name = extractor.body.feature_info.module_name()[-1]
+    calibration = detector.map_calibration
+    normal = None if calibration is None else calibration.normal_level
+    target = (
+        "image anomaly score"
+        if normal is None
+        else f"anomaly above the normal level ({normal:.4g}), summed over the part"
+    )
+    x = to_tensor_batch([image], detector.config.image_size).to(detector.device)
+    wrapper = _AnomalyTarget(model, normal)
+    with _HOOKS_LOCK, torch.enable_grad():
+        layer = extractor.body.get_submodule(layer_name)
+        with GradCAM(model=wrapper, target_layers=[layer]) as cam:
+            grayscale = cam(
+                input_tensor=x.requires_grad_(True), targets=[ClassifierOutputTarget(0)]
+            )
+            explained = float(cam.outputs[0, 0].detach())
+    heatmap = _unit_range(grayscale[0]) if explained > 0 else np.zeros_like(grayscale[0])
+    return AnomalyGradCam(
+        heatmap=resize_heatmap(heatmap, image.shape[0], image.shape[1]),
+        explained=explained,
+        target=target,
+        layer=f"{detector.config.backbone} {layer_name}",
+    )

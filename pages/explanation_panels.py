@@ -4,8 +4,10 @@
   (:mod:`adcore.explain`: one to three sentences, and the measured facts in an expander);
   predictions stored before explanations existed are explained on the fly from the stored
   image and anomaly map.
-* **Grad-CAM** of the project's active supervised classifier (when one is active): which
-  regions pushed p(defect) up, next to the classifier's probability and likely defect type.
+* **Grad-CAM** (:mod:`pages.gradcam_panel`) of the project's active supervised classifier
+  (when one is active): which regions pushed p(defect) up, next to the classifier's probability
+  and likely defect type; otherwise, of a PatchCore detector's anomaly above the normal level
+  (no training needed, so the demo shows it from its first minute).
 
 When the project's language-model option is on, the "Why" panel shows the grounded text at
 once and rephrases it in a background thread
@@ -24,13 +26,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import numpy as np
 import streamlit as st
 
 import db
 from db.model_families import ModelFamily, active_version
-from pages.common import image_pixels, resolve_artifact, session_factory, transaction
+from pages.common import image_pixels, session_factory, transaction
 from pages.explanation_notes_panel import explanation_notes
+from pages.gradcam_panel import anomaly_gradcam_panel, gradcam_panel
 from pages.page_tasks import TaskProgress, start_task
 from services.explanation_rewriting import (
     LanguageModelChoice,
@@ -41,76 +43,10 @@ from services.explanation_rewriting import (
     stored_rewrite,
 )
 
+PATCHCORE_KIND = "patchcore"
+"""The detector kind whose anomaly Grad-CAM explains (:func:`adcore.gradcam.anomaly_gradcam`)."""
 REWRITE_JOBS_KEY = "_explanation_rewrites"  # {(prediction id, model label): TaskProgress}
 REWRITE_POLL_SECONDS = 1.0
-
-
-@dataclass(frozen=True)
-class GradCamView:
-    """What the Grad-CAM panel shows for one image and one classifier version."""
-
-    overlay: np.ndarray  # (H, W, 3) uint8
-    probability: float
-    threshold: float | None
-    defect_type: str
-    defect_type_probability: float
-    n_types: int
-
-
-@st.cache_resource(show_spinner="Loading the classifier…", max_entries=2)
-def load_classifier_cached(artifact_path: str):
-    """Load (and verify) a saved classifier once per process; shared, never mutated."""
-    from adcore.detectors.registry import load_any_model
-
-    return load_any_model(resolve_artifact(artifact_path), device="cpu")
-
-
-@st.cache_data(show_spinner="Computing Grad-CAM…", max_entries=256)
-def gradcam_view(artifact_path: str, stored_path: str) -> GradCamView | None:
-    """Classify one stored image and draw its Grad-CAM overlay (cached per version and image)."""
-    from adcore.gradcam import defect_heatmap, heatmap_overlay
-
-    pixels = image_pixels(stored_path)
-    if pixels is None:
-        return None
-    classifier = load_classifier_cached(artifact_path)
-    prediction = classifier.predict([pixels])[0]
-    heatmap = defect_heatmap(classifier, pixels)
-    return GradCamView(
-        overlay=heatmap_overlay(pixels, heatmap),
-        probability=prediction.probability,
-        threshold=prediction.threshold,
-        defect_type=prediction.defect_type,
-        defect_type_probability=prediction.defect_type_probability,
-        n_types=len(classifier.defect_types),
-    )
-
-
-def gradcam_panel(artifact_path: str, stored_path: str, version_label: str) -> None:
-    """The Grad-CAM panel: overlay on the left, the classifier's judgement on the right."""
-    st.subheader(f"Classifier {version_label}: Grad-CAM")
-    try:
-        view = gradcam_view(artifact_path, stored_path)
-    except (OSError, ValueError, RuntimeError) as err:  # e.g. missing or tampered model files
-        st.warning(f"The classifier cannot explain this part: {err}")
-        return
-    if view is None:
-        return
-    left, right = st.columns(2)
-    left.image(view.overlay, caption="Grad-CAM (red: argued for a defect)", width="stretch")
-    line = f"p(defect) **{view.probability:.3f}**"
-    if view.threshold is not None:
-        verdict = "DEFECT" if view.probability >= view.threshold else "GOOD"
-        line += f" vs threshold **{view.threshold:.3f}** → **{verdict}**"
-    right.markdown(line)
-    if view.n_types > 1:
-        right.markdown(
-            f"Most likely type: **{view.defect_type}** ({view.defect_type_probability:.0%})"
-        )
-    right.caption(
-        "Grad-CAM weighs the classifier's last convolutional features by how much they raised "
-        "p(defect); it explains the classifier, not the anomaly score above."
-    )
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -269,10 +205,19 @@ def explanation_panels(prediction_id: int | None) -> list[Callable[[], None]]:
             threshold=prediction.threshold,
             language_model=language_model_choice(session, image.project_id),
         )
-        found = (classifier.artifact_path, f"v{classifier.version}") if classifier else None
+        detector = prediction.model_version
+        if classifier is not None:
+            gradcam = partial(
+                gradcam_panel, classifier.artifact_path, stored_path, f"v{classifier.version}"
+            )
+        elif detector.kind == PATCHCORE_KIND:
+            label = f"{detector.kind} v{detector.version}"
+            gradcam = partial(anomaly_gradcam_panel, detector.artifact_path, stored_path, label)
+        else:
+            gradcam = None
     panels: list[Callable[[], None]] = [partial(text_explanation_panel, part)]
-    if found is not None:
-        panels.append(partial(gradcam_panel, found[0], stored_path, found[1]))
+    if gradcam is not None:
+        panels.append(gradcam)
     return panels
 
 

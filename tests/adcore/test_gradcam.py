@@ -1,12 +1,20 @@
-"""Grad-CAM of the supervised classifier: shapes, range, overlay, and localisation when trained."""
+"""Grad-CAM: of the classifier (shapes, range, overlay, localisation) and of PatchCore's anomaly."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from synthetic_parts import make_part
 
 from adcore.classifier import Classifier, ClassifierConfig, LabelledImage, train_classifier
-from adcore.gradcam import defect_heatmap, defect_heatmaps, heatmap_overlay, resize_heatmap
+from adcore.detectors.patchcore import PatchCore, PatchCoreConfig
+from adcore.gradcam import (
+    anomaly_gradcam,
+    defect_heatmap,
+    defect_heatmaps,
+    heatmap_overlay,
+    resize_heatmap,
+)
 
 
 def noisy_part(seed: int, size: int, scratch_at: tuple[int, int] | None = None) -> np.ndarray:
@@ -77,3 +85,53 @@ def test_trained_classifier_looks_at_the_scratch() -> None:
         centre = (y + 2, x + 12)
         near += np.hypot(peak[0] - centre[0], peak[1] - centre[1]) <= 32  # one feature cell
     assert near >= 6
+
+
+@pytest.fixture(scope="module")
+def patchcore() -> PatchCore:
+    """A tiny PatchCore (shipped ImageNet Lite0 weights) fitted on 12 synthetic good parts."""
+    config = PatchCoreConfig(image_size=64, coreset_ratio=0.1, calibration_fraction=0.25)
+    detector = PatchCore(config, device="cpu")
+    detector.fit([make_part(i) for i in range(12)])
+    return detector
+
+
+def test_anomaly_gradcam_points_at_the_scratch(patchcore: PatchCore) -> None:
+    image = make_part(600, size=96, defect=True)  # a dark scratch in rows 32-35, columns 24-71
+    explained = anomaly_gradcam(patchcore, image)
+    heatmap = explained.heatmap
+    assert heatmap.shape == (96, 96) and heatmap.dtype == np.float32
+    assert heatmap.min() >= 0.0 and 0.9 < heatmap.max() <= 1.0
+    band = np.zeros((96, 96), bool)
+    band[20:48, 16:80] = True
+    assert heatmap[band].mean() > 2 * heatmap[~band].mean()
+    assert explained.explained > 0 and "above the normal level" in explained.target
+    assert explained.layer == "efficientnet_lite0 blocks.4"
+
+
+def test_anomaly_gradcam_explains_more_on_a_defect_than_on_a_good_part(
+    patchcore: PatchCore,
+) -> None:
+    good = anomaly_gradcam(patchcore, make_part(700))
+    defect = anomaly_gradcam(patchcore, make_part(701, defect=True))
+    assert defect.explained > 5 * good.explained
+    if good.explained == 0:  # nothing above the normal level: nothing to explain
+        assert not good.heatmap.any()
+
+
+def test_anomaly_gradcam_without_a_normal_level_explains_the_score(patchcore: PatchCore) -> None:
+    calibration = patchcore.map_calibration
+    patchcore.map_calibration = None  # as a model saved before the level was measured
+    try:
+        explained = anomaly_gradcam(patchcore, make_part(702, defect=True))
+    finally:
+        patchcore.map_calibration = calibration
+    score = patchcore.predict([make_part(702, defect=True)])[0].score
+    assert explained.target == "image anomaly score"
+    assert explained.explained == pytest.approx(score, rel=1e-3)
+
+
+def test_anomaly_gradcam_needs_patchcore() -> None:
+    classifier = Classifier(ClassifierConfig(image_size=64), pretrained=False, device="cpu")
+    with pytest.raises(ValueError, match="needs a PatchCore detector"):
+        anomaly_gradcam(classifier, make_part(1))  # type: ignore[arg-type]

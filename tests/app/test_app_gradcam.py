@@ -1,4 +1,4 @@
-"""Grad-CAM of the active classifier beside the anomaly map, in Review and Inspect."""
+"""Grad-CAM in Review and Inspect: of the active classifier, else of the PatchCore detector."""
 
 from __future__ import annotations
 
@@ -47,9 +47,14 @@ def test_review_shows_grad_cam_when_a_classifier_is_active(with_classifier: Work
         assert project.active_model_version_id == with_classifier.version_id
 
 
-def test_no_classifier_no_grad_cam_panel(workbench: Workbench) -> None:
+def test_without_a_classifier_the_detector_is_explained(workbench: Workbench) -> None:
     at = signed_in_app("inspector")
     at.switch_page("pages/review.py").run()
 
     assert not at.exception, at.exception
-    assert not any("Grad-CAM" in header.value for header in at.subheader)
+    assert [h.value for h in at.subheader if "Grad-CAM" in h.value] == [
+        "Grad-CAM of detector patchcore v1"
+    ]
+    said = [m.value for m in at.markdown if m.value.startswith("**What this explains:**")]
+    assert said and "patchcore v1's anomaly above the normal level" in said[0]
+    assert any("efficientnet_lite0 blocks.4" in c.value for c in at.caption)

@@ -1,0 +1,154 @@
+"""Grad-CAM panels under a part (not a page: :mod:`pages.explanation_panels` places them).
+
+* **Classifier**: when the project has an active supervised classifier, which regions pushed
+  its p(defect) up (:func:`adcore.gradcam.defect_heatmap`).
+* **Detector** (otherwise, for PatchCore versions, so from the demo's first minute, with no
+  training): which regions' backbone features raised the detector's anomaly above the normal
+  level of its good parts (:func:`adcore.gradcam.anomaly_gradcam`).
+
+Each panel says which model and which output its map explains. Results are cached per model
+version and image; Grad-CAM uses a detector instance of its own (it hooks a layer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+
+from pages.common import image_pixels, resolve_artifact
+
+GRADCAM_OPACITY = 0.45
+
+
+@dataclass(frozen=True)
+class GradCamView:
+    """What the classifier's Grad-CAM panel shows for one image and one classifier version."""
+
+    overlay: np.ndarray  # (H, W, 3) uint8
+    probability: float
+    threshold: float | None
+    defect_type: str
+    defect_type_probability: float
+    n_types: int
+
+
+@dataclass(frozen=True)
+class AnomalyGradCamView:
+    """What the detector's Grad-CAM panel shows for one image and one detector version."""
+
+    overlay: np.ndarray  # (H, W, 3) uint8
+    explained: float
+    target: str
+    layer: str
+
+
+@st.cache_resource(show_spinner="Loading the classifier…", max_entries=2)
+def load_classifier_cached(artifact_path: str):
+    """Load (and verify) a saved classifier once per process; shared, never mutated."""
+    from adcore.detectors.registry import load_any_model
+
+    return load_any_model(resolve_artifact(artifact_path), device="cpu")
+
+
+@st.cache_resource(show_spinner="Loading the detector for Grad-CAM…", max_entries=2)
+def load_gradcam_detector(artifact_path: str):
+    """A detector instance for Grad-CAM only (its hooks never touch the scoring instance)."""
+    from adcore.detectors.registry import load_detector
+
+    return load_detector(resolve_artifact(artifact_path), device="cpu")
+
+
+@st.cache_data(show_spinner="Computing Grad-CAM…", max_entries=256)
+def gradcam_view(artifact_path: str, stored_path: str) -> GradCamView | None:
+    """Classify one stored image and draw its Grad-CAM overlay (cached per version and image)."""
+    from adcore.gradcam import defect_heatmap, heatmap_overlay
+
+    pixels = image_pixels(stored_path)
+    if pixels is None:
+        return None
+    classifier = load_classifier_cached(artifact_path)
+    prediction = classifier.predict([pixels])[0]
+    heatmap = defect_heatmap(classifier, pixels)
+    return GradCamView(
+        overlay=heatmap_overlay(pixels, heatmap),
+        probability=prediction.probability,
+        threshold=prediction.threshold,
+        defect_type=prediction.defect_type,
+        defect_type_probability=prediction.defect_type_probability,
+        n_types=len(classifier.defect_types),
+    )
+
+
+@st.cache_data(show_spinner="Computing Grad-CAM…", max_entries=256)
+def anomaly_gradcam_view(artifact_path: str, stored_path: str) -> AnomalyGradCamView | None:
+    """Grad-CAM of a detector version's anomaly on one stored image (cached per both)."""
+    from adcore.gradcam import anomaly_gradcam, heatmap_overlay
+
+    pixels = image_pixels(stored_path)
+    if pixels is None:
+        return None
+    explained = anomaly_gradcam(load_gradcam_detector(artifact_path), pixels)
+    return AnomalyGradCamView(
+        overlay=heatmap_overlay(pixels, explained.heatmap, GRADCAM_OPACITY),
+        explained=explained.explained,
+        target=explained.target,
+        layer=explained.layer,
+    )
+
+
+def gradcam_panel(artifact_path: str, stored_path: str, version_label: str) -> None:
+    """The classifier's Grad-CAM panel: overlay on the left, its judgement on the right."""
+    st.subheader(f"Grad-CAM of classifier {version_label}")
+    try:
+        view = gradcam_view(artifact_path, stored_path)
+    except (OSError, ValueError, RuntimeError) as err:  # e.g. missing or tampered model files
+        st.warning(f"The classifier cannot explain this part: {err}")
+        return
+    if view is None:
+        return
+    left, right = st.columns(2)
+    left.image(view.overlay, caption="Grad-CAM (red: argued for a defect)", width="stretch")
+    line = f"p(defect) **{view.probability:.3f}**"
+    if view.threshold is not None:
+        verdict = "DEFECT" if view.probability >= view.threshold else "GOOD"
+        line += f" vs threshold **{view.threshold:.3f}** → **{verdict}**"
+    right.markdown(line)
+    if view.n_types > 1:
+        right.markdown(
+            f"Most likely type: **{view.defect_type}** ({view.defect_type_probability:.0%})"
+        )
+    right.caption(
+        f"What this explains: classifier {version_label}'s defect logit (its p(defect)). "
+        "Grad-CAM weighs the classifier's last convolutional features by how much they raised "
+        "it; it explains the classifier, not the anomaly score above."
+    )
+
+
+def anomaly_gradcam_panel(artifact_path: str, stored_path: str, version_label: str) -> None:
+    """The detector's Grad-CAM panel: overlay on the left, what it explains on the right."""
+    st.subheader(f"Grad-CAM of detector {version_label}")
+    try:
+        view = anomaly_gradcam_view(artifact_path, stored_path)
+    except (OSError, ValueError, RuntimeError) as err:  # e.g. missing or tampered model files
+        st.warning(f"Grad-CAM cannot explain this part: {err}")
+        return
+    if view is None:
+        return
+    left, right = st.columns(2)
+    if view.explained > 0:
+        left.image(view.overlay, caption="Grad-CAM (red: raised the anomaly most)", width="stretch")
+    else:
+        left.info("Nothing in this part is above the normal level: nothing to explain.")
+    right.markdown(
+        f"**What this explains:** detector {version_label}'s {view.target}: "
+        f"**{view.explained:.4g}** here."
+    )
+    right.caption(
+        f"Grad-CAM weighs the activations of backbone layer {view.layer} (the deepest the "
+        "detector reads) by how much they raised that number; red regions' features raised it "
+        "most. It is scaled per part: it shows where the anomaly comes from, not how much there "
+        "is (the anomaly map above shows that, on the version's one scale). No classifier is "
+        "active in this project; once one is, its Grad-CAM is shown instead."
+    )

@@ -8,9 +8,9 @@ sign-in page only.
 Environment: ``LOUPE_DATA_DIR`` / ``LOUPE_DATABASE_URL`` (storage), ``LOUPE_ADMIN_PASSWORD``
 (first admin's password; a random one is printed once to the server log otherwise),
 ``LOUPE_SKIP_DEMO=1`` (do not seed the demo project), ``LOUPE_MODELS_DIR`` (default ``models``),
-``LOUPE_NO_WORKER=1`` (do not start a background job worker; run ``python -m loupe worker``
-yourself), ``LOUPE_WARM_UP=0`` (load the projects' language models on first use instead of in a
-background thread at start).
+``LOUPE_NO_WORKER=1`` (do not start and watch over a background job worker; run
+``python -m loupe worker`` yourself), ``LOUPE_WARM_UP=0`` (load the projects' language models on
+first use instead of in a background thread at start).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pages.common import (
     sign_out,
     transaction,
 )
-from pages.model_jobs_panel import WORKER_COMMAND, no_worker
+from pages.model_jobs_panel import WORKER_COMMAND, no_worker, worker_problem
 
 log = logging.getLogger("loupe.app")
 # Set to 0 to load language models only when first used (not at server start). A comment, not
@@ -73,22 +73,14 @@ def seed_demo_once(url: str) -> str | None:
 
 
 @st.cache_resource(show_spinner=False)
-def start_worker_once(url: str, data_dir: str, models_dir: str) -> str | None:
-    """Start a detached job worker unless one is alive (once per server process).
+def start_worker_once(url: str, data_dir: str, models_dir: str) -> None:
+    """Start the worker supervisor (once per server process): it keeps a job worker running.
 
-    Returns:
-        An error message when the worker could not be started, else None.
+    Its thread checks every two seconds and restarts a dead worker (:mod:`workers.supervisor`).
     """
-    from workers.launcher import ensure_worker_running
+    from workers.supervisor import start_supervisor
 
-    try:
-        pid = ensure_worker_running(data_dir, url, models_root=models_dir)
-    except Exception as err:  # the workbench stays usable; jobs wait for a worker
-        log.exception("Starting the job worker failed")
-        return f"{type(err).__name__}: {err}"
-    if pid is not None:
-        log.info("Started a job worker (pid %d)", pid)
-    return None
+    start_supervisor(url, data_dir, models_dir)
 
 
 @st.cache_resource(show_spinner=False)
@@ -130,11 +122,13 @@ def start_up() -> None:
     if os.environ.get(WARM_UP_ENV) != "0":
         warm_up_language_models_once(url)
     if not no_worker():
-        problem = start_worker_once(url, str(db.data_dir()), str(models_root()))
+        start_worker_once(url, str(db.data_dir()), str(models_root()))
+        problem = worker_problem(url)
         if problem:
             st.sidebar.warning(
-                f"The background job worker could not be started ({problem}): queued jobs "
-                f"wait until you run `{WORKER_COMMAND}` on the server."
+                f"The background job worker could not be started ({problem}): the app tries "
+                f"again every few seconds; queued jobs wait, or run `{WORKER_COMMAND}` on the "
+                "server."
             )
 
 

@@ -11,8 +11,8 @@ Two kinds of callers use it:
 Every state change is a conditional ``UPDATE ... WHERE id = :id AND status = :expected`` whose
 row count says whether it happened: portable SQL, atomic on SQLite and PostgreSQL alike. So two
 workers never claim the same job, a job is never run twice, and a worker whose job was failed
-in the meantime (by :func:`db.job_workers.recover_orphaned_jobs`) cannot overwrite that
-outcome.
+in the meantime, or queued again (by :func:`db.job_workers.recover_orphaned_jobs`), cannot
+overwrite that outcome.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The learning loop on the Models page: queue jobs and follow them (see model_candidates_panel).
 
-Imported by ``pages/models.py`` (and ``app.py`` for :data:`WORKER_COMMAND` / :func:`no_worker`);
+Imported by ``pages/models.py`` (and ``app.py`` for :data:`WORKER_COMMAND`, :func:`no_worker` and
+:func:`worker_problem`);
 not a page itself. Everything here is UI: the work happens in the job worker
 (``python -m loupe worker``) and the rules (roles, the gate) in the ``db`` functions.
 
@@ -25,7 +26,6 @@ from pages.common import (
     ACTION_ERRORS,
     flash,
     load_user,
-    models_root,
     show_flashes,
     transaction,
 )
@@ -203,21 +203,6 @@ def cancel_clicked(job_id: int) -> None:
         flash(f"Job #{job_id} had already ended ({status}).", "info")
 
 
-def start_worker_clicked() -> None:
-    """Start a detached worker from the page (when none is alive)."""
-    from workers.launcher import ensure_worker_running
-
-    try:
-        pid = ensure_worker_running(db.data_dir(), db.database_url(), models_root=models_root())
-    except Exception as err:  # noqa: BLE001 - shown to the user, the page keeps working
-        flash(f"Could not start a worker: {type(err).__name__}: {err}", "error")
-        return
-    if pid is None:
-        flash("A worker is already running.", "info")
-    else:
-        flash(f"Started a job worker (process {pid}).")
-
-
 # --------------------------------------------------------------------------- sections
 
 
@@ -277,22 +262,47 @@ def improve_section(project_id: int, has_active_detector: bool) -> None:
         right.caption(spec.explanation if reason is None else f"{spec.explanation} {reason}")
 
 
+def worker_problem(database_url: str) -> str | None:
+    """Why this server's worker supervisor could not check or start a worker, or ``None``."""
+    from workers.supervisor import supervisor_for
+
+    supervisor = supervisor_for(database_url)
+    return None if supervisor is None else supervisor.status.problem
+
+
 def worker_notice() -> None:
-    """Warn when no worker has sent a recent heartbeat; say how to start one."""
+    """The job worker's heartbeat age; when none is alive, that it is being restarted (or how)."""
     from db.job_workers import live_workers
 
     with transaction() as session:
         workers = live_workers(session)
+        now = db.utcnow()
     if workers:
-        st.caption(f"Job worker running ({len(workers)} alive).")
+        age = max(0.0, (now - max(worker.heartbeat_at for worker in workers)).total_seconds())
+        more = f" ({len(workers)} workers alive)" if len(workers) > 1 else ""
+        st.caption(
+            f":material/check_circle: Job worker alive, last heartbeat {age:.0f} s ago{more}."
+        )
         return
-    st.warning(
-        "No job worker is running: queued jobs wait until one starts. On the server, run "
-        f"`{WORKER_COMMAND}` with the same `LOUPE_DATA_DIR` / `LOUPE_DATABASE_URL` as the app.",
-        icon=":material/warning:",
+    manual = (
+        f"run `{WORKER_COMMAND}` with the same `LOUPE_DATA_DIR` / `LOUPE_DATABASE_URL` as the app"
     )
-    if not no_worker():
-        st.button("Start a worker", key="start_worker", on_click=start_worker_clicked)
+    if no_worker():
+        st.warning(
+            f"No job worker is running: queued jobs wait until one starts. On the server, "
+            f"{manual}.",
+            icon=":material/warning:",
+        )
+        return
+    problem = worker_problem(db.database_url())
+    if problem:
+        st.warning(
+            f"No job worker, and starting one failed ({problem}). The app tries again every few "
+            f"seconds; meanwhile queued jobs wait, or on the server {manual}.",
+            icon=":material/warning:",
+        )
+        return
+    st.info("No job worker: restarting it…", icon=":material/autorenew:")
 
 
 def when(moment: datetime | None) -> str:

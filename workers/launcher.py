@@ -10,23 +10,31 @@ restarting the app does not stop it, and it logs to ``<data dir>/logs/worker.log
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
+from db.base import utcnow
 from db.engine import create_engine_for_url, make_session_factory
-from db.job_workers import DEFAULT_STALE_AFTER, live_workers, pid_alive
+from db.job_workers import DEFAULT_STALE_AFTER, live_workers, pid_alive, this_host
+from db.models.jobs import Worker
 from db.settings import DATA_DIR_ENV, DATABASE_URL_ENV
 
 PID_FILE = "worker.pid"
 LOCK_FILE = "worker.lock"
 LOG_FILE = Path("logs") / "worker.log"
+
+log = logging.getLogger("loupe.launcher")
 
 
 def ensure_worker_running(
@@ -55,10 +63,14 @@ def ensure_worker_running(
     directory = Path(data_dir).expanduser().resolve()
     directory.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(directory / LOCK_FILE):
-        if _pidfile_worker_alive(directory / PID_FILE) or _database_worker_alive(
-            database_url, stale_after
-        ):
+        pidfile = directory / PID_FILE
+        state = _database_state(database_url, stale_after, _read_pid(pidfile))
+        if state.any_alive:
             return None
+        if _pidfile_worker_alive(pidfile):
+            if not state.pidfile_worker_hung:
+                return None  # starting (not registered yet), or the database cannot tell
+            _kill_hung_worker(_read_pid(pidfile))
         command = [python, "-m", "loupe", "worker", "--data-dir", str(directory)]
         command += ["--database-url", database_url]
         if models_root is not None:
@@ -102,16 +114,45 @@ def _pidfile_worker_alive(path: Path) -> bool:
     return b"loupe" in words and b"worker" in words
 
 
-def _database_worker_alive(database_url: str, stale_after: timedelta) -> bool:
-    """Whether the database knows a live worker (no table yet: the worker will migrate)."""
+@dataclass(frozen=True)
+class _DatabaseState:
+    """What the ``workers`` table says (both false when it cannot say, e.g. no table yet)."""
+
+    any_alive: bool = False
+    pidfile_worker_hung: bool = False
+
+
+def _database_state(database_url: str, stale_after: timedelta, pid: int | None) -> _DatabaseState:
+    """Whether a worker is alive, and whether the pid-file worker registered but went silent."""
     engine = create_engine_for_url(database_url)
     try:
         with make_session_factory(engine)() as session:
-            return bool(live_workers(session, stale_after=stale_after))
+            if live_workers(session, stale_after=stale_after):
+                return _DatabaseState(any_alive=True)
+            if pid is None:
+                return _DatabaseState()
+            silent = session.scalar(
+                select(Worker.id).where(
+                    Worker.host == this_host(),
+                    Worker.pid == pid,
+                    Worker.stopped_at.is_(None),
+                    Worker.heartbeat_at < utcnow() - stale_after,
+                )
+            )
+            return _DatabaseState(pidfile_worker_hung=silent is not None)
     except OperationalError:
-        return False
+        return _DatabaseState()
     finally:
         engine.dispose()
+
+
+def _kill_hung_worker(pid: int | None) -> None:
+    """Kill a worker process that stopped sending heartbeats; its jobs become orphans."""
+    if pid is None:
+        return
+    log.warning("job worker %d sent no heartbeat for too long: killing it", pid)
+    with suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def _read_pid(path: Path) -> int | None:

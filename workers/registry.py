@@ -17,6 +17,14 @@ Built-in kinds:
 
 Other modules add kinds with :func:`register_job_kind`; the worker imports extra modules
 given with ``--job-module`` (tests use this for a slow test kind).
+
+Retry after a worker died: when a worker is killed or crashes mid-job, the job is queued again
+once if its kind is declared safe to retry (:data:`BUILTIN_RETRY_SAFETY`, or ``retry_safe=True``
+at registration), else failed with the reason (:func:`db.job_workers.recover_orphaned_jobs`).
+A kind is safe when running it again from the start cannot double or half-apply anything: it
+only reads until it registers one candidate version at its very end
+(:func:`workers.candidates.save_candidate`), which is never activated by the job. Kinds declare
+it explicitly; a kind that says nothing is not retried.
 """
 
 from __future__ import annotations
@@ -32,18 +40,51 @@ REFIT_DETECTOR = "refit_detector"
 RECALIBRATE_THRESHOLD = "recalibrate_threshold"
 TRAIN_CLASSIFIER = "train_classifier"
 TUNE_EXPLAINER = "tune_explainer"
+TRAIN_CLIP = "train_clip"
+TUNE_CLIP = "tune_clip"
+TRAIN_FEEDBACK_SCORER = "train_feedback_scorer"
+
+BUILTIN_RETRY_SAFETY: dict[str, bool] = {
+    # Read the labelled parts, fit or score, then register one candidate at the end: running
+    # them again makes a fresh candidate (the worst case, a kill between registering and
+    # finishing, leaves one extra candidate that nobody promoted).
+    REFIT_DETECTOR: True,
+    RECALIBRATE_THRESHOLD: True,
+    TRAIN_CLASSIFIER: True,
+    TRAIN_FEEDBACK_SCORER: True,
+    TRAIN_CLIP: True,
+    # LoRA fine-tuning of the language model and of CLIP also register a candidate only at the
+    # end, but they are by far the largest memory users and run for many minutes: when their
+    # worker dies, the likeliest cause is the job itself (the kernel's out-of-memory killer),
+    # so a retry would most likely kill the new worker too and hold the queue for another long
+    # run. They fail with the reason; a manager queues them again, e.g. with smaller settings.
+    TUNE_EXPLAINER: False,
+    TUNE_CLIP: False,
+}
+"""Built-in kind -> whether it is queued again once after its worker died (see above)."""
 
 JOB_KINDS: dict[str, JobFunction] = {}
 """kind -> job function. Do not edit directly; use :func:`register_job_kind`."""
+RETRY_SAFETY: dict[str, bool] = {}
+"""kind -> safe to retry, as declared at registration (overrides :data:`BUILTIN_RETRY_SAFETY`)."""
 
 
-def register_job_kind(kind: str, function: JobFunction | None = None, *, replace: bool = False):
+def register_job_kind(
+    kind: str,
+    function: JobFunction | None = None,
+    *,
+    replace: bool = False,
+    retry_safe: bool | None = None,
+):
     """Register a job function under ``kind`` (usable as a decorator).
 
     Args:
         kind: The job kind stored in ``Job.kind`` (at most 32 characters).
         function: The job function; omit it to use this as a decorator.
         replace: Allow replacing an existing registration.
+        retry_safe: Whether a job of this kind may run again from the start after its worker
+            died (see the module's docstring); ``None`` keeps the built-in declaration, or
+            "not safe" for a new kind.
 
     Returns:
         The function (or a decorator).
@@ -58,6 +99,8 @@ def register_job_kind(kind: str, function: JobFunction | None = None, *, replace
         if kind in JOB_KINDS and JOB_KINDS[kind] is not fn and not replace:
             raise ValueError(f"Job kind {kind!r} is already registered.")
         JOB_KINDS[kind] = fn
+        if retry_safe is not None:
+            RETRY_SAFETY[kind] = retry_safe
         return fn
 
     return add if function is None else add(function)
@@ -83,6 +126,15 @@ def known_kinds() -> list[str]:
     return sorted(JOB_KINDS)
 
 
+def retry_safe_kinds() -> frozenset[str]:
+    """The kinds whose jobs are queued again once after their worker died.
+
+    Needs no job module imported: the built-ins are declared in :data:`BUILTIN_RETRY_SAFETY`.
+    """
+    declared = {**BUILTIN_RETRY_SAFETY, **RETRY_SAFETY}
+    return frozenset(kind for kind, safe in declared.items() if safe)
+
+
 def _register_builtins() -> None:
     from workers import detector_jobs
 
@@ -96,13 +148,11 @@ def _register_builtins() -> None:
     register_job_kind(TUNE_EXPLAINER, explainer_jobs.tune_explainer_job, replace=True)
     from workers import clip_jobs
 
-    register_job_kind(clip_jobs.TRAIN_CLIP, clip_jobs.train_clip_job, replace=True)
-    register_job_kind(clip_jobs.TUNE_CLIP, clip_jobs.tune_clip_job, replace=True)
+    register_job_kind(TRAIN_CLIP, clip_jobs.train_clip_job, replace=True)
+    register_job_kind(TUNE_CLIP, clip_jobs.tune_clip_job, replace=True)
     from workers import scorer_jobs
 
-    register_job_kind(
-        scorer_jobs.TRAIN_FEEDBACK_SCORER, scorer_jobs.train_feedback_scorer_job, replace=True
-    )
+    register_job_kind(TRAIN_FEEDBACK_SCORER, scorer_jobs.train_feedback_scorer_job, replace=True)
 
 
 def describe_outcome(outcome: Any) -> JobOutcome:

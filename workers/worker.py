@@ -1,10 +1,12 @@
 """The job worker: ``python -m loupe worker``.
 
-One worker per process. At start (and every ``stale_after`` while idle) it fails the jobs of
+One worker per process. At start (and every ``stale_after`` while idle) it settles the jobs of
 dead workers (:func:`db.job_workers.recover_orphaned_jobs`: a job that was running when its
-worker was killed is marked failed, never run again), then registers itself and polls for
-queued jobs every ``poll_interval`` seconds (0.5 by default, so a queued job starts within a
-second). Each job is claimed atomically and run with a
+worker was killed is queued again once if its kind is safe to retry, see
+:func:`workers.registry.retry_safe_kinds`, else failed with the reason), then registers itself
+(before loading torch, so the app's supervisor sees it alive within a second or two) and polls
+for queued jobs every ``poll_interval`` seconds (0.5 by default, so a queued job starts within
+a second). Each job is claimed atomically and run with a
 :class:`workers.context.JobContext`; a heartbeat thread keeps the worker's and the job's
 ``heartbeat_at`` fresh. ``SIGTERM`` (or ``SIGINT``) stops it gracefully: no new job is taken,
 and the running job is asked to stop and marked failed ("worker stopped").
@@ -31,6 +33,7 @@ from db.base import JobStatus
 from db.errors import StorageError
 from db.job_workers import (
     DEFAULT_STALE_AFTER,
+    job_function_parameters,
     new_worker_id,
     recover_orphaned_jobs,
     register_worker,
@@ -47,7 +50,7 @@ from workers.context import (
     reset_peak_memory,
     select_device,
 )
-from workers.registry import JobFunction, describe_outcome, job_function
+from workers.registry import JobFunction, describe_outcome, job_function, retry_safe_kinds
 from workers.reporting import DatabaseReporter
 
 log = logging.getLogger("loupe.worker")
@@ -83,7 +86,8 @@ class JobWorker:
         session_factory: The application's session factory.
         data_dir: The data directory (stored images).
         models_root: Where new model versions are saved.
-        device: Torch device for jobs; default CUDA when available.
+        device: Torch device for jobs; default CUDA when available (resolved on first use,
+            which imports torch).
         poll_interval: Seconds between polls of an empty queue (at most 1 s recommended).
         heartbeat_interval: Seconds between heartbeats.
         stale_after: Heartbeat timeout used when recovering orphaned jobs.
@@ -107,7 +111,8 @@ class JobWorker:
         self.session_factory = session_factory
         self.data_dir = Path(data_dir)
         self.models_root = Path(models_root)
-        self.device = select_device(device)
+        self._requested_device = device
+        self._device: str | None = None
         self.poll_interval = float(poll_interval)
         self.heartbeat_interval = float(heartbeat_interval)
         self.stale_after = stale_after
@@ -115,6 +120,13 @@ class JobWorker:
         self.worker_id = worker_id or new_worker_id()
         self.stopping = threading.Event()
         self._current: tuple[int, threading.Event] | None = None
+
+    @property
+    def device(self) -> str:
+        """The torch device jobs run on (chosen on first use: it imports torch)."""
+        if self._device is None:
+            self._device = select_device(self._requested_device)
+        return self._device
 
     # ------------------------------------------------------------------ main loop
     def run(self, *, once: bool = False, max_jobs: int | None = None) -> int:
@@ -131,14 +143,14 @@ class JobWorker:
         self._install_signal_handlers()
         self._recover_orphans()
         register_worker(self.session_factory, self.worker_id)
+        beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        beat.start()
         log.info(
             "worker %s ready (device %s, %s backend)",
             self.worker_id,
             self.device,
             self.backend.name,
         )
-        beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
-        beat.start()
         done = 0
         last_recovery = time.monotonic()
         try:
@@ -185,7 +197,7 @@ class JobWorker:
         ctx = JobContext(
             job_id=job.id,
             kind=job.kind,
-            parameters=dict(job.parameters or {}),
+            parameters=job_function_parameters(job.parameters),
             project_id=job.project_id,
             created_by_id=job.created_by_id,
             session_factory=self.session_factory,
@@ -234,10 +246,18 @@ class JobWorker:
     # ------------------------------------------------------------------ plumbing
     def _recover_orphans(self) -> None:
         recovered = recover_orphaned_jobs(
-            self.session_factory, stale_after=self.stale_after, current_worker_id=self.worker_id
+            self.session_factory,
+            stale_after=self.stale_after,
+            current_worker_id=self.worker_id,
+            retry_kinds=retry_safe_kinds(),
         )
         if recovered:
-            log.warning("marked orphaned job(s) %s as failed (worker died)", recovered)
+            log.warning(
+                "jobs of dead workers: queued again %s, failed %s, cancelled %s",
+                list(recovered.retried),
+                list(recovered.failed),
+                list(recovered.cancelled),
+            )
 
     def _heartbeat_loop(self) -> None:
         while not self.stopping.wait(self.heartbeat_interval):

@@ -63,7 +63,7 @@ class Worker(Base):
 
     ``id`` is ``<host>:<pid>:<random>``, the value jobs carry in ``Job.worker_id``. A worker
     whose process is gone (same host) or whose heartbeat is stale is dead; its running jobs
-    are failed by :func:`db.jobs.recover_orphaned_jobs`.
+    are retried once or failed by :func:`db.job_workers.recover_orphaned_jobs`.
     """
 
     __tablename__ = "workers"

@@ -1,14 +1,20 @@
 """The learning loop on the Models page: queue, follow and cancel jobs; gate, promote, roll back.
 
 Jobs are run in process by a :class:`workers.worker.JobWorker` (``run(once=True)``) on the
-test database; the app itself never starts a worker here (``LOUPE_NO_WORKER=1``).
+test database; the app itself never starts a worker here (``LOUPE_NO_WORKER=1``), except in the
+tests of its worker supervisor, which replace the launcher by a stand-in.
 """
 
 from __future__ import annotations
 
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import streamlit as st
 from apptest_support import (
     INSPECTOR,
     MANAGER,
@@ -17,15 +23,19 @@ from apptest_support import (
     open_app,
     signed_in_app,
 )
+from sqlalchemy import update
 from streamlit.testing.v1 import AppTest
 
 import db
 import workers.launcher
 from adcore.gate import Rates, gate_record
+from db.job_workers import register_worker, this_host
 from db.jobs import enqueue_job, list_jobs
 from db.model_versions import GateRefusedError, promote_model_version
+from db.models.jobs import Worker
 from db.projects import get_project
 from db.review_queue import record_review
+from workers.supervisor import stop_supervisors, supervisor_for
 from workers.worker import JobWorker
 
 
@@ -260,35 +270,55 @@ def test_a_recalibration_job_runs_and_its_candidate_is_compared_and_promoted(
 # --------------------------------------------------------------------------- the worker
 
 
-def test_the_app_starts_a_worker_once_per_server_process(
+@pytest.fixture(autouse=True)
+def no_supervisor_left(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Stop the worker supervisors a test started (before its stand-in launcher is undone)."""
+    yield
+    stop_supervisors()
+
+
+def fake_launcher(calls: list) -> Callable[..., int]:
+    """A stand-in for workers.launcher.ensure_worker_running: records, starts nothing.
+
+    Like the real one while its worker starts, it launches once and then says one is starting.
+    """
+
+    def launch(data_dir, database_url, *, models_root=None, **options):
+        calls.append((Path(data_dir), database_url, Path(models_root)))
+        return 4242 if len(calls) == 1 else None
+
+    return launch
+
+
+def test_the_app_starts_one_worker_supervisor_per_server_process(
     app_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = []
-
-    def fake_launcher(data_dir, database_url, *, models_root=None):
-        calls.append((Path(data_dir), database_url, Path(models_root)))
-        return 4242
-
-    monkeypatch.setattr(workers.launcher, "ensure_worker_running", fake_launcher)
+    monkeypatch.setattr(workers.launcher, "ensure_worker_running", fake_launcher(calls))
     monkeypatch.delenv("LOUPE_NO_WORKER")
 
     first = open_app().run()
     open_app().run()  # another browser session of the same server process
+    st.cache_resource.clear()  # even a cleared cache does not start a second one
+    open_app().run()
 
     assert not first.exception, first.exception
     assert not first.sidebar.warning
-    assert calls == [(app_env, db.database_url(), tmp_path / "models")]
+    assert calls[0] == (app_env, db.database_url(), tmp_path / "models")
+    supervisor = supervisor_for(db.database_url())
+    assert supervisor is not None and supervisor.running
+    assert supervisor.status.launched_pid == 4242
 
 
 def test_no_worker_is_started_with_loupe_no_worker(
     app_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = []
-    monkeypatch.setattr(workers.launcher, "ensure_worker_running", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(workers.launcher, "ensure_worker_running", fake_launcher(calls))
 
     open_app().run()
 
-    assert calls == []
+    assert calls == [] and supervisor_for(db.database_url()) is None
 
 
 def test_a_failed_worker_start_warns_in_the_sidebar_and_the_app_works(
@@ -305,30 +335,44 @@ def test_a_failed_worker_start_warns_in_the_sidebar_and_the_app_works(
     assert not at.exception, at.exception
     [warning] = [w.value for w in at.sidebar.warning]
     assert "OSError: read-only data directory" in warning
-    assert "python -m loupe worker" in warning
+    assert "python -m loupe worker" in warning and "tries again" in warning
     assert [t.key for t in at.text_input] == ["login_name", "login_password"]
 
 
-def test_the_jobs_panel_can_start_a_missing_worker(
+def test_the_jobs_panel_shows_the_worker_restarting_then_its_heartbeat_age(
     workbench: Workbench, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = []
-
-    def fake_launcher(data_dir, database_url, *, models_root=None):
-        calls.append(database_url)
-        return 4242
-
-    monkeypatch.setattr(workers.launcher, "ensure_worker_running", fake_launcher)
+    monkeypatch.setattr(workers.launcher, "ensure_worker_running", fake_launcher(calls))
     monkeypatch.delenv("LOUPE_NO_WORKER")
     at = open_models()
-    assert len(calls) == 1  # at start-up
-    assert any("No job worker is running" in w.value for w in at.warning)
+    assert calls  # the supervisor launched one at start-up
+    assert any("No job worker: restarting it" in i.value for i in at.info)
+    assert not any("No job worker is running" in w.value for w in at.warning)
 
-    at.button(key="start_worker").click().run()
+    sleeper = subprocess.Popen(["sleep", "60"])  # a worker process that registered 3 s ago
+    try:
+        register_worker(workbench.factory, f"{this_host()}:{sleeper.pid}:test")
+        with workbench.factory() as session, session.begin():
+            session.execute(update(Worker).values(heartbeat_at=db.utcnow() - timedelta(seconds=3)))
+        at.run()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
     assert not at.exception, at.exception
-    assert len(calls) == 2
-    assert any("Started a job worker (process 4242)" in s.value for s in at.success)
+    notes = [c.value for c in at.caption]
+    [age] = [int(m[1]) for n in notes if (m := re.search(r"alive, last heartbeat (\d+) s ago", n))]
+    assert 3 <= age < 60  # beat 3 s before the run; a minute without a beat would be dead
+    assert not any("No job worker" in i.value for i in at.info)
+
+
+def test_the_jobs_panel_says_how_to_start_a_worker_when_the_app_may_not(
+    workbench: Workbench,
+) -> None:
+    at = open_models()  # LOUPE_NO_WORKER=1
+    [warning] = [w.value for w in at.warning if "No job worker is running" in w.value]
+    assert "python -m loupe worker" in warning
 
 
 def test_an_explainer_candidate_shows_rouge_and_fact_check_beside_the_untuned_model(

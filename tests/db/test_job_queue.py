@@ -244,12 +244,13 @@ def test_recover_orphaned_jobs(
             alive = {worker.id for worker in live_workers(session)}
         assert alive == {live_worker, far_fresh}
         recovered = recover_orphaned_jobs(session_factory, stale_after=timedelta(minutes=1))
-        assert sorted(recovered) == sorted([ids[dead_worker], ids[far_stale]])
+        assert recovered.ids == sorted([ids[dead_worker], ids[far_stale]])
+        assert recovered.failed and not recovered.retried  # no kind is declared safe to retry
         with session_factory() as session:
             for name, job_id in ids.items():
                 job = session.get(Job, job_id)
-                if job_id in recovered:
-                    assert job.status == "failed" and job.message == WORKER_DIED_MESSAGE
+                if job_id in recovered.ids:
+                    assert job.status == "failed" and WORKER_DIED_MESSAGE in job.message
                     assert WORKER_DIED_MESSAGE in job.log_tail
                 else:
                     assert job.status == "running", name
@@ -260,7 +261,7 @@ def test_recover_orphaned_jobs(
         )
         assert worker_heartbeat(session_factory, live_worker, ids[live_worker])
         assert not worker_heartbeat(session_factory, dead_worker, ids[dead_worker])
-        assert recover_orphaned_jobs(session_factory) == []  # nothing else to do
+        assert not recover_orphaned_jobs(session_factory)  # nothing else to do
     finally:
         sleeper.kill()
         sleeper.wait()

@@ -89,11 +89,11 @@ def _fraction_between(
 def colour_bar(
     scale: MapScale,
     *,
-    width: int = 640,
-    height: int = 64,
+    width: int = 520,
+    height: int = 60,
     colormap: str = DEFAULT_COLORMAP,
 ) -> np.ndarray:
-    """A horizontal colour bar of a scale, labelled at both ends with their values and meaning.
+    """A horizontal colour bar of a scale, labelled at both ends with their values and names.
 
     Drawn with the same colour table as :func:`overlay_image`, so the bar and the overlay
     agree colour for colour.
@@ -115,14 +115,14 @@ def colour_bar(
     dpi = 100
     figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     canvas = FigureCanvasAgg(figure)
-    axes = figure.add_axes((0.03, 0.5, 0.94, 0.38))
+    axes = figure.add_axes((0.03, 0.52, 0.94, 0.4))
     colours = ListedColormap(colour_table(colormap) / 255.0)
     mappable = ScalarMappable(norm=Normalize(scale.normal, scale.hot), cmap=colours)
     bar = figure.colorbar(mappable, cax=axes, orientation="horizontal", extend="both")
     bar.set_ticks([scale.normal, scale.hot])
     bar.set_ticklabels(
-        [f"{scale.normal:.4g}  {scale.normal_label}", f"{scale.hot:.4g}  {scale.hot_label}"],
-        fontsize=8,
+        [f"{scale.normal:.4g} {scale.normal_label}", f"{scale.hot:.4g} {scale.hot_label}"],
+        fontsize=10,
     )
     for label, alignment in zip(axes.get_xticklabels(), ("left", "right"), strict=True):
         label.set_horizontalalignment(alignment)

@@ -131,8 +131,9 @@ class MapScale:
     Attributes:
         normal: Map value shown as the coolest colour (and everything below it).
         hot: Map value shown as the hottest colour (and everything above it).
-        normal_label: What ``normal`` is, for the colour bar.
-        hot_label: What ``hot`` is, for the colour bar.
+        normal_label: A word or two for ``normal`` on the colour bar.
+        hot_label: A word or two for ``hot`` on the colour bar.
+        legend: One or two sentences saying what the two ends are, under the colour bar.
         note: Why this is a fallback scale, or None for a measured one.
     """
 
@@ -140,6 +141,7 @@ class MapScale:
     hot: float
     normal_label: str
     hot_label: str
+    legend: str
     note: str | None = None
 
     def fraction(self, values: np.ndarray) -> np.ndarray:
@@ -150,6 +152,9 @@ class MapScale:
         span = self.hot - self.normal
         scaled = (np.asarray(values, dtype=np.float32) - self.normal) / span
         return np.clip(np.nan_to_num(scaled, nan=0.0), 0.0, 1.0)
+
+
+SAME_ON_EVERY_PART = "The same colours on every part of this model version."
 
 
 def map_scale(calibration: MapCalibration | None, threshold: float | None) -> MapScale | None:
@@ -167,22 +172,32 @@ def map_scale(calibration: MapCalibration | None, threshold: float | None) -> Ma
     finite_threshold = threshold is not None and math.isfinite(threshold)
     if calibration is not None:
         normal = calibration.normal_level
-        normal_label = f"normal ({calibration.percentile:g}% of good pixels)"
-        if finite_threshold:
-            hot = float(threshold) * calibration.peak_to_score
-            hot_label, note = f"a part at the threshold ({float(threshold):.4g})", None
-        else:
-            hot, hot_label = calibration.good_peak, "hottest good pixel"
-            note = "This version has no threshold: hot is the hottest pixel of its good images."
-        return MapScale(normal, _above(hot, normal), normal_label, hot_label, note)
-    if finite_threshold:
-        note = (
-            "This model version was saved before Loupe measured its maps on good images: "
-            "colours run from 0 to its threshold. Retrain it for a scale on which good parts "
-            "look cool."
+        blue = (
+            f"Blue: {normal:.4g} or below, the normal level ({calibration.percentile:g}% of the "
+            "pixels of good parts are below it)."
         )
+        if finite_threshold:
+            hot = _above(float(threshold) * calibration.peak_to_score, normal)
+            red = f"Red: {hot:.4g} or above, the map peak of a part scoring at the threshold "
+            red += f"({float(threshold):.4g})."
+            return MapScale(
+                normal, hot, "normal", "threshold", f"{blue} {red} {SAME_ON_EVERY_PART}"
+            )
+        hot = _above(calibration.good_peak, normal)
+        red = f"Red: {hot:.4g} or above, hotter than any pixel of its good parts."
+        note = "This version has no threshold: red is the hottest pixel of its good parts."
+        return MapScale(
+            normal, hot, "normal", "hottest good", f"{blue} {red} {SAME_ON_EVERY_PART}", note
+        )
+    if finite_threshold:
         low = min(0.0, float(threshold))
-        return MapScale(low, _above(float(threshold), low), "0", "threshold", note)
+        hot = _above(float(threshold), low)
+        note = (
+            "This model version was saved before Loupe measured its maps on good images, so "
+            "good parts may look warm. Retrain it for a scale on which they look cool."
+        )
+        legend = f"Blue: {low:.4g}; red: {hot:.4g} (the threshold) or above. {SAME_ON_EVERY_PART}"
+        return MapScale(low, hot, f"{low:.4g}", "threshold", legend, note)
     return None
 
 
@@ -191,12 +206,13 @@ def own_scale(anomaly_map: np.ndarray) -> MapScale:
     values = np.asarray(anomaly_map, dtype=np.float32)
     finite = values[np.isfinite(values)]
     low = min(0.0, float(finite.min())) if finite.size else 0.0
-    high = float(finite.max()) if finite.size else 1.0
+    high = _above(float(finite.max()) if finite.size else 1.0, low)
+    legend = f"Blue: {low:.4g}; red: {high:.4g}, this map's maximum."
     note = (
-        "This model version has neither a measured scale nor a threshold: this map is coloured "
-        "on its own range, so its colours cannot be compared with another part's."
+        "No scale is known for this map's model version: the map is coloured on its own range, "
+        "so its colours cannot be compared with another part's."
     )
-    return MapScale(low, _above(high, low), f"{low:.4g}", "this map's maximum", note)
+    return MapScale(low, high, f"{low:.4g}", "maximum", legend, note)
 
 
 def _above(value: float, floor: float) -> float:

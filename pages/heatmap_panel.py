@@ -69,9 +69,4 @@ def anomaly_map_view(
     overlay = overlay_image(pixels, anomaly_map, opacity, scale=scale)
     st.image(overlay, caption="Anomaly map", width="stretch")
     st.image(colour_bar_image(scale), width="stretch")
-    st.caption(
-        f"Blue: at or below {scale.normal:.4g} ({scale.normal_label}); red: {scale.hot:.4g} or "
-        f"above ({scale.hot_label}). The same colours on every part of this model version."
-        if scale.note is None
-        else scale.note
-    )
+    st.caption(scale.legend if scale.note is None else f"{scale.legend} {scale.note}")

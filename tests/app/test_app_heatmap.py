@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from apptest_support import Workbench, make_part, png_bytes, signed_in_app
 
-SAME_SCALE = "The same colours on every part of this model version."
+from adcore.map_scale import SAME_ON_EVERY_PART
 
 
 def test_inspect_colours_the_map_on_the_version_scale(workbench: Workbench) -> None:
@@ -17,6 +17,6 @@ def test_inspect_colours_the_map_on_the_version_scale(workbench: Workbench) -> N
     at.button(key="score").click().run()
 
     assert not at.exception, at.exception
-    legend = [c.value for c in at.caption if SAME_SCALE in c.value]
-    assert legend and "normal (99% of good pixels)" in legend[0]
-    assert "a part at the threshold" in legend[0]
+    legend = [c.value for c in at.caption if SAME_ON_EVERY_PART in c.value]
+    assert legend and "the normal level (99% of the pixels of good parts" in legend[0]
+    assert "a part scoring at the threshold" in legend[0]

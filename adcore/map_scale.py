@@ -144,6 +144,11 @@ class MapScale:
     legend: str
     note: str | None = None
 
+    @property
+    def caption(self) -> str:
+        """The text under the colour bar: the legend, then the note of a fallback scale."""
+        return self.legend if self.note is None else f"{self.legend} {self.note}"
+
     def fraction(self, values: np.ndarray) -> np.ndarray:
         """Map values as a fraction of the scale: 0 at ``normal`` or below, 1 at ``hot`` or above.
 

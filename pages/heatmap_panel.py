@@ -69,4 +69,4 @@ def anomaly_map_view(
     overlay = overlay_image(pixels, anomaly_map, opacity, scale=scale)
     st.image(overlay, caption="Anomaly map", width="stretch")
     st.image(colour_bar_image(scale), width="stretch")
-    st.caption(scale.legend if scale.note is None else f"{scale.legend} {scale.note}")
+    st.caption(scale.caption)

@@ -76,6 +76,7 @@ def test_fallbacks_say_so() -> None:
     old_model = map_scale(None, threshold=30.0)
     assert old_model is not None and (old_model.normal, old_model.hot) == (0.0, 30.0)
     assert "before Loupe measured" in (old_model.note or "")
+    assert old_model.caption.endswith(old_model.note or "") and "threshold" in old_model.caption
     no_threshold = map_scale(CALIBRATION, threshold=None)
     assert no_threshold is not None and no_threshold.hot == 24.0 and no_threshold.note
     assert map_scale(None, None) is None

@@ -325,9 +325,29 @@ def save_review(
 ) -> bool:
     """Record the signed-in user's label for an image; flash an error and return False on failure.
 
-    For button callbacks (Review and Inspect): the review is one transaction; then the rules
-    that queue automatic jobs run (:mod:`services.review_followups`: a recalibration when an
-    audit finds a missed defect, the feedback scorer's training).
+    For button callbacks (Inspect): :func:`record_label` with its refusal flashed.
+    """
+    error = record_label(
+        image_id, label, defect_type=defect_type, note=note, seconds_spent=seconds_spent
+    )
+    if error is not None:
+        flash(f"Could not save the review: {error}", "error")
+    return error is None
+
+
+def record_label(
+    image_id: int,
+    label: str,
+    *,
+    defect_type: str | None = None,
+    note: str | None = None,
+    seconds_spent: float | None = None,
+) -> str | None:
+    """Record the signed-in user's label for an image; return why not, or None when saved.
+
+    The review is one transaction; then the rules that queue automatic jobs run in another
+    (:mod:`services.review_followups`: a recalibration when an audit finds a missed defect,
+    the feedback scorer's training). Their failure is flashed and never undoes the review.
     """
     from db.review_queue import record_review
     from services.review_followups import follow_up_review
@@ -345,14 +365,13 @@ def save_review(
             )
             project_id = review.image.project_id
     except ACTION_ERRORS as err:
-        flash(f"Could not save the review: {err}", "error")
-        return False
+        return str(err)
     try:  # its own transaction: the review stays whatever happens here
         with transaction() as session:
             follow_up_review(session, project_id, image_id, load_user(session))
     except ACTION_ERRORS as err:
         flash(f"The review is saved; no automatic job was queued: {err}", "info")
-    return True
+    return None
 
 
 #: Errors a user action can end with that deserve a message rather than a traceback.

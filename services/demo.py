@@ -107,6 +107,7 @@ def seed_demo(
             user=None,
             system=True,
             notes="Demo model: PatchCore fitted on the ELPV mono training cells.",
+            training_paths=[sample.path for sample in dataset.train],
         )
         version_id = version.id
     else:  # a model but no inspected cells (an interrupted first run)

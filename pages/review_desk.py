@@ -1,0 +1,311 @@
+"""The review desk: the Review page's part, map and Good / Defect / Undo keys (not a page).
+
+The inspector's presses never wait for the server. The browser side (``review_desk/desk.js``,
+a Streamlit custom component) holds the next :data:`LOOKAHEAD` parts of the review queue with
+their images, shows the next one the moment a key is pressed, and keeps every press in an
+outbox until the server has recorded it:
+
+* each press carries its own id and the id of the part that was on screen when it was pressed
+  (the action is bound to its part, never to what the next run loads);
+* :func:`record_presses` (the component's change callback, run before the page) records each
+  press once, in order, remembering the press ids it has handled in session state; a press it
+  cannot record is sent back as refused with the reason, and the part comes back on screen;
+* :func:`desk_data` sends the queue's next parts; a part's images travel once per browser
+  instance of the desk, as data URLs (JPEG part, JPEG colour layer of its anomaly map on its
+  model version's one scale, the reference good part, the colour bar).
+
+Slow follow-ups (instant learning, re-scoring) run in background tasks; the page refreshes the
+queue when they end.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+from collections import OrderedDict
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+from PIL import Image as PILImage
+
+import db
+from db.projects import get_project
+from db.review_queue import QueueItem, queue_size, review_queue, undo_last
+from pages.common import ACTION_ERRORS, load_user, record_label, transaction
+from pages.page_tasks import learn_after_review
+from services import review_learning  # noqa: F401 - loaded with the page, not at the first Good
+
+log = logging.getLogger(__name__)
+
+DESK_KEY = "review_desk"
+HANDLED_KEY = "review_desk_handled"  # OrderedDict press id -> None (recorded) | refusal text
+SENT_KEY = "review_desk_sent"  # {"instance": str | None, "ids": set of image ids sent}
+VERDICTS_KEY = "review_desk_verdicts"  # image id -> verdict shown (for instant learning)
+LOOKAHEAD = 12
+"""Parts the browser holds ahead of the inspector."""
+MAX_SIDE = 1024
+"""Longest side of the images sent (zoom shows detail up to this resolution)."""
+MAX_HANDLED = 2000
+"""Press ids remembered per session (far more than an outbox can hold)."""
+JPEG_QUALITY = 88
+
+_ASSETS = Path(__file__).with_name("review_desk")
+DESK = st.components.v2.component(
+    "loupe_review_desk",
+    css=(_ASSETS / "desk.css").read_text(encoding="utf-8"),
+    js=(_ASSETS / "desk.js").read_text(encoding="utf-8"),
+)
+
+
+# --------------------------------------------------------------------------- presses
+
+
+def outbox() -> list[dict[str, Any]]:
+    """The presses the browser is waiting to see recorded (from the component's state)."""
+    state = st.session_state.get(DESK_KEY) or {}
+    sync = state.get("sync") if hasattr(state, "get") else None
+    presses = (sync or {}).get("outbox") or []
+    return [press for press in presses if isinstance(press, dict) and press.get("press")]
+
+
+def desk_sync() -> dict[str, Any]:
+    """The browser's last ``sync`` state: ``instance``, ``outbox``, ``current`` (or ``{}``)."""
+    state = st.session_state.get(DESK_KEY) or {}
+    sync = state.get("sync") if hasattr(state, "get") else None
+    return sync if isinstance(sync, dict) else {}
+
+
+def record_presses(project_id: int) -> None:
+    """Record the outbox's new presses, once each and in order (the component's callback)."""
+    handled: OrderedDict[str, str | None] = st.session_state.setdefault(HANDLED_KEY, OrderedDict())
+    for press in outbox():
+        press_id = str(press["press"])
+        if press_id in handled:
+            continue
+        handled[press_id] = apply_press(project_id, press)
+    while len(handled) > MAX_HANDLED:
+        handled.popitem(last=False)
+
+
+def apply_press(project_id: int, press: dict[str, Any]) -> str | None:
+    """Record one press; return ``None`` when recorded, else why it was refused."""
+    if press.get("kind") == "undo":
+        try:
+            with transaction() as session:
+                row = undo_last(session, user=load_user(session))
+        except ACTION_ERRORS as err:
+            return f"could not undo: {err}"
+        return None if row is not None else "nothing to undo"
+    label = press.get("label")
+    try:
+        image_id = int(press.get("image_id"))
+    except (TypeError, ValueError):
+        return "the press named no part"
+    if label not in (db.Label.GOOD.value, db.Label.DEFECT.value):
+        return f"unknown label {label!r}"
+    defect_type = press.get("defect_type") if label == db.Label.DEFECT.value else None
+    seconds = press.get("seconds")
+    error = record_label(
+        image_id,
+        label,
+        defect_type=(str(defect_type)[:64] or None) if defect_type else None,
+        note=(str(press.get("note"))[:500] or None) if press.get("note") else None,
+        seconds_spent=float(seconds) if isinstance(seconds, int | float) else None,
+    )
+    if error is not None:
+        return error
+    flagged = st.session_state.get(VERDICTS_KEY, {}).get(image_id) == db.Verdict.DEFECT
+    learn_after_review(project_id, image_id, label, flagged)
+    return None
+
+
+def press_outcomes() -> tuple[list[str], list[dict[str, str]]]:
+    """For the presses still in the outbox: the ids recorded, and the refused ones with why."""
+    handled: OrderedDict[str, str | None] = st.session_state.get(HANDLED_KEY, OrderedDict())
+    acked, refused = [], []
+    for press in outbox():
+        press_id = str(press["press"])
+        if press_id not in handled:
+            continue
+        if handled[press_id] is None:
+            acked.append(press_id)
+        else:
+            refused.append({"press": press_id, "message": handled[press_id]})
+    return acked, refused
+
+
+# --------------------------------------------------------------------------- the parts
+
+
+def desk_data(project_id: int) -> dict[str, Any]:
+    """What the browser needs: the queue's next parts (images once per instance), outcomes."""
+    from services.map_scales import prediction_map_scale
+    from services.reference_parts import reference_part
+
+    instance = desk_sync().get("instance")
+    sent = st.session_state.get(SENT_KEY)
+    if not sent or sent.get("instance") != instance:
+        sent = {"instance": instance, "ids": set()}
+        st.session_state[SENT_KEY] = sent
+    verdicts = st.session_state.setdefault(VERDICTS_KEY, {})
+    parts = []
+    with transaction() as session:
+        remaining = queue_size(session, project_id)
+        items = review_queue(session, project_id, limit=LOOKAHEAD)
+        project = get_project(session, project_id)
+        defect_types = list(project.defect_types or []) if project is not None else []
+        for item in items:
+            prediction = db.get_prediction(session, item.prediction_id)
+            verdicts[item.image_id] = item.verdict
+            part = part_facts(item, prediction)
+            if item.image_id not in sent["ids"]:
+                scale = prediction_map_scale(session, item.prediction_id)
+                reference = reference_part(session, item.prediction_id)
+                part |= part_images(
+                    item.stored_path,
+                    prediction.anomaly_map_path if prediction is not None else None,
+                    scale,
+                )
+                if reference is not None:
+                    part["reference"] = image_data_url(str(reference.path))
+                    part["reference_caption"] = reference.caption
+            parts.append(part)
+    for part in parts:
+        if part.get("image"):
+            sent["ids"].add(part["id"])
+    acked, refused = press_outcomes()
+    return {
+        "instance": instance,
+        "parts": parts,
+        "remaining": remaining,
+        "acked": acked,
+        "refused": refused,
+        "defect_types": defect_types,
+    }
+
+
+def part_facts(item: QueueItem, prediction: Any) -> dict[str, Any]:
+    """The text about a queued part (no images)."""
+    facts = f"Score {item.score:.4g} · threshold {item.threshold:.4g}"
+    if item.defect_probability is not None and item.probability_threshold is not None:
+        facts += (
+            f" · p(defect) {item.defect_probability:.2f} "
+            f"(flag at {item.probability_threshold:.2f}, feedback scorer)"
+        )
+    explanation = (prediction.explanation or {}) if prediction is not None else {}
+    return {
+        "id": item.image_id,
+        "prediction_id": item.prediction_id,
+        "name": item.original_name,
+        "verdict": item.verdict,
+        "audit": bool(item.audit),
+        "facts": facts,
+        "sentence": explanation.get("text") if isinstance(explanation, dict) else None,
+    }
+
+
+def part_images(stored_path: str, anomaly_map_path: str | None, scale: Any) -> dict[str, Any]:
+    """The part's image, its map's colour layer, the colour bar and its caption (data URLs)."""
+    out: dict[str, Any] = {"image": image_data_url(stored_path)}
+    if out["image"] is None:
+        out["facts_warning"] = "The image file cannot be read."
+        return out
+    if anomaly_map_path:
+        out["heat"] = heat_data_url(stored_path, anomaly_map_path, scale)
+    if scale is not None:
+        out["scale_bar"] = colour_bar_url(scale)
+        out["scale_caption"] = (
+            f"Blue: at or below {scale.normal:.4g} ({scale.normal_label}); red: {scale.hot:.4g} "
+            f"or above ({scale.hot_label}). The same colours on every part of this model "
+            "version."
+            if scale.note is None
+            else scale.note
+        )
+    return out
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def image_data_url(path: str) -> str | None:
+    """A stored (or absolute) image as a JPEG data URL, at most :data:`MAX_SIDE` px; or None."""
+    pixels = _pixels(path)
+    return None if pixels is None else _jpeg_url(pixels)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def heat_data_url(stored_path: str, anomaly_map_path: str, scale: Any) -> str | None:
+    """The colour layer of a part's anomaly map (full opacity, on ``scale``) as a JPEG data URL."""
+    from adcore.anomaly_maps import overlay_image
+    from adcore.map_scale import own_scale
+    from services.map_store import load_anomaly_map
+
+    pixels = _pixels(stored_path)
+    if pixels is None:
+        return None
+    try:
+        anomaly_map = load_anomaly_map(anomaly_map_path)
+    except (OSError, ValueError) as err:
+        log.warning("Cannot read the anomaly map %s: %s", anomaly_map_path, err)
+        return None
+    layer = overlay_image(pixels, anomaly_map, 1.0, scale=scale or own_scale(anomaly_map))
+    return _jpeg_url(layer)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def colour_bar_url(scale: Any) -> str:
+    """A scale's colour bar as a PNG data URL."""
+    from adcore.anomaly_maps import colour_bar
+
+    buffer = io.BytesIO()
+    PILImage.fromarray(colour_bar(scale)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _pixels(path: str) -> np.ndarray | None:
+    from adcore.errors import ImageLoadError
+    from adcore.image_io import load_image
+
+    candidate = Path(path)
+    file = candidate if candidate.is_absolute() else db.absolute_image_path(path)
+    try:
+        pixels = load_image(file)
+    except (ImageLoadError, ValueError, OSError) as err:
+        log.warning("Cannot read the image %s: %s", path, err)
+        return None
+    height, width = pixels.shape[:2]
+    if max(height, width) > MAX_SIDE:
+        ratio = MAX_SIDE / max(height, width)
+        size = (max(1, round(width * ratio)), max(1, round(height * ratio)))
+        pixels = np.asarray(PILImage.fromarray(pixels).resize(size, PILImage.Resampling.LANCZOS))
+    return pixels
+
+
+def _jpeg_url(pixels: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    PILImage.fromarray(np.asarray(pixels, dtype=np.uint8)).convert("RGB").save(
+        buffer, format="JPEG", quality=JPEG_QUALITY
+    )
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+# --------------------------------------------------------------------------- the desk
+
+
+def review_desk(project_id: int) -> int | None:
+    """Mount the desk; return the prediction id of the part the browser shows, if known.
+
+    Before the browser has said which part it shows, the first part of the queue is taken.
+    """
+    data = desk_data(project_id)
+    DESK(
+        key=DESK_KEY,
+        data=data,
+        default={"sync": {}},
+        on_sync_change=partial(record_presses, project_id),
+    )
+    current = desk_sync().get("current", data["parts"][0]["id"] if data["parts"] else None)
+    shown = [part["prediction_id"] for part in data["parts"] if part["id"] == current]
+    return shown[0] if shown else None

@@ -1,0 +1,414 @@
+// Loupe review desk: the part on screen, its map and the Good / Defect / Undo keys, in the browser.
+//
+// Python (pages/review_desk.py) sends the next parts of the review queue with their images;
+// this code shows them one after the other without waiting for the server. Every press is
+// bound to the part on screen when it was pressed: it goes into an outbox with its own id
+// and the part's id, and the outbox is sent as the component's "sync" state. Python records
+// each press once (by its id), then lists the ids it recorded ("acked") or refused
+// ("refused"), and the presses leave the outbox. A press with no part on screen is refused
+// here, visibly.
+
+const DESKS = new WeakMap();
+const RESEND_MS = 4000; // resend the outbox if Python has not answered by then
+
+export default function (component) {
+  const { data, parentElement, setStateValue } = component;
+  let desk = DESKS.get(parentElement);
+  if (!desk) {
+    desk = new Desk(parentElement);
+    DESKS.set(parentElement, desk);
+  }
+  desk.setStateValue = setStateValue;
+  desk.update(data || {});
+  return () => desk.detach();
+}
+
+class Desk {
+  constructor(root) {
+    this.root = root;
+    this.instance = Math.random().toString(36).slice(2, 10) + Date.now().toString(36);
+    this.counter = 0;
+    this.outbox = [];
+    this.decided = new Map(); // image id -> press id, until the server's list drops the part
+    this.history = []; // image ids decided here, newest last (for Undo)
+    this.pinned = null; // {image, press}: a part brought back by Undo until the undo is recorded
+    this.cache = new Map(); // image id -> {image, heat, reference}
+    this.parts = [];
+    this.current = null;
+    this.shownAt = performance.now();
+    this.message = "";
+    this.zoom = { scale: 1, x: 0, y: 0 };
+    this.data = {};
+    this.onKey = (event) => this.key(event);
+    this.attached = false;
+    this.build();
+  }
+
+  attach() {
+    if (!this.attached) {
+      document.addEventListener("keydown", this.onKey, true);
+      this.attached = true;
+    }
+  }
+
+  detach() {
+    document.removeEventListener("keydown", this.onKey, true);
+    this.attached = false;
+  }
+
+  build() {
+    this.root.innerHTML = `
+      <div class="desk">
+        <div class="head"></div>
+        <div class="sentence"></div>
+        <div class="views">
+          <div><div class="view" data-view="part"><img data-img="part" alt="part"></div>
+               <div class="caption">Part</div></div>
+          <div><div class="view" data-view="map"><img data-img="under" alt="">
+               <img data-img="heat" alt="anomaly map"></div>
+               <div class="caption">Anomaly map · opacity
+                 <input type="range" min="0" max="1" step="0.05" value="0.5" data-input="opacity">
+               </div></div>
+          <div data-slot="reference"><div class="view" data-view="reference">
+               <img data-img="reference" alt="reference good part"></div>
+               <div class="caption" data-caption="reference">Nearest good training part</div></div>
+        </div>
+        <div class="bar"></div>
+        <div class="controls">
+          <button class="good-btn" data-action="good" title="G">Good (G)</button>
+          <button class="defect-btn" data-action="defect" title="D">Defect (D)</button>
+          <button data-action="undo" title="U">Undo last (U)</button>
+          <select data-input="type"></select>
+          <input type="text" data-input="new-type" placeholder="New defect type" maxlength="64"
+                 style="display:none">
+          <input type="text" data-input="note" placeholder="Note (optional)" maxlength="500">
+        </div>
+        <div class="status"></div>
+        <div class="hint">Keys: G good, D defect, U undo. Scroll to zoom, drag to pan, double-click
+          to reset. The next parts are loaded ahead.</div>
+      </div>`;
+    const q = (selector) => this.root.querySelector(selector);
+    this.el = {
+      desk: q(".desk"), head: q(".head"), sentence: q(".sentence"), views: q(".views"),
+      part: q('[data-img="part"]'), under: q('[data-img="under"]'), heat: q('[data-img="heat"]'),
+      reference: q('[data-img="reference"]'), referenceSlot: q('[data-slot="reference"]'),
+      referenceCaption: q('[data-caption="reference"]'), bar: q(".bar"),
+      status: q(".status"), opacity: q('[data-input="opacity"]'), type: q('[data-input="type"]'),
+      newType: q('[data-input="new-type"]'), note: q('[data-input="note"]'),
+      controls: q(".controls"),
+    };
+    this.root.querySelectorAll("button[data-action]").forEach((button) => {
+      button.addEventListener("click", () => this.act(button.dataset.action));
+    });
+    this.el.opacity.addEventListener("input", () => this.applyOpacity());
+    this.el.type.addEventListener("change", () => {
+      this.el.newType.style.display = this.el.type.value === "__new__" ? "" : "none";
+    });
+    this.root.querySelectorAll(".view").forEach((view) => this.zoomable(view));
+  }
+
+  // ---------------------------------------------------------------- data from the server
+
+  update(data) {
+    this.attach();
+    if (!this.announced) {
+      // Tell Python which browser instance this is, so it sends this instance the images.
+      this.announced = true;
+      setTimeout(() => this.sync(), 0);
+    }
+    this.data = data;
+    for (const part of data.parts || []) {
+      const have = this.cache.get(part.id) || {};
+      this.cache.set(part.id, {
+        image: part.image || have.image,
+        heat: part.heat || have.heat,
+        reference: part.reference || have.reference,
+      });
+    }
+    const acked = new Set(data.acked || []);
+    const refused = new Map((data.refused || []).map((r) => [r.press, r.message]));
+    const before = this.outbox.length;
+    this.outbox = this.outbox.filter((p) => !acked.has(p.press) && !refused.has(p.press));
+    const listed = new Set((data.parts || []).map((p) => p.id));
+    for (const [image, press] of [...this.decided]) {
+      if (refused.has(press)) {
+        this.decided.delete(image); // refused: the part comes back
+        this.history = this.history.filter((id) => id !== image);
+        this.message = `Not recorded: ${refused.get(press)}`;
+      } else if (acked.has(press) && !listed.has(image)) {
+        this.decided.delete(image);
+      }
+    }
+    if (this.pinned && (acked.has(this.pinned.press) || refused.has(this.pinned.press))) {
+      this.pinned = null;
+    }
+    this.parts = data.parts || [];
+    this.fillTypes(data.defect_types || []);
+    if (!this.isShowable(this.current)) this.show(this.nextPart());
+    else this.render();
+    if (this.inflight) this.answered();
+    else if (this.outbox.length !== before) this.sync();
+  }
+
+  isShowable(id) {
+    if (id === null || id === undefined) return false;
+    if (this.pinned && this.pinned.image === id) return this.cache.has(id);
+    return !this.decided.has(id) && this.parts.some((p) => p.id === id) && this.cache.has(id);
+  }
+
+  nextPart() {
+    const next = this.parts.find((p) => !this.decided.has(p.id) && this.cache.has(p.id));
+    return next ? next.id : null;
+  }
+
+  part(id) {
+    return this.parts.find((p) => p.id === id) || (this.pinnedPart && this.pinnedPart.id === id
+      ? this.pinnedPart : null);
+  }
+
+  // ---------------------------------------------------------------- presses
+
+  key(event) {
+    if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
+    const target = event.composedPath ? event.composedPath()[0] : event.target;
+    const tag = target && target.tagName ? target.tagName.toLowerCase() : "";
+    if (tag === "input" && target.type !== "range") return;
+    if (tag === "textarea" || tag === "select" || (target && target.isContentEditable)) return;
+    if (!this.root.isConnected) return;
+    const action = { g: "good", d: "defect", u: "undo" }[event.key.toLowerCase()];
+    if (!action) return;
+    event.preventDefault();
+    event.stopPropagation();
+    this.act(action);
+  }
+
+  act(action) {
+    if (action === "undo") return this.undo();
+    const id = this.current;
+    if (id === null) {
+      this.message = "Not recorded: no part on screen (the next parts are still loading).";
+      return this.render();
+    }
+    const shown = this.part(id);
+    const press = this.newPress();
+    let defectType = null;
+    if (action === "defect") {
+      const choice = this.el.type.value;
+      defectType = choice === "__new__" ? this.el.newType.value.trim() || null : choice || null;
+    }
+    this.outbox.push({
+      press, kind: "label", image_id: id, label: action, defect_type: defectType,
+      note: this.el.note.value.trim() || null,
+      seconds: Math.max(0, (performance.now() - this.shownAt) / 1000),
+      prediction_id: shown ? shown.prediction_id : null,
+    });
+    this.decided.set(id, press);
+    this.history.push(id);
+    if (this.pinned && this.pinned.image === id) this.pinned = null;
+    this.el.note.value = "";
+    this.message = `${shown ? shown.name : "Part " + id}: ${action}` +
+      (defectType ? ` (${defectType})` : "");
+    this.show(this.nextPart());
+    this.sync();
+  }
+
+  undo() {
+    const press = this.newPress();
+    this.outbox.push({ press, kind: "undo" });
+    const last = this.history.pop();
+    if (last !== undefined && this.cache.has(last)) {
+      this.pinnedPart = this.part(last) || this.pinnedPart;
+      this.decided.delete(last);
+      this.pinned = { image: last, press };
+      this.message = "Undo: the last part is back on screen.";
+      this.show(last);
+    } else {
+      this.message = "Undo sent: your last review will be cancelled.";
+      this.render();
+    }
+    this.sync();
+  }
+
+  newPress() {
+    this.counter += 1;
+    return `${this.instance}-${this.counter}`;
+  }
+
+  // One message in flight at a time: presses made while the server works wait here and go
+  // together with the next message, so Python's runs are not cut short by every key press
+  // (a Streamlit rerun request stops the run in progress).
+  sync() {
+    if (this.inflight) {
+      this.dirty = true;
+      return;
+    }
+    this.inflight = true;
+    this.dirty = false;
+    clearTimeout(this.retry);
+    this.retry = setTimeout(() => this.answered(), RESEND_MS);
+    this.setStateValue("sync", {
+      instance: this.instance, outbox: this.outbox.slice(), current: this.current,
+    });
+  }
+
+  answered() {
+    this.inflight = false;
+    clearTimeout(this.retry);
+    if (this.dirty || this.outbox.length) this.sync();
+  }
+
+  // ---------------------------------------------------------------- drawing
+
+  show(id) {
+    if (id !== this.current) {
+      this.current = id;
+      this.shownAt = performance.now();
+      this.zoom = { scale: 1, x: 0, y: 0 };
+    }
+    this.render();
+  }
+
+  render() {
+    const id = this.current;
+    const part = id === null ? null : this.part(id);
+    const images = id === null ? null : this.cache.get(id);
+    const waiting = this.outbox.length;
+    const saving = waiting ? `Saving ${waiting} press(es)…` : "All presses saved.";
+    const left = Math.max(0, (this.data.remaining || 0) - this.pendingLabels());
+    this.el.status.innerHTML = "";
+    const status = document.createElement("span");
+    status.textContent = `${saving} ${left} part(s) left in the queue.`;
+    this.el.status.appendChild(status);
+    if (this.message) {
+      const note = document.createElement("span");
+      note.textContent = "  " + this.message;
+      if (this.message.startsWith("Not recorded")) note.className = "refused";
+      this.el.status.appendChild(note);
+    }
+    const buttons = this.root.querySelectorAll('button[data-action="good"], ' +
+      'button[data-action="defect"]');
+    buttons.forEach((b) => { b.disabled = !part; });
+    if (!part || !images) {
+      this.el.views.style.display = "none";
+      this.el.bar.innerHTML = "";
+      this.el.head.innerHTML = "";
+      this.el.sentence.textContent = (this.data.remaining || 0) - this.pendingLabels() > 0 ||
+        waiting ? "Loading the next parts…" : "Nothing left to review in this project.";
+      this.el.sentence.className = "sentence empty";
+      this.el.desk.dataset.imageId = "";
+      return;
+    }
+    this.el.desk.dataset.imageId = String(part.id);
+    this.el.views.style.display = "";
+    this.el.sentence.className = "sentence";
+    this.el.head.innerHTML = "";
+    const add = (text, className) => {
+      const span = document.createElement("span");
+      span.textContent = text;
+      if (className) span.className = className;
+      this.el.head.appendChild(span);
+    };
+    add(part.name, "name");
+    add(part.verdict === "defect" ? "DEFECT" : "GOOD",
+      "badge " + (part.verdict === "defect" ? "defect" : "good"));
+    if (part.audit) add("Audit sample (passed part)", "badge audit");
+    add(part.facts, "facts");
+    this.el.sentence.textContent = part.sentence || "";
+    this.setSrc(this.el.part, images.image);
+    this.setSrc(this.el.under, images.image);
+    this.setSrc(this.el.heat, images.heat);
+    this.el.heat.style.display = images.heat ? "" : "none";
+    const reference = images.reference;
+    this.el.referenceSlot.style.display = reference ? "" : "none";
+    this.el.views.classList.toggle("no-reference", !reference);
+    if (reference) {
+      this.setSrc(this.el.reference, reference);
+      this.el.referenceCaption.textContent = part.reference_caption || "Reference good part";
+    }
+    this.el.bar.innerHTML = "";
+    if (part.scale_bar) {
+      const bar = document.createElement("img");
+      bar.src = part.scale_bar;
+      bar.alt = "colour bar";
+      this.el.bar.appendChild(bar);
+    }
+    if (part.scale_caption) {
+      const caption = document.createElement("div");
+      caption.className = "caption";
+      caption.textContent = part.scale_caption;
+      this.el.bar.appendChild(caption);
+    }
+    this.applyOpacity();
+    this.applyZoom();
+  }
+
+  pendingLabels() {
+    return this.outbox.filter((p) => p.kind === "label").length;
+  }
+
+  setSrc(img, src) {
+    if (src && img.getAttribute("src") !== src) img.setAttribute("src", src);
+  }
+
+  fillTypes(types) {
+    const key = JSON.stringify(types);
+    if (this.typesKey === key) return;
+    this.typesKey = key;
+    const selected = this.el.type.value;
+    this.el.type.innerHTML = "";
+    const option = (value, text) => {
+      const o = document.createElement("option");
+      o.value = value;
+      o.textContent = text;
+      this.el.type.appendChild(o);
+    };
+    option("", "Defect type: (unspecified)");
+    types.forEach((t) => option(t, t));
+    option("__new__", "New type…");
+    if ([...this.el.type.options].some((o) => o.value === selected)) this.el.type.value = selected;
+  }
+
+  applyOpacity() {
+    this.el.heat.style.opacity = this.el.opacity.value;
+  }
+
+  // ---------------------------------------------------------------- zoom and pan
+
+  zoomable(view) {
+    let drag = null;
+    view.addEventListener("wheel", (event) => {
+      event.preventDefault();
+      const rect = view.getBoundingClientRect();
+      const px = event.clientX - rect.left;
+      const py = event.clientY - rect.top;
+      const factor = event.deltaY < 0 ? 1.25 : 0.8;
+      const scale = Math.min(16, Math.max(1, this.zoom.scale * factor));
+      const ratio = scale / this.zoom.scale;
+      this.zoom = {
+        scale, x: px - (px - this.zoom.x) * ratio, y: py - (py - this.zoom.y) * ratio,
+      };
+      if (scale === 1) this.zoom = { scale: 1, x: 0, y: 0 };
+      this.applyZoom();
+    }, { passive: false });
+    view.addEventListener("pointerdown", (event) => {
+      drag = { x: event.clientX - this.zoom.x, y: event.clientY - this.zoom.y };
+      view.setPointerCapture(event.pointerId);
+    });
+    view.addEventListener("pointermove", (event) => {
+      if (!drag || this.zoom.scale === 1) return;
+      this.zoom = { ...this.zoom, x: event.clientX - drag.x, y: event.clientY - drag.y };
+      this.applyZoom();
+    });
+    view.addEventListener("pointerup", () => { drag = null; });
+    view.addEventListener("dblclick", () => {
+      this.zoom = { scale: 1, x: 0, y: 0 };
+      this.applyZoom();
+    });
+  }
+
+  applyZoom() {
+    const { scale, x, y } = this.zoom;
+    const transform = `translate(${x}px, ${y}px) scale(${scale})`;
+    this.root.querySelectorAll(".view img").forEach((img) => { img.style.transform = transform; });
+  }
+}

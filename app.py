@@ -1,16 +1,20 @@
 """Loupe workbench: the Streamlit entry point and router.
 
-Run with ``streamlit run app.py``. Order of a run: page config, one-time start-up (migrations,
-first admin, demo project), the signed-in user and the shared sidebar (project picker), then
-``st.navigation`` with only the pages the user's role may use. Signed-out visitors get the
-sign-in page only.
+Run with ``streamlit run serve.py`` (it serves this script with the session-cookie routes;
+``streamlit run app.py`` works too, but a sign-in then lasts only as long as the tab). Order of
+a run: page config, one-time start-up (migrations, first admin, demo project), the signed-in
+user (this tab's session, or the browser's session cookie) and the shared sidebar (project
+picker), then ``st.navigation`` with only the pages the user's role may use. Signed-out
+visitors get the sign-in page only.
 
 Environment: ``LOUPE_DATA_DIR`` / ``LOUPE_DATABASE_URL`` (storage), ``LOUPE_ADMIN_PASSWORD``
 (first admin's password; a random one is printed once to the server log otherwise),
 ``LOUPE_SKIP_DEMO=1`` (do not seed the demo project), ``LOUPE_MODELS_DIR`` (default ``models``),
 ``LOUPE_NO_WORKER=1`` (do not start and watch over a background job worker; run
 ``python -m loupe worker`` yourself), ``LOUPE_WARM_UP=0`` (load the projects' language models on
-first use instead of in a background thread at start).
+first use instead of in a background thread at start). Sessions and the sign-in throttle:
+``LOUPE_SESSION_HOURS``, ``LOUPE_SIGN_IN_LOCK_SECONDS``, ``LOUPE_SIGN_IN_DELAY_SECONDS`` (see
+:mod:`services.sign_in`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import streamlit as st
 
 import db
 from db.projects import list_projects
+from pages.account_panel import password_change_popover
+from pages.browser_session import run_cookie_exchange
 from pages.common import (
     ADMIN_PASSWORD_ENV,
     LOGIN_PAGE,
@@ -149,12 +155,14 @@ def project_picker() -> None:
 
 
 def sidebar(user: dict) -> None:
-    """The signed-in user, the project picker and the sign-out button."""
+    """The signed-in user, the project picker, the password change and the sign-out button."""
     st.sidebar.markdown(f"**{user['name']}** · {user['role']}")
     project_picker()
+    password_change_popover()
     if st.sidebar.button("Sign out", icon=":material/logout:", key="sign_out"):
         sign_out()
         st.rerun()
+    run_cookie_exchange()  # once after a sign-in: the browser fetches its session cookie
 
 
 st.set_page_config(page_title="Loupe", page_icon=":material/search:", layout="wide")

@@ -1,4 +1,8 @@
-"""Users (admins only): list, create and deactivate accounts."""
+"""Users (admins only): list, create and deactivate accounts, change roles, set passwords.
+
+A deactivation, a role change or a new password ends the account's sessions: its browsers are
+signed out on their next action. The sign-in audit trail closes the page.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ import pandas as pd
 import streamlit as st
 
 import db
-from db.users import add_user, list_users, set_user_active
+from db.auth_sessions import live_session_counts
+from db.users import add_user, list_users, reset_password, set_user_active, set_user_role
 from pages.common import (
     ACTION_ERRORS,
     ADMINS,
@@ -18,6 +23,7 @@ from pages.common import (
     signed_in,
     transaction,
 )
+from pages.sign_in_audit_panel import sign_in_audit_section
 
 
 def create_clicked() -> None:
@@ -49,21 +55,57 @@ def set_active_clicked(user_id: int, active: bool) -> None:
     flash(f"{name} is now {'active' if active else 'deactivated'}.")
 
 
+def role_clicked() -> None:
+    """Form callback: give the chosen user the chosen role and flash the outcome."""
+    user_id = st.session_state.get("role_user")
+    role = st.session_state.get("role_new")
+    try:
+        with transaction() as session:
+            name = set_user_role(session, load_user(session), user_id, role).name
+    except ACTION_ERRORS as err:
+        flash(f"Could not change the role: {err}", "error")
+        return
+    flash(f"{name} is now {role}; their sessions have ended.")
+
+
+def password_clicked() -> None:
+    """Form callback: set the chosen user's password and flash the outcome."""
+    user_id = st.session_state.get("password_user")
+    try:
+        with transaction() as session:
+            name = reset_password(
+                session, load_user(session), user_id, st.session_state.get("password_new") or ""
+            ).name
+    except ACTION_ERRORS as err:
+        flash(f"Could not set the password: {err}", "error")
+        return
+    flash(f"{name} has a new password; their sessions have ended.")
+
+
 require_page_role(*ADMINS)
 st.title("Users")
 show_flashes()
 
 with transaction() as session:
+    sessions = live_session_counts(session)
     users = [
-        {"id": u.id, "Name": u.name, "Role": u.role, "Active": u.active, "Created": u.created_at}
+        {
+            "id": u.id,
+            "Name": u.name,
+            "Role": u.role,
+            "Active": u.active,
+            "Signed in (browsers)": sessions.get(u.id, 0),
+            "Created": u.created_at,
+        }
         for u in list_users(session)
     ]
+others = {user["id"]: user["Name"] for user in users if user["id"] != signed_in()["id"]}
 
 st.dataframe(pd.DataFrame(users).drop(columns="id"), hide_index=True, key="users_table")
 
 st.subheader("Deactivate or reactivate")
 for user in users:
-    if user["id"] == signed_in()["id"]:
+    if user["id"] not in others:
         continue  # an admin cannot lock themselves out
     label = f"Deactivate {user['Name']}" if user["Active"] else f"Reactivate {user['Name']}"
     st.button(
@@ -79,3 +121,17 @@ with st.form("new_user", clear_on_submit=True):
     st.text_input("Password (at least 8 characters)", type="password", key="new_user_password")
     st.selectbox("Role", ALL_ROLES, key="new_user_role")
     st.form_submit_button("Create user", type="primary", on_click=create_clicked)
+
+if others:
+    st.subheader("Change a role or set a password")
+    role_column, password_column = st.columns(2)
+    with role_column.form("change_role"):
+        st.selectbox("User", list(others), format_func=others.get, key="role_user")
+        st.selectbox("New role", ALL_ROLES, key="role_new")
+        st.form_submit_button("Change role", on_click=role_clicked)
+    with password_column.form("set_password", clear_on_submit=True):
+        st.selectbox("User", list(others), format_func=others.get, key="password_user")
+        st.text_input("New password (at least 8 characters)", type="password", key="password_new")
+        st.form_submit_button("Set password", on_click=password_clicked)
+
+sign_in_audit_section()

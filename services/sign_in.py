@@ -3,11 +3,13 @@
 The rule, per user name and per client address, over the failed attempts since the last
 success (and within :attr:`ThrottlePolicy.memory`):
 
-* after the n-th failure, the next attempt waits ``first_delay * 2**(n-1)`` (1, 2, 4, 8 s by
-  default);
-* at ``max_failures`` (5 per user name; 20 per client, since several people may sign in from
-  one workstation or behind one proxy) the name or client is locked for ``lock`` (5 minutes
-  by default); the first failure after a lock has run out starts counting again.
+* per user name, after the n-th failure the next attempt waits ``first_delay * 2**(n-1)``
+  (1, 2, 4, 8 s by default), and the 5th failure (``max_failures``) locks the name for
+  ``lock`` (5 minutes by default);
+* per client, 20 failures (``client_max_failures``, whatever the names) lock the client for
+  ``lock``, without the short delays: several people may sign in from one workstation or
+  behind one proxy, and one person's typo should not slow the next one down;
+* the first failure after a lock has run out starts counting again.
 
 An attempt made while waiting or locked is refused without checking the password (even a
 right one) and recorded as refused; it does not extend the wait. Every attempt is recorded
@@ -72,13 +74,17 @@ class ThrottlePolicy:
         delay = _seconds_from_env(DELAY_SECONDS_ENV, policy.first_delay)
         return cls(first_delay=delay, lock=lock, memory=max(policy.memory, lock))
 
-    def wait_after(self, failures: Sequence[datetime], max_failures: int) -> Wait | None:
+    def wait_after(
+        self, failures: Sequence[datetime], max_failures: int, *, growing_delay: bool = True
+    ) -> Wait | None:
         """How long the next attempt waits after these failures (oldest first).
 
         Args:
             failures: Times of the failed attempts since the last success.
             max_failures: The failures that lock (:attr:`max_failures` for a user name,
                 :attr:`client_max_failures` for a client).
+            growing_delay: Whether failures short of a lock make the next attempt wait (for a
+                user name; not for a client).
 
         Returns:
             The wait, or ``None`` without failures.
@@ -91,8 +97,9 @@ class ThrottlePolicy:
             if count >= max_failures:
                 lock_ends = at + self.lock
                 wait = Wait(lock_ends, locked=True)
-            else:
-                wait = Wait(at + self.first_delay * 2 ** (count - 1), locked=False)
+            elif growing_delay:
+                delay = min(self.first_delay * 2 ** (count - 1), self.lock)
+                wait = Wait(at + delay, locked=False)
         return wait
 
 
@@ -162,11 +169,18 @@ def sign_in(
     policy = policy or ThrottlePolicy.from_environment()
     now = now or utcnow()
     since = now - policy.memory
-    counted = (
-        (failures_since_success(session, user_name=name, since=since), policy.max_failures),
-        (failures_since_success(session, client=client, since=since), policy.client_max_failures),
+    counted = (  # (failures, how many lock, whether shorter runs make one wait)
+        (failures_since_success(session, user_name=name, since=since), policy.max_failures, True),
+        (
+            failures_since_success(session, client=client, since=since),
+            policy.client_max_failures,
+            False,
+        ),
     )
-    waits = [policy.wait_after(failures, limit) for failures, limit in counted]
+    waits = [
+        policy.wait_after(failures, limit, growing_delay=delays)
+        for failures, limit, delays in counted
+    ]
     pending = [wait for wait in waits if wait is not None and wait.until > now]
     if pending:
         record_attempt(
@@ -181,7 +195,7 @@ def sign_in(
         )
         locks = [
             wait
-            for failures, limit in counted
+            for failures, limit, _ in counted
             if (wait := policy.wait_after([*failures, now], limit)) is not None and wait.locked
         ]
         if locks:

@@ -15,8 +15,14 @@ from live_app import LiveApp
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """The seeded workbench, served on a free loopback port for the module's tests."""
+def served(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Served]:
+    """The seeded workbench, served on a free loopback port for the module's tests.
+
+    A test module may set ``SERVER_ENV`` (a dict) for its server's extra environment, e.g. a
+    short sign-in lock.
+    """
     root = tmp_path_factory.mktemp("e2e")
     data_dir, models_dir = root / "data", root / "models"
     data_dir.mkdir()
@@ -28,6 +34,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             "LOUPE_SKIP_DEMO": "1",
             "LOUPE_NO_WORKER": "1",
             "LOUPE_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            **getattr(request.module, "SERVER_ENV", {}),
         },
         log_path=root / "server.log",
     )

@@ -1,7 +1,8 @@
 """A real workbench server and a real headless Chromium, for end-to-end tests and UI benchmarks.
 
-``LiveApp`` starts ``streamlit run app.py`` on a free local port with its own data directory
-and waits until the server answers its health check. ``open_browser`` launches Debian's
+``LiveApp`` starts ``streamlit run serve.py`` (the workbench with its session-cookie routes,
+as ``make demo`` does) on a free local port with its own data directory and waits until the
+server answers its health check. ``open_browser`` launches Debian's
 ``/usr/bin/chromium`` through Playwright (``executable_path``: Playwright's own browser
 download is not used). ``sign_in`` fills in the login form the way a person would.
 
@@ -40,7 +41,7 @@ def free_port() -> int:
 
 
 class LiveApp:
-    """``streamlit run app.py`` in a subprocess, bound to 127.0.0.1.
+    """``streamlit run serve.py`` in a subprocess, bound to 127.0.0.1.
 
     Args:
         data_dir: ``LOUPE_DATA_DIR`` of the server (database, stored images, maps).
@@ -72,7 +73,7 @@ class LiveApp:
             Seconds from launch until the server answered.
         """
         command = [
-            sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+            sys.executable, "-m", "streamlit", "run", str(ROOT / "serve.py"),
             "--server.headless", "true",
             "--server.address", "127.0.0.1",
             "--server.port", str(self.port),
@@ -131,7 +132,9 @@ def open_browser(width: int = 1400, height: int = 1000) -> Iterator[object]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": width, "height": height})
+            # A context of its own, so that a test can open a second tab sharing the cookies.
+            context = browser.new_context(viewport={"width": width, "height": height})
+            page = context.new_page()
             page.set_default_timeout(60_000)
             yield page
         finally:

@@ -196,3 +196,20 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("LOUPE_SIGN_IN_LOCK_SECONDS", "-1")
     with pytest.raises(ValueError, match="negative"):
         ThrottlePolicy.from_environment()
+
+
+def test_one_persons_failure_does_not_slow_the_next_person_at_the_same_client(
+    session_factory: sessionmaker[Session], ines: int
+) -> None:
+    assert attempt(session_factory, 0, "typo", name="olga").outcome == "failure"
+    assert attempt(session_factory, 0.1, PASSWORD).outcome == "success"
+
+
+def test_a_client_waits_only_when_locked_and_a_delay_never_exceeds_the_lock() -> None:
+    nineteen = [T0 + timedelta(seconds=s) for s in range(19)]
+    assert POLICY.wait_after(nineteen, 20, growing_delay=False) is None
+    locked = POLICY.wait_after([*nineteen, T0 + timedelta(seconds=19)], 20, growing_delay=False)
+    assert locked.locked and locked.until == T0 + timedelta(seconds=19, minutes=5)
+    long_delays = ThrottlePolicy(first_delay=timedelta(minutes=2))
+    wait = long_delays.wait_after(nineteen[:3], 5)
+    assert not wait.locked and wait.until == nineteen[2] + long_delays.lock

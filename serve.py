@@ -1,0 +1,17 @@
+"""Loupe's web server: the Streamlit workbench (``app.py``) and its session-cookie routes.
+
+Run with ``streamlit run serve.py`` (what ``make demo`` does; the usual ``--server.*`` flags
+apply). Streamlit finds ``app`` below and serves ``app.py`` through ``st.App``, adding the
+routes of :mod:`loupe.web` on the same host and port: the sign-in page trades a one-time code
+there for the HttpOnly session cookie, so a reload or a new tab stays signed in.
+``streamlit run app.py`` still serves the workbench, without those routes: a sign-in then
+lasts only as long as the browser tab.
+"""
+
+from pathlib import Path
+
+import streamlit as st
+
+from loupe.web import cookie_routes
+
+app = st.App(Path(__file__).with_name("app.py"), routes=cookie_routes())

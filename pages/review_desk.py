@@ -218,13 +218,7 @@ def part_images(stored_path: str, anomaly_map_path: str | None, scale: Any) -> d
         out["heat"] = heat_data_url(stored_path, anomaly_map_path, scale)
     if scale is not None:
         out["scale_bar"] = colour_bar_url(scale)
-        out["scale_caption"] = (
-            f"Blue: at or below {scale.normal:.4g} ({scale.normal_label}); red: {scale.hot:.4g} "
-            f"or above ({scale.hot_label}). The same colours on every part of this model "
-            "version."
-            if scale.note is None
-            else scale.note
-        )
+        out["scale_caption"] = scale.caption
     return out
 
 
@@ -298,7 +292,10 @@ def review_desk(project_id: int) -> int | None:
     """Mount the desk; return the prediction id of the part the browser shows, if known.
 
     Before the browser has said which part it shows, the first part of the queue is taken.
+    The outbox is read here too (a no-op when the change callback has handled it): state set
+    by other means than the browser, such as a page test, is recorded the same way.
     """
+    record_presses(project_id)
     data = desk_data(project_id)
     DESK(
         key=DESK_KEY,

@@ -6,6 +6,7 @@ import time
 
 import pytest
 from apptest_support import Workbench, signed_in_app
+from desk_presses import desk_payload, label_press, send
 from sqlalchemy import select
 
 import db
@@ -18,10 +19,10 @@ def test_good_on_a_flagged_part_adds_an_active_version_and_says_so(
     monkeypatch.setenv("LOUPE_INSTANT_LEARNING", "1")
     at = signed_in_app("inspector")
     at.switch_page("pages/review.py").run()
-    first = next(m.value for m in at.markdown if "remaining" in m.value)
-    assert any("DEFECT" in m.value for m in at.markdown), "the first queued part must be flagged"
+    first = desk_payload(at)["parts"][0]
+    assert first["verdict"] == "defect", "the first queued part must be flagged"
 
-    at.button(key="good").click().run()
+    send(at, [label_press(1, first["id"], "good")])
 
     job = at.session_state[LEARNING_KEY]
     deadline = time.monotonic() + 120
@@ -33,7 +34,7 @@ def test_good_on_a_flagged_part_adds_an_active_version_and_says_so(
     at.run()  # the polling fragment notices the end, flashes the outcome and reruns the page
     assert not at.exception, at.exception
     assert any("version" in i.value.lower() for i in at.info), [i.value for i in at.info]
-    assert first not in [m.value for m in at.markdown]  # the reviewed part left the queue
+    assert first["id"] not in [p["id"] for p in desk_payload(at)["parts"]]  # it left the queue
 
     with workbench.factory() as session:
         project = session.get(db.Project, workbench.project_id)

@@ -1,8 +1,13 @@
-"""The review page: Good / Defect clicks write review rows; Undo appends a superseding row."""
+"""The Review page's desk: presses write review rows once each; Undo appends a superseding row.
+
+The browser side of the desk is tested in real Chromium (tests/e2e/test_review_desk.py); here
+the page's Python is driven through the component's state, as the browser drives it.
+"""
 
 from __future__ import annotations
 
 from apptest_support import INSPECTOR, Workbench, signed_in_app
+from desk_presses import desk_payload, label_press, send, undo_press
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
@@ -27,47 +32,77 @@ def reviews(workbench: Workbench) -> list[db.Review]:
         return list(session.scalars(select(db.Review).order_by(db.Review.id)))
 
 
-def remaining_line(at: AppTest) -> str:
-    return next(m.value for m in at.markdown if "remaining" in m.value)
-
-
-def test_good_click_writes_a_review_row(workbench: Workbench) -> None:
+def test_the_desk_gets_the_queue_with_images_once_per_browser(workbench: Workbench) -> None:
     at, first, size = open_review(workbench)
-    assert size >= 2
-    assert remaining_line(at).startswith(f"**{size}** remaining")
+    data = desk_payload(at)
+    assert data["remaining"] == size and [p["id"] for p in data["parts"]][0] == first
+    part = data["parts"][0]
+    assert part["image"].startswith("data:image/jpeg;base64,")
+    assert part["heat"].startswith("data:image/jpeg;base64,")  # the map's colour layer
+    assert part["scale_bar"].startswith("data:image/png;base64,") and part["scale_caption"]
+    assert part["facts"].startswith("Score ") and "threshold" in part["facts"]
+    assert data["defect_types"] == ["scratch"]
 
-    at.text_input(key=f"review_note_{first}").input("clean edge")
-    at.button(key="good").click().run()
+    send(at, [])  # the browser announces its instance: it gets the images
+    assert all("image" in p for p in desk_payload(at)["parts"])
+    send(at, [])  # ... once
+    assert not any("image" in p for p in desk_payload(at)["parts"])
+    send(at, [], instance="another tab")
+    assert all("image" in p for p in desk_payload(at)["parts"])
 
-    assert not at.exception
+
+def test_a_good_press_writes_one_row_even_when_the_browser_sends_it_again(
+    workbench: Workbench,
+) -> None:
+    at, first, size = open_review(workbench)
+    press = label_press(1, first, "good", note="clean edge", seconds=2.5)
+    send(at, [press])
+    send(at, [press])  # not yet acknowledged by the browser: sent again
+
+    assert not at.exception, at.exception
     [row] = reviews(workbench)
-    assert (row.image_id, row.label, row.note) == (first, "good", "clean edge")
-    assert row.reviewer_id == workbench.users[INSPECTOR]
-    assert row.seconds_spent is not None and row.seconds_spent >= 0
-    assert not row.is_undo
-    assert remaining_line(at).startswith(f"**{size - 1}** remaining")
+    assert (row.image_id, row.label, row.note, row.seconds_spent) == (
+        first,
+        "good",
+        "clean edge",
+        2.5,
+    )
+    assert row.reviewer_id == workbench.users[INSPECTOR] and not row.is_undo
+    data = desk_payload(at)
+    assert data["acked"] == [press["press"]] and data["refused"] == []
+    assert data["remaining"] == size - 1 and first not in [p["id"] for p in data["parts"]]
 
 
-def test_defect_click_with_a_new_defect_type(workbench: Workbench) -> None:
+def test_presses_are_recorded_in_order_each_on_its_own_part(workbench: Workbench) -> None:
+    at, _, size = open_review(workbench)
+    ids = [p["id"] for p in desk_payload(at)["parts"]][:3]
+    labels = ["good", "defect", "good"]
+    outbox = [
+        label_press(i, image, label)
+        for i, (image, label) in enumerate(zip(ids, labels, strict=True))
+    ]
+    send(at, outbox)
+    assert [(r.image_id, r.label) for r in reviews(workbench)] == list(
+        zip(ids, labels, strict=True)
+    )
+    assert desk_payload(at)["remaining"] == size - 3
+
+
+def test_a_defect_press_with_a_new_defect_type(workbench: Workbench) -> None:
     at, first, _ = open_review(workbench)
-
-    at.selectbox(key="review_defect_type").set_value("New type…").run()
-    at.text_input(key="review_new_defect_type").input("dent")
-    at.button(key="defect").click().run()
+    send(at, [label_press(1, first, "defect", defect_type="dent")])
 
     assert not at.exception
     [row] = reviews(workbench)
     assert (row.image_id, row.label, row.defect_type) == (first, "defect", "dent")
     with workbench.factory() as session:
         assert get_project(session, workbench.project_id).defect_types == ["scratch", "dent"]
-    assert "dent" in at.selectbox(key="review_defect_type").options
+    assert desk_payload(at)["defect_types"] == ["scratch", "dent"]
 
 
 def test_undo_appends_a_row_that_supersedes_the_last_review(workbench: Workbench) -> None:
     at, first, size = open_review(workbench)
-    at.button(key="good").click().run()
-
-    at.button(key="undo").click().run()
+    send(at, [label_press(1, first, "good"), undo_press(2)])
 
     assert not at.exception
     labelled, undo = reviews(workbench)
@@ -75,17 +110,28 @@ def test_undo_appends_a_row_that_supersedes_the_last_review(workbench: Workbench
     assert (undo.image_id, undo.is_undo, undo.supersedes_id) == (first, True, labelled.id)
     with workbench.factory() as session:
         assert db.current_label(session, first) is None
-    assert remaining_line(at).startswith(f"**{size}** remaining")  # the part is back
-    assert [i.value for i in at.info] == ["Undid your last review."]
+    data = desk_payload(at)
+    assert data["remaining"] == size and first in [p["id"] for p in data["parts"]]  # back
 
 
-def test_an_empty_queue_says_so(workbench: Workbench) -> None:
-    at, _, size = open_review(workbench)
-    for _ in range(size):
-        at.button(key="good").click().run()
-
+def test_a_press_that_cannot_be_recorded_comes_back_refused(workbench: Workbench) -> None:
+    at, _, _ = open_review(workbench)
+    send(at, [label_press(1, 999_999, "good"), label_press(2, 1, "maybe"), undo_press(3)])
     assert not at.exception
-    assert [s.value for s in at.success][-1] == "Nothing left to review in this project."
+    refused = {r["press"]: r["message"] for r in desk_payload(at)["refused"]}
+    assert set(refused) == {"apptest-1", "apptest-2", "apptest-3"}
+    assert "999999" in refused["apptest-1"] and "maybe" in refused["apptest-2"]
+    assert refused["apptest-3"] == "nothing to undo"
+    assert reviews(workbench) == []
+
+
+def test_an_empty_queue_sends_no_part(workbench: Workbench) -> None:
+    at, _, size = open_review(workbench)
+    ids = [p["id"] for p in desk_payload(at)["parts"]]
+    assert len(ids) == size  # the whole (small) queue fits in the desk
+    send(at, [label_press(i, image, "good") for i, image in enumerate(ids)])
+    data = desk_payload(at)
+    assert data["parts"] == [] and data["remaining"] == 0
     assert len(reviews(workbench)) == size
 
 
@@ -116,6 +162,6 @@ def test_a_scorer_decided_part_shows_its_probability_beside_the_detector_score(
         )
     at, shown, _ = open_review(workbench)
     assert shown == first.image_id  # the most uncertain part comes first
-    line = next(m.value for m in at.markdown if "p(defect)" in m.value)
-    assert "**0.36** vs **0.35** (feedback scorer)" in line
-    assert f"detector score **{first.score:.4g}**" in line
+    facts = desk_payload(at)["parts"][0]["facts"]
+    assert "p(defect) 0.36 (flag at 0.35, feedback scorer)" in facts
+    assert facts.startswith(f"Score {first.score:.4g}")

@@ -34,6 +34,7 @@ def add_review(
     defect_type: str | None = None,
     note: str | None = None,
     seconds_spent: float | None = None,
+    region: dict[str, float] | None = None,
 ) -> Review:
     """Append a review (flushed, so it has an id) and make it the image's current label.
 
@@ -50,16 +51,19 @@ def add_review(
         defect_type: The kind of defect; only with ``label="defect"``.
         note: Free text.
         seconds_spent: Time the reviewer spent on the image.
+        region: The box drawn around the defect (checked by the caller); only with "defect".
 
     Returns:
         The new review.
 
     Raises:
-        ValueError: On an unknown label or a defect type on a good part.
+        ValueError: On an unknown label, or a defect type or box on a good part.
     """
     label = Label(label).value
     if defect_type is not None and label != Label.DEFECT:
         raise ValueError("a defect type needs label 'defect'")
+    if region is not None and label != Label.DEFECT:
+        raise ValueError("a defect box needs label 'defect'")
     review = Review(
         image_id=image_id,
         reviewer_id=reviewer_id,
@@ -67,6 +71,7 @@ def add_review(
         defect_type=defect_type,
         note=note,
         seconds_spent=seconds_spent,
+        region=region,
     )
     session.add(review)
     session.flush()

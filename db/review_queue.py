@@ -20,8 +20,10 @@ uncertain (``p`` closest to the threshold) first.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session, aliased
@@ -120,6 +122,7 @@ def record_review(
     defect_type: str | None = None,
     note: str | None = None,
     seconds_spent: float | None = None,
+    region: dict[str, Any] | None = None,
 ) -> Review:
     """Append the user's label for an image (flushed, so it has an id).
 
@@ -133,6 +136,8 @@ def record_review(
         defect_type: The kind of defect (only with ``"defect"``; blank means none).
         note: Free text (blank means none).
         seconds_spent: Time spent on the part, >= 0.
+        region: The box drawn around the defect (only with ``"defect"``), see
+            :func:`defect_region`.
 
     Returns:
         The new review.
@@ -140,7 +145,8 @@ def record_review(
     Raises:
         PermissionDenied: If the user may not review.
         LookupError: If the image does not exist.
-        ValueError: On an unknown label, a defect type on a good part, or negative seconds.
+        ValueError: On an unknown label, a defect type or box on a good part, a box outside
+            the image, or negative seconds.
     """
     reviewer = require_session_role(session, user, *CAN_REVIEW)
     if label not in {member.value for member in Label}:
@@ -150,6 +156,9 @@ def record_review(
         raise LookupError(f"There is no image with id {image_id}.")
     if seconds_spent is not None and not seconds_spent >= 0:
         raise ValueError(f"Seconds spent must be zero or more, got {seconds_spent!r}.")
+    box = defect_region(region) if region is not None else None
+    if box is not None and label != Label.DEFECT:
+        raise ValueError("A defect box can only be drawn with the label 'defect'.")
     defect_type = (defect_type or "").strip() or None
     if defect_type is not None:
         if label != Label.DEFECT:
@@ -163,7 +172,37 @@ def record_review(
         defect_type=defect_type,
         note=(note or "").strip() or None,
         seconds_spent=seconds_spent,
+        region=box,
     )
+
+
+def defect_region(region: dict[str, Any]) -> dict[str, float]:
+    """Check a box drawn around a defect: ``{"x", "y", "w", "h"}`` as fractions of the image.
+
+    ``x``, ``y`` is the top-left corner from the image's top-left; ``w``, ``h`` the size. A box
+    that pokes out of the image by rounding (up to 1%) is clipped to it.
+
+    Returns:
+        The box with four floats, rounded to 4 decimals.
+
+    Raises:
+        ValueError: If a value is missing or not a number, the box is empty, or it lies
+            outside the image.
+    """
+    try:
+        x, y, w, h = (float(region[key]) for key in ("x", "y", "w", "h"))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(
+            "A defect box needs the numbers x, y, w and h (fractions of the image)."
+        ) from err
+    if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
+        raise ValueError("A defect box needs a positive width and height.")
+    slack = 0.01
+    if x < -slack or y < -slack or x + w > 1 + slack or y + h > 1 + slack:
+        raise ValueError("A defect box must lie inside the image (fractions from 0 to 1).")
+    x0, y0 = max(0.0, x), max(0.0, y)
+    x1, y1 = min(1.0, x + w), min(1.0, y + h)
+    return {"x": round(x0, 4), "y": round(y0, 4), "w": round(x1 - x0, 4), "h": round(y1 - y0, 4)}
 
 
 def undo_last(session: Session, *, user: User) -> Review | None:

@@ -48,7 +48,7 @@ class LanguageModelSetting:
         return {"enabled": self.enabled, "source": self.source}
 
 
-def _store(session: Session, project_id: int, key: str, value: dict[str, Any]) -> Project:
+def store_option(session: Session, project_id: int, key: str, value: dict[str, Any]) -> Project:
     """Replace one option in a project's settings and flush.
 
     Returns:
@@ -102,7 +102,7 @@ def set_language_model(
     if len(source) > MAX_SOURCE_LENGTH:
         raise ValueError(f"The language-model source is longer than {MAX_SOURCE_LENGTH} chars.")
     stored = LanguageModelSetting(enabled=setting.enabled, source=source)
-    _store(session, project_id, LANGUAGE_MODEL_KEY, stored.to_json())
+    store_option(session, project_id, LANGUAGE_MODEL_KEY, stored.to_json())
     return stored
 
 
@@ -202,7 +202,7 @@ def set_clip_setting(
     if "{" in object_name or "}" in object_name:
         raise ValueError("The object name must not contain braces.")
     stored = ClipSetting(model_name=model_name, pretrained=pretrained, object_name=object_name)
-    return clip_setting(_store(session, project_id, CLIP_KEY, stored.to_json()))
+    return clip_setting(store_option(session, project_id, CLIP_KEY, stored.to_json()))
 
 
 AUDIT_KEY = "audit"
@@ -243,4 +243,4 @@ def set_audit_share(session: Session, project_id: int, share: float, *, user: Us
         session, user, *CAN_MANAGE_MODELS, message="Only managers can change the audit share."
     )
     value = check_audit_share(share)
-    return audit_setting(_store(session, project_id, AUDIT_KEY, {"share": value}))
+    return audit_setting(store_option(session, project_id, AUDIT_KEY, {"share": value}))

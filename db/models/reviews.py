@@ -84,6 +84,9 @@ class Review(Base):
     defect_type: Mapped[str | None] = mapped_column(String(DEFECT_TYPE_LENGTH))
     note: Mapped[str | None] = mapped_column(Text)
     seconds_spent: Mapped[float | None]
+    region: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    """The box the reviewer drew around the defect: ``{"x", "y", "w", "h"}``, fractions of the
+    image's width and height from its top-left corner (:func:`db.review_queue.defect_region`)."""
     is_undo: Mapped[bool] = mapped_column(default=False)
     supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("reviews.id"), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -427,3 +427,16 @@ def test_0005_existing_predictions_are_not_audited_and_goes_down_and_up(
 def test_postgresql_0005_sql_renders_offline() -> None:
     sql = postgresql_upgrade_sql("0004:0005")
     assert "ALTER TABLE predictions ADD COLUMN audit BOOLEAN DEFAULT false NOT NULL" in sql
+
+
+def test_0008_adds_defect_boxes_keeps_the_triggers_and_goes_down_and_up(engine: Engine) -> None:
+    downgrade(engine, "0007")
+    assert "region" not in {c["name"] for c in inspect(engine).get_columns("reviews")}
+    upgrade(engine)
+    assert "region" in {c["name"] for c in inspect(engine).get_columns("reviews")}
+    assert _schema_differences(engine) == []
+    downgrade(engine, "0007")
+    assert "region" not in {c["name"] for c in inspect(engine).get_columns("reviews")}
+    assert _triggers(engine) == APPEND_ONLY_TRIGGERS[engine.dialect.name]  # still append-only
+    upgrade(engine)
+    assert _triggers(engine) == APPEND_ONLY_TRIGGERS[engine.dialect.name]

@@ -12,6 +12,7 @@ from db import (
     PermissionDenied,
     Prediction,
     Project,
+    Review,
     User,
     current_label,
     register_model_version,
@@ -254,3 +255,39 @@ def test_scorer_decided_parts_are_judged_by_probability_most_uncertain_first(
         set_threshold(session, version_id=scorer, threshold=0.05, user=manager)
     with session_factory() as session:
         assert cleared in {item.image_id for item in review_queue(session, project_id)}
+
+
+def test_a_defect_box_is_checked_and_stored_with_the_review(
+    session_factory: sessionmaker[Session], scored: dict[str, int], inspector: User
+) -> None:
+    with session_factory() as session, session.begin():
+        review = record_review(
+            session,
+            image_id=scored["mid"],
+            user=inspector,
+            label="defect",
+            region={"x": 0.25, "y": "0.5", "w": 0.5, "h": 0.505},  # pokes out by rounding
+        )
+        review_id = review.id
+        for bad, message in [
+            ({"x": 0.1, "y": 0.1, "w": 0, "h": 0.2}, "positive width"),
+            ({"x": 0.9, "y": 0.1, "w": 0.5, "h": 0.2}, "inside the image"),
+            ({"x": 0.1, "y": 0.1, "w": 0.2}, "x, y, w and h"),
+            ({"x": "left", "y": 0.1, "w": 0.2, "h": 0.2}, "x, y, w and h"),
+            ({"x": float("nan"), "y": 0.1, "w": 0.2, "h": 0.2}, "positive width"),
+        ]:
+            with pytest.raises(ValueError, match=message):
+                record_review(
+                    session, image_id=scored["mid"], user=inspector, label="defect", region=bad
+                )
+        with pytest.raises(ValueError, match="only be drawn with the label 'defect'"):
+            record_review(
+                session,
+                image_id=scored["mid"],
+                user=inspector,
+                label="good",
+                region={"x": 0.1, "y": 0.1, "w": 0.2, "h": 0.2},
+            )
+    with session_factory() as session:
+        stored = session.get(Review, review_id).region
+    assert stored == {"x": 0.25, "y": 0.5, "w": 0.5, "h": 0.5}

@@ -1,0 +1,105 @@
+"""Accepting a page of passed parts as good: allowed by a manager, one review per part."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from stored_rows import add_prediction, add_version
+
+from db import Image, PermissionDenied, Project, Review, Role, User
+from services.review_options import (
+    ReviewOptions,
+    accept_page_as_good,
+    review_options,
+    set_review_options,
+)
+
+
+def add_part(factory: sessionmaker[Session], project_id: int, n: int) -> int:
+    with factory() as session, session.begin():
+        image = Image(
+            project_id=project_id,
+            sha256=f"{n:064x}",
+            stored_path=f"images/{n}.png",
+            original_name=f"{n}.png",
+            width=8,
+            height=8,
+            size_bytes=1,
+            source="upload",
+        )
+        session.add(image)
+        session.flush()
+        return image.id
+
+
+def allow(session: Session, project_id: int, manager: int) -> None:
+    set_review_options(session, project_id, ReviewOptions(True), user=session.get(User, manager))
+
+
+@pytest.fixture
+def page(session_factory: sessionmaker[Session], project_id: int) -> dict[str, int]:
+    """Threshold 1.0: two passed parts near it, an audit sample, a flagged part."""
+    version = add_version(session_factory, project_id, 1.0)
+    parts = {
+        name: add_part(session_factory, project_id, n)
+        for n, name in enumerate(["near_a", "near_b", "audit", "flagged"])
+    }
+    add_prediction(session_factory, parts["near_a"], version, 0.97)
+    add_prediction(session_factory, parts["near_b"], version, 0.95)
+    add_prediction(session_factory, parts["audit"], version, 0.2, audit=True)
+    add_prediction(session_factory, parts["flagged"], version, 1.4)
+    return parts
+
+
+def test_only_a_manager_turns_it_on_and_it_is_off_by_default(
+    session_factory: sessionmaker[Session], project_id: int, make_user: Callable
+) -> None:
+    inspector, manager = make_user("ines"), make_user("max", Role.MANAGER)
+    with session_factory() as session, session.begin():
+        assert review_options(session.get(Project, project_id)) == ReviewOptions(False)
+        with pytest.raises(PermissionDenied, match="Only managers"):
+            set_review_options(
+                session, project_id, ReviewOptions(True), user=session.get(User, inspector)
+            )
+        set_review_options(
+            session, project_id, ReviewOptions(True), user=session.get(User, manager)
+        )
+    with session_factory() as session:
+        assert review_options(session.get(Project, project_id)).accept_page_as_good
+
+
+def test_passed_parts_are_accepted_one_review_each_flagged_and_audits_are_not(
+    session_factory: sessionmaker[Session],
+    project_id: int,
+    make_user: Callable,
+    page: dict[str, int],
+) -> None:
+    inspector, manager = make_user("ines"), make_user("max", Role.MANAGER)
+    shown = [page["near_a"], page["flagged"], page["near_b"], page["audit"], 9999]
+    with (
+        session_factory() as session,
+        session.begin(),
+        pytest.raises(PermissionDenied, match="off"),
+    ):
+        accept_page_as_good(session, project_id, shown, user=session.get(User, inspector))
+    with session_factory() as session, session.begin():
+        set_review_options(
+            session, project_id, ReviewOptions(True), user=session.get(User, manager)
+        )
+    with session_factory() as session, session.begin():
+        done = accept_page_as_good(session, project_id, shown, user=session.get(User, inspector))
+    assert done.accepted == (page["near_a"], page["near_b"])
+    assert dict(done.skipped) == {
+        page["flagged"]: "flagged by the model",
+        page["audit"]: "an audit sample",
+        9999: "no longer waiting for review",
+    }
+    assert done.message.startswith("Accepted 2 passed part(s) as good. 3 left")
+    with session_factory() as session:
+        rows = session.execute(select(Review.image_id, Review.label, Review.reviewer_id)).all()
+    assert sorted(rows) == sorted(
+        [(page["near_a"], "good", inspector), (page["near_b"], "good", inspector)]
+    )

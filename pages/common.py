@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import streamlit as st
@@ -342,6 +342,7 @@ def record_label(
     defect_type: str | None = None,
     note: str | None = None,
     seconds_spent: float | None = None,
+    region: dict[str, Any] | None = None,
 ) -> str | None:
     """Record the signed-in user's label for an image; return why not, or None when saved.
 
@@ -362,6 +363,7 @@ def record_label(
                 defect_type=defect_type,
                 note=note,
                 seconds_spent=seconds_spent,
+                region=region,
             )
             project_id = review.image.project_id
     except ACTION_ERRORS as err:

@@ -13,6 +13,7 @@ from pages.common import ALL_ROLES, require_page_role, require_project, show_fla
 from pages.explanation_panels import show_explanations
 from pages.page_tasks import show_instant_learning
 from pages.review_desk import review_desk
+from pages.review_options_panel import review_options_panel
 
 require_page_role(*ALL_ROLES)
 project_id = require_project()
@@ -22,3 +23,4 @@ show_instant_learning()
 prediction_id = review_desk(project_id)
 if prediction_id is not None:
     show_explanations(prediction_id)
+review_options_panel(project_id)

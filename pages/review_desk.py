@@ -24,6 +24,7 @@ import base64
 import io
 import logging
 from collections import OrderedDict
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from services import review_learning  # noqa: F401 - loaded with the page, not a
 log = logging.getLogger(__name__)
 
 DESK_KEY = "review_desk"
-HANDLED_KEY = "review_desk_handled"  # OrderedDict press id -> None (recorded) | refusal text
+HANDLED_KEY = "review_desk_handled"  # OrderedDict press id -> PressOutcome
 SENT_KEY = "review_desk_sent"  # {"instance": str | None, "ids": set of image ids sent}
 VERDICTS_KEY = "review_desk_verdicts"  # image id -> verdict shown (for instant learning)
 LOOKAHEAD = 12
@@ -64,6 +65,19 @@ DESK = st.components.v2.component(
 # --------------------------------------------------------------------------- presses
 
 
+@dataclass(frozen=True)
+class PressOutcome:
+    """What became of one press.
+
+    Attributes:
+        recorded: Whether it was recorded (else refused, and the part comes back).
+        message: Why it was refused, or a notice about what was recorded (or None).
+    """
+
+    recorded: bool
+    message: str | None = None
+
+
 def outbox() -> list[dict[str, Any]]:
     """The presses the browser is waiting to see recorded (from the component's state)."""
     state = st.session_state.get(DESK_KEY) or {}
@@ -81,7 +95,9 @@ def desk_sync() -> dict[str, Any]:
 
 def record_presses(project_id: int) -> None:
     """Record the outbox's new presses, once each and in order (the component's callback)."""
-    handled: OrderedDict[str, str | None] = st.session_state.setdefault(HANDLED_KEY, OrderedDict())
+    handled: OrderedDict[str, PressOutcome] = st.session_state.setdefault(
+        HANDLED_KEY, OrderedDict()
+    )
     for press in outbox():
         press_id = str(press["press"])
         if press_id in handled:
@@ -91,23 +107,33 @@ def record_presses(project_id: int) -> None:
         handled.popitem(last=False)
 
 
-def apply_press(project_id: int, press: dict[str, Any]) -> str | None:
-    """Record one press; return ``None`` when recorded, else why it was refused."""
-    if press.get("kind") == "undo":
+def apply_press(project_id: int, press: dict[str, Any]) -> PressOutcome:
+    """Record one press (a label, an undo, or a page accepted as good)."""
+    kind = press.get("kind")
+    if kind == "undo":
         try:
             with transaction() as session:
                 row = undo_last(session, user=load_user(session))
         except ACTION_ERRORS as err:
-            return f"could not undo: {err}"
-        return None if row is not None else "nothing to undo"
+            return PressOutcome(False, f"could not undo: {err}")
+        return PressOutcome(True) if row is not None else PressOutcome(False, "nothing to undo")
+    if kind == "accept_page":
+        return accept_page(project_id, press.get("image_ids"))
+    return apply_label(project_id, press)
+
+
+def apply_label(project_id: int, press: dict[str, Any]) -> PressOutcome:
+    """Record a G / D press against its part (with its defect type, box and note)."""
     label = press.get("label")
     try:
         image_id = int(press.get("image_id"))
     except (TypeError, ValueError):
-        return "the press named no part"
+        return PressOutcome(False, "the press named no part")
     if label not in (db.Label.GOOD.value, db.Label.DEFECT.value):
-        return f"unknown label {label!r}"
-    defect_type = press.get("defect_type") if label == db.Label.DEFECT.value else None
+        return PressOutcome(False, f"unknown label {label!r}")
+    is_defect = label == db.Label.DEFECT.value
+    defect_type = press.get("defect_type") if is_defect else None
+    region = press.get("region") if is_defect and isinstance(press.get("region"), dict) else None
     seconds = press.get("seconds")
     error = record_label(
         image_id,
@@ -115,27 +141,53 @@ def apply_press(project_id: int, press: dict[str, Any]) -> str | None:
         defect_type=(str(defect_type)[:64] or None) if defect_type else None,
         note=(str(press.get("note"))[:500] or None) if press.get("note") else None,
         seconds_spent=float(seconds) if isinstance(seconds, int | float) else None,
+        region=region,
     )
     if error is not None:
-        return error
+        return PressOutcome(False, error)
     flagged = st.session_state.get(VERDICTS_KEY, {}).get(image_id) == db.Verdict.DEFECT
     learn_after_review(project_id, image_id, label, flagged)
-    return None
+    return PressOutcome(True)
 
 
-def press_outcomes() -> tuple[list[str], list[dict[str, str]]]:
-    """For the presses still in the outbox: the ids recorded, and the refused ones with why."""
-    handled: OrderedDict[str, str | None] = st.session_state.get(HANDLED_KEY, OrderedDict())
-    acked, refused = [], []
+def accept_page(project_id: int, image_ids: Any) -> PressOutcome:
+    """Accept the passed parts of the reviewer's page as good (when a manager allows it)."""
+    from services.review_followups import follow_up_review
+    from services.review_options import accept_page_as_good
+
+    if not isinstance(image_ids, list):
+        return PressOutcome(False, "the press named no parts")
+    try:
+        with transaction() as session:
+            done = accept_page_as_good(session, project_id, image_ids, user=load_user(session))
+    except (*ACTION_ERRORS, TypeError) as err:
+        return PressOutcome(False, str(err))
+    if not done.accepted:
+        return PressOutcome(False, done.message)
+    try:  # the scorer's training rule, once for the page (its own transaction)
+        with transaction() as session:
+            follow_up_review(session, project_id, done.accepted[-1], load_user(session))
+    except ACTION_ERRORS as err:
+        log.warning("No automatic job after accepting a page: %s", err)
+    return PressOutcome(True, done.message)
+
+
+def press_outcomes() -> dict[str, list]:
+    """For the presses still in the outbox: ``acked`` ids, ``refused`` and ``notices``."""
+    handled: OrderedDict[str, PressOutcome] = st.session_state.get(HANDLED_KEY, OrderedDict())
+    outcomes: dict[str, list] = {"acked": [], "refused": [], "notices": []}
     for press in outbox():
         press_id = str(press["press"])
-        if press_id not in handled:
+        outcome = handled.get(press_id)
+        if outcome is None:
             continue
-        if handled[press_id] is None:
-            acked.append(press_id)
-        else:
-            refused.append({"press": press_id, "message": handled[press_id]})
-    return acked, refused
+        if not outcome.recorded:
+            outcomes["refused"].append({"press": press_id, "message": outcome.message})
+            continue
+        outcomes["acked"].append(press_id)
+        if outcome.message:
+            outcomes["notices"].append({"press": press_id, "message": outcome.message})
+    return outcomes
 
 
 # --------------------------------------------------------------------------- the parts
@@ -145,6 +197,7 @@ def desk_data(project_id: int) -> dict[str, Any]:
     """What the browser needs: the queue's next parts (images once per instance), outcomes."""
     from services.map_scales import prediction_map_scale
     from services.reference_parts import reference_part
+    from services.review_options import review_options
 
     instance = desk_sync().get("instance")
     sent = st.session_state.get(SENT_KEY)
@@ -158,6 +211,7 @@ def desk_data(project_id: int) -> dict[str, Any]:
         items = review_queue(session, project_id, limit=LOOKAHEAD)
         project = get_project(session, project_id)
         defect_types = list(project.defect_types or []) if project is not None else []
+        accept_allowed = project is not None and review_options(project).accept_page_as_good
         for item in items:
             prediction = db.get_prediction(session, item.prediction_id)
             verdicts[item.image_id] = item.verdict
@@ -177,14 +231,13 @@ def desk_data(project_id: int) -> dict[str, Any]:
     for part in parts:
         if part.get("image"):
             sent["ids"].add(part["id"])
-    acked, refused = press_outcomes()
     return {
         "instance": instance,
         "parts": parts,
         "remaining": remaining,
-        "acked": acked,
-        "refused": refused,
+        **press_outcomes(),
         "defect_types": defect_types,
+        "accept_page": accept_allowed,
     }
 
 

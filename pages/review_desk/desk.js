@@ -62,10 +62,11 @@ class Desk {
         <div class="head"></div>
         <div class="sentence"></div>
         <div class="views">
-          <div><div class="view" data-view="part"><img data-img="part" alt="part"></div>
+          <div><div class="view" data-view="part"><img data-img="part" alt="part">
+               <div class="box"></div></div>
                <div class="caption">Part</div></div>
           <div><div class="view" data-view="map"><img data-img="under" alt="">
-               <img data-img="heat" alt="anomaly map"></div>
+               <img data-img="heat" alt="anomaly map"><div class="box"></div></div>
                <div class="caption">Anomaly map · opacity
                  <input type="range" min="0" max="1" step="0.05" value="0.5" data-input="opacity">
                </div></div>
@@ -78,14 +79,17 @@ class Desk {
           <button class="good-btn" data-action="good" title="G">Good (G)</button>
           <button class="defect-btn" data-action="defect" title="D">Defect (D)</button>
           <button data-action="undo" title="U">Undo last (U)</button>
+          <button data-action="box" title="B">Draw defect box (B)</button>
+          <button data-action="accept" title="A" style="display:none">Accept page</button>
           <select data-input="type"></select>
           <input type="text" data-input="new-type" placeholder="New defect type" maxlength="64"
                  style="display:none">
           <input type="text" data-input="note" placeholder="Note (optional)" maxlength="500">
         </div>
         <div class="status"></div>
-        <div class="hint">Keys: G good, D defect, U undo. Scroll to zoom, drag to pan, double-click
-          to reset. The next parts are loaded ahead.</div>
+        <div class="hint">Keys: G good, D defect, U undo, B draw a box around the defect (sent
+          with D). Scroll to zoom, drag to pan, double-click to reset. The next parts are loaded
+          ahead.</div>
       </div>`;
     const q = (selector) => this.root.querySelector(selector);
     this.el = {
@@ -95,7 +99,8 @@ class Desk {
       referenceCaption: q('[data-caption="reference"]'), bar: q(".bar"),
       status: q(".status"), opacity: q('[data-input="opacity"]'), type: q('[data-input="type"]'),
       newType: q('[data-input="new-type"]'), note: q('[data-input="note"]'),
-      controls: q(".controls"),
+      controls: q(".controls"), boxes: [...this.root.querySelectorAll(".box")],
+      boxButton: q('button[data-action="box"]'), accept: q('button[data-action="accept"]'),
     };
     this.root.querySelectorAll("button[data-action]").forEach((button) => {
       button.addEventListener("click", () => this.act(button.dataset.action));
@@ -129,15 +134,18 @@ class Desk {
     const refused = new Map((data.refused || []).map((r) => [r.press, r.message]));
     const before = this.outbox.length;
     this.outbox = this.outbox.filter((p) => !acked.has(p.press) && !refused.has(p.press));
-    const listed = new Set((data.parts || []).map((p) => p.id));
     for (const [image, press] of [...this.decided]) {
       if (refused.has(press)) {
         this.decided.delete(image); // refused: the part comes back
         this.history = this.history.filter((id) => id !== image);
         this.message = `Not recorded: ${refused.get(press)}`;
-      } else if (acked.has(press) && !listed.has(image)) {
-        this.decided.delete(image);
+      } else if (acked.has(press)) {
+        this.decided.delete(image); // recorded: gone from the list, or back (then shown again)
       }
+    }
+    for (const notice of data.notices || []) {
+      if (this.noticed !== notice.press) this.message = notice.message;
+      this.noticed = notice.press;
     }
     if (this.pinned && (acked.has(this.pinned.press) || refused.has(this.pinned.press))) {
       this.pinned = null;
@@ -175,7 +183,8 @@ class Desk {
     if (tag === "input" && target.type !== "range") return;
     if (tag === "textarea" || tag === "select" || (target && target.isContentEditable)) return;
     if (!this.root.isConnected) return;
-    const action = { g: "good", d: "defect", u: "undo" }[event.key.toLowerCase()];
+    const action = { g: "good", d: "defect", u: "undo", b: "box", a: "accept" }[
+      event.key.toLowerCase()];
     if (!action) return;
     event.preventDefault();
     event.stopPropagation();
@@ -184,6 +193,8 @@ class Desk {
 
   act(action) {
     if (action === "undo") return this.undo();
+    if (action === "box") return this.toggleBoxMode();
+    if (action === "accept") return this.acceptPage();
     const id = this.current;
     if (id === null) {
       this.message = "Not recorded: no part on screen (the next parts are still loading).";
@@ -198,6 +209,7 @@ class Desk {
     }
     this.outbox.push({
       press, kind: "label", image_id: id, label: action, defect_type: defectType,
+      region: action === "defect" ? this.box : null,
       note: this.el.note.value.trim() || null,
       seconds: Math.max(0, (performance.now() - this.shownAt) / 1000),
       prediction_id: shown ? shown.prediction_id : null,
@@ -207,7 +219,7 @@ class Desk {
     if (this.pinned && this.pinned.image === id) this.pinned = null;
     this.el.note.value = "";
     this.message = `${shown ? shown.name : "Part " + id}: ${action}` +
-      (defectType ? ` (${defectType})` : "");
+      (defectType ? ` (${defectType})` : "") + (action === "defect" && this.box ? ", boxed" : "");
     this.show(this.nextPart());
     this.sync();
   }
@@ -227,6 +239,32 @@ class Desk {
       this.render();
     }
     this.sync();
+  }
+
+  acceptablePage() {
+    return this.parts.filter((p) => !this.decided.has(p.id) && p.verdict === "good" &&
+      !p.audit && this.cache.has(p.id));
+  }
+
+  acceptPage() {
+    if (!this.data.accept_page) return;
+    const page = this.acceptablePage();
+    if (!page.length) {
+      this.message = "Not recorded: no passed part on this page to accept.";
+      return this.render();
+    }
+    const press = this.newPress();
+    this.outbox.push({ press, kind: "accept_page", image_ids: page.map((p) => p.id) });
+    page.forEach((p) => { this.decided.set(p.id, press); });
+    this.message = `Accepting ${page.length} passed part(s) as good…`;
+    this.show(this.nextPart());
+    this.sync();
+  }
+
+  toggleBoxMode() {
+    this.boxMode = !this.boxMode;
+    if (!this.boxMode) this.box = this.box || null;
+    this.render();
   }
 
   newPress() {
@@ -264,6 +302,8 @@ class Desk {
       this.current = id;
       this.shownAt = performance.now();
       this.zoom = { scale: 1, x: 0, y: 0 };
+      this.box = null;
+      this.boxMode = false;
     }
     this.render();
   }
@@ -288,6 +328,7 @@ class Desk {
     const buttons = this.root.querySelectorAll('button[data-action="good"], ' +
       'button[data-action="defect"]');
     buttons.forEach((b) => { b.disabled = !part; });
+    this.renderControls();
     if (!part || !images) {
       this.el.views.style.display = "none";
       this.el.bar.innerHTML = "";
@@ -342,6 +383,15 @@ class Desk {
     this.applyZoom();
   }
 
+  renderControls() {
+    this.el.boxButton.textContent = this.boxMode ? "Drawing: drag on the part (B to stop)"
+      : this.box ? "Redraw defect box (B)" : "Draw defect box (B)";
+    const acceptable = this.data.accept_page ? this.acceptablePage().length : 0;
+    this.el.accept.style.display = this.data.accept_page ? "" : "none";
+    this.el.accept.disabled = !acceptable;
+    this.el.accept.textContent = `Accept ${acceptable} passed part(s) on this page as good (A)`;
+  }
+
   pendingLabels() {
     return this.outbox.filter((p) => p.kind === "label").length;
   }
@@ -391,15 +441,39 @@ class Desk {
       this.applyZoom();
     }, { passive: false });
     view.addEventListener("pointerdown", (event) => {
-      drag = { x: event.clientX - this.zoom.x, y: event.clientY - this.zoom.y };
       view.setPointerCapture(event.pointerId);
+      if (this.boxMode && view.dataset.view !== "reference") {
+        const start = this.imageFraction(view, event);
+        drag = { box: true, start };
+        if (start) this.box = { x: start.x, y: start.y, w: 0, h: 0 };
+        return;
+      }
+      drag = { x: event.clientX - this.zoom.x, y: event.clientY - this.zoom.y };
     });
     view.addEventListener("pointermove", (event) => {
-      if (!drag || this.zoom.scale === 1) return;
+      if (!drag) return;
+      if (drag.box) {
+        const end = this.imageFraction(view, event);
+        if (!drag.start || !end) return;
+        this.box = {
+          x: Math.min(drag.start.x, end.x), y: Math.min(drag.start.y, end.y),
+          w: Math.abs(end.x - drag.start.x), h: Math.abs(end.y - drag.start.y),
+        };
+        this.drawBoxes();
+        return;
+      }
+      if (this.zoom.scale === 1) return;
       this.zoom = { ...this.zoom, x: event.clientX - drag.x, y: event.clientY - drag.y };
       this.applyZoom();
     });
-    view.addEventListener("pointerup", () => { drag = null; });
+    view.addEventListener("pointerup", () => {
+      if (drag && drag.box) {
+        if (!this.box || this.box.w < 0.005 || this.box.h < 0.005) this.box = null;
+        this.boxMode = false;
+        this.render();
+      }
+      drag = null;
+    });
     view.addEventListener("dblclick", () => {
       this.zoom = { scale: 1, x: 0, y: 0 };
       this.applyZoom();
@@ -410,5 +484,46 @@ class Desk {
     const { scale, x, y } = this.zoom;
     const transform = `translate(${x}px, ${y}px) scale(${scale})`;
     this.root.querySelectorAll(".view img").forEach((img) => { img.style.transform = transform; });
+    this.drawBoxes();
+  }
+
+  // The image's content rectangle inside a view (object-fit: contain), before zoom.
+  contentRect(view) {
+    const img = this.el.part;
+    const width = view.clientWidth;
+    const height = view.clientHeight;
+    const nw = img.naturalWidth || width;
+    const nh = img.naturalHeight || height;
+    const k = Math.min(width / nw, height / nh);
+    return { ox: (width - nw * k) / 2, oy: (height - nh * k) / 2, cw: nw * k, ch: nh * k };
+  }
+
+  // A pointer position as fractions of the image (zoom and letterbox undone), or null.
+  imageFraction(view, event) {
+    const rect = view.getBoundingClientRect();
+    const { scale, x, y } = this.zoom;
+    const lx = (event.clientX - rect.left - x) / scale;
+    const ly = (event.clientY - rect.top - y) / scale;
+    const { ox, oy, cw, ch } = this.contentRect(view);
+    if (!cw || !ch) return null;
+    const clamp = (v) => Math.min(1, Math.max(0, v));
+    return { x: clamp((lx - ox) / cw), y: clamp((ly - oy) / ch) };
+  }
+
+  drawBoxes() {
+    const { scale, x, y } = this.zoom;
+    this.el.boxes.forEach((div) => {
+      const view = div.parentElement;
+      if (!this.box || !view) {
+        div.style.display = "none";
+        return;
+      }
+      const { ox, oy, cw, ch } = this.contentRect(view);
+      div.style.display = "block";
+      div.style.left = `${x + (ox + this.box.x * cw) * scale}px`;
+      div.style.top = `${y + (oy + this.box.y * ch) * scale}px`;
+      div.style.width = `${this.box.w * cw * scale}px`;
+      div.style.height = `${this.box.h * ch * scale}px`;
+    });
   }
 }

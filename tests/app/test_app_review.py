@@ -7,7 +7,7 @@ the page's Python is driven through the component's state, as the browser drives
 from __future__ import annotations
 
 from apptest_support import INSPECTOR, Workbench, signed_in_app
-from desk_presses import desk_payload, label_press, send, undo_press
+from desk_presses import accept_press, desk_payload, label_press, send, undo_press
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
@@ -165,3 +165,35 @@ def test_a_scorer_decided_part_shows_its_probability_beside_the_detector_score(
     facts = desk_payload(at)["parts"][0]["facts"]
     assert "p(defect) 0.36 (flag at 0.35, feedback scorer)" in facts
     assert facts.startswith(f"Score {first.score:.4g}")
+
+
+def test_a_defect_box_is_stored_with_the_review(workbench: Workbench) -> None:
+    at, first, _ = open_review(workbench)
+    box = {"x": 0.1, "y": 0.2, "w": 0.3, "h": 0.25}
+    send(at, [label_press(1, first, "defect", region=box)])
+    [row] = reviews(workbench)
+    assert (row.image_id, row.label, row.region) == (first, "defect", box)
+    send(at, [label_press(1, first, "defect", region=box), label_press(2, 999, "defect")])
+    assert len(reviews(workbench)) == 1
+
+
+def test_a_manager_allows_accepting_a_page_of_passed_parts(workbench: Workbench) -> None:
+    at, _, _ = open_review(workbench)
+    passed = [p["id"] for p in desk_payload(at)["parts"] if p["verdict"] == "good"]
+    assert passed and desk_payload(at)["accept_page"] is False
+    send(at, [accept_press(1, passed)])
+    [refused] = desk_payload(at)["refused"]
+    assert "off for this project" in refused["message"] and reviews(workbench) == []
+
+    manager = signed_in_app("manager")
+    manager.switch_page("pages/review.py").run()
+    manager.toggle(key="review_accept_page_toggle").set_value(True).run()
+    assert not manager.exception, manager.exception
+
+    send(at, [accept_press(2, passed)])
+    data = desk_payload(at)
+    assert data["accept_page"] is True and data["acked"] == ["apptest-2"]
+    assert data["notices"][0]["message"].startswith(f"Accepted {len(passed)} passed part(s)")
+    assert sorted((r.image_id, r.label) for r in reviews(workbench)) == [
+        (image, "good") for image in sorted(passed)
+    ]

@@ -33,6 +33,11 @@ def label_press(press: int, image_id: int, label: str, **fields: Any) -> dict[st
     }
 
 
+def accept_press(press: int, image_ids: list[int]) -> dict[str, Any]:
+    """An A press: accept these passed parts as good."""
+    return {"press": f"{INSTANCE}-{press}", "kind": "accept_page", "image_ids": image_ids}
+
+
 def undo_press(press: int) -> dict[str, Any]:
     """A U press."""
     return {"press": f"{INSTANCE}-{press}", "kind": "undo"}

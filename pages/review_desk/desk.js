@@ -57,7 +57,10 @@ class Desk {
   }
 
   build() {
-    this.root.innerHTML = `
+    // A container of our own: the root also holds the <style> Streamlit put there for our CSS.
+    const host = document.createElement("div");
+    this.root.appendChild(host);
+    host.innerHTML = `
       <div class="desk">
         <div class="head"></div>
         <div class="sentence"></div>

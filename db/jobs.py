@@ -92,6 +92,18 @@ def enqueue_automatic_job(
     return _add_job(session, kind, parameters, project_id, None)
 
 
+def has_pending_job(session: Session, project_id: int, kind: str) -> bool:
+    """Whether a job of this kind is queued or running for the project."""
+    pending = list_jobs(
+        session,
+        project_id=project_id,
+        kinds=[kind],
+        statuses=[JobStatus.QUEUED, JobStatus.RUNNING],
+        limit=1,
+    )
+    return bool(pending)
+
+
 def latest_job(session: Session, project_id: int, kind: str) -> Job | None:
     """The project's most recently queued job of a kind, whatever its status, or ``None``."""
     jobs = list_jobs(session, project_id=project_id, kinds=[kind], limit=1)

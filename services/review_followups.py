@@ -21,8 +21,8 @@ import logging
 from sqlalchemy.orm import Session
 
 from db.audits import drawn_for_audit
-from db.base import JobStatus, Label
-from db.jobs import enqueue_automatic_job, list_jobs
+from db.base import Label
+from db.jobs import enqueue_automatic_job, has_pending_job
 from db.labels import current_label
 from db.model_families import ModelFamily, active_version
 from db.models import Job, User
@@ -72,14 +72,7 @@ def maybe_queue_recalibration_after_miss(
         return None
     if active_version(session, project_id, ModelFamily.DETECTOR) is None:
         return None
-    pending = list_jobs(
-        session,
-        project_id=project_id,
-        kinds=[RECALIBRATE_THRESHOLD],
-        statuses=[JobStatus.QUEUED, JobStatus.RUNNING],
-        limit=1,
-    )
-    if pending:
+    if has_pending_job(session, project_id, RECALIBRATE_THRESHOLD):
         return None
     trigger = f"an audit found a missed defect (image {image_id})"
     job = enqueue_automatic_job(

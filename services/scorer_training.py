@@ -31,8 +31,8 @@ from sqlalchemy.orm import Session
 
 from adcore.feedback_scorer import DETECTORS_WITHOUT_VECTORS, MIN_PER_CLASS, FeedbackScorer
 from adcore.holdout import in_evaluation_share
-from db.base import JobStatus, Label
-from db.jobs import enqueue_automatic_job, latest_job, list_jobs
+from db.base import Label
+from db.jobs import enqueue_automatic_job, has_pending_job, latest_job
 from db.labels import reviews_after
 from db.model_families import ModelFamily, active_version, detector_lineage
 from db.model_versions import SCORER_DETECTOR_KEY
@@ -141,14 +141,7 @@ def maybe_queue_scorer_training(session: Session, project_id: int, user: User) -
     project = session.get(Project, project_id)
     if project is None or scorer_unavailable_reason(session, project_id) is not None:
         return None
-    pending = list_jobs(
-        session,
-        project_id=project_id,
-        kinds=[TRAIN_FEEDBACK_SCORER],
-        statuses=[JobStatus.QUEUED, JobStatus.RUNNING],
-        limit=1,
-    )
-    if pending:
+    if has_pending_job(session, project_id, TRAIN_FEEDBACK_SCORER):
         return None
     detector = active_version(session, project_id, ModelFamily.DETECTOR)
     labelled = labelled_with_vectors(session, project_id, detector_lineage(detector))

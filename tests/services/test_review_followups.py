@@ -6,28 +6,11 @@ from collections.abc import Callable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
-from stored_rows import add_prediction, add_version
+from stored_rows import add_image, add_prediction, add_version
 
 from db import Image, Job, User
 from db.review_queue import record_review
 from services.review_followups import RECALIBRATE_THRESHOLD, follow_up_review
-
-
-def add_part(factory: sessionmaker[Session], project_id: int, n: int) -> int:
-    with factory() as session, session.begin():
-        image = Image(
-            project_id=project_id,
-            sha256=f"{n:064x}",
-            stored_path=f"images/{n}.png",
-            original_name=f"{n}.png",
-            width=8,
-            height=8,
-            size_bytes=1,
-            source="upload",
-        )
-        session.add(image)
-        session.flush()
-        return image.id
 
 
 def label_and_follow_up(factory: sessionmaker[Session], image_id: int, user_id: int, label: str):
@@ -44,8 +27,8 @@ def test_an_audit_that_finds_a_defect_queues_one_recalibration(
 ) -> None:
     version = add_version(session_factory, project_id)
     inspector = make_user("ines")
-    audited = [add_part(session_factory, project_id, n) for n in range(3)]
-    flagged = add_part(session_factory, project_id, 9)
+    audited = [add_image(session_factory, project_id, n) for n in range(3)]
+    flagged = add_image(session_factory, project_id, 9)
     for image_id in audited:  # passed (score under the threshold), drawn for audit
         add_prediction(session_factory, image_id, version, 0.5, audit=True)
     add_prediction(session_factory, flagged, version, 1.5)
@@ -68,6 +51,6 @@ def test_no_recalibration_without_an_active_detector(
     session_factory: sessionmaker[Session], project_id: int, make_user: Callable
 ) -> None:
     version = add_version(session_factory, project_id, active=False)
-    image_id = add_part(session_factory, project_id, 1)
+    image_id = add_image(session_factory, project_id, 1)
     add_prediction(session_factory, image_id, version, 0.5, audit=True)
     assert label_and_follow_up(session_factory, image_id, make_user("ines"), "defect") == []

@@ -7,32 +7,15 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
-from stored_rows import add_prediction, add_version
+from stored_rows import add_image, add_prediction, add_version
 
-from db import Image, PermissionDenied, Project, Review, Role, User
+from db import PermissionDenied, Project, Review, Role, User
 from services.review_options import (
     ReviewOptions,
     accept_page_as_good,
     review_options,
     set_review_options,
 )
-
-
-def add_part(factory: sessionmaker[Session], project_id: int, n: int) -> int:
-    with factory() as session, session.begin():
-        image = Image(
-            project_id=project_id,
-            sha256=f"{n:064x}",
-            stored_path=f"images/{n}.png",
-            original_name=f"{n}.png",
-            width=8,
-            height=8,
-            size_bytes=1,
-            source="upload",
-        )
-        session.add(image)
-        session.flush()
-        return image.id
 
 
 def allow(session: Session, project_id: int, manager: int) -> None:
@@ -44,7 +27,7 @@ def page(session_factory: sessionmaker[Session], project_id: int) -> dict[str, i
     """Threshold 1.0: two passed parts near it, an audit sample, a flagged part."""
     version = add_version(session_factory, project_id, 1.0)
     parts = {
-        name: add_part(session_factory, project_id, n)
+        name: add_image(session_factory, project_id, n)
         for n, name in enumerate(["near_a", "near_b", "audit", "flagged"])
     }
     add_prediction(session_factory, parts["near_a"], version, 0.97)

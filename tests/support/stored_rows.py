@@ -1,7 +1,8 @@
-"""Rows the storage tests write directly: model versions and predictions.
+"""Rows the storage tests write directly: images, model versions and predictions.
 
-Imported as ``from stored_rows import add_version, add_prediction`` (``tests/support`` is on
-pytest's pythonpath); the session factory comes from the ``session_factory`` fixture.
+Imported as ``from stored_rows import add_image, add_version, add_prediction``
+(``tests/support`` is on pytest's pythonpath); the session factory comes from the
+``session_factory`` fixture.
 """
 
 from __future__ import annotations
@@ -11,10 +12,31 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import Prediction, activate_model_version, register_model_version
+from db import Image, Prediction, activate_model_version, register_model_version
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 """Default prediction time of :func:`add_prediction` (plus its ``minutes``)."""
+
+
+def add_image(factory: sessionmaker[Session], project_id: int, n: int, **fields: Any) -> int:
+    """Store an image row ``images/<n>.png`` (digest from ``n``, no file); return its id."""
+    with factory() as session, session.begin():
+        image = Image(
+            **{
+                "project_id": project_id,
+                "sha256": f"{n:064x}",
+                "stored_path": f"images/{n}.png",
+                "original_name": f"{n}.png",
+                "width": 8,
+                "height": 8,
+                "size_bytes": 1,
+                "source": "upload",
+                **fields,
+            }
+        )
+        session.add(image)
+        session.flush()
+        return image.id
 
 
 def add_version(

@@ -141,9 +141,9 @@ def anomaly_gradcam_panel(artifact_path: str, stored_path: str, version_label: s
         left.image(view.overlay, caption="Grad-CAM (red: raised the anomaly most)", width="stretch")
     else:
         left.info("Nothing in this part is above the normal level: nothing to explain.")
+    amount = f"{view.explained:,.0f}" if abs(view.explained) >= 1000 else f"{view.explained:.4g}"
     right.markdown(
-        f"**What this explains:** detector {version_label}'s {view.target}: "
-        f"**{view.explained:.4g}** here."
+        f"**What this explains:** detector {version_label}'s {view.target}: **{amount}** here."
     )
     right.caption(
         f"Grad-CAM weighs the activations of backbone layer {view.layer} (the deepest the "

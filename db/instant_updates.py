@@ -1,6 +1,6 @@
 """Recording an instant model update: a reviewed Good part joins the active model's memory.
 
-When an inspector marks a flagged part Good, :mod:`services.review_learning` adds the part to a
+When an inspector marks a flagged part Good, :mod:`services.instant_update` adds the part to a
 copy of the active one-class model and saves it; :func:`record_instant_update` then records that
 copy as the project's next version and makes it active, in the caller's transaction:
 

@@ -28,9 +28,9 @@ from db import (
 from db.images import get_or_create_image
 from db.instant_updates import InstantUpdateConflict
 from db.review_queue import record_review
-from services import review_learning as instant_learning
+from services import instant_update as instant_learning
+from services.instant_update import learn_from_confirmed_good
 from services.model_management import save_and_register
-from services.review_learning import learn_from_confirmed_good
 
 SMALL = PatchCoreConfig(image_size=64, coreset_ratio=0.1, calibration_fraction=0.25, batch_size=8)
 

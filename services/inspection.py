@@ -40,19 +40,13 @@ from sqlalchemy.orm import sessionmaker
 
 from adcore.detectors.base import Progress, report
 from adcore.errors import DatasetError, ImageLoadError
-from adcore.explain.neighbours import (
-    DefectLibrary,
-    SimilarDefects,
-    embedding_to_bytes,
-    nearest_defect_types,
-)
+from adcore.explain.neighbours import DefectLibrary, embedding_to_bytes
 from adcore.image_io import ImageLimits, is_image_path, load_image
 from db import Image, ImageSource, ModelVersion, Prediction, StorageError, absolute_image_path
-from db.image_store import sha256_hex
 from db.images import get_or_create_image
 from services.audit_sampling import AuditSampler, audit_sampler
-from services.defect_library import load_defect_library
 from services.map_store import save_anomaly_map
+from services.part_explanations import defect_library_for_batch, explain_part, similar_defects
 from services.scorer_decisions import ScorerDecision, deciding_scorer, scorer_decisions
 
 __all__ = [
@@ -325,7 +319,9 @@ def _inspect(
                 for index, name, _, _ in decoded:
                     results[index] = InspectionResult.failed(name, f"Scoring failed: {err}")
                 predictions = []
-            library = _library(Session, project_id, model_version_id, predictions, threshold)
+            library = defect_library_for_batch(
+                Session, project_id, model_version_id, predictions, threshold
+            )
             decisions = scorer_decisions(
                 scorer,
                 [float(p.score) for p in predictions],
@@ -381,8 +377,8 @@ def _store(
     verdict = decision.verdict if decision else ("defect" if score >= threshold else "good")
     similar = None
     if verdict == "defect" and embedding is not None and len(library):
-        similar = _similar(name, data, embedding, library)
-    explanation = _explanation(name, pixels, anomaly_map, score, threshold, similar)
+        similar = similar_defects(name, data, embedding, library)
+    explanation = explain_part(name, pixels, anomaly_map, score, threshold, similar)
     if decision is not None and explanation is not None:
         explanation = {
             **explanation,
@@ -441,63 +437,6 @@ def _store(
         audit=audit,
         defect_probability=decision.probability if decision else None,
     )
-
-
-def _explanation(
-    name: str,
-    pixels: np.ndarray,
-    anomaly_map: np.ndarray,
-    score: float,
-    threshold: float,
-    similar: SimilarDefects | None,
-) -> dict[str, Any] | None:
-    """``{"facts": ..., "text": ...}`` for ``Prediction.explanation``; None (logged) on error.
-
-    An explanation is a courtesy: it never fails the scoring of a part.
-    """
-    from adcore.explain import explain
-
-    try:
-        return explain(pixels, anomaly_map, score, threshold, similar=similar)
-    except Exception:  # noqa: BLE001 - any failure of the explainer only loses the explanation
-        logger.exception("Could not explain the prediction of %s", name)
-        return None
-
-
-def _library(
-    Session: sessionmaker[OrmSession],  # noqa: N803
-    project_id: int,
-    model_version_id: int,
-    predictions: Sequence[Any],
-    threshold: float,
-) -> DefectLibrary:
-    """The version's confirmed defects with vectors, read once per batch (empty on error).
-
-    Nothing is read when no prediction of the batch is flagged and has a vector.
-    """
-    if not any(
-        getattr(p, "embedding", None) is not None and float(p.score) >= threshold
-        for p in predictions
-    ):
-        return DefectLibrary.empty()
-    try:
-        with Session() as session:
-            return load_defect_library(session, project_id, model_version_id)
-    except SQLAlchemyError:
-        logger.exception("Could not read the confirmed defects of project %s", project_id)
-        return DefectLibrary.empty()
-
-
-def _similar(
-    name: str, data: bytes, embedding: np.ndarray, library: DefectLibrary
-) -> SimilarDefects | None:
-    """The confirmed defect type a part resembles (never itself); None (logged) on error."""
-    try:
-        own_key = sha256_hex(data)  # the key images are stored under (db.image_store)
-        return nearest_defect_types(embedding, library, exclude_key=own_key)
-    except ValueError:
-        logger.exception("Could not compare %s with the confirmed defects", name)
-        return None
 
 
 def _decision_threshold(

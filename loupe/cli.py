@@ -67,14 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="seed the ELPV solar-cell demo project (options: --models-root, --n-test, --device)",
     )
-    demo.add_argument("demo_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     demo.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``loupe`` command; return its exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "demo":  # its options belong to services.demo's own parser
+        args.demo_args = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return int(args.func(args))
 
 

@@ -229,7 +229,7 @@ def desk_data(project_id: int) -> dict[str, Any]:
                     part["reference_caption"] = reference.caption
             parts.append(part)
     for part in parts:
-        if part.get("image"):
+        if part.get("image") or part.get("unreadable"):
             sent["ids"].add(part["id"])
     return {
         "instance": instance,
@@ -265,8 +265,7 @@ def part_images(stored_path: str, anomaly_map_path: str | None, scale: Any) -> d
     """The part's image, its map's colour layer, the colour bar and its caption (data URLs)."""
     out: dict[str, Any] = {"image": image_data_url(stored_path)}
     if out["image"] is None:
-        out["facts_warning"] = "The image file cannot be read."
-        return out
+        return {"unreadable": "missing or corrupt file"}
     if anomaly_map_path:
         out["heat"] = heat_data_url(stored_path, anomaly_map_path, scale)
     if scale is not None:

@@ -126,12 +126,15 @@ class Desk {
     }
     this.data = data;
     for (const part of data.parts || []) {
+      // Images travel once per browser instance: keep what came before, add what is new.
       const have = this.cache.get(part.id) || {};
-      this.cache.set(part.id, {
+      const entry = {
         image: part.image || have.image,
         heat: part.heat || have.heat,
         reference: part.reference || have.reference,
-      });
+        unreadable: part.unreadable || have.unreadable,
+      };
+      if (entry.image || entry.unreadable) this.cache.set(part.id, entry);
     }
     const acked = new Set(data.acked || []);
     const refused = new Map((data.refused || []).map((r) => [r.press, r.message]));
@@ -357,7 +360,10 @@ class Desk {
       "badge " + (part.verdict === "defect" ? "defect" : "good"));
     if (part.audit) add("Audit sample (passed part)", "badge audit");
     add(part.facts, "facts");
-    this.el.sentence.textContent = part.sentence || "";
+    this.el.sentence.textContent = images.unreadable
+      ? `The image file cannot be read (${images.unreadable}); label it from the facts or ` +
+        "ask a manager."
+      : part.sentence || "";
     this.setSrc(this.el.part, images.image);
     this.setSrc(this.el.under, images.image);
     this.setSrc(this.el.heat, images.heat);

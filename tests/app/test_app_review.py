@@ -197,3 +197,16 @@ def test_a_manager_allows_accepting_a_page_of_passed_parts(workbench: Workbench)
     assert sorted((r.image_id, r.label) for r in reviews(workbench)) == [
         (image, "good") for image in sorted(passed)
     ]
+
+
+def test_a_part_whose_file_is_gone_is_still_sent_and_can_be_labelled(
+    workbench: Workbench,
+) -> None:
+    with workbench.factory() as session:
+        first = review_queue(session, workbench.project_id, limit=1)[0]
+    db.absolute_image_path(first.stored_path).unlink()
+    at, _, _ = open_review(workbench)
+    part = desk_payload(at)["parts"][0]
+    assert part["id"] == first.image_id and part["unreadable"] and "image" not in part
+    send(at, [label_press(1, first.image_id, "defect")])
+    assert [(r.image_id, r.label) for r in reviews(workbench)] == [(first.image_id, "defect")]

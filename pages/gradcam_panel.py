@@ -6,8 +6,10 @@
   training): which regions' backbone features raised the detector's anomaly above the normal
   level of its good parts (:func:`adcore.gradcam.anomaly_gradcam`).
 
-Each panel says which model and which output its map explains. Results are cached per model
-version and image; Grad-CAM uses a detector instance of its own (it hooks a layer).
+Each panel says which model and which output its map explains. The work runs in a background
+thread and the panel fills in when it is ready (:mod:`pages.background_views`: results kept
+per model version and image, shared by every session); Grad-CAM uses a detector instance of its
+own (it hooks a layer).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
-from pages.common import image_pixels, resolve_artifact
+import db
+from pages.background_views import show_when_ready
+from pages.common import resolve_artifact
 
 GRADCAM_OPACITY = 0.45
 
@@ -44,7 +48,7 @@ class AnomalyGradCamView:
     layer: str
 
 
-@st.cache_resource(show_spinner="Loading the classifier…", max_entries=2)
+@st.cache_resource(show_spinner=False, max_entries=2)
 def load_classifier_cached(artifact_path: str):
     """Load (and verify) a saved classifier once per process; shared, never mutated."""
     from adcore.detectors.registry import load_any_model
@@ -52,7 +56,7 @@ def load_classifier_cached(artifact_path: str):
     return load_any_model(resolve_artifact(artifact_path), device="cpu")
 
 
-@st.cache_resource(show_spinner="Loading the detector for Grad-CAM…", max_entries=2)
+@st.cache_resource(show_spinner=False, max_entries=2)
 def load_gradcam_detector(artifact_path: str):
     """A detector instance for Grad-CAM only (its hooks never touch the scoring instance)."""
     from adcore.detectors.registry import load_detector
@@ -60,14 +64,11 @@ def load_gradcam_detector(artifact_path: str):
     return load_detector(resolve_artifact(artifact_path), device="cpu")
 
 
-@st.cache_data(show_spinner="Computing Grad-CAM…", max_entries=256)
-def gradcam_view(artifact_path: str, stored_path: str) -> GradCamView | None:
-    """Classify one stored image and draw its Grad-CAM overlay (cached per version and image)."""
+def gradcam_view(artifact_path: str, stored_path: str) -> GradCamView:
+    """Classify one stored image and draw its Grad-CAM overlay (in a background thread)."""
     from adcore.gradcam import defect_heatmap, heatmap_overlay
 
-    pixels = image_pixels(stored_path)
-    if pixels is None:
-        return None
+    pixels = stored_pixels(stored_path)
     classifier = load_classifier_cached(artifact_path)
     prediction = classifier.predict([pixels])[0]
     heatmap = defect_heatmap(classifier, pixels)
@@ -81,14 +82,11 @@ def gradcam_view(artifact_path: str, stored_path: str) -> GradCamView | None:
     )
 
 
-@st.cache_data(show_spinner="Computing Grad-CAM…", max_entries=256)
-def anomaly_gradcam_view(artifact_path: str, stored_path: str) -> AnomalyGradCamView | None:
-    """Grad-CAM of a detector version's anomaly on one stored image (cached per both)."""
+def anomaly_gradcam_view(artifact_path: str, stored_path: str) -> AnomalyGradCamView:
+    """Grad-CAM of a detector version's anomaly on one stored image (in a background thread)."""
     from adcore.gradcam import anomaly_gradcam, heatmap_overlay
 
-    pixels = image_pixels(stored_path)
-    if pixels is None:
-        return None
+    pixels = stored_pixels(stored_path)
     explained = anomaly_gradcam(load_gradcam_detector(artifact_path), pixels)
     return AnomalyGradCamView(
         overlay=heatmap_overlay(pixels, explained.heatmap, GRADCAM_OPACITY),
@@ -98,16 +96,27 @@ def anomaly_gradcam_view(artifact_path: str, stored_path: str) -> AnomalyGradCam
     )
 
 
+def stored_pixels(stored_path: str) -> np.ndarray:
+    """A stored image's pixels (for a background thread: raises instead of drawing a warning)."""
+    from adcore.image_io import load_image
+
+    return load_image(db.absolute_image_path(stored_path))
+
+
 def gradcam_panel(artifact_path: str, stored_path: str, version_label: str) -> None:
     """The classifier's Grad-CAM panel: overlay on the left, its judgement on the right."""
     st.subheader(f"Grad-CAM of classifier {version_label}")
-    try:
-        view = gradcam_view(artifact_path, stored_path)
-    except (OSError, ValueError, RuntimeError) as err:  # e.g. missing or tampered model files
-        st.warning(f"The classifier cannot explain this part: {err}")
-        return
-    if view is None:
-        return
+    show_when_ready(
+        ("classifier", artifact_path, stored_path),
+        lambda: gradcam_view(artifact_path, stored_path),
+        lambda view: draw_classifier_view(view, version_label),
+        waiting=f"Computing the Grad-CAM of classifier {version_label}…",
+        failed="The classifier cannot explain this part",
+    )
+
+
+def draw_classifier_view(view: GradCamView, version_label: str) -> None:
+    """The classifier's Grad-CAM overlay and judgement."""
     left, right = st.columns(2)
     left.image(view.overlay, caption="Grad-CAM (red: argued for a defect)", width="stretch")
     line = f"p(defect) **{view.probability:.3f}**"
@@ -129,13 +138,17 @@ def gradcam_panel(artifact_path: str, stored_path: str, version_label: str) -> N
 def anomaly_gradcam_panel(artifact_path: str, stored_path: str, version_label: str) -> None:
     """The detector's Grad-CAM panel: overlay on the left, what it explains on the right."""
     st.subheader(f"Grad-CAM of detector {version_label}")
-    try:
-        view = anomaly_gradcam_view(artifact_path, stored_path)
-    except (OSError, ValueError, RuntimeError) as err:  # e.g. missing or tampered model files
-        st.warning(f"Grad-CAM cannot explain this part: {err}")
-        return
-    if view is None:
-        return
+    show_when_ready(
+        ("detector", artifact_path, stored_path),
+        lambda: anomaly_gradcam_view(artifact_path, stored_path),
+        lambda view: draw_anomaly_view(view, version_label),
+        waiting=f"Computing the Grad-CAM of detector {version_label}…",
+        failed="Grad-CAM cannot explain this part",
+    )
+
+
+def draw_anomaly_view(view: AnomalyGradCamView, version_label: str) -> None:
+    """The detector's Grad-CAM overlay and what it explains."""
     left, right = st.columns(2)
     if view.explained > 0:
         left.image(view.overlay, caption="Grad-CAM (red: raised the anomaly most)", width="stretch")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
-from apptest_support import Workbench, signed_in_app
+from apptest_support import Workbench, run_until_filled, signed_in_app
 
 import db
 from adcore.classifier import Classifier, ClassifierConfig
@@ -36,7 +37,7 @@ def with_classifier(workbench: Workbench, tmp_path: Path) -> Workbench:
 
 def test_review_shows_grad_cam_when_a_classifier_is_active(with_classifier: Workbench) -> None:
     at = signed_in_app("inspector")
-    at.switch_page("pages/review.py").run()
+    run_until_filled(at.switch_page("pages/review.py"))
 
     assert not at.exception, at.exception
     assert any("Grad-CAM" in header.value for header in at.subheader)
@@ -49,7 +50,7 @@ def test_review_shows_grad_cam_when_a_classifier_is_active(with_classifier: Work
 
 def test_without_a_classifier_the_detector_is_explained(workbench: Workbench) -> None:
     at = signed_in_app("inspector")
-    at.switch_page("pages/review.py").run()
+    run_until_filled(at.switch_page("pages/review.py"))
 
     assert not at.exception, at.exception
     assert [h.value for h in at.subheader if "Grad-CAM" in h.value] == [
@@ -58,3 +59,27 @@ def test_without_a_classifier_the_detector_is_explained(workbench: Workbench) ->
     said = [m.value for m in at.markdown if m.value.startswith("**What this explains:**")]
     assert said and "patchcore v1's anomaly above the normal level" in said[0]
     assert any("efficientnet_lite0 blocks.4" in c.value for c in at.caption)
+
+
+def test_slow_grad_cam_never_holds_the_page(
+    workbench: Workbench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pages import gradcam_panel
+
+    release = threading.Event()
+    real = gradcam_panel.anomaly_gradcam_view
+
+    def slow(artifact_path: str, stored_path: str):
+        release.wait(timeout=60)
+        return real(artifact_path, stored_path)
+
+    monkeypatch.setattr(gradcam_panel, "anomaly_gradcam_view", slow)
+    at = signed_in_app("inspector")
+    at.switch_page("pages/review.py").run()  # returns although Grad-CAM is still working
+    assert not at.exception, at.exception
+    assert any("fills in when ready" in c.value for c in at.caption)
+    assert not any(m.value.startswith("**What this explains:**") for m in at.markdown)
+
+    release.set()
+    run_until_filled(at)
+    assert any(m.value.startswith("**What this explains:**") for m in at.markdown)

@@ -106,3 +106,17 @@ def add_gated_version(
             threshold=threshold,
             training_snapshot={},
         ).id
+
+
+def run_until_filled(at: AppTest, timeout: float = 60.0) -> AppTest:
+    """Run the page again until no panel says it "fills in when ready" (background work done)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    at.run()
+    while any("fills in when ready" in c.value for c in at.caption):
+        if time.monotonic() > deadline:
+            raise TimeoutError("a background panel did not fill in")
+        time.sleep(0.2)
+        at.run()
+    return at

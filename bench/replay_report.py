@@ -254,11 +254,13 @@ policy (verdict, review choice, threshold, training, promotion) exists only in t
 3. An oracle inspector (ground-truth label) reviews exactly the parts that
    `db.review_queue.review_queue` offers right after their inspection (flagged, near the
    threshold, audit samples): `db.review_queue.record_review`, then what the Review page calls
-   after a review: `services.scorer_training.maybe_queue_scorer_training`, and for a Good on a
-   flagged part `services.review_learning.learn_from_good_review` (instant update, waiting
-   parts re-scored), here synchronously.
+   after a review: `services.review_followups.follow_up_review` (a recalibration when an
+   audit finds a missed defect, the feedback scorer's training rule), and for a Good on a
+   flagged part `services.review_learning.learn_from_good_review` (instant update, unless the
+   part is in the held-out share; waiting parts re-scored), here synchronously.
 4. A manager queues `recalibrate_threshold` every 25 reviews and `refit_detector` every 100;
-   the automatic `train_feedback_scorer` jobs are queued by the product. All jobs run in the
+   the automatic jobs (recalibration after an audit miss, `train_feedback_scorer`) are queued
+   by the product. All jobs run in the
    product's worker (`workers.worker.JobWorker`); each candidate is promoted with
    `db.model_versions.promote_model_version` only when its gate passes (never overridden).
 

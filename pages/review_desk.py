@@ -263,11 +263,12 @@ def part_facts(item: QueueItem, prediction: Any) -> dict[str, Any]:
 
 def part_images(stored_path: str, anomaly_map_path: str | None, scale: Any) -> dict[str, Any]:
     """The part's image, its map's colour layer, the colour bar and its caption (data URLs)."""
-    out: dict[str, Any] = {"image": image_data_url(stored_path)}
+    image_file = str(db.absolute_image_path(stored_path))  # cache keys name the real file
+    out: dict[str, Any] = {"image": image_data_url(image_file)}
     if out["image"] is None:
         return {"unreadable": "missing or corrupt file"}
     if anomaly_map_path:
-        out["heat"] = heat_data_url(stored_path, anomaly_map_path, scale)
+        out["heat"] = heat_data_url(image_file, anomaly_map_path, scale)
     if scale is not None:
         out["scale_bar"] = colour_bar_url(scale)
         out["scale_caption"] = scale.caption
@@ -282,13 +283,13 @@ def image_data_url(path: str) -> str | None:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def heat_data_url(stored_path: str, anomaly_map_path: str, scale: Any) -> str | None:
+def heat_data_url(image_file: str, anomaly_map_path: str, scale: Any) -> str | None:
     """The colour layer of a part's anomaly map (full opacity, on ``scale``) as a JPEG data URL."""
     from adcore.anomaly_maps import overlay_image
     from adcore.map_scale import own_scale
     from services.map_store import load_anomaly_map
 
-    pixels = _pixels(stored_path)
+    pixels = _pixels(image_file)
     if pixels is None:
         return None
     try:

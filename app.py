@@ -12,7 +12,9 @@ Environment: ``LOUPE_DATA_DIR`` / ``LOUPE_DATABASE_URL`` (storage), ``LOUPE_ADMI
 ``LOUPE_SKIP_DEMO=1`` (do not seed the demo project), ``LOUPE_MODELS_DIR`` (default ``models``),
 ``LOUPE_NO_WORKER=1`` (do not start and watch over a background job worker; run
 ``python -m loupe worker`` yourself), ``LOUPE_WARM_UP=0`` (load the projects' language models on
-first use instead of in a background thread at start). Sessions and the sign-in throttle:
+first use instead of in a background thread at start), ``LOUPE_BACKGROUND_DELAY`` (seconds
+before the worker and the warm-up start, default 8, so the first page is drawn first). Sessions
+and the sign-in throttle:
 ``LOUPE_SESSION_HOURS``, ``LOUPE_SIGN_IN_LOCK_SECONDS``, ``LOUPE_SIGN_IN_DELAY_SECONDS`` (see
 :mod:`services.sign_in`).
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import streamlit as st
 
@@ -48,6 +51,8 @@ log = logging.getLogger("loupe.app")
 # Set to 0 to load language models only when first used (not at server start). A comment, not
 # a docstring: Streamlit's magic would render a bare string of a page script on the page.
 WARM_UP_ENV = "LOUPE_WARM_UP"
+BACKGROUND_DELAY_ENV = "LOUPE_BACKGROUND_DELAY"
+DEFAULT_BACKGROUND_DELAY = 8.0
 
 
 @st.cache_resource(show_spinner=False)
@@ -78,6 +83,18 @@ def seed_demo_once(url: str) -> str | None:
     return None
 
 
+def background_start_delay() -> float:
+    """Seconds the server waits before starting its heavy background work (default 8).
+
+    The job worker and the language-model warm-up each load torch models on the same cores as
+    the first page; waiting lets the sign-in page be drawn first. ``$LOUPE_BACKGROUND_DELAY``.
+    """
+    try:
+        return max(0.0, float(os.environ.get(BACKGROUND_DELAY_ENV, DEFAULT_BACKGROUND_DELAY)))
+    except ValueError:
+        return DEFAULT_BACKGROUND_DELAY
+
+
 @st.cache_resource(show_spinner=False)
 def start_worker_once(url: str, data_dir: str, models_dir: str) -> None:
     """Start the worker supervisor (once per server process): it keeps a job worker running.
@@ -86,7 +103,7 @@ def start_worker_once(url: str, data_dir: str, models_dir: str) -> None:
     """
     from workers.supervisor import start_supervisor
 
-    start_supervisor(url, data_dir, models_dir)
+    start_supervisor(url, data_dir, models_dir, first_check_delay=background_start_delay())
 
 
 @st.cache_resource(show_spinner=False)
@@ -101,6 +118,7 @@ def warm_up_language_models_once(url: str) -> None:
     from services.explanation_rewriting import warm_up_language_models
 
     def run() -> None:
+        time.sleep(background_start_delay())  # the first page is drawn before the load
         try:
             warm_up_language_models(session_factory_for(url))
         except Exception:  # a failed warm-up only means the first rewrite loads the model

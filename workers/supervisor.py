@@ -90,8 +90,10 @@ class WorkerSupervisor:
         stale_after: timedelta = DEFAULT_STALE_AFTER,
         job_modules: Sequence[str] = (),
         worker_args: Sequence[str] = (),
+        first_check_delay: float = 0.0,
     ) -> None:
         self.database_url = database_url
+        self.first_check_delay = max(0.0, float(first_check_delay))
         self.data_dir = Path(data_dir)
         self.models_root = None if models_root is None else Path(models_root)
         self.interval = float(interval)
@@ -119,10 +121,16 @@ class WorkerSupervisor:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
-        """Check once now (a problem shows at once), then keep checking in a daemon thread."""
+        """Check once now (a problem shows at once), then keep checking in a daemon thread.
+
+        With ``first_check_delay``, the first check (and so the first launch) waits that long
+        in the thread instead: a server's first page is drawn before a worker starts loading
+        torch on the same cores.
+        """
         for module in self.job_modules:
             importlib.import_module(module)
-        self.check()
+        if not self.first_check_delay:
+            self.check()
         self._stop.clear()
         self._thread = threading.Thread(
             target=self._loop, name="loupe-worker-supervisor", daemon=True
@@ -208,6 +216,8 @@ class WorkerSupervisor:
         return self._engine
 
     def _loop(self) -> None:
+        if self.first_check_delay and not self._stop.wait(self.first_check_delay):
+            self.check()
         while not self._stop.wait(self.interval):
             self.check()
 

@@ -74,6 +74,7 @@ def app_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("LOUPE_SKIP_DEMO", "1")
     monkeypatch.setenv("LOUPE_NO_WORKER", "1")  # tests run jobs in process, never a worker
     monkeypatch.setenv("LOUPE_WARM_UP", "0")  # language models load on first use in tests
+    monkeypatch.setenv("LOUPE_BACKGROUND_DELAY", "0")  # a started worker is checked at once
     # No background instant updates unless a test asks for them (test_app_instant_learning).
     monkeypatch.setenv("LOUPE_INSTANT_LEARNING", "0")
     monkeypatch.setenv("LOUPE_ADMIN_PASSWORD", ADMIN_PASSWORD)

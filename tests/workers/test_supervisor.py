@@ -132,3 +132,20 @@ def test_one_supervisor_per_database_per_process(
     finally:
         stop_supervisors()
     assert supervisor_for(url) is None and not first.running
+
+
+def test_a_first_check_delay_holds_the_first_launch(tmp_path) -> None:
+    """The server's first page is drawn before a worker loads torch: the first check waits."""
+    from workers.supervisor import WorkerSupervisor
+
+    supervisor = WorkerSupervisor(
+        f"sqlite:///{tmp_path / 'loupe.db'}", tmp_path, first_check_delay=30.0
+    )
+    checks = []
+    supervisor.check = lambda: checks.append(1)  # type: ignore[method-assign]
+    supervisor.start()
+    try:
+        assert checks == [] and supervisor.running
+    finally:
+        supervisor.stop()
+    assert checks == []  # stopped during the delay: never checked, never launched

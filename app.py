@@ -45,7 +45,7 @@ from pages.common import (
     sign_out,
     transaction,
 )
-from pages.model_jobs_panel import WORKER_COMMAND, no_worker, worker_problem
+from pages.worker_status import WORKER_COMMAND, no_worker, worker_problem
 
 log = logging.getLogger("loupe.app")
 # Set to 0 to load language models only when first used (not at server start). A comment, not
@@ -115,11 +115,11 @@ def warm_up_language_models_once(url: str) -> None:
     """
     import threading
 
-    from services.explanation_rewriting import warm_up_language_models
-
     def run() -> None:
         time.sleep(background_start_delay())  # the first page is drawn before the load
-        try:
+        try:  # imported here: it loads torch, which the first page must not wait for
+            from services.explanation_rewriting import warm_up_language_models
+
             warm_up_language_models(session_factory_for(url))
         except Exception:  # a failed warm-up only means the first rewrite loads the model
             log.exception("Preloading the language models failed")

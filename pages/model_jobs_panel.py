@@ -1,8 +1,7 @@
 """The learning loop on the Models page: queue jobs and follow them (see model_candidates_panel).
 
-Imported by ``pages/models.py`` (and ``app.py`` for :data:`WORKER_COMMAND`, :func:`no_worker` and
-:func:`worker_problem`);
-not a page itself. Everything here is UI: the work happens in the job worker
+Imported by ``pages/models.py``; not a page itself (``app.py`` reads the light
+:mod:`pages.worker_status`). Everything here is UI: the work happens in the job worker
 (``python -m loupe worker``) and the rules (roles, the gate) in the ``db`` functions.
 
 The jobs panel is a fragment that re-runs every :data:`POLL_SECONDS` and reads the database
@@ -12,7 +11,6 @@ candidate appears in the comparison.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -29,6 +27,7 @@ from pages.common import (
     show_flashes,
     transaction,
 )
+from pages.worker_status import WORKER_COMMAND, no_worker, worker_problem
 from services.scorer_training import (
     TRAIN_FEEDBACK_SCORER,
     ScorerSetting,
@@ -40,8 +39,6 @@ from services.scorer_training import (
 if TYPE_CHECKING:
     pass
 
-NO_WORKER_ENV = "LOUPE_NO_WORKER"
-WORKER_COMMAND = "python -m loupe worker"
 POLL_SECONDS = 2.0
 JOBS_SHOWN = 10
 SEEN_ACTIVE_KEY = "_jobs_seen_active"
@@ -127,11 +124,6 @@ CLIP_JOB_SPECS: tuple[JobKindSpec, ...] = (
     ),
 )
 """Queued from the CLIP section (:mod:`pages.clip_settings_panel`)."""
-
-
-def no_worker() -> bool:
-    """Whether ``$LOUPE_NO_WORKER`` asks the app not to start a job worker."""
-    return os.environ.get(NO_WORKER_ENV, "").strip() not in ("", "0")
 
 
 def registered_kinds() -> list[str]:
@@ -260,14 +252,6 @@ def improve_section(project_id: int, has_active_detector: bool) -> None:
             width="stretch",
         )
         right.caption(spec.explanation if reason is None else f"{spec.explanation} {reason}")
-
-
-def worker_problem(database_url: str) -> str | None:
-    """Why this server's worker supervisor could not check or start a worker, or ``None``."""
-    from workers.supervisor import supervisor_for
-
-    supervisor = supervisor_for(database_url)
-    return None if supervisor is None else supervisor.status.problem
 
 
 def worker_notice() -> None:

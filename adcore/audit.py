@@ -15,8 +15,6 @@ import numbers
 import random
 from dataclasses import dataclass
 
-from scipy.stats import binomtest
-
 DEFAULT_AUDIT_SHARE = 0.02
 """Share of the passed parts drawn for audit unless a project says otherwise."""
 MAX_AUDIT_SHARE = 0.5
@@ -116,6 +114,8 @@ def miss_rate_estimate(
         raise ValueError(f"Bad audit counts: {n_missed} missed of {n_audited} audited.")
     if n_audited == 0:
         return MissRateEstimate(0, 0, None, None, None, confidence)
+    from scipy.stats import binomtest  # scipy.stats takes half a second to import
+
     interval = binomtest(n_missed, n_audited).proportion_ci(
         confidence_level=confidence, method="wilson"
     )

@@ -105,13 +105,31 @@ def stored_pixels(stored_path: str) -> np.ndarray:
 
 def gradcam_panel(artifact_path: str, stored_path: str, version_label: str) -> None:
     """The classifier's Grad-CAM panel: overlay on the left, its judgement on the right."""
-    st.subheader(f"Grad-CAM of classifier {version_label}")
+    _panel("classifier", artifact_path, stored_path, version_label)
+
+
+def anomaly_gradcam_panel(artifact_path: str, stored_path: str, version_label: str) -> None:
+    """The detector's Grad-CAM panel: overlay on the left, what it explains on the right."""
+    _panel("detector", artifact_path, stored_path, version_label)
+
+
+def _panel(model: str, artifact_path: str, stored_path: str, version_label: str) -> None:
+    """A Grad-CAM panel of a ``"classifier"`` or ``"detector"`` version; fills in when ready."""
+    compute, draw, failed = {
+        "classifier": (
+            gradcam_view,
+            draw_classifier_view,
+            "The classifier cannot explain this part",
+        ),
+        "detector": (anomaly_gradcam_view, draw_anomaly_view, "Grad-CAM cannot explain this part"),
+    }[model]
+    st.subheader(f"Grad-CAM of {model} {version_label}")
     show_when_ready(
-        ("classifier", artifact_path, stored_path),
-        lambda: gradcam_view(artifact_path, stored_path),
-        lambda view: draw_classifier_view(view, version_label),
-        waiting=f"Computing the Grad-CAM of classifier {version_label}…",
-        failed="The classifier cannot explain this part",
+        (model, artifact_path, stored_path),
+        lambda: compute(artifact_path, stored_path),
+        lambda view: draw(view, version_label),
+        waiting=f"Computing the Grad-CAM of {model} {version_label}…",
+        failed=failed,
     )
 
 
@@ -132,18 +150,6 @@ def draw_classifier_view(view: GradCamView, version_label: str) -> None:
         f"What this explains: classifier {version_label}'s defect logit (its p(defect)). "
         "Grad-CAM weighs the classifier's last convolutional features by how much they raised "
         "it; it explains the classifier, not the anomaly score above."
-    )
-
-
-def anomaly_gradcam_panel(artifact_path: str, stored_path: str, version_label: str) -> None:
-    """The detector's Grad-CAM panel: overlay on the left, what it explains on the right."""
-    st.subheader(f"Grad-CAM of detector {version_label}")
-    show_when_ready(
-        ("detector", artifact_path, stored_path),
-        lambda: anomaly_gradcam_view(artifact_path, stored_path),
-        lambda view: draw_anomaly_view(view, version_label),
-        waiting=f"Computing the Grad-CAM of detector {version_label}…",
-        failed="Grad-CAM cannot explain this part",
     )
 
 

@@ -99,6 +99,12 @@ class LanguageModelChoice:
         return "adapter" if self.adapter_path else "model"
 
 
+SCORER_OVERRULED = (
+    "The feedback scorer decided this part against the detector; the language model only "
+    "knows the detector's facts, so the measured text (with the scorer's sentence) is shown."
+)
+
+
 @dataclass(frozen=True)
 class RewriteOutcome:
     """What :func:`rewrite_prediction` did.
@@ -182,6 +188,8 @@ def rewrite_prediction(
         if choice is None:
             return RewriteOutcome(reason="The language-model option is off for this project.")
         reused = stored_rewrite(prediction.explanation, choice)
+        decided_by_scorer = prediction.scorer_version_id is not None
+        verdict = prediction.verdict
         image_path, map_path = prediction.image.stored_path, prediction.anomaly_map_path
         scale = prediction_map_scale(session, prediction_id) if reused is None else None
     if reused is not None:
@@ -190,6 +198,8 @@ def rewrite_prediction(
         facts = ExplanationFacts.from_json(facts_json)
     except (KeyError, TypeError, ValueError) as error:
         return RewriteOutcome(reason=f"The stored facts cannot be read: {error}")
+    if decided_by_scorer and facts.verdict != verdict:
+        return RewriteOutcome(reason=SCORER_OVERRULED)
     try:
         explainer = choice.load()
     except ExplainerUnavailable as error:

@@ -244,3 +244,42 @@ def test_rewrite_prediction_sends_the_stored_image_and_overlay(
     assert np.asarray(part).std() == 0  # the stored grey part
     coloured = np.asarray(overlay)
     assert not np.array_equal(coloured[2, 2], coloured[-2, -2])  # hot corner, cool rest
+
+
+def test_a_part_the_scorer_passed_is_not_rephrased_from_the_detectors_facts(
+    factory: sessionmaker[Session],
+    project_and_version: tuple[int, int],
+    tiny_llm_dir: Path,
+) -> None:
+    """The facts say "flagged" (the detector's); the scorer passed the part: no rewrite."""
+    prediction_id = add_flagged_prediction(factory, project_and_version)
+    use_language_model(factory, project_and_version[0], str(tiny_llm_dir))
+    with factory() as session, session.begin():
+        scorer = register_model_version(
+            session,
+            project_id=project_and_version[0],
+            kind="feedback_scorer",
+            artifact_path="models/scorer",
+            metrics={},
+            threshold=0.5,
+            training_snapshot={},
+        )
+        prediction = session.get(Prediction, prediction_id)
+        # a new prediction row like inspection stores when the scorer decides
+        session.add(
+            Prediction(
+                image_id=prediction.image_id,
+                model_version_id=prediction.model_version_id,
+                score=prediction.score,
+                threshold=prediction.threshold,
+                verdict="good",
+                scorer_version_id=scorer.id,
+                defect_probability=0.2,
+                explanation=prediction.explanation,
+            )
+        )
+        session.flush()
+        passed_id = session.query(Prediction.id).order_by(Prediction.id.desc()).first()[0]
+    outcome = rewrite_prediction(factory, passed_id)
+    assert outcome.rewrite is None and "feedback scorer decided" in outcome.reason
+    assert "rewrite" not in stored_explanation(factory, passed_id)

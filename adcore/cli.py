@@ -1,8 +1,10 @@
-"""Command line of the detection core: ``python -m adcore {fit,score,benchmark,demo}``.
+"""Command line of the detection core: ``python -m adcore {fit,score,export,benchmark,demo}``.
 
 Examples:
     python -m adcore fit elpv:mono --out models/solar/v1
     python -m adcore score models/solar/v1 part1.png part2.png --json
+    python -m adcore export models/solar/v1 --format onnx   # writes models/solar/v1/model.onnx
+    python -m adcore score models/solar/v1 part1.png --runtime onnx
     python -m adcore benchmark ../shared/datasets/magnetic_tile --max-train 200 --json
     python -m adcore benchmark mvtec/bottle --detector clip --clip-model ViT-B-16-plus-240 \
         --clip-pretrained ~/clip/vit_b_16_plus_240-laion400m_e32-699c4b84.pt --shots 1
@@ -21,7 +23,7 @@ from collections.abc import Sequence
 from tqdm import tqdm
 
 from adcore.datasets import resolve_dataset
-from adcore.detectors.registry import DETECTOR_KINDS, build_detector, load_detector
+from adcore.detectors.registry import DETECTOR_KINDS, RUNTIMES, build_detector, load_detector
 from adcore.errors import LoupeError
 
 
@@ -97,7 +99,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     Returns:
         The exit code: 1 when every image failed to load, else 0.
     """
-    detector = load_detector(args.model)
+    detector = load_detector(args.model, runtime=args.runtime)
     if args.threshold is not None:
         detector.with_threshold(args.threshold)
     results, failures = detector.predict_files(args.images)
@@ -119,6 +121,23 @@ def cmd_score(args: argparse.Namespace) -> int:
         for err in errors:
             print(f"{err['image']}\tERROR\t{err['error']}", file=sys.stderr)
     return 0 if rows or not errors else 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``export``: write a saved PatchCore as one ONNX file (see :mod:`adcore.export`)."""
+    from pathlib import Path
+
+    from adcore.export.onnx_export import EXPORT_FILE, export_patchcore
+
+    detector = load_detector(args.model, device="cpu")
+    out = Path(args.out) if args.out else Path(args.model) / EXPORT_FILE
+    export_patchcore(detector, out, quantize=args.quantize, source=str(args.model))
+    threshold = detector.threshold
+    print(
+        f"Exported {args.model} to {out} ({out.stat().st_size / 1e6:.1f} MB"
+        f"{', int8' if args.quantize else ''}); threshold {threshold}"
+    )
+    return 0
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
@@ -206,7 +225,22 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("images", nargs="+")
     score.add_argument("--threshold", type=float, help="override the saved threshold")
     score.add_argument("--json", action="store_true")
+    score.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="torch",
+        help="torch model, or the directory's ONNX export (model.onnx) via onnxruntime",
+    )
     score.set_defaults(func=cmd_score)
+
+    export = sub.add_parser("export", help="export a saved PatchCore as one ONNX file")
+    export.add_argument("model", help="model directory")
+    export.add_argument("--format", choices=("onnx",), default="onnx")
+    export.add_argument("--out", help="file to write (default MODEL/model.onnx)")
+    export.add_argument(
+        "--quantize", choices=("int8",), help="onnxruntime dynamic int8 quantization (optional)"
+    )
+    export.set_defaults(func=cmd_export)
 
     bench = sub.add_parser("benchmark", help="fit on train, evaluate on test")
     bench.add_argument("data", help=data_help)

@@ -45,8 +45,27 @@ def build_detector(kind: str = "patchcore", *, device: str | None = None, **conf
     return detector_cls(config_cls.from_dict(config), device=device)
 
 
-def load_detector(directory: str | os.PathLike, *, device: str | None = None):
-    """Load a saved detector of whatever kind ``config.json`` names (verified on load)."""
+RUNTIMES = ("torch", "onnx")
+"""How a saved detector scores: its torch model, or its ONNX export through onnxruntime."""
+
+
+def load_detector(
+    directory: str | os.PathLike, *, device: str | None = None, runtime: str = "torch"
+):
+    """Load a saved detector of whatever kind ``config.json`` names (verified on load).
+
+    Args:
+        directory: A model directory, or an exported ``.onnx`` file (scored by onnxruntime
+            whatever ``runtime`` says).
+        device: Torch device of the torch runtime.
+        runtime: ``"torch"``, or ``"onnx"`` for the directory's export (``model.onnx``,
+            written by ``python -m adcore export``) scored by
+            :class:`adcore.detectors.onnx_runtime.OnnxPatchCore`.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"Unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    if runtime == "onnx" or Path(directory).suffix.lower() == ".onnx":
+        return _load_onnx(Path(directory))
     path = Path(directory) / CONFIG_FILE
     try:
         kind = json.loads(path.read_text())["kind"]
@@ -59,6 +78,25 @@ def load_detector(directory: str | os.PathLike, *, device: str | None = None):
     except ValueError as err:
         raise ModelFileError(f"{path}: {err}") from err
     return detector_cls.load(directory, device=device)
+
+
+def _load_onnx(path: Path):
+    from adcore.detectors.onnx_runtime import OnnxPatchCore
+    from adcore.export.onnx_export import EXPORT_FILE
+
+    file = path / EXPORT_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise ModelFileError(
+            f"No ONNX export at {file}: write one with `python -m adcore export {path}`"
+        )
+    detector = OnnxPatchCore(file)
+    if path.is_dir() and (path / CONFIG_FILE).is_file():
+        saved_hash = json.loads((path / CONFIG_FILE).read_text()).get("training_hash")
+        if saved_hash != detector.training_hash:
+            raise ModelFileError(
+                f"{file} was exported before the model in {path} last learned: export it again"
+            )
+    return detector
 
 
 MODEL_KINDS = (*DETECTOR_KINDS, "classifier")

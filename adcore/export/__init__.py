@@ -1,0 +1,1 @@
+"""Exports of fitted detectors that score exactly what the torch detector scores (ONNX)."""

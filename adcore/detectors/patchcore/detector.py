@@ -17,6 +17,7 @@ from adcore.detectors.base import (
     BatchDetector,
     FitReport,
     ImageSource,
+    Prediction,
     Progress,
     default_device,
     known_fields,
@@ -31,7 +32,9 @@ from adcore.detectors.base import (
     training_set_hash,
 )
 from adcore.detectors.patchcore.torch_model import PatchCoreModel
+from adcore.detectors.tiled import predict_in_tiles, split_into_tiles
 from adcore.errors import DatasetError, ModelFileError
+from adcore.tiling import check_tiling
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,10 @@ class PatchCoreConfig:
             (they join the memory bank afterwards through :meth:`PatchCore.update`).
         good_quantile: Quantile of held-out good scores used as the first threshold.
         seed: Random seed.
+        tile_size: Tile side in pixels for high-resolution parts: fit and score in overlapping
+            tiles at native resolution, stitched (see :mod:`adcore.tiling`); None scores the
+            whole image resized to ``image_size`` (models saved without it).
+        tile_overlap: Least shared fraction of neighbouring tiles.
     """
 
     backbone: str = "efficientnet_lite0"
@@ -64,6 +71,11 @@ class PatchCoreConfig:
     calibration_fraction: float = 0.1
     good_quantile: float = 0.99
     seed: int = 0
+    tile_size: int | None = None
+    tile_overlap: float = 0.25
+
+    def __post_init__(self) -> None:
+        check_tiling(self.tile_size, self.tile_overlap)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PatchCoreConfig:
@@ -115,8 +127,10 @@ class PatchCore(BatchDetector):
         progress: Progress | None = None,
         what: str = "Embedding",
     ) -> torch.Tensor:
-        """(N, P, D) patch embeddings of images, batch by batch."""
+        """(N, P, D) patch embeddings of images (of their tiles when tiling), batch by batch."""
         tell = report(progress)
+        if self.config.tile_size is not None:
+            images = split_into_tiles(images, self.config.tile_size, self.config.tile_overlap)
         out = []
         with torch.inference_mode():
             for x, done in self._input_batches(images):
@@ -207,6 +221,20 @@ class PatchCore(BatchDetector):
         return int(picked.indices.numel())
 
     # ------------------------------------------------------------------ predict
+    def predict(
+        self, images: Sequence[np.ndarray], progress: Progress | None = None
+    ) -> list[Prediction]:
+        """Score decoded images (see :meth:`BatchDetector.predict`).
+
+        With ``tile_size`` set, each image is scored in tiles and its map is (H, W), the
+        image's own size (:func:`adcore.detectors.tiled.predict_in_tiles`).
+        """
+        if self.config.tile_size is None:
+            return super().predict(images, progress)
+        return predict_in_tiles(
+            super().predict, images, self.config.tile_size, self.config.tile_overlap, progress
+        )
+
     def _score_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model(x)
 

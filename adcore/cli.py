@@ -56,6 +56,8 @@ _SETTINGS = {
     "shots": "shots",
     "object_name": "object_name",
     "window_stride": "window_stride",
+    "tile_size": "tile_size",
+    "tile_overlap": "tile_overlap",
 }
 """CLI option (argparse dest) -> detector config field."""
 
@@ -197,6 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--coreset-ratio", type=float, help="PatchCore memory-bank fraction")
         p.add_argument("--backbone", help="backbone name (PatchCore)")
         p.add_argument("--max-train", type=int, help="use the first N train images")
+        p.add_argument(
+            "--tile-size",
+            type=int,
+            help="PatchCore: fit and score large images in tiles of this side (native resolution)",
+        )
+        p.add_argument(
+            "--tile-overlap", type=float, help="least shared fraction of neighbouring tiles (0.25)"
+        )
         p.add_argument("--clip-model", help="open_clip architecture (CLIP), e.g. ViT-B-16-plus-240")
         p.add_argument(
             "--clip-pretrained",

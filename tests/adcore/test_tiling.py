@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from synthetic_parts import make_part
 
+from adcore.cli import main
 from adcore.detectors.base import save_fitted
 from adcore.detectors.patchcore import PatchCore, PatchCoreConfig
 from adcore.errors import ModelFileError
@@ -144,3 +145,16 @@ def test_a_config_with_a_bad_tiling_is_refused(tiled: PatchCore, tmp_path: Path)
     )
     with pytest.raises(ModelFileError, match="overlap"):
         PatchCore.load(tmp_path / "bad", device="cpu")
+
+
+def test_fit_command_stores_the_tiling_and_refuses_a_bad_one(
+    mvtec_tree: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "model"
+    common = ["fit", str(mvtec_tree), "--image-size", "32", "--tile-size", "32", "--quiet"]
+    assert main([*common, "--out", str(out), "--tile-overlap", "0.5"]) == 0
+    stored = json.loads((out / "config.json").read_text())["config"]
+    assert (stored["tile_size"], stored["tile_overlap"]) == (32, 0.5)
+    capsys.readouterr()
+    assert main([*common, "--out", str(tmp_path / "bad"), "--tile-overlap", "2"]) == 2
+    assert "tile overlap must be a fraction" in capsys.readouterr().err

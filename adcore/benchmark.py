@@ -91,7 +91,8 @@ def run_benchmark(
     size = detector.config.image_size
     if dataset.has_masks:
         masks = np.stack([_mask(s.mask_path, size) for s in dataset.test])
-        maps = np.stack([p.anomaly_map for p in predictions])
+        # Tiled models give maps at each image's own size: compare every map at S x S.
+        maps = np.stack([p.map_resized(size, size) for p in predictions])
         px_auroc = pixel_auroc(masks, maps)
         pro = aupro(masks, maps)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -158,3 +158,12 @@ def test_fit_command_stores_the_tiling_and_refuses_a_bad_one(
     capsys.readouterr()
     assert main([*common, "--out", str(tmp_path / "bad"), "--tile-overlap", "2"]) == 2
     assert "tile overlap must be a fraction" in capsys.readouterr().err
+
+
+def test_benchmark_of_a_tiled_model_measures_pixels_on_the_model_grid(
+    mvtec_tree: Path, capsys
+) -> None:
+    args = ["benchmark", str(mvtec_tree), "--image-size", "32", "--tile-size", "32", "--json"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["image_auroc"] > 0.9 and result["pixel_auroc"] > 0.8

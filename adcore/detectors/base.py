@@ -40,7 +40,8 @@ class Prediction:
 
     Attributes:
         score: Image anomaly score; higher is more anomalous.
-        anomaly_map: (S, S) float32 per-pixel anomaly score at the model's input resolution.
+        anomaly_map: (S, S) float32 per-pixel anomaly score at the model's input resolution, or
+            (H, W) at the image's own size for models that score in tiles (:mod:`adcore.tiling`).
         threshold: The decision threshold in force when scored, or None if none is set.
         embedding: (D,) float32 global feature vector of the image, computed in the same pass
             (for "resembles confirmed defects", :mod:`adcore.explain.neighbours`), or None for

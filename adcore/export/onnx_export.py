@@ -46,6 +46,7 @@ INPUT_NAME = "image"
 SCORE_NAME = "score"
 MAP_NAME = "anomaly_map"
 QUANTIZATIONS = ("int8",)
+RESIZE_PREFIX = "pil_resize/"
 
 IR_VERSION = 10
 """ONNX IR version written (onnxruntime 1.30 reads up to 13; 10 keeps older runtimes working)."""
@@ -139,7 +140,7 @@ def _prepend_preprocessing(proto: onnx.ModelProto, size: int) -> onnx.ModelProto
     """Replace the float ``pixels`` input by a uint8 image input resized in the graph."""
     graph = proto.graph
     pixels = graph.input[0]
-    resized, nodes, constants = pil_bilinear_resize_nodes(INPUT_NAME, size)
+    resized, nodes, constants = pil_bilinear_resize_nodes(INPUT_NAME, size, RESIZE_PREFIX)
     nodes.append(helper.make_node("Identity", [resized], [pixels.name], name="pixels"))
     image = helper.make_tensor_value_info(
         INPUT_NAME, TensorProto.UINT8, ["batch", "height", "width", 3]
@@ -210,11 +211,15 @@ def read_metadata(props: dict[str, str]) -> dict[str, Any]:
 
 
 def _quantize_int8(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """Dynamic int8 quantization of the weights (onnxruntime.quantization)."""
+    """Dynamic int8 quantization of the weights (onnxruntime.quantization).
+
+    The exact resize (double precision) is left alone.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory() as tmp:
         source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save_model(proto, str(source))
-        quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+        resize = [n.name for n in proto.graph.node if n.name.startswith(RESIZE_PREFIX)]
+        quantize_dynamic(source, target, weight_type=QuantType.QInt8, nodes_to_exclude=resize)
         return onnx.load_model(str(target))

@@ -70,6 +70,7 @@ def tiles_per_image(dataset: Dataset, tile: int, overlap: float) -> float:
 def run(args: argparse.Namespace) -> dict:
     """Benchmark both variants; the JSON record of the run."""
     dataset = resolve_dataset(args.dataset, max_train=args.max_train)
+    load_before = os.getloadavg()[0]
     common = {"image_size": args.image_size, "coreset_ratio": args.coreset_ratio}
     variants = {
         "untiled": common,
@@ -94,6 +95,7 @@ def run(args: argparse.Namespace) -> dict:
         "command": "python " + shlex.join(["bench/tiling.py", *sys.argv[1:]]),
         "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch on CPU",
+        "load_average": [load_before, os.getloadavg()[0]],
     }
 
 
@@ -153,6 +155,10 @@ def render(record: dict) -> str:
         f"{'n/a' if pixel_gain is None else f'{pixel_gain:+.3f}'}. Cost: fit "
         f"x{tiled['fit_seconds'] / untiled['fit_seconds']:.1f}, scoring "
         f"x{tiled['score_ms_per_image'] / untiled['score_ms_per_image']:.1f} per image.",
+        "",
+        "Timings are wall time on a shared machine: 1-minute load average "
+        f"{record['load_average'][0]:.1f} at the start, {record['load_average'][1]:.1f} at the "
+        "end (the cost ratios matter more than the absolute times).",
         "",
         "Peak RSS is the process's peak so far (the tiled run comes second, so it includes "
         "the untiled run's peak).",

@@ -1,0 +1,219 @@
+"""Export parity, torch vs onnxruntime speed, and the int8 AUROC change, on the three datasets.
+
+For each suite (the same splits, image sizes and coreset ratio as ``bench/run_detectors.py``):
+fit PatchCore with torch, export it to ONNX (float32, and int8 with onnxruntime's dynamic
+quantization), score every test image (or a stride subset with ``--max-test``) three ways and
+report the largest relative score difference, the verdict changes, the image AUROC of each and
+the scoring time per image (whole list, decoding excluded, resizing included).
+
+Usage:
+    python bench/export_parity.py [--only magnetic-tile] [--max-test 100] [--write-results]
+
+``--write-results`` rewrites ``bench/RESULTS_export.md`` from this run (nothing is pasted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from adcore.datasets import Dataset, load_elpv, load_mvtec  # noqa: E402
+from adcore.detectors.base import load_many  # noqa: E402
+from adcore.detectors.onnx_runtime import OnnxPatchCore  # noqa: E402
+from adcore.detectors.patchcore import PatchCore, PatchCoreConfig  # noqa: E402
+from adcore.export.onnx_export import export_patchcore  # noqa: E402
+from adcore.metrics import image_metrics  # noqa: E402
+
+MAGNETIC_TILE = ROOT.parent / "shared" / "datasets" / "magnetic_tile"
+CORESET_RATIO = 0.01
+# name -> (loader, image size), as bench/run_detectors.py
+SUITES = {
+    "elpv-mono": (lambda: load_elpv("mono"), 224),
+    "elpv-poly": (lambda: load_elpv("poly"), 256),
+    "magnetic-tile": (lambda: load_mvtec(MAGNETIC_TILE, max_train=200), 256),
+}
+
+
+@dataclass
+class SuiteResult:
+    """One suite's numbers."""
+
+    name: str
+    n_train: int
+    n_test: int
+    max_relative_difference: float
+    verdict_changes: int
+    int8_max_relative_difference: float
+    int8_verdict_changes: int
+    auroc_torch: float
+    auroc_onnx: float
+    auroc_int8: float
+    ms_torch: float
+    ms_onnx: float
+    ms_int8: float
+    mb_onnx: float
+    mb_int8: float
+
+
+def _timed(predict, images):
+    start = time.perf_counter()
+    preds = predict(images)
+    return preds, 1000 * (time.perf_counter() - start) / len(images)
+
+
+def _compare(reference, other) -> tuple[float, int]:
+    a = np.array([p.score for p in reference])
+    b = np.array([p.score for p in other])
+    changes = sum(x.is_defect != y.is_defect for x, y in zip(reference, other, strict=True))
+    return float(np.max(np.abs(b - a) / np.abs(a))), int(changes)
+
+
+def run_suite(name: str, max_test: int | None) -> SuiteResult:
+    """Fit, export, score and compare one suite."""
+    loader, size = SUITES[name]
+    dataset: Dataset = loader()
+    test = list(dataset.test)
+    if max_test and len(test) > max_test:
+        test = test[:: -(-len(test) // max_test)]
+    print(f"{name}: fit on {len(dataset.train)}, score {len(test)}", flush=True)
+    config = PatchCoreConfig(image_size=size, coreset_ratio=CORESET_RATIO)
+    detector = PatchCore(config, device="cpu")
+    detector.fit([s.path for s in dataset.train])
+    loaded, failures = load_many([s.path for s in test])
+    if failures:
+        raise SystemExit(f"{name}: unreadable test images {failures[:3]}")
+    images = [im.pixels for im in loaded]
+    labels = np.array([s.label for s in test])
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = OnnxPatchCore(export_patchcore(detector, Path(tmp) / "fp32.onnx"))
+        int8 = OnnxPatchCore(export_patchcore(detector, Path(tmp) / "int8.onnx", quantize="int8"))
+        sizes = [os.path.getsize(m.path) / 1e6 for m in (fp32, int8)]
+        fp32.predict(images[:2]), int8.predict(images[:2]), detector.predict(images[:2])  # warm-up
+        torch_preds, ms_torch = _timed(detector.predict, images)
+        onnx_preds, ms_onnx = _timed(fp32.predict, images)
+        int8_preds, ms_int8 = _timed(int8.predict, images)
+    diff, changes = _compare(torch_preds, onnx_preds)
+    diff8, changes8 = _compare(torch_preds, int8_preds)
+
+    def auroc(preds) -> float:
+        return float(image_metrics(labels, np.array([p.score for p in preds])).auroc)
+
+    result = SuiteResult(
+        name,
+        len(dataset.train),
+        len(test),
+        diff,
+        changes,
+        diff8,
+        changes8,
+        auroc(torch_preds),
+        auroc(onnx_preds),
+        auroc(int8_preds),
+        ms_torch,
+        ms_onnx,
+        ms_int8,
+        sizes[0],
+        sizes[1],
+    )
+    print(result, flush=True)
+    return result
+
+
+def to_markdown(results: list[SuiteResult], command: str, subset: int | None) -> str:
+    """RESULTS_export.md from one run."""
+    lines = [
+        "# ONNX export: parity, speed and int8",
+        "",
+        "Generated by `bench/export_parity.py` (do not edit by hand). Command:",
+        "",
+        f"    {command}",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs: "
+        "timings are indicative), onnxruntime CPU provider, torch on the CPU.",
+        "",
+        (
+            f"Test images: a stride subset of at most {subset} per dataset (time was short), "
+            "not every test image."
+            if subset
+            else "Test images: every test image of each dataset."
+        ),
+        "PatchCore as in `bench/run_detectors.py` (coreset ratio "
+        f"{CORESET_RATIO}, image size 224 for ELPV mono, 256 otherwise), threshold from its "
+        "held-out good images.",
+        "",
+        "## Parity (float32 export vs torch)",
+        "",
+        "| dataset | train | test | max relative score difference | verdict changes |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.name} | {r.n_train} | {r.n_test} | {r.max_relative_difference:.2e} | "
+            f"{r.verdict_changes} |"
+        )
+    lines += [
+        "",
+        "## Speed (ms per image, decoded images in, score + map out)",
+        "",
+        "| dataset | torch | onnxruntime fp32 | onnxruntime int8 | file MB fp32 | file MB int8 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.name} | {r.ms_torch:.1f} | {r.ms_onnx:.1f} | {r.ms_int8:.1f} | "
+            f"{r.mb_onnx:.1f} | {r.mb_int8:.1f} |"
+        )
+    lines += [
+        "",
+        "## int8 (optional, `--quantize int8`): image AUROC change",
+        "",
+        "| dataset | AUROC torch | AUROC onnx fp32 | AUROC int8 | int8 - torch | "
+        "int8 max relative score difference | int8 verdict changes |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.name} | {r.auroc_torch:.4f} | {r.auroc_onnx:.4f} | {r.auroc_int8:.4f} | "
+            f"{r.auroc_int8 - r.auroc_torch:+.4f} | {r.int8_max_relative_difference:.2e} | "
+            f"{r.int8_verdict_changes} |"
+        )
+    if results:
+        mean = np.mean([r.auroc_int8 - r.auroc_torch for r in results])
+        lines += ["", f"Mean int8 AUROC change over the datasets above: {mean:+.4f}."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    """Run the suites; print, and with ``--write-results`` write RESULTS_export.md."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=sorted(SUITES), action="append")
+    parser.add_argument("--max-test", type=int, help="score a stride subset of N test images")
+    parser.add_argument("--write-results", action="store_true")
+    args = parser.parse_args()
+    names = args.only or list(SUITES)
+    if "magnetic-tile" in names and not MAGNETIC_TILE.is_dir():
+        print(f"skipping magnetic-tile: {MAGNETIC_TILE} is missing", flush=True)
+        names.remove("magnetic-tile")
+    results = [run_suite(name, args.max_test) for name in names]
+    command = "python bench/export_parity.py " + " ".join(sys.argv[1:])
+    text = to_markdown(results, command.strip(), args.max_test)
+    print(text)
+    if args.write_results:
+        (HERE / "RESULTS_export.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     CheckConstraint,
     Connection,
     ForeignKey,
@@ -84,7 +85,7 @@ class Review(Base):
     defect_type: Mapped[str | None] = mapped_column(String(DEFECT_TYPE_LENGTH))
     note: Mapped[str | None] = mapped_column(Text)
     seconds_spent: Mapped[float | None]
-    region: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    region: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
     """The box the reviewer drew around the defect: ``{"x", "y", "w", "h"}``, fractions of the
     image's width and height from its top-left corner (:func:`db.review_queue.defect_region`)."""
     is_undo: Mapped[bool] = mapped_column(default=False)

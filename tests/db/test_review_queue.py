@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from stored_rows import add_prediction, add_version
 
@@ -288,6 +289,14 @@ def test_a_defect_box_is_checked_and_stored_with_the_review(
                 label="good",
                 region={"x": 0.1, "y": 0.1, "w": 0.2, "h": 0.2},
             )
+        plain = record_review(session, image_id=scored["high"], user=inspector, label="defect")
+        plain_id = plain.id
     with session_factory() as session:
         stored = session.get(Review, review_id).region
+        no_box = session.scalar(
+            select(func.count())
+            .select_from(Review)
+            .where(Review.id == plain_id, Review.region.is_(None))
+        )
     assert stored == {"x": 0.25, "y": 0.5, "w": 0.5, "h": 0.5}
+    assert no_box == 1  # SQL NULL, not a JSON null

@@ -321,7 +321,34 @@ def report(progress: Progress | None) -> Progress:
     return progress or _no_progress
 
 
-class BatchDetector:
+class Scoring:
+    """What every scoring model offers on top of its ``predict``: files in, a threshold set.
+
+    Needs ``predict(list of (H, W, 3) uint8 arrays) -> list of Prediction`` and a ``threshold``
+    attribute.
+    """
+
+    threshold: float | None
+
+    def predict_files(
+        self, sources: Sequence[ImageSource]
+    ) -> tuple[list[tuple[LoadedImage, Prediction]], list[tuple[str, str]]]:
+        """Load and score a batch, reporting bad files instead of failing.
+
+        Returns:
+            ((image, prediction) for each loaded image; (name, message) for each refused one).
+        """
+        loaded, failures = load_many(sources)
+        preds = self.predict([im.pixels for im in loaded]) if loaded else []
+        return list(zip(loaded, preds, strict=True)), failures
+
+    def with_threshold(self, threshold: float | None) -> Self:
+        """Set the decision threshold and return self (for chaining)."""
+        self.threshold = None if threshold is None else float(threshold)
+        return self
+
+
+class BatchDetector(Scoring):
     """What every detector wrapper shares: batched scoring, file scoring, the threshold.
 
     Subclasses set ``config`` (with ``batch_size`` and ``image_size``), ``device`` and
@@ -446,20 +473,3 @@ class BatchDetector:
                     out.append(Prediction(float(s), m.astype(np.float32), self.threshold, v))
                 tell(done / len(images), f"Scored {done}/{len(images)} images")
         return out
-
-    def predict_files(
-        self, sources: Sequence[ImageSource]
-    ) -> tuple[list[tuple[LoadedImage, Prediction]], list[tuple[str, str]]]:
-        """Load and score a batch, reporting bad files instead of failing.
-
-        Returns:
-            ((image, prediction) for each loaded image; (name, message) for each refused one).
-        """
-        loaded, failures = load_many(sources)
-        preds = self.predict([im.pixels for im in loaded]) if loaded else []
-        return list(zip(loaded, preds, strict=True)), failures
-
-    def with_threshold(self, threshold: float | None) -> Self:
-        """Set the decision threshold and return self (for chaining)."""
-        self.threshold = None if threshold is None else float(threshold)
-        return self

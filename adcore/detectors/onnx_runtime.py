@@ -17,17 +17,15 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 
 from adcore.detectors.base import (
-    ImageSource,
-    LoadedImage,
     Prediction,
     Progress,
+    Scoring,
     _check_array,
-    load_many,
     report,
 )
 from adcore.errors import ModelFileError
@@ -35,7 +33,7 @@ from adcore.export.onnx_export import INPUT_NAME, MAP_NAME, SCORE_NAME, read_met
 from adcore.map_scale import MapCalibration
 
 
-class OnnxPatchCore:
+class OnnxPatchCore(Scoring):
     """A PatchCore export scored by onnxruntime on the CPU.
 
     Args:
@@ -110,23 +108,6 @@ class OnnxPatchCore:
             else:
                 batches.append([array])
         return batches
-
-    def predict_files(
-        self, sources: Sequence[ImageSource]
-    ) -> tuple[list[tuple[LoadedImage, Prediction]], list[tuple[str, str]]]:
-        """Load and score a batch, reporting bad files instead of failing.
-
-        Returns:
-            ((image, prediction) for each loaded image; (name, message) for each refused one).
-        """
-        loaded, failures = load_many(sources)
-        preds = self.predict([im.pixels for im in loaded]) if loaded else []
-        return list(zip(loaded, preds, strict=True)), failures
-
-    def with_threshold(self, threshold: float | None) -> Self:
-        """Set the decision threshold and return self (for chaining)."""
-        self.threshold = None if threshold is None else float(threshold)
-        return self
 
     def fit(self, *_args: Any, **_kwargs: Any) -> None:
         """Not possible: an export only scores. Fit the torch detector and export it again."""

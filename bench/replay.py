@@ -497,7 +497,7 @@ def replay(args: argparse.Namespace, tmp: Path) -> dict:
                     session, lab.project_id, result.image_id, user(session, lab.inspector_id)
                 )
             reviews += 1
-            flagged = queued.verdict == "defect"  # pages/review.py: item.verdict == DEFECT
+            flagged = queued.verdict == "defect"  # pages/review_desk.py: the verdict shown
             if learns_instantly(label, flagged):  # pages/page_tasks.py: learn_after_review
                 t0 = time.perf_counter()
                 feedback = learn_from_good_review(

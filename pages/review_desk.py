@@ -80,9 +80,7 @@ class PressOutcome:
 
 def outbox() -> list[dict[str, Any]]:
     """The presses the browser is waiting to see recorded (from the component's state)."""
-    state = st.session_state.get(DESK_KEY) or {}
-    sync = state.get("sync") if hasattr(state, "get") else None
-    presses = (sync or {}).get("outbox") or []
+    presses = desk_sync().get("outbox") or []
     return [press for press in presses if isinstance(press, dict) and press.get("press")]
 
 

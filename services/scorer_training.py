@@ -143,10 +143,6 @@ def maybe_queue_scorer_training(session: Session, project_id: int, user: User) -
         return None
     if has_pending_job(session, project_id, TRAIN_FEEDBACK_SCORER):
         return None
-    detector = active_version(session, project_id, ModelFamily.DETECTOR)
-    labelled = labelled_with_vectors(session, project_id, detector_lineage(detector))
-    if min(trainable_counts(labelled)) < MIN_PER_CLASS:
-        return None
     last = latest_job(session, project_id, TRAIN_FEEDBACK_SCORER)
     last_params = {} if last is None else dict(last.parameters or {})
     tally = reviews_after(session, project_id, last_params.get(THROUGH_REVIEW_KEY))
@@ -157,6 +153,11 @@ def maybe_queue_scorer_training(session: Session, project_id: int, user: User) -
     elif tally.count >= batch and queue_size(session, project_id) == 0:
         trigger = f"the end of a review batch ({tally.count} new reviews, queue empty)"
     else:
+        return None
+    # After the cheap counts: this reads every labelled part, and runs after every review.
+    detector = active_version(session, project_id, ModelFamily.DETECTOR)
+    labelled = labelled_with_vectors(session, project_id, detector_lineage(detector))
+    if min(trainable_counts(labelled)) < MIN_PER_CLASS:
         return None
     job = enqueue_automatic_job(
         session,

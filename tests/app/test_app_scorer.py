@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 from apptest_support import MANAGER, Workbench, signed_in_app
+from stored_rows import image_row
 from streamlit.testing.v1 import AppTest
 
 import db
@@ -31,16 +31,7 @@ def add_labelled_parts(workbench: Workbench, n: int = 60) -> None:
         manager = session.get(db.User, workbench.users[MANAGER])
         for i in range(n):
             defect = i % 3 == 0
-            image = db.Image(
-                project_id=workbench.project_id,
-                sha256=hashlib.sha256(f"scorer-{i}".encode()).hexdigest(),
-                stored_path=f"images/scorer-{i}.png",
-                original_name=f"scorer-{i}.png",
-                width=8,
-                height=8,
-                size_bytes=1,
-                source="upload",
-            )
+            image = image_row(workbench.project_id, f"scorer-{i}")
             session.add(image)
             session.flush()
             vector = rng.normal(size=8)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
+from stored_rows import image_row
 
 from adcore.feedback_scorer import DetectorIdentity, train_feedback_scorer
 from db import Image, Job, Prediction, Project, Role, User
@@ -50,16 +51,8 @@ def add_flagged_parts(
     """
     with factory() as session, session.begin():
         for i in range(first, first + n):
-            image = Image(
-                project_id=project_id,
-                sha256=("19999999" if i % 4 == 3 else "e6666666") + f"{project_id:08x}{i:048x}",
-                stored_path=f"images/{i}.png",
-                original_name=f"{i}.png",
-                width=8,
-                height=8,
-                size_bytes=1,
-                source="upload",
-            )
+            digest = ("19999999" if i % 4 == 3 else "e6666666") + f"{project_id:08x}{i:048x}"
+            image = image_row(project_id, i, sha256=digest)
             session.add(image)
             session.flush()
             session.add(

@@ -7,6 +7,7 @@ Imported as ``from stored_rows import add_image, add_version, add_prediction``
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,22 +19,28 @@ T0 = datetime(2025, 3, 1, tzinfo=UTC)
 """Default prediction time of :func:`add_prediction` (plus its ``minutes``)."""
 
 
+def image_row(project_id: int, n: int | str, **fields: Any) -> Image:
+    """An unsaved 8 x 8 image row ``images/<n>.png`` with no file (digest from ``n``)."""
+    digest = f"{n:064x}" if isinstance(n, int) else hashlib.sha256(n.encode()).hexdigest()
+    return Image(
+        **{
+            "project_id": project_id,
+            "sha256": digest,
+            "stored_path": f"images/{n}.png",
+            "original_name": f"{n}.png",
+            "width": 8,
+            "height": 8,
+            "size_bytes": 1,
+            "source": "upload",
+            **fields,
+        }
+    )
+
+
 def add_image(factory: sessionmaker[Session], project_id: int, n: int, **fields: Any) -> int:
-    """Store an image row ``images/<n>.png`` (digest from ``n``, no file); return its id."""
+    """Store :func:`image_row` in its own transaction; return its id."""
     with factory() as session, session.begin():
-        image = Image(
-            **{
-                "project_id": project_id,
-                "sha256": f"{n:064x}",
-                "stored_path": f"images/{n}.png",
-                "original_name": f"{n}.png",
-                "width": 8,
-                "height": 8,
-                "size_bytes": 1,
-                "source": "upload",
-                **fields,
-            }
-        )
+        image = image_row(project_id, n, **fields)
         session.add(image)
         session.flush()
         return image.id

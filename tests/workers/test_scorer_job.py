@@ -10,11 +10,12 @@ import pytest
 from job_support import job_lab, run_job
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
+from stored_rows import image_row
 
 from adcore.explain.neighbours import embedding_to_bytes
 from adcore.feedback_scorer import FeedbackScorer
 from adcore.holdout import in_evaluation_share
-from db import Image, ModelVersion, Prediction, Project, User
+from db import ModelVersion, Prediction, Project, User
 from db.model_families import ModelFamily, active_version
 from db.model_versions import (
     GateRefusedError,
@@ -61,15 +62,12 @@ def add_parts(
         inspector = session.get(User, lab["inspector_id"])
         for i, defect in enumerate(defects):
             digest = hashlib.sha256(f"{seed}-{i}".encode()).hexdigest()
-            image = Image(
-                project_id=lab["project_id"],
+            image = image_row(
+                lab["project_id"],
+                i,
                 sha256=digest,
                 stored_path=f"images/{digest[:12]}.png",
                 original_name=f"part-{i}.png",
-                width=8,
-                height=8,
-                size_bytes=1,
-                source="upload",
             )
             session.add(image)
             session.flush()

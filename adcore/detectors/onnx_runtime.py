@@ -6,7 +6,8 @@ metadata, and offers the scoring half of a detector: :meth:`~OnnxPatchCore.predi
 images -> :class:`~adcore.detectors.base.Prediction`), :meth:`~OnnxPatchCore.predict_files` and
 :meth:`~OnnxPatchCore.with_threshold`. It cannot fit or learn (``update``): those stay with the
 torch detector, and a model that learned since its export must be exported again. Its
-predictions carry no embedding (the export holds scores and maps only).
+predictions carry the same global vector as the torch model's (the export's ``vector`` output;
+exports written before it existed give none).
 
 Choose it with ``load_detector(path, runtime="onnx")`` or by passing the ``.onnx`` file itself
 (:func:`adcore.detectors.registry.load_detector`), or ``python -m adcore score --runtime onnx``.
@@ -28,8 +29,15 @@ from adcore.detectors.base import (
     _check_array,
     report,
 )
+from adcore.detectors.tiled import predict_in_tiles
 from adcore.errors import ModelFileError
-from adcore.export.onnx_export import INPUT_NAME, MAP_NAME, SCORE_NAME, read_metadata
+from adcore.export.onnx_export import (
+    INPUT_NAME,
+    MAP_NAME,
+    SCORE_NAME,
+    VECTOR_NAME,
+    read_metadata,
+)
 from adcore.map_scale import MapCalibration
 
 
@@ -70,6 +78,11 @@ class OnnxPatchCore(Scoring):
         self.training_hash: str | None = self.metadata.get("training_hash")
         self.image_size = int(self.metadata["image_size"])
         self.batch_size = max(1, int(self.metadata.get("batch_size") or 1))
+        # Exports before the vector output give scores and maps only.
+        names = {output.name for output in self.session.get_outputs()}
+        self._outputs = [SCORE_NAME, MAP_NAME] + ([VECTOR_NAME] if VECTOR_NAME in names else [])
+        self.tile_size: int | None = self.metadata.get("tile_size")
+        self.tile_overlap: float = float(self.metadata.get("tile_overlap") or 0.0)
 
     def predict(
         self, images: Sequence[np.ndarray], progress: Progress | None = None
@@ -77,25 +90,45 @@ class OnnxPatchCore(Scoring):
         """Score decoded images.
 
         Consecutive images of the same size go through the graph together, up to the model's
-        batch size.
+        batch size. A model fitted in tiles (``tile_size`` in the metadata) scores each image in
+        the same overlapping tiles as torch and stitches the tile maps
+        (:func:`adcore.detectors.tiled.predict_in_tiles`).
 
         Args:
             images: (H, W, 3) uint8 RGB arrays (an (H, W) grey array is taken as RGB).
             progress: Optional callback ``progress(fraction, message)``.
 
         Returns:
-            One :class:`Prediction` per image: (S, S) float32 map, no embedding.
+            One :class:`Prediction` per image: (S, S) float32 map ((H, W), the image's own size,
+            when tiled), and the (D,) global vector when the export holds it.
 
         Raises:
             ImageLoadError: An array is not (H, W, 3) uint8.
         """
+        if self.tile_size is not None:
+            arrays = [_check_array(np.asarray(im), f"image-{i}") for i, im in enumerate(images)]
+            return predict_in_tiles(
+                self._predict_whole, arrays, self.tile_size, self.tile_overlap, progress
+            )
+        return self._predict_whole(images, progress)
+
+    def _predict_whole(
+        self, images: Sequence[np.ndarray], progress: Progress | None = None
+    ) -> list[Prediction]:
         tell = report(progress)
         arrays = [_check_array(np.asarray(im), f"image-{i}") for i, im in enumerate(images)]
         out: list[Prediction] = []
         for batch in self._batches(arrays):
-            scores, maps = self.session.run([SCORE_NAME, MAP_NAME], {INPUT_NAME: np.stack(batch)})
-            for score, anomaly_map in zip(scores, maps, strict=True):
-                out.append(Prediction(float(score), anomaly_map.astype(np.float32), self.threshold))
+            outputs = self.session.run(self._outputs, {INPUT_NAME: np.stack(batch)})
+            scores, maps = outputs[0], outputs[1]
+            vectors = outputs[2] if len(outputs) > 2 else [None] * len(scores)
+            for score, anomaly_map, vector in zip(scores, maps, vectors, strict=True):
+                embedding = None if vector is None else vector.astype(np.float32)
+                out.append(
+                    Prediction(
+                        float(score), anomaly_map.astype(np.float32), self.threshold, embedding
+                    )
+                )
             tell(len(out) / len(arrays), f"Scored {len(out)}/{len(arrays)} images")
         return out
 

@@ -39,7 +39,10 @@ def anomaly_focused_embedding(features: torch.Tensor, patch_scores: torch.Tensor
         )
     flat = features.float().flatten(2)  # (B, D, P)
     scores = patch_scores.float().flatten(1)  # (B, P)
-    excess = (scores - scores.median(dim=1, keepdim=True).values).clamp_min(0.0)
+    # The lower median, as ``torch.median``, through a sort that ONNX export can hold.
+    middle = (scores.shape[1] - 1) // 2
+    median = scores.sort(dim=1).values[:, middle : middle + 1]
+    excess = (scores - median).clamp_min(0.0)
     total = excess.sum(dim=1, keepdim=True)
     weights = torch.where(total > 0, excess / total.clamp_min(1e-12), 1.0 / scores.shape[1])
     focused = torch.einsum("bdp,bp->bd", flat, weights)

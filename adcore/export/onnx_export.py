@@ -45,6 +45,7 @@ EXPORT_FORMAT = "loupe-onnx-1"
 INPUT_NAME = "image"
 SCORE_NAME = "score"
 MAP_NAME = "anomaly_map"
+VECTOR_NAME = "vector"
 QUANTIZATIONS = ("int8",)
 RESIZE_PREFIX = "pil_resize/"
 
@@ -85,8 +86,7 @@ def export_patchcore(
         The written file.
 
     Raises:
-        ModelFileError: The detector is not a fitted PatchCore, it scores in tiles, or
-            ``quantize`` is unknown.
+        ModelFileError: The detector is not a fitted PatchCore, or ``quantize`` is unknown.
     """
     if getattr(detector, "kind", None) != "patchcore":
         raise ModelFileError(
@@ -94,10 +94,6 @@ def export_patchcore(
         )
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise ModelFileError(f"Unknown quantization {quantize!r}; choose one of {QUANTIZATIONS}")
-    if getattr(detector.config, "tile_size", None) is not None:
-        raise ModelFileError(
-            "Models that score in tiles do not export to ONNX yet: score them with torch"
-        )
     if detector.model.memory_bank.shape[0] == 0:
         raise ModelFileError("Refusing to export an unfitted model")
     model = detector.model.to("cpu").eval()
@@ -125,7 +121,7 @@ def _export_scoring(scoring: PatchCoreScoring, size: int) -> onnx.ModelProto:
         scoring,
         (example,),
         input_names=["pixels"],
-        output_names=[SCORE_NAME, MAP_NAME],
+        output_names=[SCORE_NAME, MAP_NAME, VECTOR_NAME],
         dynamic_shapes={"images": {0: batch}},
         dynamo=True,
         optimize=True,
@@ -167,11 +163,15 @@ def _metadata(detector: Any, *, source: str | None, quantized: str | None) -> di
         "outputs": {
             SCORE_NAME: "(batch,) float32 image score; defect when score >= threshold",
             MAP_NAME: f"(batch, {config.image_size}, {config.image_size}) float32 anomaly map",
+            VECTOR_NAME: "(batch, D) float32 global vector (anomaly-focused pooling), used to "
+            "find similar confirmed parts",
         },
         "image_size": int(config.image_size),
         "batch_size": int(config.batch_size),
         "backbone": config.backbone,
         "layers": list(config.layers),
+        "tile_size": getattr(config, "tile_size", None),
+        "tile_overlap": getattr(config, "tile_overlap", None),
         "memory_bank_size": int(detector.model.memory_bank.shape[0]),
         "training_hash": detector.training_hash,
         "quantization": quantized,

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adcore.detectors.patchcore.torch_model import PatchCoreModel, gaussian_smooth
+from adcore.detectors.pooling import anomaly_focused_embedding
 
 
 class PatchCoreScoring(nn.Module):
@@ -34,14 +35,15 @@ class PatchCoreScoring(nn.Module):
         self.register_buffer("bank_sq", (bank * bank).sum(1))
         self.k = min(model.num_neighbors, bank.shape[0])
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Score a batch.
 
         Args:
             images: (N, 3, S, S) RGB in [0, 1].
 
         Returns:
-            ((N,) image scores, (N, S, S) smoothed anomaly maps).
+            ((N,) image scores, (N, S, S) smoothed anomaly maps, (N, D) global vectors: the
+            anomaly-focused pooling the torch model gives each scored image).
         """
         emb = self.model.embed(images)
         bsz, dim, h, w = emb.shape
@@ -65,4 +67,5 @@ class PatchCoreScoring(nn.Module):
             mode="bilinear",
             align_corners=False,
         )
-        return scores, gaussian_smooth(maps, self.model.blur_sigma)[:, 0]
+        vectors = anomaly_focused_embedding(emb, dist.reshape(bsz, h, w))
+        return scores, gaussian_smooth(maps, self.model.blur_sigma)[:, 0], vectors

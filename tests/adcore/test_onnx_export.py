@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -79,7 +78,7 @@ def test_onnxruntime_scores_what_torch_scores(fitted: PatchCore, exported: Path)
         assert got.is_defect == want.is_defect
         assert got.anomaly_map.shape == (64, 64) and got.anomaly_map.dtype == np.float32
         np.testing.assert_allclose(got.anomaly_map, want.anomaly_map, rtol=1e-4, atol=1e-4)
-        assert got.embedding is None
+        np.testing.assert_allclose(got.embedding, want.embedding, rtol=1e-3, atol=1e-4)
     assert {p.is_defect for p in onnx_preds} == {True, False}
 
 
@@ -157,9 +156,22 @@ def test_export_refuses_unfitted_models_and_unknown_quantizations(
         export_patchcore(fitted, tmp_path / "b.onnx", quantize="int4")
     with pytest.raises(ModelFileError, match="Only PatchCore"):
         export_patchcore(object(), tmp_path / "c.onnx")
-    tiled = SimpleNamespace(kind="patchcore", config=SimpleNamespace(tile_size=512))
-    with pytest.raises(ModelFileError, match="tiles"):
-        export_patchcore(tiled, tmp_path / "d.onnx")
+
+
+def test_a_model_fitted_in_tiles_exports_and_scores_in_the_same_tiles(tmp_path: Path) -> None:
+    config = PatchCoreConfig(
+        image_size=64, coreset_ratio=0.1, calibration_fraction=0.25, tile_size=64, tile_overlap=0.25
+    )
+    detector = PatchCore(config, device="cpu", pretrained=False)
+    detector.fit([make_part(i, size=120) for i in range(8)])
+    runtime = OnnxPatchCore(export_patchcore(detector, tmp_path / "tiled.onnx"))
+    assert (runtime.tile_size, runtime.tile_overlap) == (64, 0.25)
+    parts = [make_part(600, size=120), make_part(601, size=150, defect=True)[:100]]
+    for part, want, got in zip(parts, detector.predict(parts), runtime.predict(parts), strict=True):
+        assert got.anomaly_map.shape == want.anomaly_map.shape == part.shape[:2]
+        assert got.score == pytest.approx(want.score, rel=1e-4)
+        assert got.is_defect == want.is_defect
+        np.testing.assert_allclose(got.anomaly_map, want.anomaly_map, rtol=1e-4, atol=1e-4)
 
 
 def test_an_export_cannot_learn(exported: Path) -> None:

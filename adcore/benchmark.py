@@ -56,7 +56,7 @@ def _mask(path: Any, size: int) -> np.ndarray:
 
 
 def run_benchmark(
-    dataset: Dataset, detector_kind: str = "patchcore", **config: Any
+    dataset: Dataset, detector_kind: str = "patchcore", *, onnx: bool = False, **config: Any
 ) -> BenchmarkResult:
     """Fit on ``dataset.train`` (all of it: no calibration hold-out) and evaluate on its test split.
 
@@ -64,6 +64,9 @@ def run_benchmark(
         dataset: A dataset with a labelled test split.
         detector_kind: ``"patchcore"``, ``"autoencoder"`` or ``"clip"`` (CLIP: ``shots`` good
             images of the train split become references; 0 = zero-shot).
+        onnx: Also export the fitted PatchCore to ONNX and score the test split with onnxruntime:
+            ``details`` gets its ms/image, image AUROC, largest relative score difference and
+            the verdict changes at the torch scores' F1-max threshold (:func:`onnx_comparison`).
         **config: Detector config overrides (``image_size``, ``coreset_ratio``, ...).
 
     Returns:
@@ -95,6 +98,10 @@ def run_benchmark(
         maps = np.stack([p.map_resized(size, size) for p in predictions])
         px_auroc = pixel_auroc(masks, maps)
         pro = aupro(masks, maps)
+    details = {k: v for k, v in report.details.items() if not isinstance(v, list)}
+    if onnx:
+        pixels = [im.pixels for im in loaded]
+        details.update(onnx_comparison(detector, pixels, predictions, labels, quality.f1_threshold))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return BenchmarkResult(
         dataset=dataset.name,
@@ -109,5 +116,48 @@ def run_benchmark(
         score_ms_per_image=1000.0 * score_seconds / len(loaded),
         peak_rss_mb=peak,
         image_size=size,
-        details={k: v for k, v in report.details.items() if not isinstance(v, list)},
+        details=details,
     )
+
+
+def onnx_comparison(
+    detector: Any,
+    images: list[np.ndarray],
+    torch_predictions: list[Any],
+    labels: np.ndarray,
+    threshold: float,
+) -> dict[str, float | int]:
+    """Export ``detector`` to ONNX, score ``images`` with onnxruntime and compare with torch.
+
+    Args:
+        detector: A fitted PatchCore.
+        images: The decoded test images.
+        torch_predictions: Torch's predictions of ``images``.
+        labels: (N,) 1 = defect.
+        threshold: Verdict threshold for counting verdict changes.
+
+    Returns:
+        ``onnx_ms_per_image``, ``onnx_image_auroc``, ``onnx_max_relative_difference`` and
+        ``onnx_verdict_changes``.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from adcore.detectors.onnx_runtime import OnnxPatchCore
+    from adcore.export.onnx_export import export_patchcore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        runtime = OnnxPatchCore(export_patchcore(detector, Path(tmp) / "model.onnx"))
+        runtime.predict(images[:2])  # warm-up, not timed
+        start = time.perf_counter()
+        exported = runtime.predict(images)
+        seconds = time.perf_counter() - start
+    want = np.array([p.score for p in torch_predictions], dtype=np.float64)
+    got = np.array([p.score for p in exported], dtype=np.float64)
+    relative = np.abs(got - want) / np.maximum(np.abs(want), 1e-12)
+    return {
+        "onnx_ms_per_image": 1000.0 * seconds / len(images),
+        "onnx_image_auroc": image_metrics(labels, got).auroc,
+        "onnx_max_relative_difference": float(relative.max()),
+        "onnx_verdict_changes": int(((got >= threshold) != (want >= threshold)).sum()),
+    }

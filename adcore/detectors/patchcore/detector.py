@@ -31,7 +31,7 @@ from adcore.detectors.base import (
     split_calibration,
     training_set_hash,
 )
-from adcore.detectors.patchcore.torch_model import PatchCoreModel
+from adcore.detectors.patchcore.torch_model import IMAGE_SCORES, PatchCoreModel
 from adcore.detectors.tiled import predict_in_tiles, split_into_tiles
 from adcore.errors import DatasetError, ModelFileError
 from adcore.tiling import check_tiling
@@ -48,6 +48,10 @@ class PatchCoreConfig:
         coreset_ratio: Fraction of training patches kept in the memory bank.
         num_neighbors: Neighbours for the image-score re-weighting.
         blur_sigma: Anomaly-map smoothing, in input pixels.
+        image_score: How a part's score comes from its patch scores: ``"smoothed_max"`` (the
+            default) or ``"reweighted_max"`` (PatchCore eq. 7, the rule of models saved before
+            the option existed); see :mod:`adcore.detectors.patchcore.torch_model`.
+        score_sigma: Blur of the patch-score grid for ``"smoothed_max"``, in patches.
         batch_size: Images per forward pass.
         oversample: Stage-2 pool size of the coreset selection, as a multiple of the bank size.
         calibration_fraction: Share of good training images held out to set the first threshold
@@ -60,12 +64,14 @@ class PatchCoreConfig:
         tile_overlap: Least shared fraction of neighbouring tiles.
     """
 
-    backbone: str = "efficientnet_lite0"
+    backbone: str = "efficientnet_lite2"
     layers: tuple[int, ...] = (2, 3)
     image_size: int = 256
     coreset_ratio: float = 0.01
     num_neighbors: int = 9
     blur_sigma: float = 4.0
+    image_score: str = "smoothed_max"
+    score_sigma: float = 1.0
     batch_size: int = 16
     oversample: int = 10
     calibration_fraction: float = 0.1
@@ -76,11 +82,28 @@ class PatchCoreConfig:
 
     def __post_init__(self) -> None:
         check_tiling(self.tile_size, self.tile_overlap)
+        if self.image_score not in IMAGE_SCORES:
+            raise ValueError(
+                f"Unknown image score {self.image_score!r}; choose one of {IMAGE_SCORES}"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PatchCoreConfig:
-        """The config saved in a model file; unknown keys are ignored."""
+        """A config from a dict (overrides of today's defaults); unknown keys are ignored."""
         return cls(**known_fields(cls, data, tuples=("layers",)))
+
+    @classmethod
+    def from_saved(cls, data: dict[str, Any]) -> PatchCoreConfig:
+        """The config saved in a model file.
+
+        Models saved before a field existed keep the behaviour they were fitted and calibrated
+        with (:data:`SAVED_BEFORE`), not today's default.
+        """
+        return cls.from_dict({**SAVED_BEFORE, **data})
+
+
+SAVED_BEFORE: dict[str, Any] = {"backbone": "efficientnet_lite0", "image_score": "reweighted_max"}
+"""Config values of models saved before the field was written (their thresholds assume them)."""
 
 
 class PatchCore(BatchDetector):
@@ -110,6 +133,8 @@ class PatchCore(BatchDetector):
                 self.config.layers,
                 num_neighbors=self.config.num_neighbors,
                 blur_sigma=self.config.blur_sigma,
+                image_score=self.config.image_score,
+                score_sigma=self.config.score_sigma,
                 pretrained=pretrained,
             )
             .to(self.device)
@@ -281,7 +306,7 @@ class PatchCore(BatchDetector):
             cls.kind,
             expected_training_hash,
             lambda config: cls(
-                PatchCoreConfig.from_dict(config), device=device, pretrained=pretrained
+                PatchCoreConfig.from_saved(config), device=device, pretrained=pretrained
             ),
         )
         config = detector.config

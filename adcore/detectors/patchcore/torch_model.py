@@ -4,8 +4,14 @@ After Roth et al., "Towards Total Recall in Industrial Anomaly Detection", CVPR 
 Mid-level features of a frozen ImageNet backbone are aggregated over a 3x3 neighbourhood,
 upsampled to the finest chosen stage and concatenated into one patch embedding per location.
 The memory bank (a registered buffer) holds a coreset of training patch embeddings. A test
-patch's anomaly score is its distance to the nearest bank entry; the image score is the largest
-patch score re-weighted by how isolated its nearest bank entry is (PatchCore eq. 7).
+patch's anomaly score is its distance to the nearest bank entry. The image score is, by
+``image_score``:
+
+* ``"smoothed_max"`` (Loupe's default since issue 13): the largest value of the patch-score grid
+  after a Gaussian blur of ``score_sigma`` patches, so one noisy patch weighs less than a defect
+  that spans a few neighbouring patches (bench/RESULTS_variants.md);
+* ``"reweighted_max"``: the largest patch score re-weighted by how isolated its nearest bank entry
+  is (PatchCore eq. 7; the default before, kept for models saved then).
 
 Each scored image also gets one global feature vector (:meth:`PatchCoreModel.score_and_embed`):
 its patch embeddings pooled where the patch scores are high, minus their plain mean (see
@@ -32,6 +38,8 @@ class PatchCoreModel(nn.Module):
         layers: Backbone stages to use.
         num_neighbors: Bank neighbours used by the image-score re-weighting.
         blur_sigma: Gaussian smoothing of the anomaly map, in input pixels.
+        image_score: ``"smoothed_max"`` or ``"reweighted_max"`` (see the module docstring).
+        score_sigma: Blur of the patch-score grid for ``"smoothed_max"``, in patches.
         pretrained: Load ImageNet weights (False only in tests).
     """
 
@@ -42,12 +50,18 @@ class PatchCoreModel(nn.Module):
         *,
         num_neighbors: int = 9,
         blur_sigma: float = 4.0,
+        image_score: str = "smoothed_max",
+        score_sigma: float = 1.0,
         pretrained: bool = True,
     ) -> None:
         super().__init__()
+        if image_score not in IMAGE_SCORES:
+            raise ValueError(f"Unknown image score {image_score!r}; choose one of {IMAGE_SCORES}")
         self.extractor = FeatureExtractor(backbone, layers, pretrained=pretrained)
         self.num_neighbors = num_neighbors
         self.blur_sigma = blur_sigma
+        self.image_score = image_score
+        self.score_sigma = score_sigma
         self.register_buffer("memory_bank", torch.empty(0, self.embedding_dim))
 
     @property
@@ -99,9 +113,31 @@ class PatchCoreModel(nn.Module):
         return torch.cat(dists), torch.cat(index)
 
     def image_scores(
+        self,
+        embeddings: torch.Tensor,
+        patch_scores: torch.Tensor,
+        nn_index: torch.Tensor,
+        grid: tuple[int, int],
+    ) -> torch.Tensor:
+        """Image scores by the model's ``image_score`` rule.
+
+        Args:
+            embeddings: (B, P, D) patch embeddings.
+            patch_scores: (B, P) nearest-neighbour distances, P = h * w.
+            nn_index: (B, P) bank index of each patch's nearest neighbour.
+            grid: (h, w), the patch grid.
+
+        Returns:
+            (B,) image scores.
+        """
+        if self.image_score == "smoothed_max":
+            return smoothed_max(patch_scores.view(-1, 1, *grid), self.score_sigma)
+        return self.reweighted_max(embeddings, patch_scores, nn_index)
+
+    def reweighted_max(
         self, embeddings: torch.Tensor, patch_scores: torch.Tensor, nn_index: torch.Tensor
     ) -> torch.Tensor:
-        """PatchCore's re-weighted image score.
+        """PatchCore's re-weighted image score (eq. 7).
 
         Args:
             embeddings: (B, P, D) patch embeddings.
@@ -139,7 +175,7 @@ class PatchCoreModel(nn.Module):
         flat = emb.permute(0, 2, 3, 1).reshape(bsz, h * w, dim)
         dist, index = self.nearest(flat.reshape(-1, dim))
         dist, index = dist.view(bsz, h * w), index.view(bsz, h * w)
-        scores = self.image_scores(flat, dist, index)
+        scores = self.image_scores(flat, dist, index, (h, w))
         maps = F.interpolate(
             dist.view(bsz, 1, h, w), size=images.shape[-2:], mode="bilinear", align_corners=False
         )
@@ -159,12 +195,33 @@ class PatchCoreModel(nn.Module):
         return scores, maps
 
 
-def gaussian_smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+IMAGE_SCORES = ("smoothed_max", "reweighted_max")
+
+
+def smoothed_max(grid: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The largest value of a Gaussian-blurred patch-score grid.
+
+    Args:
+        grid: (B, 1, h, w) patch scores.
+        sigma: Blur in patches; the kernel radius is capped below the grid's side, so tiny grids
+            (tests, thumbnails) blur less rather than fail.
+
+    Returns:
+        (B,) image scores.
+    """
+    side = min(grid.shape[-2:])
+    return gaussian_smooth(grid, sigma, max_radius=side - 1).amax(dim=(1, 2, 3))
+
+
+def gaussian_smooth(
+    maps: torch.Tensor, sigma: float, max_radius: int | None = None
+) -> torch.Tensor:
     """Separable Gaussian blur with reflect padding (kernel radius 4 sigma, as anomalib).
 
     Args:
         maps: (B, 1, H, W) maps.
         sigma: Standard deviation in pixels; 0 returns the input.
+        max_radius: Cap on the kernel radius (reflect padding needs it below the map's side).
 
     Returns:
         (B, 1, H, W) smoothed maps.
@@ -172,6 +229,8 @@ def gaussian_smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     if sigma <= 0:
         return maps
     radius = int(4.0 * sigma + 0.5)
+    if max_radius is not None:
+        radius = max(0, min(radius, max_radius))
     x = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
     kernel = torch.exp(-0.5 * (x / sigma) ** 2)
     kernel = kernel / kernel.sum()

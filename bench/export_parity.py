@@ -40,7 +40,7 @@ MAGNETIC_TILE = ROOT.parent / "shared" / "datasets" / "magnetic_tile"
 CORESET_RATIO = 0.01
 # name -> (loader, image size), as bench/run_detectors.py
 SUITES = {
-    "elpv-mono": (lambda: load_elpv("mono"), 224),
+    "elpv-mono": (lambda: load_elpv("mono"), 256),
     "elpv-poly": (lambda: load_elpv("poly"), 256),
     "magnetic-tile": (lambda: load_mvtec(MAGNETIC_TILE, max_train=200), 256),
 }
@@ -149,9 +149,9 @@ def to_markdown(results: list[SuiteResult], command: str, subset: int | None) ->
             if subset
             else "Test images: every test image of each dataset."
         ),
-        "PatchCore as in `bench/run_detectors.py` (coreset ratio "
-        f"{CORESET_RATIO}, image size 224 for ELPV mono, 256 otherwise), threshold from its "
-        "held-out good images.",
+        "PatchCore with today's defaults as in `bench/run_detectors.py` "
+        f"({PatchCoreConfig().backbone}, image score `{PatchCoreConfig().image_score}`, coreset "
+        f"ratio {CORESET_RATIO}, image size 256), threshold from its held-out good images.",
         "",
         "## Parity (float32 export vs torch)",
         "",

@@ -57,7 +57,7 @@ SIGMAS = (0.5, 1.0)
 
 
 def compute_grids(backbone: str, names: list[str]) -> None:
-    """Fit, then cache each test image's re-weighted scores and patch-score grids (plain, flipped)."""
+    """Fit, then cache each test image's re-weighted score and patch-score grids (two ways)."""
     GRIDS.mkdir(parents=True, exist_ok=True)
     for name in names:
         spec, max_train = SUITES[name]

@@ -1,9 +1,11 @@
-"""Command line: ``loupe {worker,demo}`` (also ``python -m loupe ...``).
+"""Command line: ``loupe {worker,demo,report}`` (also ``python -m loupe ...``).
 
 Examples:
     loupe worker                  # run queued background jobs until SIGTERM
     loupe worker --once           # run at most one job, then exit
     loupe demo                    # seed the ELPV solar-cell demo into the configured database
+    loupe report --project cells --day 2025-03-03 --shift early --out reports/
+                                  # write cells-2025-03-03-early.pdf and .csv (for a scheduler)
 
 The store is ``$LOUPE_DATABASE_URL`` (any SQLAlchemy URL, PostgreSQL included) or SQLite in
 ``$LOUPE_DATA_DIR``. Fitting and scoring without a database is ``python -m adcore``.
@@ -12,7 +14,13 @@ The store is ``$LOUPE_DATABASE_URL`` (any SQLAlchemy URL, PostgreSQL included) o
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+
+#: Shift names of ``loupe report`` (the windows are in :data:`services.shift_report.SHIFTS`).
+REPORT_SHIFTS = ("early", "late", "night")
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -36,6 +44,45 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from services.demo import main as seed_main
 
     return seed_main(args.demo_args)
+
+
+def report_day(text: str) -> date:
+    """Parse ``--day`` (``YYYY-MM-DD``); argparse turns the error into exit code 2."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date: write it as YYYY-MM-DD, e.g. 2025-03-03"
+        ) from None
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write a shift or day report, PDF and CSV (see :mod:`services.shift_report`).
+
+    Returns:
+        0 when both files are written; 2 on an unknown project.
+    """
+    import db
+    from services.shift_report import write_shift_report
+
+    engine = db.init_db(args.database_url)
+    try:
+        factory = db.make_session_factory(engine)
+        try:
+            pdf, csv = write_shift_report(factory, args.project, args.day, args.shift, args.out)
+        except LookupError:
+            with factory() as session:
+                known = ", ".join(project.name for project in db.list_projects(session))
+            print(
+                f"loupe report: no project named {args.project!r} "
+                f"(projects: {known or 'none yet'}).",
+                file=sys.stderr,
+            )
+            return 2
+    finally:
+        engine.dispose()
+    print(f"Wrote {pdf} and {csv}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +115,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed the ELPV solar-cell demo project (options: --models-root, --n-test, --device)",
     )
     demo.set_defaults(func=cmd_demo)
+
+    report = sub.add_parser(
+        "report",
+        help="write a shift or day report (PDF and CSV) of a project",
+        description="Write <out>/<project-slug>-<day>[-<shift>].pdf and .csv: KPIs, error rates "
+        "with 95%% intervals, missed and overturned parts, who reviewed what. Shifts (UTC): "
+        "early 06:00-14:00, late 14:00-22:00, night 22:00-06:00 (ends the next day).",
+    )
+    report.add_argument("--project", required=True, help="the project's name")
+    report.add_argument("--day", required=True, type=report_day, help="YYYY-MM-DD (UTC)")
+    report.add_argument(
+        "--shift", choices=REPORT_SHIFTS, help="one shift of the day (default: the whole day)"
+    )
+    report.add_argument("--out", required=True, type=Path, help="folder to write the files to")
+    report.add_argument("--database-url", help="default: $LOUPE_DATABASE_URL or SQLite")
+    report.set_defaults(func=cmd_report)
     return parser
 
 

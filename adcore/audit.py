@@ -11,15 +11,15 @@ Pure functions: drawing is :func:`draw_audit`, estimating is :func:`miss_rate_es
 
 from __future__ import annotations
 
-import numbers
 import random
 from dataclasses import dataclass
+
+from adcore.rates import DEFAULT_CONFIDENCE, rate_estimate
 
 DEFAULT_AUDIT_SHARE = 0.02
 """Share of the passed parts drawn for audit unless a project says otherwise."""
 MAX_AUDIT_SHARE = 0.5
 """Highest share a project may ask for (beyond it, review everything instead)."""
-DEFAULT_CONFIDENCE = 0.95
 
 
 def check_audit_share(share: float) -> float:
@@ -104,26 +104,10 @@ def miss_rate_estimate(
         ValueError: On counts that are not whole numbers, negative counts, more misses than
             audited parts, or a confidence outside (0, 1).
     """
-    for count in (n_missed, n_audited):
-        if isinstance(count, bool) or not isinstance(count, numbers.Integral):
-            raise ValueError(f"Audit counts must be whole numbers, got {count!r}.")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"The confidence must be between 0 and 1, got {confidence!r}.")
-    n_missed, n_audited = int(n_missed), int(n_audited)
-    if n_audited < 0 or n_missed < 0 or n_missed > n_audited:
-        raise ValueError(f"Bad audit counts: {n_missed} missed of {n_audited} audited.")
-    if n_audited == 0:
-        return MissRateEstimate(0, 0, None, None, None, confidence)
-    from scipy.stats import binomtest  # scipy.stats takes half a second to import
-
-    interval = binomtest(n_missed, n_audited).proportion_ci(
-        confidence_level=confidence, method="wilson"
-    )
+    try:
+        estimate = rate_estimate(n_missed, n_audited, confidence)
+    except ValueError as err:
+        raise ValueError(f"Bad audit counts: {err}") from None
     return MissRateEstimate(
-        n_audited,
-        n_missed,
-        n_missed / n_audited,
-        float(interval.low),
-        float(interval.high),
-        confidence,
+        estimate.n, estimate.count, estimate.rate, estimate.low, estimate.high, confidence
     )

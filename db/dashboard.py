@@ -65,6 +65,8 @@ class RatePoint:
     """Miss and false-alarm rates of one model version over one period of reviews.
 
     ``fnr`` is ``None`` without labelled defects in the period, ``fpr`` without good parts.
+    ``n_missed`` of the ``n_defect`` defects were passed; ``n_false_alarm`` of the ``n_good``
+    good parts were flagged (the counts behind the rates, for their intervals).
     """
 
     period_start: date
@@ -73,6 +75,8 @@ class RatePoint:
     fpr: float | None
     n_defect: int
     n_good: int
+    n_missed: int = 0
+    n_false_alarm: int = 0
 
 
 class ScoreDistribution(NamedTuple):
@@ -210,6 +214,8 @@ def error_rates_over_time(
             fpr=alarms / n_good if n_good else None,
             n_defect=n_defect,
             n_good=n_good,
+            n_missed=missed,
+            n_false_alarm=alarms,
         )
         for (start, version), (n_defect, missed, n_good, alarms) in sorted(tallies.items())
     ]

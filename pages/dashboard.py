@@ -20,8 +20,18 @@ from db.dashboard import (
     score_distribution,
     throughput,
 )
+from db.dashboard_views import (
+    defect_type_counts,
+    good_part_scores,
+    review_share_over_time,
+    second_opinions,
+)
+from db.model_families import active_version_id
 from pages.audit_panel import audit_section
 from pages.common import MANAGERS, require_page_role, require_project, show_flashes, transaction
+from pages.manager_views import show_agreement, show_defect_pareto, show_drift, show_review_share
+from pages.rate_charts import show_error_rates
+from services.dashboard_stats import pairwise_agreement, score_drift
 
 UNREVIEWED = "unreviewed"
 
@@ -40,20 +50,26 @@ def dashboard_data(url: str, project_id: int, period: str, version: tuple) -> tu
     """
     del url, version  # cache-key parts only
     with transaction() as session:
+        active = active_version_id(session, project_id)
+        good_scores = [] if active is None else good_part_scores(session, project_id, active)
         return (
             error_rates_over_time(session, project_id, period=period),
             review_counts(session, project_id),
             confusion(session, project_id),
             score_distribution(session, project_id),
             throughput(session, project_id, period=period),
+            review_share_over_time(session, project_id, period=period),
+            defect_type_counts(session, project_id),
+            pairwise_agreement(second_opinions(session, project_id)),
+            None if active is None else score_drift(good_scores),
         )
 
 
 period = st.radio("Group by", ["day", "week"], horizontal=True, key="dashboard_period")
 with transaction() as session:
     version = data_version(session, project_id)
-rates, counts, matrix, distribution, work = dashboard_data(
-    db.database_url(), project_id, period, version
+(rates, counts, matrix, distribution, work, shares, defect_types, agreement, drift) = (
+    dashboard_data(db.database_url(), project_id, period, version)
 )
 
 # ---- counts
@@ -63,44 +79,10 @@ cols[1].metric("Reviewed", counts["reviewed"])
 cols[2].metric("Unreviewed", counts["unreviewed"])
 cols[3].metric("Flagged, not reviewed", counts["flagged_unreviewed"])
 
-# ---- error rates
-st.subheader("Error rates on reviewed parts")
-if not rates:
-    st.info("No reviewed parts yet: rates appear once parts are labelled on the Review page.")
-else:
-    frame = pd.DataFrame(
-        {
-            "period": [p.period_start for p in rates],
-            "model": [f"v{p.model_version}" for p in rates],
-            "FNR": [p.fnr for p in rates],
-            "FPR": [p.fpr for p in rates],
-            "defects": [p.n_defect for p in rates],
-            "good": [p.n_good for p in rates],
-        }
-    )
-    frame["period"] = [f"{p:%Y-%m-%d}" for p in frame["period"]]  # one tick per period
-    left, right = st.columns(2)
-    for column, name, title, needs in (
-        (left, "FNR", "Missed defects (FNR)", "defective"),
-        (right, "FPR", "False alarms (FPR)", "good"),
-    ):
-        points = frame.dropna(subset=[name])
-        if points.empty:
-            column.markdown(f"**{title}**")
-            column.info(f"No {needs} part reviewed yet: no {name} to show.")
-            continue
-        figure = px.line(
-            points,
-            x="period",
-            y=name,
-            color="model",
-            markers=True,
-            title=title,
-            hover_data=["defects", "good"],
-        )
-        figure.update_xaxes(type="category", title=period)
-        figure.update_yaxes(tickformat=".0%", range=[0, 1.05])
-        column.plotly_chart(figure, key=f"rate-{name}")
+# ---- error rates, with their intervals
+show_error_rates(rates, period)
+
+show_review_share(shares, period)
 
 # ---- miss rate among passed parts (audit samples); not cached: it reads the current share
 audit_section(project_id, period, can_change=signed_in_user["role"] in MANAGERS)
@@ -125,6 +107,8 @@ else:
     heatmap.update_layout(xaxis_title="Model verdict", yaxis_title="Human label", height=320)
     heatmap.update_yaxes(autorange="reversed")
     st.plotly_chart(heatmap, key="confusion")
+
+show_defect_pareto(defect_types)
 
 # ---- score histogram
 st.subheader("Score distribution")
@@ -154,6 +138,7 @@ else:
             annotation_text=f"threshold {distribution.threshold:.4g}",
         )
     st.plotly_chart(histogram, key="scores")
+show_drift(drift)
 
 # ---- throughput
 st.subheader("Review throughput")
@@ -183,3 +168,4 @@ else:
         hide_index=True,
         key="throughput_table",
     )
+show_agreement(agreement)

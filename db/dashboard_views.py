@@ -1,0 +1,159 @@
+"""More numbers for the manager's dashboard: review load, defect types, second opinions, drift.
+
+* :func:`review_share_over_time`: per period, the parts first inspected and how many of them were
+  sent to a human (flagged, or drawn for audit), so a manager sees the review load fall (or not)
+  as the loop learns;
+* :func:`defect_type_counts`: current defect labels by type, for a Pareto chart;
+* :func:`second_opinions`: each reviewer's latest label of every part two or more reviewers
+  labelled, for inter-inspector agreement (the maths is in :mod:`services.dashboard_stats`);
+* :func:`good_part_scores`: the scores a model version gave parts that are good (confirmed, or
+  passed and never labelled otherwise), oldest first, for the drift alarm.
+
+Portable SQL only; periods and per-image reductions happen in Python (see :mod:`db.periods`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from db.base import Label, Verdict
+from db.models import Image, Prediction, Review, User
+from db.periods import Period, period_starts, raw_timestamp, utc_datetime
+
+
+@dataclass(frozen=True)
+class ReviewShare:
+    """Parts first inspected in one period, and those sent to a human.
+
+    Attributes:
+        period_start: First day of the period.
+        n_parts: Parts whose first inspection fell in the period.
+        n_flagged: Of those, parts the model flagged at that inspection.
+        n_audited: Of those, passed parts drawn for audit.
+    """
+
+    period_start: date
+    n_parts: int
+    n_flagged: int
+    n_audited: int
+
+    @property
+    def n_sent(self) -> int:
+        """Parts sent to a human: flagged or audited."""
+        return self.n_flagged + self.n_audited
+
+
+def review_share_over_time(
+    session: Session, project_id: int, *, period: Period = "day"
+) -> list[ReviewShare]:
+    """The share of parts sent to a human, per period of their first inspection.
+
+    Args:
+        session: The caller's session.
+        project_id: The project.
+        period: ``"day"`` or ``"week"``.
+
+    Returns:
+        One :class:`ReviewShare` per period with inspected parts, oldest first.
+    """
+    start_of = period_starts(period)
+    first = (
+        select(func.min(Prediction.id))
+        .join(Image, Image.id == Prediction.image_id)
+        .where(Image.project_id == project_id)
+        .group_by(Prediction.image_id)
+    )
+    rows = session.execute(
+        select(raw_timestamp(Prediction.created_at), Prediction.verdict, Prediction.audit).where(
+            Prediction.id.in_(first)
+        )
+    )
+    tallies: dict[date, list[int]] = defaultdict(lambda: [0, 0, 0])
+    flagged = Verdict.DEFECT.value
+    for created_at, verdict, audit in rows:
+        tally = tallies[start_of(created_at)]
+        tally[0] += 1
+        tally[1] += verdict == flagged
+        tally[2] += bool(audit) and verdict != flagged
+    return [ReviewShare(start, *tally) for start, tally in sorted(tallies.items())]
+
+
+def defect_type_counts(session: Session, project_id: int) -> list[tuple[str, int]]:
+    """Parts currently labelled defect, by defect type (``"(unspecified)"`` when none given).
+
+    Returns:
+        ``(defect type, parts)`` pairs, most frequent first (ties by name).
+    """
+    rows = session.execute(
+        select(Review.defect_type, func.count())
+        .select_from(Image)
+        .join(Review, Review.id == Image.current_review_id)
+        .where(Image.project_id == project_id, Review.label == Label.DEFECT.value)
+        .group_by(Review.defect_type)
+    )
+    counts: Counter[str] = Counter()
+    for defect_type, n in rows:
+        counts[defect_type or "(unspecified)"] += n
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def second_opinions(session: Session, project_id: int) -> dict[int, dict[str, str]]:
+    """Each reviewer's latest label of every part two or more reviewers labelled.
+
+    A reviewer's undone label no longer counts as theirs (the undo row supersedes it).
+
+    Returns:
+        ``{image_id: {reviewer name: label}}`` for parts with labels from two or more reviewers.
+    """
+    undone = select(Review.supersedes_id).where(Review.is_undo.is_(True))
+    undone = undone.where(Review.supersedes_id.is_not(None))
+    in_project = Review.image_id.in_(select(Image.id).where(Image.project_id == project_id))
+    rows = session.execute(
+        select(Review.image_id, User.name, Review.label)
+        .join(User, User.id == Review.reviewer_id)
+        .where(in_project, Review.is_undo.is_(False), Review.id.not_in(undone))
+        .order_by(Review.image_id, Review.created_at, Review.id)
+    )
+    labels: dict[int, dict[str, str]] = defaultdict(dict)
+    for image_id, reviewer, label in rows:
+        labels[image_id][reviewer] = label  # later rows overwrite: the latest label wins
+    return {image_id: by for image_id, by in labels.items() if len(by) >= 2}
+
+
+def good_part_scores(
+    session: Session, project_id: int, model_version_id: int
+) -> list[tuple[Any, float]]:
+    """Scores the version gave parts that are good, oldest first.
+
+    A part counts as good when its current label is good, or when it has no label and the
+    version passed it (what the line treated as good). One score per part: the version's first.
+
+    Returns:
+        ``(scored at (aware UTC datetime), score)`` pairs in scoring order.
+    """
+    first = (
+        select(func.min(Prediction.id))
+        .join(Image, Image.id == Prediction.image_id)
+        .where(Image.project_id == project_id, Prediction.model_version_id == model_version_id)
+        .group_by(Prediction.image_id)
+    )
+    rows = session.execute(
+        select(raw_timestamp(Prediction.created_at), Prediction.score)
+        .join(Image, Image.id == Prediction.image_id)
+        .outerjoin(Review, Review.id == Image.current_review_id)
+        .where(
+            Prediction.id.in_(first),
+            or_(
+                Review.label == Label.GOOD.value,
+                Image.current_review_id.is_(None) & (Prediction.verdict == Verdict.GOOD.value),
+            ),
+        )
+        .order_by(Prediction.id)
+    )
+    return [(utc_datetime(created_at), float(score)) for created_at, score in rows]

@@ -245,11 +245,18 @@ def resolve_artifact(artifact_path: str) -> Path:
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
-def load_detector_cached(artifact_path: str):
-    """Load (and verify) a saved detector once per process; shared, never mutated by pages."""
-    from adcore.detectors.registry import load_detector
+def load_detector_cached(artifact_path: str, runtime: str = "torch"):
+    """Load (and verify) a model version's scoring detector once per process and runtime.
 
-    return load_detector(resolve_artifact(artifact_path), device="cpu")
+    Shared, never mutated by pages. ``runtime="onnx"`` scores through the version's ONNX export,
+    written on first use (see :func:`services.scoring_runtime.scoring_detector`).
+
+    Returns:
+        A :class:`services.scoring_runtime.ScoringDetector`.
+    """
+    from services.scoring_runtime import scoring_detector
+
+    return scoring_detector(resolve_artifact(artifact_path), runtime)
 
 
 # --------------------------------------------------------------------------- showing a part

@@ -24,6 +24,7 @@ from pages.common import (
 from pages.explanation_panels import show_explanations
 from pages.page_tasks import learn_after_review, show_instant_learning
 from services.inspection import inspect_folder, inspect_uploads
+from services.scoring_runtime import ONNX, RuntimeChoiceError, configured_runtime
 
 RESULTS_KEY = "inspect_results"
 LABEL_TYPE_KEY = "inspect_defect_type"
@@ -47,7 +48,13 @@ with transaction() as session:
 if version_id is None:
     st.info("This project has no active model yet. A manager can train one on the Models page.")
     st.stop()
-st.caption(f"Scoring with model {version_label}.")
+try:
+    runtime = configured_runtime()
+except RuntimeChoiceError as err:
+    st.error(str(err))
+    st.stop()
+runtime_name = "onnxruntime" if runtime == ONNX else "torch"
+st.caption(f"Scoring with model {version_label} on {runtime_name}.")
 
 source = st.radio("Images from", [SOURCE_UPLOAD, SOURCE_FOLDER], horizontal=True, key="source")
 uploads = folder = None
@@ -71,7 +78,10 @@ elif clicked:
         bar.progress(min(max(fraction, 0.0), 1.0), text=message)
 
     try:
-        detector = load_detector_cached(artifact)
+        scoring = load_detector_cached(artifact, runtime)
+        detector = scoring.detector
+        if scoring.note:
+            st.caption(scoring.note)
         if source == SOURCE_UPLOAD:
             results = inspect_uploads(
                 session_factory(),

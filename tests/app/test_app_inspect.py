@@ -97,3 +97,42 @@ def test_a_scored_part_can_be_labelled_from_the_detail_view(workbench: Workbench
         assert [r.label for r in reviews] == ["defect"]
         assert reviews[0].reviewer.role == "inspector"
     assert any("current label: defect" in m.value for m in at.markdown)
+
+
+def test_with_the_onnx_runtime_parts_are_scored_by_the_models_export(
+    workbench: Workbench, monkeypatch, tmp_path: Path
+) -> None:
+    import shutil
+
+    from adcore.export.onnx_export import EXPORT_FILE
+
+    copy = tmp_path / "onnx-model"
+    shutil.copytree(workbench.model_dir, copy)
+    with workbench.factory() as session, session.begin():
+        session.get(db.ModelVersion, workbench.version_id).artifact_path = str(copy)
+    monkeypatch.setenv("LOUPE_RUNTIME", "onnx")
+    before = predictions(workbench)
+    at = signed_in_app("inspector")
+    at.switch_page("pages/inspect.py").run()
+    assert any("on onnxruntime" in c.value for c in at.caption)
+
+    at.file_uploader(key="uploads").set_value(
+        [("fresh-scratch.png", png_bytes(make_part(301, defect=True)), "image/png")]
+    )
+    at.run()
+    at.button(key="score").click().run()
+
+    assert not at.exception, at.exception
+    assert (copy / EXPORT_FILE).is_file()
+    assert any("Exported" in c.value for c in at.caption)
+    assert predictions(workbench) == before + 1
+    with workbench.factory() as session:
+        stored = session.scalars(select(db.Prediction).order_by(db.Prediction.id.desc())).first()
+        assert stored.embedding is not None  # the export gives the global vector too
+
+
+def test_an_unknown_runtime_is_named_on_the_page(workbench: Workbench, monkeypatch) -> None:
+    monkeypatch.setenv("LOUPE_RUNTIME", "tensorrt")
+    at = signed_in_app("inspector")
+    at.switch_page("pages/inspect.py").run()
+    assert at.error and "LOUPE_RUNTIME='tensorrt'" in at.error[0].value

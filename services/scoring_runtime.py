@@ -1,0 +1,100 @@
+"""Which runtime scores parts: torch, or the model's ONNX export through onnxruntime.
+
+The workbench (and any other caller) asks :func:`scoring_detector` for the detector of a model
+version. With the ``onnx`` runtime (``LOUPE_RUNTIME=onnx``) a PatchCore model scores through
+:class:`adcore.detectors.onnx_runtime.OnnxPatchCore`; its export (``model.onnx`` in the model's
+folder) is written on first use and again when the model has learned since, so an instant update
+never leaves the line scoring with an old bank. Models that do not export (autoencoder, CLIP)
+score with torch, and the choice says why. Learning (fit, instant updates) always runs in torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from adcore.errors import LoupeError, ModelFileError
+
+logger = logging.getLogger(__name__)
+
+RUNTIME_ENV = "LOUPE_RUNTIME"
+TORCH, ONNX = "torch", "onnx"
+RUNTIMES = (TORCH, ONNX)
+
+
+class RuntimeChoiceError(LoupeError):
+    """The configured runtime is not one Loupe knows."""
+
+
+@dataclass(frozen=True)
+class ScoringDetector:
+    """The detector that scores, and how it was chosen.
+
+    Attributes:
+        detector: A torch detector or an :class:`~adcore.detectors.onnx_runtime.OnnxPatchCore`.
+        runtime: ``"torch"`` or ``"onnx"``: the runtime actually used.
+        note: Why the runtime differs from the one asked for, or that an export was written;
+            empty otherwise.
+    """
+
+    detector: Any
+    runtime: str
+    note: str = ""
+
+
+def configured_runtime(environ: Mapping[str, str] | None = None) -> str:
+    """The runtime ``LOUPE_RUNTIME`` names (``torch`` when unset).
+
+    Raises:
+        RuntimeChoiceError: The variable names an unknown runtime.
+    """
+    value = (os.environ if environ is None else environ).get(RUNTIME_ENV, "").strip().lower()
+    if not value:
+        return TORCH
+    if value not in RUNTIMES:
+        raise RuntimeChoiceError(
+            f"{RUNTIME_ENV}={value!r} is not a scoring runtime; choose one of {', '.join(RUNTIMES)}"
+        )
+    return value
+
+
+def scoring_detector(model_dir: str | os.PathLike, runtime: str, *, device: str = "cpu"):
+    """Load a model version's detector for scoring with ``runtime``.
+
+    Args:
+        model_dir: The model version's folder.
+        runtime: ``"torch"`` or ``"onnx"``.
+        device: Torch device, for the torch runtime.
+
+    Returns:
+        A :class:`ScoringDetector`.
+
+    Raises:
+        RuntimeChoiceError: Unknown runtime.
+        ModelFileError: The model (or its export) cannot be loaded.
+    """
+    from adcore.detectors.registry import load_detector
+
+    if runtime not in RUNTIMES:
+        raise RuntimeChoiceError(f"Unknown runtime {runtime!r}; choose one of {RUNTIMES}")
+    model_dir = Path(model_dir)
+    if runtime == TORCH:
+        return ScoringDetector(load_detector(model_dir, device=device), TORCH)
+    try:
+        return ScoringDetector(load_detector(model_dir, runtime=ONNX), ONNX)
+    except ModelFileError as err:
+        reason = str(err)  # missing or stale export: write it from the torch model
+    detector = load_detector(model_dir, device="cpu")
+    if getattr(detector, "kind", None) != "patchcore":
+        note = f"{detector.kind} models do not export to ONNX: scoring with torch"
+        return ScoringDetector(detector, TORCH, note)
+    from adcore.export.onnx_export import EXPORT_FILE, export_patchcore
+
+    logger.info("Exporting %s for onnxruntime (%s)", model_dir, reason)
+    export_patchcore(detector, model_dir / EXPORT_FILE, source=str(model_dir))
+    exported = load_detector(model_dir, runtime=ONNX)
+    return ScoringDetector(exported, ONNX, f"Exported {model_dir.name} to ONNX for onnxruntime")

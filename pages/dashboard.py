@@ -31,6 +31,7 @@ from pages.audit_panel import audit_section
 from pages.common import MANAGERS, require_page_role, require_project, show_flashes, transaction
 from pages.manager_views import show_agreement, show_defect_pareto, show_drift, show_review_share
 from pages.rate_charts import show_error_rates
+from pages.shift_report_panel import show_shift_report
 from services.dashboard_stats import pairwise_agreement, score_drift
 
 UNREVIEWED = "unreviewed"
@@ -169,3 +170,6 @@ else:
         key="throughput_table",
     )
 show_agreement(agreement)
+
+# ---- shift report (PDF and CSV of a day or a shift)
+show_shift_report(project_id)

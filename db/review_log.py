@@ -13,9 +13,11 @@ them commits: the caller owns the transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
@@ -35,6 +37,7 @@ def add_review(
     note: str | None = None,
     seconds_spent: float | None = None,
     region: dict[str, float] | None = None,
+    created_at: datetime | None = None,
 ) -> Review:
     """Append a review (flushed, so it has an id) and make it the image's current label.
 
@@ -52,6 +55,8 @@ def add_review(
         note: Free text.
         seconds_spent: Time the reviewer spent on the image.
         region: The box drawn around the defect (checked by the caller); only with "defect".
+        created_at: When the review was given (timezone-aware); default now. Only for
+            replaying a past (e.g. the demo's simulated history), never for a live review.
 
     Returns:
         The new review.
@@ -73,9 +78,60 @@ def add_review(
         seconds_spent=seconds_spent,
         region=region,
     )
+    if created_at is not None:
+        if created_at.tzinfo is None or created_at.utcoffset() is None:
+            raise ValueError(f"created_at must be timezone-aware, got {created_at!r}")
+        review.created_at = created_at
     session.add(review)
     session.flush()
     return review
+
+
+def add_past_reviews(session: Session, reviews: Sequence[dict[str, Any]]) -> int:
+    """Append many reviews given in the past at once, then rebuild their images' labels.
+
+    For replaying a recorded or simulated past (the demo's history), where one flush per
+    review would be slow: the rows are inserted in one statement, which skips the mapper
+    events, so ``images.current_review_id`` of the reviewed images is rebuilt from the log
+    afterwards (:func:`rebuild_current_reviews`), in the caller's transaction.
+
+    Args:
+        session: The caller's session.
+        reviews: Dicts with ``image_id``, ``reviewer_id``, ``label``, ``created_at``
+            (timezone-aware) and optionally ``defect_type`` and ``seconds_spent``.
+
+    Returns:
+        How many reviews were appended.
+
+    Raises:
+        ValueError: On an unknown label, a defect type on a good part, or a naive or missing
+            ``created_at`` (nothing is written).
+    """
+    rows = []
+    for review in reviews:
+        label = Label(review["label"]).value
+        defect_type = review.get("defect_type")
+        if defect_type is not None and label != Label.DEFECT:
+            raise ValueError("a defect type needs label 'defect'")
+        created_at = review.get("created_at")
+        if not isinstance(created_at, datetime) or created_at.utcoffset() is None:
+            raise ValueError(f"created_at must be a timezone-aware datetime, got {created_at!r}")
+        rows.append(
+            {
+                "image_id": review["image_id"],
+                "reviewer_id": review["reviewer_id"],
+                "label": label,
+                "defect_type": defect_type,
+                "seconds_spent": review.get("seconds_spent"),
+                "is_undo": False,
+                "created_at": created_at,
+            }
+        )
+    if not rows:
+        return 0
+    session.execute(insert(Review), rows)
+    rebuild_current_reviews(session, sorted({row["image_id"] for row in rows}))
+    return len(rows)
 
 
 def undo_last_review(session: Session, *, reviewer_id: int) -> Review | None:

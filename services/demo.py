@@ -40,8 +40,11 @@ DEMO_DESCRIPTION = (
     "(Deitsch et al., Solar Energy 2019; CC BY-NC-SA 4.0)."
 )
 DEMO_IMAGE_SIZE = 256
+DEMO_TARGET_FNR = 0.005
+"""The demo plant's miss-rate target: strict, so audits that find a miss lower the threshold."""
 DEFAULT_N_TEST = 120
-_FIT_END = 0.8  # share of the progress bar used by the fit
+_FIT_END = 0.6  # share of the progress bar used by the fit
+_HISTORY_END = 0.85  # ... and by the fit and the simulated history
 
 
 def seed_demo(
@@ -52,8 +55,13 @@ def seed_demo(
     progress: Callable[[float, str], None] | None = None,
     device: str | None = None,
     data_dir: Path | None = None,
+    history: bool = True,
 ) -> dict[str, Any]:
     """Create the demo project, model and inspected cells, unless they exist already.
+
+    Before today's cells are inspected, a simulated history of four weeks is seeded
+    (:mod:`services.demo_history`: ELPV ground truth, simulated inspectors, v2 promoted two
+    thirds through), once per project.
 
     Args:
         Session: The application's session factory.
@@ -63,6 +71,7 @@ def seed_demo(
         progress: Optional ``progress(fraction, message)`` callback.
         device: Torch device; default CUDA when available.
         data_dir: The data directory; default :func:`db.data_dir`.
+        history: Seed the simulated history (when the project has none yet).
 
     Returns:
         ``{"project_id", "model_version_id", "threshold", "created", "n_inspected",
@@ -75,6 +84,7 @@ def seed_demo(
             object_name=DEMO_OBJECT,
             defect_types=DEMO_DEFECT_TYPES,
             description=DEMO_DESCRIPTION,
+            target_fnr=DEMO_TARGET_FNR,
         )
         enable_smollm2_once(project)
         project_id, version_id = project.id, project.active_model_version_id
@@ -86,6 +96,7 @@ def seed_demo(
 
     from adcore.detectors.base import report
     from adcore.detectors.registry import build_detector, load_detector
+    from services.demo_history import history_cells, seed_history
     from services.inspection import inspect_uploads
     from services.model_management import save_and_register
 
@@ -115,7 +126,23 @@ def seed_demo(
             artifact = session.get(ModelVersion, version_id).artifact_path
         detector = load_detector(artifact, device=device)
     sample = demo_sample(dataset.test, DEFAULT_N_TEST if n_test is None else n_test)
-    tell(_FIT_END, f"Inspecting {len(sample)} test cells")
+    if history:
+        tell(_FIT_END, "Seeding a simulated history")
+        seed_history(
+            Session,
+            project_id=project_id,
+            detector=detector,
+            version_id=version_id,
+            samples=history_cells(dataset.test, exclude=sample),
+            models_root=models_root,
+            data_dir=data_dir,
+            progress=lambda f, message: tell(_FIT_END + (_HISTORY_END - _FIT_END) * f, message),
+        )
+        with Session() as session:  # the history promotes v2: today's cells are v2's
+            version_id = session.scalar(
+                select(Project.active_model_version_id).where(Project.id == project_id)
+            )
+    tell(_HISTORY_END, f"Inspecting {len(sample)} test cells")
     results = inspect_uploads(
         Session,
         project_id=project_id,
@@ -123,7 +150,7 @@ def seed_demo(
         model_version_id=version_id,
         uploads=[(item.path.name, item.path.read_bytes()) for item in sample],
         source=ImageSource.DEMO.value,
-        progress=lambda f, message: tell(_FIT_END + (1 - _FIT_END) * f, message),
+        progress=lambda f, message: tell(_HISTORY_END + (1 - _HISTORY_END) * f, message),
         data_dir=data_dir,
     )
     tell(1.0, "Demo ready")

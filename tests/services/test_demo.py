@@ -51,13 +51,14 @@ def test_seed_demo_flow_on_a_tiny_stand_in(
         partial(build_detector, image_size=64, coreset_ratio=0.1, device="cpu"),
     )
     models = tmp_path / "models"
-    first = seed_demo(session_factory, models_root=models, n_test=0)  # interrupted: no cells
+    # Without the simulated history (tests/services/test_demo_history.py seeds it).
+    first = seed_demo(session_factory, models_root=models, n_test=0, history=False)  # no cells
     assert first["created"] and first["n_inspected"] == 0
     assert (models / "elpv-solar-cells-demo" / "v1" / "config.json").is_file()
-    second = seed_demo(session_factory, models_root=models, n_test=4, device="cpu")
+    second = seed_demo(session_factory, models_root=models, n_test=4, device="cpu", history=False)
     assert second["created"] and second["n_inspected"] == 4
     assert second["model_version_id"] == first["model_version_id"]
-    third = seed_demo(session_factory, models_root=models, n_test=4)
+    third = seed_demo(session_factory, models_root=models, n_test=4, history=False)
     assert not third["created"] and third["threshold"] == second["threshold"] is not None
     with session_factory() as session:
         project = get_project(session, DEMO_PROJECT)

@@ -30,8 +30,8 @@ PARTS_PER_DAY = 36
 """Parts inspected per simulated day (12 a shift)."""
 DEFECT_SHARE = 0.2
 """Share of the simulated parts that are defective cells (ELPV's test split has 45%)."""
-HISTORY_GOOD_CELLS = 100
-HISTORY_DEFECT_CELLS = 60
+HISTORY_GOOD_CELLS = 80
+HISTORY_DEFECT_CELLS = 40
 """How many good and defective cells are scored for the history (the scoring is the cost)."""
 SWITCH_FRACTION = 2 / 3
 DEMO_AUDIT_SHARE = 0.1

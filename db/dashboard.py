@@ -11,7 +11,6 @@ the line actually decided, whereas the review queue judges against the current t
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, NamedTuple
@@ -23,8 +22,8 @@ from db.base import Label, Verdict
 from db.dashboard_activity import data_version, throughput
 from db.model_families import active_version_id
 from db.models import Image, ModelVersion, Prediction, Review, User
-from db.periods import Period, period_start, period_starts, raw_timestamp, utc_datetime
-from db.predictions import latest_prediction_value
+from db.periods import Period, period_start, raw_timestamp, sql_period_start, utc_datetime
+from db.predictions import latest_prediction_ids
 
 __all__ = [
     "Outcome",
@@ -90,19 +89,20 @@ def _outcome_rows(project_id: int, model_version_id: int | None, *columns: Any) 
     """SELECT ``columns`` over (labelled image x version that scored it) of a project.
 
     ``Review`` is the image's current review (joined on ``images.current_review_id``) and
-    ``Prediction`` the version's latest prediction of it (joined by primary key from a
-    correlated subquery).
+    ``Prediction`` the version's latest prediction of it
+    (:func:`db.predictions.latest_prediction_ids`, joined by primary key).
     """
-    same_project = ModelVersion.project_id == Image.project_id
-    if model_version_id is not None:
-        same_project = same_project & (ModelVersion.id == model_version_id)
-    prediction_id = latest_prediction_value(Image.id, ModelVersion.id)
+    latest = latest_prediction_ids(project_id, model_version_id)
+    same_project = (ModelVersion.id == latest.c.model_version_id) & (
+        ModelVersion.project_id == Image.project_id
+    )
     return (
         select(*columns)
         .select_from(Image)
         .join(Review, Review.id == Image.current_review_id)
+        .join(latest, latest.c.image_id == Image.id)
         .join(ModelVersion, same_project)
-        .join(Prediction, (Prediction.id == prediction_id) & (Prediction.image_id == Image.id))
+        .join(Prediction, Prediction.id == latest.c.prediction_id)
         .where(Image.project_id == project_id)
     )
 
@@ -184,41 +184,35 @@ def error_rates_over_time(
     Returns:
         Points ordered by period, then version.
     """
-    start_of = period_starts(period)
-    rows = session.execute(
-        _outcome_rows(
-            project_id,
-            None,
-            ModelVersion.version,
-            Review.label,
-            Prediction.verdict,
-            raw_timestamp(Review.created_at),
-        )
-    )
-    # tallies[(period start, version)] = [n_defect, n_missed, n_good, n_false_alarm]
-    tallies: dict[tuple[date, int], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    # Counted in SQL per (period, version): one row per group comes back, not one per part.
+    period_key = raw_timestamp(sql_period_start(Review.created_at, period))
     defect, good = Label.DEFECT.value, Verdict.GOOD.value
-    for version, label, verdict, reviewed_at in rows:
-        tally = tallies[(start_of(reviewed_at), version)]
-        if label == defect:
-            tally[0] += 1
-            tally[1] += verdict == good
-        else:
-            tally[2] += 1
-            tally[3] += verdict != good
-    return [
+    is_defect = Review.label == defect
+    statement = _outcome_rows(
+        project_id,
+        None,
+        period_key,
+        ModelVersion.version,
+        func.sum(case((is_defect, 1), else_=0)),
+        func.sum(case((is_defect & (Prediction.verdict == good), 1), else_=0)),
+        func.sum(case((is_defect, 0), else_=1)),
+        func.sum(case((is_defect, 0), (Prediction.verdict == good, 0), else_=1)),
+    ).group_by(period_key, ModelVersion.version)
+    points = [
         RatePoint(
-            period_start=start,
+            period_start=start if isinstance(start, date) else date.fromisoformat(start),
             model_version=version,
             fnr=missed / n_defect if n_defect else None,
             fpr=alarms / n_good if n_good else None,
-            n_defect=n_defect,
-            n_good=n_good,
-            n_missed=missed,
-            n_false_alarm=alarms,
+            n_defect=int(n_defect),
+            n_good=int(n_good),
+            n_missed=int(missed),
+            n_false_alarm=int(alarms),
         )
-        for (start, version), (n_defect, missed, n_good, alarms) in sorted(tallies.items())
+        for start, version, n_defect, missed, n_good, alarms in session.execute(statement)
     ]
+    points.sort(key=lambda point: (point.period_start, point.model_version))
+    return points
 
 
 def review_counts(session: Session, project_id: int) -> dict[str, int]:
@@ -229,22 +223,18 @@ def review_counts(session: Session, project_id: int) -> dict[str, int]:
     threshold: the head of the review queue.
     """
     version_id = active_version_id(session, project_id)
-    per_image = (
-        select(
-            Image.current_review_id.is_not(None).label("reviewed"),
-            latest_prediction_value(Image.id, version_id).label("prediction_id"),
-        )
-        .where(Image.project_id == project_id)
-        .subquery("per_image")
-    )
+    latest = latest_prediction_ids(project_id, version_id, per_version=False)
+    reviewed = Image.current_review_id.is_not(None)
     threshold = func.coalesce(ModelVersion.threshold, Prediction.threshold)
     flagged = case((Prediction.score >= threshold, 1), else_=0)
     rows = session.execute(
-        select(per_image.c.reviewed, flagged, func.count())
-        .select_from(per_image)
-        .outerjoin(Prediction, Prediction.id == per_image.c.prediction_id)
+        select(reviewed, flagged, func.count())
+        .select_from(Image)
+        .outerjoin(latest, latest.c.image_id == Image.id)
+        .outerjoin(Prediction, Prediction.id == latest.c.prediction_id)
         .outerjoin(ModelVersion, ModelVersion.id == Prediction.model_version_id)
-        .group_by(per_image.c.reviewed, flagged)
+        .where(Image.project_id == project_id)
+        .group_by(reviewed, flagged)
     )
     counts = {"total": 0, "reviewed": 0, "unreviewed": 0, "flagged_unreviewed": 0}
     for reviewed, is_flagged, n in rows:
@@ -267,20 +257,15 @@ def confusion(
             active, each image's latest prediction of any version.
     """
     version_id = model_version_id or active_version_id(session, project_id)
-    per_image = (
-        select(
-            Review.label.label("label"),
-            latest_prediction_value(Image.id, version_id, "verdict").label("verdict"),
-        )
+    latest = latest_prediction_ids(project_id, version_id, per_version=False)
+    rows = session.execute(
+        select(Review.label, Prediction.verdict, func.count())
         .select_from(Image)
         .join(Review, Review.id == Image.current_review_id)
+        .join(latest, latest.c.image_id == Image.id)
+        .join(Prediction, Prediction.id == latest.c.prediction_id)
         .where(Image.project_id == project_id)
-        .subquery("per_image")
-    )
-    rows = session.execute(
-        select(per_image.c.label, per_image.c.verdict, func.count()).group_by(
-            per_image.c.label, per_image.c.verdict
-        )
+        .group_by(Review.label, Prediction.verdict)
     )
     counts = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
     for label, verdict, n in rows:
@@ -339,11 +324,12 @@ def labelled_scores(
 def _labelled_scores_select(
     project_id: int, model_version_id: int | None, *, labelled_only: bool = False
 ) -> Any:
-    prediction_id = latest_prediction_value(Image.id, model_version_id)
+    latest = latest_prediction_ids(project_id, model_version_id, per_version=False)
     statement = (
         select(Prediction.score, Review.label)
         .select_from(Image)
-        .join(Prediction, (Prediction.id == prediction_id) & (Prediction.image_id == Image.id))
+        .join(latest, latest.c.image_id == Image.id)
+        .join(Prediction, Prediction.id == latest.c.prediction_id)
     )
     on_review = Review.id == Image.current_review_id
     statement = statement.join(Review, on_review, isouter=not labelled_only)

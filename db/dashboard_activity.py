@@ -6,7 +6,6 @@ Re-exported by :mod:`db.dashboard`, which pages import.
 from __future__ import annotations
 
 import statistics
-from collections import defaultdict
 from datetime import date, datetime
 from typing import Any
 
@@ -14,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.models import Image, ModelVersion, Prediction, Project, Review, User
-from db.periods import Period, period_starts, raw_timestamp
+from db.periods import Period, raw_timestamp, sql_period_start
 
 
 def data_version(session: Session, project_id: int) -> tuple[Any, ...]:
@@ -71,33 +70,89 @@ def throughput(
         ``{"reviewer", "period_start", "n_reviews", "median_seconds"}`` dicts ordered by
         period then reviewer; ``median_seconds`` is ``None`` when no time was recorded.
     """
-    start_of = period_starts(period)
-    # A non-correlated IN (the project's image ids, gathered once) costs less than a
-    # correlated EXISTS per review.
-    in_project = Review.image_id.in_(select(Image.id).where(Image.project_id == project_id))
-    statement = select(
-        Review.reviewer_id, raw_timestamp(Review.created_at), Review.seconds_spent
-    ).where(Review.is_undo.is_(False), in_project)
+    # ``image_id + 0`` makes SQLite read the reviews in table order instead of looking each
+    # project image's reviews up through the index (portable: PostgreSQL plans the same).
+    period_key = raw_timestamp(sql_period_start(Review.created_at, period)).label("start")
+    in_project = (Review.image_id + 0).in_(select(Image.id).where(Image.project_id == project_id))
+    conditions = [Review.is_undo.is_(False), in_project]
     if since is not None:
-        statement = statement.where(Review.created_at >= since)
+        conditions.append(Review.created_at >= since)
     names = {user_id: name for user_id, name in session.execute(select(User.id, User.name))}
-    counts: dict[tuple[date, str], int] = defaultdict(int)
-    seconds: dict[tuple[date, str], list[float]] = defaultdict(list)
-    for reviewer_id, created_at, spent in session.execute(statement):
-        key = (start_of(created_at), names[reviewer_id])
-        counts[key] += 1
-        if spent is not None:
-            seconds[key].append(spent)
-    return [
+    if session.get_bind().dialect.name == "sqlite":
+        groups = _groups_in_python(session, period_key, conditions)
+    else:
+        groups = _groups_in_sql(session, period_key, conditions)
+    rows = [
         {
-            "reviewer": reviewer,
-            "period_start": start,
+            "reviewer": names[reviewer_id],
+            "period_start": start if isinstance(start, date) else date.fromisoformat(start),
             "n_reviews": n_reviews,
-            "median_seconds": (
-                statistics.median(seconds[(start, reviewer)])
-                if (start, reviewer) in seconds
-                else None
-            ),
+            "median_seconds": median,
         }
-        for (start, reviewer), n_reviews in sorted(counts.items())
+        for (reviewer_id, start), (n_reviews, median) in groups.items()
     ]
+    rows.sort(key=lambda row: (row["period_start"], row["reviewer"]))
+    return rows
+
+
+Groups = dict[tuple[int, Any], tuple[int, float | None]]
+"""``{(reviewer id, period start): (reviews, median seconds or None)}``."""
+
+
+def _groups_in_sql(session: Session, period_key: Any, conditions: list[Any]) -> Groups:
+    """Count and median per group in SQL: a window numbers each group's timed reviews.
+
+    The median is the mean of the middle one or two values (as :func:`statistics.median`).
+    Portable SQL (window functions); SQLite evaluates these windows slowly, so it groups in
+    Python instead (:func:`_groups_in_python`).
+    """
+    counts = session.execute(
+        select(Review.reviewer_id, period_key, func.count())
+        .where(*conditions)
+        .group_by(Review.reviewer_id, period_key)
+    ).all()
+    partition = (Review.reviewer_id, period_key)
+    ranked = (
+        select(
+            Review.reviewer_id,
+            period_key,
+            Review.seconds_spent,
+            func.row_number()
+            .over(partition_by=partition, order_by=Review.seconds_spent)
+            .label("rank"),
+            func.count().over(partition_by=partition).label("n"),
+        )
+        .where(*conditions, Review.seconds_spent.is_not(None))
+        .subquery("ranked")
+    )
+    # The middle rank of n values (odd n), or the two middle ranks (even n), in integers.
+    middle = (2 * ranked.c.rank).between(ranked.c.n, ranked.c.n + 2)
+    medians = {
+        (reviewer_id, start): median
+        for reviewer_id, start, median in session.execute(
+            select(ranked.c.reviewer_id, ranked.c.start, func.avg(ranked.c.seconds_spent))
+            .where(middle)
+            .group_by(ranked.c.reviewer_id, ranked.c.start)
+        )
+    }
+    return {
+        (reviewer_id, start): (int(n), medians.get((reviewer_id, start)))
+        for reviewer_id, start, n in counts
+    }
+
+
+def _groups_in_python(session: Session, period_key: Any, conditions: list[Any]) -> Groups:
+    """Count and median per group in one Python pass over the rows (period from SQL)."""
+    statement = select(Review.reviewer_id, period_key, Review.seconds_spent).where(*conditions)
+    spent_by_group: dict[tuple[int, Any], list[float | None]] = {}
+    # A Core execute skips the ORM's per-row work: the rows are plain values.
+    for reviewer_id, start, spent in session.connection().execute(statement):
+        group = spent_by_group.get((reviewer_id, start))
+        if group is None:
+            group = spent_by_group[(reviewer_id, start)] = []
+        group.append(spent)
+    groups: Groups = {}
+    for key, spent in spent_by_group.items():
+        timed = [value for value in spent if value is not None]
+        groups[key] = (len(spent), statistics.median(timed) if timed else None)
+    return groups

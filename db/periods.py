@@ -1,9 +1,10 @@
-"""Reporting periods (UTC days and ISO weeks) for the dashboard, computed in Python.
+"""Reporting periods (UTC days and ISO weeks) for the dashboard, in Python and in SQL.
 
-Grouping by date happens in Python to stay portable (SQL date functions differ per backend).
-To keep that cheap over tens of thousands of rows, timestamps are selected *raw*
-(:func:`raw_timestamp`) and turned into period starts through a per-day memo
-(:func:`period_starts`).
+In Python, timestamps are selected *raw* (:func:`raw_timestamp`) and turned into period starts
+through a per-day memo (:func:`period_starts`). Where a query should group by period itself
+(so that only one row per period comes back), :func:`sql_period_start` is the period's first
+day as a SQL expression; SQL date functions differ per backend, so it is written for each
+supported dialect (SQLite and PostgreSQL) and refuses to compile on any other.
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import String, type_coerce
+from sqlalchemy import Date, String, type_coerce
+from sqlalchemy.exc import CompileError
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 Period = Literal["day", "week"]
 PERIODS: tuple[str, ...] = ("day", "week")
@@ -75,3 +80,64 @@ def utc_datetime(moment: str | datetime) -> datetime:
 def _utc_date(moment: datetime) -> date:
     aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
     return aware.astimezone(UTC).date()
+
+
+class PeriodStartSQL(FunctionElement[date]):
+    """First day (a ``DATE``) of the UTC period of a timestamp column, in SQL (see subclasses).
+
+    One subclass per period, so that the period is part of SQLAlchemy's statement cache key.
+    """
+
+    type = Date()
+    inherit_cache = True
+    period = "day"
+
+
+class DayStartSQL(PeriodStartSQL):
+    """The UTC day of a timestamp column."""
+
+    inherit_cache = True
+    name = "day_start"
+    period = "day"
+
+
+class WeekStartSQL(PeriodStartSQL):
+    """The first day (Monday) of the ISO week of a timestamp column, in UTC."""
+
+    inherit_cache = True
+    name = "week_start"
+    period = "week"
+
+
+def sql_period_start(column: Any, period: str) -> PeriodStartSQL:
+    """The first day of the UTC day or ISO week (Monday) of ``column``, as a SQL expression.
+
+    Equal to :func:`period_start` of the stored moment. Compiles for SQLite (which stores UTC
+    text) and PostgreSQL (``timestamptz``, read in UTC whatever the session's time zone).
+
+    Raises:
+        ValueError: On an unknown period.
+    """
+    check_period(period)
+    return DayStartSQL(column) if period == "day" else WeekStartSQL(column)
+
+
+@compiles(PeriodStartSQL, "sqlite")
+def _period_start_sqlite(element: PeriodStartSQL, compiler: SQLCompiler, **kw: Any) -> str:
+    column = compiler.process(element.clauses, **kw)
+    if element.period == "day":
+        return f"date({column})"
+    return f"date({column}, '-6 days', 'weekday 1')"  # the Monday on or before the day
+
+
+@compiles(PeriodStartSQL, "postgresql")
+def _period_start_postgresql(element: PeriodStartSQL, compiler: SQLCompiler, **kw: Any) -> str:
+    column = compiler.process(element.clauses, **kw)
+    return f"CAST(date_trunc('{element.period}', ({column}) AT TIME ZONE 'UTC') AS DATE)"
+
+
+@compiles(PeriodStartSQL)
+def _period_start_other(element: PeriodStartSQL, compiler: SQLCompiler, **kw: Any) -> str:
+    raise CompileError(
+        f"sql_period_start is written for SQLite and PostgreSQL, not {compiler.dialect.name}"
+    )

@@ -21,7 +21,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, ScalarSelect, Subquery, case, literal_column, select
+from sqlalchemy import (
+    ColumnElement,
+    ScalarSelect,
+    Subquery,
+    and_,
+    case,
+    func,
+    literal_column,
+    select,
+)
 from sqlalchemy.orm import Session, aliased
 
 from db.base import Verdict
@@ -69,6 +78,52 @@ def latest_prediction_value(
         .offset(_ZERO)
         .correlate_except(candidate)
         .scalar_subquery()
+    )
+
+
+def latest_prediction_ids(
+    project_id: int, model_version_id: int | None = None, *, per_version: bool = True
+) -> Subquery:
+    """Each image's (or each (image, version)'s) latest prediction in a project, set by set.
+
+    The same prediction as :func:`latest_prediction_value` (latest ``created_at``, then
+    highest ``id``), from two grouped passes instead of a correlated lookup per image: with
+    tens of thousands of images PostgreSQL estimates the correlated form so high that it
+    JIT-compiles it (over half a second per query) and joins it badly.
+
+    Args:
+        project_id: The project (predictions of its images).
+        model_version_id: Only this version's predictions; ``None`` for any version.
+        per_version: One row per (image, version) instead of one per image.
+
+    Returns:
+        A subquery with columns ``image_id, prediction_id`` (and ``model_version_id`` when
+        ``per_version``).
+    """
+    # "+ 0": SQLite then reads the (image, version, created_at) index in order, which suits
+    # the grouping, rather than looking rows up by the version index. Portable.
+    in_project = (Prediction.image_id + 0).in_(
+        select(Image.id).where(Image.project_id == project_id)
+    )
+    of_version = (
+        [] if model_version_id is None else [Prediction.model_version_id + 0 == model_version_id]
+    )
+    keys = [Prediction.image_id]
+    if per_version:
+        keys.append(Prediction.model_version_id)
+    latest_at = (
+        select(*keys, func.max(Prediction.created_at).label("latest_at"))
+        .where(in_project, *of_version)
+        .group_by(*keys)
+        .subquery("latest_at")
+    )
+    at_latest = [key == latest_at.c[key.key] for key in keys]
+    return (
+        select(*keys, func.max(Prediction.id).label("prediction_id"))
+        .join(latest_at, and_(*at_latest, Prediction.created_at == latest_at.c.latest_at))
+        .where(*of_version)  # the image is the project's: it matched one of latest_at
+        .group_by(*keys)
+        .subquery("latest_prediction_ids")
     )
 
 

@@ -12,27 +12,13 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import db
-from db.dashboard import (
-    confusion,
-    data_version,
-    error_rates_over_time,
-    review_counts,
-    score_distribution,
-    throughput,
-)
-from db.dashboard_views import (
-    defect_type_counts,
-    good_part_scores,
-    review_share_over_time,
-    second_opinions,
-)
-from db.model_families import active_version_id
+from db.dashboard import data_version
 from pages.audit_panel import audit_section
 from pages.common import MANAGERS, require_page_role, require_project, show_flashes, transaction
 from pages.manager_views import show_agreement, show_defect_pareto, show_drift, show_review_share
 from pages.rate_charts import show_error_rates
 from pages.shift_report_panel import show_shift_report
-from services.dashboard_stats import pairwise_agreement, score_drift
+from services.dashboard_data import DashboardData, dashboard_data
 
 UNREVIEWED = "unreviewed"
 
@@ -43,34 +29,22 @@ show_flashes()
 
 
 @st.cache_data(max_entries=64, show_spinner="Computing the dashboard…")
-def dashboard_data(url: str, project_id: int, period: str, version: tuple) -> tuple:
-    """Every query of the page, cached until the data changes.
+def cached_dashboard_data(url: str, project_id: int, period: str, version: tuple) -> DashboardData:
+    """Every cached query of the page (:func:`services.dashboard_data.dashboard_data`).
 
     ``version`` (:func:`db.dashboard.data_version`) moves with every new review, prediction,
     image, threshold or activation, so a rerun with unchanged data costs one cheap query.
     """
     del url, version  # cache-key parts only
     with transaction() as session:
-        active = active_version_id(session, project_id)
-        good_scores = [] if active is None else good_part_scores(session, project_id, active)
-        return (
-            error_rates_over_time(session, project_id, period=period),
-            review_counts(session, project_id),
-            confusion(session, project_id),
-            score_distribution(session, project_id),
-            throughput(session, project_id, period=period),
-            review_share_over_time(session, project_id, period=period),
-            defect_type_counts(session, project_id),
-            pairwise_agreement(second_opinions(session, project_id)),
-            None if active is None else score_drift(good_scores),
-        )
+        return dashboard_data(session, project_id, period)
 
 
 period = st.radio("Group by", ["day", "week"], horizontal=True, key="dashboard_period")
 with transaction() as session:
     version = data_version(session, project_id)
 (rates, counts, matrix, distribution, work, shares, defect_types, agreement, drift) = (
-    dashboard_data(db.database_url(), project_id, period, version)
+    cached_dashboard_data(db.database_url(), project_id, period, version)
 )
 
 # ---- counts

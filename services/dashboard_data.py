@@ -1,0 +1,88 @@
+"""Everything the Dashboard page reads, gathered in one call (the page caches it).
+
+:func:`dashboard_data` is the plain function behind the page's ``st.cache_data`` wrapper, so
+the page and ``bench/dashboard_queries.py`` run the same sequence of queries. The audit
+section (:func:`services.audit_sampling.miss_rate_report`) is read outside the cache, because
+it shows the current audit share; the shift report only when asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from sqlalchemy.orm import Session
+
+from db.dashboard import (
+    RatePoint,
+    ScoreDistribution,
+    confusion,
+    error_rates_over_time,
+    review_counts,
+    score_distribution,
+    throughput,
+)
+from db.dashboard_views import (
+    ReviewShare,
+    defect_type_counts,
+    good_part_scores,
+    review_share_over_time,
+    second_opinions,
+)
+from db.model_families import active_version_id
+from db.periods import Period
+from services.dashboard_stats import DriftCheck, PairAgreement, pairwise_agreement, score_drift
+
+
+class DashboardData(NamedTuple):
+    """The cached part of the Dashboard page (the field order is the page's unpacking order).
+
+    Attributes:
+        rates: FNR / FPR per period and version (:func:`db.dashboard.error_rates_over_time`).
+        counts: ``{"total", "reviewed", "unreviewed", "flagged_unreviewed"}``.
+        matrix: ``{"tp", "fp", "tn", "fn"}`` of the active version.
+        distribution: Scores with labels and the active threshold.
+        work: Reviews per reviewer and period (:func:`db.dashboard.throughput`).
+        shares: Parts sent to a human per period.
+        defect_types: ``(defect type, parts)``, most frequent first.
+        agreement: Inspector pairs' agreement.
+        drift: The drift check of the active version's good parts; ``None`` without one.
+    """
+
+    rates: list[RatePoint]
+    counts: dict[str, int]
+    matrix: dict[str, int]
+    distribution: ScoreDistribution
+    work: list[dict[str, Any]]
+    shares: list[ReviewShare]
+    defect_types: list[tuple[str, int]]
+    agreement: list[PairAgreement]
+    drift: DriftCheck | None
+
+
+def dashboard_data(session: Session, project_id: int, period: Period) -> DashboardData:
+    """Run every cached query of the Dashboard page, in the page's order.
+
+    Args:
+        session: The caller's session (read only).
+        project_id: The project.
+        period: ``"day"`` or ``"week"``.
+
+    Returns:
+        The page's numbers.
+
+    Raises:
+        ValueError: On an unknown period.
+    """
+    active = active_version_id(session, project_id)
+    good_scores = [] if active is None else good_part_scores(session, project_id, active)
+    return DashboardData(
+        rates=error_rates_over_time(session, project_id, period=period),
+        counts=review_counts(session, project_id),
+        matrix=confusion(session, project_id),
+        distribution=score_distribution(session, project_id),
+        work=throughput(session, project_id, period=period),
+        shares=review_share_over_time(session, project_id, period=period),
+        defect_types=defect_type_counts(session, project_id),
+        agreement=pairwise_agreement(second_opinions(session, project_id)),
+        drift=None if active is None else score_drift(good_scores),
+    )

@@ -85,14 +85,16 @@ class ScoreDistribution(NamedTuple):
     threshold: float | None
 
 
-def _outcome_rows(project_id: int, model_version_id: int | None, *columns: Any) -> Any:
+def _outcome_rows(
+    session: Session, project_id: int, model_version_id: int | None, *columns: Any
+) -> Any:
     """SELECT ``columns`` over (labelled image x version that scored it) of a project.
 
     ``Review`` is the image's current review (joined on ``images.current_review_id``) and
     ``Prediction`` the version's latest prediction of it
     (:func:`db.predictions.latest_prediction_ids`, joined by primary key).
     """
-    latest = latest_prediction_ids(project_id, model_version_id)
+    latest = latest_prediction_ids(project_id, model_version_id, dialect=_dialect(session))
     same_project = (ModelVersion.id == latest.c.model_version_id) & (
         ModelVersion.project_id == Image.project_id
     )
@@ -121,6 +123,7 @@ def reviewed_outcomes(
         Outcomes ordered by review time, image and version.
     """
     statement = _outcome_rows(
+        session,
         project_id,
         model_version_id,
         Image.id,
@@ -189,6 +192,7 @@ def error_rates_over_time(
     defect, good = Label.DEFECT.value, Verdict.GOOD.value
     is_defect = Review.label == defect
     statement = _outcome_rows(
+        session,
         project_id,
         None,
         period_key,
@@ -223,7 +227,9 @@ def review_counts(session: Session, project_id: int) -> dict[str, int]:
     threshold: the head of the review queue.
     """
     version_id = active_version_id(session, project_id)
-    latest = latest_prediction_ids(project_id, version_id, per_version=False)
+    latest = latest_prediction_ids(
+        project_id, version_id, per_version=False, dialect=_dialect(session)
+    )
     reviewed = Image.current_review_id.is_not(None)
     threshold = func.coalesce(ModelVersion.threshold, Prediction.threshold)
     flagged = case((Prediction.score >= threshold, 1), else_=0)
@@ -257,7 +263,9 @@ def confusion(
             active, each image's latest prediction of any version.
     """
     version_id = model_version_id or active_version_id(session, project_id)
-    latest = latest_prediction_ids(project_id, version_id, per_version=False)
+    latest = latest_prediction_ids(
+        project_id, version_id, per_version=False, dialect=_dialect(session)
+    )
     rows = session.execute(
         select(Review.label, Prediction.verdict, func.count())
         .select_from(Image)
@@ -288,7 +296,9 @@ def score_distribution(session: Session, project_id: int) -> ScoreDistribution:
     version_id = active_version_id(session, project_id)
     points = [
         (score, label)
-        for score, label in session.execute(_labelled_scores_select(project_id, version_id))
+        for score, label in session.execute(
+            _labelled_scores_select(session, project_id, version_id)
+        )
     ]
     threshold = None
     if version_id is not None:
@@ -317,14 +327,16 @@ def labelled_scores(
     session: Session, project_id: int, model_version_id: int
 ) -> list[tuple[float, str]]:
     """Return ``(score, current label)`` of every labelled image the version has scored."""
-    statement = _labelled_scores_select(project_id, model_version_id, labelled_only=True)
+    statement = _labelled_scores_select(session, project_id, model_version_id, labelled_only=True)
     return [(score, label) for score, label in session.execute(statement)]
 
 
 def _labelled_scores_select(
-    project_id: int, model_version_id: int | None, *, labelled_only: bool = False
+    session: Session, project_id: int, model_version_id: int | None, *, labelled_only: bool = False
 ) -> Any:
-    latest = latest_prediction_ids(project_id, model_version_id, per_version=False)
+    latest = latest_prediction_ids(
+        project_id, model_version_id, per_version=False, dialect=_dialect(session)
+    )
     statement = (
         select(Prediction.score, Review.label)
         .select_from(Image)
@@ -334,3 +346,8 @@ def _labelled_scores_select(
     on_review = Review.id == Image.current_review_id
     statement = statement.join(Review, on_review, isouter=not labelled_only)
     return statement.where(Image.project_id == project_id)
+
+
+def _dialect(session: Session) -> str:
+    """The session's database dialect name (``"sqlite"``, ``"postgresql"``)."""
+    return session.get_bind().dialect.name

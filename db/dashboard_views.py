@@ -147,7 +147,7 @@ def second_opinions(session: Session, project_id: int) -> dict[int, dict[str, st
 
 
 def good_part_scores(
-    session: Session, project_id: int, model_version_id: int
+    session: Session, project_id: int, model_version_id: int, *, ends: int | None = None
 ) -> list[tuple[Any, float]]:
     """Scores the version gave parts that are good, oldest first.
 
@@ -155,7 +155,9 @@ def good_part_scores(
     version passed it (what the line treated as good). One score per part: the version's first.
 
     Returns:
-        ``(scored at (aware UTC datetime), score)`` pairs in scoring order.
+        ``(scored at (aware UTC datetime), score)`` pairs in scoring order; with ``ends``,
+        only the first ``ends`` and the last ``ends`` of them when there are more than
+        ``2 * ends`` (all a drift test of two windows of ``ends`` parts reads).
     """
     first = (
         select(func.min(Prediction.id))
@@ -163,8 +165,8 @@ def good_part_scores(
         .where(Image.project_id == project_id, Prediction.model_version_id == model_version_id)
         .group_by(Prediction.image_id)
     )
-    rows = session.execute(
-        select(raw_timestamp(Prediction.created_at), Prediction.score)
+    statement = (
+        select(Prediction.id, raw_timestamp(Prediction.created_at), Prediction.score)
         .join(Image, Image.id == Prediction.image_id)
         .outerjoin(Review, Review.id == Image.current_review_id)
         .where(
@@ -176,4 +178,12 @@ def good_part_scores(
         )
         .order_by(Prediction.id)
     )
-    return [(utc_datetime(created_at), float(score)) for created_at, score in rows]
+    if ends is None:
+        return [(utc_datetime(at), float(score)) for _, at, score in session.execute(statement)]
+    # Only the ids of every good part, then the two ends' rows (at most 2 * ends ids).
+    ids = list(session.scalars(statement.with_only_columns(Prediction.id)))
+    if len(ids) > 2 * ends:
+        ids = ids[:ends] + ids[-ends:]
+    rows = session.execute(statement.where(Prediction.id.in_(ids)))
+    by_id = {prediction_id: (utc_datetime(at), float(score)) for prediction_id, at, score in rows}
+    return [by_id[prediction_id] for prediction_id in ids]

@@ -82,7 +82,11 @@ def latest_prediction_value(
 
 
 def latest_prediction_ids(
-    project_id: int, model_version_id: int | None = None, *, per_version: bool = True
+    project_id: int,
+    model_version_id: int | None = None,
+    *,
+    per_version: bool = True,
+    dialect: str = "postgresql",
 ) -> Subquery:
     """Each image's (or each (image, version)'s) latest prediction in a project, set by set.
 
@@ -95,11 +99,16 @@ def latest_prediction_ids(
         project_id: The project (predictions of its images).
         model_version_id: Only this version's predictions; ``None`` for any version.
         per_version: One row per (image, version) instead of one per image.
+        dialect: The session's dialect name. SQLite gets the correlated lookup per image
+            (:func:`latest_prediction_value`), which it runs faster than the grouped passes;
+            both forms are portable SQL and give the same rows.
 
     Returns:
         A subquery with columns ``image_id, prediction_id`` (and ``model_version_id`` when
         ``per_version``).
     """
+    if dialect == "sqlite":
+        return _latest_prediction_ids_correlated(project_id, model_version_id, per_version)
     # "+ 0": SQLite then reads the (image, version, created_at) index in order, which suits
     # the grouping, rather than looking rows up by the version index. Portable.
     in_project = (Prediction.image_id + 0).in_(
@@ -123,6 +132,28 @@ def latest_prediction_ids(
         .join(latest_at, and_(*at_latest, Prediction.created_at == latest_at.c.latest_at))
         .where(*of_version)  # the image is the project's: it matched one of latest_at
         .group_by(*keys)
+        .subquery("latest_prediction_ids")
+    )
+
+
+def _latest_prediction_ids_correlated(
+    project_id: int, model_version_id: int | None, per_version: bool
+) -> Subquery:
+    """:func:`latest_prediction_ids` as one correlated lookup per image (or image x version)."""
+    columns: list[Any] = [Image.id.label("image_id")]
+    version: ColumnElement[int] | int | None = model_version_id
+    statement = select().select_from(Image)
+    if per_version:
+        same_project = ModelVersion.project_id == Image.project_id
+        if model_version_id is not None:
+            same_project = same_project & (ModelVersion.id == model_version_id)
+        statement = statement.join(ModelVersion, same_project)
+        columns.append(ModelVersion.id.label("model_version_id"))
+        version = ModelVersion.id
+    columns.append(latest_prediction_value(Image.id, version).label("prediction_id"))
+    return (
+        statement.add_columns(*columns)
+        .where(Image.project_id == project_id)
         .subquery("latest_prediction_ids")
     )
 

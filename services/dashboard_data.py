@@ -30,7 +30,13 @@ from db.dashboard_views import (
 )
 from db.model_families import active_version_id
 from db.periods import Period
-from services.dashboard_stats import DriftCheck, PairAgreement, pairwise_agreement, score_drift
+from services.dashboard_stats import (
+    DRIFT_WINDOW,
+    DriftCheck,
+    PairAgreement,
+    pairwise_agreement,
+    score_drift,
+)
 
 
 class DashboardData(NamedTuple):
@@ -74,7 +80,9 @@ def dashboard_data(session: Session, project_id: int, period: Period) -> Dashboa
         ValueError: On an unknown period.
     """
     active = active_version_id(session, project_id)
-    good_scores = [] if active is None else good_part_scores(session, project_id, active)
+    good_scores = (
+        [] if active is None else good_part_scores(session, project_id, active, ends=DRIFT_WINDOW)
+    )
     return DashboardData(
         rates=error_rates_over_time(session, project_id, period=period),
         counts=review_counts(session, project_id),

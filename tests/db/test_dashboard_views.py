@@ -119,3 +119,14 @@ def test_good_part_scores_are_confirmed_or_passed_parts_first_scores(
         scored = good_part_scores(session, project_id, world["version"])
     assert [score for _, score in scored] == [0.5, 0.2, 0.1, 0.3]
     assert scored[0][0] == MON and scored[-1][0] == TUE
+
+
+def test_good_part_scores_ends_keeps_the_first_and_last_parts_only(
+    session_factory: sessionmaker[Session], project_id: int, world: dict[str, int]
+) -> None:
+    with session_factory() as session:
+        ends = good_part_scores(session, project_id, world["version"], ends=1)
+        all_of_them = good_part_scores(session, project_id, world["version"], ends=2)
+    assert [score for _, score in ends] == [0.5, 0.3]
+    assert ends[0][0] == MON and ends[-1][0] == TUE
+    assert [score for _, score in all_of_them] == [0.5, 0.2, 0.1, 0.3]  # 4 <= 2 * 2: all

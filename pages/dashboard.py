@@ -15,6 +15,7 @@ import db
 from db.dashboard import data_version
 from pages.audit_panel import audit_section
 from pages.common import MANAGERS, require_page_role, require_project, show_flashes, transaction
+from pages.demo_history_notice import show_simulated_history_notice
 from pages.manager_views import show_agreement, show_defect_pareto, show_drift, show_review_share
 from pages.rate_charts import show_error_rates
 from pages.shift_report_panel import show_shift_report
@@ -26,6 +27,7 @@ signed_in_user = require_page_role(*MANAGERS)
 project_id = require_project()
 st.title("Dashboard")
 show_flashes()
+show_simulated_history_notice(project_id)
 
 
 @st.cache_data(max_entries=64, show_spinner="Computing the dashboard…")

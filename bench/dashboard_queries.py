@@ -210,11 +210,22 @@ def page_calls(project_id: int, active_id: int) -> list[tuple[str, Call]]:
         ),
         ("defect_type_counts", lambda s: dashboard_views.defect_type_counts(s, project_id)),
         ("second_opinions", lambda s: dashboard_views.second_opinions(s, project_id)),
+        ("pair_label_tables", lambda s: dashboard_views.pair_label_tables(s, project_id)),
         (
-            "+ pairwise_agreement",
-            lambda s: dashboard_stats.pairwise_agreement(
-                dashboard_views.second_opinions(s, project_id)
+            "+ agreement_from_tables",
+            lambda s: dashboard_stats.agreement_from_tables(
+                dashboard_views.pair_label_tables(s, project_id)
             ),
+        ),
+        (
+            "good_part_scores(ends) + score_drift",
+            lambda s: [
+                dashboard_stats.score_drift(
+                    dashboard_views.good_part_scores(
+                        s, project_id, active_id, ends=dashboard_stats.DRIFT_WINDOW
+                    )
+                )
+            ],
         ),
         (
             "good_part_scores",

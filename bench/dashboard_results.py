@@ -38,8 +38,10 @@ on PostgreSQL, of its server process (what a call costs when it has a core; 10 m
 audit section (`miss_rate_report`). The shift report's queries run only when a report is
 prepared and are timed for one day; `reviewed_outcomes` is not called by the page (tests use
 it) and the review queue belongs to the Review page: both are listed for reference.
-Lines starting with `+` time the function above together with the statistics the page
-computes from it (Cohen's kappa per reviewer pair, the KS drift test).
+Lines starting with `+` time the function above together with the statistics computed
+from it (Cohen's kappa per reviewer pair, the KS drift test). The page calls `pair_label_tables`
+(+ `agreement_from_tables`) and `good_part_scores(ends)` + `score_drift`; `second_opinions`,
+`pairwise_agreement` and the full `good_part_scores` are the ones it called before.
 """
 
 

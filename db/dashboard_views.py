@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date
+from itertools import combinations
 from typing import Any
 
 from sqlalchemy import case, func, or_, select
@@ -144,6 +145,71 @@ def second_opinions(session: Session, project_id: int) -> dict[int, dict[str, st
         for image_id in sorted(labels)
         if len(labels[image_id]) >= 2
     }
+
+
+PairTables = dict[tuple[str, str], Counter[tuple[str, str]]]
+"""``{(first reviewer, second reviewer): {(first's label, second's label): parts}}``."""
+
+
+def pair_label_tables(session: Session, project_id: int) -> PairTables:
+    """For every two reviewers, how their latest labels of the parts both labelled pair up.
+
+    The same counts as pairing :func:`second_opinions` up per part (names sorted within a
+    pair), without handing every part to Python on PostgreSQL: a window picks each
+    reviewer's latest counting label of each part and a self-join counts the pairs. SQLite
+    evaluates such windows slowly, so there the pairs are counted in Python from
+    :func:`second_opinions`. Both ways are portable SQL and give the same tables.
+
+    Returns:
+        The tables, ready for :func:`services.dashboard_stats.agreement_from_tables`.
+    """
+    tables: PairTables = {}
+    if session.get_bind().dialect.name == "sqlite":
+        for by_reviewer in second_opinions(session, project_id).values():
+            for first, second in combinations(sorted(by_reviewer), 2):
+                table = tables.get((first, second))
+                if table is None:
+                    table = tables[(first, second)] = Counter()
+                table[(by_reviewer[first], by_reviewer[second])] += 1
+        return tables
+    undone = select(Review.supersedes_id).where(
+        Review.is_undo.is_(True), Review.supersedes_id.is_not(None)
+    )
+    in_project = (Review.image_id + 0).in_(select(Image.id).where(Image.project_id == project_id))
+    newest_first = func.row_number().over(
+        partition_by=(Review.image_id, Review.reviewer_id),
+        order_by=(Review.created_at.desc(), Review.id.desc()),
+    )
+    ranked = (
+        select(Review.image_id, Review.reviewer_id, Review.label, newest_first.label("rank"))
+        .where(in_project, Review.is_undo.is_(False), Review.id.not_in(undone))
+        .cte("ranked")
+    )
+    latest = (
+        select(ranked.c.image_id, ranked.c.reviewer_id, ranked.c.label)
+        .where(ranked.c.rank == 1)
+        .cte("latest")
+    )
+    one, other = latest.alias("one"), latest.alias("other")
+    names = {user_id: name for user_id, name in session.execute(select(User.id, User.name))}
+    rows = session.execute(
+        select(one.c.reviewer_id, other.c.reviewer_id, one.c.label, other.c.label, func.count())
+        .select_from(one)
+        .join(
+            other,
+            (other.c.image_id == one.c.image_id) & (one.c.reviewer_id < other.c.reviewer_id),
+        )
+        .group_by(one.c.reviewer_id, other.c.reviewer_id, one.c.label, other.c.label)
+    )
+    for one_id, other_id, one_label, other_label, n in rows:
+        (first, first_label), (second, second_label) = sorted(
+            ((names[one_id], one_label), (names[other_id], other_label))
+        )
+        table = tables.get((first, second))
+        if table is None:
+            table = tables[(first, second)] = Counter()
+        table[(first_label, second_label)] += int(n)
+    return tables
 
 
 def good_part_scores(

@@ -25,8 +25,8 @@ from db.dashboard_views import (
     ReviewShare,
     defect_type_counts,
     good_part_scores,
+    pair_label_tables,
     review_share_over_time,
-    second_opinions,
 )
 from db.model_families import active_version_id
 from db.periods import Period
@@ -34,7 +34,7 @@ from services.dashboard_stats import (
     DRIFT_WINDOW,
     DriftCheck,
     PairAgreement,
-    pairwise_agreement,
+    agreement_from_tables,
     score_drift,
 )
 
@@ -91,6 +91,6 @@ def dashboard_data(session: Session, project_id: int, period: Period) -> Dashboa
         work=throughput(session, project_id, period=period),
         shares=review_share_over_time(session, project_id, period=period),
         defect_types=defect_type_counts(session, project_id),
-        agreement=pairwise_agreement(second_opinions(session, project_id)),
+        agreement=agreement_from_tables(pair_label_tables(session, project_id)),
         drift=None if active is None else score_drift(good_scores),
     )

@@ -26,6 +26,7 @@ from db import Review
 from db.dashboard_views import (
     defect_type_counts,
     good_part_scores,
+    pair_label_tables,
     review_share_over_time,
     second_opinions,
 )
@@ -110,6 +111,15 @@ def test_second_opinions_hold_each_reviewers_latest_label_without_undone_ones(
         world["img1"]: {"ines": "defect", "mona": "defect"},
         world["img4"]: {"ines": "good", "mona": "defect"},
     }
+
+
+def test_pair_label_tables_count_the_second_opinions_label_pairs(
+    session_factory: sessionmaker[Session], project_id: int, world: dict[str, int]
+) -> None:
+    with session_factory() as session:
+        tables = pair_label_tables(session, project_id)
+    # img1: both said defect; img4: ines good, mona defect; undone labels do not count.
+    assert tables == {("ines", "mona"): {("defect", "defect"): 1, ("good", "defect"): 1}}
 
 
 def test_good_part_scores_are_confirmed_or_passed_parts_first_scores(

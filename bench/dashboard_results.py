@@ -120,14 +120,12 @@ def write_results(run: dict[str, Any], before_run: dict[str, Any] | None, path: 
     ]
     before = _row_index(before_run)
     if before_run is not None:
+        loads = ", ".join(f"{value:.1f}" for value in before_run["load_before"])
+        shared = f"; **shared machine**: {before_run['shared']}" if before_run.get("shared") else ""
         parts.append(
             "## Before\n\nThe *before* columns are the same script's run on the code before "
             f"this change (`bench/dashboard_before.json`, {before_run['started']} UTC, load "
-            "average "
-            + ", ".join(f"{v:.1f}" for v in before_run["load_before"])
-            + ", "
-            + (before_run.get("note") or "")
-            + ").\n"
+            f"average {loads}{shared}). Functions the page did not call then are not timed.\n"
         )
     parts.append("## Results\n")
     parts.extend(backend_table(result, before) for result in run["results"])

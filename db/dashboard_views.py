@@ -250,6 +250,10 @@ def good_part_scores(
     ids = list(session.scalars(statement.with_only_columns(Prediction.id)))
     if len(ids) > 2 * ends:
         ids = ids[:ends] + ids[-ends:]
-    rows = session.execute(statement.where(Prediction.id.in_(ids)))
+    rows = session.execute(
+        select(Prediction.id, raw_timestamp(Prediction.created_at), Prediction.score).where(
+            Prediction.id.in_(ids)
+        )
+    )
     by_id = {prediction_id: (utc_datetime(at), float(score)) for prediction_id, at, score in rows}
     return [by_id[prediction_id] for prediction_id in ids]

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.models import Image, ModelVersion, Prediction, Project, Review, User
-from db.periods import Period, raw_timestamp, sql_period_start
+from db.periods import Period, period_starts, raw_timestamp, sql_period_start
 
 
 def data_version(session: Session, project_id: int) -> tuple[Any, ...]:
@@ -79,7 +79,7 @@ def throughput(
         conditions.append(Review.created_at >= since)
     names = {user_id: name for user_id, name in session.execute(select(User.id, User.name))}
     if session.get_bind().dialect.name == "sqlite":
-        groups = _groups_in_python(session, period_key, conditions)
+        groups = _groups_in_python(session, period, conditions)
     else:
         groups = _groups_in_sql(session, period_key, conditions)
     rows = [
@@ -141,16 +141,27 @@ def _groups_in_sql(session: Session, period_key: Any, conditions: list[Any]) -> 
     }
 
 
-def _groups_in_python(session: Session, period_key: Any, conditions: list[Any]) -> Groups:
-    """Count and median per group in one Python pass over the rows (period from SQL)."""
-    statement = select(Review.reviewer_id, period_key, Review.seconds_spent).where(*conditions)
-    spent_by_group: dict[tuple[int, Any], list[float | None]] = {}
+def _groups_in_python(session: Session, period: Period, conditions: list[Any]) -> Groups:
+    """Count and median per group in one Python pass over the rows.
+
+    Rows are grouped by reviewer and the stored timestamp's day (SQLite stores UTC text, so
+    its first ten characters), then the few day groups are folded into periods.
+    """
+    statement = select(
+        Review.reviewer_id, raw_timestamp(Review.created_at), Review.seconds_spent
+    ).where(*conditions)
+    by_day: dict[tuple[int, Any], list[float | None]] = {}
     # A Core execute skips the ORM's per-row work: the rows are plain values.
-    for reviewer_id, start, spent in session.connection().execute(statement):
-        group = spent_by_group.get((reviewer_id, start))
+    for reviewer_id, created_at, spent in session.connection().execute(statement):
+        day = created_at[:10] if isinstance(created_at, str) else created_at
+        group = by_day.get((reviewer_id, day))
         if group is None:
-            group = spent_by_group[(reviewer_id, start)] = []
+            group = by_day[(reviewer_id, day)] = []
         group.append(spent)
+    start_of = period_starts(period)
+    spent_by_group: dict[tuple[int, Any], list[float | None]] = {}
+    for (reviewer_id, day), spent in by_day.items():
+        spent_by_group.setdefault((reviewer_id, start_of(day)), []).extend(spent)
     groups: Groups = {}
     for key, spent in spent_by_group.items():
         timed = [value for value in spent if value is not None]

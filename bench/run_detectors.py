@@ -245,7 +245,10 @@ def _onnx(results: dict[str, dict[str, dict]]) -> list[str]:
     out = [
         "",
         "The default exported to ONNX (`python -m adcore export`) and scored with onnxruntime on "
-        "every test image; verdicts at the torch scores' F1-max threshold:",
+        "every test image; verdicts at the torch scores' F1-max threshold (runs after 2 December "
+        "2026: moved halfway down to the next lower torch score, see "
+        "`adcore.benchmark.onnx_comparison`; before, the threshold was a test image's own score "
+        "and a 1e-6 difference on that image counted as a verdict change):",
         "",
         "| dataset | torch ms/image | onnxruntime ms/image | max relative score difference "
         "(target <= 1e-4) | verdict changes (target 0) | AUROC torch | AUROC onnxruntime |",

@@ -151,7 +151,7 @@ class _AnomalyTarget(nn.Module):
         dist, index = self.model.nearest(flat.reshape(-1, dim))
         dist, index = dist.view(bsz, -1), index.view(bsz, -1)
         if self.normal_level is None:
-            return self.model.image_scores(flat, dist, index)[:, None]
+            return self.model.image_scores(flat, dist, index, (height, width))[:, None]
         return torch.relu(dist - self.normal_level).sum(dim=1, keepdim=True)
 
 

@@ -15,6 +15,7 @@ Portable SQL only; periods and per-image reductions happen in Python (see :mod:`
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from itertools import combinations
@@ -122,14 +123,10 @@ def second_opinions(session: Session, project_id: int) -> dict[int, dict[str, st
     Returns:
         ``{image_id: {reviewer name: label}}`` for parts with labels from two or more reviewers.
     """
-    undone = select(Review.supersedes_id).where(Review.is_undo.is_(True))
-    undone = undone.where(Review.supersedes_id.is_not(None))
-    # "image_id + 0" and the time order let SQLite read the reviews nearly in table order
-    # rather than image by image through the index; portable.
-    in_project = (Review.image_id + 0).in_(select(Image.id).where(Image.project_id == project_id))
+    # The time order lets SQLite read the reviews nearly in table order (see _counting_labels).
     statement = (
         select(Review.image_id, Review.reviewer_id, Review.label)
-        .where(in_project, Review.is_undo.is_(False), Review.id.not_in(undone))
+        .where(*_counting_labels(project_id))
         .order_by(Review.created_at, Review.id)
     )
     names = {user_id: name for user_id, name in session.execute(select(User.id, User.name))}
@@ -163,26 +160,16 @@ def pair_label_tables(session: Session, project_id: int) -> PairTables:
     Returns:
         The tables, ready for :func:`services.dashboard_stats.agreement_from_tables`.
     """
-    tables: PairTables = {}
     if session.get_bind().dialect.name == "sqlite":
-        for by_reviewer in second_opinions(session, project_id).values():
-            for first, second in combinations(sorted(by_reviewer), 2):
-                table = tables.get((first, second))
-                if table is None:
-                    table = tables[(first, second)] = Counter()
-                table[(by_reviewer[first], by_reviewer[second])] += 1
-        return tables
-    undone = select(Review.supersedes_id).where(
-        Review.is_undo.is_(True), Review.supersedes_id.is_not(None)
-    )
-    in_project = (Review.image_id + 0).in_(select(Image.id).where(Image.project_id == project_id))
+        return pair_tables_from_opinions(second_opinions(session, project_id))
+    tables: PairTables = {}
     newest_first = func.row_number().over(
         partition_by=(Review.image_id, Review.reviewer_id),
         order_by=(Review.created_at.desc(), Review.id.desc()),
     )
     ranked = (
         select(Review.image_id, Review.reviewer_id, Review.label, newest_first.label("rank"))
-        .where(in_project, Review.is_undo.is_(False), Review.id.not_in(undone))
+        .where(*_counting_labels(project_id))
         .cte("ranked")
     )
     latest = (
@@ -205,11 +192,38 @@ def pair_label_tables(session: Session, project_id: int) -> PairTables:
         (first, first_label), (second, second_label) = sorted(
             ((names[one_id], one_label), (names[other_id], other_label))
         )
-        table = tables.get((first, second))
-        if table is None:
-            table = tables[(first, second)] = Counter()
-        table[(first_label, second_label)] += int(n)
+        tables.setdefault((first, second), Counter())[(first_label, second_label)] += int(n)
     return tables
+
+
+def pair_tables_from_opinions(opinions: Mapping[int, Mapping[str, str]]) -> PairTables:
+    """Pair up each part's reviewers (names sorted) and count how their labels pair up.
+
+    Args:
+        opinions: ``{part id: {reviewer: label}}`` (:func:`second_opinions`).
+
+    Returns:
+        The :data:`PairTables` of those parts.
+    """
+    tables: PairTables = {}
+    for by_reviewer in opinions.values():
+        for first, second in combinations(sorted(by_reviewer), 2):
+            labels = (by_reviewer[first], by_reviewer[second])
+            tables.setdefault((first, second), Counter())[labels] += 1
+    return tables
+
+
+def _counting_labels(project_id: int) -> list[Any]:
+    """WHERE conditions of a project's reviews that are labels still counting (not undone).
+
+    ``image_id + 0`` lets SQLite read the reviews nearly in table order rather than image by
+    image through the index; portable.
+    """
+    undone = select(Review.supersedes_id).where(
+        Review.is_undo.is_(True), Review.supersedes_id.is_not(None)
+    )
+    in_project = (Review.image_id + 0).in_(select(Image.id).where(Image.project_id == project_id))
+    return [in_project, Review.is_undo.is_(False), Review.id.not_in(undone)]
 
 
 def good_part_scores(

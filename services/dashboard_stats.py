@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import combinations
 
 from adcore.rates import RateEstimate, rate_estimate
+from db.dashboard_views import pair_tables_from_opinions
 
 DRIFT_WINDOW = 200
 """Good parts in each of the two compared windows (the model's first ones, the latest ones)."""
@@ -55,14 +54,7 @@ def pairwise_agreement(opinions: Mapping[int, Mapping[str, str]]) -> list[PairAg
     Returns:
         One :class:`PairAgreement` per pair with shared parts, most shared parts first.
     """
-    tables: dict[tuple[str, str], Counter[tuple[str, str]]] = {}
-    for by_reviewer in opinions.values():
-        for first, second in combinations(sorted(by_reviewer), 2):
-            table = tables.get((first, second))
-            if table is None:
-                table = tables[(first, second)] = Counter()
-            table[(by_reviewer[first], by_reviewer[second])] += 1
-    return agreement_from_tables(tables)
+    return agreement_from_tables(pair_tables_from_opinions(opinions))
 
 
 def agreement_from_tables(

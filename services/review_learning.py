@@ -13,6 +13,11 @@ it never raises for an expected refusal but returns a result with a message:
    without retraining, as a new active version (the parent stays, for a rollback).
 2. The project's unreviewed parts that the previous version scored are re-scored by the new
    one, so that similar parts leave the review queue at once.
+
+Updates run one at a time per process. Goods confirmed while an update runs wait, and the next
+update takes all of an inspector's waiting parts at once (:func:`learn_from_good_review`): an
+inspector pressing G four times a second gets a few updates, not one new model version and one
+re-scoring of the queue per press, which would keep the CPU busy long after the burst.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from sqlalchemy.orm import sessionmaker
 from adcore.detectors.base import Progress, report, scaled_progress
 from adcore.detectors.registry import load_detector
 from adcore.errors import LoupeError
-from db import Label, ModelVersion, User, Verdict
+from db import Label, ModelVersion, User, Verdict, current_label
 from db.instant_updates import InstantUpdateConflict
 from db.permissions import PermissionDenied
 from db.predictions import pending_images
@@ -90,6 +95,15 @@ class FeedbackResult:
         return text
 
 
+#: Guards the two dicts below (held briefly, never during an update).
+_WAITING_LOCK = threading.Lock()
+#: (project id, user id) -> Good-labelled parts waiting for the next update, oldest first.
+_WAITING: dict[tuple[int, int], list[int]] = {}
+#: image id -> the result of the update that learned it together with other parts; read (and
+#: removed) by the call that asked for that image, which is waiting for the update lock.
+_LEARNED_IN_BATCH: dict[int, FeedbackResult] = {}
+
+
 def learn_from_good_review(
     Session: sessionmaker[OrmSession],  # noqa: N803 - the app's session factory
     *,
@@ -103,6 +117,10 @@ def learn_from_good_review(
     rescore_limit: int = DEFAULT_RESCORE_LIMIT,
 ) -> FeedbackResult:
     """Learn from a part an inspector just labelled Good, then re-score the waiting parts.
+
+    Calls for the same project and inspector that arrive while another update runs are
+    merged: the first of them to get its turn learns every waiting part in one update, and
+    the others return that update's result.
 
     Args:
         Session: The application's session factory.
@@ -120,12 +138,27 @@ def learn_from_good_review(
         model files, no permission) come back as an un-updated result with the reason.
     """
     tell = report(progress)
+    key = (project_id, user_id)
+    with _WAITING_LOCK:
+        _WAITING.setdefault(key, []).append(image_id)
     tell(0.0, "Waiting for the previous update" if _ONE_AT_A_TIME.locked() else "Starting")
     with _ONE_AT_A_TIME:
-        return _learn_and_rescore(
+        with _WAITING_LOCK:
+            batch = list(dict.fromkeys(_WAITING.pop(key, [])))
+            learned_earlier = _LEARNED_IN_BATCH.pop(image_id, None)
+        if not batch:  # an earlier call took this part into its update
+            if learned_earlier is not None:
+                tell(1.0, learned_earlier.message)
+                return learned_earlier
+            return FeedbackResult(
+                InstantUpdateResult(
+                    True, False, "Already learned by an earlier update.", (image_id,)
+                )
+            )
+        result = _learn_and_rescore(
             Session,
             project_id=project_id,
-            image_id=image_id,
+            image_ids=batch,
             user_id=user_id,
             models_dir=models_dir,
             data_dir=data_dir,
@@ -133,13 +166,31 @@ def learn_from_good_review(
             tell=tell,
             rescore_limit=rescore_limit,
         )
+        with _WAITING_LOCK:
+            for other in batch:
+                if other != image_id:
+                    _LEARNED_IN_BATCH[other] = result
+        return result
+
+
+def waiting_parts(project_id: int, user_id: int) -> tuple[int, ...]:
+    """The parts of an inspector's waiting for the next update (oldest first)."""
+    with _WAITING_LOCK:
+        return tuple(_WAITING.get((project_id, user_id), ()))
+
+
+def still_good(Session: sessionmaker[OrmSession], image_ids: list[int]) -> list[int]:  # noqa: N803
+    """The parts of ``image_ids`` whose current label is still Good (an Undo may have come)."""
+    with Session() as session:
+        labels = {image_id: current_label(session, image_id) for image_id in image_ids}
+    return [i for i, review in labels.items() if review is not None and review.label == Label.GOOD]
 
 
 def _learn_and_rescore(
     Session: sessionmaker[OrmSession],  # noqa: N803
     *,
     project_id: int,
-    image_id: int,
+    image_ids: list[int],
     user_id: int,
     models_dir: str | Path,
     data_dir: Path | None,
@@ -147,7 +198,14 @@ def _learn_and_rescore(
     tell: Progress,
     rescore_limit: int,
 ) -> FeedbackResult:
-    tell(0.0, "Adding the part to the model's memory")
+    confirmed = still_good(Session, image_ids)
+    if not confirmed:
+        return FeedbackResult(
+            InstantUpdateResult(
+                True, False, "Not learned: the part has no current Good label.", tuple(image_ids)
+            )
+        )
+    tell(0.0, f"Adding {len(confirmed)} part(s) to the model's memory")
     with Session() as session:
         user = session.get(User, user_id)
         if user is not None:
@@ -156,14 +214,16 @@ def _learn_and_rescore(
         update = learn_from_confirmed_good(
             Session,
             project_id=project_id,
-            image_ids=image_id,
+            image_ids=confirmed,
             user=user,
             models_dir=models_dir,
             data_dir=data_dir,
             device=device,
         )
     except (PermissionDenied, LookupError, ValueError, InstantUpdateConflict, LoupeError) as err:
-        return FeedbackResult(InstantUpdateResult(True, False, f"Not learned: {err}", (image_id,)))
+        return FeedbackResult(
+            InstantUpdateResult(True, False, f"Not learned: {err}", tuple(confirmed))
+        )
     if not update.updated or update.version_id is None:
         tell(1.0, update.message)
         return FeedbackResult(update)

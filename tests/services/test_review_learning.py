@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +13,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from synthetic_parts import make_part, png
 
 from adcore.detectors.patchcore import PatchCore, PatchCoreConfig
-from db import Prediction, Project, User
+from db import ModelVersion, Prediction, Project, User
 from db.review_queue import record_review
+from services import review_learning
 from services.inspection import inspect_uploads
 from services.model_management import save_and_register
-from services.review_learning import learn_from_good_review, pending_images
+from services.review_learning import learn_from_good_review, pending_images, waiting_parts
 
 SMALL = PatchCoreConfig(image_size=64, coreset_ratio=0.1, calibration_fraction=0.25, batch_size=8)
 
@@ -128,3 +131,47 @@ def test_a_part_without_a_good_label_is_refused_with_a_message(
     assert result.n_rescored == 0
     with factory() as session:
         assert session.get(Project, scored["project"]).active_model_version_id == scored["parent"]
+
+
+def test_goods_confirmed_during_an_update_are_learned_together_in_the_next_one(
+    factory: sessionmaker[Session], scored: dict
+) -> None:
+    names = ("stamped-a.png", "stamped-b.png")
+    goods = [scored["images"][name] for name in names]
+    with factory() as session, session.begin():
+        for good in goods:
+            record_review(
+                session, image_id=good, user=session.get(User, scored["inspector"]), label="good"
+            )
+    results: dict[int, object] = {}
+
+    def learn(image_id: int) -> None:
+        results[image_id] = learn_from_good_review(
+            factory,
+            project_id=scored["project"],
+            image_id=image_id,
+            user_id=scored["inspector"],
+            models_dir=scored["models"],
+            device="cpu",
+        )
+
+    with review_learning._ONE_AT_A_TIME:  # an update is running: both Goods have to wait
+        threads = [threading.Thread(target=learn, args=(good,)) for good in goods]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while len(waiting_parts(scored["project"], scored["inspector"])) < 2:
+            assert time.monotonic() < deadline, "the two Goods never queued up"
+            time.sleep(0.01)
+    for thread in threads:
+        thread.join(timeout=120)
+
+    first, second = results[goods[0]], results[goods[1]]
+    assert first is second, "one update answers both calls"
+    assert first.update.updated and set(first.update.image_ids) == set(goods)
+    with factory() as session:
+        versions = session.scalars(
+            select(ModelVersion.id).where(ModelVersion.project_id == scored["project"])
+        ).all()
+    assert len(versions) == 2, "the parent and one update, not one version per Good"
+    assert waiting_parts(scored["project"], scored["inspector"]) == ()

@@ -91,20 +91,20 @@ def _outcome_rows(
     """SELECT ``columns`` over (labelled image x version that scored it) of a project.
 
     ``Review`` is the image's current review (joined on ``images.current_review_id``) and
-    ``Prediction`` the version's latest prediction of it
-    (:func:`db.predictions.latest_prediction_ids`, joined by primary key).
+    ``Prediction`` the version's latest prediction of it (the one not ``superseded``).
     """
-    latest = latest_prediction_ids(project_id, model_version_id, dialect=_dialect(session))
-    same_project = (ModelVersion.id == latest.c.model_version_id) & (
+    latest = (Prediction.image_id == Image.id) & Prediction.superseded.is_(False)
+    if model_version_id is not None:
+        latest &= Prediction.model_version_id == model_version_id
+    same_project = (ModelVersion.id == Prediction.model_version_id) & (
         ModelVersion.project_id == Image.project_id
     )
     return (
         select(*columns)
         .select_from(Image)
         .join(Review, Review.id == Image.current_review_id)
-        .join(latest, latest.c.image_id == Image.id)
+        .join(Prediction, latest)
         .join(ModelVersion, same_project)
-        .join(Prediction, Prediction.id == latest.c.prediction_id)
         .where(Image.project_id == project_id)
     )
 

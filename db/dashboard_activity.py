@@ -100,44 +100,22 @@ Groups = dict[tuple[int, Any], tuple[int, float | None]]
 
 
 def _groups_in_sql(session: Session, period_key: Any, conditions: list[Any]) -> Groups:
-    """Count and median per group in SQL: a window numbers each group's timed reviews.
+    """Count and median per group in one grouped pass (PostgreSQL).
 
-    The median is the mean of the middle one or two values (as :func:`statistics.median`).
-    Portable SQL (window functions); SQLite evaluates these windows slowly, so it groups in
-    Python instead (:func:`_groups_in_python`).
+    ``percentile_cont(0.5)`` is the median as :func:`statistics.median` gives it (the mean of
+    the two middle values for an even count) and skips reviews with no time recorded. An
+    ordered-set aggregate SQLite does not have: SQLite groups in Python
+    (:func:`_groups_in_python`).
     """
-    counts = session.execute(
-        select(Review.reviewer_id, period_key, func.count())
+    median = func.percentile_cont(0.5).within_group(Review.seconds_spent)
+    rows = session.execute(
+        select(Review.reviewer_id, period_key, func.count(), median)
         .where(*conditions)
         .group_by(Review.reviewer_id, period_key)
-    ).all()
-    partition = (Review.reviewer_id, period_key)
-    ranked = (
-        select(
-            Review.reviewer_id,
-            period_key,
-            Review.seconds_spent,
-            func.row_number()
-            .over(partition_by=partition, order_by=Review.seconds_spent)
-            .label("rank"),
-            func.count().over(partition_by=partition).label("n"),
-        )
-        .where(*conditions, Review.seconds_spent.is_not(None))
-        .subquery("ranked")
     )
-    # The middle rank of n values (odd n), or the two middle ranks (even n), in integers.
-    middle = (2 * ranked.c.rank).between(ranked.c.n, ranked.c.n + 2)
-    medians = {
-        (reviewer_id, start): median
-        for reviewer_id, start, median in session.execute(
-            select(ranked.c.reviewer_id, ranked.c.start, func.avg(ranked.c.seconds_spent))
-            .where(middle)
-            .group_by(ranked.c.reviewer_id, ranked.c.start)
-        )
-    }
     return {
-        (reviewer_id, start): (int(n), medians.get((reviewer_id, start)))
-        for reviewer_id, start, n in counts
+        (reviewer_id, start): (int(n), None if middle is None else float(middle))
+        for reviewer_id, start, n, middle in rows
     }
 
 

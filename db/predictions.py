@@ -17,7 +17,7 @@ outer expressions is evaluated once per use; group by it instead, or join on it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,11 +30,13 @@ from sqlalchemy import (
     func,
     literal_column,
     select,
+    update,
 )
 from sqlalchemy.orm import Session, aliased
 
 from db.base import Verdict
 from db.models import Image, ModelVersion, Prediction, Review
+from db.models.images import newest_prediction_id
 
 _ONE = literal_column("1")
 _ZERO = literal_column("0")
@@ -91,49 +93,89 @@ def latest_prediction_ids(
     """Each image's (or each (image, version)'s) latest prediction in a project, set by set.
 
     The same prediction as :func:`latest_prediction_value` (latest ``created_at``, then
-    highest ``id``), from two grouped passes instead of a correlated lookup per image: with
-    tens of thousands of images PostgreSQL estimates the correlated form so high that it
-    JIT-compiles it (over half a second per query) and joins it badly.
+    highest ``id``). Per version (``per_version``, or one version given), it is the
+    predictions not ``superseded``: a plain filter, which every backend joins cheaply. The
+    latest of *any* version (``per_version=False`` without a version) comes from two grouped
+    passes instead of a correlated lookup per image: with tens of thousands of images
+    PostgreSQL estimates the correlated form so high that it JIT-compiles it (over half a
+    second per query) and joins it badly.
 
     Args:
         project_id: The project (predictions of its images).
         model_version_id: Only this version's predictions; ``None`` for any version.
         per_version: One row per (image, version) instead of one per image.
-        dialect: The session's dialect name. SQLite gets the correlated lookup per image
-            (:func:`latest_prediction_value`), which it runs faster than the grouped passes;
-            both forms are portable SQL and give the same rows.
+        dialect: The session's dialect name. For the latest of any version, SQLite gets the
+            correlated lookup per image (:func:`latest_prediction_value`), which it runs
+            faster than the grouped passes; both forms are portable SQL and give the same rows.
 
     Returns:
         A subquery with columns ``image_id, prediction_id`` (and ``model_version_id`` when
         ``per_version``).
     """
+    if per_version or model_version_id is not None:
+        return _latest_prediction_ids_per_version(project_id, model_version_id, per_version)
     if dialect == "sqlite":
         return _latest_prediction_ids_correlated(project_id, model_version_id, per_version)
-    # "+ 0": SQLite then reads the (image, version, created_at) index in order, which suits
-    # the grouping, rather than looking rows up by the version index. Portable.
-    in_project = (Prediction.image_id + 0).in_(
-        select(Image.id).where(Image.project_id == project_id)
-    )
-    of_version = (
-        [] if model_version_id is None else [Prediction.model_version_id + 0 == model_version_id]
-    )
-    keys = [Prediction.image_id]
-    if per_version:
-        keys.append(Prediction.model_version_id)
+    # Any version, one row per image: the latest time per image, then the highest id at it.
+    in_project = Prediction.image_id.in_(select(Image.id).where(Image.project_id == project_id))
     latest_at = (
-        select(*keys, func.max(Prediction.created_at).label("latest_at"))
-        .where(in_project, *of_version)
-        .group_by(*keys)
+        select(Prediction.image_id, func.max(Prediction.created_at).label("latest_at"))
+        .where(in_project)
+        .group_by(Prediction.image_id)
         .subquery("latest_at")
     )
-    at_latest = [key == latest_at.c[key.key] for key in keys]
+    at_latest = and_(
+        Prediction.image_id == latest_at.c.image_id,
+        Prediction.created_at == latest_at.c.latest_at,
+    )
     return (
-        select(*keys, func.max(Prediction.id).label("prediction_id"))
-        .join(latest_at, and_(*at_latest, Prediction.created_at == latest_at.c.latest_at))
-        .where(*of_version)  # the image is the project's: it matched one of latest_at
-        .group_by(*keys)
+        select(Prediction.image_id, func.max(Prediction.id).label("prediction_id"))
+        .join(latest_at, at_latest)  # the image is the project's: it matched one of latest_at
+        .group_by(Prediction.image_id)
         .subquery("latest_prediction_ids")
     )
+
+
+def _latest_prediction_ids_per_version(
+    project_id: int, model_version_id: int | None, per_version: bool
+) -> Subquery:
+    """:func:`latest_prediction_ids` per version: the predictions no later one superseded."""
+    columns: list[Any] = [Prediction.image_id]
+    if per_version:
+        columns.append(Prediction.model_version_id)
+    columns.append(Prediction.id.label("prediction_id"))
+    conditions = [
+        Prediction.superseded.is_(False),
+        Prediction.image_id.in_(select(Image.id).where(Image.project_id == project_id)),
+    ]
+    if model_version_id is not None:
+        conditions.append(Prediction.model_version_id == model_version_id)
+    return select(*columns).where(*conditions).subquery("latest_prediction_ids")
+
+
+def rebuild_superseded(session: Session, image_ids: Iterable[int] | None = None) -> int:
+    """Recompute ``predictions.superseded`` from ``created_at`` and ``id``.
+
+    Only needed after predictions were written around the ORM (Core or bulk inserts, raw
+    SQL); the mapper event in :mod:`db.models.images` keeps the flag otherwise.
+
+    Args:
+        session: The caller's session (the caller commits).
+        image_ids: Only these images' predictions; ``None`` for every prediction.
+
+    Returns:
+        How many prediction rows the UPDATE matched.
+    """
+    predictions = Prediction.__table__
+    newest = newest_prediction_id(predictions.c.image_id, predictions.c.model_version_id)
+    statement = update(predictions).values(superseded=predictions.c.id != newest.scalar_subquery())
+    if image_ids is not None:
+        statement = statement.where(predictions.c.image_id.in_(list(image_ids)))
+    result = session.execute(statement.execution_options(synchronize_session=False))
+    for loaded in list(session.identity_map.values()):
+        if isinstance(loaded, Prediction):
+            session.expire(loaded, ["superseded"])
+    return int(result.rowcount or 0)
 
 
 def _latest_prediction_ids_correlated(

@@ -10,11 +10,19 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     LargeBinary,
+    Select,
     String,
     UniqueConstraint,
+    event,
     false,
+    literal_column,
+    select,
+    update,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Mapped, Mapper, aliased, mapped_column, object_session, relationship
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from db.base import ENUM_LENGTH, Base, ImageSource, Verdict, sql_in, utcnow
 from db.models.projects import PATH_LENGTH, ModelVersion, Project
@@ -106,6 +114,11 @@ class Prediction(Base):
     scorer_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     defect_probability: Mapped[float | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # True once the same model version has scored the image again (a later prediction of the
+    # same image and version exists): "latest per image and version" is then a plain filter,
+    # which the dashboard's queries join cheaply. Kept by the mapper event below; writers that
+    # insert around the ORM call db.predictions.rebuild_superseded.
+    superseded: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     image: Mapped[Image] = relationship()
     model_version: Mapped[ModelVersion] = relationship(foreign_keys=[model_version_id])
@@ -115,3 +128,53 @@ class Prediction(Base):
             f"Prediction(id={self.id!r}, image_id={self.image_id!r}, "
             f"score={self.score!r}, verdict={self.verdict!r})"
         )
+
+
+@event.listens_for(Prediction, "after_insert")
+def _refresh_superseded(
+    _mapper: Mapper[Prediction], connection: Connection, prediction: Prediction
+) -> None:
+    """Recompute ``superseded`` over the inserted prediction's (image, version) pair.
+
+    One indexed read when the pair has no other prediction (the usual case); otherwise one
+    UPDATE of the pair, and loaded rows of the pair are kept in step.
+    """
+    predictions = Prediction.__table__
+    pair = (
+        predictions.c.image_id == prediction.image_id,
+        predictions.c.model_version_id == prediction.model_version_id,
+    )
+    newest_first = connection.scalars(
+        select(predictions.c.id)
+        .where(*pair)
+        .order_by(predictions.c.created_at.desc(), predictions.c.id.desc())
+    ).all()
+    if len(newest_first) < 2:
+        return  # the only one: not superseded (the column's default)
+    newest = newest_first[0]
+    connection.execute(
+        update(predictions).where(*pair).values(superseded=predictions.c.id != newest)
+    )
+    session = object_session(prediction)
+    if session is None:
+        return
+    for prediction_id in newest_first:
+        loaded = session.identity_map.get(identity_key(Prediction, prediction_id))
+        if loaded is not None:
+            set_committed_value(loaded, "superseded", prediction_id != newest)
+
+
+def newest_prediction_id(image_id: Any, model_version_id: Any) -> Select[tuple[int]]:
+    """SELECT the id of an image's latest prediction by a version (``created_at``, then id).
+
+    Args:
+        image_id: A value, or an outer query's column (the select then correlates to it).
+        model_version_id: The same for the version.
+    """
+    candidate = aliased(Prediction, name="newest_prediction")
+    return (
+        select(candidate.id)
+        .where(candidate.image_id == image_id, candidate.model_version_id == model_version_id)
+        .order_by(candidate.created_at.desc(), candidate.id.desc())
+        .limit(literal_column("1"))
+    )

@@ -231,3 +231,38 @@ def test_an_empty_project_gives_empty_numbers(
         assert confusion(session, project_id) == {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
         assert score_distribution(session, project_id) == ([], None)
         assert throughput(session, project_id) == []
+
+
+def test_throughput_medians_skip_untimed_reviews_and_average_the_middle_two(
+    session_factory: sessionmaker[Session],
+    project_id: int,
+    make_image: Callable[[int], int],
+    make_user: Callable[..., int],
+) -> None:
+    reviewer = make_user("ines")
+    images = [make_image(seed) for seed in range(1, 10)]
+    days = {  # day -> seconds spent per review (None: not recorded)
+        MON: [4.0, None, 10.0, 7.0],  # odd timed count: the middle one
+        TUE: [1.0, 2.0, 3.0, 10.0],  # even: the mean of the middle two
+        NEXT_TUE: [None],  # nothing timed: no median
+    }
+    with session_factory() as session, session.begin():
+        image = iter(images)
+        for day, spent in days.items():
+            for seconds in spent:
+                session.add(
+                    Review(
+                        image_id=next(image),
+                        reviewer_id=reviewer,
+                        label="good",
+                        seconds_spent=seconds,
+                        created_at=day,
+                    )
+                )
+    with session_factory() as session:
+        rows = throughput(session, project_id)
+    assert [(r["period_start"], r["n_reviews"], r["median_seconds"]) for r in rows] == [
+        (date(2025, 3, 3), 4, 7.0),
+        (date(2025, 3, 4), 4, 2.5),
+        (date(2025, 3, 11), 1, None),
+    ]

@@ -10,7 +10,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, MetaData, Table, func, inspect, select
+from sqlalchemy import Engine, MetaData, Table, func, inspect, select, text
 
 from db import Base, current_revision, downgrade, init_db, upgrade
 from db.migrate import alembic_config, head_revision
@@ -440,3 +440,59 @@ def test_0008_adds_defect_boxes_keeps_the_triggers_and_goes_down_and_up(engine: 
     assert _triggers(engine) == APPEND_ONLY_TRIGGERS[engine.dialect.name]  # still append-only
     upgrade(engine)
     assert _triggers(engine) == APPEND_ONLY_TRIGGERS[engine.dialect.name]
+
+
+def test_0009_marks_the_superseded_predictions_of_existing_rows(engine: Engine) -> None:
+    from db import Image, Project, make_session_factory, register_model_version
+
+    with make_session_factory(engine)() as session, session.begin():
+        project = Project(name="cells")
+        session.add(project)
+        session.flush()
+        version = register_model_version(
+            session,
+            project_id=project.id,
+            kind="patchcore",
+            artifact_path="m",
+            metrics={},
+            threshold=1.0,
+            training_snapshot={},
+        )
+        images = [
+            Image(
+                project_id=project.id,
+                sha256=f"{n:064x}",
+                stored_path=f"images/{n}.png",
+                original_name=f"{n}.png",
+                width=8,
+                height=8,
+                size_bytes=1,
+                source="upload",
+            )
+            for n in range(2)
+        ]
+        session.add_all(images)
+        session.flush()
+        ids = (images[0].id, images[1].id, version.id)
+    downgrade(engine, "0008")
+    assert "superseded" not in {c["name"] for c in inspect(engine).get_columns("predictions")}
+    with engine.begin() as connection:  # written before 0009: three of one pair, one alone
+        for image_id, day in ((ids[0], 2), (ids[0], 3), (ids[0], 1), (ids[1], 1)):
+            connection.execute(
+                text(
+                    "INSERT INTO predictions (image_id, model_version_id, score, threshold,"
+                    " verdict, created_at) VALUES (:image, :version, 0.5, 1.0, 'good', :at)"
+                ),
+                {"image": image_id, "version": ids[2], "at": f"2025-03-0{day} 00:00:00"},
+            )
+    upgrade(engine)
+    assert _schema_differences(engine) == []
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql(
+            "SELECT image_id, created_at, superseded FROM predictions ORDER BY id"
+        ).all()
+    kept = [(image_id, str(at)[:10]) for image_id, at, superseded in rows if not superseded]
+    assert kept == [(ids[0], "2025-03-03"), (ids[1], "2025-03-01")]
+    downgrade(engine, "0008")
+    assert "superseded" not in {c["name"] for c in inspect(engine).get_columns("predictions")}
+    upgrade(engine)

@@ -56,7 +56,7 @@ from db import (  # noqa: E402
     shift_report_queries,
 )
 from db.model_families import active_version_id  # noqa: E402
-from db.review_log import rebuild_current_reviews  # noqa: E402
+from db.review_log import rebuild_current_reviews, rebuild_reviewer_labels  # noqa: E402
 from db.review_queue import queue_size, review_queue  # noqa: E402
 from services import dashboard_stats  # noqa: E402
 from services.audit_sampling import miss_rate_report  # noqa: E402
@@ -159,6 +159,7 @@ def build(factory: sessionmaker[Session], n_images: int, n_reviews: int, seed: i
             mine.append(review_id)
         session.execute(insert(Review), review_rows)
         rebuild_current_reviews(session)  # bulk inserts skip the ORM's upkeep of the column
+        rebuild_reviewer_labels(session)  # and of the reviewer labels
     return project_id
 
 

@@ -48,7 +48,17 @@ from db.image_store import absolute_image_path
 from db.images import get_image
 from db.labels import current_label, current_labels
 from db.migrate import current_revision, downgrade, upgrade
-from db.models import ExplanationNote, Image, Job, ModelVersion, Prediction, Project, Review, User
+from db.models import (
+    ExplanationNote,
+    Image,
+    Job,
+    ModelVersion,
+    Prediction,
+    Project,
+    Review,
+    ReviewerLabel,
+    User,
+)
 from db.permissions import (
     CAN_MANAGE_MODELS,
     CAN_MANAGE_USERS,
@@ -90,6 +100,7 @@ __all__ = [
     "Prediction",
     "Project",
     "Review",
+    "ReviewerLabel",
     "Role",
     "StorageError",
     "UTCDateTime",

@@ -227,18 +227,24 @@ def review_counts(session: Session, project_id: int) -> dict[str, int]:
     threshold: the head of the review queue.
     """
     version_id = active_version_id(session, project_id)
-    latest = latest_prediction_ids(
-        project_id, version_id, per_version=False, dialect=_dialect(session)
-    )
     reviewed = Image.current_review_id.is_not(None)
     threshold = func.coalesce(ModelVersion.threshold, Prediction.threshold)
     flagged = case((Prediction.score >= threshold, 1), else_=0)
+    statement = select(reviewed, flagged, func.count()).select_from(Image)
+    if version_id is not None:  # the version's latest prediction: the one not superseded
+        latest_of_version = (
+            (Prediction.image_id == Image.id)
+            & (Prediction.model_version_id == version_id)
+            & Prediction.superseded.is_(False)
+        )
+        statement = statement.outerjoin(Prediction, latest_of_version)
+    else:
+        latest = latest_prediction_ids(project_id, per_version=False, dialect=_dialect(session))
+        statement = statement.outerjoin(latest, latest.c.image_id == Image.id).outerjoin(
+            Prediction, Prediction.id == latest.c.prediction_id
+        )
     rows = session.execute(
-        select(reviewed, flagged, func.count())
-        .select_from(Image)
-        .outerjoin(latest, latest.c.image_id == Image.id)
-        .outerjoin(Prediction, Prediction.id == latest.c.prediction_id)
-        .outerjoin(ModelVersion, ModelVersion.id == Prediction.model_version_id)
+        statement.outerjoin(ModelVersion, ModelVersion.id == Prediction.model_version_id)
         .where(Image.project_id == project_id)
         .group_by(reviewed, flagged)
     )

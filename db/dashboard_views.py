@@ -22,10 +22,10 @@ from itertools import combinations
 from typing import Any
 
 from sqlalchemy import case, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from db.base import Label, Verdict
-from db.models import Image, Prediction, Review, User
+from db.models import Image, Prediction, Review, ReviewerLabel, User
 from db.periods import Period, check_period, raw_timestamp, sql_period_start, utc_datetime
 
 
@@ -118,30 +118,29 @@ def defect_type_counts(session: Session, project_id: int) -> list[tuple[str, int
 def second_opinions(session: Session, project_id: int) -> dict[int, dict[str, str]]:
     """Each reviewer's latest label of every part two or more reviewers labelled.
 
-    A reviewer's undone label no longer counts as theirs (the undo row supersedes it).
+    A reviewer's undone label no longer counts as theirs (the undo row supersedes it). Read
+    from ``reviewer_labels`` (:mod:`db.models.reviewer_labels`), the log's answer per
+    (part, reviewer).
 
     Returns:
         ``{image_id: {reviewer name: label}}`` for parts with labels from two or more reviewers.
     """
-    # The time order lets SQLite read the reviews nearly in table order (see _counting_labels).
-    statement = (
-        select(Review.image_id, Review.reviewer_id, Review.label)
-        .where(*_counting_labels(project_id))
-        .order_by(Review.created_at, Review.id)
+    shared = (
+        select(ReviewerLabel.image_id)
+        .where(ReviewerLabel.project_id == project_id)
+        .group_by(ReviewerLabel.image_id)
+        .having(func.count() >= 2)
     )
-    names = {user_id: name for user_id, name in session.execute(select(User.id, User.name))}
-    labels: dict[int, dict[int, str]] = {}
-    # A Core execute skips the ORM's per-row work; later rows overwrite: the latest label wins.
-    for image_id, reviewer_id, label in session.connection().execute(statement):
-        by_reviewer = labels.get(image_id)
-        if by_reviewer is None:
-            by_reviewer = labels[image_id] = {}
-        by_reviewer[reviewer_id] = label
-    return {
-        image_id: {names[reviewer_id]: label for reviewer_id, label in labels[image_id].items()}
-        for image_id in sorted(labels)
-        if len(labels[image_id]) >= 2
-    }
+    statement = (
+        select(ReviewerLabel.image_id, User.name, ReviewerLabel.label)
+        .join(User, User.id == ReviewerLabel.reviewer_id)
+        .where(ReviewerLabel.project_id == project_id, ReviewerLabel.image_id.in_(shared))
+        .order_by(ReviewerLabel.image_id)
+    )
+    opinions: dict[int, dict[str, str]] = {}
+    for image_id, name, label in session.execute(statement):
+        opinions.setdefault(image_id, {})[name] = label
+    return opinions
 
 
 PairTables = dict[tuple[str, str], Counter[tuple[str, str]]]
@@ -152,42 +151,20 @@ def pair_label_tables(session: Session, project_id: int) -> PairTables:
     """For every two reviewers, how their latest labels of the parts both labelled pair up.
 
     The same counts as pairing :func:`second_opinions` up per part (names sorted within a
-    pair), without handing every part to Python on PostgreSQL: a window picks each
-    reviewer's latest counting label of each part and a self-join counts the pairs. SQLite
-    evaluates such windows slowly, so there the pairs are counted in Python from
-    :func:`second_opinions`. Both ways are portable SQL and give the same tables.
+    pair), counted in SQL: ``reviewer_labels`` joined with itself on the part.
 
     Returns:
         The tables, ready for :func:`services.dashboard_stats.agreement_from_tables`.
     """
-    if session.get_bind().dialect.name == "sqlite":
-        return pair_tables_from_opinions(second_opinions(session, project_id))
-    tables: PairTables = {}
-    newest_first = func.row_number().over(
-        partition_by=(Review.image_id, Review.reviewer_id),
-        order_by=(Review.created_at.desc(), Review.id.desc()),
-    )
-    ranked = (
-        select(Review.image_id, Review.reviewer_id, Review.label, newest_first.label("rank"))
-        .where(*_counting_labels(project_id))
-        .cte("ranked")
-    )
-    latest = (
-        select(ranked.c.image_id, ranked.c.reviewer_id, ranked.c.label)
-        .where(ranked.c.rank == 1)
-        .cte("latest")
-    )
-    one, other = latest.alias("one"), latest.alias("other")
+    one, other = aliased(ReviewerLabel, name="one"), aliased(ReviewerLabel, name="other")
     names = {user_id: name for user_id, name in session.execute(select(User.id, User.name))}
     rows = session.execute(
-        select(one.c.reviewer_id, other.c.reviewer_id, one.c.label, other.c.label, func.count())
-        .select_from(one)
-        .join(
-            other,
-            (other.c.image_id == one.c.image_id) & (one.c.reviewer_id < other.c.reviewer_id),
-        )
-        .group_by(one.c.reviewer_id, other.c.reviewer_id, one.c.label, other.c.label)
+        select(one.reviewer_id, other.reviewer_id, one.label, other.label, func.count())
+        .join(other, (other.image_id == one.image_id) & (one.reviewer_id < other.reviewer_id))
+        .where(one.project_id == project_id)
+        .group_by(one.reviewer_id, other.reviewer_id, one.label, other.label)
     )
+    tables: PairTables = {}
     for one_id, other_id, one_label, other_label, n in rows:
         (first, first_label), (second, second_label) = sorted(
             ((names[one_id], one_label), (names[other_id], other_label))
@@ -211,19 +188,6 @@ def pair_tables_from_opinions(opinions: Mapping[int, Mapping[str, str]]) -> Pair
             labels = (by_reviewer[first], by_reviewer[second])
             tables.setdefault((first, second), Counter())[labels] += 1
     return tables
-
-
-def _counting_labels(project_id: int) -> list[Any]:
-    """WHERE conditions of a project's reviews that are labels still counting (not undone).
-
-    ``image_id + 0`` lets SQLite read the reviews nearly in table order rather than image by
-    image through the index; portable.
-    """
-    undone = select(Review.supersedes_id).where(
-        Review.is_undo.is_(True), Review.supersedes_id.is_not(None)
-    )
-    in_project = (Review.image_id + 0).in_(select(Image.id).where(Image.project_id == project_id))
-    return [in_project, Review.is_undo.is_(False), Review.id.not_in(undone)]
 
 
 def good_part_scores(

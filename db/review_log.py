@@ -17,13 +17,14 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, insert, select, update
+from sqlalchemy import delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from db.base import Label
 from db.models import Image, Review
+from db.models.reviewer_labels import ReviewerLabel, counting_reviews_newest_first
 from db.models.reviews import latest_counting_review
 
 
@@ -92,8 +93,9 @@ def add_past_reviews(session: Session, reviews: Sequence[dict[str, Any]]) -> int
 
     For replaying a recorded or simulated past (the demo's history), where one flush per
     review would be slow: the rows are inserted in one statement, which skips the mapper
-    events, so ``images.current_review_id`` of the reviewed images is rebuilt from the log
-    afterwards (:func:`rebuild_current_reviews`), in the caller's transaction.
+    events, so ``images.current_review_id`` and the reviewer labels of the reviewed images are
+    rebuilt from the log afterwards (:func:`rebuild_current_reviews`,
+    :func:`rebuild_reviewer_labels`), in the caller's transaction.
 
     Args:
         session: The caller's session.
@@ -130,7 +132,9 @@ def add_past_reviews(session: Session, reviews: Sequence[dict[str, Any]]) -> int
     if not rows:
         return 0
     session.execute(insert(Review), rows)
-    rebuild_current_reviews(session, sorted({row["image_id"] for row in rows}))
+    reviewed = sorted({row["image_id"] for row in rows})
+    rebuild_current_reviews(session, reviewed)
+    rebuild_reviewer_labels(session, reviewed)
     return len(rows)
 
 
@@ -198,6 +202,50 @@ def rebuild_current_reviews(session: Session, image_ids: Iterable[int] | None = 
         if isinstance(loaded, Image):
             session.expire(loaded, ["current_review_id"])
     return int(result.rowcount or 0)
+
+
+def rebuild_reviewer_labels(session: Session, image_ids: Iterable[int] | None = None) -> int:
+    """Recompute the ``reviewer_labels`` rows (:mod:`db.models.reviewer_labels`) from the log.
+
+    Only needed after reviews were written around the ORM; mapper events keep the table
+    otherwise. One pass over the counting reviews, oldest first: the last one per (image,
+    reviewer) is the row (a correlated "no later label" test per review is far slower).
+
+    Args:
+        session: The caller's session (the caller commits).
+        image_ids: Only these images' rows; ``None`` for every image.
+
+    Returns:
+        How many rows were written.
+    """
+    table = ReviewerLabel.__table__
+    wipe = delete(table)
+    oldest_first = (
+        counting_reviews_newest_first()
+        .with_only_columns(
+            Review.image_id, Review.reviewer_id, Image.project_id, Review.id, Review.label
+        )
+        .join(Image, Image.id == Review.image_id)
+        .order_by(None)
+        .order_by(Review.created_at, Review.id)
+    )
+    if image_ids is not None:
+        ids = list(image_ids)
+        wipe = wipe.where(table.c.image_id.in_(ids))
+        oldest_first = oldest_first.where(Review.image_id.in_(ids))
+    latest: dict[tuple[int, int], dict[str, Any]] = {}
+    for image_id, reviewer_id, project_id, review_id, label in session.execute(oldest_first):
+        latest[(image_id, reviewer_id)] = {
+            "image_id": image_id,
+            "reviewer_id": reviewer_id,
+            "project_id": project_id,
+            "review_id": review_id,
+            "label": label,
+        }
+    session.execute(wipe)
+    if latest:
+        session.execute(insert(table), list(latest.values()))
+    return len(latest)
 
 
 def counting_review() -> ColumnElement[bool]:

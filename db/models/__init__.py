@@ -6,6 +6,7 @@ from db.models.explanation_notes import ExplanationNote
 from db.models.images import Image, Prediction
 from db.models.jobs import Job
 from db.models.projects import ModelVersion, Project
+from db.models.reviewer_labels import ReviewerLabel
 from db.models.reviews import Review
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "Prediction",
     "Project",
     "Review",
+    "ReviewerLabel",
     "SignInAttempt",
     "User",
 ]

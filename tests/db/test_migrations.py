@@ -22,6 +22,7 @@ TABLES = {
     "images",
     "predictions",
     "reviews",
+    "reviewer_labels",
     "jobs",
     "workers",
     "explanation_notes",
@@ -496,3 +497,66 @@ def test_0009_marks_the_superseded_predictions_of_existing_rows(engine: Engine) 
     downgrade(engine, "0008")
     assert "superseded" not in {c["name"] for c in inspect(engine).get_columns("predictions")}
     upgrade(engine)
+
+
+def test_0010_fills_reviewer_labels_from_the_log_as_the_events_keep_them(
+    engine: Engine,
+) -> None:
+    from db import Project, User, make_session_factory
+    from db.models import Image
+    from db.review_log import add_review, undo_last_review
+
+    factory = make_session_factory(engine)
+    with factory() as session, session.begin():
+        project = Project(name="cells")
+        users = [User(name=name, role="inspector", password_hash="x") for name in ("a", "b")]
+        session.add_all([project, *users])
+        session.flush()
+        images = [
+            Image(
+                project_id=project.id,
+                sha256=f"{n:064x}",
+                stored_path=f"images/{n}.png",
+                original_name=f"{n}.png",
+                width=8,
+                height=8,
+                size_bytes=1,
+                source="upload",
+            )
+            for n in range(2)
+        ]
+        session.add_all(images)
+        session.flush()
+        a, b = (user.id for user in users)
+        for image, reviewer, label in (
+            (images[0], a, "good"),
+            (images[0], b, "defect"),
+            (images[0], a, "defect"),
+            (images[1], b, "good"),
+            (images[1], b, "defect"),
+        ):
+            add_review(session, image_id=image.id, reviewer_id=reviewer, label=label)
+        undo_last_review(session, reviewer_id=b)  # b's defect on image 1: back to good
+
+    def held() -> set[tuple]:
+        with engine.connect() as connection:
+            return set(
+                connection.exec_driver_sql(
+                    "SELECT image_id, reviewer_id, project_id, review_id, label"
+                    " FROM reviewer_labels"
+                ).all()
+            )
+
+    kept = held()
+    assert len(kept) == 3
+    downgrade(engine, "0009")
+    assert "reviewer_labels" not in inspect(engine).get_table_names()
+    upgrade(engine)
+    assert _schema_differences(engine) == []
+    assert held() == kept
+
+
+def test_postgresql_0010_sql_renders_offline_with_its_fill() -> None:
+    sql = postgresql_upgrade_sql("0009:0010")
+    assert "CREATE TABLE reviewer_labels" in sql
+    assert "INSERT INTO reviewer_labels" in sql

@@ -106,6 +106,40 @@ def backend_table(result: dict[str, Any], before: dict[tuple[str, str], dict[str
     return f"### {backend} ({result['server_version']}{built})\n\n" + "\n".join(lines) + "\n"
 
 
+def page_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows the Dashboard page runs (not the reference ones, not the shift report's)."""
+    skipped = ("reviewed_outcomes", "review_queue", "queue_size", "shift report", "build_shift")
+    earlier = ("second_opinions", "good_part_scores")  # what the page called before
+    rows, previous = [], ""
+    for row in result["rows"]:
+        name = row["name"].strip()
+        if not name.startswith("+"):
+            previous = name
+        if name.startswith(skipped) or name == PAGE or previous in earlier:
+            continue
+        rows.append(row)
+    return rows
+
+
+def verdict(result: dict[str, Any]) -> str:
+    """Whether the two targets were met on one backend, with the figures that decide it."""
+    rows = page_rows(result)
+    slowest = max(rows, key=lambda row: row["wall_ms"])
+    over = [row for row in rows if row["wall_ms"] > TARGET_MS]
+    page = next(row for row in result["rows"] if row["name"] == PAGE)
+    queries = (
+        f"met (slowest: {slowest['name'].strip()}, {slowest['wall_ms']:.0f} ms)"
+        if not over
+        else "**not met**: "
+        + ", ".join(f"{row['name'].strip()} {row['wall_ms']:.0f} ms" for row in over)
+    )
+    whole = "met" if page["wall_ms"] <= PAGE_TARGET_MS else "**not met**"
+    return (
+        f"- **{result['backend']}**: every page query <= {TARGET_MS:.0f} ms: {queries}; "
+        f"whole page <= {PAGE_TARGET_MS / 1000:.0f} s: {whole} ({page['wall_ms']:.0f} ms)."
+    )
+
+
 def write_results(run: dict[str, Any], before_run: dict[str, Any] | None, path: Path) -> Path:
     """Write the results file for ``run`` (and ``before_run``, an earlier run's figures)."""
     command = ".venv/bin/python bench/dashboard_queries.py " + " ".join(run["argv"])
@@ -127,6 +161,12 @@ def write_results(run: dict[str, Any], before_run: dict[str, Any] | None, path: 
             f"this change (`bench/dashboard_before.json`, {before_run['started']} UTC, load "
             f"average {loads}{shared}). Functions the page did not call then are not timed.\n"
         )
+    parts.append(
+        "## Targets\n\nMedian wall times of the calls the page makes (the `+` lines where the "
+        "page computes statistics; reference rows and the shift report left out):\n\n"
+        + "\n".join(verdict(result) for result in run["results"])
+        + "\n"
+    )
     parts.append("## Results\n")
     parts.extend(backend_table(result, before) for result in run["results"])
     path.write_text("\n".join(parts))

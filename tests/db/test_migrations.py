@@ -11,6 +11,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, MetaData, Table, func, inspect, select, text
+from stored_rows import add_image, add_version
 
 from db import Base, current_revision, downgrade, init_db, upgrade
 from db.migrate import alembic_config, head_revision
@@ -443,38 +444,23 @@ def test_0008_adds_defect_boxes_keeps_the_triggers_and_goes_down_and_up(engine: 
     assert _triggers(engine) == APPEND_ONLY_TRIGGERS[engine.dialect.name]
 
 
-def test_0009_marks_the_superseded_predictions_of_existing_rows(engine: Engine) -> None:
-    from db import Image, Project, make_session_factory, register_model_version
+def _project_with_images(engine: Engine, n_images: int) -> tuple[int, list[int], int]:
+    """A project with ``n_images`` image rows and one model version: their ids."""
+    from db import Project, make_session_factory
 
-    with make_session_factory(engine)() as session, session.begin():
+    factory = make_session_factory(engine)
+    with factory() as session, session.begin():
         project = Project(name="cells")
         session.add(project)
         session.flush()
-        version = register_model_version(
-            session,
-            project_id=project.id,
-            kind="patchcore",
-            artifact_path="m",
-            metrics={},
-            threshold=1.0,
-            training_snapshot={},
-        )
-        images = [
-            Image(
-                project_id=project.id,
-                sha256=f"{n:064x}",
-                stored_path=f"images/{n}.png",
-                original_name=f"{n}.png",
-                width=8,
-                height=8,
-                size_bytes=1,
-                source="upload",
-            )
-            for n in range(2)
-        ]
-        session.add_all(images)
-        session.flush()
-        ids = (images[0].id, images[1].id, version.id)
+        project_id = project.id
+    images = [add_image(factory, project_id, n) for n in range(n_images)]
+    return project_id, images, add_version(factory, project_id, active=False)
+
+
+def test_0009_marks_the_superseded_predictions_of_existing_rows(engine: Engine) -> None:
+    _, images, version = _project_with_images(engine, 2)
+    ids = (images[0], images[1], version)
     downgrade(engine, "0008")
     assert "superseded" not in {c["name"] for c in inspect(engine).get_columns("predictions")}
     with engine.begin() as connection:  # written before 0009: three of one pair, one alone
@@ -502,30 +488,13 @@ def test_0009_marks_the_superseded_predictions_of_existing_rows(engine: Engine) 
 def test_0010_fills_reviewer_labels_from_the_log_as_the_events_keep_them(
     engine: Engine,
 ) -> None:
-    from db import Project, User, make_session_factory
-    from db.models import Image
+    from db import User, make_session_factory
     from db.review_log import add_review, undo_last_review
 
-    factory = make_session_factory(engine)
-    with factory() as session, session.begin():
-        project = Project(name="cells")
+    _, images, _ = _project_with_images(engine, 2)
+    with make_session_factory(engine)() as session, session.begin():
         users = [User(name=name, role="inspector", password_hash="x") for name in ("a", "b")]
-        session.add_all([project, *users])
-        session.flush()
-        images = [
-            Image(
-                project_id=project.id,
-                sha256=f"{n:064x}",
-                stored_path=f"images/{n}.png",
-                original_name=f"{n}.png",
-                width=8,
-                height=8,
-                size_bytes=1,
-                source="upload",
-            )
-            for n in range(2)
-        ]
-        session.add_all(images)
+        session.add_all(users)
         session.flush()
         a, b = (user.id for user in users)
         for image, reviewer, label in (
@@ -535,7 +504,7 @@ def test_0010_fills_reviewer_labels_from_the_log_as_the_events_keep_them(
             (images[1], b, "good"),
             (images[1], b, "defect"),
         ):
-            add_review(session, image_id=image.id, reviewer_id=reviewer, label=label)
+            add_review(session, image_id=image, reviewer_id=reviewer, label=label)
         undo_last_review(session, reviewer_id=b)  # b's defect on image 1: back to good
 
     def held() -> set[tuple]:

@@ -56,93 +56,69 @@ def upgrade() -> None:
     _fill()
 
 
+_REVIEWS = sa.table(
+    "reviews",
+    sa.column("id", sa.Integer),
+    sa.column("image_id", sa.Integer),
+    sa.column("reviewer_id", sa.Integer),
+    sa.column("label", sa.String),
+    sa.column("is_undo", sa.Boolean),
+    sa.column("supersedes_id", sa.Integer),
+    sa.column("created_at", sa.DateTime),
+)
+_IMAGES = sa.table("images", sa.column("id", sa.Integer), sa.column("project_id", sa.Integer))
+_COLUMNS = ["image_id", "reviewer_id", "project_id", "review_id", "label"]
+_TARGET = sa.table("reviewer_labels", *(sa.column(name) for name in _COLUMNS))
+
+
 def _fill() -> None:
     """Insert every (image, reviewer)'s latest counting review (as the model's module keeps it).
 
     One pass over the counting reviews (not undo rows, not undone), oldest first by
-    ``created_at`` then ``id``: the last one per (image, reviewer) is the row.
+    ``created_at`` then ``id``: the last one per (image, reviewer) is the row. Offline (SQL
+    for a DBA to run), the same rows come from one set-based SELECT instead.
     """
-    reviews = sa.table(
-        "reviews",
-        sa.column("id", sa.Integer),
-        sa.column("image_id", sa.Integer),
-        sa.column("reviewer_id", sa.Integer),
-        sa.column("label", sa.String),
-        sa.column("is_undo", sa.Boolean),
-        sa.column("supersedes_id", sa.Integer),
-        sa.column("created_at", sa.DateTime),
-    )
-    images = sa.table("images", sa.column("id", sa.Integer), sa.column("project_id", sa.Integer))
-    target = sa.table(
-        "reviewer_labels",
-        *(sa.column(name) for name in ("image_id", "reviewer_id", "project_id", "review_id")),
-        sa.column("label"),
-    )
-    undo = reviews.alias("undo")
-    oldest_first = (
-        sa.select(
-            reviews.c.image_id,
-            reviews.c.reviewer_id,
-            images.c.project_id,
-            reviews.c.id,
-            reviews.c.label,
+    if context.is_offline_mode():
+        later = _REVIEWS.alias("later")
+        is_later = (later.c.created_at > _REVIEWS.c.created_at) | (
+            (later.c.created_at == _REVIEWS.c.created_at) & (later.c.id > _REVIEWS.c.id)
         )
-        .join(images, images.c.id == reviews.c.image_id)
-        .where(
-            reviews.c.is_undo.is_(False),
-            ~sa.exists().where(undo.c.supersedes_id == reviews.c.id),
+        has_later = sa.exists().where(
+            later.c.image_id == _REVIEWS.c.image_id,
+            later.c.reviewer_id == _REVIEWS.c.reviewer_id,
+            _counting(later, "later_undo"),
+            is_later,
         )
-        .order_by(reviews.c.created_at, reviews.c.id)
-    )
-    if context.is_offline_mode():  # SQL for a DBA to run: the same rows, set-based
-        op.execute(sa.insert(target).from_select(_COLUMNS, _set_based(reviews, images)))
+        op.execute(sa.insert(_TARGET).from_select(_COLUMNS, _counting_labels().where(~has_later)))
         return
     connection = op.get_bind()
+    oldest_first = _counting_labels().order_by(_REVIEWS.c.created_at, _REVIEWS.c.id)
     latest = {
-        (image_id, reviewer_id): {
-            "image_id": image_id,
-            "reviewer_id": reviewer_id,
-            "project_id": project_id,
-            "review_id": review_id,
-            "label": label,
-        }
-        for image_id, reviewer_id, project_id, review_id, label in connection.execute(oldest_first)
+        (row[0], row[1]): dict(zip(_COLUMNS, row, strict=True))
+        for row in connection.execute(oldest_first)
     }
     if latest:
-        connection.execute(sa.insert(target), list(latest.values()))
+        connection.execute(sa.insert(_TARGET), list(latest.values()))
 
 
-_COLUMNS = ["image_id", "reviewer_id", "project_id", "review_id", "label"]
+def _counting(review: sa.FromClause, undo_name: str) -> sa.ColumnElement[bool]:
+    """``review`` is a label that counts: not an undo row, and no undo row cancels it."""
+    undo = _REVIEWS.alias(undo_name)
+    return review.c.is_undo.is_(False) & ~sa.exists().where(undo.c.supersedes_id == review.c.id)
 
 
-def _set_based(reviews: sa.TableClause, images: sa.TableClause) -> sa.Select:
-    """The latest counting review per (image, reviewer) as one SELECT (no later one exists)."""
-    later, undo, later_undo = reviews.alias("later"), reviews.alias("undo"), reviews.alias("lu")
-
-    def counting(review: sa.FromClause, its_undo: sa.FromClause) -> sa.ColumnElement[bool]:
-        return review.c.is_undo.is_(False) & ~sa.exists().where(
-            its_undo.c.supersedes_id == review.c.id
-        )
-
-    is_later = (later.c.created_at > reviews.c.created_at) | (
-        (later.c.created_at == reviews.c.created_at) & (later.c.id > reviews.c.id)
-    )
-    has_later = sa.exists().where(
-        later.c.image_id == reviews.c.image_id,
-        later.c.reviewer_id == reviews.c.reviewer_id,
-        counting(later, later_undo),
-        is_later,
-    )
+def _counting_labels() -> sa.Select:
+    """SELECT the :data:`_COLUMNS` of every counting review (with its image's project)."""
     return (
         sa.select(
-            reviews.c.image_id,
-            reviews.c.reviewer_id,
-            images.c.project_id,
-            reviews.c.id,
-            reviews.c.label,
+            _REVIEWS.c.image_id,
+            _REVIEWS.c.reviewer_id,
+            _IMAGES.c.project_id,
+            _REVIEWS.c.id,
+            _REVIEWS.c.label,
         )
-        .join(images, images.c.id == reviews.c.image_id)
-        .where(counting(reviews, undo), ~has_later)
+        .join(_IMAGES, _IMAGES.c.id == _REVIEWS.c.image_id)
+        .where(_counting(_REVIEWS, "undo"))
     )
 
 

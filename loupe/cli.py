@@ -1,4 +1,4 @@
-"""Command line: ``loupe {worker,demo,report}`` (also ``python -m loupe ...``).
+"""Command line: ``loupe {worker,demo,report,api-key}`` (also ``python -m loupe ...``).
 
 Examples:
     loupe worker                  # run queued background jobs until SIGTERM
@@ -6,6 +6,8 @@ Examples:
     loupe demo                    # seed the ELPV solar-cell demo into the configured database
     loupe report --project cells --day 2025-03-03 --shift early --out reports/
                                   # write cells-2025-03-03-early.pdf and .csv (for a scheduler)
+    loupe api-key create --project cells --station line-2 --scope inspect
+                                  # a station's key for the inspection API, printed once
 
 The store is ``$LOUPE_DATABASE_URL`` (any SQLAlchemy URL, PostgreSQL included) or SQLite in
 ``$LOUPE_DATA_DIR``. Fitting and scoring without a database is ``python -m adcore``.
@@ -18,6 +20,8 @@ import sys
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
+
+from loupe.api_key_commands import add_api_key_parser
 
 #: Shift names of ``loupe report`` (the windows are in :data:`services.shift_report.SHIFTS`).
 REPORT_SHIFTS = ("early", "late", "night")
@@ -131,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True, type=Path, help="folder to write the files to")
     report.add_argument("--database-url", help="default: $LOUPE_DATABASE_URL or SQLite")
     report.set_defaults(func=cmd_report)
+
+    add_api_key_parser(sub)
     return parser
 
 

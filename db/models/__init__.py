@@ -1,6 +1,7 @@
 """The mapped tables. Importing this package registers every table on ``Base.metadata``."""
 
 from db.models.accounts import User
+from db.models.api_keys import ApiKey
 from db.models.auth import AuthSession, SignInAttempt
 from db.models.explanation_notes import ExplanationNote
 from db.models.images import Image, Prediction
@@ -10,6 +11,7 @@ from db.models.reviewer_labels import ReviewerLabel
 from db.models.reviews import Review
 
 __all__ = [
+    "ApiKey",
     "AuthSession",
     "ExplanationNote",
     "Image",

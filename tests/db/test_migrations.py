@@ -24,6 +24,7 @@ TABLES = {
     "predictions",
     "reviews",
     "reviewer_labels",
+    "api_keys",
     "jobs",
     "workers",
     "explanation_notes",

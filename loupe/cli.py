@@ -1,4 +1,4 @@
-"""Command line: ``loupe {worker,demo,report,api-key}`` (also ``python -m loupe ...``).
+"""Command line: ``loupe {worker,demo,report,api,api-key}`` (also ``python -m loupe ...``).
 
 Examples:
     loupe worker                  # run queued background jobs until SIGTERM
@@ -6,6 +6,7 @@ Examples:
     loupe demo                    # seed the ELPV solar-cell demo into the configured database
     loupe report --project cells --day 2025-03-03 --shift early --out reports/
                                   # write cells-2025-03-03-early.pdf and .csv (for a scheduler)
+    loupe api                     # serve the inspection API on port 8502 ($LOUPE_API_PORT)
     loupe api-key create --project cells --station line-2 --scope inspect
                                   # a station's key for the inspection API, printed once
 
@@ -89,6 +90,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+API_PORT_ENV = "LOUPE_API_PORT"
+DEFAULT_API_PORT = 8502
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    """Serve :func:`api.app.create_app` with uvicorn until stopped."""
+    import os
+
+    import uvicorn
+
+    from api.app import create_app
+
+    port = args.port or int(os.environ.get(API_PORT_ENV) or DEFAULT_API_PORT)
+    uvicorn.run(create_app(), host=args.host, port=port, log_level="info")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``loupe`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -135,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True, type=Path, help="folder to write the files to")
     report.add_argument("--database-url", help="default: $LOUPE_DATABASE_URL or SQLite")
     report.set_defaults(func=cmd_report)
+
+    api = sub.add_parser(
+        "api",
+        help="serve the inspection API for camera stations (port $LOUPE_API_PORT or 8502)",
+    )
+    api.add_argument("--host", default="0.0.0.0", help="interface to listen on (default all)")
+    api.add_argument("--port", type=int, help="default: $LOUPE_API_PORT or 8502")
+    api.set_defaults(func=cmd_api)
 
     add_api_key_parser(sub)
     return parser

@@ -9,6 +9,7 @@ from db.models.jobs import Job
 from db.models.projects import ModelVersion, Project
 from db.models.reviewer_labels import ReviewerLabel
 from db.models.reviews import Review
+from db.models.station_inspections import StationInspection
 
 __all__ = [
     "ApiKey",
@@ -22,5 +23,6 @@ __all__ = [
     "Review",
     "ReviewerLabel",
     "SignInAttempt",
+    "StationInspection",
     "User",
 ]

@@ -25,6 +25,7 @@ TABLES = {
     "reviews",
     "reviewer_labels",
     "api_keys",
+    "station_inspections",
     "jobs",
     "workers",
     "explanation_notes",

@@ -1,0 +1,76 @@
+"""What the inspection API returns (pydantic models, in the OpenAPI description)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from db.station_inspections import StationRecord
+
+
+class HumanLabel(BaseModel):
+    """The part's current human label (the final decision once reviewed)."""
+
+    label: str
+    defect_type: str | None
+    reviewer: str | None
+    reviewed_at: datetime | None
+
+
+class InspectionOut(BaseModel):
+    """One inspected part."""
+
+    id: int
+    project_id: int
+    station: str
+    part_id: str | None
+    captured_at: datetime | None
+    inspected_at: datetime
+    verdict: str
+    score: float
+    threshold: float
+    model_version: int
+    explanation: str | None
+    image_url: str
+    map_url: str | None
+    review: HumanLabel | None
+    duplicate: bool = False
+
+
+class InspectionList(BaseModel):
+    """A page of inspections; ``next_offset`` is ``None`` on the last page."""
+
+    items: list[InspectionOut]
+    next_offset: int | None
+
+
+def inspection_out(
+    record: StationRecord, *, image_url: str, map_url: str | None, duplicate: bool = False
+) -> InspectionOut:
+    """The API's view of a stored post."""
+    review = None
+    if record.label is not None:
+        review = HumanLabel(
+            label=record.label,
+            defect_type=record.defect_type,
+            reviewer=record.reviewer,
+            reviewed_at=record.reviewed_at,
+        )
+    return InspectionOut(
+        id=record.id,
+        project_id=record.project_id,
+        station=record.station,
+        part_id=record.part_id,
+        captured_at=record.captured_at,
+        inspected_at=record.inspected_at,
+        verdict=record.verdict,
+        score=record.score,
+        threshold=record.threshold,
+        model_version=record.model_version,
+        explanation=record.explanation,
+        image_url=image_url,
+        map_url=map_url,
+        review=review,
+        duplicate=duplicate,
+    )

@@ -34,9 +34,12 @@ postgres:
 
 ## The main job: the workbench on the embedded demo (ELPV mono solar cells).
 ## Seeds the demo project once (fit + score, about a minute), then serves http://localhost:8501
-## (serve.py: app.py plus the routes that keep a sign-in in an HttpOnly cookie).
+## (serve.py: app.py plus the routes that keep a sign-in in an HttpOnly cookie) and the
+## inspection API on http://localhost:8502 (loupe api; both stop together).
 demo: install
 	$(VENV)/bin/loupe demo
+	trap 'kill 0' INT TERM EXIT; \
+	$(VENV)/bin/loupe api & \
 	$(PY) -m streamlit run serve.py --server.headless true --server.fileWatcherType none --browser.gatherUsageStats false
 
 ## The detection core alone: fit and score the demo from the command line.

@@ -1,4 +1,4 @@
-"""Users (admins only): list, create and deactivate accounts, change roles, set passwords.
+"""Users (admins only): accounts, roles and passwords; station API keys; sign-in attempts.
 
 A deactivation, a role change or a new password ends the account's sessions: its browsers are
 signed out on their next action. The sign-in audit trail closes the page.
@@ -12,6 +12,7 @@ import streamlit as st
 import db
 from db.auth_sessions import live_session_counts
 from db.users import add_user, list_users, reset_password, set_user_active, set_user_role
+from pages.api_keys_panel import api_keys_section
 from pages.common import (
     ACTION_ERRORS,
     ADMINS,
@@ -134,4 +135,5 @@ if others:
         st.text_input("New password (at least 8 characters)", type="password", key="password_new")
         st.form_submit_button("Set password", on_click=password_clicked)
 
+api_keys_section()
 sign_in_audit_section()

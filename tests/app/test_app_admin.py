@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from apptest_support import INSPECTOR, PASSWORD, Workbench, signed_in_app
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
@@ -58,3 +59,48 @@ def test_admin_deactivates_a_user_who_then_cannot_sign_in(workbench: Workbench) 
         assert db.verify_password(session, INSPECTOR, PASSWORD) is None
     assert at.button(key=f"active-{inspector_id}").label == f"Reactivate {INSPECTOR}"
     assert f"active-{workbench.users['admin']}" not in [b.key for b in at.button]
+
+
+def keys_table(at: AppTest):
+    """The station keys table (a pandas DataFrame)."""
+    (table,) = [d.value for d in at.dataframe if "Station" in d.value.columns]
+    return table
+
+
+def test_admin_creates_a_station_key_sees_it_once_and_revokes_it(workbench: Workbench) -> None:
+    from db.api_keys import authenticate
+
+    at = open_users()
+    at.text_input(key="api_key_station").input("line-2-camera")
+    at.selectbox(key="api_key_scope").set_value("inspect")
+    at.button[[b.label for b in at.button].index("Create key")].click()
+    at.run()
+    assert not at.exception, at.exception
+    (shown,) = [code.value for code in at.code]
+    assert shown.startswith("loupe_")
+    assert any("will not be shown again" in s.value for s in at.success)
+    with workbench.factory() as session, session.begin():
+        key_row = authenticate(session, shown, scope="inspect")
+        assert (key_row.station, key_row.project_id) == ("line-2-camera", workbench.project_id)
+        key_id = key_row.id
+    table = keys_table(at)
+    assert list(table["Station"]) == ["line-2-camera"] and shown not in table.to_string()
+
+    at.run()  # the next run no longer shows the key
+    assert not [code.value for code in at.code]
+
+    at.button(key=f"revoke-key-{key_id}").click().run()
+    assert not at.exception, at.exception
+    assert list(keys_table(at)["State"]) == ["revoked"]
+    with workbench.factory() as session, pytest.raises(PermissionError, match="revoked"):
+        authenticate(session, shown, scope="read")
+
+
+def test_a_station_key_without_a_name_is_refused_with_a_message(workbench: Workbench) -> None:
+    at = open_users()
+    at.button[[b.label for b in at.button].index("Create key")].click()
+    at.run()
+    assert [e.value for e in at.error] == [
+        "Could not create the key: Give the station a name of 1 to 64 characters."
+    ]
+    assert not at.code

@@ -10,11 +10,9 @@ No ``from __future__ import annotations`` here: FastAPI reads the routes' ``Anno
 dependencies, which name functions local to :func:`create_app`, when the routes are defined.
 """
 
-
 import threading
 from collections.abc import Iterator
 from datetime import datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -56,16 +54,13 @@ def create_app(
         data_dir: The data directory; default :func:`db.data_dir`.
         runtime: Scoring runtime (``torch`` or ``onnx``); default ``$LOUPE_RUNTIME``.
     """
-    from services.scoring_runtime import configured_runtime, scoring_detector
+    from services.scoring_runtime import configured_runtime, detector_loader
 
     factory = session_factory or db.make_session_factory(db.init_db())
     runtime = runtime or configured_runtime()
     scoring = threading.Lock()  # one part scored at a time: the model uses every core
 
-    @lru_cache(maxsize=4)
-    def detector_for(artifact_path: str) -> Any:
-        path = Path(artifact_path)
-        return scoring_detector(path if path.is_absolute() else Path.cwd() / path, runtime).detector
+    detector_for = detector_loader(runtime)
 
     app = FastAPI(
         title="Loupe inspection API",

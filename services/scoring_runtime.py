@@ -98,3 +98,22 @@ def scoring_detector(model_dir: str | os.PathLike, runtime: str, *, device: str 
     export_patchcore(detector, model_dir / EXPORT_FILE, source=str(model_dir))
     exported = load_detector(model_dir, runtime=ONNX)
     return ScoringDetector(exported, ONNX, f"Exported {model_dir.name} to ONNX for onnxruntime")
+
+
+def detector_loader(runtime: str, *, cache_size: int = 4):
+    """A cached ``artifact path -> detector`` loader, for long-running servers and watchers.
+
+    Relative artifact paths (as stored for a model version) are taken from the working
+    directory. Each model version is loaded once (:func:`scoring_detector`).
+
+    Returns:
+        A function from a model version's ``artifact_path`` to its scoring detector.
+    """
+    from functools import lru_cache
+
+    @lru_cache(maxsize=cache_size)
+    def load(artifact_path: str) -> Any:
+        path = Path(artifact_path)
+        return scoring_detector(path if path.is_absolute() else Path.cwd() / path, runtime).detector
+
+    return load

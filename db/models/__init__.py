@@ -4,6 +4,7 @@ from db.models.accounts import User
 from db.models.api_keys import ApiKey
 from db.models.auth import AuthSession, SignInAttempt
 from db.models.explanation_notes import ExplanationNote
+from db.models.hot_folder_files import HotFolderFile
 from db.models.images import Image, Prediction
 from db.models.jobs import Job
 from db.models.projects import ModelVersion, Project
@@ -15,6 +16,7 @@ __all__ = [
     "ApiKey",
     "AuthSession",
     "ExplanationNote",
+    "HotFolderFile",
     "Image",
     "Job",
     "ModelVersion",

@@ -26,6 +26,7 @@ TABLES = {
     "reviewer_labels",
     "api_keys",
     "station_inspections",
+    "hot_folder_files",
     "jobs",
     "workers",
     "explanation_notes",

@@ -1,0 +1,210 @@
+"""A hot folder: every image a station drops into a folder is scored once, then moved away.
+
+:class:`HotFolder` takes the files already in the folder at start (name order), then the new
+ones as ``watchdog`` reports them (after their size has stopped changing). Each file is scored
+by the project's active model through :func:`services.inspection.inspect_uploads`, so it joins
+the review queue, dashboard and learning loop like an upload, and then moved to
+``processed/``, or to ``refused/`` with a ``<name>.reason.txt`` saying why.
+
+Progress is in the database (:mod:`db.hot_folder_files`): a file is claimed before it is
+scored and finished after, and moved last. A restart therefore scores nothing twice and skips
+nothing: a finished file still in the folder is only moved; a claimed one whose part was
+stored meanwhile is finished from the store; one that was not is scored again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.base import ImageSource
+from db.hot_folder_files import claim_file, finish_file, stored_since, taken_file
+from db.models import Project
+from services.inspection import inspect_uploads
+
+log = logging.getLogger("loupe.hot_folder")
+
+PROCESSED, REFUSED = "processed", "refused"
+SETTLE_SECONDS = 0.5
+"""A new file is taken once its size has not changed for this long (a copy has ended)."""
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What became of one file: ``processed``, ``refused`` or ``waiting`` (no active model)."""
+
+    name: str
+    status: str
+    reason: str | None = None
+    prediction_id: int | None = None
+    scored: bool = False  # False when a restart only finished or moved it
+
+
+class HotFolder:
+    """One project's watched folder."""
+
+    def __init__(
+        self,
+        Session: sessionmaker[Session],  # noqa: N803 - the app's session factory
+        *,
+        project_id: int,
+        folder: str | Path,
+        detector_for: Callable[[str], Any],
+        data_dir: Path | None = None,
+        settle_seconds: float = SETTLE_SECONDS,
+    ) -> None:
+        self.Session = Session
+        self.project_id = project_id
+        self.folder = Path(folder).expanduser().resolve()
+        self.detector_for = detector_for
+        self.data_dir = data_dir
+        self.settle_seconds = settle_seconds
+        for sub in (PROCESSED, REFUSED):
+            (self.folder / sub).mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ one file
+
+    def take(self, path: Path) -> FileOutcome | None:
+        """Score (or finish) one file and move it; ``None`` if it is gone or not ours."""
+        if path.parent != self.folder or path.name.startswith(".") or not path.is_file():
+            return None
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            log.warning("Cannot read %s: %s", path, err)
+            return None
+        sha256 = hashlib.sha256(data).hexdigest()
+        with self.Session() as session, session.begin():
+            row = taken_file(session, self.project_id, str(self.folder), path.name, sha256)
+            if row is not None and row.status != "scoring":  # finished before a restart
+                outcome = FileOutcome(path.name, row.status, row.reason, row.prediction_id)
+                self._move(path, outcome)
+                return outcome
+            if row is not None:
+                stored = stored_since(session, self.project_id, sha256, row.created_at)
+                if stored is not None:  # scored, then the watcher stopped: finish, do not rescore
+                    finish_file(
+                        session,
+                        row.id,
+                        status=PROCESSED,
+                        image_id=stored[0],
+                        prediction_id=stored[1],
+                    )
+                    outcome = FileOutcome(path.name, PROCESSED, prediction_id=stored[1])
+                    self._move(path, outcome)
+                    return outcome
+                row_id = row.id
+            else:
+                row_id = None
+            project = session.get(Project, self.project_id)
+            version = project.active_model_version if project is not None else None
+            if version is None:
+                return FileOutcome(path.name, "waiting", "the project has no active model yet")
+            version_id, artifact = version.id, version.artifact_path
+            if row_id is None:
+                row_id = claim_file(session, self.project_id, str(self.folder), path.name, sha256)
+        (result,) = inspect_uploads(
+            self.Session,
+            project_id=self.project_id,
+            detector=self.detector_for(artifact),
+            model_version_id=version_id,
+            uploads=[(path.name, data)],
+            source=ImageSource.FOLDER.value,
+            data_dir=self.data_dir,
+        )
+        status = PROCESSED if result.ok else REFUSED
+        with self.Session() as session, session.begin():
+            finish_file(
+                session,
+                row_id,
+                status=status,
+                reason=result.error,
+                image_id=result.image_id,
+                prediction_id=result.prediction_id,
+            )
+        outcome = FileOutcome(path.name, status, result.error, result.prediction_id, scored=True)
+        self._move(path, outcome)
+        return outcome
+
+    def _move(self, path: Path, outcome: FileOutcome) -> None:
+        """Move the file to ``processed/`` or ``refused/`` (with its reason file)."""
+        target_dir = self.folder / (PROCESSED if outcome.status == PROCESSED else REFUSED)
+        target = target_dir / path.name
+        if target.exists():  # another file of that name came before: keep both
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+            target = target_dir / f"{path.stem}-{digest}{path.suffix}"
+        shutil.move(str(path), target)
+        if outcome.status != PROCESSED:
+            reason = outcome.reason or "refused"
+            target.with_name(target.name + ".reason.txt").write_text(reason + "\n", "utf-8")
+
+    # ------------------------------------------------------------------ the folder
+
+    def scan(self) -> list[FileOutcome]:
+        """Take every file now in the folder, in name order (what arrived while stopped)."""
+        outcomes = []
+        for path in sorted(self.folder.iterdir()):
+            outcome = self.take(path)
+            if outcome is not None:
+                outcomes.append(outcome)
+        return outcomes
+
+    def run(self, stop: threading.Event, on_outcome: Callable[[FileOutcome], None] | None = None):
+        """Scan, then take new files as they arrive, until ``stop`` is set."""
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        arrived: queue.Queue[Path] = queue.Queue()
+
+        class Arrivals(FileSystemEventHandler):
+            def on_created(self, event: FileSystemEvent) -> None:
+                if not event.is_directory:
+                    arrived.put(Path(str(event.src_path)))
+
+            def on_moved(self, event: FileSystemEvent) -> None:
+                if not event.is_directory:
+                    arrived.put(Path(str(event.dest_path)))
+
+        observer = Observer()
+        observer.schedule(Arrivals(), str(self.folder), recursive=False)
+        observer.start()
+        report = on_outcome or (lambda outcome: None)
+        try:
+            for outcome in self.scan():  # after the observer starts: nothing slips between
+                report(outcome)
+            while not stop.is_set():
+                try:
+                    path = arrived.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if self._settled(path, stop):
+                    outcome = self.take(path)
+                    if outcome is not None:
+                        report(outcome)
+        finally:
+            observer.stop()
+            observer.join(timeout=5)
+
+    def _settled(self, path: Path, stop: threading.Event) -> bool:
+        """Wait until the file's size stops changing (a copy in progress); False if it went."""
+        last = -1
+        while not stop.is_set():
+            try:
+                size = path.stat().st_size
+            except OSError:
+                return False
+            if size == last:
+                return True
+            last = size
+            time.sleep(self.settle_seconds)
+        return False

@@ -1,0 +1,337 @@
+"""Load on the inspection API: N concurrent stations posting 256 px parts for a fixed time.
+
+For each backend (SQLite, PostgreSQL on a throwaway local cluster) the script seeds the ELPV
+demo into a fresh data directory (``loupe demo``: its PatchCore is the model that scores),
+creates an ``inspect`` key, starts ``loupe api`` (uvicorn, one process) on a free loopback
+port, and lets each of N client threads post distinct ELPV cells, resized to 256 x 256 PNG,
+back to back for ``--seconds``. It reports images per second, p50/p95/p99 latency, the API
+process's CPU use, and the raw scoring rate of the same model in this process on the same
+parts (batches of one: the ceiling). Then it checks that nothing was lost: every 2xx answer
+has its station_inspections row and its prediction.
+
+    .venv/bin/python bench/api_load.py [--clients 1,2,4] [--seconds 60] [--write-results]
+
+Targets (issue 15): p99 <= 300 ms for one 256 px part at 2 concurrent clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "bench" / "RESULTS_api.md"
+P99_TARGET_MS = 300.0
+SIDE = 256
+
+
+def parts(n: int) -> list[bytes]:
+    """``n`` distinct ELPV cells as 256 x 256 PNG files (cycling with a marker if needed)."""
+    from elpv_dataset.utils import load_dataset
+
+    images, *_ = load_dataset()
+    out = []
+    for i in range(n):
+        pixels = np.asarray(images[i % len(images)], dtype=np.uint8)
+        if i >= len(images):  # make the bytes differ: one pixel carries the round
+            pixels = pixels.copy()
+            pixels[0, 0] = (i // len(images)) % 256
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).convert("RGB").resize((SIDE, SIDE)).save(buffer, format="PNG")
+        out.append(buffer.getvalue())
+    return out
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def database(backend: str, data_dir: Path) -> Iterator[str]:
+    """A database URL for the run: SQLite in the data directory, or a throwaway PostgreSQL."""
+    if backend == "sqlite":
+        yield f"sqlite:///{data_dir / 'loupe.db'}"
+        return
+    sys.path.insert(0, str(ROOT / "tests"))
+    from postgres_cluster import find_postgres_bin_dir, start_cluster
+
+    server = start_cluster(find_postgres_bin_dir())
+    name, url = server.create_database()
+    try:
+        yield url
+    finally:
+        server.drop_database(name)
+        server.stop()
+
+
+@contextmanager
+def api_server(env: dict[str, str], port: int) -> Iterator[psutil.Process]:
+    """``loupe api`` on a loopback port; yields its process once it answers."""
+    loupe = Path(sys.executable).with_name("loupe")
+    process = subprocess.Popen(
+        [str(loupe), "api", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            raise SystemExit("loupe api did not start within 60 s")
+        yield psutil.Process(process.pid)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def load(url: str, key: str, images: list[bytes], clients: int, seconds: float, first: int) -> dict:
+    """N threads posting back to back for ``seconds``; the answers and their latencies.
+
+    Part ids are ``bench-<first + i>``: unique over the whole run, so no post is answered as a
+    duplicate of an earlier one.
+    """
+    lock, taken = threading.Lock(), iter(range(len(images)))
+    answers: list[tuple] = []  # (latency s, status, inspection id, answered as a duplicate)
+    stop_at = time.monotonic() + seconds
+
+    def station(number: int) -> None:
+        with httpx.Client(timeout=30) as client:
+            while time.monotonic() < stop_at:
+                with lock:
+                    index = next(taken, None)
+                if index is None:
+                    return
+                start = time.perf_counter()
+                reply = client.post(
+                    f"{url}?part_id=bench-{first + index}",
+                    content=images[index],
+                    headers={"Authorization": f"Bearer {key}", "Content-Type": "image/png"},
+                )
+                latency = time.perf_counter() - start
+                body = reply.json() if reply.status_code < 300 else {}
+                with lock:
+                    answers.append(
+                        (latency, reply.status_code, body.get("id"), body.get("duplicate"))
+                    )
+
+    threads = [threading.Thread(target=station, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {"answers": answers, "wall": time.perf_counter() - started}
+
+
+def raw_rate(data_dir: Path, db_url: str, images: list[bytes], n: int = 40) -> float:
+    """Images per second of the same model scoring the parts one at a time, in this process."""
+    import db
+    from adcore.detectors.registry import load_detector
+
+    engine = db.init_db(db_url)
+    with db.make_session_factory(engine)() as session:
+        artifact = db.get_project(session, 1).active_model_version.artifact_path
+    engine.dispose()
+    path = Path(artifact) if Path(artifact).is_absolute() else ROOT / artifact
+    detector = load_detector(path, device="cpu")
+    pixels = [np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for data in images[:n]]
+    detector.predict(pixels[:2])  # warm up
+    start = time.perf_counter()
+    for one in pixels:
+        detector.predict([one])
+    return len(pixels) / (time.perf_counter() - start)
+
+
+def lost(db_url: str, ids: list[int]) -> int:
+    """How many answered inspections lack their row or their prediction."""
+    from sqlalchemy import func, select
+
+    import db
+    from db.models import Prediction, StationInspection
+
+    engine = db.init_db(db_url)
+    with db.make_session_factory(engine)() as session:
+        found = session.scalar(
+            select(func.count())
+            .select_from(StationInspection)
+            .join(Prediction, Prediction.id == StationInspection.prediction_id)
+            .where(StationInspection.id.in_(ids))
+        )
+    engine.dispose()
+    return len(set(ids)) - int(found or 0)
+
+
+def run_backend(backend: str, clients: list[int], seconds: float, images: list[bytes]) -> list:
+    """Seed, serve and load one backend; one result dict per client count."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="loupe-api-bench-") as tmp:
+        data_dir = Path(tmp)
+        with database(backend, data_dir) as url:
+            env = {
+                **os.environ,
+                "LOUPE_DATA_DIR": str(data_dir),
+                "LOUPE_DATABASE_URL": url,
+                "LOUPE_MODELS_DIR": str(data_dir / "models"),
+            }
+            loupe = str(Path(sys.executable).with_name("loupe"))
+            subprocess.run(
+                [loupe, "demo", "--models-root", str(data_dir / "models")],
+                cwd=ROOT,
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+            made = subprocess.run(
+                [
+                    loupe,
+                    "api-key",
+                    "create",
+                    "--project",
+                    "1",
+                    "--station",
+                    "bench",
+                    "--scope",
+                    "inspect",
+                ],
+                cwd=ROOT,
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            key = next(line for line in made.stdout.splitlines() if line.startswith("loupe_"))
+            ceiling = raw_rate(data_dir, url, images)
+            port = free_port()
+            with api_server(env, port) as process:
+                api_url = f"http://127.0.0.1:{port}/api/v1/projects/1/inspections"
+                offset = 0
+                for n in clients:
+                    batch = images[offset:]
+                    process.cpu_percent(None)
+                    cpu_before = process.cpu_times()
+                    result = load(api_url, key, batch, n, seconds, offset)
+                    cpu_after = process.cpu_times()
+                    answers = result["answers"]
+                    offset += len(answers)
+                    ok = [a for a in answers if 200 <= a[1] < 300]
+                    latencies = sorted(a[0] * 1000 for a in ok)
+                    cpu = cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system
+
+                    p50, p95, p99 = (
+                        np.percentile(latencies, [50, 95, 99]) if latencies else [float("nan")] * 3
+                    )
+                    rows.append(
+                        {
+                            "backend": backend,
+                            "clients": n,
+                            "posts": len(answers),
+                            "ok": len(ok),
+                            "errors": len(answers) - len(ok),
+                            "duplicates": sum(1 for a in ok if a[3]),
+                            "images_per_s": len(ok) / result["wall"],
+                            "p50": float(p50),
+                            "p95": float(p95),
+                            "p99": float(p99),
+                            "cpu_cores": cpu / result["wall"],
+                            "ceiling": ceiling,
+                            "lost": lost(url, [a[2] for a in ok if a[2] is not None]),
+                        }
+                    )
+                    print(rows[-1], flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the load, print it, and optionally write bench/RESULTS_api.md."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", default="1,2,4")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--write-results", action="store_true")
+    args = parser.parse_args(argv)
+    clients = [int(n) for n in args.clients.split(",")]
+    started = datetime.now(UTC).isoformat(timespec="minutes")
+    load_before = os.getloadavg()
+    images = parts(8000)
+    rows = []
+    for backend in args.backends.split(","):
+        rows += run_backend(backend.strip(), clients, args.seconds, images)
+    load_after = os.getloadavg()
+    command = ".venv/bin/python bench/api_load.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    lines = [
+        "# Inspection API under load (issue 15)",
+        "",
+        "Written by the script; nothing typed in by hand. Command:",
+        "",
+        f"    {command.strip()}",
+        "",
+        (__doc__ or "").split("\n\n", 1)[1].split("\n\n    .venv")[0].strip(),
+        "",
+        f"Run {started} UTC on {platform.node()} ({os.cpu_count()} cores), Python "
+        f"{platform.python_version()}; load average "
+        f"{', '.join(f'{v:.1f}' for v in load_before)} before and "
+        f"{', '.join(f'{v:.1f}' for v in load_after)} after. Clients and server share the "
+        "machine's two cores.",
+        "",
+        "| backend | clients | posts | errors | answered as duplicates | images/s | p50 ms "
+        "| p95 ms | p99 ms "
+        "| API CPU (cores) | raw scoring images/s (ceiling) | share of ceiling | lost |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['backend']} | {r['clients']} | {r['posts']} | {r['errors']} | "
+            f"{r['duplicates']} | "
+            f"{r['images_per_s']:.1f} | {r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} | "
+            f"{r['cpu_cores']:.2f} | {r['ceiling']:.1f} | {r['images_per_s'] / r['ceiling']:.0%} "
+            f"| {r['lost']} |"
+        )
+    lines.append("")
+    for r in rows:
+        if r["clients"] == 2:
+            met = "met" if r["p99"] <= P99_TARGET_MS else "**not met**"
+            lines.append(
+                f"- {r['backend']}: p99 at 2 clients {r['p99']:.0f} ms: target <= "
+                f"{P99_TARGET_MS:.0f} ms {met}."
+            )
+    lines.append("")
+    text = "\n".join(lines)
+    print(text)
+    if args.write_results:
+        RESULTS.write_text(text)
+        print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -5,48 +5,37 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from active_model import fit_small_patchcore, project_with_active_model
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from synthetic_parts import make_part, png
 
-from adcore.detectors.patchcore import PatchCore, PatchCoreConfig
 from api.app import create_app
 from db import Prediction, Project, User
 from db.api_keys import create_api_key
 from db.models import StationInspection
 from db.review_queue import record_review, review_queue
-from services.model_management import save_and_register
 
-SMALL = PatchCoreConfig(image_size=64, coreset_ratio=0.1, calibration_fraction=0.25, batch_size=8)
 SCRATCH = png(make_part(900, defect=True))
 
 
 @pytest.fixture(scope="module")
-def fitted() -> tuple[PatchCore, object]:
-    """A tiny PatchCore fitted once for the module."""
-    detector = PatchCore(SMALL, device="cpu")
-    return detector, detector.fit([make_part(i) for i in range(12)])
+def fitted() -> tuple:
+    return fit_small_patchcore()
 
 
 @pytest.fixture
 def line(factory: sessionmaker[Session], tmp_path: Path, fitted: tuple) -> dict:
     """A project with an active model, and keys: inspect and read for it, inspect for another."""
+    ids = {
+        "project": project_with_active_model(factory, "widgets", fitted, tmp_path / "models"),
+    }
     with factory() as session, session.begin():
-        projects = [Project(name="widgets"), Project(name="other")]
-        session.add_all(projects)
+        other = Project(name="other")
+        session.add(other)
         session.flush()
-        ids = {"project": projects[0].id, "other": projects[1].id}
-    detector, fit = fitted
-    save_and_register(
-        factory,
-        project_id=ids["project"],
-        detector=detector,
-        fit=fit,
-        models_root=tmp_path / "models",
-        user=None,
-        system=True,
-    )
+        ids["other"] = other.id
     with factory() as session, session.begin():
         for name, project, scope in (
             ("inspect", ids["project"], "inspect"),

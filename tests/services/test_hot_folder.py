@@ -7,46 +7,28 @@ import time
 from pathlib import Path
 
 import pytest
+from active_model import fit_small_patchcore, project_with_active_model
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from synthetic_parts import make_part, png
 
-from adcore.detectors.patchcore import PatchCore, PatchCoreConfig
 from adcore.detectors.registry import load_detector
 from db import Prediction, Project
 from db.hot_folder_files import claim_file
 from db.models import HotFolderFile
 from services.hot_folder import HotFolder
 from services.inspection import inspect_uploads
-from services.model_management import save_and_register
-
-SMALL = PatchCoreConfig(image_size=64, coreset_ratio=0.1, calibration_fraction=0.25, batch_size=8)
 
 
 @pytest.fixture(scope="module")
-def fitted() -> tuple[PatchCore, object]:
-    detector = PatchCore(SMALL, device="cpu")
-    return detector, detector.fit([make_part(i) for i in range(12)])
+def fitted() -> tuple:
+    return fit_small_patchcore()
 
 
 @pytest.fixture
 def watched(factory: sessionmaker[Session], tmp_path: Path, fitted: tuple) -> HotFolder:
     """A project with an active tiny model and its hot folder (empty)."""
-    with factory() as session, session.begin():
-        project = Project(name="widgets")
-        session.add(project)
-        session.flush()
-        project_id = project.id
-    detector, fit = fitted
-    save_and_register(
-        factory,
-        project_id=project_id,
-        detector=detector,
-        fit=fit,
-        models_root=tmp_path / "models",
-        user=None,
-        system=True,
-    )
+    project_id = project_with_active_model(factory, "widgets", fitted, tmp_path / "models")
     return HotFolder(
         factory,
         project_id=project_id,

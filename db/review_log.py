@@ -17,15 +17,14 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, exists, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.orm import Session
 
 from db.base import Label
 from db.models import Image, Review
-from db.models.reviewer_labels import ReviewerLabel, counting_reviews_newest_first
-from db.models.reviews import latest_counting_review
+from db.models.reviewer_labels import ReviewerLabel
+from db.models.reviews import is_counting_label, latest_counting_review
 
 
 def add_review(
@@ -156,7 +155,7 @@ def undo_last_review(session: Session, *, reviewer_id: int) -> Review | None:
     """
     target = session.scalars(
         select(Review)
-        .where(Review.reviewer_id == reviewer_id, counting_review())
+        .where(Review.reviewer_id == reviewer_id, is_counting_label(Review))
         .order_by(Review.created_at.desc(), Review.id.desc())
         .limit(1)
     ).first()
@@ -221,12 +220,9 @@ def rebuild_reviewer_labels(session: Session, image_ids: Iterable[int] | None = 
     table = ReviewerLabel.__table__
     wipe = delete(table)
     oldest_first = (
-        counting_reviews_newest_first()
-        .with_only_columns(
-            Review.image_id, Review.reviewer_id, Image.project_id, Review.id, Review.label
-        )
+        select(Review.image_id, Review.reviewer_id, Image.project_id, Review.id, Review.label)
         .join(Image, Image.id == Review.image_id)
-        .order_by(None)
+        .where(is_counting_label(Review))
         .order_by(Review.created_at, Review.id)
     )
     if image_ids is not None:
@@ -246,12 +242,6 @@ def rebuild_reviewer_labels(session: Session, image_ids: Iterable[int] | None = 
     if latest:
         session.execute(insert(table), list(latest.values()))
     return len(latest)
-
-
-def counting_review() -> ColumnElement[bool]:
-    """Return the condition "this review is not an undo row and no undo row cancels it"."""
-    undo = aliased(Review, name="undo")
-    return Review.is_undo.is_(False) & ~exists().where(undo.supersedes_id == Review.id)
 
 
 def _undo_of(session: Session, review_id: int) -> Review | None:

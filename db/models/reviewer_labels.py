@@ -14,26 +14,22 @@ event: call :func:`db.review_log.rebuild_reviewer_labels` afterwards.
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import (
     Connection,
     ForeignKey,
     Index,
-    Select,
     String,
     delete,
     event,
-    exists,
     insert,
     literal_column,
     select,
 )
-from sqlalchemy.orm import Mapped, Mapper, aliased, mapped_column
+from sqlalchemy.orm import Mapped, Mapper, mapped_column
 
 from db.base import ENUM_LENGTH, Base
 from db.models.images import Image
-from db.models.reviews import Review
+from db.models.reviews import Review, is_counting_label
 
 
 class ReviewerLabel(Base):
@@ -49,20 +45,6 @@ class ReviewerLabel(Base):
     label: Mapped[str] = mapped_column(String(ENUM_LENGTH))
 
 
-def counting_reviews_newest_first() -> Select[Any]:
-    """SELECT ``id, label`` of counting reviews (not undo rows, not undone), newest first.
-
-    Narrow it to one image and reviewer with ``.where(...)`` and take the first row: that
-    reviewer's latest counting label of the image.
-    """
-    undo = aliased(Review, name="undo")
-    return (
-        select(Review.id, Review.label)
-        .where(Review.is_undo.is_(False), ~exists().where(undo.supersedes_id == Review.id))
-        .order_by(Review.created_at.desc(), Review.id.desc())
-    )
-
-
 def refresh_reviewer_label(connection: Connection, image_id: int, reviewer_id: int) -> None:
     """Recompute one (image, reviewer) row from the log (delete, then insert if any label)."""
     table = ReviewerLabel.__table__
@@ -70,8 +52,13 @@ def refresh_reviewer_label(connection: Connection, image_id: int, reviewer_id: i
         delete(table).where(table.c.image_id == image_id, table.c.reviewer_id == reviewer_id)
     )
     latest = connection.execute(
-        counting_reviews_newest_first()
-        .where(Review.image_id == image_id, Review.reviewer_id == reviewer_id)
+        select(Review.id, Review.label)
+        .where(
+            Review.image_id == image_id,
+            Review.reviewer_id == reviewer_id,
+            is_counting_label(Review),
+        )
+        .order_by(Review.created_at.desc(), Review.id.desc())
         .limit(literal_column("1"))
     ).first()
     if latest is None:

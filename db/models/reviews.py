@@ -51,6 +51,7 @@ from sqlalchemy.orm import (
 )
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
+from sqlalchemy.sql.elements import ColumnElement
 
 from db.base import ENUM_LENGTH, Base, Label, sql_in, utcnow
 from db.errors import AppendOnlyError
@@ -101,6 +102,18 @@ class Review(Base):
         return f"Review(id={self.id!r}, image_id={self.image_id!r}, {kind})"
 
 
+def is_counting_label(review: Any = Review, undo_name: str = "undo") -> ColumnElement[bool]:
+    """The condition "``review`` is a label that counts": not an undo row, and not undone.
+
+    Args:
+        review: ``Review`` or an alias of it.
+        undo_name: The name of the alias that looks for a cancelling undo row (distinct names
+            keep two such conditions apart in one statement).
+    """
+    undo = aliased(Review, name=undo_name)
+    return review.is_undo.is_(False) & ~exists().where(undo.supersedes_id == review.id)
+
+
 def latest_counting_review(image_id: Any) -> Select[tuple[int]]:
     """Return a SELECT of the id of the image's latest counting review, derived from the log.
 
@@ -115,14 +128,9 @@ def latest_counting_review(image_id: Any) -> Select[tuple[int]]:
         The SELECT (no row for an unlabelled image).
     """
     candidate = aliased(Review, name="log_review")
-    undo = aliased(Review, name="log_undo")
     return (
         select(candidate.id)
-        .where(
-            candidate.image_id == image_id,
-            candidate.is_undo.is_(False),
-            ~exists().where(undo.supersedes_id == candidate.id),
-        )
+        .where(candidate.image_id == image_id, is_counting_label(candidate, "log_undo"))
         .order_by(candidate.created_at.desc(), candidate.id.desc())
         .limit(literal_column("1"))
         .correlate_except(candidate)

@@ -238,12 +238,6 @@ def require_project() -> int:
 # --------------------------------------------------------------------------- detectors
 
 
-def resolve_artifact(artifact_path: str) -> Path:
-    """A model version's directory: absolute as stored, else relative to the working directory."""
-    path = Path(artifact_path)
-    return path if path.is_absolute() else Path.cwd() / path
-
-
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
 def load_detector_cached(artifact_path: str, runtime: str = "torch"):
     """Load (and verify) a model version's scoring detector once per process and runtime.
@@ -254,7 +248,7 @@ def load_detector_cached(artifact_path: str, runtime: str = "torch"):
     Returns:
         A :class:`services.scoring_runtime.ScoringDetector`.
     """
-    from services.scoring_runtime import scoring_detector
+    from services.scoring_runtime import resolve_artifact, scoring_detector
 
     return scoring_detector(resolve_artifact(artifact_path), runtime)
 

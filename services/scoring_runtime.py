@@ -100,6 +100,12 @@ def scoring_detector(model_dir: str | os.PathLike, runtime: str, *, device: str 
     return ScoringDetector(exported, ONNX, f"Exported {model_dir.name} to ONNX for onnxruntime")
 
 
+def resolve_artifact(artifact_path: str) -> Path:
+    """A model version's directory: absolute as stored, else relative to the working directory."""
+    path = Path(artifact_path)
+    return path if path.is_absolute() else Path.cwd() / path
+
+
 def detector_loader(runtime: str, *, cache_size: int = 4):
     """A cached ``artifact path -> detector`` loader, for long-running servers and watchers.
 
@@ -113,7 +119,6 @@ def detector_loader(runtime: str, *, cache_size: int = 4):
 
     @lru_cache(maxsize=cache_size)
     def load(artifact_path: str) -> Any:
-        path = Path(artifact_path)
-        return scoring_detector(path if path.is_absolute() else Path.cwd() / path, runtime).detector
+        return scoring_detector(resolve_artifact(artifact_path), runtime).detector
 
     return load

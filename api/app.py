@@ -11,7 +11,7 @@ dependencies, which name functions local to :func:`create_app`, when the routes 
 """
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -95,21 +95,20 @@ def create_app(
         session.commit()  # the key's last use
         return Station(key.id, key.project_id, key.station)
 
-    def reader(
-        project: str,
-        session: Annotated[Session, Depends(session)],
-        authorization: Annotated[str | None, Header()] = None,
-        x_api_key: Annotated[str | None, Header()] = None,
-    ) -> Station:
-        return station_key(project, "read", authorization, x_api_key, session)
+    def key_with(scope: str) -> Callable[..., Station]:
+        """The dependency that admits keys allowing ``scope``."""
 
-    def inspector(
-        project: str,
-        session: Annotated[Session, Depends(session)],
-        authorization: Annotated[str | None, Header()] = None,
-        x_api_key: Annotated[str | None, Header()] = None,
-    ) -> Station:
-        return station_key(project, "inspect", authorization, x_api_key, session)
+        def station_of(
+            project: str,
+            session: Annotated[Session, Depends(session)],
+            authorization: Annotated[str | None, Header()] = None,
+            x_api_key: Annotated[str | None, Header()] = None,
+        ) -> Station:
+            return station_key(project, scope, authorization, x_api_key, session)
+
+        return station_of
+
+    reader, inspector = key_with("read"), key_with("inspect")
 
     def links(request: Request, record: StationRecord) -> dict[str, str | None]:
         base = str(request.base_url).rstrip("/")

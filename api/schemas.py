@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 
 from pydantic import BaseModel
@@ -48,29 +49,9 @@ class InspectionList(BaseModel):
 def inspection_out(
     record: StationRecord, *, image_url: str, map_url: str | None, duplicate: bool = False
 ) -> InspectionOut:
-    """The API's view of a stored post."""
+    """The API's view of a stored post (the record's fields, its links and its human label)."""
     review = None
     if record.label is not None:
-        review = HumanLabel(
-            label=record.label,
-            defect_type=record.defect_type,
-            reviewer=record.reviewer,
-            reviewed_at=record.reviewed_at,
-        )
-    return InspectionOut(
-        id=record.id,
-        project_id=record.project_id,
-        station=record.station,
-        part_id=record.part_id,
-        captured_at=record.captured_at,
-        inspected_at=record.inspected_at,
-        verdict=record.verdict,
-        score=record.score,
-        threshold=record.threshold,
-        model_version=record.model_version,
-        explanation=record.explanation,
-        image_url=image_url,
-        map_url=map_url,
-        review=review,
-        duplicate=duplicate,
-    )
+        review = HumanLabel.model_validate(record, from_attributes=True)
+    fields = {**asdict(record), "image_url": image_url, "map_url": map_url}
+    return InspectionOut.model_validate({**fields, "review": review, "duplicate": duplicate})

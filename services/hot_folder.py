@@ -88,7 +88,7 @@ class HotFolder:
             row = taken_file(session, self.project_id, str(self.folder), path.name, sha256)
             if row is not None and row.status != "scoring":  # finished before a restart
                 outcome = FileOutcome(path.name, row.status, row.reason, row.prediction_id)
-                self._move(path, outcome)
+                self._move(path, outcome, sha256)
                 return outcome
             if row is not None:
                 stored = stored_since(session, self.project_id, sha256, row.created_at)
@@ -101,7 +101,7 @@ class HotFolder:
                         prediction_id=stored[1],
                     )
                     outcome = FileOutcome(path.name, PROCESSED, prediction_id=stored[1])
-                    self._move(path, outcome)
+                    self._move(path, outcome, sha256)
                     return outcome
                 row_id = row.id
             else:
@@ -133,16 +133,18 @@ class HotFolder:
                 prediction_id=result.prediction_id,
             )
         outcome = FileOutcome(path.name, status, result.error, result.prediction_id, scored=True)
-        self._move(path, outcome)
+        self._move(path, outcome, sha256)
         return outcome
 
-    def _move(self, path: Path, outcome: FileOutcome) -> None:
-        """Move the file to ``processed/`` or ``refused/`` (with its reason file)."""
+    def _move(self, path: Path, outcome: FileOutcome, sha256: str) -> None:
+        """Move the file to ``processed/`` or ``refused/`` (with its reason file).
+
+        A name already taken there gets the first 8 hex digits of ``sha256`` (the file's).
+        """
         target_dir = self.folder / (PROCESSED if outcome.status == PROCESSED else REFUSED)
         target = target_dir / path.name
         if target.exists():  # another file of that name came before: keep both
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
-            target = target_dir / f"{path.stem}-{digest}{path.suffix}"
+            target = target_dir / f"{path.stem}-{sha256[:8]}{path.suffix}"
         shutil.move(str(path), target)
         if outcome.status != PROCESSED:
             reason = outcome.reason or "refused"

@@ -115,7 +115,7 @@ def latest_prediction_ids(
     if per_version or model_version_id is not None:
         return _latest_prediction_ids_per_version(project_id, model_version_id, per_version)
     if dialect == "sqlite":
-        return _latest_prediction_ids_correlated(project_id, model_version_id, per_version)
+        return _latest_prediction_ids_correlated(project_id)
     # Any version, one row per image: the latest time per image, then the highest id at it.
     in_project = Prediction.image_id.in_(select(Image.id).where(Image.project_id == project_id))
     latest_at = (
@@ -178,23 +178,13 @@ def rebuild_superseded(session: Session, image_ids: Iterable[int] | None = None)
     return int(result.rowcount or 0)
 
 
-def _latest_prediction_ids_correlated(
-    project_id: int, model_version_id: int | None, per_version: bool
-) -> Subquery:
-    """:func:`latest_prediction_ids` as one correlated lookup per image (or image x version)."""
-    columns: list[Any] = [Image.id.label("image_id")]
-    version: ColumnElement[int] | int | None = model_version_id
-    statement = select().select_from(Image)
-    if per_version:
-        same_project = ModelVersion.project_id == Image.project_id
-        if model_version_id is not None:
-            same_project = same_project & (ModelVersion.id == model_version_id)
-        statement = statement.join(ModelVersion, same_project)
-        columns.append(ModelVersion.id.label("model_version_id"))
-        version = ModelVersion.id
-    columns.append(latest_prediction_value(Image.id, version).label("prediction_id"))
+def _latest_prediction_ids_correlated(project_id: int) -> Subquery:
+    """:func:`latest_prediction_ids` of any version as one correlated lookup per image."""
     return (
-        statement.add_columns(*columns)
+        select(
+            Image.id.label("image_id"),
+            latest_prediction_value(Image.id).label("prediction_id"),
+        )
         .where(Image.project_id == project_id)
         .subquery("latest_prediction_ids")
     )

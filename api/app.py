@@ -28,6 +28,7 @@ from adcore.errors import LoupeError
 from api.schemas import InspectionList, InspectionOut, inspection_out
 from db.api_keys import authenticate
 from db.permissions import PermissionDenied
+from db.projects import find_project
 from db.station_inspections import StationRecord, get_post, list_posts
 from services.station_inspection import (
     NoActiveModel,
@@ -89,7 +90,7 @@ def create_app(
             raise HTTPException(401, str(err), headers={"WWW-Authenticate": "Bearer"}) from err
         except PermissionDenied as err:
             raise HTTPException(403, str(err)) from err
-        project_row = db.get_project(session, int(project) if project.isdigit() else project)
+        project_row = find_project(session, project)
         if project_row is None or project_row.id != key.project_id:
             raise HTTPException(404, f"No project {project!r} for this key.")
         session.commit()  # the key's last use

@@ -103,6 +103,11 @@ def get_project(session: Session, name_or_id: int | str) -> Project | None:
     return session.scalars(select(Project).where(Project.name == name_or_id.strip())).first()
 
 
+def find_project(session: Session, text: str) -> Project | None:
+    """The project a command line or a URL names: all digits is an id, anything else a name."""
+    return get_project(session, int(text) if text.isdigit() else text)
+
+
 def add_defect_type(session: Session, project_id: int, name: str, *, user: User) -> list[str]:
     """Add a defect type to the project's vocabulary (a no-op if it is already there).
 

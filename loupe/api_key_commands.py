@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 import db
 from db.api_keys import create_api_key, list_api_keys, revoke_api_key
 from db.models.api_keys import API_KEY_SCOPES
+from db.projects import find_project
 
 
 def add_api_key_parser(sub: argparse._SubParsersAction) -> None:
@@ -49,7 +50,7 @@ def cmd_api_key(args: argparse.Namespace) -> int:
 
 
 def _project_id(session: Session, name_or_id: str) -> int:
-    project = db.get_project(session, int(name_or_id) if name_or_id.isdigit() else name_or_id)
+    project = find_project(session, name_or_id)
     if project is None:
         known = ", ".join(p.name for p in db.list_projects(session)) or "none yet"
         raise LookupError(f"no project named {name_or_id!r} (projects: {known})")

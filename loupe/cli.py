@@ -114,14 +114,14 @@ def cmd_watch(args: argparse.Namespace) -> int:
     import threading
 
     import db
+    from db.projects import find_project
     from services.hot_folder import HotFolder
     from services.scoring_runtime import configured_runtime, detector_loader
 
     engine = db.init_db(args.database_url)
     factory = db.make_session_factory(engine)
     with factory() as session:
-        name = args.project
-        project = db.get_project(session, int(name) if name.isdigit() else name)
+        project = find_project(session, args.project)
     if project is None:
         print(f"loupe watch: no project named {args.project!r}.", file=sys.stderr)
         return 2

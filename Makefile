@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.loupe-installed
 
-.PHONY: install browser postgres demo demo-cli test test-fast lint bench clean
+.PHONY: install browser postgres mqtt demo demo-cli test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ postgres:
 	  apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
+## Debian's Mosquitto broker for the verdicts-out tests, which start a throwaway broker of their
+## own on a loopback port (tests/mqtt_broker.py). Needs root, as in CI; skipped when present.
+mqtt:
+	@test -x /usr/sbin/mosquitto || { \
+	  apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; }
+
 ## The main job: the workbench on the embedded demo (ELPV mono solar cells).
 ## Seeds the demo project once (fit + score, about a minute), then serves http://localhost:8501
 ## (serve.py: app.py plus the routes that keep a sign-in in an HttpOnly cookie) and the
@@ -47,7 +54,7 @@ demo-cli: install
 	$(PY) -m adcore demo
 
 ## The whole test suite, slow and end-to-end (real Chromium) tests included.
-test: install browser postgres lint
+test: install browser postgres mqtt lint
 	$(PY) -m pytest -q
 
 test-fast: install

@@ -11,7 +11,8 @@ dependencies, which name functions local to :func:`create_app`, when the routes 
 """
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,6 +37,7 @@ from services.station_inspection import (
     inspect_station_part,
     map_overlay_png,
 )
+from workers.outbound_delivery import OutboundDelivery
 
 API_PREFIX = "/api/v1/projects/{project}"
 MAX_BYTES = 50 * 1024 * 1024
@@ -47,27 +49,58 @@ def create_app(
     *,
     data_dir: Path | None = None,
     runtime: str | None = None,
+    deliver: bool = True,
+    warm_up: bool = True,
 ) -> FastAPI:
     """The API application.
+
+    While it is served, a delivery worker (:class:`workers.outbound_delivery.OutboundDelivery`)
+    sends the outbox: the verdicts of this and every other process, and the inspectors' labels
+    from the workbench. Several API processes on one database share the outbox safely.
 
     Args:
         session_factory: The store; default :func:`db.init_db` on ``$LOUPE_DATABASE_URL``.
         data_dir: The data directory; default :func:`db.data_dir`.
         runtime: Scoring runtime (``torch`` or ``onnx``); default ``$LOUPE_RUNTIME``.
+        deliver: Run the delivery worker while the app is served (off: ``loupe deliver`` or
+            another process sends the outbox).
+        warm_up: Load the projects' active models before the first request is taken
+            (:func:`services.scoring_runtime.warm_up_active_models`).
     """
-    from services.scoring_runtime import configured_runtime, detector_loader
+    from services.scoring_runtime import (
+        configured_runtime,
+        detector_loader,
+        warm_up_active_models,
+    )
 
     factory = session_factory or db.make_session_factory(db.init_db())
     runtime = runtime or configured_runtime()
     scoring = threading.Lock()  # one part scored at a time: the model uses every core
 
     detector_for = detector_loader(runtime)
+    delivery = OutboundDelivery(factory) if deliver else None
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if warm_up:
+            from starlette.concurrency import run_in_threadpool
+
+            await run_in_threadpool(warm_up_active_models, factory, detector_for)
+        if delivery is not None:
+            delivery.start()
+        try:
+            yield
+        finally:
+            if delivery is not None:
+                delivery.stop()
 
     app = FastAPI(
         title="Loupe inspection API",
         version="1",
         description="Camera stations post parts; the line and its MES read verdicts back.",
+        lifespan=lifespan,
     )
+    app.state.delivery = delivery
     _install_error_handlers(app)
 
     def session() -> Iterator[Session]:
@@ -161,6 +194,8 @@ def create_app(
             raise HTTPException(409, str(err)) from err
         if posted.record is None:
             raise HTTPException(422, f"The image was refused: {posted.error}")
+        if delivery is not None and not posted.duplicate:
+            delivery.wake()  # its verdict goes out now, not at the next poll
         body = inspection_out(
             posted.record, duplicate=posted.duplicate, **links(request, posted.record)
         )

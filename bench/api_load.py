@@ -9,17 +9,31 @@ process's CPU use, and the raw scoring rate of the same model in this process on
 parts (batches of one: the ceiling). Then it checks that nothing was lost: every 2xx answer
 has its station_inspections row and its prediction.
 
+Verdicts out are on during the load, as a line would run: the project's webhook points at a
+receiver in this script, and the API process sends each verdict while it scores. The script
+counts the 2xx answers whose verdict reached the receiver (after the load, waiting at most 60 s
+for the outbox to drain) and the delay from the API's answer to the webhook's arrival.
+
+Then the hot folder: ``loupe watch`` (its own process) takes the parts a dropper writes into
+its folder for ``--seconds`` (every 25th file is not an image), and is killed (SIGKILL) and
+restarted halfway, as after a crash. Once the dropper stops, the script waits (at most 120 s)
+for the folder to empty and checks: every file dropped is in processed/ or refused/ with a
+``hot_folder_files`` row of that status, and no file was scored twice (predictions of folder
+images = processed files).
+
     .venv/bin/python bench/api_load.py [--clients 1,2,4] [--seconds 60] [--write-results]
 
-Targets (issue 15): p99 <= 300 ms for one 256 px part at 2 concurrent clients.
+Targets (issue 15): p99 <= 300 ms for one 256 px part at 2 concurrent clients; nothing lost.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +43,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -119,7 +134,7 @@ def load(url: str, key: str, images: list[bytes], clients: int, seconds: float, 
     duplicate of an earlier one.
     """
     lock, taken = threading.Lock(), iter(range(len(images)))
-    answers: list[tuple] = []  # (latency s, status, inspection id, answered as a duplicate)
+    answers: list[tuple] = []  # (latency s, status, inspection id, duplicate, answered at)
     stop_at = time.monotonic() + seconds
 
     def station(number: int) -> None:
@@ -139,7 +154,13 @@ def load(url: str, key: str, images: list[bytes], clients: int, seconds: float, 
                 body = reply.json() if reply.status_code < 300 else {}
                 with lock:
                     answers.append(
-                        (latency, reply.status_code, body.get("id"), body.get("duplicate"))
+                        (
+                            latency,
+                            reply.status_code,
+                            body.get("id"),
+                            body.get("duplicate"),
+                            time.time(),
+                        )
                     )
 
     threads = [threading.Thread(target=station, args=(i,)) for i in range(clients)]
@@ -189,9 +210,189 @@ def lost(db_url: str, ids: list[int]) -> int:
     return len(set(ids)) - int(found or 0)
 
 
-def run_backend(backend: str, clients: list[int], seconds: float, images: list[bytes]) -> list:
-    """Seed, serve and load one backend; one result dict per client count."""
+@contextmanager
+def webhook_receiver() -> Iterator[tuple[str, list[tuple[float, dict]]]]:
+    """A webhook receiver on a loopback port: its URL and the (arrival time, body) received."""
+    received: list[tuple[float, dict]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            received.append((time.time(), json.loads(body)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/verdicts", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def point_webhook(db_url: str, url: str) -> None:
+    """Switch project 1's webhook on, at ``url`` (straight in its settings)."""
+    import db
+    from db.outbound_messages import OUTBOUND_KEY, OutboundConfig, WebhookConfig
+    from services.project_settings import store_option
+
+    engine = db.init_db(db_url)
+    with db.make_session_factory(engine)() as session, session.begin():
+        config = OutboundConfig(webhook=WebhookConfig(True, url))
+        store_option(session, 1, OUTBOUND_KEY, config.to_json())
+    engine.dispose()
+
+
+def outbox_left(db_url: str) -> int:
+    """Messages not yet delivered (pending, being sent or dead)."""
+    from sqlalchemy import func, select
+
+    import db
+    from db.models import OutboundMessage
+
+    engine = db.init_db(db_url)
+    with db.make_session_factory(engine)() as session:
+        left = session.scalar(
+            select(func.count())
+            .select_from(OutboundMessage)
+            .where(OutboundMessage.status != "delivered")
+        )
+    engine.dispose()
+    return int(left or 0)
+
+
+def verdicts_out(
+    db_url: str, answered: dict[int, float], received: list[tuple[float, dict]]
+) -> dict:
+    """How many answered posts had their verdict delivered, and how long after the answer."""
+    deadline = time.monotonic() + 60
+    while outbox_left(db_url) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    arrivals = {
+        body.get("inspection_id"): at for at, body in received if body.get("event") == "verdict"
+    }
+    delays = sorted(
+        (arrivals[i] - answered_at) * 1000 for i, answered_at in answered.items() if i in arrivals
+    )
+    return {
+        "delivered": sum(1 for i in answered if i in arrivals),
+        "answered": len(answered),
+        "delay_p50": float(np.percentile(delays, 50)) if delays else float("nan"),
+        "delay_p99": float(np.percentile(delays, 99)) if delays else float("nan"),
+        "left": outbox_left(db_url),
+    }
+
+
+def hot_folder_run(env: dict[str, str], db_url: str, images: list[bytes], seconds: float) -> dict:
+    """Drop parts into a watched folder for ``seconds``, crash the watcher halfway, check."""
+    from sqlalchemy import func, select
+
+    import db
+    from db.models import HotFolderFile, Prediction
+
+    folder = Path(env["LOUPE_DATA_DIR"]) / "hot-folder"
+    folder.mkdir()
+    loupe = str(Path(sys.executable).with_name("loupe"))
+
+    def watcher() -> subprocess.Popen:
+        return subprocess.Popen(
+            [loupe, "watch", "--project", "1", "--folder", str(folder)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    began = datetime.now(UTC)
+    process = watcher()
+    dropped: list[str] = []
+    started = time.monotonic()
+    restarted = False
+    index = 0
+    while time.monotonic() - started < seconds:
+        if not restarted and time.monotonic() - started >= seconds / 2:
+            process.send_signal(signal.SIGKILL)  # a crash: no chance to tidy up
+            process.wait(timeout=10)
+            process = watcher()
+            restarted = True
+        name = f"part-{index:05d}" + (".txt" if index % 25 == 24 else ".png")
+        data = b"not an image" if name.endswith(".txt") else images[index % len(images)]
+        temporary = folder / f".{name}.part"  # written aside, then renamed: a whole file appears
+        temporary.write_bytes(data)
+        temporary.rename(folder / name)
+        dropped.append(name)
+        index += 1
+        time.sleep(0.05)  # a station's pace: at most 20 parts a second
+    drop_seconds = time.monotonic() - started
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and any(
+        p.is_file() and not p.name.startswith(".") for p in folder.iterdir()
+    ):
+        time.sleep(0.5)
+    done_seconds = time.monotonic() - started
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    processed = {p.name for p in (folder / "processed").iterdir()}
+    refused = {p.name for p in (folder / "refused").iterdir() if not p.name.endswith(".reason.txt")}
+    engine = db.init_db(db_url)
+    with db.make_session_factory(engine)() as session:
+        rows = dict(
+            session.execute(
+                select(HotFolderFile.name, HotFolderFile.status).where(
+                    HotFolderFile.folder == str(folder.resolve())
+                )
+            ).all()
+        )
+        # Predictions of the images the watcher stored, made since the run began: one per
+        # processed file unless a file was scored twice.
+        folder_predictions = session.scalar(
+            select(func.count())
+            .select_from(Prediction)
+            .where(
+                Prediction.image_id.in_(
+                    select(HotFolderFile.image_id).where(
+                        HotFolderFile.folder == str(folder.resolve())
+                    )
+                ),
+                Prediction.created_at >= began,
+            )
+        )
+    engine.dispose()
+    unaccounted = [
+        name
+        for name in dropped
+        if not (
+            (name in processed and rows.get(name) == "processed")
+            or (name in refused and rows.get(name) == "refused")
+        )
+    ]
+    return {
+        "dropped": len(dropped),
+        "processed": len(processed),
+        "refused": len(refused),
+        "rows": len(rows),
+        "unaccounted": len(unaccounted),
+        "scored_twice": max(0, int(folder_predictions or 0) - len(processed)),
+        "drop_seconds": drop_seconds,
+        "files_per_s": len(dropped) / done_seconds,
+        "done_seconds": done_seconds,
+    }
+
+
+def run_backend(
+    backend: str, clients: list[int], seconds: float, images: list[bytes]
+) -> tuple[list, dict, dict]:
+    """Seed, serve and load one backend: per client count, verdicts out, the hot folder."""
     rows = []
+    answered: dict[int, float] = {}
     with tempfile.TemporaryDirectory(prefix="loupe-api-bench-") as tmp:
         data_dir = Path(tmp)
         with database(backend, data_dir) as url:
@@ -230,43 +431,60 @@ def run_backend(backend: str, clients: list[int], seconds: float, images: list[b
             key = next(line for line in made.stdout.splitlines() if line.startswith("loupe_"))
             ceiling = raw_rate(data_dir, url, images)
             port = free_port()
-            with api_server(env, port) as process:
-                api_url = f"http://127.0.0.1:{port}/api/v1/projects/1/inspections"
-                offset = 0
-                for n in clients:
-                    batch = images[offset:]
-                    process.cpu_percent(None)
-                    cpu_before = process.cpu_times()
-                    result = load(api_url, key, batch, n, seconds, offset)
-                    cpu_after = process.cpu_times()
-                    answers = result["answers"]
-                    offset += len(answers)
-                    ok = [a for a in answers if 200 <= a[1] < 300]
-                    latencies = sorted(a[0] * 1000 for a in ok)
-                    cpu = cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system
+            with webhook_receiver() as (hook_url, received):
+                point_webhook(url, hook_url)
+                with api_server(env, port) as process:
+                    api_url = f"http://127.0.0.1:{port}/api/v1/projects/1/inspections"
+                    offset = 0
+                    for n in clients:
+                        rows.append(
+                            measure(process, api_url, key, images, n, seconds, offset, answered)
+                        )
+                        rows[-1].update(backend=backend, ceiling=ceiling)
+                        rows[-1]["lost"] = lost(url, rows[-1].pop("ids"))
+                        offset += rows[-1]["posts"]
+                        print(rows[-1], flush=True)
+                    out = verdicts_out(url, answered, received)
+                    print(out, flush=True)
+            folder = hot_folder_run(env, url, images[offset:], seconds)
+            print(folder, flush=True)
+    return rows, out, folder
 
-                    p50, p95, p99 = (
-                        np.percentile(latencies, [50, 95, 99]) if latencies else [float("nan")] * 3
-                    )
-                    rows.append(
-                        {
-                            "backend": backend,
-                            "clients": n,
-                            "posts": len(answers),
-                            "ok": len(ok),
-                            "errors": len(answers) - len(ok),
-                            "duplicates": sum(1 for a in ok if a[3]),
-                            "images_per_s": len(ok) / result["wall"],
-                            "p50": float(p50),
-                            "p95": float(p95),
-                            "p99": float(p99),
-                            "cpu_cores": cpu / result["wall"],
-                            "ceiling": ceiling,
-                            "lost": lost(url, [a[2] for a in ok if a[2] is not None]),
-                        }
-                    )
-                    print(rows[-1], flush=True)
-    return rows
+
+def measure(
+    process: psutil.Process,
+    api_url: str,
+    key: str,
+    images: list[bytes],
+    clients: int,
+    seconds: float,
+    offset: int,
+    answered: dict[int, float],
+) -> dict:
+    """One load at ``clients`` stations: throughput, latency, CPU; notes answer times."""
+    process.cpu_percent(None)
+    cpu_before = process.cpu_times()
+    result = load(api_url, key, images[offset:], clients, seconds, offset)
+    cpu_after = process.cpu_times()
+    answers = result["answers"]
+    ok = [a for a in answers if 200 <= a[1] < 300]
+    answered.update({a[2]: a[4] for a in ok if a[2] is not None and not a[3]})
+    latencies = sorted(a[0] * 1000 for a in ok)
+    cpu = cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system
+    p50, p95, p99 = np.percentile(latencies, [50, 95, 99]) if latencies else [float("nan")] * 3
+    return {
+        "clients": clients,
+        "posts": len(answers),
+        "ok": len(ok),
+        "errors": len(answers) - len(ok),
+        "duplicates": sum(1 for a in ok if a[3]),
+        "images_per_s": len(ok) / result["wall"],
+        "p50": float(p50),
+        "p95": float(p95),
+        "p99": float(p99),
+        "cpu_cores": cpu / result["wall"],
+        "ids": [a[2] for a in ok if a[2] is not None],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,9 +499,12 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC).isoformat(timespec="minutes")
     load_before = os.getloadavg()
     images = parts(8000)
-    rows = []
+    rows, outs, folders = [], {}, {}
     for backend in args.backends.split(","):
-        rows += run_backend(backend.strip(), clients, args.seconds, images)
+        backend_rows, outs[backend], folders[backend] = run_backend(
+            backend.strip(), clients, args.seconds, images
+        )
+        rows += backend_rows
     load_after = os.getloadavg()
     command = ".venv/bin/python bench/api_load.py " + " ".join(
         sys.argv[1:] if argv is None else argv
@@ -324,7 +545,43 @@ def main(argv: list[str] | None = None) -> int:
                 f"- {r['backend']}: p99 at 2 clients {r['p99']:.0f} ms: target <= "
                 f"{P99_TARGET_MS:.0f} ms {met}."
             )
-    lines.append("")
+    lines += [
+        "",
+        "Verdicts out during the load (webhook to a receiver in the script):",
+        "",
+        "| backend | 2xx answers | verdicts delivered | delay p50 ms | delay p99 ms "
+        "| undelivered after 60 s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for backend, out in outs.items():
+        lines.append(
+            f"| {backend} | {out['answered']} | {out['delivered']} | {out['delay_p50']:.0f} | "
+            f"{out['delay_p99']:.0f} | {out['left']} |"
+        )
+    lines += [
+        "",
+        "Hot folder (`loupe watch`, killed and restarted halfway):",
+        "",
+        "| backend | files dropped | in processed/ | in refused/ | rows | unaccounted "
+        "| scored twice | files/s (drop to empty folder) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for backend, f in folders.items():
+        lines.append(
+            f"| {backend} | {f['dropped']} | {f['processed']} | {f['refused']} | {f['rows']} | "
+            f"{f['unaccounted']} | {f['scored_twice']} | {f['files_per_s']:.1f} |"
+        )
+    lost_any = (
+        sum(r["lost"] for r in rows)
+        + sum(o["answered"] - o["delivered"] for o in outs.values())
+        + sum(f["unaccounted"] + f["scored_twice"] for f in folders.values())
+    )
+    lines += [
+        "",
+        f"- Zero lost (every 2xx with its rows and its verdict delivered; every dropped file "
+        f"moved with its row, none scored twice): {'met' if lost_any == 0 else '**not met**'}.",
+        "",
+    ]
     text = "\n".join(lines)
     print(text)
     if args.write_results:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.base import utcnow
@@ -74,3 +74,25 @@ def stored_since(
         .limit(1)
     ).first()
     return None if row is None else (row[0], row[1])
+
+
+def hot_folder_counts(session: Session, project_id: int) -> dict[str, int]:
+    """How many files the project's watchers took in, by state (``scoring``, ``processed``...)."""
+    rows = session.execute(
+        select(HotFolderFile.status, func.count())
+        .where(HotFolderFile.project_id == project_id)
+        .group_by(HotFolderFile.status)
+    ).all()
+    return {status: int(count) for status, count in rows}
+
+
+def recent_refusals(session: Session, project_id: int, *, limit: int = 20) -> list[HotFolderFile]:
+    """The project's latest refused hot-folder files (with their reasons), newest first."""
+    return list(
+        session.scalars(
+            select(HotFolderFile)
+            .where(HotFolderFile.project_id == project_id, HotFolderFile.status == "refused")
+            .order_by(HotFolderFile.id.desc())
+            .limit(limit)
+        )
+    )

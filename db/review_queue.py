@@ -35,6 +35,7 @@ from db.permissions import CAN_REVIEW, require_session_role
 from db.predictions import latest_predictions
 from db.projects import add_defect_type
 from db.review_log import add_review, undo_last_review
+from db.verdict_events import announce_review
 
 DEFAULT_NEAR_MARGIN = 0.1
 DEFAULT_PROBABILITY_THRESHOLD = 0.5
@@ -164,7 +165,7 @@ def record_review(
         if label != Label.DEFECT:
             raise ValueError("A defect type can only be given with the label 'defect'.")
         add_defect_type(session, image.project_id, defect_type, user=reviewer)
-    return add_review(
+    review = add_review(
         session,
         image_id=image_id,
         reviewer_id=reviewer.id,
@@ -174,6 +175,8 @@ def record_review(
         seconds_spent=seconds_spent,
         region=box,
     )
+    announce_review(session, review)
+    return review
 
 
 def defect_region(region: dict[str, Any]) -> dict[str, float]:
@@ -215,7 +218,10 @@ def undo_last(session: Session, *, user: User) -> Review | None:
         PermissionDenied: If the user may not review.
     """
     reviewer = require_session_role(session, user, *CAN_REVIEW)
-    return undo_last_review(session, reviewer_id=reviewer.id)
+    undo = undo_last_review(session, reviewer_id=reviewer.id)
+    if undo is not None:
+        announce_review(session, undo)
+    return undo
 
 
 def _queue_select(session: Session, project_id: int, near_margin: float) -> Select:

@@ -1,4 +1,4 @@
-"""Command line: ``loupe {worker,demo,report,api,api-key,watch}`` (also ``python -m loupe ...``).
+"""Command line: ``loupe {worker,demo,report,api,api-key,watch,deliver}`` (or ``python -m loupe``).
 
 Examples:
     loupe worker                  # run queued background jobs until SIGTERM
@@ -7,8 +7,11 @@ Examples:
     loupe report --project cells --day 2025-03-03 --shift early --out reports/
                                   # write cells-2025-03-03-early.pdf and .csv (for a scheduler)
     loupe api                     # serve the inspection API on port 8502 ($LOUPE_API_PORT)
+    loupe api --workers 4         # four API processes (with PostgreSQL)
+    loupe watch                   # every project's hot folder that is switched on
     loupe watch --project cells --folder /srv/line-2
                                   # score each image dropped there, then move it
+    loupe deliver                 # send verdicts out (webhook, MQTT) without the API
     loupe api-key create --project cells --station line-2 --scope inspect
                                   # a station's key for the inspection API, printed once
 
@@ -25,6 +28,7 @@ from datetime import date
 from pathlib import Path
 
 from loupe.api_key_commands import add_api_key_parser
+from loupe.line_commands import add_line_parsers
 
 #: Shift names of ``loupe report`` (the windows are in :data:`services.shift_report.SHIFTS`).
 REPORT_SHIFTS = ("early", "late", "night")
@@ -92,59 +96,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-API_PORT_ENV = "LOUPE_API_PORT"
-DEFAULT_API_PORT = 8502
-
-
-def cmd_api(args: argparse.Namespace) -> int:
-    """Serve :func:`api.app.create_app` with uvicorn until stopped."""
-    import os
-
-    import uvicorn
-
-    from api.app import create_app
-
-    port = args.port or int(os.environ.get(API_PORT_ENV) or DEFAULT_API_PORT)
-    uvicorn.run(create_app(), host=args.host, port=port, log_level="info")
-    return 0
-
-
-def cmd_watch(args: argparse.Namespace) -> int:
-    """Watch a hot folder for a project until stopped (see :mod:`services.hot_folder`)."""
-    import threading
-
-    import db
-    from db.projects import find_project
-    from services.hot_folder import HotFolder
-    from services.scoring_runtime import configured_runtime, detector_loader
-
-    engine = db.init_db(args.database_url)
-    factory = db.make_session_factory(engine)
-    with factory() as session:
-        project = find_project(session, args.project)
-    if project is None:
-        print(f"loupe watch: no project named {args.project!r}.", file=sys.stderr)
-        return 2
-    detector_for = detector_loader(configured_runtime(), cache_size=2)
-    folder = HotFolder(
-        factory, project_id=project.id, folder=args.folder, detector_for=detector_for
-    )
-    print(f"Watching {folder.folder} for {project.name} (Ctrl-C stops).", flush=True)
-
-    def report(outcome) -> None:
-        why = f": {outcome.reason}" if outcome.reason else ""
-        print(f"{outcome.name}: {outcome.status}{why}", flush=True)
-
-    stop = threading.Event()
-    try:
-        folder.run(stop, report)
-    except KeyboardInterrupt:
-        stop.set()
-    finally:
-        engine.dispose()
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``loupe`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -192,23 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--database-url", help="default: $LOUPE_DATABASE_URL or SQLite")
     report.set_defaults(func=cmd_report)
 
-    api = sub.add_parser(
-        "api",
-        help="serve the inspection API for camera stations (port $LOUPE_API_PORT or 8502)",
-    )
-    api.add_argument("--host", default="0.0.0.0", help="interface to listen on (default all)")
-    api.add_argument("--port", type=int, help="default: $LOUPE_API_PORT or 8502")
-    api.set_defaults(func=cmd_api)
-
-    watch = sub.add_parser(
-        "watch",
-        help="score every image dropped into a folder (moved to processed/ or refused/)",
-    )
-    watch.add_argument("--project", required=True, help="the project's name (or id)")
-    watch.add_argument("--folder", required=True, type=Path, help="the folder to watch")
-    watch.add_argument("--database-url", help="default: $LOUPE_DATABASE_URL or SQLite")
-    watch.set_defaults(func=cmd_watch)
-
+    add_line_parsers(sub)
     add_api_key_parser(sub)
     return parser
 

@@ -59,6 +59,7 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("pages/review.py", "Review", ":material/fact_check:", ALL_ROLES),
     PageSpec("pages/dashboard.py", "Dashboard", ":material/monitoring:", MANAGERS),
     PageSpec("pages/models.py", "Models", ":material/model_training:", MANAGERS),
+    PageSpec("pages/line.py", "Line", ":material/conveyor_belt:", MANAGERS),
     PageSpec("pages/admin.py", "Users", ":material/manage_accounts:", ADMINS),
 )
 LOGIN_PAGE = PageSpec("pages/login.py", "Sign in", ":material/login:", ())

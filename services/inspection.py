@@ -44,6 +44,7 @@ from adcore.explain.neighbours import DefectLibrary, embedding_to_bytes
 from adcore.image_io import ImageLimits, is_image_path, load_image
 from db import Image, ImageSource, ModelVersion, Prediction, StorageError, absolute_image_path
 from db.images import get_or_create_image
+from db.verdict_events import announce_verdict
 from services.audit_sampling import AuditSampler, audit_sampler
 from services.map_store import save_anomaly_map
 from services.part_explanations import defect_library_for_batch, explain_part, similar_defects
@@ -117,6 +118,7 @@ def inspect_uploads(
     limits: ImageLimits | None = None,
     batch_size: int | None = None,
     audit_rng: random.Random | None = None,
+    announce: bool = True,
 ) -> list[InspectionResult]:
     """Score uploaded images and store images, maps and predictions.
 
@@ -132,6 +134,9 @@ def inspect_uploads(
         limits: Image size limits for decoding.
         batch_size: Images scored per ``predict`` call; default the detector's batch size.
         audit_rng: Random generator for the audit draws (seeded in tests); default the system's.
+        announce: Write each verdict to the project's outbox (webhook, MQTT; see
+            :mod:`db.verdict_events`) in the transaction that stores it. The station API turns
+            this off and announces with the station's part id instead.
 
     Returns:
         One result per upload, in order; failed ones have ``error`` set.
@@ -154,6 +159,7 @@ def inspect_uploads(
         limits=limits,
         batch_size=batch_size,
         audit_rng=audit_rng,
+        announce=announce,
     )
 
 
@@ -219,6 +225,7 @@ def inspect_folder(
         limits=limits,
         batch_size=batch_size,
         audit_rng=audit_rng,
+        announce=True,
     )
 
 
@@ -277,6 +284,7 @@ def rescore_images(
         limits=None,
         batch_size=None,
         audit_rng=None,
+        announce=False,  # the line had this part's verdict at its first inspection
     )
 
 
@@ -293,6 +301,7 @@ def _inspect(
     limits: ImageLimits | None,
     batch_size: int | None,
     audit_rng: random.Random | None,
+    announce: bool,
 ) -> list[InspectionResult]:
     source = ImageSource(source).value
     threshold = _decision_threshold(Session, project_id, model_version_id, detector)
@@ -346,6 +355,7 @@ def _inspect(
                     data_dir=data_dir,
                     sampler=sampler,
                     decision=decision,
+                    announce=announce,
                 )
         done = min(start + step, len(items))
         tell(done / len(items), f"Inspected {done}/{len(items)} images")
@@ -369,10 +379,12 @@ def _store(
     data_dir: Path | None,
     sampler: AuditSampler,
     decision: ScorerDecision | None = None,
+    announce: bool = False,
 ) -> InspectionResult:
     """Store one scored image, map and prediction (with its explanation) in one transaction.
 
     The verdict is the feedback scorer's ``decision`` when there is one, else the detector's.
+    With ``announce``, its outbox messages are written in the same transaction.
     """
     verdict = decision.verdict if decision else ("defect" if score >= threshold else "good")
     similar = None
@@ -423,6 +435,8 @@ def _store(
             session.add(row)
             session.flush()
             image_id, prediction_id, audit = image.id, row.id, row.audit
+            if announce:
+                announce_verdict(session, prediction_id)
     except (SQLAlchemyError, StorageError, OSError, ValueError) as err:
         absolute_image_path(map_path, data_dir).unlink(missing_ok=True)
         return InspectionResult.failed(name, f"Could not store the result: {err}")

@@ -122,3 +122,41 @@ def detector_loader(runtime: str, *, cache_size: int = 4):
         return scoring_detector(resolve_artifact(artifact_path), runtime).detector
 
     return load
+
+
+def warm_up_active_models(
+    Session: Any,  # noqa: N803 - the app's session factory
+    detector_for: Any,
+    *,
+    limit: int = 4,
+) -> list[str]:
+    """Load the active model of each project (up to ``limit``) and score one blank part.
+
+    A server calls this before it takes its first request, so the first part a station posts
+    is not the one that pays for loading the model. A model that cannot load is logged and
+    skipped: that project's first post gets the error instead.
+
+    Returns:
+        The artifact paths that were loaded.
+    """
+    import numpy as np
+    from sqlalchemy import select
+
+    from db.models import ModelVersion, Project
+
+    with Session() as session:
+        artifacts = session.scalars(
+            select(ModelVersion.artifact_path)
+            .join(Project, Project.active_model_version_id == ModelVersion.id)
+            .order_by(Project.id)
+            .limit(limit)
+        ).all()
+    loaded = []
+    for artifact in artifacts:
+        try:
+            detector_for(artifact).predict([np.full((64, 64, 3), 128, dtype=np.uint8)])
+        except Exception as err:  # noqa: BLE001 - a broken model must not stop the server
+            logger.warning("Could not warm up the model at %s: %s", artifact, err)
+            continue
+        loaded.append(artifact)
+    return loaded

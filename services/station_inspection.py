@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Project
 from db.station_inspections import StationRecord, find_earlier_post, get_post, record_post
+from db.verdict_events import announce_verdict
 from services.inspection import inspect_uploads
 
 DEFAULT_DUPLICATE_WINDOW = timedelta(minutes=10)
@@ -105,6 +106,7 @@ def inspect_station_part(
         model_version_id=version_id,
         uploads=[(filename, data)],
         data_dir=data_dir,
+        announce=False,  # announced below, with the station's part id, once the post is stored
     )
     if not result.ok:
         return StationPost(None, error=result.error)
@@ -118,6 +120,13 @@ def inspect_station_part(
                 sha256=sha256,
                 image_id=result.image_id,
                 prediction_id=result.prediction_id,
+            )
+            announce_verdict(
+                session,
+                result.prediction_id,
+                station=station.name,
+                part_id=part_id,
+                inspection_id=post_id,
             )
     except IntegrityError:  # the same part id posted twice at once: the first one won
         with Session() as session:

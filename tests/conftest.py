@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mqtt_broker import MqttBroker, find_mosquitto, start_broker
 from PIL import Image
 from postgres_cluster import PostgresServer, external_server, find_postgres_bin_dir, start_cluster
 from sqlalchemy import Engine
@@ -216,3 +217,23 @@ def postgres_database_url(postgres_server: PostgresServer) -> Iterator[str]:
         yield url
     finally:
         postgres_server.drop_database(name)
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no"}
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker() -> Iterator[MqttBroker]:
+    """This session's Mosquitto broker on a loopback port (skips, or fails in CI, without it)."""
+    binary = find_mosquitto()
+    if binary is None:
+        reason = "Mosquitto is not installed (no /usr/sbin/mosquitto): run `make mqtt`"
+        if _in_ci():
+            pytest.fail(f"CI must run the MQTT tests, but {reason}", pytrace=False)
+        pytest.skip(reason)
+    broker = start_broker(binary)
+    try:
+        yield broker
+    finally:
+        broker.stop()

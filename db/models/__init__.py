@@ -7,6 +7,7 @@ from db.models.explanation_notes import ExplanationNote
 from db.models.hot_folder_files import HotFolderFile
 from db.models.images import Image, Prediction
 from db.models.jobs import Job
+from db.models.outbound_messages import OutboundMessage
 from db.models.projects import ModelVersion, Project
 from db.models.reviewer_labels import ReviewerLabel
 from db.models.reviews import Review
@@ -20,6 +21,7 @@ __all__ = [
     "Image",
     "Job",
     "ModelVersion",
+    "OutboundMessage",
     "Prediction",
     "Project",
     "Review",

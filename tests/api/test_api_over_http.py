@@ -14,17 +14,35 @@ import uvicorn
 from active_model import fit_small_patchcore, project_with_active_model
 from sqlalchemy.orm import Session, sessionmaker
 from synthetic_parts import make_part, png
+from webhook_receiver import Receiver, receiving
 
 from api.app import create_app
 from db.api_keys import create_api_key
+from db.outbound_messages import OUTBOUND_KEY, OutboundConfig, WebhookConfig
+from services.project_settings import store_option
 
 
 @pytest.fixture
-def served(factory: sessionmaker[Session], tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """``(base URL, inspect key)`` of the API on a free loopback port, stopped afterwards."""
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on a free loopback port."""
+    with receiving() as state:
+        yield state
+
+
+@pytest.fixture
+def served(
+    factory: sessionmaker[Session], tmp_path: Path, receiver: Receiver
+) -> Iterator[tuple[str, str]]:
+    """``(base URL, inspect key)`` of the API on a free loopback port, stopped afterwards.
+
+    The project's verdicts go to ``receiver`` (its webhook).
+    """
     project_id = project_with_active_model(
         factory, "widgets", fit_small_patchcore(), tmp_path / "models"
     )
+    with factory() as session, session.begin():
+        webhook = WebhookConfig(True, receiver.url)
+        store_option(session, project_id, OUTBOUND_KEY, OutboundConfig(webhook=webhook).to_json())
     with factory() as session, session.begin():
         key = create_api_key(
             session,
@@ -74,3 +92,32 @@ def test_a_station_posts_over_http_and_reads_the_verdict_back(served: tuple[str,
         assert refused.json() == {
             "error": {"code": "unauthenticated", "message": "Missing or malformed API key."}
         }
+
+
+def test_the_served_api_sends_each_verdict_to_the_webhook_with_the_part_id(
+    served: tuple[str, str], receiver: Receiver
+) -> None:
+    base, key = served
+    with httpx.Client(base_url=base, timeout=30) as client:
+        posted = client.post(
+            "/api/v1/projects/widgets/inspections?part_id=B-7",
+            content=png(make_part(701)),
+            headers={"X-API-Key": key, "Content-Type": "image/png"},
+        )
+        assert posted.status_code == 201, posted.text
+        again = client.post(
+            "/api/v1/projects/widgets/inspections?part_id=B-7",
+            content=png(make_part(701)),
+            headers={"X-API-Key": key, "Content-Type": "image/png"},
+        )
+        assert again.status_code == 200  # the same part: no second verdict goes out
+    (message,) = receiver.wait_for(1, timeout=15)
+    assert (message["event"], message["station"], message["part_id"]) == (
+        "verdict",
+        "line-1",
+        "B-7",
+    )
+    assert message["inspection_id"] == posted.json()["id"]
+    assert message["verdict"] == posted.json()["verdict"]
+    time.sleep(1.5)  # a poll later, still one message
+    assert len(receiver.posts) == 1

@@ -17,11 +17,18 @@ PAGES = {
     "pages/review.py": "Review",
     "pages/dashboard.py": "Dashboard",
     "pages/models.py": "Models",
+    "pages/line.py": "Line",
     "pages/admin.py": "Users",
 }
 ROLE_PAGES = {
     "inspector": {"pages/inspect.py", "pages/review.py"},
-    "manager": {"pages/inspect.py", "pages/review.py", "pages/dashboard.py", "pages/models.py"},
+    "manager": {
+        "pages/inspect.py",
+        "pages/review.py",
+        "pages/dashboard.py",
+        "pages/models.py",
+        "pages/line.py",
+    },
     "admin": set(PAGES),
 }
 

@@ -27,6 +27,7 @@ TABLES = {
     "api_keys",
     "station_inspections",
     "hot_folder_files",
+    "outbound_messages",
     "jobs",
     "workers",
     "explanation_notes",

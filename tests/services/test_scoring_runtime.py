@@ -77,3 +77,22 @@ def test_models_that_do_not_export_score_with_torch_and_say_so(tmp_path: Path) -
     choice = scoring_detector(tmp_path / "ae", ONNX)
     assert choice.runtime == TORCH and "do not export" in choice.note
     assert not (tmp_path / "ae" / EXPORT_FILE).exists()
+
+
+def test_warm_up_loads_each_active_model_once_and_skips_a_broken_one(
+    factory, tmp_path: Path
+) -> None:
+    from active_model import fit_small_patchcore, project_with_active_model
+
+    from db import Project
+    from services.scoring_runtime import detector_loader, warm_up_active_models
+
+    fitted = fit_small_patchcore()
+    project_with_active_model(factory, "widgets", fitted, tmp_path / "models")
+    broken = project_with_active_model(factory, "gears", fitted, tmp_path / "models-2")
+    with factory() as session, session.begin():
+        session.get(Project, broken).active_model_version.artifact_path = str(tmp_path / "gone")
+    loader = detector_loader("torch")
+    loaded = warm_up_active_models(factory, loader)
+    assert len(loaded) == 1 and "models" in loaded[0]
+    assert loader.cache_info().currsize == 1  # the first post finds it loaded

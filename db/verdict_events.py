@@ -44,7 +44,7 @@ def _part(session: Session, image: Image, project: Project) -> dict[str, Any]:
         "inspection_id": post.id if post else None,
         "station": post.station if post else None,
         "part_id": post.part_id if post else None,
-        "source": image.source,
+        "source": "api" if post else image.source,  # upload, folder, demo or api
         "filename": image.original_name,
     }
 
@@ -84,8 +84,8 @@ def announce_verdict(
     if project is None or image is None:
         return []
     payload = _part(session, image, project)
-    if station is not None:
-        payload.update(station=station, part_id=part_id, inspection_id=inspection_id)
+    if station is not None:  # posted through the inspection API
+        payload.update(station=station, part_id=part_id, inspection_id=inspection_id, source="api")
     explanation = prediction.explanation if isinstance(prediction.explanation, dict) else {}
     payload.update(
         event="verdict",

@@ -13,6 +13,7 @@ from db.api_keys import create_api_key, list_api_keys, revoke_api_key
 from db.models.api_keys import API_KEY_SCOPES
 from db.projects import list_projects
 from pages.common import ACTION_ERRORS, flash, load_user, transaction
+from pages.model_jobs_panel import when
 
 NEW_KEY = "_api_key_just_created"  # (station, key): shown once, then dropped
 SCOPE_TEXT = {"inspect": "inspect (post parts, read results)", "read": "read results only"}
@@ -68,7 +69,7 @@ def api_keys_section() -> None:
                 "Scope": row.scope,
                 "Key": f"loupe_{row.key_id}_…",
                 "State": "active" if row.active else "revoked",
-                "Last used": row.last_used_at,
+                "Last used": when(row.last_used_at) or "never",
             }
             for row in list_api_keys(session)
         ]

@@ -11,7 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from db.outbound_messages import dead_letters, outbox_counts, recent_messages
-from pages.common import ACTION_ERRORS, flash, load_user, transaction
+from pages.common import ACTION_ERRORS, flash, load_user, show_flashes, transaction
+from pages.model_jobs_panel import when
 from services.line_settings import replay_dead_letters
 
 REFRESH_SECONDS = 5
@@ -45,7 +46,11 @@ def _what(event: str, payload: dict) -> str:
 
 @st.fragment(run_every=REFRESH_SECONDS)
 def outbox_section(project_id: int) -> None:
-    """Counts, the dead letters with their replay buttons, and the latest messages."""
+    """Counts, the dead letters with their replay buttons, and the latest messages.
+
+    A replay reruns this fragment only, so its message is shown here, not at the page's top.
+    """
+    show_flashes()
     with transaction() as session:
         counts = outbox_counts(session, project_id)
         dead = [
@@ -57,7 +62,7 @@ def outbox_section(project_id: int) -> None:
                 "Part": _part(row.payload),
                 "Attempts": row.attempts,
                 "Last error": row.last_error,
-                "Written": row.created_at,
+                "Written": when(row.created_at),
             }
             for row in dead_letters(session, project_id, limit=SHOWN_DEAD_LETTERS)
         ]
@@ -70,7 +75,7 @@ def outbox_section(project_id: int) -> None:
                 "State": row.status,
                 "Attempts": row.attempts,
                 "To": row.target,
-                "Delivered": row.delivered_at,
+                "Delivered": when(row.delivered_at),
             }
             for row in recent_messages(session, project_id)
         ]
@@ -87,13 +92,13 @@ def outbox_section(project_id: int) -> None:
         table = pd.DataFrame(dead).drop(columns="id")
         st.dataframe(table, hide_index=True, key="dead_letters_table")
         st.button(
-            f"Replay all {counts.dead} dead letter{'s' if counts.dead != 1 else ''}",
+            f"Replay all {counts.dead} dead letters" if counts.dead > 1 else "Replay it",
             key=f"replay_all_{project_id}",
             on_click=replay_clicked,
             args=(project_id, None),
             type="primary",
         )
-        for row in dead[:5]:
+        for row in dead[:5] if counts.dead > 1 else []:
             st.button(
                 f"Replay message {row['id']} ({row['What']}, {row['Part']})",
                 key=f"replay_{row['id']}",

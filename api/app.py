@@ -280,7 +280,17 @@ def _found(record: StationRecord | None, inspection_id: int) -> StationRecord:
 
 
 async def _image_of(request: Request) -> tuple[bytes, str | None]:
-    """The posted image: the multipart field ``file``, or the raw body."""
+    """The posted image: the multipart field ``file``, or the raw body.
+
+    A body announced (``Content-Length``) or found to be over :data:`MAX_BYTES` is refused with
+    a 413 before it is read whole: a raw body is read in chunks and dropped past the limit.
+    """
+    too_large = HTTPException(
+        413, f"The image is larger than {MAX_BYTES // (1024 * 1024)} MB: send a smaller file."
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BYTES + 64 * 1024:  # multipart adds headers
+        raise too_large
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         form = await request.form()
@@ -290,12 +300,18 @@ async def _image_of(request: Request) -> tuple[bytes, str | None]:
         data = await upload.read(MAX_BYTES + 1)
         filename = upload.filename
     else:
-        data = await request.body()
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BYTES:
+                raise too_large
+            chunks.append(chunk)
+        data = b"".join(chunks)
         filename = None
     if not data:
         raise HTTPException(422, "The request carries no image.")
     if len(data) > MAX_BYTES:
-        raise HTTPException(413, f"The image is larger than {MAX_BYTES // (1024 * 1024)} MB.")
+        raise too_large
     return data, filename
 
 

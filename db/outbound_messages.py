@@ -174,8 +174,8 @@ def claim_due(
     """Claim up to ``limit`` due messages (oldest first) for ``lease``; commits each claim.
 
     A message is due when it is pending and its next attempt time has come, or when another
-    worker's claim on it has lapsed. Each claim is one conditional ``UPDATE``: a message
-    another worker claimed first is skipped.
+    worker's claim on it has lapsed. The claim is one conditional ``UPDATE ... RETURNING``
+    (SQLite 3.35+, PostgreSQL): a message another worker claimed first is skipped.
     """
     now = utcnow()
     due = or_(
@@ -185,21 +185,26 @@ def claim_due(
     candidates = session.scalars(
         select(OutboundMessage.id).where(due).order_by(OutboundMessage.id).limit(limit)
     ).all()
-    claimed: list[ClaimedMessage] = []
+    if not candidates:
+        return []
+    # One conditional UPDATE claims them all; RETURNING names the ones this worker won (a
+    # message another worker claimed meanwhile no longer matches ``due``).
+    won = session.scalars(
+        update(OutboundMessage)
+        .where(OutboundMessage.id.in_(candidates), due)
+        .values(status="sending", claimed_until=now + lease)
+        .returning(OutboundMessage.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    session.commit()
+    if not won:
+        return []
+    rows = session.scalars(
+        select(OutboundMessage).where(OutboundMessage.id.in_(won)).order_by(OutboundMessage.id)
+    ).all()
     configs: dict[int, OutboundConfig] = {}
-    for message_id in candidates:
-        won = session.execute(
-            update(OutboundMessage)
-            .where(OutboundMessage.id == message_id, due)
-            .values(status="sending", claimed_until=now + lease)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        session.commit()
-        if not won:
-            continue
-        row = session.get(OutboundMessage, message_id)
-        if row is None:
-            continue
+    claimed: list[ClaimedMessage] = []
+    for row in rows:
         if row.project_id not in configs:
             project = session.get(Project, row.project_id)
             configs[row.project_id] = OutboundConfig.of(project) if project else OutboundConfig()

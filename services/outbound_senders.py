@@ -40,41 +40,66 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def post_webhook(
-    config: WebhookConfig,
-    *,
-    message_id: int,
-    event: str,
-    payload: dict[str, Any],
-    timeout: float = DEFAULT_TIMEOUT,
-) -> None:
-    """POST one message to the project's webhook; return when it answered 2xx.
+class WebhookPoster:
+    """POSTs messages to webhooks, reusing one HTTP client (and its connections) for all.
 
-    Raises:
-        DeliveryError: No answer within ``timeout``, no connection, or a non-2xx status.
+    Each call sends one message (see the module's header for the body and headers);
+    :meth:`close` ends the client.
     """
-    import httpx
 
-    body = message_body(message_id, payload)
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": "Loupe",
-        "X-Loupe-Event": event,
-        "X-Loupe-Delivery": str(message_id),
-    }
-    if config.secret:
-        headers[SIGNATURE_HEADER] = signature(config.secret, body)
-    try:
-        response = httpx.post(config.url, content=body, headers=headers, timeout=timeout)
-    except httpx.TimeoutException as err:
-        raise DeliveryError(f"no answer from {config.url} within {timeout:g} s") from err
-    except httpx.HTTPError as err:
-        raise DeliveryError(f"could not reach {config.url}: {err}") from err
-    if not 200 <= response.status_code < 300:
-        detail = response.text.strip().replace("\n", " ")[:200]
-        raise DeliveryError(
-            f"HTTP {response.status_code} from {config.url}" + (f": {detail}" if detail else "")
-        )
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.timeout = timeout
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(
+        self,
+        config: WebhookConfig,
+        *,
+        message_id: int,
+        event: str,
+        payload: dict[str, Any],
+        timeout: float | None = None,
+    ) -> None:
+        """POST one message to the project's webhook; return when it answered 2xx.
+
+        Raises:
+            DeliveryError: No answer within the timeout, no connection, or a non-2xx status.
+        """
+        import httpx
+
+        with self._lock:
+            if self._client is None:
+                self._client = httpx.Client(timeout=timeout or self.timeout)
+            client = self._client
+        body = message_body(message_id, payload)
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "Loupe",
+            "X-Loupe-Event": event,
+            "X-Loupe-Delivery": str(message_id),
+        }
+        if config.secret:
+            headers[SIGNATURE_HEADER] = signature(config.secret, body)
+        wait = timeout or self.timeout
+        try:
+            response = client.post(config.url, content=body, headers=headers, timeout=wait)
+        except httpx.TimeoutException as err:
+            raise DeliveryError(f"no answer from {config.url} within {wait:g} s") from err
+        except httpx.HTTPError as err:
+            raise DeliveryError(f"could not reach {config.url}: {err}") from err
+        if not 200 <= response.status_code < 300:
+            detail = response.text.strip().replace("\n", " ")[:200]
+            raise DeliveryError(
+                f"HTTP {response.status_code} from {config.url}" + (f": {detail}" if detail else "")
+            )
+
+    def close(self) -> None:
+        """Close the HTTP client (a later call opens a new one)."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
 
 
 class MqttPublisher:

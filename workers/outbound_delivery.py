@@ -25,8 +25,8 @@ from services.outbound_senders import (
     DEFAULT_TIMEOUT,
     DeliveryError,
     MqttPublisher,
+    WebhookPoster,
     message_body,
-    post_webhook,
 )
 
 log = logging.getLogger("loupe.outbound")
@@ -58,7 +58,7 @@ class OutboundDelivery:
         max_retry_seconds: float = DEFAULT_MAX_RETRY_SECONDS,
         timeout: float = DEFAULT_TIMEOUT,
         batch: int = 20,
-        webhook: Callable[..., None] = post_webhook,
+        webhook: Callable[..., None] | None = None,
         mqtt: MqttPublisher | None = None,
     ) -> None:
         self.Session = Session
@@ -67,7 +67,7 @@ class OutboundDelivery:
         self.max_retry_seconds = max_retry_seconds
         self.timeout = timeout
         self.batch = batch
-        self.webhook = webhook
+        self.webhook = webhook or WebhookPoster(timeout=timeout)
         self.mqtt = mqtt or MqttPublisher(timeout=timeout)
         self.lease = timedelta(seconds=4 * timeout + 10)
         self._wake = threading.Event()
@@ -169,7 +169,13 @@ class OutboundDelivery:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        self.close()
+
+    def close(self) -> None:
+        """Close the HTTP client and the broker connections."""
         self.mqtt.close()
+        if isinstance(self.webhook, WebhookPoster):
+            self.webhook.close()
 
 
 def run_delivery(Session: sessionmaker[Session], stop: threading.Event, **options: Any) -> None:  # noqa: N803
@@ -178,4 +184,4 @@ def run_delivery(Session: sessionmaker[Session], stop: threading.Event, **option
     try:
         worker.run(stop)
     finally:
-        worker.mqtt.close()
+        worker.close()

@@ -180,6 +180,33 @@ def test_a_file_that_is_not_an_image_is_refused_with_a_reason_and_stores_nothing
     assert count(factory, StationInspection) == 0 and count(factory, Prediction) == 0
 
 
+def test_an_oversized_body_is_refused_with_413_and_stores_nothing(
+    client: TestClient, line: dict, factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import api.app
+
+    monkeypatch.setattr(api.app, "MAX_BYTES", 100_000)
+    url = "/api/v1/projects/widgets/inspections"
+    big = png(make_part(801, size=512)) + bytes(200_000)  # declared over the limit
+    refused = client.post(url, content=big, headers=auth(line["inspect"]))
+    assert refused.status_code == 413 and refused.json()["error"]["code"] == "too_large"
+    assert "larger than" in refused.json()["error"]["message"]
+
+    def chunked():  # no Content-Length: the body is cut off while it is read
+        for _ in range(30):
+            yield bytes(10_000)
+
+    streamed = client.post(url, content=chunked(), headers=auth(line["inspect"]))
+    assert streamed.status_code == 413
+    multipart = client.post(
+        url, files={"file": ("big.png", big, "image/png")}, headers=auth(line["inspect"])
+    )
+    assert multipart.status_code == 413
+    fine = client.post(url, content=png(make_part(802)), headers=auth(line["inspect"]))
+    assert fine.status_code == 201
+    assert count(factory, StationInspection) == 1 and count(factory, Prediction) == 1
+
+
 def test_the_list_pages_and_filters_by_verdict_and_time(client: TestClient, line: dict) -> None:
     url = "/api/v1/projects/widgets/inspections"
     for seed in range(3):

@@ -36,7 +36,7 @@ log = logging.getLogger("loupe.hot_folder")
 
 PROCESSED, REFUSED = "processed", "refused"
 SETTLE_SECONDS = 0.5
-"""A new file is taken once its size has not changed for this long (a copy has ended)."""
+"""A new file is taken once its size holds and it was last written this long ago (copy ended)."""
 
 
 @dataclass(frozen=True)
@@ -181,15 +181,20 @@ class HotFolder:
         observer.schedule(Arrivals(), str(self.folder), recursive=False)
         observer.start()
         report = on_outcome or (lambda outcome: None)
+        waiting: dict[Path, int] = {}  # arrived, not yet quiet: path -> size when last seen
         try:
             for outcome in self.scan():  # after the observer starts: nothing slips between
                 report(outcome)
             while not stop.is_set():
                 try:
-                    path = arrived.get(timeout=0.2)
+                    waiting.setdefault(arrived.get(timeout=0.1), -1)
+                    while True:  # everything that arrived meanwhile
+                        waiting.setdefault(arrived.get_nowait(), -1)
                 except queue.Empty:
-                    continue
-                if self._settled(path, stop):
+                    pass
+                for path in self._quiet(waiting):
+                    if stop.is_set():
+                        break
                     outcome = self.take(path)
                     if outcome is not None:
                         report(outcome)
@@ -197,16 +202,23 @@ class HotFolder:
             observer.stop()
             observer.join(timeout=5)
 
-    def _settled(self, path: Path, stop: threading.Event) -> bool:
-        """Wait until the file's size stops changing (a copy in progress); False if it went."""
-        last = -1
-        while not stop.is_set():
+    def _quiet(self, waiting: dict[Path, int]) -> list[Path]:
+        """The waiting files whose copy has ended, in arrival order (taken off ``waiting``).
+
+        A file is quiet when its size is the one seen at the previous look and it was last
+        written ``settle_seconds`` ago or more. Every waiting file settles at once, so a burst
+        of files costs one settle time, not one each. A file that is gone is dropped.
+        """
+        now, ready = time.time(), []
+        for path, seen in list(waiting.items()):
             try:
-                size = path.stat().st_size
+                stat = path.stat()
             except OSError:
-                return False
-            if size == last:
-                return True
-            last = size
-            time.sleep(self.settle_seconds)
-        return False
+                del waiting[path]
+                continue
+            if stat.st_size == seen and now - stat.st_mtime >= self.settle_seconds:
+                del waiting[path]
+                ready.append(path)
+            else:
+                waiting[path] = stat.st_size
+        return ready

@@ -137,3 +137,29 @@ def _sha(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
+
+
+def test_a_file_still_being_written_waits_and_a_burst_settles_together(
+    watched: HotFolder,
+) -> None:
+    watched.settle_seconds = 0.3
+    growing = watched.folder / "growing.png"
+    growing.write_bytes(b"\x89PNG part one")
+    burst = [watched.folder / f"burst-{i}.png" for i in range(20)]
+    for path in burst:
+        path.write_bytes(b"whole file")
+    waiting = dict.fromkeys([growing, *burst], -1)
+    assert watched._quiet(waiting) == []  # first look: sizes noted, nothing is quiet yet
+    time.sleep(0.35)
+    with growing.open("ab") as more:  # the camera is still writing this one
+        more.write(b" and two")
+    started = time.monotonic()
+    assert watched._quiet(waiting) == burst  # all twenty at once, in arrival order
+    assert time.monotonic() - started < 0.3
+    assert list(waiting) == [growing]
+    time.sleep(0.35)
+    assert watched._quiet(waiting) == [growing]
+    (watched.folder / "gone.png").write_bytes(b"x")
+    waiting = {watched.folder / "gone.png": -1}
+    (watched.folder / "gone.png").unlink()
+    assert watched._quiet(waiting) == [] and waiting == {}

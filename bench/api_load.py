@@ -12,7 +12,9 @@ has its station_inspections row and its prediction.
 Verdicts out are on during the load, as a line would run: the project's webhook points at a
 receiver in this script, and the API process sends each verdict while it scores. The script
 counts the 2xx answers whose verdict reached the receiver (after the load, waiting at most 60 s
-for the outbox to drain) and the delay from the API's answer to the webhook's arrival.
+for the outbox to drain) and the delay from the API's answer to the webhook's arrival. Then it
+switches the webhook off and runs 2 clients once more: the difference is what verdicts out
+cost.
 
 Then the hot folder: ``loupe watch`` (its own process) takes the parts a dropper writes into
 its folder at 10 files a second for ``--seconds`` (every 25th file is not an image), and is
@@ -239,15 +241,15 @@ def webhook_receiver() -> Iterator[tuple[str, list[tuple[float, dict]]]]:
         server.server_close()
 
 
-def point_webhook(db_url: str, url: str) -> None:
-    """Switch project 1's webhook on, at ``url`` (straight in its settings)."""
+def point_webhook(db_url: str, url: str | None) -> None:
+    """Switch project 1's webhook on, at ``url``, or off (straight in its settings)."""
     import db
     from db.outbound_messages import OUTBOUND_KEY, OutboundConfig, WebhookConfig
     from services.project_settings import store_option
 
     engine = db.init_db(db_url)
     with db.make_session_factory(engine)() as session, session.begin():
-        config = OutboundConfig(webhook=WebhookConfig(True, url))
+        config = OutboundConfig(webhook=WebhookConfig(url is not None, url or ""))
         store_option(session, 1, OUTBOUND_KEY, config.to_json())
     engine.dispose()
 
@@ -450,12 +452,18 @@ def run_backend(
                         rows.append(
                             measure(process, api_url, key, images, n, seconds, offset, answered)
                         )
-                        rows[-1].update(backend=backend, ceiling=ceiling)
+                        rows[-1].update(backend=backend, ceiling=ceiling, verdicts_out="on")
                         rows[-1]["lost"] = lost(url, rows[-1].pop("ids"))
                         offset += rows[-1]["posts"]
                         print(rows[-1], flush=True)
                     out = verdicts_out(url, answered, received)
                     print(out, flush=True)
+                    point_webhook(url, None)  # the same load without verdicts out: its cost
+                    rows.append(measure(process, api_url, key, images, 2, seconds, offset, {}))
+                    rows[-1].update(backend=backend, ceiling=ceiling, verdicts_out="off")
+                    rows[-1]["lost"] = lost(url, rows[-1].pop("ids"))
+                    offset += rows[-1]["posts"]
+                    print(rows[-1], flush=True)
             folder = hot_folder_run(env, url, images[offset:], seconds)
             print(folder, flush=True)
     return rows, out, folder
@@ -534,14 +542,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{', '.join(f'{v:.1f}' for v in load_after)} after. Clients and server share the "
         "machine's two cores.",
         "",
-        "| backend | clients | posts | errors | answered as duplicates | images/s | p50 ms "
+        "| backend | clients | verdicts out | posts | errors | answered as duplicates "
+        "| images/s | p50 ms "
         "| p95 ms | p99 ms "
         "| API CPU (cores) | raw scoring images/s (ceiling) | share of ceiling | lost |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['backend']} | {r['clients']} | {r['posts']} | {r['errors']} | "
+            f"| {r['backend']} | {r['clients']} | {r['verdicts_out']} | {r['posts']} | "
+            f"{r['errors']} | "
             f"{r['duplicates']} | "
             f"{r['images_per_s']:.1f} | {r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} | "
             f"{r['cpu_cores']:.2f} | {r['ceiling']:.1f} | {r['images_per_s'] / r['ceiling']:.0%} "
@@ -552,8 +562,8 @@ def main(argv: list[str] | None = None) -> int:
         if r["clients"] == 2:
             met = "met" if r["p99"] <= P99_TARGET_MS else "**not met**"
             lines.append(
-                f"- {r['backend']}: p99 at 2 clients {r['p99']:.0f} ms: target <= "
-                f"{P99_TARGET_MS:.0f} ms {met}."
+                f"- {r['backend']}, verdicts out {r['verdicts_out']}: p99 at 2 clients "
+                f"{r['p99']:.0f} ms: target <= {P99_TARGET_MS:.0f} ms {met}."
             )
     lines += [
         "",

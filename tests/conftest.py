@@ -199,9 +199,7 @@ def postgres_server() -> Iterator[PostgresServer]:
             "PostgreSQL is not installed (no initdb/pg_ctl under /usr/lib/postgresql/*/bin): "
             f"run `make postgres` or set {POSTGRES_URL_ENV}"
         )
-        if os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no"}:
-            pytest.fail(f"CI must run the PostgreSQL tests, but {reason}", pytrace=False)
-        pytest.skip(reason)
+        missing_service("PostgreSQL", reason)
     server = start_cluster(bin_dir)
     try:
         yield server
@@ -219,8 +217,11 @@ def postgres_database_url(postgres_server: PostgresServer) -> Iterator[str]:
         postgres_server.drop_database(name)
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no"}
+def missing_service(name: str, reason: str) -> None:
+    """Skip the test for a missing local service, or fail it in CI (which runs every test)."""
+    if os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no"}:
+        pytest.fail(f"CI must run the {name} tests, but {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -228,10 +229,7 @@ def mqtt_broker() -> Iterator[MqttBroker]:
     """This session's Mosquitto broker on a loopback port (skips, or fails in CI, without it)."""
     binary = find_mosquitto()
     if binary is None:
-        reason = "Mosquitto is not installed (no /usr/sbin/mosquitto): run `make mqtt`"
-        if _in_ci():
-            pytest.fail(f"CI must run the MQTT tests, but {reason}", pytrace=False)
-        pytest.skip(reason)
+        missing_service("MQTT", "Mosquitto is not installed (no /usr/sbin/mosquitto): `make mqtt`")
     broker = start_broker(binary)
     try:
         yield broker

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.base import utcnow
@@ -326,4 +326,21 @@ def replay(session: Session, project_id: int, message_ids: Iterable[int] | None 
         statement.values(
             status="pending", attempts=0, next_attempt_at=now, replayed_at=now, claimed_until=None
         ).execution_options(synchronize_session=False)
+    ).rowcount
+
+
+def prune_delivered(session: Session, older_than: timedelta) -> int:
+    """Delete the delivered messages delivered more than ``older_than`` ago (all projects).
+
+    Dead letters and messages still being tried are kept whatever their age: a manager decides
+    about those. The caller commits.
+
+    Returns:
+        How many messages were deleted.
+    """
+    cutoff = utcnow() - older_than
+    return session.execute(
+        delete(OutboundMessage)
+        .where(OutboundMessage.status == "delivered", OutboundMessage.delivered_at < cutoff)
+        .execution_options(synchronize_session=False)
     ).rowcount

@@ -5,13 +5,17 @@ Each pass claims the due messages (:func:`db.outbound_messages.claim_due`, safe 
 workers on one database), sends each with its project's channel settings as they are *now*
 (a fixed URL applies to the retries and replays of older messages), and records the outcome:
 delivered, or failed with a retry after ``retry_base_seconds * 2**(attempts - 1)`` (at most
-``max_retry_seconds``), or dead once the project's ``max_attempts`` are spent.
+``max_retry_seconds``), or dead once the project's ``max_attempts`` are spent. Once an hour it
+deletes the messages delivered more than ``$LOUPE_OUTBOX_KEEP_DAYS`` (30) days ago; dead
+letters stay until a manager replays them.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,7 +24,13 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.base import utcnow
-from db.outbound_messages import ClaimedMessage, claim_due, mark_delivered, mark_failed
+from db.outbound_messages import (
+    ClaimedMessage,
+    claim_due,
+    mark_delivered,
+    mark_failed,
+    prune_delivered,
+)
 from services.outbound_senders import (
     DEFAULT_TIMEOUT,
     DeliveryError,
@@ -34,6 +44,23 @@ log = logging.getLogger("loupe.outbound")
 DEFAULT_POLL_SECONDS = 1.0
 DEFAULT_RETRY_BASE_SECONDS = 2.0
 DEFAULT_MAX_RETRY_SECONDS = 300.0
+KEEP_DAYS_ENV = "LOUPE_OUTBOX_KEEP_DAYS"
+DEFAULT_KEEP_DAYS = 30.0
+"""Delivered messages are deleted this many days after delivery (dead letters are kept)."""
+PRUNE_EVERY_SECONDS = 3600.0
+
+
+def configured_keep() -> timedelta:
+    """How long delivered messages are kept: ``$LOUPE_OUTBOX_KEEP_DAYS`` or 30 days.
+
+    Raises:
+        ValueError: The variable is not a positive number.
+    """
+    raw = os.environ.get(KEEP_DAYS_ENV, "").strip()
+    days = float(raw) if raw else DEFAULT_KEEP_DAYS
+    if not days > 0:
+        raise ValueError(f"{KEEP_DAYS_ENV} must be a positive number of days, got {raw!r}")
+    return timedelta(days=days)
 
 
 @dataclass(frozen=True)
@@ -60,6 +87,7 @@ class OutboundDelivery:
         batch: int = 20,
         webhook: Callable[..., None] | None = None,
         mqtt: MqttPublisher | None = None,
+        keep: timedelta | None = None,
     ) -> None:
         self.Session = Session
         self.poll_seconds = poll_seconds
@@ -70,6 +98,8 @@ class OutboundDelivery:
         self.webhook = webhook or WebhookPoster(timeout=timeout)
         self.mqtt = mqtt or MqttPublisher(timeout=timeout)
         self.lease = timedelta(seconds=4 * timeout + 10)
+        self.keep = keep or configured_keep()
+        self._next_prune = 0.0  # monotonic time of the next clean-up (the first pass does one)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -86,6 +116,14 @@ class OutboundDelivery:
                 return outcomes
             outcomes.extend(self._send(message) for message in claimed)
         return outcomes
+
+    def prune_if_due(self) -> int:
+        """Delete old delivered messages, at most once an hour; how many were deleted."""
+        if time.monotonic() < self._next_prune:
+            return 0
+        self._next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
+        with self.Session() as session, session.begin():
+            return prune_delivered(session, self.keep)
 
     def _send(self, message: ClaimedMessage) -> DeliveryOutcome:
         config = message.config
@@ -151,6 +189,7 @@ class OutboundDelivery:
         while not stop.is_set() and not self._stop.is_set():
             try:
                 self.deliver_due()
+                self.prune_if_due()
             except Exception:  # noqa: BLE001 - e.g. the database is briefly away
                 log.exception("Outbound delivery pass failed")
             self._wake.wait(self.poll_seconds)

@@ -20,6 +20,7 @@ from db.outbound_messages import (
     mark_delivered,
     mark_failed,
     outbox_counts,
+    prune_delivered,
     replay,
 )
 from db.review_queue import record_review, undo_last
@@ -167,3 +168,26 @@ def test_a_label_that_confirms_the_model_is_announced_as_no_correction(
     assert row.channel == "mqtt" and row.target.endswith("/plant/cells/review")
     assert (row.payload["label"], row.payload["defect_type"]) == ("defect", "crack")
     assert row.payload["corrects_model"] is False
+
+
+def test_old_delivered_messages_are_pruned_dead_letters_and_recent_ones_kept(
+    session_factory: sessionmaker[Session], project_id: int
+) -> None:
+    configure(session_factory, project_id, {"webhook": BOTH_ON["webhook"]})
+    with session_factory() as session, session.begin():
+        old, recent, dead, waiting = (
+            enqueue(session, project_id, "verdict", {"n": n})[0] for n in range(4)
+        )
+        for message_id in (old, recent):
+            mark_delivered(session, message_id, target="http://x")
+        mark_failed(session, dead, error="refused", target="http://x", retry_at=None)
+        session.execute(
+            update(OutboundMessage)
+            .where(OutboundMessage.id.in_([old, dead]))
+            .values(
+                delivered_at=utcnow() - timedelta(days=40), created_at=utcnow() - timedelta(days=40)
+            )
+        )
+    with session_factory() as session, session.begin():
+        assert prune_delivered(session, timedelta(days=30)) == 1
+    assert [row.id for row in messages(session_factory)] == [recent, dead, waiting]

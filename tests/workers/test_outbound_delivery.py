@@ -272,3 +272,25 @@ def test_an_unreachable_broker_is_retried_with_a_clear_reason(line: Line) -> Non
     assert "could not reach the MQTT broker at 127.0.0.1:9" in outcome.error
     with line.factory() as session:
         assert outbox_counts(session, line.project_id).pending == 1
+
+
+def test_the_worker_prunes_at_most_once_an_hour_and_reads_the_keep_days(
+    line: Line, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers.outbound_delivery import KEEP_DAYS_ENV, configured_keep
+
+    monkeypatch.setenv(KEEP_DAYS_ENV, "7")
+    assert configured_keep().days == 7
+    monkeypatch.setenv(KEEP_DAYS_ENV, "-1")
+    with pytest.raises(ValueError, match=KEEP_DAYS_ENV):
+        configured_keep()
+    monkeypatch.delenv(KEEP_DAYS_ENV)
+    worker = OutboundDelivery(line.factory)
+    calls: list[object] = []
+    monkeypatch.setattr(
+        "workers.outbound_delivery.prune_delivered",
+        lambda session, keep: calls.append(keep) or 0,
+    )
+    worker.prune_if_due()
+    worker.prune_if_due()  # within the hour: nothing
+    assert calls == [worker.keep] and worker.keep.days == 30

@@ -100,7 +100,6 @@ def create_app(
         description="Camera stations post parts; the line and its MES read verdicts back.",
         lifespan=lifespan,
     )
-    app.state.delivery = delivery
     _install_error_handlers(app)
 
     def session() -> Iterator[Session]:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import platform
 import signal
@@ -45,7 +44,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -55,6 +53,9 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
+from webhook_receiver import Receiver, receiving  # noqa: E402 - the tests' receiver
+
 RESULTS = ROOT / "bench" / "RESULTS_api.md"
 P99_TARGET_MS = 300.0
 DROP_RATE = 10.0
@@ -216,31 +217,6 @@ def lost(db_url: str, ids: list[int]) -> int:
     return len(set(ids)) - int(found or 0)
 
 
-@contextmanager
-def webhook_receiver() -> Iterator[tuple[str, list[tuple[float, dict]]]]:
-    """A webhook receiver on a loopback port: its URL and the (arrival time, body) received."""
-    received: list[tuple[float, dict]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            received.append((time.time(), json.loads(body)))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/verdicts", received
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def point_webhook(db_url: str, url: str | None) -> None:
     """Switch project 1's webhook on, at ``url``, or off (straight in its settings)."""
     import db
@@ -272,15 +248,15 @@ def outbox_left(db_url: str) -> int:
     return int(left or 0)
 
 
-def verdicts_out(
-    db_url: str, answered: dict[int, float], received: list[tuple[float, dict]]
-) -> dict:
+def verdicts_out(db_url: str, answered: dict[int, float], receiver: Receiver) -> dict:
     """How many answered posts had their verdict delivered, and how long after the answer."""
     deadline = time.monotonic() + 60
     while outbox_left(db_url) and time.monotonic() < deadline:
         time.sleep(0.5)
     arrivals = {
-        body.get("inspection_id"): at for at, body in received if body.get("event") == "verdict"
+        body.get("inspection_id"): at
+        for at, body in zip(receiver.times, receiver.bodies(), strict=False)
+        if body.get("event") == "verdict"
     }
     delays = sorted(
         (arrivals[i] - answered_at) * 1000 for i, answered_at in answered.items() if i in arrivals
@@ -443,8 +419,8 @@ def run_backend(
             key = next(line for line in made.stdout.splitlines() if line.startswith("loupe_"))
             ceiling = raw_rate(data_dir, url, images)
             port = free_port()
-            with webhook_receiver() as (hook_url, received):
-                point_webhook(url, hook_url)
+            with receiving() as receiver:
+                point_webhook(url, receiver.url)
                 with api_server(env, port) as process:
                     api_url = f"http://127.0.0.1:{port}/api/v1/projects/1/inspections"
                     offset = 0
@@ -456,7 +432,7 @@ def run_backend(
                         rows[-1]["lost"] = lost(url, rows[-1].pop("ids"))
                         offset += rows[-1]["posts"]
                         print(rows[-1], flush=True)
-                    out = verdicts_out(url, answered, received)
+                    out = verdicts_out(url, answered, receiver)
                     print(out, flush=True)
                     point_webhook(url, None)  # the same load without verdicts out: its cost
                     rows.append(measure(process, api_url, key, images, 2, seconds, offset, {}))

@@ -53,7 +53,8 @@ class MqttConfig:
         enabled: Whether messages are written for it.
         host: The broker's host name.
         port: The broker's port (1883 without TLS).
-        topic: The topic prefix; verdicts go to ``<topic>/verdict``, labels to ``<topic>/review``.
+        topic: The topic prefix; verdicts go to ``<topic>/verdict``, labels to ``<topic>/review``
+            (:meth:`topic_for`).
         username: Optional user name.
         password: Optional password (kept in the project settings; never shown back).
         qos: MQTT quality of service, 0, 1 or 2 (1: the broker acknowledges each message).
@@ -66,6 +67,10 @@ class MqttConfig:
     username: str = ""
     password: str = ""
     qos: int = 1
+
+    def topic_for(self, event: str) -> str:
+        """The topic a message of ``event`` is published to."""
+        return f"{self.topic}/{event}"
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,7 @@ class OutboundConfig:
         if channel == "webhook" and self.webhook.enabled and self.webhook.url:
             return self.webhook.url
         if channel == "mqtt" and self.mqtt.enabled and self.mqtt.host and self.mqtt.topic:
-            return f"mqtt://{self.mqtt.host}:{self.mqtt.port}/{self.mqtt.topic}/{event}"
+            return f"mqtt://{self.mqtt.host}:{self.mqtt.port}/{self.mqtt.topic_for(event)}"
         return None
 
     @property
@@ -122,7 +127,14 @@ class OutboundConfig:
         return tuple(c for c in ("webhook", "mqtt") if self.target(c, "verdict") is not None)
 
 
-def enqueue(session: Session, project_id: int, event: str, payload: dict[str, Any]) -> list[int]:
+def enqueue(
+    session: Session,
+    project_id: int,
+    event: str,
+    payload: dict[str, Any],
+    *,
+    config: OutboundConfig | None = None,
+) -> list[int]:
     """Write one message per enabled channel of the project (flushed; the caller commits).
 
     Args:
@@ -130,14 +142,16 @@ def enqueue(session: Session, project_id: int, event: str, payload: dict[str, An
         project_id: The project.
         event: ``"verdict"`` or ``"review"``.
         payload: The JSON body (plain values).
+        config: The project's channels, when the caller has read them already.
 
     Returns:
         The new rows' ids (none when the project has no channel on).
     """
-    project = session.get(Project, project_id)
-    if project is None:
-        return []
-    config = OutboundConfig.of(project)
+    if config is None:
+        project = session.get(Project, project_id)
+        if project is None:
+            return []
+        config = OutboundConfig.of(project)
     rows = [
         OutboundMessage(
             project_id=project_id,
@@ -171,7 +185,7 @@ class ClaimedMessage:
 def claim_due(
     session: Session, *, limit: int = 20, lease: timedelta = timedelta(seconds=60)
 ) -> list[ClaimedMessage]:
-    """Claim up to ``limit`` due messages (oldest first) for ``lease``; commits each claim.
+    """Claim up to ``limit`` due messages (oldest first) for ``lease``; commits the claim.
 
     A message is due when it is pending and its next attempt time has come, or when another
     worker's claim on it has lapsed. The claim is one conditional ``UPDATE ... RETURNING``

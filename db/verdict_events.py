@@ -49,11 +49,13 @@ def _part(session: Session, image: Image, project: Project) -> dict[str, Any]:
     }
 
 
-def _announcing(session: Session, project_id: int) -> Project | None:
+def _announcing(session: Session, project_id: int) -> tuple[Project, OutboundConfig] | None:
+    """The project and its channels, or ``None`` when it has none on (nothing to build)."""
     project = session.get(Project, project_id)
-    if project is None or not OutboundConfig.of(project).channels:
+    config = OutboundConfig.of(project) if project is not None else None
+    if config is None or not config.channels:
         return None
-    return project
+    return project, config
 
 
 def announce_verdict(
@@ -80,9 +82,10 @@ def announce_verdict(
     if prediction is None:
         return []
     image = session.get(Image, prediction.image_id)
-    project = _announcing(session, image.project_id) if image else None
-    if project is None or image is None:
+    announcing = _announcing(session, image.project_id) if image else None
+    if announcing is None or image is None:
         return []
+    project, config = announcing
     payload = _part(session, image, project)
     if station is not None:  # posted through the inspection API
         payload.update(station=station, part_id=part_id, inspection_id=inspection_id, source="api")
@@ -100,7 +103,7 @@ def announce_verdict(
         explanation=explanation.get("text"),
         inspected_at=_iso(prediction.created_at),
     )
-    return enqueue(session, project.id, "verdict", payload)
+    return enqueue(session, project.id, "verdict", payload, config=config)
 
 
 def announce_review(session: Session, review: Review) -> list[int]:
@@ -110,9 +113,10 @@ def announce_review(session: Session, review: Review) -> list[int]:
         The outbox row ids.
     """
     image = session.get(Image, review.image_id)
-    project = _announcing(session, image.project_id) if image else None
-    if project is None or image is None:
+    announcing = _announcing(session, image.project_id) if image else None
+    if announcing is None or image is None:
         return []
+    project, config = announcing
     session.refresh(image, ["current_review_id"])
     current = session.get(Review, image.current_review_id) if image.current_review_id else None
     first = session.scalars(
@@ -135,4 +139,4 @@ def announce_review(session: Session, review: Review) -> list[int]:
         model_verdict=model_verdict,
         corrects_model=label is not None and model_verdict is not None and label != model_verdict,
     )
-    return enqueue(session, project.id, "review", payload)
+    return enqueue(session, project.id, "review", payload, config=config)

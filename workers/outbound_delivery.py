@@ -173,9 +173,8 @@ class OutboundDelivery:
             )
         else:
             mqtt = message.config.mqtt
-            self.mqtt.publish(
-                mqtt, f"{mqtt.topic}/{message.event}", message_body(message.id, message.payload)
-            )
+            body = message_body(message.id, message.payload)
+            self.mqtt.publish(mqtt, mqtt.topic_for(message.event), body)
 
     # ------------------------------------------------------------------ the thread
 

@@ -15,21 +15,38 @@ delivery worker (:mod:`workers.outbound_delivery`) sends it later:
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from db.base import ENUM_LENGTH, Base, utcnow
+from db.base import ENUM_LENGTH, Base, sql_in, utcnow
 
-OUTBOUND_CHANNELS = ("webhook", "mqtt")
-OUTBOUND_EVENTS = ("verdict", "review")
-OUTBOUND_STATES = ("pending", "sending", "delivered", "dead")
 TARGET_LENGTH = 1024
 
 
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(value) for value in values)})"
+class OutboundChannel(StrEnum):
+    """Where a message goes."""
+
+    WEBHOOK = "webhook"
+    MQTT = "mqtt"
+
+
+class OutboundEvent(StrEnum):
+    """What a message announces."""
+
+    VERDICT = "verdict"
+    REVIEW = "review"
+
+
+class OutboundStatus(StrEnum):
+    """Where a message is in its delivery (see the module's header)."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
 
 
 class OutboundMessage(Base):
@@ -37,9 +54,9 @@ class OutboundMessage(Base):
 
     __tablename__ = "outbound_messages"
     __table_args__ = (
-        CheckConstraint(_in("channel", OUTBOUND_CHANNELS), name="channel"),
-        CheckConstraint(_in("event", OUTBOUND_EVENTS), name="event"),
-        CheckConstraint(_in("status", OUTBOUND_STATES), name="status"),
+        CheckConstraint(sql_in("channel", OutboundChannel), name="channel"),
+        CheckConstraint(sql_in("event", OutboundEvent), name="event"),
+        CheckConstraint(sql_in("status", OutboundStatus), name="status"),
         Index("ix_outbound_messages_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_outbound_messages_project_id_status", "project_id", "status"),
     )

@@ -21,10 +21,14 @@ from typing import Any
 
 @dataclass
 class Receiver:
-    """What the receiver got (headers, body), and the statuses it answers first (then 200)."""
+    """What the receiver got and when, and the statuses it answers first (then 200).
+
+    ``times[i]`` is the ``time.time()`` at which ``posts[i]`` (headers, body) arrived.
+    """
 
     url: str
     posts: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
     answers: list[int] = field(default_factory=list)
 
     def bodies(self) -> list[dict[str, Any]]:
@@ -47,6 +51,7 @@ def receiving() -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server's name
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            state.times.append(time.time())
             state.posts.append((dict(self.headers.items()), body))
             status = state.answers.pop(0) if state.answers else 200
             self.send_response(status)

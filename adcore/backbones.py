@@ -303,6 +303,11 @@ class FeatureExtractor(nn.Module):
         """Downsampling factor of each returned stage."""
         return list(self.body.feature_info.reduction())
 
+    def gradcam_layers(self) -> list[tuple[str, nn.Module]]:
+        """The deepest returned stage, the layer Grad-CAM weighs: [(module name, module)]."""
+        name = self.body.feature_info.module_name()[-1]
+        return [(name, self.body.get_submodule(name))]
+
     def train(self, mode: bool = True) -> FeatureExtractor:
         """Keep the backbone in eval mode (frozen batch-norm statistics) whatever is asked."""
         super().train(False)

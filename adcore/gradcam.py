@@ -12,7 +12,8 @@ regions are those whose features pushed the target up.
   part's *anomaly above the normal level*, the sum over patches of how far each patch's
   distance to the memory bank exceeds the normal level measured on good images at fit time
   (:mod:`adcore.map_scale`); without that level, the image anomaly score. The layer is the
-  deepest backbone stage PatchCore reads (stride 16 for the default EfficientNet-Lite0).
+  deepest backbone stage PatchCore reads (stride 16 for EfficientNet-Lite), one per network
+  when PatchCore reads several (the default: Lite0 and Lite2).
   A part with nothing above the normal level has nothing to explain: its map is all zero.
 """
 
@@ -176,7 +177,7 @@ def anomaly_gradcam(detector: PatchCore, image: np.ndarray) -> AnomalyGradCam:
     extractor = getattr(model, "extractor", None)
     if extractor is None or not hasattr(model, "nearest"):
         raise ValueError(f"Grad-CAM of the anomaly needs a PatchCore detector, not {detector!r}")
-    layer_name = extractor.body.feature_info.module_name()[-1]
+    layers = extractor.gradcam_layers()
     calibration = detector.map_calibration
     normal = None if calibration is None else calibration.normal_level
     target = (
@@ -186,17 +187,21 @@ def anomaly_gradcam(detector: PatchCore, image: np.ndarray) -> AnomalyGradCam:
     )
     x = to_tensor_batch([image], detector.config.image_size).to(detector.device)
     wrapper = _AnomalyTarget(model, normal)
-    with _HOOKS_LOCK, torch.enable_grad():
-        layer = extractor.body.get_submodule(layer_name)
-        with GradCAM(model=wrapper, target_layers=[layer]) as cam:
-            grayscale = cam(
-                input_tensor=x.requires_grad_(True), targets=[ClassifierOutputTarget(0)]
-            )
-            explained = float(cam.outputs[0, 0].detach())
+    target_layers = [module for _, module in layers]
+    with _HOOKS_LOCK, torch.enable_grad(), GradCAM(wrapper, target_layers) as cam:
+        grayscale = cam(input_tensor=x.requires_grad_(True), targets=[ClassifierOutputTarget(0)])
+        explained = float(cam.outputs[0, 0].detach())
     heatmap = _unit_range(grayscale[0]) if explained > 0 else np.zeros_like(grayscale[0])
     return AnomalyGradCam(
         heatmap=resize_heatmap(heatmap, image.shape[0], image.shape[1]),
         explained=explained,
         target=target,
-        layer=f"{detector.config.backbone} {layer_name}",
+        layer=_layer_label(detector.config.backbone, [name for name, _ in layers]),
     )
+
+
+def _layer_label(backbone: str, layer_names: list[str]) -> str:
+    """Which layers were weighed: ``"<backbone> <module>"``; a combined backbone's are named."""
+    if len(layer_names) == 1:
+        return f"{backbone} {layer_names[0]}"
+    return " and ".join(layer_names)

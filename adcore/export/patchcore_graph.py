@@ -4,8 +4,9 @@
 smoothed anomaly maps with the same maths as :class:`~adcore.detectors.patchcore.PatchCoreModel`
 (it calls the model's own :meth:`embed` and :func:`gaussian_smooth`), written without the
 Python loops and data-dependent branches an ONNX export cannot hold: the nearest-neighbour search
-is one matrix product per batch instead of chunks, and the neighbourhood of the worst patch's
-anchor is found with the same ``|a|^2 - 2 a.b + |b|^2`` product instead of ``torch.cdist``.
+is one matrix product per batch (one per network when PatchCore reads several) instead of
+chunks, and the neighbourhood of the worst patch's anchor is found with the same
+``|a|^2 - 2 a.b + |b|^2`` product instead of ``torch.cdist``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class PatchCoreScoring(nn.Module):
         self.register_buffer("bank", bank)
         self.register_buffer("bank_sq", (bank * bank).sum(1))
         self.k = min(model.num_neighbors, bank.shape[0])
+        self.network_dims = model.network_dims
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Score a batch.
@@ -48,9 +50,7 @@ class PatchCoreScoring(nn.Module):
         emb = self.model.embed(images)
         bsz, dim, h, w = emb.shape
         flat = emb.permute(0, 2, 3, 1).reshape(bsz, h * w, dim)
-        d2 = self.bank_sq - 2.0 * flat @ self.bank.T  # (N, P, M)
-        d2, index = d2.min(dim=2)
-        dist = (d2 + (flat * flat).sum(2)).clamp_min(0.0).sqrt()  # (N, P)
+        dist, index = self._nearest(flat)
 
         if self.model.image_score == "smoothed_max":
             scores = smoothed_max(dist.reshape(bsz, 1, h, w), self.model.score_sigma)
@@ -65,6 +65,27 @@ class PatchCoreScoring(nn.Module):
         )
         vectors = anomaly_focused_embedding(emb, dist.reshape(bsz, h, w))
         return scores, gaussian_smooth(maps, self.model.blur_sigma)[:, 0], vectors
+
+    def _nearest(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`PatchCoreModel.nearest` (each network on its own) as whole-batch products.
+
+        Args:
+            flat: (N, P, D) patch embeddings.
+
+        Returns:
+            ((N, P) distances, (N, P) bank index of the first network's nearest entry).
+        """
+        if len(self.network_dims) == 1:
+            d2, index = (self.bank_sq - 2.0 * flat @ self.bank.T).min(dim=2)  # of (N, P, M)
+            return (d2 + (flat * flat).sum(2)).clamp_min(0.0).sqrt(), index
+        total, first = None, None
+        dims = self.network_dims
+        for part, bank in zip(flat.split(dims, 2), self.bank.split(dims, 1), strict=True):
+            d2, index = ((bank * bank).sum(1) - 2.0 * part @ bank.T).min(dim=2)
+            d2 = (d2 + (part * part).sum(2)).clamp_min(0.0)
+            total = d2 if total is None else total + d2
+            first = index if first is None else first
+        return total.sqrt(), first
 
     def _reweighted_max(
         self, flat: torch.Tensor, dist: torch.Tensor, index: torch.Tensor

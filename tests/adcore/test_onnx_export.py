@@ -212,7 +212,11 @@ def test_cli_export_then_score_with_onnxruntime(fitted: PatchCore, tmp_path: Pat
 
 def test_the_previous_image_score_rule_exports_with_parity(tmp_path: Path) -> None:
     config = PatchCoreConfig(
-        image_size=64, coreset_ratio=0.1, calibration_fraction=0.25, image_score="reweighted_max"
+        backbone="efficientnet_lite2",
+        image_size=64,
+        coreset_ratio=0.1,
+        calibration_fraction=0.25,
+        image_score="reweighted_max",
     )
     detector = PatchCore(config, device="cpu", pretrained=False)
     detector.fit([make_part(i) for i in range(8)])

@@ -28,7 +28,8 @@ def fitted() -> PatchCore:
 
 def test_fit_sets_bank_threshold_and_hash(fitted: PatchCore) -> None:
     bank = fitted.model.memory_bank
-    assert bank.ndim == 2 and bank.shape[1] == 48 + 120  # Lite2 stages 2 and 3
+    # The default reads Lite0 (stages 2 and 3: 40 + 112 channels) and Lite2 (48 + 120).
+    assert bank.ndim == 2 and bank.shape[1] == 40 + 112 + 48 + 120
     # 9 train images x 8x8 patches x 10% = 58 from the coreset, plus what update() added.
     assert bank.shape[0] >= 58
     assert fitted.threshold is not None and fitted.threshold > 0
@@ -164,9 +165,7 @@ def test_each_prediction_carries_a_global_vector_from_the_same_pass(fitted: Patc
         scores, maps = fitted.model(x)
 
     for prediction, score, heat in zip(predictions, scores, maps, strict=True):
-        assert (
-            prediction.embedding.shape == (48 + 120,) and prediction.embedding.dtype == np.float32
-        )
+        assert prediction.embedding.shape == (320,) and prediction.embedding.dtype == np.float32
         assert np.isfinite(prediction.embedding).all()
         assert prediction.score == pytest.approx(float(score), rel=1e-5)
         np.testing.assert_allclose(prediction.anomaly_map, heat.numpy(), rtol=1e-5, atol=1e-6)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from adcore.combined_features import backbone_members
 from adcore.coreset import greedy_coreset, two_stage_coreset
 from adcore.detectors.base import (
     BatchDetector,
@@ -42,8 +43,10 @@ class PatchCoreConfig:
     """Hyper-parameters of a PatchCore detector.
 
     Attributes:
-        backbone: Backbone name (see :mod:`adcore.backbones`).
-        layers: Backbone stages whose features are concatenated.
+        backbone: Backbone name (see :mod:`adcore.backbones`), or several joined by ``+``, whose
+            patch features are concatenated (:mod:`adcore.combined_features`; the default reads
+            EfficientNet-Lite0 and Lite2).
+        layers: Backbone stages whose features are concatenated (the same for each backbone).
         image_size: Side of the square model input, in pixels.
         coreset_ratio: Fraction of training patches kept in the memory bank.
         num_neighbors: Neighbours for the image-score re-weighting.
@@ -64,7 +67,7 @@ class PatchCoreConfig:
         tile_overlap: Least shared fraction of neighbouring tiles.
     """
 
-    backbone: str = "efficientnet_lite2"
+    backbone: str = "efficientnet_lite0+efficientnet_lite2"
     layers: tuple[int, ...] = (2, 3)
     image_size: int = 256
     coreset_ratio: float = 0.01
@@ -85,6 +88,12 @@ class PatchCoreConfig:
         if self.image_score not in IMAGE_SCORES:
             raise ValueError(
                 f"Unknown image score {self.image_score!r}; choose one of {IMAGE_SCORES}"
+            )
+        if self.image_score == "reweighted_max" and len(backbone_members(self.backbone)) > 1:
+            raise ValueError(
+                "The re-weighted max reads one bank entry's neighbours, which several backbones "
+                "do not share: use image_score='smoothed_max' with "
+                f"{self.backbone!r}, or one backbone"
             )
 
     @classmethod
@@ -143,7 +152,8 @@ class PatchCore(BatchDetector):
         self.threshold: float | None = None
         self.training_hash: str | None = None
         self.training_digests: list[str] = []
-        self.coverage_radius: float | None = None
+        self.coverage_radii: tuple[float, ...] | None = None
+        """Each network's largest distance of a training patch to the bank (the update's stop)."""
 
     # ------------------------------------------------------------------ embedding
     def _embed(
@@ -192,13 +202,20 @@ class PatchCore(BatchDetector):
         n_patches = emb.shape[0] * emb.shape[1]
         n_select = max(1, math.ceil(self.config.coreset_ratio * n_patches))
         tell(0.6, f"Selecting {n_select} of {n_patches} patches")
-        index = two_stage_coreset(
-            emb, n_select, oversample=self.config.oversample, seed=self.config.seed
-        )
-        flat = emb.reshape(n_patches, -1)
-        self.model.memory_bank = flat[index].clone()
+        # Each network's part of the embedding gets its own coreset (one for a single backbone);
+        # bank row j holds every network's j-th pick side by side.
+        picks = [
+            part.reshape(n_patches, -1)[
+                two_stage_coreset(
+                    part, n_select, oversample=self.config.oversample, seed=self.config.seed
+                )
+            ]
+            for part in emb.split(self.model.network_dims, dim=2)
+        ]
+        self.model.memory_bank = torch.cat(picks, dim=1).contiguous()
         tell(0.75, "Measuring the memory bank's coverage radius")
-        self.coverage_radius = float(self.model.nearest(flat)[0].max())
+        squared, _ = self.model.nearest_per_network(emb.reshape(n_patches, -1))
+        self.coverage_radii = tuple(float(d2.max().sqrt()) for d2 in squared)
         self.training_digests = [im.sha256 for im in train]
         details: dict[str, Any] = {"n_train_patches": n_patches}
         if calibration:
@@ -230,20 +247,28 @@ class PatchCore(BatchDetector):
         if not loaded:
             raise DatasetError("No usable image to add" + refused_reason(skipped))
         emb = self._embed([im.pixels for im in loaded]).reshape(-1, self.model.embedding_dim)
-        radius = self.coverage_radius
-        if radius is None:
-            radius = float(self.model.nearest(self.model.memory_bank)[0].max())
-        picked = greedy_coreset(
-            emb,
-            emb.shape[0],
-            initial_centers=self.model.memory_bank,
-            stop_radius=radius,
-            seed=self.config.seed,
-        )
-        if picked.indices.numel():
-            self.model.memory_bank = torch.cat([self.model.memory_bank, emb[picked.indices]])
+        dims = self.model.network_dims
+        # Models saved without radii: any new patch not already in the bank is added.
+        radii = self.coverage_radii or (0.0,) * len(dims)
+        bank = self.model.memory_bank
+        picked = [
+            greedy_coreset(
+                part,
+                part.shape[0],
+                initial_centers=bank_part,
+                stop_radius=radius,
+                seed=self.config.seed,
+            ).indices
+            for part, bank_part, radius in zip(
+                emb.split(dims, dim=1), bank.split(dims, dim=1), radii, strict=True
+            )
+        ]
+        # A patch one network needs joins every network's part of the bank.
+        added = picked[0] if len(picked) == 1 else torch.unique(torch.cat(picked))
+        if added.numel():
+            self.model.memory_bank = torch.cat([bank, emb[added]])
         self._add_training_digests(loaded, digests)
-        return int(picked.indices.numel())
+        return int(added.numel())
 
     # ------------------------------------------------------------------ predict
     def predict(
@@ -286,7 +311,10 @@ class PatchCore(BatchDetector):
             directory,
             config=config,
             tensors={"memory_bank": self.model.memory_bank},
-            facts={"backbone": self.config.backbone, "coverage_radius": self.coverage_radius},
+            facts={
+                "backbone": self.config.backbone,
+                "coverage_radii": self.coverage_radii and list(self.coverage_radii),
+            },
             extra=extra,
             overwrite=overwrite,
         )
@@ -318,5 +346,14 @@ class PatchCore(BatchDetector):
             )
         restore_fitted_identity(detector, saved.document, directory)
         detector.model.memory_bank = bank.to(detector.device)
-        detector.coverage_radius = saved.document.get("coverage_radius")
+        detector.coverage_radii = saved_coverage_radii(saved.document)
         return detector
+
+
+def saved_coverage_radii(document: dict[str, Any]) -> tuple[float, ...] | None:
+    """A saved model's coverage radii (models saved before several backbones kept one)."""
+    radii = document.get("coverage_radii")
+    if radii is not None:
+        return tuple(float(r) for r in radii)
+    single = document.get("coverage_radius")
+    return None if single is None else (float(single),)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adcore.backbones import FeatureExtractor
+from adcore.combined_features import build_extractor
 from adcore.detectors.pooling import anomaly_focused_embedding
 
 
@@ -34,8 +34,9 @@ class PatchCoreModel(nn.Module):
     """Feature embedding, memory bank and nearest-neighbour scoring.
 
     Args:
-        backbone: Backbone name (see :mod:`adcore.backbones`).
-        layers: Backbone stages to use.
+        backbone: Backbone name (see :mod:`adcore.backbones`), or several joined by ``+``
+            (see :mod:`adcore.combined_features`).
+        layers: Backbone stages to use (of each backbone).
         num_neighbors: Bank neighbours used by the image-score re-weighting.
         blur_sigma: Gaussian smoothing of the anomaly map, in input pixels.
         image_score: ``"smoothed_max"`` or ``"reweighted_max"`` (see the module docstring).
@@ -57,7 +58,7 @@ class PatchCoreModel(nn.Module):
         super().__init__()
         if image_score not in IMAGE_SCORES:
             raise ValueError(f"Unknown image score {image_score!r}; choose one of {IMAGE_SCORES}")
-        self.extractor = FeatureExtractor(backbone, layers, pretrained=pretrained)
+        self.extractor = build_extractor(backbone, layers, pretrained=pretrained)
         self.num_neighbors = num_neighbors
         self.blur_sigma = blur_sigma
         self.image_score = image_score
@@ -68,6 +69,14 @@ class PatchCoreModel(nn.Module):
     def embedding_dim(self) -> int:
         """D, the length of one patch embedding."""
         return int(sum(self.extractor.channels))
+
+    @property
+    def network_dims(self) -> tuple[int, ...]:
+        """How many of D each backbone gives, in order (one entry for a single backbone)."""
+        members = getattr(self.extractor, "members", None)
+        if members is None:
+            return (self.embedding_dim,)
+        return tuple(int(sum(member.channels)) for member in members)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Patch embeddings.
@@ -92,25 +101,51 @@ class PatchCoreModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Distance to, and index of, the nearest memory-bank entry.
 
+        With several backbones, each network's part of a patch is matched against the same part
+        of every bank row on its own, and the distance is the root of the sum of the networks'
+        squared nearest distances: a patch is normal when each network finds something like it
+        among the good patches. (Each network's part of the bank is its own coreset, so a bank
+        row is not one training patch; see :meth:`PatchCore.fit`.)
+
         Args:
             patches: (N, D) embeddings.
             chunk: Rows per block, to bound memory.
 
         Returns:
-            ((N,) distances, (N,) int64 bank indices).
+            ((N,) distances, (N,) int64 bank indices: the first network's nearest row).
+        """
+        squared, index = self.nearest_per_network(patches, chunk)
+        return torch.stack(squared).sum(0).sqrt_(), index
+
+    def nearest_per_network(
+        self, patches: torch.Tensor, chunk: int = 16384
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Each network's squared distance to its nearest part of a bank row.
+
+        Args:
+            patches: (N, D) embeddings.
+            chunk: Rows per block, to bound memory.
+
+        Returns:
+            (one (N,) tensor of squared distances per network, (N,) int64 bank indices of the
+            first network's nearest row).
         """
         if self.memory_bank.shape[0] == 0:
             raise RuntimeError("The memory bank is empty: fit the model first")
-        bank = self.memory_bank
-        bank_sq = (bank * bank).sum(1)
-        dists, index = [], []
+        dims = self.network_dims
+        banks = self.memory_bank.split(dims, dim=1)
+        banks_sq = [(bank * bank).sum(1) for bank in banks]
+        squared: list[list[torch.Tensor]] = [[] for _ in dims]
+        index = []
         for block in patches.split(chunk):
-            # |a - b|^2 = |a|^2 - 2 a.b + |b|^2, one matrix product per block.
-            d2 = torch.addmm(bank_sq, block, bank.T, alpha=-2.0)
-            d2, i = d2.min(dim=1)
-            dists.append((d2 + (block * block).sum(1)).clamp_min_(0.0).sqrt_())
-            index.append(i)
-        return torch.cat(dists), torch.cat(index)
+            parts = block.split(dims, dim=1)
+            for net, (part, bank, bank_sq) in enumerate(zip(parts, banks, banks_sq, strict=True)):
+                # |a - b|^2 = |a|^2 - 2 a.b + |b|^2, one matrix product per block.
+                d2, i = torch.addmm(bank_sq, part, bank.T, alpha=-2.0).min(dim=1)
+                squared[net].append((d2 + (part * part).sum(1)).clamp_min_(0.0))
+                if net == 0:
+                    index.append(i)
+        return [torch.cat(parts) for parts in squared], torch.cat(index)
 
     def image_scores(
         self,

@@ -4,14 +4,17 @@ A backbone name may join several known backbones with ``+``
 (``"efficientnet_lite0+efficientnet_lite2"``): each member extracts its own stages and the stage
 maps of all members are returned in one list, the first member's first. PatchCore aggregates,
 upsamples and concatenates them into one patch embedding (see
-:meth:`adcore.detectors.patchcore.torch_model.PatchCoreModel.embed`), so the memory bank, the
-nearest-neighbour search, the map, the instant updates and the ONNX export stay those of one
-model. The distance between two patches is then the root of the sum of each member's squared
-distance: a patch must look normal to every network to score low.
+:meth:`adcore.detectors.patchcore.torch_model.PatchCoreModel.embed`), so one memory-bank
+tensor, one anomaly map, the instant updates and the ONNX export serve every network. Each
+network's part of the embedding gets its own coreset and is searched on its own
+(:meth:`~adcore.detectors.patchcore.torch_model.PatchCoreModel.nearest`): a patch's distance is
+the root of the sum of each network's squared distance to its nearest good patch, so a patch
+must look normal to every network to score low. (Measured while choosing: one joint search over
+the concatenation, with one coreset, scored worse than Lite2 alone on the mean.)
 
-Why: EfficientNet-Lite0 and Lite2 err on different parts; their joint embedding scores better on
-the mean over ELPV mono, ELPV poly and magnetic tile than either alone (issue 13,
-bench/RESULTS_variants.md).
+Why: EfficientNet-Lite0 and Lite2 err on different parts; read together they score better on the
+mean image AUROC over ELPV mono, ELPV poly and magnetic tile than either alone (issue 13,
+bench/RESULTS_variants.md, bench/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -4,12 +4,14 @@ After Roth et al., "Towards Total Recall in Industrial Anomaly Detection", CVPR 
 Mid-level features of a frozen ImageNet backbone are aggregated over a 3x3 neighbourhood,
 upsampled to the finest chosen stage and concatenated into one patch embedding per location.
 The memory bank (a registered buffer) holds a coreset of training patch embeddings. A test
-patch's anomaly score is its distance to the nearest bank entry. The image score is, by
-``image_score``:
+patch's anomaly score is its distance to the nearest bank entry. With several backbones (Loupe's
+default reads EfficientNet-Lite0 and Lite2, :mod:`adcore.combined_features`), each network's
+part of the embedding has its own coreset and its own nearest entry, and the patch's score is the
+root of the sum of the networks' squared distances. The image score is, by ``image_score``:
 
 * ``"smoothed_max"`` (Loupe's default since issue 13): the largest value of the patch-score grid
   after a Gaussian blur of ``score_sigma`` patches, so one noisy patch weighs less than a defect
-  that spans a few neighbouring patches (bench/RESULTS_variants.md);
+  that spans a few neighbouring patches (bench/RESULTS_screening.md);
 * ``"reweighted_max"``: the largest patch score re-weighted by how isolated its nearest bank entry
   is (PatchCore eq. 7; the default before, kept for models saved then).
 

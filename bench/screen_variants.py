@@ -37,18 +37,14 @@ ROOT = HERE.parent
 GRIDS = HERE / "out" / "variants"
 sys.path.insert(0, str(ROOT))
 
+from run_detectors import SUITES  # noqa: E402  (the same splits as the end-to-end benchmark)
+
 from adcore.datasets import resolve_dataset  # noqa: E402
 from adcore.detectors.base import load_many  # noqa: E402
 from adcore.detectors.patchcore import PatchCore, PatchCoreConfig  # noqa: E402
 from adcore.detectors.patchcore.torch_model import smoothed_max  # noqa: E402
 from adcore.metrics import image_metrics  # noqa: E402
 
-MAGNETIC_TILE = ROOT.parent / "shared" / "datasets" / "magnetic_tile"
-SUITES = {
-    "elpv-mono": ("elpv:mono", None),
-    "elpv-poly": ("elpv:poly", None),
-    "magnetic-tile": (str(MAGNETIC_TILE), 200),
-}
 # name -> (backbone, stages, input size)
 VARIANTS: dict[str, tuple[str, tuple[int, ...], int]] = {
     "lite0": ("efficientnet_lite0", (2, 3), 256),

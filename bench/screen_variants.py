@@ -12,7 +12,8 @@ two networks (``backbone="a+b"``, :mod:`adcore.combined_features`): each network
 coreset (the same as its own fit) and a patch's distance is the root of the sum of the two
 networks' squared distances. For two variants at the same input size that is exactly what the
 product computes; a pair at two input sizes (multi-scale) is screened the same way, but the
-product does not offer it (one input size per model), so it is marked.
+product does not offer it (one input size per model), so it is marked, as are pairs of
+different stages (the product's ``layers`` apply to every network).
 
 Usage:
     python bench/screen_variants.py grids       (about 25 minutes on 2 cores)
@@ -133,6 +134,8 @@ def render() -> str:
         label = f"{a} + {b}"
         if VARIANTS[a][2] != VARIANTS[b][2]:
             label += " (two input sizes: not offered)"
+        elif VARIANTS[a][1] != VARIANTS[b][1]:
+            label += " (different stages: not offered)"
         rows[label] = {}
         for n in SUITES:
             ga, gb = _as_tensor(cached[(n, a)]["grid"]), _as_tensor(cached[(n, b)]["grid"])
@@ -154,7 +157,10 @@ def render() -> str:
         "combined by the product's rule (each its own coreset, distance = root of the sum of "
         "squares). Fit s and grid ms/image are sums over the pair and means over the datasets; "
         "grid ms/image times embedding and search only (no map, no resize), as an indication of "
-        "cost. The chosen default is measured end to end in `bench/RESULTS.md`.",
+        "cost: the grids step may share the CPU with other work, so compare times within this "
+        "file only. The product combines networks at one input size and the same stages "
+        '(`backbone="a+b"`, `layers` for both); other pairs are marked. The chosen default is '
+        "measured end to end in `bench/RESULTS.md`.",
         "",
         "| variant | " + " | ".join(names) + " | mean | fit s | grid ms/image |",
         "|---|" + "---|" * (len(names) + 3),

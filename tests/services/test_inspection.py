@@ -246,7 +246,9 @@ def test_a_flagged_part_resembles_the_confirmed_defects_like_it(
     assert all(result.ok and result.verdict == "defect" for result in first)
     with session_factory() as session, session.begin():
         assert all(
-            len(session.get(Prediction, r.prediction_id).embedding) == 2 * (48 + 120) for r in first
+            len(session.get(Prediction, r.prediction_id).embedding)
+            == 2 * detector.model.embedding_dim  # float16 bytes
+            for r in first
         )
         user = User(name="ines", role="inspector", password_hash="not-a-real-hash")
         session.add(user)

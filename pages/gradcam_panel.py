@@ -165,9 +165,9 @@ def draw_anomaly_view(view: AnomalyGradCamView, version_label: str) -> None:
         f"**What this explains:** detector {version_label}'s {view.target}: **{amount}** here."
     )
     right.caption(
-        f"Grad-CAM weighs the activations of backbone layer {view.layer} (the deepest the "
-        "detector reads) by how much they raised that number; red regions' features raised it "
-        "most. It is scaled per part: it shows where the anomaly comes from, not how much there "
-        "is (the anomaly map above shows that, on the version's one scale). No classifier is "
-        "active in this project; once one is, its Grad-CAM is shown instead."
+        f"Grad-CAM weighs the activations of {view.layer} (the deepest backbone layer of each "
+        "network the detector reads) by how much they raised that number; red regions' features "
+        "raised it most. It is scaled per part: it shows where the anomaly comes from, not how "
+        "much there is (the anomaly map above shows that, on the version's one scale). No "
+        "classifier is active in this project; once one is, its Grad-CAM is shown instead."
     )

@@ -140,8 +140,11 @@ def to_markdown(results: list[SuiteResult], command: str, subset: int | None) ->
         "",
         f"    {command}",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs: "
-        "timings are indicative), onnxruntime CPU provider, torch on the CPU.",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, onnxruntime CPU provider, "
+        "torch on the CPU. Load average (1/5/15 min) when this report was written: "
+        + "/".join(f"{x:.1f}" for x in os.getloadavg())
+        + f" (this script alone keeps about {os.cpu_count()} busy; more means other work shared "
+        "the CPU and the timings are inflated).",
         "",
         (
             f"Test images: a stride subset of at most {subset} per dataset (time was short), "

@@ -1,16 +1,18 @@
 """Greedy k-center coreset selection (farthest-point sampling), exact and fast on CPU.
 
 PatchCore keeps a small subset of the training patches whose covering radius is close to the
-best possible: the greedy k-center algorithm repeatedly adds the patch farthest from the
-subset chosen so far. Done naively, every step updates the distance of every patch: O(N * M * D)
-work and N * D bytes of memory traffic per step, which is where anomalib spends most of its fit.
+best possible: the greedy k-center algorithm repeatedly adds the patch farthest from the subset
+chosen so far, then lowers every patch's distance to the subset by its distance to the new
+patch. Each step is one pass over the rows, computed as ``|x - c|`` (not the expanded
+``|x|^2 - 2 x.c + |c|^2``, whose rounding can swap near-tied picks), so the selection is exactly
+the textbook one on the full features (no random projection).
 
-This implementation gives the same selection (on the full features, no random projection) but
-skips most of that work with the triangle inequality: each patch remembers its nearest chosen
-centre ``a(x)`` and the distance ``r(x)`` to it. When a new centre ``c`` is added,
-``d(x, c) >= d(a(x), c) - r(x)``, so ``x`` can only move closer if ``d(a(x), c) < 2 r(x)``. The
-distances from ``c`` to the M chosen centres are cheap, and as the coreset grows only a small and
-shrinking set of patches needs a real distance computation.
+An earlier version skipped rows with the triangle inequality (a row can only move closer to a
+new centre ``c`` when its own centre lies within twice its radius of ``c``). On real patch
+features (150-170 dimensions) few rows can be skipped and the bookkeeping cost more than it
+saved: the plain pass gives the same picks several times faster (timed on magnetic-tile
+patches while working on issue 13; the fit times are in ``bench/RESULTS.md``). What makes the
+fit fast is the two stages of :func:`two_stage_coreset`.
 """
 
 from __future__ import annotations
@@ -66,42 +68,21 @@ def greedy_coreset(
     if n == 0 or n_select <= 0:
         return CoresetResult(torch.empty(0, dtype=torch.long), 0.0)
 
-    # r: distance of every row to its nearest centre; owner: index of that centre in `centers`.
+    # r: distance of every row to its nearest chosen row (or initial centre).
     if initial_centers is not None and len(initial_centers) > 0:
-        init = initial_centers.detach().float().to(x.device)
-        r, owner = _nearest(x, init)
-        centers = [init[i] for i in range(init.shape[0])]
+        r, _ = _nearest(x, initial_centers.detach().float().to(x.device))
         next_index = int(torch.argmax(r))
     else:
         r = torch.full((n,), float("inf"), device=x.device)
-        owner = torch.zeros(n, dtype=torch.long, device=x.device)
-        centers = []
         generator = torch.Generator().manual_seed(seed)
         next_index = int(torch.randint(n, (1,), generator=generator))
 
-    center_matrix = torch.empty((len(centers) + n_select, x.shape[1]), device=x.device)
-    if centers:
-        center_matrix[: len(centers)] = torch.stack(centers)
-    n_centers = len(centers)
     selected: list[int] = []
     for step in range(n_select):
         if stop_radius is not None and float(r[next_index]) <= stop_radius:
             break
-        c = x[next_index]
         selected.append(next_index)
-        if n_centers == 0:
-            candidates = torch.arange(n, device=x.device)
-        else:
-            center_dist = torch.linalg.vector_norm(center_matrix[:n_centers] - c, dim=1)
-            candidates = torch.nonzero(center_dist[owner] < 2.0 * r).squeeze(1)
-        center_matrix[n_centers] = c
-        if candidates.numel():
-            d = torch.linalg.vector_norm(x[candidates] - c, dim=1)
-            closer = d < r[candidates]
-            moved = candidates[closer]
-            r[moved] = d[closer]
-            owner[moved] = n_centers
-        n_centers += 1
+        torch.minimum(r, torch.linalg.vector_norm(x - x[next_index], dim=1), out=r)
         next_index = int(torch.argmax(r))
         if progress is not None and (step + 1) % 256 == 0:
             progress(step + 1, n_select)

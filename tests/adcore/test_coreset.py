@@ -17,7 +17,7 @@ def naive_greedy(x: torch.Tensor, m: int, first: int) -> tuple[list[int], float]
     return chosen, float(d.max())
 
 
-def test_pruned_greedy_matches_naive_selection() -> None:
+def test_greedy_matches_naive_selection() -> None:
     x = torch.randn(3000, 16, generator=torch.Generator().manual_seed(1))
     result = greedy_coreset(x, 60, seed=3)
     reference, radius = naive_greedy(x, 60, int(result.indices[0]))

@@ -70,7 +70,7 @@ def greedy_coreset(
 
     # r: distance of every row to its nearest chosen row (or initial centre).
     if initial_centers is not None and len(initial_centers) > 0:
-        r, _ = _nearest(x, initial_centers.detach().float().to(x.device))
+        r = _nearest_distance(x, initial_centers.detach().float().to(x.device))
         next_index = int(torch.argmax(r))
     else:
         r = torch.full((n,), float("inf"), device=x.device)
@@ -91,8 +91,8 @@ def greedy_coreset(
     return CoresetResult(torch.tensor(selected, dtype=torch.long), float(r.max()))
 
 
-def _nearest(x: torch.Tensor, centers: torch.Tensor, chunk: int = 8192):
-    """Distance and index of the nearest centre for every row of ``x`` (chunked cdist).
+def _nearest_distance(x: torch.Tensor, centers: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    """Distance of every row of ``x`` to its nearest centre (chunked cdist).
 
     Args:
         x: (N, D) rows.
@@ -100,15 +100,14 @@ def _nearest(x: torch.Tensor, centers: torch.Tensor, chunk: int = 8192):
         chunk: Rows per block, to bound memory.
 
     Returns:
-        ((N,) distances, (N,) int64 indices).
+        (N,) distances.
     """
-    dists, idx = [], []
-    for start in range(0, x.shape[0], chunk):
-        block = torch.cdist(x[start : start + chunk], centers)
-        d, i = block.min(dim=1)
-        dists.append(d)
-        idx.append(i)
-    return torch.cat(dists), torch.cat(idx)
+    return torch.cat(
+        [
+            torch.cdist(x[start : start + chunk], centers).amin(dim=1)
+            for start in range(0, x.shape[0], chunk)
+        ]
+    )
 
 
 def per_group_coreset(groups: torch.Tensor, n_per_group: int, *, seed: int = 0) -> torch.Tensor:

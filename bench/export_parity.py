@@ -29,6 +29,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+from run_detectors import load_average  # noqa: E402
+
 from adcore.datasets import Dataset, load_elpv, load_mvtec  # noqa: E402
 from adcore.detectors.base import load_many  # noqa: E402
 from adcore.detectors.onnx_runtime import OnnxPatchCore  # noqa: E402
@@ -142,7 +144,7 @@ def to_markdown(results: list[SuiteResult], command: str, subset: int | None) ->
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, onnxruntime CPU provider, "
         "torch on the CPU. Load average (1/5/15 min) when this report was written: "
-        + "/".join(f"{x:.1f}" for x in os.getloadavg())
+        + load_average()
         + f" (this script alone keeps about {os.cpu_count()} busy; more means other work shared "
         "the CPU and the timings are inflated).",
         "",

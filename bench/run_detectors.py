@@ -69,6 +69,11 @@ PEERS: dict[str, str] = {
 }
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages now, as ``"1.6/1.8/1.8"``."""
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def _run(cmd: list[str]) -> str:
     print("$", " ".join(cmd), flush=True)
     start = time.perf_counter()
@@ -177,7 +182,7 @@ def render(results: dict[str, dict[str, dict]], command: str) -> str:
         "Peak RSS is the whole process (the default's includes its ONNX export and session).",
         "",
         "Load average (1/5/15 min) when this report was written: "
-        + "/".join(f"{x:.1f}" for x in os.getloadavg())
+        + load_average()
         + f" on {os.cpu_count()} cores: above {os.cpu_count()}, other work shared the CPU and "
         "the times (fit s, ms/image) are inflated for every detector; quality numbers do not "
         "depend on load.",

@@ -3,6 +3,10 @@
 
 PYTHON ?= python3
 VENV   ?= .venv
+# The interface `make demo` serves the workbench and the API on: this machine only by default.
+# The switch for the plant network: `make demo HOST=0.0.0.0` (plain HTTP: put a reverse proxy
+# that terminates HTTPS in front when you can; README: Deployment).
+HOST   ?= 127.0.0.1
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.loupe-installed
 
@@ -42,12 +46,12 @@ mqtt:
 ## The main job: the workbench on the embedded demo (ELPV mono solar cells).
 ## Seeds the demo project once (fit + score, about a minute), then serves http://localhost:8501
 ## (serve.py: app.py plus the routes that keep a sign-in in an HttpOnly cookie) and the
-## inspection API on http://localhost:8502 (loupe api; both stop together).
+## inspection API on http://localhost:8502 (loupe api; both stop together), both on $(HOST).
 demo: install
 	$(VENV)/bin/loupe demo
 	trap 'kill 0' INT TERM EXIT; \
-	$(VENV)/bin/loupe api & \
-	$(PY) -m streamlit run serve.py --server.headless true --server.fileWatcherType none --browser.gatherUsageStats false
+	$(VENV)/bin/loupe api --host $(HOST) & \
+	$(PY) -m streamlit run serve.py --server.address $(HOST) --server.headless true --server.fileWatcherType none --browser.gatherUsageStats false
 
 ## The detection core alone: fit and score the demo from the command line.
 demo-cli: install

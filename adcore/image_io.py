@@ -3,6 +3,8 @@
 Every image that enters Loupe (training folders, uploads, batch runs) goes through
 :func:`load_image`. Bad input never escapes as a raw traceback: it becomes an
 :class:`~adcore.errors.ImageLoadError` subclass whose message names the file and says what to do.
+:func:`read_capped` refuses a file over :data:`MAX_FILE_BYTES` without reading it whole (the
+API, the server folders and the hot folders use that one limit).
 
 Pixel-mode policy (output is always ``(H, W, 3)`` ``uint8``, C-contiguous):
 
@@ -40,6 +42,8 @@ from adcore.errors import (
     UnreadablePathError,
 )
 
+MAX_FILE_BYTES = 50 * 1024 * 1024
+"""Largest image file Loupe reads or accepts, in bytes (the API, server and hot folders)."""
 DEFAULT_MAX_PIXELS = 64_000_000
 DEFAULT_MAX_ASPECT = 20.0
 MIN_SIDE = 8
@@ -48,7 +52,9 @@ SUPPORTED_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Pillow plugins we let parse untrusted bytes. EPS (runs Ghostscript), PDF, PSD and the other
 # exotic readers are left out on purpose. (Multi-picture camera JPEGs come back as MPO images
 # through the JPEG opener; "MPO" itself is not a registered opener and would raise KeyError.)
-_PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP", "PPM")
+# Only formats stored under an extension a browser is served with a type for: PPM, stored as
+# ".bin" and served as application/octet-stream, is refused.
+_PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP")
 # Signatures of formats whose header Pillow could not parse: "damaged", not "not an image".
 _SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"GIF8")
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
@@ -81,6 +87,46 @@ def is_image_path(path: str | os.PathLike[str]) -> bool:
     Only the name is looked at; the file is not opened and need not exist.
     """
     return Path(path).suffix.lower() in SUPPORTED_EXTENSIONS
+
+
+def read_capped(fp: BinaryIO, label: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """Read an open regular file whole, refusing one over ``max_bytes`` without reading it whole.
+
+    The size is checked from ``fstat`` before any byte is read; then at most ``max_bytes + 1``
+    bytes are read, so a file that grew meanwhile is refused too.
+
+    Args:
+        fp: A file opened for binary reading (its position at the start).
+        label: The file's name in error messages.
+        max_bytes: Largest accepted size, default :data:`MAX_FILE_BYTES`.
+
+    Returns:
+        The file's bytes.
+
+    Raises:
+        UnreadablePathError: The file is not a regular file (a FIFO, a device, a folder).
+        ImageTooLargeError: The file is larger than ``max_bytes``.
+        OSError: The file cannot be read.
+    """
+    info = os.fstat(fp.fileno())
+    if not stat.S_ISREG(info.st_mode):
+        raise UnreadablePathError(f"'{label}' is not a regular file: it was not read.")
+    if info.st_size > max_bytes:
+        raise file_too_large(label, f"{info.st_size:,} bytes", max_bytes)
+    data = fp.read(max_bytes + 1)
+    if len(data) > max_bytes:  # it grew after the check
+        raise file_too_large(label, f"over {max_bytes:,} bytes", max_bytes)
+    return data
+
+
+def file_too_large(label: str, size: str, max_bytes: int = MAX_FILE_BYTES) -> ImageTooLargeError:
+    """The error for a file of ``size`` (text) over ``max_bytes``: it is refused unread."""
+    mb = 1024 * 1024
+    limit = f"{max_bytes / mb:g} MB" if max_bytes >= mb else f"{max_bytes:,} bytes"
+    return ImageTooLargeError(
+        f"'{label}' is larger than the {limit} limit for one image file ({size}): it was not "
+        "read. Send a smaller file."
+    )
 
 
 def load_image(

@@ -3,52 +3,106 @@
 Every call carries a station API key (``Authorization: Bearer <key>`` or ``X-API-Key``;
 :mod:`db.api_keys`): a missing or bad key is a 401, a key without the scope a 403, a key of
 another project a 404 (the project is not shown to it). Errors are JSON of one shape,
-``{"error": {"code": ..., "message": ...}}``. Keys never reach a log: the access log of
-uvicorn prints the path, and no route puts the key in it.
+``{"error": {"code": ..., "message": ...}}``, 4xx for every bad request (a 500 is a bug).
+Keys never reach a log: the access log of uvicorn prints the path, and no route puts the key
+in it.
+
+What the line can rely on:
+
+* A post is idempotent by the station's part id (:mod:`services.station_inspection`): the
+  same id and bytes return the first result (200), other bytes are a 409 naming the first
+  inspection, and nothing is stored; image, prediction, post and outbox commit together.
+* Parameters are checked before anything is read or scored (:mod:`api.query_models`):
+  unknown ones, empty part ids, implausible capture times and out-of-range numbers are 422s.
+* Bodies are bounded (:mod:`api.request_limits`): announced or streamed past the cap, a 413
+  before the body is read whole or spooled; a multipart post carries exactly one ``file``.
+* Links in answers start with ``$LOUPE_API_PUBLIC_URL`` or are relative, never built from
+  the ``Host`` header; every answer carries ``nosniff``, ``X-Frame-Options: DENY`` and a
+  content security policy (:mod:`api.security_headers`).
 
 No ``from __future__ import annotations`` here: FastAPI reads the routes' ``Annotated``
 dependencies, which name functions local to :func:`create_app`, when the routes are defined.
 """
 
+import logging
+import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from datetime import datetime
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.datastructures import UploadFile as StarletteUploadFile
+from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 import db
 from adcore.errors import LoupeError
-from api.schemas import InspectionList, InspectionOut, inspection_out
+from adcore.image_io import MAX_FILE_BYTES
+from api.query_models import MAX_ROW_ID, InspectionFilter, PostQuery
+from api.request_limits import AnnouncedBodyLimit, BodyTooLarge, capped_stream
+from api.schemas import InspectionList, InspectionOut, error_responses, inspection_out
+from api.security_headers import SecurityHeaders, api_policy
 from db.api_keys import authenticate
 from db.permissions import PermissionDenied
 from db.projects import find_project
 from db.station_inspections import StationRecord, get_post, list_posts
 from services.station_inspection import (
     NoActiveModel,
+    PartIdConflict,
     Station,
     inspect_station_part,
     map_overlay_png,
 )
 from workers.outbound_delivery import OutboundDelivery
 
+log = logging.getLogger("loupe.api")
+
 API_PREFIX = "/api/v1/projects/{project}"
-MAX_BYTES = 50 * 1024 * 1024
-"""Largest image accepted per post (a 413 beyond)."""
+MAX_BYTES = MAX_FILE_BYTES
+"""Largest image accepted per post (a 413 beyond): the same cap as server folders'."""
+MULTIPART_OVERHEAD = 64 * 1024
+"""What a multipart body may carry beside its image (boundaries, part headers)."""
+PUBLIC_URL_ENV = "LOUPE_API_PUBLIC_URL"
+"""The API's address as stations reach it (e.g. ``https://loupe.plant.example/``): links in
+answers start with it; unset, links are relative to the server (``/api/v1/...``). The
+request's ``Host`` header is never used."""
+RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
+BEARER = HTTPBearer(auto_error=False, description="A station API key: `Bearer <key>`.")
+API_KEY_HEADER = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="A station API key, as a header of its own."
+)
+KEY_ERRORS = (401, 403, 404)
+"""What every route may answer about its key (none, wrong scope, another project's)."""
+InspectionId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
+IMAGE_BODY = {
+    "required": True,
+    "content": {
+        "image/png": {"schema": {"type": "string", "format": "binary"}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary"}},
+                "additionalProperties": False,
+            }
+        },
+    },
+}
 
 
 def create_app(
     session_factory: sessionmaker[Session] | None = None,
     *,
-    data_dir: Path | None = None,
+    data_dir: FilePath | None = None,
     runtime: str | None = None,
+    public_url: str | None = None,
     deliver: bool = True,
     warm_up: bool = True,
 ) -> FastAPI:
@@ -66,6 +120,8 @@ def create_app(
             another process sends the outbox).
         warm_up: Load the projects' active models before the first request is taken
             (:func:`services.scoring_runtime.warm_up_active_models`).
+        public_url: The API's address as stations reach it, for the links in answers; default
+            ``$LOUPE_API_PUBLIC_URL``, else links are relative (never from ``Host``).
     """
     from services.scoring_runtime import (
         configured_runtime,
@@ -77,6 +133,7 @@ def create_app(
     runtime = runtime or configured_runtime()
     scoring = threading.Lock()  # one part scored at a time: the model uses every core
 
+    link_base = (public_url or os.environ.get(PUBLIC_URL_ENV) or "").strip().rstrip("/")
     detector_for = detector_loader(runtime)
     delivery = OutboundDelivery(factory) if deliver else None
 
@@ -101,6 +158,8 @@ def create_app(
         lifespan=lifespan,
     )
     _install_error_handlers(app)
+    app.add_middleware(AnnouncedBodyLimit, limit=MAX_BYTES + MULTIPART_OVERHEAD)
+    app.add_middleware(SecurityHeaders, policy=api_policy)  # outermost: on every answer
 
     def session() -> Iterator[Session]:
         with factory() as opened:
@@ -109,13 +168,13 @@ def create_app(
     def station_key(
         project: str,
         scope: str,
-        authorization: str | None,
+        bearer: HTTPAuthorizationCredentials | None,
         x_api_key: str | None,
         session: Session,
     ) -> Station:
         presented = x_api_key
-        if presented is None and authorization and authorization.lower().startswith("bearer "):
-            presented = authorization[7:].strip()
+        if presented is None and bearer is not None:
+            presented = bearer.credentials.strip()
         try:
             key = authenticate(session, presented, scope=scope)
         except PermissionError as err:
@@ -134,18 +193,17 @@ def create_app(
         def station_of(
             project: str,
             session: Annotated[Session, Depends(session)],
-            authorization: Annotated[str | None, Header()] = None,
-            x_api_key: Annotated[str | None, Header()] = None,
+            bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None,
+            x_api_key: Annotated[str | None, Depends(API_KEY_HEADER)] = None,
         ) -> Station:
-            return station_key(project, scope, authorization, x_api_key, session)
+            return station_key(project, scope, bearer, x_api_key, session)
 
         return station_of
 
     reader, inspector = key_with("read"), key_with("inspect")
 
-    def links(request: Request, record: StationRecord) -> dict[str, str | None]:
-        base = str(request.base_url).rstrip("/")
-        here = f"{base}/api/v1/projects/{record.project_id}/inspections/{record.id}"
+    def links(record: StationRecord) -> dict[str, str | None]:
+        here = f"{link_base}/api/v1/projects/{record.project_id}/inspections/{record.id}"
         return {
             "image_url": f"{here}/image",
             "map_url": f"{here}/map" if record.anomaly_map_path else None,
@@ -159,18 +217,20 @@ def create_app(
         f"{API_PREFIX}/inspections",
         response_model=InspectionOut,
         status_code=201,
-        responses={200: {"model": InspectionOut, "description": "An earlier post of the part"}},
+        responses={
+            200: {"model": InspectionOut, "description": "An earlier post of the part"},
+            **error_responses(*KEY_ERRORS, 409, 413, 415, 422),
+        },
+        openapi_extra={"requestBody": IMAGE_BODY},
     )
     async def post_inspection(
         request: Request,
         station: Annotated[Station, Depends(inspector)],
-        part_id: Annotated[str | None, Query(max_length=128)] = None,
-        captured_at: Annotated[datetime | None, Query()] = None,
+        query: Annotated[PostQuery, Query()],
     ) -> Response:
-        """Score one part: multipart (field ``file``) or the raw image as the body."""
+        """Score one part: the raw image as the body, or multipart with one field ``file``."""
         data, filename = await _image_of(request)
-        if captured_at is not None and captured_at.utcoffset() is None:
-            raise HTTPException(422, "captured_at needs a time zone, e.g. 2026-12-02T08:00:00Z.")
+        part_id = query.part_id
 
         def work() -> Any:
             with scoring:
@@ -180,7 +240,7 @@ def create_app(
                     data,
                     filename=filename or f"{station.name}-{part_id or 'part'}.png",
                     part_id=part_id,
-                    captured_at=captured_at,
+                    captured_at=query.captured_at,
                     detector_for=detector_for,
                     data_dir=data_dir,
                 )
@@ -191,60 +251,65 @@ def create_app(
             posted = await run_in_threadpool(work)
         except NoActiveModel as err:
             raise HTTPException(409, str(err)) from err
+        except PartIdConflict as err:
+            raise HTTPException(409, str(err)) from err
         if posted.record is None:
             raise HTTPException(422, f"The image was refused: {posted.error}")
         if delivery is not None and not posted.duplicate:
             delivery.wake()  # its verdict goes out now, not at the next poll
-        body = inspection_out(
-            posted.record, duplicate=posted.duplicate, **links(request, posted.record)
-        )
+        body = inspection_out(posted.record, duplicate=posted.duplicate, **links(posted.record))
         return JSONResponse(
             body.model_dump(mode="json"), status_code=200 if posted.duplicate else 201
         )
 
-    @app.get(f"{API_PREFIX}/inspections/{{inspection_id}}", response_model=InspectionOut)
+    @app.get(
+        f"{API_PREFIX}/inspections/{{inspection_id}}",
+        response_model=InspectionOut,
+        responses=error_responses(*KEY_ERRORS, 413, 422),
+    )
     def get_inspection(
-        request: Request,
-        inspection_id: int,
+        inspection_id: InspectionId,
         station: Annotated[Station, Depends(reader)],
         session: Annotated[Session, Depends(session)],
     ) -> InspectionOut:
         """One inspection, with the part's current human label once reviewed."""
         record = _found(get_post(session, station.project_id, inspection_id), inspection_id)
-        return inspection_out(record, **links(request, record))
+        return inspection_out(record, **links(record))
 
-    @app.get(f"{API_PREFIX}/inspections", response_model=InspectionList)
+    @app.get(
+        f"{API_PREFIX}/inspections",
+        response_model=InspectionList,
+        responses=error_responses(*KEY_ERRORS, 413, 422),
+    )
     def list_inspections(
-        request: Request,
         station: Annotated[Station, Depends(reader)],
         session: Annotated[Session, Depends(session)],
-        since: datetime | None = None,
-        until: datetime | None = None,
-        verdict: Annotated[str | None, Query(pattern="^(good|defect)$")] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        query: Annotated[InspectionFilter, Query()],
     ) -> InspectionList:
         """The project's inspections in ``[since, until)``, oldest first, a page at a time."""
-        for name, value in (("since", since), ("until", until)):
-            if value is not None and value.utcoffset() is None:
-                raise HTTPException(422, f"{name} needs a time zone, e.g. 2026-12-02T08:00:00Z.")
         records = list_posts(
             session,
             station.project_id,
-            since=since,
-            until=until,
-            verdict=verdict,
-            limit=limit + 1,
-            offset=offset,
+            since=query.since,
+            until=query.until,
+            verdict=query.verdict,
+            limit=query.limit + 1,
+            offset=query.offset,
         )
-        page = [inspection_out(r, **links(request, r)) for r in records[:limit]]
-        return InspectionList(
-            items=page, next_offset=offset + limit if len(records) > limit else None
-        )
+        page = [inspection_out(r, **links(r)) for r in records[: query.limit]]
+        more = len(records) > query.limit
+        return InspectionList(items=page, next_offset=query.offset + query.limit if more else None)
 
-    @app.get(f"{API_PREFIX}/inspections/{{inspection_id}}/image")
+    @app.get(
+        f"{API_PREFIX}/inspections/{{inspection_id}}/image",
+        response_class=FileResponse,
+        responses={
+            200: {"content": {"image/png": {}, "image/jpeg": {}}, "description": "The image"},
+            **error_responses(*KEY_ERRORS, 410, 413, 422),
+        },
+    )
     def inspection_image(
-        inspection_id: int,
+        inspection_id: InspectionId,
         station: Annotated[Station, Depends(reader)],
         session: Annotated[Session, Depends(session)],
     ) -> FileResponse:
@@ -253,11 +318,18 @@ def create_app(
         path = db.absolute_image_path(record.stored_path, data_dir)
         if not path.exists():
             raise HTTPException(410, "The image file is no longer stored.")
-        return FileResponse(path)
+        return FileResponse(path, media_type=_image_media_type(path))
 
-    @app.get(f"{API_PREFIX}/inspections/{{inspection_id}}/map")
+    @app.get(
+        f"{API_PREFIX}/inspections/{{inspection_id}}/map",
+        response_class=Response,
+        responses={
+            200: {"content": {"image/png": {}}, "description": "The part with its map"},
+            **error_responses(*KEY_ERRORS, 410, 413, 422),
+        },
+    )
     def inspection_map(
-        inspection_id: int,
+        inspection_id: InspectionId,
         station: Annotated[Station, Depends(reader)],
         session: Annotated[Session, Depends(session)],
     ) -> Response:
@@ -279,39 +351,79 @@ def _found(record: StationRecord | None, inspection_id: int) -> StationRecord:
 
 
 async def _image_of(request: Request) -> tuple[bytes, str | None]:
-    """The posted image: the multipart field ``file``, or the raw body.
+    """The posted image: the raw body, or the one multipart field ``file``.
 
-    A body announced (``Content-Length``) or found to be over :data:`MAX_BYTES` is refused with
-    a 413 before it is read whole: a raw body is read in chunks and dropped past the limit.
+    The body is counted while it streams and dropped past :data:`MAX_BYTES` (a 413 before it is
+    read whole or spooled); an announced ``Content-Length`` over it is refused unread.
     """
     too_large = HTTPException(
         413, f"The image is larger than {MAX_BYTES // (1024 * 1024)} MB: send a smaller file."
     )
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BYTES + 64 * 1024:  # multipart adds headers
-        raise too_large
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
-        form = await request.form()
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile | StarletteUploadFile):
-            raise HTTPException(422, "Send the image in a multipart field named 'file'.")
-        data = await upload.read(MAX_BYTES + 1)
-        filename = upload.filename
-    else:
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BYTES:
-                raise too_large
-            chunks.append(chunk)
-        data = b"".join(chunks)
-        filename = None
+    content_type = request.headers.get("content-type", "").lower()
+    try:
+        if content_type.startswith("multipart/form-data"):
+            data, filename = await _multipart_image(request)
+        elif not content_type or content_type.startswith(RAW_IMAGE_TYPES):
+            data, filename = await _raw_image(request), None
+        else:
+            raise HTTPException(
+                415,
+                f"A body of type {content_type.split(';')[0]!r} is not an image: send the image "
+                "as the body (image/png, image/jpeg, application/octet-stream...) or as the "
+                "multipart field 'file'.",
+            )
+    except BodyTooLarge as err:
+        raise too_large from err
     if not data:
         raise HTTPException(422, "The request carries no image.")
     if len(data) > MAX_BYTES:
         raise too_large
     return data, filename
+
+
+async def _raw_image(request: Request) -> bytes:
+    return b"".join([chunk async for chunk in capped_stream(request, MAX_BYTES)])
+
+
+async def _multipart_image(request: Request) -> tuple[bytes, str | None]:
+    """The one file of a multipart body in field ``file``; anything else is a 422."""
+    parser = MultiPartParser(
+        request.headers,
+        capped_stream(request, MAX_BYTES + MULTIPART_OVERHEAD),
+        max_files=2,
+        max_fields=8,
+    )
+    try:
+        form = await parser.parse()
+    except MultiPartException as err:
+        raise HTTPException(422, f"The multipart body cannot be read: {err}") from err
+    try:
+        unknown = sorted(set(form.keys()) - {"file"})
+        if unknown:
+            raise HTTPException(
+                422, f"Unknown multipart field(s) {', '.join(map(repr, unknown))}: send 'file'."
+            )
+        files = form.getlist("file")
+        if len(files) != 1 or not isinstance(files[0], UploadFile):
+            found = f"{len(files)} 'file' fields" if len(files) != 1 else "a text field"
+            raise HTTPException(422, f"Send one image per post as the file field 'file' ({found}).")
+        upload = files[0]
+        return await upload.read(MAX_BYTES + 1), upload.filename
+    finally:
+        await form.close()
+
+
+def _image_media_type(path: FilePath) -> str:
+    """The stored image's media type by its sniffed extension (never a guess by the browser)."""
+    types = {
+        ".png": "image/png",
+        ".jpg": "image/jpeg",
+        ".bmp": "image/bmp",
+        ".tif": "image/tiff",
+        ".gif": "image/gif",
+        ".webp": "image/webp",
+    }
+    return types.get(path.suffix.lower(), "application/octet-stream")
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -323,6 +435,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         409: "conflict",
         410: "gone",
         413: "too_large",
+        415: "unsupported_media_type",
         422: "invalid",
     }
 
@@ -340,3 +453,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         message = "; ".join(f"{f['field']}: {f['problem']}" for f in fields)
         body = {"error": {"code": "invalid", "message": message, "fields": fields}}
         return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, err: Exception) -> JSONResponse:
+        log.exception("%s %s failed", request.method, request.url.path, exc_info=err)
+        body = {"error": {"code": "internal", "message": "The server failed; see its log."}}
+        return JSONResponse(body, status_code=500)

@@ -10,6 +10,38 @@ from pydantic import BaseModel
 from db.station_inspections import StationRecord
 
 
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable ``code`` and a sentence for the line's operator."""
+
+    code: str
+    message: str
+    fields: list[dict[str, str]] | None = None
+
+
+class ErrorOut(BaseModel):
+    """Every error the API answers, 4xx or 5xx: ``{"error": {"code", "message"}}``."""
+
+    error: ErrorDetail
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
+    """OpenAPI ``responses`` entries for the given error statuses, all in :class:`ErrorOut`."""
+    reasons = {
+        401: "No key, or an unknown or revoked one",
+        403: "The key lacks the scope",
+        404: "No such project for this key, or no such inspection",
+        409: "A conflict with what is stored",
+        410: "The file is no longer stored",
+        413: "The body is too large",
+        415: "The body is not an image",
+        422: "A bad parameter or body",
+    }
+    return {
+        status: {"model": ErrorOut, "description": reasons.get(status, "An error")}
+        for status in statuses
+    }
+
+
 class HumanLabel(BaseModel):
     """The part's current human label (the final decision once reviewed)."""
 

@@ -277,7 +277,7 @@ def hot_folder_run(env: dict[str, str], db_url: str, images: list[bytes], second
     import db
     from db.models import HotFolderFile, Prediction
 
-    folder = Path(env["LOUPE_DATA_DIR"]) / "hot-folder"
+    folder = Path(env["LOUPE_DATA_DIR"]) / "incoming" / "hot-folder"  # under the default root
     folder.mkdir()
     loupe = str(Path(sys.executable).with_name("loupe"))
 

@@ -103,9 +103,21 @@ def get_project(session: Session, name_or_id: int | str) -> Project | None:
     return session.scalars(select(Project).where(Project.name == name_or_id.strip())).first()
 
 
+LARGEST_ID = 2**31 - 1
+"""The largest row id every backend stores (PostgreSQL's ``integer``)."""
+
+
 def find_project(session: Session, text: str) -> Project | None:
-    """The project a command line or a URL names: all digits is an id, anything else a name."""
-    return get_project(session, int(text) if text.isdigit() else text)
+    """The project a command line or a URL names: all digits is an id, anything else a name.
+
+    Text no project can have (an id past :data:`LARGEST_ID`, a NUL character) finds none.
+    """
+    if "\x00" in text:
+        return None
+    if text.isascii() and text.isdigit():
+        number = int(text)
+        return get_project(session, number) if number <= LARGEST_ID else None
+    return get_project(session, text)
 
 
 def add_defect_type(session: Session, project_id: int, name: str, *, user: User) -> list[str]:

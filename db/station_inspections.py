@@ -43,6 +43,14 @@ class StationRecord:
     reviewed_at: datetime | None
 
 
+@dataclass(frozen=True)
+class EarlierPost:
+    """A station's earlier post of a part: its id and the sha256 of the bytes it sent."""
+
+    id: int
+    sha256: str
+
+
 def find_earlier_post(
     session: Session,
     *,
@@ -51,13 +59,14 @@ def find_earlier_post(
     part_id: str | None,
     sha256: str,
     window: timedelta,
-) -> int | None:
-    """The id of the station's earlier post of the same part, if any.
+) -> EarlierPost | None:
+    """The station's earlier post of the same part, if any.
 
-    With a part id, any earlier post of that id counts; without one, a post of the same bytes
-    within ``window`` (a camera that retried) does.
+    With a part id, the post of that id (whatever bytes it sent: the caller compares them);
+    without one, the first post of the same bytes within ``window`` (a camera that retried),
+    with or without a part id.
     """
-    statement = select(StationInspection.id).where(
+    statement = select(StationInspection.id, StationInspection.sha256).where(
         StationInspection.project_id == project_id, StationInspection.station == station
     )
     if part_id is not None:
@@ -67,7 +76,8 @@ def find_earlier_post(
             StationInspection.sha256 == sha256,
             StationInspection.created_at >= utcnow() - window,
         )
-    return session.scalar(statement.order_by(StationInspection.id).limit(1))
+    row = session.execute(statement.order_by(StationInspection.id).limit(1)).first()
+    return None if row is None else EarlierPost(row.id, row.sha256)
 
 
 def record_post(

@@ -25,7 +25,13 @@ def add_line_parsers(sub: argparse._SubParsersAction) -> None:
         "api",
         help="serve the inspection API for camera stations (port $LOUPE_API_PORT or 8502)",
     )
-    api.add_argument("--host", default="0.0.0.0", help="interface to listen on (default all)")
+    api.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to listen on (default 127.0.0.1: this machine only); for camera "
+        "stations on the plant network: --host 0.0.0.0 (all interfaces) or this machine's "
+        "address there, plain HTTP unless a reverse proxy terminates HTTPS in front",
+    )
     api.add_argument("--port", type=int, help="default: $LOUPE_API_PORT or 8502")
     api.add_argument(
         "--workers",
@@ -82,6 +88,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from services.hot_folder import HotFolder
     from services.line_settings import hot_folder_setting
     from services.scoring_runtime import configured_runtime, detector_loader
+    from services.server_folders import ROOTS_ENV, ServerFolderError
 
     engine = db.init_db(args.database_url)
     factory = db.make_session_factory(engine)
@@ -112,10 +119,26 @@ def cmd_watch(args: argparse.Namespace) -> int:
         print("loupe watch: no project has a hot folder switched on.", file=sys.stderr)
         return 2
     detector_for = detector_loader(configured_runtime(), cache_size=2 * len(folders))
+    watched: list[tuple[str, HotFolder]] = []
+    for project_id, name, path in folders:  # every folder is checked before any is watched
+        try:
+            hot = HotFolder(factory, project_id=project_id, folder=path, detector_for=detector_for)
+        except ServerFolderError as err:
+            print(
+                f"loupe watch: {name}: {err} An admin adds roots with {ROOTS_ENV} "
+                f"(absolute paths separated by {os.pathsep!r}).",
+                file=sys.stderr,
+            )
+            engine.dispose()
+            return 2
+        except OSError as err:
+            print(f"loupe watch: {name}: cannot use {path}: {err}", file=sys.stderr)
+            engine.dispose()
+            return 2
+        watched.append((name, hot))
     stop = threading.Event()
     threads = []
-    for project_id, name, path in folders:
-        hot = HotFolder(factory, project_id=project_id, folder=path, detector_for=detector_for)
+    for name, hot in watched:
         print(f"Watching {hot.folder} for {name} (Ctrl-C stops).", flush=True)
 
         def report(outcome, name: str = name) -> None:

@@ -5,7 +5,10 @@ one-time code and a few lines of JavaScript trade it here for the cookie (``POST
 sign-out the page asks here to drop a cookie whose session has ended (``DELETE``). Both
 answer same-origin requests only (the ``Origin`` header must name this host), so another
 site can neither plant a session nor clear one; ``DELETE`` never clears a live session's
-cookie (a stale tab cannot sign out a newer sign-in of the same browser).
+cookie (a stale tab cannot sign out a newer sign-in of the same browser). ``POST`` reads at
+most :data:`MAX_COOKIE_BODY` bytes of body (``{"code": "..."}`` is far smaller): a larger one
+is refused with 413 before it is read, whether its ``Content-Length`` announces it or it
+streams in chunks (:mod:`api.request_limits`).
 
 The cookie: ``HttpOnly`` (scripts cannot read it), ``SameSite=Strict``, ``Path=/``,
 ``Secure`` on HTTPS (or with ``LOUPE_COOKIE_SECURE=1`` behind a proxy that terminates it),
@@ -14,6 +17,7 @@ expiring with the session. ``serve.py`` mounts these routes with ``st.App``.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from urllib.parse import urlsplit
 
@@ -24,17 +28,21 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 import db
+from api.request_limits import BodyTooLarge, read_capped
 from db.auth_sessions import redeem_handoff
 from db.base import utcnow
 from services.session_cookies import (
     COOKIE_NAME,
     COOKIE_ROUTE,
+    COOKIE_SCRIPT_ROUTE,
     cookie_value,
     secure_cookies,
 )
 from services.sign_in import resume_session
 
 _NO_STORE = {"Cache-Control": "no-store"}
+MAX_COOKIE_BODY = 4096
+"""Bytes of body ``POST`` reads at most (its JSON holds one short code)."""
 
 
 def cookie_routes() -> list[BaseRoute]:
@@ -42,16 +50,40 @@ def cookie_routes() -> list[BaseRoute]:
     return [
         Route(COOKIE_ROUTE, set_session_cookie, methods=["POST"]),
         Route(COOKIE_ROUTE, clear_stale_cookie, methods=["DELETE"]),
+        Route(COOKIE_SCRIPT_ROUTE, cookie_script, methods=["GET"]),
     ]
 
 
+COOKIE_SCRIPT = f"""(() => {{
+  const code = document.currentScript && document.currentScript.dataset.code;
+  const init = code
+    ? {{method: "POST", credentials: "same-origin",
+        headers: {{"Content-Type": "application/json"}}, body: JSON.stringify({{code}})}}
+    : {{method: "DELETE", credentials: "same-origin"}};
+  fetch({json.dumps(COOKIE_ROUTE)}, init).catch(() => {{}});
+}})();
+"""
+"""The page's side of the cookie routes: with ``data-code`` on its tag, trade the code for the
+cookie (``POST``); without, ask to drop a stale cookie (``DELETE``). Served as a file so that the
+workbench's content security policy admits no inline script (:mod:`api.security_headers`)."""
+
+
+async def cookie_script(_request: Request) -> Response:
+    """The script of :data:`COOKIE_SCRIPT` (JavaScript; the same for every page)."""
+    return Response(
+        COOKIE_SCRIPT, media_type="text/javascript", headers={"Cache-Control": "no-cache"}
+    )
+
+
 async def set_session_cookie(request: Request) -> Response:
-    """Trade the JSON body's one-time ``code`` for the session cookie (204), else 400/403."""
+    """Trade the JSON body's one-time ``code`` for the session cookie (204), else 400/403/413."""
     if not same_origin(request):
         return _refusal(403, "cross-origin requests are refused")
     try:
-        body = await request.json()
-    except ValueError:
+        body = json.loads(await read_capped(request, MAX_COOKIE_BODY))
+    except BodyTooLarge as err:
+        return _refusal(413, f"the body is larger than {err.limit} bytes")
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply to parse
         return _refusal(400, "the body must be JSON")
     code = body.get("code") if isinstance(body, dict) else None
     if not isinstance(code, str) or not code:

@@ -13,6 +13,7 @@ from pages.common import (
     ALL_ROLES,
     flash,
     load_detector_cached,
+    load_user,
     require_page_role,
     require_project,
     save_review,
@@ -22,9 +23,12 @@ from pages.common import (
     transaction,
 )
 from pages.explanation_panels import show_explanations
+from pages.inspect_options_panel import inspect_options_panel
 from pages.page_tasks import learn_after_review, show_instant_learning
+from services.inspect_options import may_score_server_folders
 from services.inspection import inspect_folder, inspect_uploads
 from services.scoring_runtime import ONNX, RuntimeChoiceError, configured_runtime
+from services.server_folders import ServerFolderError, describe_roots
 
 RESULTS_KEY = "inspect_results"
 LABEL_TYPE_KEY = "inspect_defect_type"
@@ -32,14 +36,16 @@ NO_TYPE = "(unspecified)"
 SOURCE_UPLOAD = "Upload images"
 SOURCE_FOLDER = "Server folder"
 
-require_page_role(*ALL_ROLES)
+viewer = require_page_role(*ALL_ROLES)
 project_id = require_project()
 st.title("Inspect")
 show_flashes()
 show_instant_learning()
+inspect_options_panel(project_id)
 
 with transaction() as session:
     project = get_project(session, project_id)
+    folder_allowed = project is not None and may_score_server_folders(viewer["role"], project)
     version = project.active_model_version if project is not None else None
     artifact = version.artifact_path if version is not None else None
     version_id = version.id if version is not None else None
@@ -56,13 +62,20 @@ except RuntimeChoiceError as err:
 runtime_name = "onnxruntime" if runtime == ONNX else "torch"
 st.caption(f"Scoring with model {version_label} on {runtime_name}.")
 
-source = st.radio("Images from", [SOURCE_UPLOAD, SOURCE_FOLDER], horizontal=True, key="source")
+if folder_allowed:  # managers; inspectors when a manager allows it (the service checks too)
+    source = st.radio("Images from", [SOURCE_UPLOAD, SOURCE_FOLDER], horizontal=True, key="source")
+else:
+    source = SOURCE_UPLOAD
 uploads = folder = None
 if source == SOURCE_UPLOAD:
     uploads = st.file_uploader("Images", accept_multiple_files=True, key="uploads")
 else:
+    try:
+        roots = f"Only folders under {describe_roots()} can be read."
+    except ServerFolderError as err:  # a relative root in the environment
+        roots = str(err)
     folder = st.text_input(
-        "Folder on the server", key="folder", placeholder="/data/line-3/2024-06-01"
+        "Folder on the server", key="folder", placeholder="/data/line-3/2024-06-01", help=roots
     )
 # A typed folder is only committed when the field loses focus: never disable for it.
 ready = bool(uploads) if source == SOURCE_UPLOAD else True
@@ -93,12 +106,15 @@ elif clicked:
                 progress=progress,
             )
         else:
+            with transaction() as session:
+                user = load_user(session)
             results = inspect_folder(
                 session_factory(),
                 project_id=project_id,
                 detector=detector,
                 model_version_id=version_id,
                 folder=folder.strip(),
+                user=user,
                 progress=progress,
             )
     except (*ACTION_ERRORS, LoupeError, OSError) as err:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import queue
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -27,14 +27,20 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from adcore.errors import ImageLoadError, ImageTooLargeError
+from adcore.image_io import MAX_FILE_BYTES
 from db.base import ImageSource
 from db.hot_folder_files import claim_file, finish_file, stored_since, taken_file
 from db.models import Project
 from services.inspection import inspect_uploads
+from services.server_folders import ServerFolderError, allowed_folder, read_server_file
 
 log = logging.getLogger("loupe.hot_folder")
 
 PROCESSED, REFUSED = "processed", "refused"
+LINK_REFUSED = "a symbolic link, not a file of the hot folder: its target was not read"
+OUTSIDE_REFUSED = "it resolves outside the hot folder: it was not read"
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 SETTLE_SECONDS = 0.5
 """A new file is taken once its size holds and it was last written this long ago (copy ended)."""
 
@@ -51,7 +57,22 @@ class FileOutcome:
 
 
 class HotFolder:
-    """One project's watched folder."""
+    """One project's watched folder.
+
+    Args:
+        Session: The application's session factory.
+        project_id: The project.
+        folder: The folder, under the server folder roots (created if missing).
+        detector_for: Loads the detector of a model version's artifact path.
+        data_dir: The data directory; default :func:`db.data_dir`.
+        settle_seconds: How long a new file must stay unchanged before it is taken.
+        max_bytes: Largest file read; a larger one is refused unread.
+
+    Raises:
+        ServerFolderError: If the folder is not under the roots, or its ``processed/`` or
+            ``refused/`` is not a folder of its own (e.g. a link).
+        OSError: If the folders cannot be created.
+    """
 
     def __init__(
         self,
@@ -62,25 +83,53 @@ class HotFolder:
         detector_for: Callable[[str], Any],
         data_dir: Path | None = None,
         settle_seconds: float = SETTLE_SECONDS,
+        max_bytes: int = MAX_FILE_BYTES,
     ) -> None:
         self.Session = Session
         self.project_id = project_id
-        self.folder = Path(folder).expanduser().resolve()
+        self.folder = allowed_folder(folder, must_exist=False)
         self.detector_for = detector_for
         self.data_dir = data_dir
         self.settle_seconds = settle_seconds
+        self.max_bytes = max_bytes
         for sub in (PROCESSED, REFUSED):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
+            if not self._own_folder(sub):
+                raise ServerFolderError(
+                    f"{self.folder / sub} is not a folder of the hot folder itself (a link?): "
+                    "remove it and start again."
+                )
+
+    def _own_folder(self, sub: str) -> bool:
+        """Whether ``processed/`` or ``refused/`` is a real folder inside the hot folder."""
+        path = self.folder / sub
+        return not path.is_symlink() and path.is_dir() and path.resolve() == path
 
     # ------------------------------------------------------------------ one file
 
     def take(self, path: Path) -> FileOutcome | None:
-        """Score (or finish) one file and move it; ``None`` if it is gone or not ours."""
-        if path.parent != self.folder or path.name.startswith(".") or not path.is_file():
+        """Score (or finish) one file and move it; ``None`` if it is gone or not ours.
+
+        A link, a file resolving elsewhere or a file over :attr:`max_bytes` is refused (moved
+        to ``refused/`` with its reason) without being read.
+        """
+        if path.parent != self.folder or path.name.startswith("."):
             return None
+        if path.is_symlink():
+            return self._refuse(path, LINK_REFUSED)
+        if not path.is_file():
+            return None
+        if path.resolve().parent != self.folder:
+            return self._refuse(path, OUTSIDE_REFUSED)
         try:
-            data = path.read_bytes()
-        except OSError as err:
+            data = read_server_file(
+                path, roots=(self.folder,), max_bytes=self.max_bytes, name=path.name
+            )
+        except ImageTooLargeError as err:
+            return self._refuse(path, str(err))
+        except ServerFolderError:  # became a link after the look above
+            return self._refuse(path, LINK_REFUSED)
+        except (ImageLoadError, OSError) as err:
             log.warning("Cannot read %s: %s", path, err)
             return None
         sha256 = hashlib.sha256(data).hexdigest()
@@ -136,19 +185,33 @@ class HotFolder:
         self._move(path, outcome, sha256)
         return outcome
 
+    def _refuse(self, path: Path, reason: str) -> FileOutcome:
+        """Move a file to ``refused/`` unread, with its reason (no row: nothing was read)."""
+        outcome = FileOutcome(path.name, REFUSED, reason)
+        log.warning("Refused %s: %s", path, reason)
+        tag = hashlib.sha256(f"{path.name}:{time.time_ns()}".encode()).hexdigest()
+        self._move(path, outcome, tag)
+        return outcome
+
     def _move(self, path: Path, outcome: FileOutcome, sha256: str) -> None:
         """Move the file to ``processed/`` or ``refused/`` (with its reason file).
 
-        A name already taken there gets the first 8 hex digits of ``sha256`` (the file's).
+        A name already taken there gets the first 8 hex digits of ``sha256`` (the file's). A
+        link is moved as a link: its target is not touched. Nothing is written through a link
+        found in ``processed/`` or ``refused/``.
         """
-        target_dir = self.folder / (PROCESSED if outcome.status == PROCESSED else REFUSED)
+        sub = PROCESSED if outcome.status == PROCESSED else REFUSED
+        if not self._own_folder(sub):
+            log.error("%s is no longer a folder of the hot folder: %s left", sub, path.name)
+            return
+        target_dir = self.folder / sub
         target = target_dir / path.name
-        if target.exists():  # another file of that name came before: keep both
+        if target.exists() or target.is_symlink():  # another file of that name came before
             target = target_dir / f"{path.stem}-{sha256[:8]}{path.suffix}"
-        shutil.move(str(path), target)
+        os.replace(path, target)  # same file system; a link is renamed, not followed
         if outcome.status != PROCESSED:
             reason = outcome.reason or "refused"
-            target.with_name(target.name + ".reason.txt").write_text(reason + "\n", "utf-8")
+            _write_new(target.with_name(target.name + ".reason.txt"), reason + "\n")
 
     # ------------------------------------------------------------------ the folder
 
@@ -212,7 +275,7 @@ class HotFolder:
         now, ready = time.time(), []
         for path, seen in list(waiting.items()):
             try:
-                stat = path.stat()
+                stat = path.stat(follow_symlinks=False)  # a link is refused, not followed
             except OSError:
                 del waiting[path]
                 continue
@@ -222,3 +285,12 @@ class HotFolder:
             else:
                 waiting[path] = stat.st_size
         return ready
+
+
+def _write_new(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, replacing a link there instead of writing through it."""
+    if path.is_symlink():
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)

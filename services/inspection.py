@@ -1,6 +1,8 @@
 """Inspect images with a detector and store the results: the bridge between models and the DB.
 
-Every upload (or file of a server-side folder) is decoded with :func:`adcore.image_io.load_image`;
+A server-side folder is read only under the server folder roots (:mod:`services.server_folders`)
+and by the roles :mod:`services.inspect_options` allows. Every upload (or file of a server-side
+folder) is decoded with :func:`adcore.image_io.load_image`;
 a bad file becomes a result with ``error`` set and the batch carries on. Good images are scored
 in batches, then each is stored in its own transaction: the image (deduplicated by content), its
 anomaly map and a :class:`db.Prediction` row.
@@ -41,14 +43,35 @@ from sqlalchemy.orm import sessionmaker
 from adcore.detectors.base import Progress, report
 from adcore.errors import DatasetError, ImageLoadError
 from adcore.explain.neighbours import DefectLibrary, embedding_to_bytes
-from adcore.image_io import ImageLimits, is_image_path, load_image
-from db import Image, ImageSource, ModelVersion, Prediction, StorageError, absolute_image_path
+from adcore.image_io import (
+    MAX_FILE_BYTES,
+    ImageLimits,
+    file_too_large,
+    is_image_path,
+    load_image,
+)
+from db import (
+    Image,
+    ImageSource,
+    ModelVersion,
+    Prediction,
+    StorageError,
+    User,
+    absolute_image_path,
+)
 from db.images import get_or_create_image
 from db.verdict_events import announce_verdict
 from services.audit_sampling import AuditSampler, audit_sampler
+from services.inspect_options import require_server_folder_scoring
 from services.map_store import save_anomaly_map
 from services.part_explanations import defect_library_for_batch, explain_part, similar_defects
 from services.scorer_decisions import ScorerDecision, deciding_scorer, scorer_decisions
+from services.server_folders import (
+    MAX_FOLDER_FILES,
+    allowed_folder,
+    read_server_file,
+    server_folder_roots,
+)
 
 __all__ = [
     "InspectionResult",
@@ -62,6 +85,8 @@ DEFAULT_BATCH_SIZE = 16
 logger = logging.getLogger(__name__)
 
 ReadBytes = Callable[[], bytes]
+OnStored = Callable[[OrmSession, int, int], None]
+"""Writes more in an image's storing transaction: ``(session, image_id, prediction_id)``."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +144,7 @@ def inspect_uploads(
     batch_size: int | None = None,
     audit_rng: random.Random | None = None,
     announce: bool = True,
+    on_stored: OnStored | None = None,
 ) -> list[InspectionResult]:
     """Score uploaded images and store images, maps and predictions.
 
@@ -137,6 +163,11 @@ def inspect_uploads(
         announce: Write each verdict to the project's outbox (webhook, MQTT; see
             :mod:`db.verdict_events`) in the transaction that stores it. The station API turns
             this off and announces with the station's part id instead.
+        on_stored: Called with ``(session, image_id, prediction_id)`` inside each image's
+            storing transaction, after its prediction is flushed: what it writes commits with
+            the prediction or not at all. An exception it raises rolls the whole image back
+            (map file included) and propagates, except those a failed store reports
+            (SQLAlchemy, storage, OS and value errors), which become the result's ``error``.
 
     Returns:
         One result per upload, in order; failed ones have ``error`` set.
@@ -146,7 +177,7 @@ def inspect_uploads(
         ValueError: On an unknown source, or when neither the version nor the detector has a
             threshold.
     """
-    items = [(name, _constant(data)) for name, data in uploads]
+    items = [(name, _upload(name, data)) for name, data in uploads]
     return _inspect(
         Session,
         project_id=project_id,
@@ -160,6 +191,7 @@ def inspect_uploads(
         batch_size=batch_size,
         audit_rng=audit_rng,
         announce=announce,
+        on_stored=on_stored,
     )
 
 
@@ -170,6 +202,7 @@ def inspect_folder(
     detector: Any,
     model_version_id: int,
     folder: str | os.PathLike[str],
+    user: User | None,
     source: str = ImageSource.FOLDER.value,
     recursive: bool = False,
     progress: Progress | None = None,
@@ -177,42 +210,61 @@ def inspect_folder(
     limits: ImageLimits | None = None,
     batch_size: int | None = None,
     audit_rng: random.Random | None = None,
+    max_files: int = MAX_FOLDER_FILES,
+    max_bytes: int = MAX_FILE_BYTES,
 ) -> list[InspectionResult]:
     """Score every image file of a server-side folder (files are read one batch at a time).
+
+    Only folders under the server folder roots may be read (:mod:`services.server_folders`),
+    and only by managers and admins, or inspectors when the project allows it
+    (:mod:`services.inspect_options`). Each file is resolved and checked on its own (a link
+    pointing outside the roots is refused), and a file over ``max_bytes`` is refused without
+    being read whole; the rest of the batch goes on.
 
     Args:
         Session: The application's session factory.
         project_id: The project.
         detector: A fitted detector.
         model_version_id: The model version the detector was loaded from.
-        folder: The folder; files with a supported image extension are inspected, in name
-            order, hidden files skipped.
+        folder: The folder (an absolute path on the server); files with a supported image
+            extension are inspected, in name order, hidden files skipped.
+        user: The user asking (checked before the folder is looked at).
         source: How the images arrived (default ``"folder"``).
-        recursive: Also inspect sub-folders (names are then relative paths).
+        recursive: Also inspect sub-folders (names are then relative paths; linked folders
+            are not entered).
         progress: Optional ``progress(fraction, message)`` callback.
         data_dir: The data directory; default :func:`db.data_dir`.
         limits: Image size limits for decoding.
         batch_size: Images scored per ``predict`` call.
         audit_rng: Random generator for the audit draws; default the system's.
+        max_files: Most image files scored in one batch; a folder holding more is refused.
+        max_bytes: Largest image file read.
 
     Returns:
         One result per image file, in name order.
 
     Raises:
-        DatasetError: If the folder does not exist or holds no image file.
+        PermissionDenied: If the user may not score server folders in this project.
+        services.server_folders.ServerFolderError: If the folder is missing or not under the
+            roots (one message for both).
+        DatasetError: If the folder holds no image file, or more than ``max_files``.
     """
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        raise DatasetError(f"Folder not found: {root}")
-    pattern = "**/*" if recursive else "*"
-    paths = sorted(
-        path
-        for path in root.glob(pattern)
-        if path.is_file() and is_image_path(path) and not path.name.startswith(".")
-    )
+    with Session() as session:
+        require_server_folder_scoring(session, project_id, user)
+    roots = server_folder_roots()
+    root = allowed_folder(folder, roots=roots)
+    paths = _image_files(root, recursive)
     if not paths:
-        raise DatasetError(f"No image files in {root} (supported: PNG, JPEG, BMP, TIFF).")
-    items = [(path.relative_to(root).as_posix(), path.read_bytes) for path in paths]
+        raise DatasetError(f"No image files in {folder} (supported: PNG, JPEG, BMP, TIFF).")
+    if len(paths) > max_files:
+        raise DatasetError(
+            f"{folder} holds {len(paths):,} image files; at most {max_files:,} are scored at "
+            "once. Split it into smaller folders."
+        )
+    items = [
+        (name, _server_file_reader(path, name, roots, max_bytes))
+        for name, path in ((p.relative_to(root).as_posix(), p) for p in paths)
+    ]
     return _inspect(
         Session,
         project_id=project_id,
@@ -227,6 +279,30 @@ def inspect_folder(
         audit_rng=audit_rng,
         announce=True,
     )
+
+
+def _image_files(root: Path, recursive: bool) -> list[Path]:
+    """The image files of a folder (links too: each is checked when read), in name order.
+
+    Hidden files and folders are skipped; linked folders are not entered.
+    """
+    found = []
+    for current, folders, files in os.walk(root, followlinks=False):
+        folders[:] = [] if not recursive else [f for f in folders if not f.startswith(".")]
+        for name in files:
+            path = Path(current) / name
+            if not name.startswith(".") and is_image_path(path):
+                found.append(path)
+    return sorted(found)
+
+
+def _server_file_reader(path: Path, name: str, roots: Sequence[Path], max_bytes: int) -> ReadBytes:
+    """Read one file of a server folder, checked against the roots.
+
+    A refusal fails this file only and the batch goes on: ``_inspect`` catches it (a file
+    outside the roots is an ``OSError``, a file over the size cap an ``ImageLoadError``).
+    """
+    return lambda: read_server_file(path, roots=roots, max_bytes=max_bytes, name=name)
 
 
 def rescore_images(
@@ -302,6 +378,7 @@ def _inspect(
     batch_size: int | None,
     audit_rng: random.Random | None,
     announce: bool,
+    on_stored: OnStored | None = None,
 ) -> list[InspectionResult]:
     source = ImageSource(source).value
     threshold = _decision_threshold(Session, project_id, model_version_id, detector)
@@ -356,6 +433,7 @@ def _inspect(
                     sampler=sampler,
                     decision=decision,
                     announce=announce,
+                    on_stored=on_stored,
                 )
         done = min(start + step, len(items))
         tell(done / len(items), f"Inspected {done}/{len(items)} images")
@@ -380,6 +458,7 @@ def _store(
     sampler: AuditSampler,
     decision: ScorerDecision | None = None,
     announce: bool = False,
+    on_stored: OnStored | None = None,
 ) -> InspectionResult:
     """Store one scored image, map and prediction (with its explanation) in one transaction.
 
@@ -437,9 +516,14 @@ def _store(
             image_id, prediction_id, audit = image.id, row.id, row.audit
             if announce:
                 announce_verdict(session, prediction_id)
+            if on_stored is not None:
+                on_stored(session, image_id, prediction_id)
     except (SQLAlchemyError, StorageError, OSError, ValueError) as err:
         absolute_image_path(map_path, data_dir).unlink(missing_ok=True)
         return InspectionResult.failed(name, f"Could not store the result: {err}")
+    except BaseException:  # on_stored refused the part: nothing of it is kept
+        absolute_image_path(map_path, data_dir).unlink(missing_ok=True)
+        raise
     return InspectionResult(
         name,
         image_id,
@@ -476,8 +560,15 @@ def _decision_threshold(
     return float(threshold)
 
 
-def _constant(data: bytes) -> ReadBytes:
-    return lambda: data
+def _upload(name: str, data: bytes) -> ReadBytes:
+    """An upload's bytes, or an ``ImageTooLargeError`` past ``MAX_FILE_BYTES`` (50 MB)."""
+
+    def read() -> bytes:
+        if len(data) > MAX_FILE_BYTES:
+            raise file_too_large(name, f"{len(data):,} bytes", MAX_FILE_BYTES)
+        return data
+
+    return read
 
 
 def _message(err: Exception) -> str:

@@ -6,7 +6,8 @@ not only in the UI:
 * ``outbound``: the webhook and MQTT channels and the attempts before a dead letter
   (:class:`db.outbound_messages.OutboundConfig`);
 * ``hot_folder``: ``{"enabled": bool, "folder": <absolute path on the server>}``, the folder
-  ``loupe watch`` takes parts from for this project (see :mod:`services.hot_folder`).
+  ``loupe watch`` takes parts from for this project (see :mod:`services.hot_folder`), under
+  the server folder roots (:mod:`services.server_folders`).
 
 Replaying dead letters is here too: it is a manager's action on the project's outbox.
 """
@@ -25,6 +26,7 @@ from db.models import Project, User
 from db.outbound_messages import OUTBOUND_KEY, MqttConfig, OutboundConfig, WebhookConfig, replay
 from db.permissions import CAN_MANAGE_MODELS, require_session_role
 from services.project_settings import store_option
+from services.server_folders import allowed_folder
 
 HOT_FOLDER_KEY = "hot_folder"
 MAX_ATTEMPTS_LIMIT = 50
@@ -152,12 +154,16 @@ def set_hot_folder(
 ) -> HotFolderSetting:
     """Change a project's hot folder (managers and admins; the caller commits).
 
-    The folder must be an absolute path on the server; it is created by the watcher if it does
-    not exist yet. ``loupe watch`` picks the change up when it is next started.
+    The folder must be an absolute path; an enabled one must lie under the server folder roots
+    (:mod:`services.server_folders`; switching a folder off is always possible). It is created
+    by the watcher if it does not exist yet. ``loupe watch`` picks the change up when it is
+    next started (and checks the roots again).
 
     Raises:
         PermissionDenied: If the user may not manage the project.
         ValueError: A relative path, or an enabled folder without a path (nothing changes).
+        ServerFolderError: An enabled folder outside the roots, with the message a missing
+            folder gets (nothing changes).
     """
     _require_manager(session, user, "change the hot folder")
     folder = setting.folder.strip()
@@ -167,6 +173,8 @@ def set_hot_folder(
         raise ValueError("Give the hot folder's path, or switch it off.")
     if len(folder) > MAX_TEXT * 2:
         raise ValueError("The hot folder's path is too long.")
+    if setting.enabled:  # switching off always works, even for a folder set before the roots
+        allowed_folder(folder, must_exist=False)
     stored = HotFolderSetting(setting.enabled, str(Path(folder).expanduser()) if folder else "")
     store_option(session, project_id, HOT_FOLDER_KEY, stored.to_json())
     return stored

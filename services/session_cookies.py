@@ -27,6 +27,8 @@ from db.settings import data_dir
 COOKIE_NAME = "loupe_session"
 #: The route that sets (POST, with a hand-off code) and clears (DELETE) the cookie.
 COOKIE_ROUTE = "/auth/cookie"
+#: The script that calls that route from the page (a file, so the pages need no inline script).
+COOKIE_SCRIPT_ROUTE = "/auth/cookie.js"
 SECRET_ENV = "LOUPE_SESSION_SECRET"
 SECRET_FILE_NAME = "session_secret"
 #: Set to 1 when a proxy terminates HTTPS in front of Loupe: the cookie is then marked Secure.

@@ -3,9 +3,23 @@
 The inspection API (:mod:`api`) calls :func:`inspect_station_part` for each post. The part is
 scored by the project's active model version and stored through
 :func:`services.inspection.inspect_uploads`, so it enters the same tables as a browser upload:
-review queue, dashboard, audits and the learning loop. A station that posts the same part id
-again, or the same bytes within the duplicate window, gets the first result back and nothing
-new is stored.
+review queue, dashboard, audits and the learning loop.
+
+Idempotency, as HTTP's Idempotency-Key convention has it, with the station's part id as key:
+
+* The same station and part id with the *same* bytes returns the first result (``duplicate``);
+  with *different* bytes it is refused (:class:`PartIdConflict`, naming the first inspection)
+  and nothing is stored: one part id names one part.
+* Without a part id, the same bytes (sha256 of the file) from the same station within
+  :data:`DEFAULT_DUPLICATE_WINDOW` of its first post are a retry and get the first result; any
+  other post is a new part.
+
+All or nothing: the image, its prediction, the station's post and the verdict's outbox
+messages commit in one transaction. Posts of one project are stored one at a time (the
+project's write lock, :func:`db.project_lock.locked_project`), and the earlier-post check is
+made again under that lock, so concurrent posts of one part (several API processes, SQLite or
+PostgreSQL) leave exactly one image, prediction, post and message; the others get the first
+result back.
 """
 
 from __future__ import annotations
@@ -17,11 +31,17 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Project
-from db.station_inspections import StationRecord, find_earlier_post, get_post, record_post
+from db.project_lock import locked_project
+from db.station_inspections import (
+    EarlierPost,
+    StationRecord,
+    find_earlier_post,
+    get_post,
+    record_post,
+)
 from db.verdict_events import announce_verdict
 from services.inspection import inspect_uploads
 
@@ -31,6 +51,30 @@ DEFAULT_DUPLICATE_WINDOW = timedelta(minutes=10)
 
 class NoActiveModel(LookupError):  # noqa: N818 - reads as the situation
     """The project has no active model version to score with."""
+
+
+class PartIdConflict(Exception):  # noqa: N818 - reads as the situation
+    """The station posted this part id before with other bytes: nothing was stored.
+
+    Attributes:
+        inspection_id: The first post of the part id.
+    """
+
+    def __init__(self, station: str, part_id: str, inspection_id: int) -> None:
+        super().__init__(
+            f"Part id {part_id!r} of station {station!r} was inspected before with a different "
+            f"image (inspection {inspection_id}); nothing was stored. A part id names one part: "
+            "post a new part under a new id, or the same image to read its verdict again."
+        )
+        self.inspection_id = inspection_id
+
+
+class _PostedMeanwhile(Exception):  # noqa: N818 - control flow inside the storing transaction
+    """Another request stored this part first (found under the project's write lock)."""
+
+    def __init__(self, earlier: EarlierPost) -> None:
+        super().__init__(f"posted meanwhile as inspection {earlier.id}")
+        self.earlier = earlier
 
 
 @dataclass(frozen=True)
@@ -57,6 +101,25 @@ class StationPost:
     error: str | None = None
 
 
+def normalise_part_id(part_id: str | None) -> str | None:
+    """The part id as stored: trimmed; ``None`` when not given.
+
+    Raises:
+        ValueError: Given but empty after trimming, or holding control characters.
+    """
+    if part_id is None:
+        return None
+    trimmed = part_id.strip()
+    if not trimmed:
+        raise ValueError(
+            "part_id is empty: leave it out when the part has no id (e.g. its barcode was not "
+            "read), never send it empty."
+        )
+    if any(ord(char) < 32 or ord(char) == 127 for char in trimmed):
+        raise ValueError("part_id holds control characters.")
+    return trimmed
+
+
 def inspect_station_part(
     Session: sessionmaker[Session],  # noqa: N803 - the app's session factory
     station: Station,
@@ -76,7 +139,7 @@ def inspect_station_part(
         station: The posting station (from its API key).
         data: The image file's bytes.
         filename: A name for the image (display only).
-        part_id: The line's id of the part, if it sent one (idempotency key).
+        part_id: The line's id of the part, if it sent one (idempotency key; trimmed).
         captured_at: When the camera took the picture, if it said.
         detector_for: Loads the detector of a model directory (cached by the caller).
         data_dir: The data directory; default :func:`db.data_dir`.
@@ -87,53 +150,74 @@ def inspect_station_part(
 
     Raises:
         NoActiveModel: The project has no active model version.
+        PartIdConflict: The part id was posted before with other bytes (nothing stored).
+        ValueError: An empty part id (see :func:`normalise_part_id`).
     """
+    part_id = normalise_part_id(part_id)
     sha256 = hashlib.sha256(data).hexdigest()
     key = {"project_id": station.project_id, "station": station.name, "part_id": part_id}
     with Session() as session:
         earlier = find_earlier_post(session, **key, sha256=sha256, window=window)
         if earlier is not None:
-            return StationPost(get_post(session, station.project_id, earlier), duplicate=True)
+            return _earlier_answer(session, station, part_id, earlier, sha256)
         project = session.get(Project, station.project_id)
         version = project.active_model_version if project is not None else None
         if version is None:
             raise NoActiveModel("The project has no active model yet: train one first.")
         version_id, artifact = version.id, version.artifact_path
-    (result,) = inspect_uploads(
-        Session,
-        project_id=station.project_id,
-        detector=detector_for(artifact),
-        model_version_id=version_id,
-        uploads=[(filename, data)],
-        data_dir=data_dir,
-        announce=False,  # announced below, with the station's part id, once the post is stored
-    )
+    stored: list[int] = []
+
+    def store_post(session: Session, image_id: int, prediction_id: int) -> None:
+        """In the prediction's transaction: the post and its verdict message, or nothing."""
+        locked_project(session, station.project_id)  # posts of the project queue up here
+        meanwhile = find_earlier_post(session, **key, sha256=sha256, window=window)
+        if meanwhile is not None:
+            raise _PostedMeanwhile(meanwhile)
+        post_id = record_post(
+            session,
+            **key,
+            api_key_id=station.api_key_id,
+            captured_at=captured_at,
+            sha256=sha256,
+            image_id=image_id,
+            prediction_id=prediction_id,
+        )
+        announce_verdict(
+            session, prediction_id, station=station.name, part_id=part_id, inspection_id=post_id
+        )
+        stored.append(post_id)
+
+    try:
+        (result,) = inspect_uploads(
+            Session,
+            project_id=station.project_id,
+            detector=detector_for(artifact),
+            model_version_id=version_id,
+            uploads=[(filename, data)],
+            data_dir=data_dir,
+            announce=False,  # store_post announces, with the station's part id
+            on_stored=store_post,
+        )
+    except _PostedMeanwhile as race:
+        with Session() as session:
+            return _earlier_answer(session, station, part_id, race.earlier, sha256)
     if not result.ok:
         return StationPost(None, error=result.error)
-    try:
-        with Session() as session, session.begin():
-            post_id = record_post(
-                session,
-                **key,
-                api_key_id=station.api_key_id,
-                captured_at=captured_at,
-                sha256=sha256,
-                image_id=result.image_id,
-                prediction_id=result.prediction_id,
-            )
-            announce_verdict(
-                session,
-                result.prediction_id,
-                station=station.name,
-                part_id=part_id,
-                inspection_id=post_id,
-            )
-    except IntegrityError:  # the same part id posted twice at once: the first one won
-        with Session() as session:
-            earlier = find_earlier_post(session, **key, sha256=sha256, window=window)
-            return StationPost(get_post(session, station.project_id, earlier), duplicate=True)
     with Session() as session:
-        return StationPost(get_post(session, station.project_id, post_id))
+        return StationPost(get_post(session, station.project_id, stored[0]))
+
+
+def _earlier_answer(
+    session: Session,
+    station: Station,
+    part_id: str | None,
+    earlier: EarlierPost,
+    sha256: str,
+) -> StationPost:
+    """The first result for a repeated post, or :class:`PartIdConflict` for other bytes."""
+    if part_id is not None and earlier.sha256 != sha256:
+        raise PartIdConflict(station.name, part_id, earlier.id)
+    return StationPost(get_post(session, station.project_id, earlier.id), duplicate=True)
 
 
 def map_overlay_png(session: Session, record: StationRecord, data_dir: Path | None = None) -> bytes:

@@ -439,3 +439,51 @@ def test_invalid_limits_are_rejected(kwargs: dict) -> None:
 def test_defaults() -> None:
     assert ImageLimits() == ImageLimits(64_000_000, 20.0, 8)
     assert image_io.SUPPORTED_EXTENSIONS == (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+# --------------------------------------------------------------------------------------------
+# Formats stored under a type the browser shows, and the per-file size cap.
+
+
+def test_a_ppm_file_is_not_an_image_loupe_reads(tmp_path: Path) -> None:
+    data = _encode(Image.new("RGB", (W, H), (1, 2, 3)), "PPM")
+    (tmp_path / "part.png").write_bytes(data)  # whatever its extension says
+    with pytest.raises(NotAnImageError, match="not an image Loupe can read"):
+        load_image(data, name="part.ppm")
+    with pytest.raises(NotAnImageError, match="part.png"):
+        load_image(tmp_path / "part.png")
+
+
+class _CountingReads(io.BytesIO):
+    """In-memory bytes whose ``fileno`` is a real file's (for ``fstat``); reads are recorded."""
+
+    def __init__(self, data: bytes, real: io.BufferedReader) -> None:
+        super().__init__(data)
+        self.real, self.sizes = real, []
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.sizes.append(size)
+        return super().read(size)
+
+
+def test_read_capped_refuses_an_oversize_file_without_reading_it_whole(tmp_path: Path) -> None:
+    assert image_io.MAX_FILE_BYTES == 50 * 1024 * 1024
+    big = tmp_path / "big.png"
+    big.write_bytes(b"x" * 100)
+    with big.open("rb") as real:
+        fp = _CountingReads(b"x" * 100, real)
+        with pytest.raises(ImageTooLargeError, match=r"'big.png' is larger than the 10 bytes"):
+            image_io.read_capped(fp, "big.png", max_bytes=10)
+        assert fp.sizes == []  # refused from its size alone
+    small = tmp_path / "small.png"
+    small.write_bytes(b"x" * 5)
+    with small.open("rb") as real:  # it says 5 bytes, then grows while read
+        fp = _CountingReads(b"x" * 100, real)
+        with pytest.raises(ImageTooLargeError, match="over 10 bytes"):
+            image_io.read_capped(fp, "small.png", max_bytes=10)
+        assert fp.sizes == [11]
+    with small.open("rb") as real:
+        assert image_io.read_capped(real, "small.png", max_bytes=5) == b"x" * 5

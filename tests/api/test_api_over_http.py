@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
-from active_model import fit_small_patchcore, project_with_active_model
+from active_model import (
+    fit_small_patchcore,
+    project_with_active_model,
+    send_verdicts_to,
+    station_key,
+)
+from served_api import serving
 from sqlalchemy.orm import Session, sessionmaker
 from synthetic_parts import make_part, png
 from webhook_receiver import Receiver, receiving
 
 from api.app import create_app
-from db.api_keys import create_api_key
-from db.outbound_messages import OUTBOUND_KEY, OutboundConfig, WebhookConfig
-from services.project_settings import store_option
 
 
 @pytest.fixture
@@ -40,37 +40,10 @@ def served(
     project_id = project_with_active_model(
         factory, "widgets", fit_small_patchcore(), tmp_path / "models"
     )
-    with factory() as session, session.begin():
-        webhook = WebhookConfig(True, receiver.url)
-        store_option(session, project_id, OUTBOUND_KEY, OutboundConfig(webhook=webhook).to_json())
-    with factory() as session, session.begin():
-        key = create_api_key(
-            session,
-            project_id=project_id,
-            station="line-1",
-            scope="inspect",
-            user=None,
-            system=True,
-        ).key
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(factory, runtime="torch"), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start within 20 s"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}", key
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    send_verdicts_to(factory, project_id, receiver.url)
+    key = station_key(factory, project_id).key
+    with serving(create_app(factory, runtime="torch")) as base:
+        yield base, key
 
 
 def test_a_station_posts_over_http_and_reads_the_verdict_back(served: tuple[str, str]) -> None:
@@ -84,7 +57,7 @@ def test_a_station_posts_over_http_and_reads_the_verdict_back(served: tuple[str,
         )
         assert posted.status_code == 201, posted.text
         body = posted.json()
-        assert body["verdict"] == "defect" and body["image_url"].startswith(base)
+        assert body["verdict"] == "defect" and body["image_url"].startswith("/api/v1/")
         again = client.get(body["image_url"], headers=headers)
         assert again.status_code == 200 and again.headers["content-type"] == "image/png"
         refused = client.post("/api/v1/projects/widgets/inspections", content=b"x")

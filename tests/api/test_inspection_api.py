@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -70,8 +71,10 @@ def count(factory: sessionmaker[Session], model: type) -> int:
 def test_a_posted_part_is_scored_stored_queued_and_read_back(
     client: TestClient, line: dict, factory: sessionmaker[Session]
 ) -> None:
+    taken = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0)
+    captured = taken.isoformat().replace("+00:00", "Z")
     posted = client.post(
-        "/api/v1/projects/widgets/inspections?part_id=P-1&captured_at=2026-12-02T08:00:00Z",
+        f"/api/v1/projects/widgets/inspections?part_id=P-1&captured_at={captured}",
         content=SCRATCH,
         headers={**auth(line["inspect"]), "Content-Type": "image/png"},
     )
@@ -84,7 +87,7 @@ def test_a_posted_part_is_scored_stored_queued_and_read_back(
         1,
     )
     assert body["explanation"] and body["review"] is None and not body["duplicate"]
-    assert body["captured_at"].startswith("2026-12-02T08:00:00")
+    assert datetime.fromisoformat(body["captured_at"]) == taken
 
     read = client.get(
         f"/api/v1/projects/widgets/inspections/{body['id']}", headers=auth(line["read"])

@@ -9,6 +9,9 @@ from PIL import Image
 from sqlalchemy import func, select
 
 import db
+from services.inspect_options import INSPECT_KEY
+from services.project_settings import store_option
+from services.server_folders import ROOTS_ENV
 
 
 def predictions(workbench: Workbench) -> int:
@@ -47,7 +50,8 @@ def test_uploads_are_scored_with_per_file_errors_and_a_detail_view(workbench: Wo
     assert any("Score" in m.value and "threshold" in m.value for m in at.markdown)
 
 
-def test_a_server_folder_is_scored(workbench: Workbench, tmp_path: Path) -> None:
+def test_a_server_folder_is_scored(workbench: Workbench, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(ROOTS_ENV, str(tmp_path))  # server folders are read under a root only
     folder = tmp_path / "incoming"
     folder.mkdir()
     for i in range(2):
@@ -65,6 +69,10 @@ def test_a_server_folder_is_scored(workbench: Workbench, tmp_path: Path) -> None
 
 
 def test_a_missing_folder_is_reported_not_raised(workbench: Workbench, tmp_path: Path) -> None:
+    with workbench.factory() as session, session.begin():  # inspectors only when allowed
+        store_option(
+            session, workbench.project_id, INSPECT_KEY, {"inspectors_score_server_folders": True}
+        )
     at = signed_in_app("inspector")
     at.switch_page("pages/inspect.py").run()
 

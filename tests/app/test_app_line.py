@@ -108,14 +108,20 @@ def test_dead_letters_are_listed_and_replayed(workbench: Workbench) -> None:
         assert list(states) == ["pending", "pending"]
 
 
-def test_a_manager_sets_the_hot_folder(workbench: Workbench, tmp_path) -> None:
+def test_a_manager_sets_the_hot_folder(workbench: Workbench, tmp_path, monkeypatch) -> None:
     from services.line_settings import hot_folder_setting
+    from services.server_folders import ROOTS_ENV
+
+    monkeypatch.setenv(ROOTS_ENV, str(tmp_path))  # a hot folder lies under a root
 
     at = open_line()
     at.toggle(key=key(workbench, "hot_on")).set_value(True)
     at.text_input(key=key(workbench, "hot_path")).input("relative/folder")
     at = click(at, "Save the hot folder")
     assert "absolute path" in at.error[0].value
+    at.text_input(key=key(workbench, "hot_path")).input("/etc/camera")
+    at = click(at, "Save the hot folder")
+    assert "No folder /etc/camera under the server folders" in at.error[0].value
     at.text_input(key=key(workbench, "hot_path")).input(str(tmp_path / "camera"))
     at = click(at, "Save the hot folder")
     assert not at.exception, at.exception

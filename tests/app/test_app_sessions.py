@@ -7,6 +7,7 @@ for two tabs, and the browser's cookie is handed to the app by replacing
 
 from __future__ import annotations
 
+import html
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -41,7 +42,11 @@ def is_signed_out(at: AppTest) -> bool:
 def cookie_for(workbench: Workbench, at: AppTest) -> str:
     """The cookie the browser of ``at`` gets: the hand-off code in its script, traded."""
     bodies = [h.proto.body for h in at.get("html")]
-    codes = [m.group(1) for body in bodies if (m := re.search(r'code: "([^"]+)"', body))]
+    codes = [
+        html.unescape(m.group(1))
+        for body in bodies
+        if (m := re.search(r'data-code="([^"]+)"', body))
+    ]
     assert len(codes) == 1, bodies
     with workbench.factory() as session, session.begin():
         _, token = redeem_handoff(session, codes[0])
@@ -52,9 +57,9 @@ def test_the_first_run_after_sign_in_hands_the_browser_its_cookie(workbench: Wor
     at = signed_in_app("inspector")
     assert "_session_handoff" not in at.session_state  # sent once, with the first run
     scripts = [h.proto.body for h in at.get("html")]
-    assert any("fetch(\"/auth/cookie\", {method: 'POST'" in body for body in scripts), scripts
+    assert any('src="/auth/cookie.js" data-code=' in body for body in scripts), scripts
     at.run()
-    assert not any("method: 'POST'" in h.proto.body for h in at.get("html"))
+    assert not any("data-code=" in h.proto.body for h in at.get("html"))
 
 
 def test_a_sign_out_in_one_tab_signs_the_other_out_on_its_next_run(

@@ -1,10 +1,13 @@
 """A real workbench server and a real headless Chromium, for end-to-end tests and UI benchmarks.
 
-``LiveApp`` starts ``streamlit run serve.py`` (the workbench with its session-cookie routes,
-as ``make demo`` does) on a free local port with its own data directory and waits until the
-server answers its health check. ``open_browser`` launches Debian's
+``LiveApp`` starts ``streamlit run serve.py`` (the workbench with its session-cookie routes
+and security headers, as ``make demo`` does) on a free local port with its own data directory
+and waits until the server answers its health check. ``open_browser`` launches Debian's
 ``/usr/bin/chromium`` through Playwright (``executable_path``: Playwright's own browser
-download is not used). ``sign_in`` fills in the login form the way a person would.
+download is not used) and records every content-security-policy violation in any of its tabs:
+the block fails at its end if there was one (the workbench's policy is
+``api.security_headers.WORKBENCH_POLICY``). ``sign_in`` fills in the login form the way a
+person would.
 
 Used by ``tests/e2e`` and by ``bench/ui_timings.py`` / ``bench/screenshots.py`` (which put this
 folder on ``sys.path``).
@@ -20,12 +23,26 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("LOUPE_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+# Run in every tab and frame before the page's own scripts: report each violation of the
+# page's content security policy to Python (the binding outlives navigations and reloads).
+CSP_LISTENER = """
+document.addEventListener('securitypolicyviolation', (event) => {
+  window.__loupeCspViolation({
+    directive: event.effectiveDirective,
+    blocked: event.blockedURI,
+    source: event.sourceFile,
+    line: event.lineNumber,
+    document: event.documentURI,
+    sample: event.sample,
+  });
+}, true);
+"""
 MISSING_BROWSER = (
     f"{CHROMIUM} is missing: install Debian's browser with "
     "`apt-get update && apt-get install -y chromium chromium-driver` (the Makefile's "
@@ -118,27 +135,50 @@ class LiveApp:
             os.kill(pid, signal.SIGTERM)
 
 
+class CspViolationError(AssertionError):
+    """A page broke its content security policy while the browser was open."""
+
+
 @contextmanager
 def open_browser(width: int = 1400, height: int = 1000) -> Iterator[object]:
-    """A Playwright page in Debian's headless Chromium.
+    """A Playwright page in Debian's headless Chromium that fails on any CSP violation.
+
+    Every tab of the page's context reports the violations of its content security policy
+    (``securitypolicyviolation`` events); when the block ends without an error of its own, a
+    violation in any tab raises :class:`CspViolationError`, listing them.
 
     Yields:
         A ``playwright.sync_api.Page``.
+
+    Raises:
+        CspViolationError: A page broke its content security policy.
     """
     if not CHROMIUM.exists():
         raise FileNotFoundError(MISSING_BROWSER)
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import Error, sync_playwright
 
+    violations: list[dict] = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             # A context of its own, so that a test can open a second tab sharing the cookies.
             context = browser.new_context(viewport={"width": width, "height": height})
+            context.expose_binding(
+                "__loupeCspViolation", lambda _source, violation: violations.append(violation)
+            )
+            context.add_init_script(CSP_LISTENER)
             page = context.new_page()
             page.set_default_timeout(60_000)
             yield page
+            for tab in context.pages:  # a round trip delivers the reports still under way
+                with suppress(Error):
+                    tab.evaluate("() => new Promise((done) => setTimeout(done, 100))")
         finally:
             browser.close()
+    if violations:
+        listed = "\n".join(f"  {violation}" for violation in violations[:20])
+        count = len(violations)
+        raise CspViolationError(f"{count} content security policy violation(s):\n{listed}")
 
 
 def sign_in(page: object, url: str, name: str, password: str) -> None:

@@ -20,6 +20,7 @@ from db.outbound_messages import OUTBOUND_KEY, OutboundConfig, WebhookConfig, en
 from loupe import cli
 from services.line_settings import HOT_FOLDER_KEY
 from services.project_settings import store_option
+from services.server_folders import ROOTS_ENV
 
 LOUPE = Path(sys.executable).with_name("loupe")
 
@@ -36,8 +37,12 @@ def test_watch_without_a_configured_folder_says_where_to_set_one(
 
 
 def test_watch_takes_parts_from_the_folder_set_for_the_project(
-    factory: sessionmaker[Session], tmp_path: Path, data_dir: Path
+    factory: sessionmaker[Session],
+    tmp_path: Path,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv(ROOTS_ENV, str(tmp_path))  # the hot folder lies under a root
     project_id = project_with_active_model(
         factory, "widgets", fit_small_patchcore(), tmp_path / "models"
     )

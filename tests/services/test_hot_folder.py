@@ -18,6 +18,7 @@ from db.hot_folder_files import claim_file
 from db.models import HotFolderFile
 from services.hot_folder import HotFolder
 from services.inspection import inspect_uploads
+from services.server_folders import ROOTS_ENV
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +27,14 @@ def fitted() -> tuple:
 
 
 @pytest.fixture
-def watched(factory: sessionmaker[Session], tmp_path: Path, fitted: tuple) -> HotFolder:
-    """A project with an active tiny model and its hot folder (empty)."""
+def watched(
+    factory: sessionmaker[Session],
+    tmp_path: Path,
+    fitted: tuple,
+    monkeypatch: pytest.MonkeyPatch,
+) -> HotFolder:
+    """A project with an active tiny model and its hot folder (empty, under the roots)."""
+    monkeypatch.setenv(ROOTS_ENV, str(tmp_path))
     project_id = project_with_active_model(factory, "widgets", fitted, tmp_path / "models")
     return HotFolder(
         factory,

@@ -15,7 +15,6 @@ from synthetic_parts import make_part, png
 
 from adcore.anomaly_maps import overlay_image
 from adcore.detectors.patchcore import PatchCore, PatchCoreConfig
-from adcore.errors import DatasetError
 from adcore.explain import ExplanationFacts
 from adcore.explain.fact_check import check_text
 from db import Image, Prediction, User, init_db, make_session_factory, register_model_version
@@ -27,6 +26,7 @@ from services.inspection import (
     rescore_images,
 )
 from services.map_store import load_anomaly_map
+from services.server_folders import ROOTS_ENV, ServerFolderError
 
 TINY = PatchCoreConfig(image_size=64, coreset_ratio=0.1)
 
@@ -105,6 +105,27 @@ def test_a_bad_upload_mid_batch_gets_an_error_and_the_rest_is_stored(
         assert session.get(Image, good.image_id).source == "upload"
 
 
+def test_an_upload_over_the_file_cap_is_refused_alone(
+    session_factory: sessionmaker[Session],
+    project_and_version: tuple[int, int],
+    detector: PatchCore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    small, large = png(make_part(310)), png(make_part(311, defect=True))
+    monkeypatch.setattr("services.inspection.MAX_FILE_BYTES", max(len(small), len(large)) - 1)
+    shortest, longest = sorted([("a.png", small), ("b.png", large)], key=lambda u: len(u[1]))
+    project_id, version_id = project_and_version
+    kept, refused = inspect_uploads(
+        session_factory,
+        project_id=project_id,
+        detector=detector,
+        model_version_id=version_id,
+        uploads=[shortest, longest],
+    )
+    assert kept.ok and not refused.ok and "larger than" in refused.error
+    assert count(session_factory, Image) == 1
+
+
 def test_the_same_bytes_twice_make_one_image_and_two_predictions(
     session_factory: sessionmaker[Session],
     project_and_version: tuple[int, int],
@@ -173,8 +194,13 @@ def test_inspect_folder_reads_image_files_only(
     project_and_version: tuple[int, int],
     detector: PatchCore,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     project_id, version_id = project_and_version
+    monkeypatch.setenv(ROOTS_ENV, str(tmp_path))  # server folders are read under a root only
+    with session_factory() as session, session.begin():
+        manager = User(name="mia", role="manager", password_hash="x")
+        session.add(manager)
     folder = tmp_path / "incoming"
     folder.mkdir()
     PILImage.fromarray(make_part(600)).save(folder / "b.png")
@@ -187,6 +213,7 @@ def test_inspect_folder_reads_image_files_only(
         detector=detector,
         model_version_id=version_id,
         folder=folder,
+        user=manager,
     )
     assert [(r.name, r.ok) for r in results] == [
         ("a.png", True),
@@ -195,13 +222,14 @@ def test_inspect_folder_reads_image_files_only(
     ]
     with session_factory() as session:
         assert {image.source for image in session.scalars(select(Image))} == {"folder"}
-    with pytest.raises(DatasetError, match="not found"):
+    with pytest.raises(ServerFolderError, match="No folder .*missing under the server folders"):
         inspect_folder(
             session_factory,
             project_id=project_id,
             detector=detector,
             model_version_id=version_id,
             folder=tmp_path / "missing",
+            user=manager,
         )
 
 

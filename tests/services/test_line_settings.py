@@ -18,6 +18,7 @@ from services.line_settings import (
     set_hot_folder,
     set_outbound,
 )
+from services.server_folders import ROOTS_ENV
 
 
 @pytest.mark.parametrize(
@@ -59,8 +60,12 @@ def test_a_manager_stores_channels_an_inspector_cannot(
 
 
 def test_a_hot_folder_is_an_absolute_path(
-    session_factory: sessionmaker[Session], project_id: int, make_user: Callable[..., int]
+    session_factory: sessionmaker[Session],
+    project_id: int,
+    make_user: Callable[..., int],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv(ROOTS_ENV, "/srv")  # the folder must also lie under a root
     manager = make_user("mia", Role.MANAGER)
     with session_factory() as session, session.begin():
         user = session.get(User, manager)

@@ -47,11 +47,14 @@ mqtt:
 ## Seeds the demo project once (fit + score, about a minute), then serves http://localhost:8501
 ## (serve.py: app.py plus the routes that keep a sign-in in an HttpOnly cookie) and the
 ## inspection API on http://localhost:8502 (loupe api; both stop together), both on $(HOST).
+## The server runs in the background and is waited for, so that SIGTERM to make runs the trap
+## (a shell runs no trap while a foreground command runs); the job worker stops with the server.
 demo: install
 	$(VENV)/bin/loupe demo
 	trap 'kill 0' INT TERM EXIT; \
 	$(VENV)/bin/loupe api --host $(HOST) & \
-	$(PY) -m streamlit run serve.py --server.address $(HOST) --server.headless true --server.fileWatcherType none --browser.gatherUsageStats false
+	$(PY) -m streamlit run serve.py --server.address $(HOST) --server.headless true --server.fileWatcherType none --browser.gatherUsageStats false & \
+	wait $$!
 
 ## The detection core alone: fit and score the demo from the command line.
 demo-cli: install

@@ -47,6 +47,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         max_jobs=args.max_jobs,
         poll_interval=args.poll_interval,
         job_modules=args.job_module,
+        parent_pid=args.parent_pid,
     )
 
 
@@ -118,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="import this module first (it may register more job kinds); repeatable",
+    )
+    worker.add_argument(
+        "--parent-pid",
+        type=int,
+        metavar="PID",
+        help="stop when process PID exits (the app's launcher gives its server's pid; "
+        "without it the worker runs until stopped)",
     )
     worker.set_defaults(func=cmd_worker)
 

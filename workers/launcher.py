@@ -1,10 +1,19 @@
-"""Starting a detached worker from the app, so queued jobs run and survive app restarts.
+"""Starting the app's job worker, which stops with the server that launched it.
 
 :func:`ensure_worker_running` is cheap to call on every page load: under a file lock in the
 data directory it looks for a live worker (a fresh heartbeat in the ``workers`` table, or the
 process named in ``<data dir>/worker.pid``) and only spawns ``python -m loupe worker`` when
-there is none. The worker runs in its own session (``start_new_session``): stopping or
-restarting the app does not stop it, and it logs to ``<data dir>/logs/worker.log``.
+there is none. It logs to ``<data dir>/logs/worker.log``.
+
+The worker is given the calling process's pid (``--parent-pid``) and stops, as on ``SIGTERM``,
+within about a second of that process ending, however it ended (``kill -9`` included; see
+:mod:`workers.server_watch`): a worker outlives the server that supervised it only as long
+as its running job takes to stop. Jobs are database rows, so queued ones wait for the next
+server's worker. When several servers share a
+data directory, the worker stops with the one that launched it, and another server's
+supervisor launches a new one within seconds. The worker still runs in its own session
+(``start_new_session``): a Ctrl-C in the server's terminal is not delivered to it, so a job is
+asked to stop between steps instead of being interrupted mid-write.
 """
 
 from __future__ import annotations
@@ -45,8 +54,9 @@ def ensure_worker_running(
     stale_after: timedelta = DEFAULT_STALE_AFTER,
     extra_args: Sequence[str] = (),
     python: str = sys.executable,
+    stop_with_caller: bool = True,
 ) -> int | None:
-    """Spawn a detached worker unless one is alive.
+    """Spawn a worker unless one is alive.
 
     Args:
         data_dir: The data directory (pid file, lock, log; the worker's images).
@@ -56,6 +66,9 @@ def ensure_worker_running(
         stale_after: A worker whose heartbeat is older is considered dead.
         extra_args: More ``python -m loupe worker`` arguments.
         python: The interpreter to run the worker with.
+        stop_with_caller: Whether the worker stops when the calling process (the server)
+            is gone; ``False`` starts one that runs until stopped, like ``loupe worker`` by
+            hand.
 
     Returns:
         The new worker's pid, or ``None`` when a worker was already alive.
@@ -75,6 +88,8 @@ def ensure_worker_running(
         command += ["--database-url", database_url]
         if models_root is not None:
             command += ["--models-dir", str(Path(models_root).resolve())]
+        if stop_with_caller:
+            command += ["--parent-pid", str(os.getpid())]
         command += list(extra_args)
         env = {**os.environ, DATA_DIR_ENV: str(directory), DATABASE_URL_ENV: database_url}
         log_path = directory / LOG_FILE

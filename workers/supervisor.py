@@ -16,6 +16,12 @@ So a worker killed with ``kill -9`` is replaced within about two seconds plus th
 start (it registers before loading torch). When launched workers keep dying before they say
 they are alive, the launches back off, up to :data:`MAX_BACKOFF_SECONDS` apart. The thread never
 calls ``st.*``: the Models page reads :attr:`WorkerSupervisor.status`.
+
+A launched worker stops with this server process (``SIGTERM``, ``SIGINT``, a crash or
+``kill -9``; about a second later, see :mod:`workers.server_watch`): stopping ``make demo``
+leaves no worker behind. When several servers share a database and data directory, the worker
+stops with the one that launched it, and the other's supervisor launches a new one at its next
+check (within seconds, once the old worker has exited).
 """
 
 from __future__ import annotations
@@ -138,7 +144,7 @@ class WorkerSupervisor:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop checking (the worker itself keeps running)."""
+        """Stop checking (the worker keeps running until this process exits)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -270,7 +276,7 @@ def supervisor_for(database_url: str) -> WorkerSupervisor | None:
 
 
 def stop_supervisors() -> None:
-    """Stop every supervisor of this process (tests; the workers keep running)."""
+    """Stop every supervisor of this process (tests; the workers run until it exits)."""
     with _SUPERVISORS_LOCK:
         stopping = list(_SUPERVISORS.values())
         _SUPERVISORS.clear()

@@ -9,7 +9,15 @@ for queued jobs every ``poll_interval`` seconds (0.5 by default, so a queued job
 a second). Each job is claimed atomically and run with a
 :class:`workers.context.JobContext`; a heartbeat thread keeps the worker's and the job's
 ``heartbeat_at`` fresh. ``SIGTERM`` (or ``SIGINT``) stops it gracefully: no new job is taken,
-and the running job is asked to stop and marked failed ("worker stopped").
+the running job is asked to stop and marked failed ("worker stopped"), and the worker's row is
+marked stopped.
+
+A worker launched by the app (``--parent-pid``, given by :mod:`workers.launcher`) also stops so
+when the server process that launched it is gone, however it ended (``kill -9`` included),
+within about a second (:mod:`workers.server_watch`); its running job is marked failed with
+:data:`SERVER_STOPPED_MESSAGE`. When several servers share a data directory, the worker stops
+with the one that launched it, and another server's supervisor launches a new one within
+seconds. A worker started by hand (no ``--parent-pid``) keeps running until it is stopped.
 
 With ``$LOUPE_RAY_ADDRESS`` set, job functions run as Ray tasks (:mod:`workers.ray_backend`).
 """
@@ -52,12 +60,18 @@ from workers.context import (
 )
 from workers.registry import JobFunction, describe_outcome, job_function, retry_safe_kinds
 from workers.reporting import DatabaseReporter
+from workers.server_watch import ParentWatch
 
 log = logging.getLogger("loupe.worker")
 
 DEFAULT_POLL_INTERVAL = 0.5
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 STOPPED_MESSAGE = "worker stopped before the job finished; queue it again"
+"""Why a running job failed when its worker was stopped (``SIGTERM``, ``SIGINT``)."""
+SERVER_STOPPED_MESSAGE = (
+    "worker stopped: its server stopped before the job finished; queue it again"
+)
+"""Why a running job failed when the server that launched its worker stopped."""
 
 
 class JobBackend(Protocol):
@@ -93,6 +107,8 @@ class JobWorker:
         stale_after: Heartbeat timeout used when recovering orphaned jobs.
         backend: Where job functions run; default :func:`default_backend`.
         worker_id: This worker's id; default a fresh ``host:pid:random``.
+        parent_pid: Stop (as on ``SIGTERM``) when this process is gone: the server that
+            launched the worker (see :mod:`workers.server_watch`). ``None``: run until stopped.
     """
 
     def __init__(
@@ -107,6 +123,7 @@ class JobWorker:
         stale_after: timedelta = DEFAULT_STALE_AFTER,
         backend: JobBackend | None = None,
         worker_id: str | None = None,
+        parent_pid: int | None = None,
     ) -> None:
         self.session_factory = session_factory
         self.data_dir = Path(data_dir)
@@ -118,7 +135,9 @@ class JobWorker:
         self.stale_after = stale_after
         self.backend = backend or default_backend()
         self.worker_id = worker_id or new_worker_id()
+        self.parent_pid = parent_pid
         self.stopping = threading.Event()
+        self._stop_message = STOPPED_MESSAGE
         self._current: tuple[int, threading.Event] | None = None
 
     @property
@@ -140,7 +159,12 @@ class JobWorker:
             How many jobs were run.
         """
         self.stopping.clear()
+        self._stop_message = STOPPED_MESSAGE
         self._install_signal_handlers()
+        watch = None
+        if self.parent_pid is not None:
+            watch = ParentWatch(self.parent_pid, lambda: self.stop(message=SERVER_STOPPED_MESSAGE))
+            watch.start()
         self._recover_orphans()
         register_worker(self.session_factory, self.worker_id)
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
@@ -170,13 +194,22 @@ class JobWorker:
                     break
         finally:
             self.stopping.set()
+            if watch is not None:
+                watch.stop()
             beat.join(timeout=self.heartbeat_interval + 1)
             stop_worker(self.session_factory, self.worker_id)
             log.info("worker %s stopped after %d job(s)", self.worker_id, done)
         return done
 
-    def stop(self) -> None:
-        """Ask the worker to stop (the running job is asked to stop too)."""
+    def stop(self, *, message: str = STOPPED_MESSAGE) -> None:
+        """Ask the worker to stop (the running job is asked to stop too).
+
+        Args:
+            message: Why the running job failed, if it stops before it finishes (the first
+                stop request's reason counts).
+        """
+        if not self.stopping.is_set():
+            self._stop_message = message
         self.stopping.set()
         current = self._current
         if current is not None:
@@ -217,7 +250,7 @@ class JobWorker:
             if cancel_requested(self.session_factory, job.id) and not self.stopping.is_set():
                 status, message = JobStatus.CANCELLED, "Cancelled"
             else:
-                status, message = JobStatus.FAILED, STOPPED_MESSAGE
+                status, message = JobStatus.FAILED, self._stop_message
         except (LoupeError, StorageError) as err:  # a user-facing error: no traceback
             status, message = JobStatus.FAILED, f"{type(err).__name__}: {err}"
         except Exception as err:  # noqa: BLE001 - any failure of a job is recorded, not raised
@@ -301,6 +334,7 @@ def run_worker(
     max_jobs: int | None = None,
     poll_interval: float = DEFAULT_POLL_INTERVAL,
     job_modules: list[str] | None = None,
+    parent_pid: int | None = None,
 ) -> int:
     """Configure from arguments and the environment, then run a :class:`JobWorker`.
 
@@ -313,6 +347,7 @@ def run_worker(
         max_jobs: Stop after this many jobs.
         poll_interval: Seconds between polls of an empty queue.
         job_modules: Modules to import first (they may register more job kinds).
+        parent_pid: Stop when this process (the server that launched the worker) is gone.
 
     Returns:
         The process exit code.
@@ -338,6 +373,7 @@ def run_worker(
             models_root=Path(models_dir or os.environ.get("LOUPE_MODELS_DIR") or "models"),
             device=device,
             poll_interval=poll_interval,
+            parent_pid=parent_pid,
         )
         worker.run(once=once, max_jobs=max_jobs)
     finally:

@@ -29,13 +29,12 @@ from sqlalchemy.orm import Session
 from db.base import Label, ModelStatus, utcnow
 from db.errors import StorageError
 from db.labels import current_label
-from db.model_versions import STATUS_HISTORY_KEY, next_version_number, register_model_version
+from db.model_metrics import INSTANT_UPDATE_COUNT_KEY, INSTANT_UPDATES_KEY, STATUS_HISTORY_KEY
+from db.model_versions import next_version_number, register_model_version
 from db.models import Image, ModelVersion, Review, User
 from db.permissions import CAN_REVIEW, require_session_role
 from db.project_lock import locked_project
 
-INSTANT_UPDATES_KEY = "instant_updates"
-INSTANT_UPDATE_COUNT_KEY = "instant_update_count"
 REVIEW_MESSAGE = "Only inspectors, managers and admins can teach the model from a review."
 
 

@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 
 from db.base import ModelStatus
 from db.model_families import ModelFamily, active_version, model_family
-from db.model_versions import GATE_KEY, gate_refusals
+from db.model_metrics import GATE_KEY
+from db.model_versions import gate_refusals
 from db.models import ModelVersion
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.base import ModelStatus
+from db.model_metrics import INSTANT_UPDATES_KEY, SAME_MODEL_AS_KEY
 from db.models import ModelVersion, Project
 
 
@@ -80,10 +81,6 @@ def active_version_id(session: Session, project_id: int) -> int | None:
     return session.scalar(select(Project.active_model_version_id).where(Project.id == project_id))
 
 
-SAME_MODEL_AS_KEY = "same_model_as"
-"""Metrics key of a recalibrated version: the lineage of the version whose model it reuses."""
-
-
 def detector_lineage(version: ModelVersion) -> list[int]:
     """A detector version's id and the ids of the versions whose scores it shares, newest first.
 
@@ -99,8 +96,6 @@ def detector_lineage(version: ModelVersion) -> list[int]:
     Returns:
         ``[version.id, parent id, grandparent id, ...]``.
     """
-    from db.instant_updates import INSTANT_UPDATES_KEY  # it imports this module
-
     metrics = version.metrics or {}
     updates = metrics.get(INSTANT_UPDATES_KEY) or []
     parents = [entry.get("parent_version_id") for entry in reversed(updates)]

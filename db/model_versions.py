@@ -26,16 +26,17 @@ from sqlalchemy.orm import Session
 from db.base import ModelStatus, utcnow
 from db.errors import StorageError
 from db.model_families import ModelFamily, active_version, detector_lineage, model_family
+from db.model_metrics import (
+    GATE_KEY,
+    GATE_OVERRIDES_KEY,
+    SCORER_DETECTOR_KEY,
+    STATUS_HISTORY_KEY,
+    THRESHOLD_HISTORY_KEY,
+)
 from db.models import ModelVersion, Project, User
 from db.permissions import CAN_MANAGE_MODELS, require_session_role
 from db.project_lock import locked_project
 
-THRESHOLD_HISTORY_KEY = "threshold_history"
-STATUS_HISTORY_KEY = "status_history"
-GATE_KEY = "gate"
-GATE_OVERRIDES_KEY = "gate_overrides"
-SCORER_DETECTOR_KEY = "detector"
-"""``metrics`` key of a feedback scorer: the detector version it was trained on."""
 PROMOTE_MESSAGE = "Only managers can promote or roll back a model."
 
 

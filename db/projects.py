@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from db.model_metrics import THRESHOLD_HISTORY_KEY
 from db.model_versions import (
-    THRESHOLD_HISTORY_KEY,
     activate_model_version,
     list_model_versions,
     next_version_number,

@@ -75,7 +75,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         0 when both files are written; 2 on an unknown project.
     """
     import db
-    from services.shift_report import write_shift_report
+    from services.shift_report_files import write_shift_report
 
     engine = db.init_db(args.database_url)
     try:

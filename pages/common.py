@@ -5,7 +5,8 @@ not a page itself (``app.py`` registers pages explicitly with ``st.navigation``)
 
 Everything cached with ``st.cache_resource`` is shared by all browser sessions of the server
 process, so only thread-safe, read-only things live there: the session factory (keyed by the
-database URL) and loaded detectors (keyed by artifact path; never mutated by the pages).
+database URL; defined in :mod:`pages.db_session`, re-exported here with :func:`transaction`) and
+loaded detectors (keyed by artifact path; never mutated by the pages).
 """
 
 from __future__ import annotations
@@ -24,8 +25,14 @@ import streamlit as st
 
 import db
 
+# The database sessions live in pages.db_session (helpers imported below use them too, without
+# importing this module); re-exported here for the pages and app.py.
+from pages.db_session import session_factory as session_factory
+from pages.db_session import session_factory_for as session_factory_for
+from pages.db_session import transaction as transaction
+
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
+    from sqlalchemy.orm import Session
 
 log = logging.getLogger("loupe.app")
 
@@ -100,28 +107,6 @@ def pages_for_role(role: str | None) -> list[PageSpec]:
 
 
 # --------------------------------------------------------------------------- storage
-
-
-@st.cache_resource(show_spinner=False)
-def session_factory_for(url: str) -> sessionmaker[Session]:
-    """Migrate the database at ``url`` once per process and return its session factory."""
-    engine = db.init_db(url)
-    return db.make_session_factory(engine)
-
-
-def session_factory() -> sessionmaker[Session]:
-    """The session factory of the configured database (``$LOUPE_DATABASE_URL`` / data dir)."""
-    return session_factory_for(db.database_url())
-
-
-@contextmanager
-def transaction() -> Iterator[Session]:
-    """A session inside a transaction: committed on success, rolled back on error.
-
-    An integrity conflict leaves as :class:`db.ConflictError` (one of :data:`ACTION_ERRORS`).
-    """
-    with db.transaction(session_factory()) as session:
-        yield session
 
 
 def models_root() -> Path:

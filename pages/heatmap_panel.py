@@ -12,7 +12,7 @@ import numpy as np
 import streamlit as st
 
 from adcore.map_scale import MapScale, own_scale
-from pages.common import transaction
+from pages.db_session import transaction
 
 OPACITY_HELP = "0 shows the image only"
 

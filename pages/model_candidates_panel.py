@@ -13,7 +13,8 @@ import streamlit as st
 import db
 from db.model_candidates import CandidateComparison, candidate_comparisons
 from db.model_families import ModelFamily, active_version, model_family
-from db.model_versions import STATUS_HISTORY_KEY, promote_model_version, rollback_to
+from db.model_metrics import STATUS_HISTORY_KEY
+from db.model_versions import promote_model_version, rollback_to
 from pages.common import ACTION_ERRORS, flash, load_user, transaction
 from pages.model_jobs_panel import when
 

@@ -62,9 +62,8 @@ from db import (
     utcnow,
 )
 from db.images import get_or_create_image
-from db.model_families import SAME_MODEL_AS_KEY
+from db.model_metrics import SAME_MODEL_AS_KEY, STATUS_HISTORY_KEY
 from db.model_versions import (
-    STATUS_HISTORY_KEY,
     activate_model_version,
     next_version_number,
     register_model_version,

@@ -35,7 +35,7 @@ from db.base import Label
 from db.jobs import enqueue_automatic_job, has_pending_job, latest_job
 from db.labels import reviews_after
 from db.model_families import ModelFamily, active_version, detector_lineage
-from db.model_versions import SCORER_DETECTOR_KEY
+from db.model_metrics import SCORER_DETECTOR_KEY
 from db.models import Job, ModelVersion, Project, User
 from db.permissions import CAN_MANAGE_MODELS, CAN_REVIEW, require_session_role
 from db.predictions import labelled_with_vectors

@@ -5,7 +5,8 @@ shifts (:data:`SHIFTS`; the night shift of a day starts at 22:00 that day and en
 next). :func:`build_shift_report` gathers a :class:`ShiftReport` from the store
 (:mod:`db.shift_report_queries`, :mod:`db.audits`); :func:`shift_report_csv` writes one row
 per part reviewed in the window and :func:`services.shift_report_pdf.shift_report_pdf` the
-PDF. :func:`write_shift_report` writes both files, for ``loupe report`` and a scheduler.
+PDF. :func:`services.shift_report_files.write_shift_report` writes both files, for
+``loupe report`` and a scheduler.
 
 Rates are over the parts reviewed in the window (their current label given then), with 95%
 Wilson intervals (:func:`adcore.rates.rate_estimate`); the miss rate among passed parts comes
@@ -21,9 +22,8 @@ import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from pathlib import Path
 
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from adcore.audit import MissRateEstimate, miss_rate_estimate
 from adcore.rates import RateEstimate, rate_estimate
@@ -48,7 +48,6 @@ __all__ = [
     "report_file_stem",
     "report_window",
     "shift_report_csv",
-    "write_shift_report",
 ]
 
 SHIFTS: dict[str, tuple[time, time]] = {
@@ -319,41 +318,3 @@ def report_file_stem(project: str, day: date, shift: str | None = None) -> str:
     """``<project-slug>-<YYYY-MM-DD>[-<shift>]``: the report's file name without extension."""
     slug = re.sub(r"[^a-z0-9]+", "-", project.lower()).strip("-") or "project"
     return f"{slug}-{day:%Y-%m-%d}" + (f"-{shift}" if shift else "")
-
-
-def write_shift_report(
-    factory: sessionmaker[Session],
-    project_name: str,
-    day: date,
-    shift: str | None,
-    out_dir: Path,
-) -> tuple[Path, Path]:
-    """Write ``<out_dir>/<stem>.pdf`` and ``.csv`` (:func:`report_file_stem`) for a project.
-
-    Both files are written to temporary names first and renamed, so a scheduler never picks up
-    a half-written report.
-
-    Returns:
-        The PDF's and the CSV's paths.
-
-    Raises:
-        LookupError: If no project has this name.
-        ValueError: On an unknown shift name.
-    """
-    from services.shift_report_pdf import shift_report_pdf
-
-    with factory() as session:
-        project = get_project(session, project_name)
-        if project is None:
-            raise LookupError(f"No project named {project_name!r}.")
-        report = build_shift_report(session, project.id, day, shift)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = report_file_stem(report.project, day, shift)
-    written = []
-    for suffix, content in ((".pdf", shift_report_pdf(report)), (".csv", shift_report_csv(report))):
-        path = out_dir / f"{stem}{suffix}"
-        partial = path.with_name(f".{path.name}.partial")
-        partial.write_bytes(content)
-        partial.replace(path)
-        written.append(path)
-    return written[0], written[1]

@@ -21,7 +21,8 @@ from adcore.errors import DatasetError
 from adcore.holdout import DEFAULT_HOLDOUT_FRACTION
 from adcore.persistence import CONFIG_FILE
 from db import Label, ModelVersion, Project
-from db.model_families import SAME_MODEL_AS_KEY, detector_lineage
+from db.model_families import detector_lineage
+from db.model_metrics import SAME_MODEL_AS_KEY
 from services.audit_sampling import project_miss_rate
 from services.project_settings import clip_setting
 from workers.candidate_evaluation import evaluate_candidate

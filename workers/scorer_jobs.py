@@ -37,7 +37,7 @@ from adcore.holdout import in_evaluation_share
 from db.base import Label
 from db.image_store import absolute_image_path
 from db.model_families import ModelFamily, active_version, detector_lineage
-from db.model_versions import SCORER_DETECTOR_KEY
+from db.model_metrics import SCORER_DETECTOR_KEY
 from db.predictions import LabelledEmbedding, labelled_embeddings
 from services.scorer_training import (
     SCORER_HOLDOUT,

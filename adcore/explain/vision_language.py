@@ -3,7 +3,7 @@
 A :class:`VisionLanguageExplainer` works like
 :class:`adcore.explain.language_model.LanguageModelExplainer` (same ``rewrite`` contract: the
 text is fact-checked and the grounded text is the fallback, see
-:func:`adcore.explain.language_model.checked_rewrite`), but it sends two images with the prompt:
+:func:`adcore.explain.rewriting.checked_rewrite`), but it sends two images with the prompt:
 the part image and its anomaly-map overlay. Supported models:
 
 * **SmolVLM / Idefics3** (``model_type`` ``smolvlm`` or ``idefics3``) and **Qwen2-VL /
@@ -49,7 +49,7 @@ from PIL import Image as PILImage
 
 from adcore.errors import ExplainerUnavailable
 from adcore.explain.facts import ExplanationFacts
-from adcore.explain.language_model import (
+from adcore.explain.rewriting import (
     RewriteResult,
     checked_rewrite,
     clean_generation,

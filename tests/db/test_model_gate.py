@@ -11,8 +11,8 @@ from adcore.gate import Rates, decide, gate_record
 from db import ModelVersion, PermissionDenied, Project, User, activate_model_version
 from db.model_candidates import candidate_comparisons
 from db.model_families import ModelFamily, active_version, model_family
+from db.model_metrics import GATE_OVERRIDES_KEY
 from db.model_versions import (
-    GATE_OVERRIDES_KEY,
     GateRefusedError,
     gate_refusals,
     promote_model_version,

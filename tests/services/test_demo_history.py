@@ -32,7 +32,7 @@ from db import (
     make_session_factory,
 )
 from db.dashboard import error_rates_over_time, throughput
-from db.model_families import SAME_MODEL_AS_KEY
+from db.model_metrics import SAME_MODEL_AS_KEY
 from services import demo, demo_history
 from services.demo import DEMO_PROJECT, seed_demo
 from services.demo_history import seed_history, tagged_png

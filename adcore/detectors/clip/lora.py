@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ from adcore.detectors.base import (
 from adcore.errors import DatasetError, ModelFileError
 
 if TYPE_CHECKING:
-    from adcore.detectors.clip.detector import ClipDetector
+    from adcore.detectors.clip.torch_model import ClipAnomalyModel
 
 ADAPTER_PREFIX = "adapter."
 _TOWER_PATTERNS = {
@@ -154,7 +154,37 @@ class ClipAdapter:
     prompts: PromptContext
 
 
-def attach_adapters(detector: ClipDetector, config: ClipAdapterConfig) -> ClipAdapter:
+class _AdapterSettings(Protocol):
+    """What adapter training reads of a detector's settings (a ``ClipConfig``)."""
+
+    @property
+    def logit_scale(self) -> float: ...
+
+    @property
+    def image_size(self) -> int | None: ...
+
+
+class AdaptableClip(Protocol):
+    """What the functions here use of a CLIP detector; ``ClipDetector`` matches it.
+
+    A Protocol, not :class:`adcore.detectors.clip.detector.ClipDetector` itself: the detector
+    imports this module to save and load its adapters, so this module does not import it back.
+    """
+
+    adapter: ClipAdapter | None
+    model: ClipAnomalyModel
+    tokenizer: Any
+    device: torch.device
+    threshold: float | None
+    training_hash: str | None
+    training_digests: list[str]
+
+    @property
+    def config(self) -> _AdapterSettings:
+        """The detector's settings (``logit_scale``, ``image_size``)."""
+
+
+def attach_adapters(detector: AdaptableClip, config: ClipAdapterConfig) -> ClipAdapter:
     """Inject LoRA layers into the detector's CLIP and add learnable prompts (in place).
 
     Every CLIP weight stays frozen; only LoRA matrices and the context require gradients.
@@ -176,11 +206,11 @@ def attach_adapters(detector: ClipDetector, config: ClipAdapterConfig) -> ClipAd
     return detector.adapter
 
 
-def _attention_adapters(detector: ClipDetector) -> list[LoraMultiheadAttention]:
+def _attention_adapters(detector: AdaptableClip) -> list[LoraMultiheadAttention]:
     return [m for m in detector.model.clip.modules() if isinstance(m, LoraMultiheadAttention)]
 
 
-def merge_adapters(detector: ClipDetector) -> None:
+def merge_adapters(detector: AdaptableClip) -> None:
     """Fold the LoRA updates into the attention weights, for scoring.
 
     peft's LoRA for ``nn.MultiheadAttention`` otherwise merges and unmerges on every forward
@@ -191,14 +221,14 @@ def merge_adapters(detector: ClipDetector) -> None:
             layer.merge()
 
 
-def unmerge_adapters(detector: ClipDetector) -> None:
+def unmerge_adapters(detector: AdaptableClip) -> None:
     """Take the LoRA updates back out of the attention weights (before training)."""
     for layer in _attention_adapters(detector):
         if layer.merged:
             layer.unmerge()
 
 
-def trainable_parameters(detector: ClipDetector) -> dict[str, nn.Parameter]:
+def trainable_parameters(detector: AdaptableClip) -> dict[str, nn.Parameter]:
     """Name -> parameter of everything adapter training changes (LoRA matrices + context)."""
     if detector.adapter is None:
         return {}
@@ -207,12 +237,12 @@ def trainable_parameters(detector: ClipDetector) -> dict[str, nn.Parameter]:
     return params
 
 
-def adapter_state(detector: ClipDetector) -> dict[str, torch.Tensor]:
+def adapter_state(detector: AdaptableClip) -> dict[str, torch.Tensor]:
     """The adapter tensors to save, under ``adapter.<name>``."""
     return {ADAPTER_PREFIX + n: p.detach() for n, p in trainable_parameters(detector).items()}
 
 
-def load_adapter_state(detector: ClipDetector, tensors: dict[str, torch.Tensor]) -> None:
+def load_adapter_state(detector: AdaptableClip, tensors: dict[str, torch.Tensor]) -> None:
     """Copy saved adapter tensors into attached adapters.
 
     Raises:
@@ -249,7 +279,7 @@ def _labelled(
     return pixels, y, skipped
 
 
-def _loss(detector: ClipDetector, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _loss(detector: AdaptableClip, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     states = detector.adapter.prompts()
     features = detector.model.image_embedding(x)
     logits = detector.config.logit_scale * features @ states.T
@@ -257,7 +287,7 @@ def _loss(detector: ClipDetector, x: torch.Tensor, y: torch.Tensor) -> torch.Ten
 
 
 def train_adapters(
-    detector: ClipDetector,
+    detector: AdaptableClip,
     sources: Sequence[ImageSource],
     labels: Sequence[int],
     config: ClipAdapterConfig | None = None,
@@ -267,7 +297,8 @@ def train_adapters(
 
     The detector then scores with the adapted towers and the learned state embeddings. Few-shot
     references embedded before training are dropped (they came from the unadapted tower), and
-    so is the threshold: call :meth:`ClipDetector.fit` again to re-embed references.
+    so is the threshold: call :meth:`~adcore.detectors.clip.detector.ClipDetector.fit` again
+    to re-embed references.
 
     Args:
         detector: A CLIP detector.

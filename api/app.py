@@ -44,7 +44,12 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 import db
 from adcore.errors import LoupeError
 from adcore.image_io import MAX_FILE_BYTES
-from api.query_models import MAX_ROW_ID, InspectionFilter, PostQuery
+from api.query_models import (
+    MAX_ROW_ID,
+    InspectionFilter,
+    PostQuery,
+    refuse_repeated_parameters,
+)
 from api.request_limits import AnnouncedBodyLimit, BodyTooLarge, capped_stream
 from api.schemas import InspectionList, InspectionOut, error_responses, inspection_out
 from api.security_headers import SecurityHeaders, api_policy
@@ -72,7 +77,9 @@ PUBLIC_URL_ENV = "LOUPE_API_PUBLIC_URL"
 """The API's address as stations reach it (e.g. ``https://loupe.plant.example/``): links in
 answers start with it; unset, links are relative to the server (``/api/v1/...``). The
 request's ``Host`` header is never used."""
-RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
+NOT_IMAGE_TYPES = ("application/json", "text/")
+"""Declared body types refused with 415. Any other non-multipart body is read as the image's
+bytes and decoded: curl's ``--data-binary`` declares ``application/x-www-form-urlencoded``."""
 BEARER = HTTPBearer(auto_error=False, description="A station API key: `Bearer <key>`.")
 API_KEY_HEADER = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="A station API key, as a header of its own."
@@ -156,6 +163,7 @@ def create_app(
         version="1",
         description="Camera stations post parts; the line and its MES read verdicts back.",
         lifespan=lifespan,
+        dependencies=[Depends(refuse_repeated_parameters)],
     )
     _install_error_handlers(app)
     app.add_middleware(AnnouncedBodyLimit, limit=MAX_BYTES + MULTIPART_OVERHEAD)
@@ -363,15 +371,15 @@ async def _image_of(request: Request) -> tuple[bytes, str | None]:
     try:
         if content_type.startswith("multipart/form-data"):
             data, filename = await _multipart_image(request)
-        elif not content_type or content_type.startswith(RAW_IMAGE_TYPES):
-            data, filename = await _raw_image(request), None
-        else:
+        elif content_type.startswith(NOT_IMAGE_TYPES):
             raise HTTPException(
                 415,
                 f"A body of type {content_type.split(';')[0]!r} is not an image: send the image "
                 "as the body (image/png, image/jpeg, application/octet-stream...) or as the "
                 "multipart field 'file'.",
             )
+        else:
+            data, filename = await _raw_image(request), None
     except BodyTooLarge as err:
         raise too_large from err
     if not data:

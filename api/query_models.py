@@ -1,7 +1,8 @@
 """The inspection API's query parameters, checked before anything is read or scored.
 
 Each route's query is a pydantic model that forbids unknown parameters (a misspelt
-``partid=`` or ``verdit=`` is a 422, not a part without id or an unfiltered list). Numbers stay
+``partid=`` or ``verdit=`` is a 422, not a part without id or an unfiltered list), and no
+parameter may be given twice (``part_id=A&part_id=B`` names no one part). Numbers stay
 within what every database stores, and times must carry a zone and lie in a plausible window,
 so no value reaches SQL that it would overflow.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from services.station_inspection import normalise_part_id
@@ -24,6 +27,23 @@ CAPTURED_AT_MAX_AHEAD = timedelta(hours=1)
 """How far a station's clock may run ahead of the server's."""
 EARLIEST_QUERY_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST_QUERY_TIME = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def refuse_repeated_parameters(request: Request) -> None:
+    """Refuse a query that gives one parameter twice (``part_id=A&part_id=B``): which one?
+
+    Raises:
+        RequestValidationError: Naming the repeated parameters (a 422 like any bad parameter).
+    """
+    names = [name for name, _ in request.query_params.multi_items()]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise RequestValidationError(
+            [
+                {"loc": ("query", name), "msg": "given more than once", "type": "repeated"}
+                for name in repeated
+            ]
+        )
 
 
 def in_utc(value: datetime, name: str) -> datetime:

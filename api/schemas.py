@@ -33,7 +33,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
         409: "A conflict with what is stored",
         410: "The file is no longer stored",
         413: "The body is too large",
-        415: "The body is not an image",
+        415: "The body is declared as JSON or text, not an image",
         422: "A bad parameter or body",
     }
     return {

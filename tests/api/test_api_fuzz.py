@@ -86,6 +86,7 @@ def test_no_request_makes_the_api_fail_or_store_half(
         where = f"{case.method} {case.formatted_path} {case.query} -> {response.status_code}"
         assert response.status_code < 500, (where, response.text[:500])
         if response.status_code >= 400:
+            assert response.text.startswith("{"), (where, response.text[:300])
             error = response.json()["error"]
             assert isinstance(error["code"], str) and isinstance(error["message"], str), where
             if case.method == "POST":

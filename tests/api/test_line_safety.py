@@ -200,15 +200,22 @@ def test_unknown_parameters_two_files_and_other_fields_are_refused(
     typo = api.post(f"{URL}?partid=T-1", content=image)  # was a part without id
     assert is_error(typo, 422) and "partid" in typo.json()["error"]["message"]
     assert is_error(api.get(f"{URL}?verdit=good"), 422)  # was an unfiltered list
+    twice = api.post(f"{URL}?part_id=A&part_id=B", content=image)  # was part B
+    assert is_error(twice, 422) and "more than once" in twice.json()["error"]["message"]
     two = api.post(URL, files=[("file", ("a.png", image)), ("file", ("b.png", png(make_part(9))))])
     assert is_error(two, 422) and "one image" in two.json()["error"]["message"]
     other = api.post(URL, files={"file": ("a.png", image)}, data={"note": "x"})
     assert is_error(other, 422) and "note" in other.json()["error"]["message"]
     json_body = api.post(URL, json={"image": "x"})
     assert is_error(json_body, 415)
+    assert is_error(api.post(URL, content=b"a note", headers={"Content-Type": "text/plain"}), 415)
     assert counts(factory) == dict.fromkeys(counts(factory), 0)
     one = api.post(URL, files={"file": ("a.png", image)})
     assert one.status_code == 201, one.text
+    # curl --data-binary @part.png declares a form body: its bytes are the image, as before.
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    curl_default = api.post(URL, content=png(make_part(23)), headers=form)
+    assert curl_default.status_code == 201, curl_default.text
 
 
 def test_links_are_never_built_from_the_host_header(

@@ -50,7 +50,7 @@ from api.query_models import (
     PostQuery,
     refuse_repeated_parameters,
 )
-from api.request_limits import AnnouncedBodyLimit, BodyTooLarge, capped_stream
+from api.request_limits import AnnouncedBodyLimit, BodyTooLarge, capped_stream, read_capped
 from api.schemas import InspectionList, InspectionOut, error_responses, inspection_out
 from api.security_headers import SecurityHeaders, api_policy
 from db.api_keys import authenticate
@@ -326,7 +326,7 @@ def create_app(
         path = db.absolute_image_path(record.stored_path, data_dir)
         if not path.exists():
             raise HTTPException(410, "The image file is no longer stored.")
-        return FileResponse(path, media_type=_image_media_type(path))
+        return FileResponse(path)  # typed by its sniffed extension (.png -> image/png ...)
 
     @app.get(
         f"{API_PREFIX}/inspections/{{inspection_id}}/map",
@@ -379,7 +379,7 @@ async def _image_of(request: Request) -> tuple[bytes, str | None]:
                 "multipart field 'file'.",
             )
         else:
-            data, filename = await _raw_image(request), None
+            data, filename = await read_capped(request, MAX_BYTES), None
     except BodyTooLarge as err:
         raise too_large from err
     if not data:
@@ -387,10 +387,6 @@ async def _image_of(request: Request) -> tuple[bytes, str | None]:
     if len(data) > MAX_BYTES:
         raise too_large
     return data, filename
-
-
-async def _raw_image(request: Request) -> bytes:
-    return b"".join([chunk async for chunk in capped_stream(request, MAX_BYTES)])
 
 
 async def _multipart_image(request: Request) -> tuple[bytes, str | None]:
@@ -419,19 +415,6 @@ async def _multipart_image(request: Request) -> tuple[bytes, str | None]:
         return await upload.read(MAX_BYTES + 1), upload.filename
     finally:
         await form.close()
-
-
-def _image_media_type(path: FilePath) -> str:
-    """The stored image's media type by its sniffed extension (never a guess by the browser)."""
-    types = {
-        ".png": "image/png",
-        ".jpg": "image/jpeg",
-        ".bmp": "image/bmp",
-        ".tif": "image/tiff",
-        ".gif": "image/gif",
-        ".webp": "image/webp",
-    }
-    return types.get(path.suffix.lower(), "application/octet-stream")
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -9,25 +9,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
-from synthetic_parts import make_part, png
 
 from adcore.image_io import MAX_FILE_BYTES
 from db import Project, Role, User
 from db.models import HotFolderFile
 from services.hot_folder import HotFolder
 from services.line_settings import HotFolderSetting, hot_folder_setting, set_hot_folder
-from services.server_folders import ROOTS_ENV, ServerFolderError, allowed_folder
-
-
-@pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The one server folder root, ``<tmp>/root``; ``<tmp>/outside`` holds a secret part."""
-    directory = tmp_path / "root"
-    directory.mkdir()
-    (tmp_path / "outside").mkdir()
-    (tmp_path / "outside" / "secret.png").write_bytes(png(make_part(7)))
-    monkeypatch.setenv(ROOTS_ENV, str(directory))
-    return directory
+from services.server_folders import ServerFolderError, allowed_folder
 
 
 def no_model(artifact: str) -> None:

@@ -31,17 +31,6 @@ from services.server_folders import (
 )
 
 
-@pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The one server folder root, ``<tmp>/root``; ``<tmp>/outside`` holds a secret part."""
-    directory = tmp_path / "root"
-    directory.mkdir()
-    (tmp_path / "outside").mkdir()
-    (tmp_path / "outside" / "secret.png").write_bytes(png(make_part(7)))
-    monkeypatch.setenv(ROOTS_ENV, str(directory))
-    return directory
-
-
 @pytest.fixture(scope="module")
 def detector() -> object:
     return fit_small_patchcore()[0]

@@ -7,6 +7,9 @@ VENV   ?= .venv
 # The switch for the plant network: `make demo HOST=0.0.0.0` (plain HTTP: put a reverse proxy
 # that terminates HTTPS in front when you can; README: Deployment).
 HOST   ?= 127.0.0.1
+# Test processes of `make test` (pytest-xdist): three keep two cores busy while one waits on a
+# browser or a server; `make test TEST_PROCESSES=0` runs the suite in one process.
+TEST_PROCESSES ?= 3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.loupe-installed
 
@@ -62,7 +65,7 @@ demo-cli: install
 
 ## The whole test suite, slow and end-to-end (real Chromium) tests included.
 test: install browser postgres mqtt lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_PROCESSES)
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"

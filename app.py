@@ -31,20 +31,10 @@ import db
 from db.projects import list_projects
 from pages.account_panel import password_change_popover
 from pages.browser_session import run_cookie_exchange
-from pages.common import (
-    ADMIN_PASSWORD_ENV,
-    LOGIN_PAGE,
-    PICKER_KEY,
-    PROJECT_KEY,
-    SKIP_DEMO_ENV,
-    models_root,
-    pages_for_role,
-    refresh_user,
-    routed,
-    session_factory_for,
-    sign_out,
-    transaction,
-)
+from pages.db_session import session_factory_for, transaction
+from pages.routing import LOGIN_PAGE, pages_for_role, routed
+from pages.server_settings import ADMIN_PASSWORD_ENV, SKIP_DEMO_ENV, models_root
+from pages.tab_state import PICKER_KEY, PROJECT_KEY, refresh_user, sign_out
 from pages.worker_status import WORKER_COMMAND, no_worker, worker_problem
 
 log = logging.getLogger("loupe.app")

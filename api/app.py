@@ -126,11 +126,11 @@ def create_app(
         deliver: Run the delivery worker while the app is served (off: ``loupe deliver`` or
             another process sends the outbox).
         warm_up: Load the projects' active models before the first request is taken
-            (:func:`services.scoring_runtime.warm_up_active_models`).
+            (:func:`services.scoring.runtime.warm_up_active_models`).
         public_url: The API's address as stations reach it, for the links in answers; default
             ``$LOUPE_API_PUBLIC_URL``, else links are relative (never from ``Host``).
     """
-    from services.scoring_runtime import (
+    from services.scoring.runtime import (
         configured_runtime,
         detector_loader,
         warm_up_active_models,

@@ -7,26 +7,25 @@ workbench calls, in-process, on a temporary data directory and SQLite database
 1. A project, a manager and an inspector. The first model is
    :func:`services.model_management.train_first_model` (PatchCore) on the train split, as the
    Models page does; it becomes the active detector.
-2. The test split is streamed once in a seeded shuffled order (``--seed``). Each part goes
-   through :func:`services.inspection.inspect_uploads` with the project's *active* detector,
-   loaded from its artifact as the Inspect page loads it (reloaded whenever another version
-   becomes active), with a seeded ``audit_rng`` for the audit draws. The decision actually
-   made is the verdict of the stored :class:`db.Prediction`.
+2. The test split is streamed once in a seeded shuffled order (``--seed``). Each part is
+   decided by the scoring service (:class:`services.scoring.predictor.Predictor`) with the
+   project's *active* detector, loaded from its artifact as the Inspect page loads it
+   (reloaded whenever another version becomes active), with a seeded ``audit_rng`` for the
+   audit draws, and stored by :func:`services.inspection.inspect_uploads`. The decision
+   actually made is the verdict of the stored :class:`db.Prediction`.
 3. The oracle inspector (the ground-truth label) reviews exactly what the product's review
    queue offers: after a part is inspected, if it is in :func:`db.review_queue.review_queue`
    (flagged, near the threshold or an audit sample), its true label is recorded with
-   :func:`db.review_queue.record_review`; then, as ``pages/common.py:save_review`` does,
-   :func:`services.review_followups.follow_up_review` in its own transaction (a recalibration
-   when an audit finds a missed defect, the feedback scorer's training rule); then,
-   as ``pages/page_tasks.py:learn_after_review`` does (synchronously here),
-   :func:`services.review_learning.learns_instantly` and
-   :func:`services.review_learning.learn_from_good_review` (the instant update, then the
-   waiting parts re-scored).
+   :func:`services.reviewing.label_part`, as the Review and Inspect pages record it: the
+   review, then what it calls for (a recalibration when an audit finds a missed defect, the
+   feedback scorer's training rule, and for a Good on a flagged part the project's
+   ``instant_update`` job: the instant update, then the waiting parts re-scored).
 4. As a manager would, a ``recalibrate_threshold`` job is queued every
    ``--recalibrate-every`` reviews and a ``refit_detector`` job every ``--refit-every``
    reviews (0: never; its ``train_folder`` parameter points at the train split, which is not
-   stored in Loupe). Every queued job (also the automatic ones) is
-   run by the product's worker (:class:`workers.worker.JobWorker`, ``run(once=True)``), and
+   stored in Loupe). Every queued job (also the automatic ones and the instant updates) is
+   run by the product's worker (:class:`workers.worker.JobWorker`, ``run(once=True)``) in the
+   order it was queued, and
    each candidate is promoted with :func:`db.model_versions.promote_model_version` as the
    manager, never overriding: a candidate whose gate refuses stays a candidate.
 
@@ -177,9 +176,29 @@ def make_lab(tmp: Path, train_paths: Sequence[Path], args: argparse.Namespace) -
             set_audit_share(session, project.id, args.audit_share, user=manager)
         ids = project.id, manager.id, inspector.id
     worker = JobWorker(
-        factory, data_dir=data_dir, models_root=models_root, device="cpu", poll_interval=0.05
+        factory,
+        data_dir=data_dir,
+        models_root=models_root,
+        device="cpu",
+        poll_interval=0.05,
+        backend=RecordingBackend(),
     )
     return Lab(factory, *ids, data_dir, models_root, train_folder, worker)
+
+
+class RecordingBackend:
+    """The worker's local backend, keeping what each job function returned (its facts)."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self.outcomes: dict[int, Any] = {}
+
+    def run(self, function: Any, ctx: Any) -> Any:
+        """Call ``function(ctx)`` and remember what it returned under the job's id."""
+        outcome = function(ctx)
+        self.outcomes[ctx.job_id] = outcome
+        return outcome
 
 
 def user(session: Any, user_id: int) -> Any:
@@ -204,7 +223,7 @@ class ActiveModels:
         """Load the active detector again if another version became active."""
         from adcore.detectors.registry import load_detector
         from db import Project
-        from services.scorer_training import active_scorer
+        from services.scoring.feedback import active_scorer
 
         with lab.factory() as session:
             version = session.get(Project, lab.project_id).active_model_version
@@ -347,7 +366,7 @@ def take_snapshot(
 ) -> dict:
     """Start model vs the current decision maker on the parts after ``position``."""
     from adcore.errors import DatasetError
-    from services.scorer_training import active_scorer
+    from services.scoring.feedback import active_scorer
 
     rest = slice(position + 1, len(paths))
     lab_rest = labels[rest]
@@ -389,12 +408,13 @@ def replay(args: argparse.Namespace, tmp: Path) -> dict:
     """Run the loop on ``args.dataset`` in the temporary folder ``tmp``; the JSON-ready result."""
     from adcore.datasets import resolve_dataset
     from db import Prediction, Project
-    from db.review_queue import queue_size, record_review, review_queue
-    from services.inspection import inspect_uploads
+    from db.review_queue import queue_size, review_queue
+    from services.inspection import InspectionRequest, inspect_uploads
     from services.model_management import train_first_model
     from services.project_settings import audit_setting
-    from services.review_followups import follow_up_review
-    from services.review_learning import learn_from_good_review, learns_instantly
+    from services.reviewing import label_part
+    from services.scoring.predictor import Predictor
+    from services.training.job_kinds import JobKind
 
     t_start = time.perf_counter()
     load_start = os.getloadavg()
@@ -447,15 +467,16 @@ def replay(args: argparse.Namespace, tmp: Path) -> dict:
         active.refresh(lab)
         label = "defect" if labels[pos] else "good"
         t0 = time.perf_counter()
-        result = inspect_uploads(
+        predictor = Predictor.load(
             lab.factory,
             project_id=lab.project_id,
-            detector=active.detector,
             model_version_id=active.detector_id,
-            uploads=[(f"{pos:05d}-{path.name}", path.read_bytes())],
-            data_dir=lab.data_dir,
+            detector=active.detector,
             audit_rng=rng,
-        )[0]
+        )
+        request = InspectionRequest(predictor, data_dir=lab.data_dir)
+        upload = (f"{pos:05d}-{path.name}", path.read_bytes())
+        result = inspect_uploads(lab.factory, request, [upload])[0]
         inspect_seconds.append(time.perf_counter() - t0)
         if not result.ok:
             raise SystemExit(f"inspection failed on {path}: {result.error}")
@@ -484,48 +505,36 @@ def replay(args: argparse.Namespace, tmp: Path) -> dict:
             "instant_update": False,
         }
         if queued is not None:
-            with lab.factory() as session, session.begin():  # save_review: the review ...
-                record_review(
-                    session,
-                    image_id=result.image_id,
-                    user=user(session, lab.inspector_id),
-                    label=label,
-                    defect_type=sample.defect_type if labels[pos] else None,
-                )
-            with lab.factory() as session, session.begin():  # ... then the follow-ups
-                follow_up_review(
-                    session, lab.project_id, result.image_id, user(session, lab.inspector_id)
-                )
+            label_part(  # as the Review and Inspect pages record a label
+                lab.factory,
+                user_id=lab.inspector_id,
+                image_id=result.image_id,
+                label=label,
+                defect_type=sample.defect_type if labels[pos] else None,
+            )
             reviews += 1
-            flagged = queued.verdict == "defect"  # pages/review_desk.py: the verdict shown
-            if learns_instantly(label, flagged):  # pages/page_tasks.py: learn_after_review
-                t0 = time.perf_counter()
-                feedback = learn_from_good_review(
-                    lab.factory,
-                    project_id=lab.project_id,
-                    image_id=result.image_id,
-                    user_id=lab.inspector_id,
-                    models_dir=lab.models_root,
-                    data_dir=lab.data_dir,
-                    device="cpu",
-                )
-                instant.append(
-                    {
-                        "pos": pos,
-                        "updated": feedback.update.updated,
-                        "message": feedback.message,
-                        "patches_added": feedback.update.patches_added,
-                        "n_rescored": feedback.n_rescored,
-                        "n_cleared": feedback.n_cleared,
-                        "seconds": round(time.perf_counter() - t0, 2),
-                    }
-                )
-                step["instant_update"] = feedback.update.updated
             if reviews % args.recalibrate_every == 0:
                 queue_job(lab, "recalibrate_threshold")
             if args.refit_every and reviews % args.refit_every == 0:
                 queue_job(lab, "refit_detector", {"train_folder": str(lab.train_folder)})
-            jobs += run_queued_jobs(lab, reviews)
+            for record in run_queued_jobs(lab, reviews):
+                if record["kind"] != JobKind.INSTANT_UPDATE:
+                    jobs.append(record)
+                    continue
+                job = lab.worker.backend.outcomes.get(record["job_id"])
+                facts = getattr(job, "details", None) or {}
+                instant.append(
+                    {
+                        "pos": pos,
+                        "updated": bool(facts.get("updated")),
+                        "message": record["message"],
+                        "patches_added": facts.get("patches_added", 0),
+                        "n_rescored": facts.get("n_rescored", 0),
+                        "n_cleared": facts.get("n_cleared", 0),
+                        "seconds": record["seconds"],
+                    }
+                )
+                step["instant_update"] = bool(facts.get("updated"))
             if reviews == args.snapshot_reviews:
                 active.refresh(lab)
                 snapshot = take_snapshot(

@@ -253,11 +253,11 @@ policy (verdict, review choice, threshold, training, promotion) exists only in t
    verdict.
 3. An oracle inspector (ground-truth label) reviews exactly the parts that
    `db.review_queue.review_queue` offers right after their inspection (flagged, near the
-   threshold, audit samples): `db.review_queue.record_review`, then what the Review page calls
-   after a review: `services.review_followups.follow_up_review` (a recalibration when an
-   audit finds a missed defect, the feedback scorer's training rule), and for a Good on a
-   flagged part `services.review_learning.learn_from_good_review` (instant update, unless the
-   part is in the held-out share; waiting parts re-scored), here synchronously.
+   threshold, audit samples) through the review service the Review page calls,
+   `services.reviewing.label_part`: the review, then what it calls for (a recalibration when
+   an audit finds a missed defect, the feedback scorer's training rule), and for a Good on a
+   flagged part an `instant_update` job (`services.training.instant_learning`: instant
+   update, unless the part is in the held-out share; waiting parts re-scored), run at once.
 4. A manager queues `recalibrate_threshold` every 25 reviews and `refit_detector` every 100;
    the automatic jobs (recalibration after an audit miss, `train_feedback_scorer`) are queued
    by the product. All jobs run in the

@@ -12,7 +12,7 @@ Where things are:
   :mod:`db.review_queue` (what to review next; recording and undoing, role-checked);
 * predictions: :mod:`db.predictions` (latest per image / version);
 * models: :mod:`db.model_versions`, :mod:`db.model_families`, :mod:`db.model_candidates`,
-  :mod:`db.instant_updates`, :mod:`db.model_metrics` (the keys of their ``metrics`` JSON);
+  :mod:`db.instant_updates`, :mod:`db.model_metrics` (their ``metrics`` JSON, typed);
   jobs: :mod:`db.jobs`, :mod:`db.job_workers`;
 * managers' numbers: :mod:`db.dashboard`, :mod:`db.dashboard_activity`, :mod:`db.periods`;
   explanation notes: :mod:`db.explanation_notes`.
@@ -40,7 +40,6 @@ from db.base import (
     ModelStatus,
     Role,
     UTCDateTime,
-    Verdict,
     utcnow,
 )
 from db.engine import create_engine_for_url, init_db, make_session_factory, transaction
@@ -106,7 +105,6 @@ __all__ = [
     "StorageError",
     "UTCDateTime",
     "User",
-    "Verdict",
     "absolute_image_path",
     "activate_model_version",
     "add_defect_type",

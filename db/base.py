@@ -91,14 +91,11 @@ class ImageSource(StrEnum):
 
 
 class Label(StrEnum):
-    """A human's judgement of a part."""
+    """A judgement of a part: an inspector's label or a model's verdict.
 
-    GOOD = "good"
-    DEFECT = "defect"
-
-
-class Verdict(StrEnum):
-    """A model's judgement of a part."""
+    One enum for ``Review.label`` and ``Prediction.verdict`` (the rule:
+    :func:`adcore.verdicts.verdict_for`), so that a label and a verdict compare as they read.
+    """
 
     GOOD = "good"
     DEFECT = "defect"

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from db.base import Label, Verdict
+from db.base import Label
 from db.dashboard_activity import data_version, throughput
 from db.model_families import active_version_id
 from db.models import Image, ModelVersion, Prediction, Review, User
@@ -189,7 +189,7 @@ def error_rates_over_time(
     """
     # Counted in SQL per (period, version): one row per group comes back, not one per part.
     period_key = raw_timestamp(sql_period_start(Review.created_at, period))
-    defect, good = Label.DEFECT.value, Verdict.GOOD.value
+    defect, good = Label.DEFECT.value, Label.GOOD.value
     is_defect = Review.label == defect
     statement = _outcome_rows(
         session,
@@ -285,7 +285,7 @@ def confusion(
     for label, verdict, n in rows:
         if label is None or verdict is None:
             continue
-        flagged = verdict == Verdict.DEFECT
+        flagged = verdict == Label.DEFECT
         if label == Label.DEFECT:
             counts["tp" if flagged else "fn"] += n
         else:

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from db.base import Label, Verdict
+from db.base import Label
 from db.models import Image, Prediction, Review, ReviewerLabel, User
 from db.periods import Period, check_period, raw_timestamp, sql_period_start, utc_datetime
 
@@ -73,7 +73,7 @@ def review_share_over_time(
     )
     # Counted in SQL per period: one row per period comes back, not one per part.
     period_key = raw_timestamp(sql_period_start(Prediction.created_at, period))
-    flagged = Prediction.verdict == Verdict.DEFECT.value
+    flagged = Prediction.verdict == Label.DEFECT.value
     rows = session.execute(
         select(
             period_key,
@@ -217,7 +217,7 @@ def good_part_scores(
             Prediction.id.in_(first),
             or_(
                 Review.label == Label.GOOD.value,
-                Image.current_review_id.is_(None) & (Prediction.verdict == Verdict.GOOD.value),
+                Image.current_review_id.is_(None) & (Prediction.verdict == Label.GOOD.value),
             ),
         )
         .order_by(Prediction.id)

@@ -15,23 +15,49 @@ copy as the project's next version and makes it active, in the caller's transact
   threshold, its training snapshot is the parent's plus the added images (label good), and its
   metrics are the parent's plus an ``instant_updates`` entry.
 
+Instant learning runs as a job (:mod:`services.training.instant_learning`); two more pieces
+of storage serve it:
+
+* :func:`queue_for_learning`: a confirmed Good joins the project's *waiting* (queued)
+  instant-update job, or queues one. At most one such job waits per project, so Goods
+  confirmed while an update runs are learned together by the next one, and each Good is in
+  one job only.
+* :func:`learning_turn`: one instant update at a time per project, across processes and
+  hosts, without holding a write lock meanwhile: on PostgreSQL a session-level advisory lock
+  (``pg_advisory_lock``) on a connection of its own; on SQLite (one host by construction) an
+  exclusive ``flock`` on a file beside the database file, the mechanism SQLite uses for its
+  own locks. Taking SQLite's database write lock (``BEGIN IMMEDIATE``) for the update's
+  seconds would stop every other writer (reviews, station verdicts, the job's own progress)
+  for as long. Both locks die with their process, so a killed worker never leaves a project
+  locked.
+
 None of these functions commits, and nothing here imports torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import fcntl
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, select, text
+from sqlalchemy.orm import Session, sessionmaker
 
-from db.base import Label, ModelStatus, utcnow
+from db.base import JobStatus, Label, ModelStatus, utcnow
 from db.errors import StorageError
+from db.jobs import enqueue_automatic_job
 from db.labels import current_label
-from db.model_metrics import INSTANT_UPDATE_COUNT_KEY, INSTANT_UPDATES_KEY, STATUS_HISTORY_KEY
+from db.model_metrics import (
+    InstantUpdate,
+    StatusChange,
+    instant_update_metrics,
+    record_status_change,
+)
 from db.model_versions import next_version_number, register_model_version
-from db.models import Image, ModelVersion, Review, User
+from db.models import Image, Job, ModelVersion, Review, User
 from db.permissions import CAN_REVIEW, require_session_role
 from db.project_lock import locked_project
 
@@ -113,24 +139,18 @@ def record_instant_update(
         )
     number = next_version_number(session, project.id) if version is None else int(version)
     note = _note(review_ids, actor)
-    entry = {
-        "at": utcnow().isoformat(),
-        "by": actor.name,
-        "by_id": actor.id,
-        "review_ids": review_ids,
-        "image_ids": [image.id for _, image in cited],
-        "image_sha256": [image.sha256 for _, image in cited],
-        "parent_version": parent.version,
-        "parent_version_id": parent.id,
-        **dict(details or {}),
-    }
-    metrics = {k: v for k, v in (parent.metrics or {}).items() if k != STATUS_HISTORY_KEY}
-    updates = [*metrics.get(INSTANT_UPDATES_KEY, []), entry]
-    metrics[INSTANT_UPDATES_KEY] = updates
-    metrics[INSTANT_UPDATE_COUNT_KEY] = len(updates)
-    metrics["parent_version"] = parent.version
-    if details and "bank_size_after" in details:
-        metrics["memory_bank_size"] = details["bank_size_after"]
+    update = InstantUpdate(
+        at=utcnow().isoformat(),
+        by=actor.name,
+        by_id=actor.id,
+        review_ids=tuple(review_ids),
+        image_ids=tuple(image.id for _, image in cited),
+        image_sha256=tuple(image.sha256 for _, image in cited),
+        parent_version=parent.version,
+        parent_version_id=parent.id,
+        details=dict(details or {}),
+    )
+    metrics = instant_update_metrics(parent, update)
     snapshot = dict(parent.training_snapshot or {})
     snapshot["images"] = [
         *snapshot.get("images", []),
@@ -197,8 +217,146 @@ def _note(review_ids: Sequence[int], actor: User) -> str:
 
 def _set_status(model_version: ModelVersion, status: ModelStatus, actor: User, note: str) -> None:
     """Change the status and append to the status history (same shape as db.model_versions)."""
-    entry = {"at": utcnow().isoformat(), "status": status.value, "by": actor.name, "note": note}
-    metrics = dict(model_version.metrics or {})
-    metrics[STATUS_HISTORY_KEY] = [*metrics.get(STATUS_HISTORY_KEY, []), entry]
-    model_version.metrics = metrics  # a new dict: JSON columns do not track in-place edits
+    entry = StatusChange(at=utcnow().isoformat(), status=status.value, by=actor.name, note=note)
+    record_status_change(model_version, entry)
     model_version.status = status.value
+
+
+# --------------------------------------------------------------------------- the learning queue
+
+
+def queue_for_learning(
+    session: Session, *, kind: str, project_id: int, image_id: int, user: User
+) -> Job:
+    """Put a confirmed-good part into the project's waiting instant-update job, or queue one.
+
+    The project's write lock (:func:`db.project_lock.locked_project`) is taken first, so two
+    reviews never both queue a job; the waiting job's row is then locked and changed only
+    while it is still queued. A worker that claims it at the same moment either wins (the
+    row is no longer queued: a new job is queued for this part) or takes it after this
+    transaction, with this part in it (PostgreSQL's claim skips a locked row; on SQLite the
+    database lock orders the two).
+
+    Args:
+        session: The caller's session (the caller commits).
+        kind: The instant-update job kind (``services.training.job_kinds.JobKind``).
+        project_id: The project.
+        image_id: The part just labelled Good.
+        user: The reviewer (inspector, manager or admin); the update is made in their name.
+
+    Returns:
+        The waiting job (flushed), with ``parameters["image_ids"]`` holding the part once.
+
+    Raises:
+        PermissionDenied: If the user may not review.
+        LookupError: If the project does not exist.
+    """
+    reviewer = require_session_role(session, user, *CAN_REVIEW, message=REVIEW_MESSAGE)
+    locked_project(session, project_id)
+    waiting = session.scalar(
+        select(Job)
+        .where(
+            Job.project_id == project_id,
+            Job.kind == kind,
+            Job.status == JobStatus.QUEUED.value,
+        )
+        .order_by(Job.id)
+        .limit(1)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if waiting is None:
+        return enqueue_automatic_job(
+            session,
+            kind=kind,
+            parameters={"image_ids": [int(image_id)], "user_id": reviewer.id},
+            project_id=project_id,
+        )
+    parameters = dict(waiting.parameters or {})
+    image_ids = [int(i) for i in parameters.get("image_ids") or []]
+    if int(image_id) not in image_ids:
+        image_ids.append(int(image_id))
+    # A new dict: JSON columns do not track in-place edits. The last reviewer acts.
+    waiting.parameters = {**parameters, "image_ids": image_ids, "user_id": reviewer.id}
+    session.flush()
+    return waiting
+
+
+#: The first key of PostgreSQL's two-key advisory locks taken by :func:`learning_turn` (the
+#: project id is the second): "LOUP" in ASCII, so other users of advisory locks can avoid it.
+ADVISORY_LOCK_SPACE = 0x4C4F5550
+
+
+def _no_check() -> None:
+    return None
+
+
+@contextmanager
+def learning_turn(
+    factory: sessionmaker[Session],
+    project_id: int,
+    *,
+    between_tries: Callable[[], None] = _no_check,
+    poll_seconds: float = 0.2,
+) -> Iterator[None]:
+    """Hold the project's instant-learning turn: one instant update at a time per project.
+
+    Waits until no other process (or thread) holds the project's turn; see the module's
+    docstring for the locks used on each backend. Nothing else is blocked meanwhile.
+
+    Args:
+        factory: The application's session factory (its engine is used).
+        project_id: The project.
+        between_tries: Called between two tries while another holds the turn, e.g. a job's
+            ``raise_if_cancelled``: what it raises leaves without the turn.
+        poll_seconds: Seconds between two tries.
+
+    Yields:
+        Nothing; the turn is held inside the ``with`` block and released on leaving it.
+
+    Raises:
+        ValueError: On an in-memory SQLite database (no file to lock, no worker to share it).
+    """
+    with factory() as session:
+        engine = session.get_bind()
+    if engine.dialect.name == "postgresql":
+        with _advisory_lock(engine, project_id, between_tries, poll_seconds):
+            yield
+        return
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        raise ValueError("Instant learning needs a database that worker processes share.")
+    path = Path(database).expanduser()
+    lock_file = path.with_name(f"{path.name}.instant-update-{int(project_id)}.lock")
+    with lock_file.open("a+b") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                between_tries()
+                time.sleep(poll_seconds)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _advisory_lock(
+    engine: Engine, project_id: int, between_tries: Callable[[], None], poll_seconds: float
+) -> Iterator[None]:
+    """A session-level advisory lock on a connection of its own (autocommit: no transaction)."""
+    keys = {"space": ADVISORY_LOCK_SPACE, "project": int(project_id)}
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        while not connection.scalar(text("SELECT pg_try_advisory_lock(:space, :project)"), keys):
+            between_tries()
+            time.sleep(poll_seconds)
+        try:
+            yield
+        finally:
+            try:
+                connection.execute(text("SELECT pg_advisory_unlock(:space, :project)"), keys)
+            except Exception:  # noqa: BLE001 - a broken connection: the lock went with it
+                connection.invalidate()

@@ -1,7 +1,8 @@
 """Candidates side by side with the active model: what the models page shows before a promotion.
 
 The numbers come from the gate record a training job stored on the candidate
-(``metrics["gate"]``): the candidate and the then active model on the same held-out parts.
+(:class:`db.model_metrics.GateRecord`): the candidate and the then active model on the same
+held-out parts.
 ``refusals`` is re-evaluated now (:func:`db.model_versions.gate_refusals`), so a candidate
 evaluated against a model that is no longer active is shown as needing a new evaluation.
 """
@@ -17,9 +18,12 @@ from sqlalchemy.orm import Session
 
 from db.base import ModelStatus
 from db.model_families import ModelFamily, active_version, model_family
-from db.model_metrics import GATE_KEY
+from db.model_metrics import GateDecision, read_metrics
 from db.model_versions import gate_refusals
 from db.models import ModelVersion
+
+NOT_EVALUATED = GateDecision(passed=False)
+"""The decision shown for a candidate without a gate record (its refusals say why)."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,7 @@ class CandidateComparison:
         active: The active model's rates on the same parts, with ``version_id`` and
             ``version`` (``None`` when there was no active model, or no evaluation).
         heldout: Facts about the held-out parts (counts).
-        decision: The gate's stored verdict (``passed``, ``reasons``, ``notes``).
+        decision: The gate's stored verdict (:data:`NOT_EVALUATED` when there is none).
         refusals: Why promoting it now would be refused (empty: it may be promoted).
         active_version_id: The id of the family's active version now.
         baseline: The untuned model's numbers on the same held-out data, for candidates
@@ -52,7 +56,7 @@ class CandidateComparison:
     candidate: dict[str, Any] | None
     active: dict[str, Any] | None
     heldout: dict[str, Any]
-    decision: dict[str, Any]
+    decision: GateDecision
     refusals: list[str]
     active_version_id: int | None
     baseline: dict[str, Any] | None = None
@@ -90,7 +94,7 @@ def candidate_comparisons(
     for version in candidates:
         if model_family(version.kind) != family:
             continue
-        gate = (version.metrics or {}).get(GATE_KEY) or {}
+        gate = read_metrics(version).gate
         comparisons.append(
             CandidateComparison(
                 version_id=version.id,
@@ -98,13 +102,13 @@ def candidate_comparisons(
                 kind=version.kind,
                 created_at=version.created_at,
                 threshold=version.threshold,
-                candidate=gate.get("candidate"),
-                active=gate.get("active"),
-                heldout=dict(gate.get("heldout") or {}),
-                decision=dict(gate.get("decision") or {}),
+                candidate=None if gate is None else gate.candidate,
+                active=None if gate is None else gate.active,
+                heldout={} if gate is None else gate.heldout,
+                decision=NOT_EVALUATED if gate is None else gate.decision,
                 refusals=gate_refusals(session, version),
                 active_version_id=None if current is None else current.id,
-                baseline=gate.get("untuned"),
+                baseline=None if gate is None else gate.untuned,
             )
         )
     return comparisons

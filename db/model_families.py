@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.base import ModelStatus
-from db.model_metrics import INSTANT_UPDATES_KEY, SAME_MODEL_AS_KEY
+from db.model_metrics import read_metrics
 from db.models import ModelVersion, Project
 
 
@@ -86,9 +86,10 @@ def detector_lineage(version: ModelVersion) -> list[int]:
 
     An instant update (:mod:`db.instant_updates`) only adds confirmed-good patches to the
     parent's memory bank, and a recalibration only moves the threshold of the same model
-    (recorded as :data:`SAME_MODEL_AS_KEY`): same backbone, same score scale, so the scores and
-    vectors of every version in the lineage are comparable (a feedback scorer trained on one
-    fits the others). A refit or another kind starts a new lineage.
+    (recorded as :attr:`db.model_metrics.ModelMetrics.same_model_as`): same backbone, same
+    score scale, so the scores and vectors of every version in the lineage are comparable (a
+    feedback scorer trained on one fits the others). A refit or another kind starts a new
+    lineage.
 
     Args:
         version: A detector version.
@@ -96,10 +97,9 @@ def detector_lineage(version: ModelVersion) -> list[int]:
     Returns:
         ``[version.id, parent id, grandparent id, ...]``.
     """
-    metrics = version.metrics or {}
-    updates = metrics.get(INSTANT_UPDATES_KEY) or []
-    parents = [entry.get("parent_version_id") for entry in reversed(updates)]
-    parents += list(metrics.get(SAME_MODEL_AS_KEY) or [])
+    metrics = read_metrics(version)
+    parents = [update.parent_version_id for update in reversed(metrics.instant_updates)]
+    parents += metrics.same_model_as
     lineage = [version.id]
     for parent in parents:
         if isinstance(parent, int) and parent not in lineage:

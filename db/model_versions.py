@@ -8,16 +8,18 @@ two versions with the same number, or a lost entry in a threshold history.
 Model families (:mod:`db.model_families`): a project has at most one active version per
 family, and activating a version retires only the active version of its own family.
 
-The gate: a training job stores its verdict on the candidate in ``metrics["gate"]`` (computed
-by :mod:`adcore.gate`: the candidate and the active model evaluated on the same held-out
-labelled parts). :func:`promote_model_version` activates a candidate only if that verdict
-passed and is still about the model that is active now, or with a recorded override reason.
+The gate: a training job stores its verdict on the candidate in its metrics
+(:class:`db.model_metrics.GateRecord`, computed by :mod:`adcore.gate`: the candidate and the
+active model evaluated on the same held-out labelled parts). :func:`promote_model_version`
+activates a candidate only if that verdict passed and is still about the model that is active
+now, or with a recorded override reason.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
@@ -27,11 +29,14 @@ from db.base import ModelStatus, utcnow
 from db.errors import StorageError
 from db.model_families import ModelFamily, active_version, detector_lineage, model_family
 from db.model_metrics import (
-    GATE_KEY,
-    GATE_OVERRIDES_KEY,
-    SCORER_DETECTOR_KEY,
-    STATUS_HISTORY_KEY,
-    THRESHOLD_HISTORY_KEY,
+    ROLLBACK,
+    GateOverride,
+    StatusChange,
+    ThresholdChange,
+    read_metrics,
+    record_gate_override,
+    record_status_change,
+    record_threshold_change,
 )
 from db.models import ModelVersion, Project, User
 from db.permissions import CAN_MANAGE_MODELS, require_session_role
@@ -82,7 +87,8 @@ def register_model_version(
         project_id: The project.
         kind: Detector kind, e.g. ``"patchcore"``.
         artifact_path: Where the saved model directory is.
-        metrics: JSON-serialisable facts about the fit (copied).
+        metrics: Its metrics document, made with :func:`db.model_metrics.new_version_metrics`
+            (copied).
         threshold: The decision threshold, or ``None`` if none was calibrated yet.
         training_snapshot: The training images' hashes and labels (copied).
         created_by: The user (or user id) who trained it; ``None`` for the system (demo).
@@ -159,8 +165,8 @@ def activate_model_version(
 def gate_refusals(session: Session, model_version: ModelVersion) -> list[str]:
     """Why the gate would refuse to promote this version now (empty: it would pass).
 
-    The stored verdict (``metrics["gate"]["decision"]``) must have passed, and it must have
-    compared the candidate with the model that is active now. A version with no stored
+    The stored verdict (:attr:`db.model_metrics.GateRecord.decision`) must have passed, and it
+    must have compared the candidate with the model that is active now. A version with no stored
     verdict passes only when its family has no active model (there is nothing to protect).
 
     Args:
@@ -171,19 +177,19 @@ def gate_refusals(session: Session, model_version: ModelVersion) -> list[str]:
         One sentence per failed check.
     """
     current = active_version(session, model_version.project_id, model_family(model_version.kind))
-    gate = (model_version.metrics or {}).get(GATE_KEY)
-    if not isinstance(gate, dict):
+    gate = read_metrics(model_version).gate
+    if gate is None:
         if current is None or current.id == model_version.id:
             return []
         return [
             f"Version {model_version.version} has no gate evaluation against the active "
             f"version {current.version}: queue a refit or recalibration job to evaluate it."
         ]
-    decision = gate.get("decision") or {}
-    reasons = [] if decision.get("passed") else list(decision.get("reasons") or [])
-    if not decision.get("passed") and not reasons:
+    decision = gate.decision
+    reasons = [] if decision.passed else list(decision.reasons)
+    if not decision.passed and not reasons:
         reasons.append("The gate evaluation did not pass.")
-    evaluated = (gate.get("active") or {}).get("version_id")
+    evaluated = gate.active_version_id
     current_id = None if current is None else current.id
     if evaluated != current_id:
         then = "no active model" if evaluated is None else f"version id {evaluated}"
@@ -203,7 +209,8 @@ def _scorer_detector_refusals(session: Session, model_version: ModelVersion) -> 
     """
     if model_family(model_version.kind) != ModelFamily.SCORER:
         return []
-    trained_on = ((model_version.metrics or {}).get(SCORER_DETECTOR_KEY) or {}).get("version_id")
+    trained_with = read_metrics(model_version).scorer_detector
+    trained_on = None if trained_with is None else trained_with.version_id
     detector = active_version(session, model_version.project_id, ModelFamily.DETECTOR)
     if detector is None:
         return ["The project has no active detector, whose scores the scorer reads."]
@@ -224,8 +231,9 @@ def promote_model_version(
 ) -> ModelVersion:
     """Activate a candidate if the gate passes; a manager may override with a reason.
 
-    An override is recorded in ``metrics["gate_overrides"]`` and in the status history entry
-    (who, when, reason, the refusal reasons and the gate's numbers).
+    An override is recorded in the version's gate overrides and in its status history entry
+    (who, when, reason, the refusal reasons and the gate's numbers:
+    :class:`db.model_metrics.GateOverride`).
 
     Args:
         session: The caller's session (the caller commits).
@@ -249,24 +257,23 @@ def promote_model_version(
         return model_version
     reasons = gate_refusals(session, model_version)
     reason = (override_reason or "").strip()
-    gate = dict((model_version.metrics or {}).get(GATE_KEY) or {})
+    stored = read_metrics(model_version).gate
+    gate = {} if stored is None else stored.to_json()
     if reasons and not reason:
         raise GateRefusedError(reasons, gate)
-    extra: dict[str, Any] = {"action": "promote"}
+    change = _Change(action="promote")
     if reasons:
-        override = {
-            "at": utcnow().isoformat(),
-            "by": actor.name,
-            "by_id": actor.id,
-            "reason": reason,
-            "refusals": reasons,
-            "gate": gate,
-        }
-        metrics = dict(model_version.metrics or {})
-        metrics[GATE_OVERRIDES_KEY] = [*metrics.get(GATE_OVERRIDES_KEY, []), override]
-        model_version.metrics = metrics
-        extra["override"] = {"reason": reason, "refusals": reasons}
-    return _activate(session, project, model_version, actor, extra)
+        override = GateOverride(
+            at=utcnow().isoformat(),
+            by=actor.name,
+            by_id=actor.id,
+            reason=reason,
+            refusals=tuple(reasons),
+            gate=gate,
+        )
+        record_gate_override(model_version, override)
+        change = _Change(action="promote", override={"reason": reason, "refusals": reasons})
+    return _activate(session, project, model_version, actor, change)
 
 
 def rollback_to(session: Session, version_id: int, user: User) -> ModelVersion:
@@ -295,17 +302,13 @@ def rollback_to(session: Session, version_id: int, user: User) -> ModelVersion:
     session.refresh(model_version)
     if model_version.status == ModelStatus.ACTIVE:
         return model_version
-    history = (model_version.metrics or {}).get(STATUS_HISTORY_KEY, [])
-    if not any(entry.get("status") == ModelStatus.ACTIVE for entry in history):
+    if not read_metrics(model_version).was_active:
         raise ValueError(
             f"Version {model_version.version} was never active: promote it through the gate."
         )
     current = active_version(session, project.id, model_family(model_version.kind))
-    extra = {
-        "action": "rollback",
-        "from_version": None if current is None else current.version,
-    }
-    return _activate(session, project, model_version, actor, extra)
+    change = _Change(action=ROLLBACK, from_version=None if current is None else current.version)
+    return _activate(session, project, model_version, actor, change)
 
 
 def set_threshold(
@@ -313,9 +316,9 @@ def set_threshold(
 ) -> ModelVersion:
     """Change a version's decision threshold, recording who changed it, when, from and to what.
 
-    The change is appended to ``metrics["threshold_history"]`` as
-    ``{"at": ISO time, "by": name, "by_id": id, "old": old, "new": new}``. Predictions already
-    stored keep the threshold they were made with.
+    The change is appended to the version's threshold history
+    (:class:`db.model_metrics.ThresholdChange`: when, who, from and to what). Predictions
+    already stored keep the threshold they were made with.
 
     Args:
         session: The caller's session.
@@ -338,16 +341,14 @@ def set_threshold(
     model_version = _get_version(session, version_id)
     locked_project(session, model_version.project_id)
     session.refresh(model_version)  # the lock is held: read the latest metrics and threshold
-    entry = {
-        "at": utcnow().isoformat(),
-        "by": actor.name,
-        "by_id": actor.id,
-        "old": model_version.threshold,
-        "new": new,
-    }
-    metrics = dict(model_version.metrics or {})
-    metrics[THRESHOLD_HISTORY_KEY] = [*metrics.get(THRESHOLD_HISTORY_KEY, []), entry]
-    model_version.metrics = metrics  # a new dict: JSON columns do not track in-place edits
+    change = ThresholdChange(
+        at=utcnow().isoformat(),
+        by=actor.name,
+        by_id=actor.id,
+        old=model_version.threshold,
+        new=new,
+    )
+    record_threshold_change(model_version, change)
     model_version.threshold = new
     session.flush()
     return model_version
@@ -369,7 +370,7 @@ def _activate(
     project: Project,
     model_version: ModelVersion,
     actor: User | None,
-    extra: dict[str, Any] | None = None,
+    change: _Change | None = None,
 ) -> ModelVersion:
     """Activate a version, retiring the active version of its family (lock already held)."""
     family = model_family(model_version.kind)
@@ -390,7 +391,7 @@ def _activate(
     for old in previous:
         if model_family(old.kind) == family:
             _set_status(old, ModelStatus.RETIRED, actor)
-    _set_status(model_version, ModelStatus.ACTIVE, actor, extra)
+    _set_status(model_version, ModelStatus.ACTIVE, actor, change)
     if is_detector:
         project.active_model_version = model_version
     session.flush()
@@ -404,21 +405,30 @@ def _get_version(session: Session, version_id: int) -> ModelVersion:
     return model_version
 
 
+@dataclass(frozen=True)
+class _Change:
+    """How an activation came about (recorded with its status change)."""
+
+    action: str
+    from_version: int | None = None
+    override: dict[str, Any] | None = None
+
+
 def _set_status(
     model_version: ModelVersion,
     status: ModelStatus,
     actor: User | None,
-    extra: dict[str, Any] | None = None,
+    change: _Change | None = None,
 ) -> None:
-    entry = {
-        "at": utcnow().isoformat(),
-        "status": status.value,
-        "by": actor.name if actor is not None else "system",
-        **(extra or {}),
-    }
-    metrics = dict(model_version.metrics or {})
-    metrics[STATUS_HISTORY_KEY] = [*metrics.get(STATUS_HISTORY_KEY, []), entry]
-    model_version.metrics = metrics
+    entry = StatusChange(
+        at=utcnow().isoformat(),
+        status=status.value,
+        by=actor.name if actor is not None else "system",
+        action=None if change is None else change.action,
+        from_version=None if change is None else change.from_version,
+        override=None if change is None else change.override,
+    )
+    record_status_change(model_version, entry)
     model_version.status = status.value
 
 

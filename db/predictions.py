@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
-from db.base import Verdict
+from db.base import Label
 from db.models import Image, ModelVersion, Prediction, Review
 from db.models.images import newest_prediction_id
 
@@ -265,7 +265,7 @@ def pending_images(
     ).all()
     flagged: dict[int, bool] = {}
     for image_id, verdict in rows:  # the latest prediction of each image comes first
-        flagged.setdefault(image_id, verdict == Verdict.DEFECT)
+        flagged.setdefault(image_id, verdict == Label.DEFECT)
     return list(flagged.items())[:limit]
 
 

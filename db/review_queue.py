@@ -12,7 +12,7 @@ stored with the prediction), so lowering a threshold immediately brings the newl
 parts to the front; stored predictions are never rewritten.
 
 When the active feedback scorer decided a prediction (``defect_probability``, see
-:mod:`services.scorer_decisions`), the scorer's probability against *its* current threshold
+:mod:`services.scoring.feedback`), the scorer's probability against *its* current threshold
 decides instead of the detector's score: the part is flagged when ``p >= threshold`` and in the
 queue when ``p >= threshold * (1 - near_margin)``, and such parts come first, the most
 uncertain (``p`` closest to the threshold) first.
@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session, aliased
 
-from db.base import Label, Verdict
+from db.base import Label
 from db.model_families import active_version_id
 from db.models import Image, ModelVersion, Review, User
 from db.permissions import CAN_REVIEW, require_session_role
@@ -112,6 +112,45 @@ def queue_size(
     """Return how many parts :func:`review_queue` would list (without a limit)."""
     inner = _queue_select(session, project_id, near_margin).order_by(None).subquery()
     return int(session.scalar(select(func.count()).select_from(inner)) or 0)
+
+
+def flagged_by_model(session: Session, image_id: int) -> bool:
+    """Whether the model flags the image now, judged as :func:`review_queue` judges a part.
+
+    The image's latest stored prediction (the active version's when it has one) is flagged
+    when the feedback scorer decided it and ``p(defect) >= `` the scorer's current threshold,
+    or else when ``score >= `` its version's current threshold (the one stored with the
+    prediction when the version has none). Whether the image is labelled does not matter, so
+    a relabelled part is judged too. What the inspector saw when they labelled it: read before
+    the label is recorded.
+
+    Returns:
+        False when the image does not exist or has no prediction.
+    """
+    project_id = session.scalar(select(Image.project_id).where(Image.id == image_id))
+    if project_id is None:
+        return False
+    latest = latest_predictions(
+        project_id, prefer_version_id=active_version_id(session, project_id)
+    )
+    scorer = aliased(ModelVersion, name="scorer_version")
+    row = session.execute(
+        select(
+            latest.c.score,
+            func.coalesce(ModelVersion.threshold, latest.c.threshold).label("threshold"),
+            latest.c.defect_probability,
+            func.coalesce(scorer.threshold, DEFAULT_PROBABILITY_THRESHOLD).label("p_threshold"),
+        )
+        .select_from(latest)
+        .join(ModelVersion, ModelVersion.id == latest.c.model_version_id)
+        .outerjoin(scorer, scorer.id == latest.c.scorer_version_id)
+        .where(latest.c.image_id == image_id)
+    ).first()
+    if row is None:
+        return False
+    if row.defect_probability is not None:
+        return bool(row.defect_probability >= row.p_threshold)
+    return bool(row.score >= row.threshold)
 
 
 def record_review(
@@ -237,6 +276,8 @@ def _queue_select(session: Session, project_id: int, near_margin: float) -> Sele
     probability = latest.c.defect_probability
     probability_threshold = func.coalesce(scorer.threshold, DEFAULT_PROBABILITY_THRESHOLD)
     by_scorer = probability.is_not(None)
+    # The one verdict rule, adcore.verdicts.verdict_for (flagged when the value reaches its
+    # threshold), restated in SQL: the store cannot call Python. Keep the two the same.
     scorer_flagged = by_scorer & (probability >= probability_threshold)
     scorer_near = by_scorer & (probability >= probability_threshold * (1.0 - float(near_margin)))
     detector_flagged = ~by_scorer & (latest.c.score >= threshold)
@@ -245,7 +286,7 @@ def _queue_select(session: Session, project_id: int, near_margin: float) -> Sele
     )
     flagged = scorer_flagged | detector_flagged
     audit = latest.c.audit.is_(True)
-    verdict = case((flagged, Verdict.DEFECT.value), else_=Verdict.GOOD.value)
+    verdict = case((flagged, Label.DEFECT.value), else_=Label.GOOD.value)
     urgency = case((scorer_near | detector_flagged, 0), (audit, 1), else_=2)
     # Scorer-decided parts: the most uncertain first; the detector's: the highest score first.
     uncertainty = case((by_scorer, func.abs(probability - probability_threshold)), else_=2.0)

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import ColumnElement, and_, case, distinct, func, literal_column, select
 from sqlalchemy.orm import Session, aliased
 
-from db.base import Label, Verdict
+from db.base import Label
 from db.models import Image, ModelVersion, Prediction, Review, User
 
 __all__ = [
@@ -59,12 +59,12 @@ class ReviewedPart:
     @property
     def missed(self) -> bool:
         """Labelled defect, passed by the model."""
-        return self.label == Label.DEFECT.value and self.verdict == Verdict.GOOD.value
+        return self.label == Label.DEFECT.value and self.verdict == Label.GOOD.value
 
     @property
     def false_alarm(self) -> bool:
         """Labelled good, flagged by the model."""
-        return self.label == Label.GOOD.value and self.verdict == Verdict.DEFECT.value
+        return self.label == Label.GOOD.value and self.verdict == Label.DEFECT.value
 
     @property
     def overturned(self) -> bool:
@@ -116,7 +116,7 @@ def scored_counts(
     in the window said ``defect``.
     """
     check_window(start, end)
-    flagged_image = case((Prediction.verdict == Verdict.DEFECT.value, Prediction.image_id))
+    flagged_image = case((Prediction.verdict == Label.DEFECT.value, Prediction.image_id))
     n_scored, n_flagged = session.execute(
         select(func.count(distinct(Prediction.image_id)), func.count(distinct(flagged_image)))
         .join(Image, Image.id == Prediction.image_id)

@@ -87,7 +87,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from db.projects import find_project, list_projects
     from services.hot_folder import HotFolder
     from services.line_settings import hot_folder_setting
-    from services.scoring_runtime import configured_runtime, detector_loader
+    from services.scoring.runtime import configured_runtime, detector_loader
     from services.server_folders import ROOTS_ENV, ServerFolderError
 
     engine = db.init_db(args.database_url)

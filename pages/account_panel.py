@@ -9,7 +9,9 @@ from __future__ import annotations
 import streamlit as st
 
 from db.users import MIN_PASSWORD_LENGTH, change_password
-from pages.common import ACTION_ERRORS, flash, forget_session_state, load_user, transaction
+from pages.action_feedback import ACTION_ERRORS, flash
+from pages.db_session import transaction
+from pages.tab_state import forget_session_state, load_user
 
 #: Session-state key of the last refused change's message (shown under the popover once).
 PROBLEM_KEY = "_password_change_problem"

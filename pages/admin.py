@@ -12,19 +12,12 @@ import streamlit as st
 import db
 from db.auth_sessions import live_session_counts
 from db.users import add_user, list_users, reset_password, set_user_active, set_user_role
+from pages.action_feedback import ACTION_ERRORS, flash, show_flashes
 from pages.api_keys_panel import api_keys_section
-from pages.common import (
-    ACTION_ERRORS,
-    ADMINS,
-    ALL_ROLES,
-    flash,
-    load_user,
-    require_page_role,
-    show_flashes,
-    signed_in,
-    transaction,
-)
+from pages.db_session import transaction
+from pages.routing import ADMINS, ALL_ROLES
 from pages.sign_in_audit_panel import sign_in_audit_section
+from pages.tab_state import load_user, require_page_role, signed_in
 
 
 def create_clicked() -> None:

@@ -12,8 +12,10 @@ import streamlit as st
 from db.api_keys import create_api_key, list_api_keys, revoke_api_key
 from db.models.api_keys import API_KEY_SCOPES
 from db.projects import list_projects
-from pages.common import ACTION_ERRORS, flash, load_user, transaction
+from pages.action_feedback import ACTION_ERRORS, flash
+from pages.db_session import transaction
 from pages.model_jobs_panel import when
+from pages.tab_state import load_user
 
 NEW_KEY = "_api_key_just_created"  # (station, key): shown once, then dropped
 SCOPE_TEXT = {"inspect": "inspect (post parts, read results)", "read": "read results only"}

@@ -13,7 +13,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from adcore.audit import MAX_AUDIT_SHARE
-from pages.common import ACTION_ERRORS, flash, load_user, transaction
+from pages.action_feedback import ACTION_ERRORS, flash
+from pages.db_session import transaction
+from pages.tab_state import load_user
 from services.audit_sampling import MissRateReport, miss_rate_report
 from services.project_settings import set_audit_share
 

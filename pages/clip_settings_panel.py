@@ -3,7 +3,7 @@
 Managers name the project's CLIP model (open_clip architecture, weights as a cached pretrained
 tag or a local checkpoint path, and the object named in the prompts). When the weights are not
 on this machine the reason is shown and every CLIP action is disabled with it (nothing is ever
-downloaded). Otherwise three background jobs (see :mod:`workers.clip_jobs`) each make a
+downloaded). Otherwise three background jobs (see :mod:`services.training.clip_jobs`) each make a
 detector candidate:
 
 * ``train_clip`` zero-shot: no image needed;
@@ -23,7 +23,9 @@ import db
 from db.model_families import ModelFamily, active_version
 from db.projects import get_project
 from pages import model_jobs_panel
-from pages.common import ACTION_ERRORS, flash, load_user, transaction
+from pages.action_feedback import ACTION_ERRORS, flash
+from pages.db_session import transaction
+from pages.tab_state import load_user
 from services.project_settings import (
     MAX_CLIP_MODEL_NAME,
     MAX_CLIP_OBJECT_NAME,
@@ -32,7 +34,7 @@ from services.project_settings import (
     clip_setting,
     set_clip_setting,
 )
-from workers.training_data import labelled_parts
+from services.training.training_data import labelled_parts
 
 TRAIN_CLIP, TUNE_CLIP = model_jobs_panel.CLIP_JOB_SPECS
 MAX_SHOTS = 64

@@ -13,12 +13,15 @@ import streamlit as st
 
 import db
 from db.dashboard import data_version
+from pages.action_feedback import show_flashes
 from pages.audit_panel import audit_section
-from pages.common import MANAGERS, require_page_role, require_project, show_flashes, transaction
+from pages.db_session import transaction
 from pages.demo_history_notice import show_simulated_history_notice
 from pages.manager_views import show_agreement, show_defect_pareto, show_drift, show_review_share
 from pages.rate_charts import show_error_rates
+from pages.routing import MANAGERS
 from pages.shift_report_panel import show_shift_report
+from pages.tab_state import require_page_role, require_project
 from services.dashboard_data import DashboardData, dashboard_data
 
 UNREVIEWED = "unreviewed"

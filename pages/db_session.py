@@ -1,8 +1,8 @@
 """The workbench's database sessions: one session factory per process, and transactions.
 
-Split from :mod:`pages.common` so that helper modules it imports (such as
-:mod:`pages.heatmap_panel`) can open a transaction without importing it back; ``pages.common``
-re-exports :func:`session_factory` and :func:`transaction` for the pages.
+Not a page. ``app.py``, the pages and their helper modules (such as :mod:`pages.heatmap_panel`
+and :mod:`pages.tab_state`) import :func:`session_factory` and :func:`transaction` from here; it
+imports no other page module, so any of them can open a transaction without an import circle.
 
 The session factory is cached with ``st.cache_resource`` (keyed by the database URL), so it is
 shared by all browser sessions of the server process; it is thread-safe.
@@ -41,7 +41,7 @@ def transaction() -> Iterator[Session]:
     """A session inside a transaction: committed on success, rolled back on error.
 
     An integrity conflict leaves as :class:`db.ConflictError` (one of
-    :data:`pages.common.ACTION_ERRORS`).
+    :data:`pages.action_feedback.ACTION_ERRORS`).
     """
     with db.transaction(session_factory()) as session:
         yield session

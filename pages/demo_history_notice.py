@@ -11,7 +11,7 @@ from __future__ import annotations
 import streamlit as st
 
 import db
-from pages.common import session_factory
+from pages.db_session import session_factory
 from services.demo_history_plan import history_marker, simulated_before
 
 

@@ -12,13 +12,9 @@ from __future__ import annotations
 import streamlit as st
 
 from db.explanation_notes import MAX_NOTE_LENGTH, add_explanation_note, latest_note
-from pages.common import (
-    ACTION_ERRORS,
-    flash,
-    load_user,
-    signed_in,
-    transaction,
-)
+from pages.action_feedback import ACTION_ERRORS, flash
+from pages.db_session import transaction
+from pages.tab_state import load_user, signed_in
 
 
 def editing_key(prediction_id: int) -> str:

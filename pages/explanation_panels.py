@@ -30,10 +30,11 @@ import streamlit as st
 
 import db
 from db.model_families import ModelFamily, active_version
-from pages.common import image_pixels, session_factory, transaction
+from pages.db_session import session_factory, transaction
 from pages.explanation_notes_panel import explanation_notes
 from pages.gradcam_panel import anomaly_gradcam_panel, gradcam_panel
 from pages.page_tasks import TaskProgress, start_task
+from pages.part_display import image_pixels
 from services.explanation_rewriting import (
     LanguageModelChoice,
     RewriteOutcome,

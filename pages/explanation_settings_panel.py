@@ -17,7 +17,9 @@ from db.explanation_notes import MIN_TRAINING_NOTES, note_counts, training_notes
 from db.model_families import ModelFamily, active_version
 from db.projects import get_project
 from pages import model_jobs_panel
-from pages.common import ACTION_ERRORS, flash, load_user, transaction
+from pages.action_feedback import ACTION_ERRORS, flash
+from pages.db_session import transaction
+from pages.tab_state import load_user
 from services.project_settings import (
     MAX_SOURCE_LENGTH,
     LanguageModelSetting,

@@ -21,7 +21,7 @@ import streamlit as st
 
 import db
 from pages.background_views import show_when_ready
-from services.scoring_runtime import resolve_artifact
+from services.scoring.runtime import resolve_artifact
 
 GRADCAM_OPACITY = 0.45
 

@@ -1,6 +1,6 @@
 """A part's anomaly map on its model version's one colour scale, with the colour bar.
 
-Not a page: :func:`pages.common.show_part` draws the map column with
+Not a page: :func:`pages.part_display.show_part` draws the map column with
 :func:`anomaly_map_view`. The scale is the version's (:mod:`services.map_scales`): blue at
 the normal level of its good images, red at a part on the threshold, the same on every part
 the version scored, so a good part looks cool and a defect stands out.

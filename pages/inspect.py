@@ -8,26 +8,20 @@ import streamlit as st
 import db
 from adcore.errors import LoupeError
 from db.projects import get_project
-from pages.common import (
-    ACTION_ERRORS,
-    ALL_ROLES,
-    flash,
-    load_detector_cached,
-    load_user,
-    require_page_role,
-    require_project,
-    save_review,
-    session_factory,
-    show_flashes,
-    show_part,
-    transaction,
-)
+from pages.action_feedback import ACTION_ERRORS, flash, show_flashes
+from pages.db_session import session_factory, transaction
+from pages.detector_cache import load_detector_cached
 from pages.explanation_panels import show_explanations
 from pages.inspect_options_panel import inspect_options_panel
-from pages.page_tasks import learn_after_review, show_instant_learning
+from pages.page_tasks import show_instant_learning
+from pages.part_display import show_part
+from pages.review_recording import save_review
+from pages.routing import ALL_ROLES
+from pages.tab_state import load_user, require_page_role, require_project
 from services.inspect_options import may_score_server_folders
-from services.inspection import inspect_folder, inspect_uploads
-from services.scoring_runtime import ONNX, RuntimeChoiceError, configured_runtime
+from services.inspection import InspectionRequest, inspect_folder, inspect_uploads
+from services.scoring.predictor import Predictor
+from services.scoring.runtime import ONNX, RuntimeChoiceError, configured_runtime
 from services.server_folders import ServerFolderError, describe_roots
 
 RESULTS_KEY = "inspect_results"
@@ -95,28 +89,20 @@ elif clicked:
         detector = scoring.detector
         if scoring.note:
             st.caption(scoring.note)
+        predictor = Predictor.load(
+            session_factory(),
+            project_id=project_id,
+            model_version_id=version_id,
+            detector=detector,
+        )
+        request = InspectionRequest(predictor, progress=progress)
         if source == SOURCE_UPLOAD:
-            results = inspect_uploads(
-                session_factory(),
-                project_id=project_id,
-                detector=detector,
-                model_version_id=version_id,
-                uploads=[(file.name, file.getvalue()) for file in uploads],
-                source=db.ImageSource.UPLOAD.value,
-                progress=progress,
-            )
+            uploaded = [(file.name, file.getvalue()) for file in uploads]
+            results = inspect_uploads(session_factory(), request, uploaded)
         else:
             with transaction() as session:
                 user = load_user(session)
-            results = inspect_folder(
-                session_factory(),
-                project_id=project_id,
-                detector=detector,
-                model_version_id=version_id,
-                folder=folder.strip(),
-                user=user,
-                progress=progress,
-            )
+            results = inspect_folder(session_factory(), request, folder.strip(), user=user)
     except (*ACTION_ERRORS, LoupeError, OSError) as err:
         bar.empty()
         st.error(f"Scoring failed: {err}")
@@ -139,7 +125,7 @@ table = pd.DataFrame(
         "Error": [r.error or "" for r in results],
     }
 ).sort_values("Score", ascending=False, na_position="last")
-n_defect = sum(r.verdict == db.Verdict.DEFECT for r in results)
+n_defect = sum(r.verdict == db.Label.DEFECT for r in results)
 n_error = sum(bool(r.error) for r in results)
 st.subheader(f"Results: {len(results)} file(s), {n_defect} flagged, {n_error} refused")
 st.dataframe(
@@ -188,13 +174,12 @@ show_part(
 show_explanations(chosen.prediction_id)
 
 
-def label_part(image_id: int, name: str, label: str, flagged: bool) -> None:
+def label_part(image_id: int, name: str, label: str) -> None:
     """Button callback: the signed-in user labels the part shown in the detail view."""
     choice = st.session_state.get(LABEL_TYPE_KEY)
     defect_type = choice if label == db.Label.DEFECT and choice not in (None, NO_TYPE) else None
     if save_review(image_id, label, defect_type=defect_type):
         flash(f"{name}: labelled {label}", "success")
-        learn_after_review(project_id, image_id, label, flagged)
 
 
 st.markdown(f"**Label this part** · current label: {current or 'not reviewed'}")
@@ -208,7 +193,7 @@ good_col.button(
     width="stretch",
     icon=":material/check_circle:",
     on_click=label_part,
-    args=(chosen.image_id, chosen.name, db.Label.GOOD.value, chosen.verdict == db.Verdict.DEFECT),
+    args=(chosen.image_id, chosen.name, db.Label.GOOD.value),
     key="inspect_good",
 )
 defect_col.button(
@@ -216,6 +201,6 @@ defect_col.button(
     width="stretch",
     icon=":material/report:",
     on_click=label_part,
-    args=(chosen.image_id, chosen.name, db.Label.DEFECT.value, False),
+    args=(chosen.image_id, chosen.name, db.Label.DEFECT.value),
     key="inspect_defect",
 )

@@ -5,7 +5,10 @@ from __future__ import annotations
 import streamlit as st
 
 from db.projects import get_project
-from pages.common import ACTION_ERRORS, MANAGERS, flash, load_user, signed_in, transaction
+from pages.action_feedback import ACTION_ERRORS, flash
+from pages.db_session import transaction
+from pages.routing import MANAGERS
+from pages.tab_state import load_user, signed_in
 from services.inspect_options import InspectOptions, inspect_options, set_inspect_options
 from services.server_folders import ServerFolderError, describe_roots
 

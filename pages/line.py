@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.common import MANAGERS, require_page_role, require_project, show_flashes
+from pages.action_feedback import show_flashes
 from pages.line_settings_panel import hot_folder_form, outbound_form
 from pages.outbox_panel import outbox_section
+from pages.routing import MANAGERS
+from pages.tab_state import require_page_role, require_project
 
 signed_in_user = require_page_role(*MANAGERS)
 project_id = require_project()

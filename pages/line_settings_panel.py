@@ -12,7 +12,9 @@ import streamlit as st
 from db.hot_folder_files import hot_folder_counts, recent_refusals
 from db.outbound_messages import MqttConfig, OutboundConfig, WebhookConfig
 from db.projects import get_project
-from pages.common import ACTION_ERRORS, flash, load_user, transaction
+from pages.action_feedback import ACTION_ERRORS, flash
+from pages.db_session import transaction
+from pages.tab_state import load_user
 from services.line_settings import (
     MAX_ATTEMPTS_LIMIT,
     HotFolderSetting,

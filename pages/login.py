@@ -12,8 +12,11 @@ from datetime import datetime
 import streamlit as st
 
 from db.base import SignInOutcome, utcnow
+from pages.action_feedback import show_flashes
 from pages.browser_session import client_address, drop_stale_cookie, hand_cookie_to_browser
-from pages.common import ensure_routed, show_flashes, sign_in, transaction
+from pages.db_session import transaction
+from pages.routing import ensure_routed
+from pages.tab_state import sign_in
 from services.sign_in import SignInResult
 from services.sign_in import sign_in as check_sign_in
 

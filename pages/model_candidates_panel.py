@@ -13,10 +13,12 @@ import streamlit as st
 import db
 from db.model_candidates import CandidateComparison, candidate_comparisons
 from db.model_families import ModelFamily, active_version, model_family
-from db.model_metrics import STATUS_HISTORY_KEY
+from db.model_metrics import read_metrics
 from db.model_versions import promote_model_version, rollback_to
-from pages.common import ACTION_ERRORS, flash, load_user, transaction
+from pages.action_feedback import ACTION_ERRORS, flash
+from pages.db_session import transaction
 from pages.model_jobs_panel import when
+from pages.tab_state import load_user
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -130,7 +132,7 @@ def candidate_card(row: CandidateComparison) -> None:
             heldout = row.heldout
             if heldout.get("n_unreadable"):
                 st.caption(f"{heldout['n_unreadable']} held-out part(s) could not be read.")
-        for note in row.decision.get("notes") or []:
+        for note in row.decision.notes:
             st.caption(note)
         if row.may_promote:
             st.success("The gate passes: this candidate may replace the active model.")
@@ -183,8 +185,7 @@ def candidates_section(project_id: int) -> None:
 
 def was_active(version: db.ModelVersion) -> bool:
     """Whether a version was ever active (its status history says so)."""
-    history = (version.metrics or {}).get(STATUS_HISTORY_KEY) or []
-    return any(entry.get("status") == db.ModelStatus.ACTIVE for entry in history)
+    return read_metrics(version).was_active
 
 
 def rollback_buttons(project_id: int, versions: list[db.ModelVersion]) -> None:

@@ -20,21 +20,17 @@ import streamlit as st
 import db
 from db.jobs import enqueue_job, list_jobs, request_cancel
 from db.projects import get_project
-from pages.common import (
-    ACTION_ERRORS,
-    flash,
-    load_user,
-    show_flashes,
-    transaction,
-)
+from pages.action_feedback import ACTION_ERRORS, flash, show_flashes
+from pages.db_session import transaction
+from pages.tab_state import load_user
 from pages.worker_status import WORKER_COMMAND, no_worker, worker_problem
 from services.scorer_training import (
-    TRAIN_FEEDBACK_SCORER,
     ScorerSetting,
     scorer_setting,
     scorer_unavailable_reason,
     set_scorer_setting,
 )
+from services.training.job_kinds import JobKind
 
 if TYPE_CHECKING:
     pass
@@ -56,7 +52,7 @@ STATUS_ICONS = {
 class JobKindSpec:
     """How the page offers one job kind."""
 
-    kind: str
+    kind: JobKind
     label: str
     explanation: str
     icon: str
@@ -64,7 +60,7 @@ class JobKindSpec:
 
 JOB_KIND_SPECS: tuple[JobKindSpec, ...] = (
     JobKindSpec(
-        "refit_detector",
+        JobKind.REFIT_DETECTOR,
         "Retrain (refit on train + confirmed-good parts)",
         "Fits the active detector again, same kind and settings, on its training images plus "
         "every part a person labelled good. A share of the labelled parts is held out to "
@@ -72,7 +68,7 @@ JOB_KIND_SPECS: tuple[JobKindSpec, ...] = (
         ":material/model_training:",
     ),
     JobKindSpec(
-        "recalibrate_threshold",
+        JobKind.RECALIBRATE_THRESHOLD,
         "Recalibrate threshold (FNR-first)",
         "Scores the labelled parts with the active detector and picks the threshold with the "
         "fewest false alarms whose miss rate stays within the project's target, checked on "
@@ -81,14 +77,14 @@ JOB_KIND_SPECS: tuple[JobKindSpec, ...] = (
         ":material/tune:",
     ),
     JobKindSpec(
-        "train_classifier",
+        JobKind.TRAIN_CLASSIFIER,
         "Train classifier",
         "Trains a supervised defect classifier on the labelled parts and their defect types. "
         "It is its own model family: promoting it never replaces the detector.",
         ":material/category:",
     ),
     JobKindSpec(
-        TRAIN_FEEDBACK_SCORER,
+        JobKind.TRAIN_FEEDBACK_SCORER,
         "Train feedback scorer",
         "Learns a calibrated p(defect) from the detector's score and per-image vector of every "
         "labelled part, in seconds. It also trains by itself after every N reviews and at the "
@@ -99,7 +95,7 @@ JOB_KIND_SPECS: tuple[JobKindSpec, ...] = (
 
 
 TUNE_EXPLAINER_SPEC = JobKindSpec(
-    "tune_explainer",
+    JobKind.TUNE_EXPLAINER,
     "Tune explainer",
     "Trains a small adapter of the project's language model on the inspectors' accepted and "
     "edited explanations. It becomes an explainer candidate: promote it to use it.",
@@ -109,14 +105,14 @@ TUNE_EXPLAINER_SPEC = JobKindSpec(
 
 CLIP_JOB_SPECS: tuple[JobKindSpec, ...] = (
     JobKindSpec(
-        "train_clip",
+        JobKind.TRAIN_CLIP,
         "Start CLIP detector",
         "Starts a CLIP detector from the project's CLIP option: zero-shot (no image needed) or "
         "few-shot (a few good images become references). It becomes a detector candidate.",
         ":material/visibility:",
     ),
     JobKindSpec(
-        "tune_clip",
+        JobKind.TUNE_CLIP,
         "Adapt CLIP with LoRA",
         "Trains small LoRA adapters and learnable prompts of the active CLIP detector on the "
         "labelled parts (CLIP itself stays frozen). It becomes a detector candidate.",
@@ -124,6 +120,15 @@ CLIP_JOB_SPECS: tuple[JobKindSpec, ...] = (
     ),
 )
 """Queued from the CLIP section (:mod:`pages.clip_settings_panel`)."""
+
+INSTANT_UPDATE_SPEC = JobKindSpec(
+    JobKind.INSTANT_UPDATE,
+    "Instant update (learn confirmed good parts)",
+    "Adds the parts inspectors confirmed good on a flagged verdict to the active model's memory, "
+    "as a new active version, then re-scores the waiting parts.",
+    ":material/bolt:",
+)
+"""Queued by reviews (:mod:`services.reviewing`), never from this page."""
 
 
 def registered_kinds() -> list[str]:
@@ -141,7 +146,7 @@ def queue_clicked(
 ) -> None:
     """Queue a job of ``kind`` for the project with the options the form holds (and ``extra``)."""
     parameters: dict[str, object] = dict(extra or {})
-    if kind == "refit_detector":
+    if kind == JobKind.REFIT_DETECTOR:
         parameters["holdout_fraction"] = float(st.session_state.get("job_holdout", 20)) / 100.0
         folder = (st.session_state.get("job_train_folder") or "").strip()
         if folder:
@@ -236,9 +241,9 @@ def improve_section(project_id: int, has_active_detector: bool) -> None:
         )
     for spec in specs:
         reason = None
-        if spec.kind != "train_classifier" and not has_active_detector:
+        if spec.kind != JobKind.TRAIN_CLASSIFIER and not has_active_detector:
             reason = "Train a model first."
-        elif spec.kind == TRAIN_FEEDBACK_SCORER:
+        elif spec.kind == JobKind.TRAIN_FEEDBACK_SCORER:
             reason = scorer_reason
         left, right = st.columns([2, 3], vertical_alignment="center")
         left.button(
@@ -295,7 +300,7 @@ def when(moment: datetime | None) -> str:
 
 
 def _job_row(job: db.Job, creator: str | None, version_numbers: dict[int, int]) -> None:
-    known = (*JOB_KIND_SPECS, TUNE_EXPLAINER_SPEC, *CLIP_JOB_SPECS)
+    known = (*JOB_KIND_SPECS, TUNE_EXPLAINER_SPEC, *CLIP_JOB_SPECS, INSTANT_UPDATE_SPEC)
     spec = next((s for s in known if s.kind == job.kind), None)
     title = spec.label if spec else job.kind
     with st.container(border=True, key=f"job-{job.id}"):

@@ -14,36 +14,28 @@ import streamlit as st
 import db
 from adcore.detectors.registry import DETECTOR_KINDS
 from db.dashboard import score_ranges
+from db.model_metrics import read_metrics
 from db.projects import (
     create_project,
     get_project,
     list_model_versions,
     set_threshold,
 )
+from pages.action_feedback import ACTION_ERRORS, flash, show_flashes
 from pages.clip_settings_panel import clip_section
-from pages.common import (
-    ACTION_ERRORS,
-    MANAGERS,
-    choose_project,
-    current_project_id,
-    flash,
-    load_user,
-    models_root,
-    require_page_role,
-    session_factory,
-    show_flashes,
-    transaction,
-)
+from pages.db_session import session_factory, transaction
 from pages.explanation_settings_panel import explanations_section
 from pages.model_candidates_panel import candidates_section, rollback_buttons
 from pages.model_jobs_panel import improve_section, jobs_panel
 from pages.page_tasks import TaskProgress, start_task
+from pages.routing import MANAGERS
+from pages.server_settings import models_root
+from pages.tab_state import choose_project, current_project_id, load_user, require_page_role
 from services.model_management import recommended_threshold, threshold_preview, train_first_model
 
 JOB_KEY = "training_job"
 # CLIP starts from its own section (its weights and prompts come from the project option).
 FIRST_MODEL_KINDS = tuple(kind for kind in DETECTOR_KINDS if kind != "clip")
-HIDDEN_METRICS = ("threshold_history", "status_history")
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -167,9 +159,7 @@ else:
             "Threshold": v.threshold,
             "Created": v.created_at,
         }
-        for name, value in (v.metrics or {}).items():
-            if name not in HIDDEN_METRICS and isinstance(value, int | float | str | bool):
-                row[name] = value
+        row.update(read_metrics(v).summary())
         rows.append(row)
     st.dataframe(pd.DataFrame(rows), hide_index=True, key="versions_table")
     rollback_buttons(project_id, versions)

@@ -11,8 +11,10 @@ import pandas as pd
 import streamlit as st
 
 from db.outbound_messages import dead_letters, outbox_counts, recent_messages
-from pages.common import ACTION_ERRORS, flash, load_user, show_flashes, transaction
+from pages.action_feedback import ACTION_ERRORS, flash, show_flashes
+from pages.db_session import transaction
 from pages.model_jobs_panel import when
+from pages.tab_state import load_user
 from services.line_settings import replay_dead_letters
 
 REFRESH_SECONDS = 5

@@ -1,10 +1,14 @@
-"""Page tasks: short work a page runs in a server thread, and instant learning after a review.
+"""Page tasks: short work a page runs in a server thread; following instant learning's jobs.
 
 Not the job queue (:mod:`workers`, durable rows run by a worker process): a page task lives in
-one browser session, e.g. a first training from a folder, an explanation rewrite or an instant
-update. Not a page (imported by ``pages/models.py``, ``pages/review.py``, ``pages/inspect.py``
-and ``pages/explanation_panels.py``). Task threads never call ``st.*``: they update a
+one browser session, e.g. a first training from a folder or an explanation rewrite. Not a page
+(imported by ``pages/models.py``, ``pages/review.py``, ``pages/inspect.py`` and
+``pages/explanation_panels.py``). Task threads never call ``st.*``: they update a
 :class:`TaskProgress` under its lock, and a fragment with ``run_every`` polls it.
+
+Instant learning is a job (:mod:`services.training.instant_learning`), run by the job worker;
+:func:`show_instant_learning` follows the jobs this tab's reviews queued or joined (polling
+their rows) and says when they end.
 """
 
 from __future__ import annotations
@@ -16,11 +20,16 @@ from collections.abc import Callable
 import streamlit as st
 
 import db
-from pages.common import USER_KEY, flash, models_root, session_factory
+from db.jobs import get_job
+from pages.action_feedback import flash
+from pages.db_session import transaction
+from pages.review_recording import LEARNING_JOBS_KEY
 
 log = logging.getLogger("loupe.app")
 
-LEARNING_KEY = "instant_learning_task"
+LEARNING_POLL_SECONDS = 1.0
+ACTIVE = (db.JobStatus.QUEUED.value, db.JobStatus.RUNNING.value)
+WAITING_FOR_WORKER = "queued for the job worker"
 
 
 class TaskProgress:
@@ -83,54 +92,36 @@ def start_task(description: str, work: Callable[[TaskProgress], object]) -> Task
     return progress
 
 
-def learn_after_review(project_id: int, image_id: int, label: str, flagged: bool) -> None:
-    """After a review: when it teaches the model (a Good on a flagged part), learn in a task.
-
-    The rule is :func:`services.review_learning.learns_instantly`; the task runs
-    :func:`services.review_learning.learn_from_good_review` (the instant update, then the
-    waiting parts re-scored). The signed-in user must be in session state.
-    """
-    from services.review_learning import learn_from_good_review, learns_instantly
-
-    if not learns_instantly(label, flagged):
-        return
-
-    factory, models, data = session_factory(), models_root(), db.data_dir()
-    user_id = st.session_state[USER_KEY]["id"]
-
-    def work(progress: TaskProgress) -> object:
-        return learn_from_good_review(
-            factory,
-            project_id=project_id,
-            image_id=image_id,
-            user_id=user_id,
-            models_dir=models,
-            data_dir=data,
-            progress=progress.update,
-        )
-
-    st.session_state[LEARNING_KEY] = start_task("instant learning", work)
-
-
 def show_instant_learning() -> None:
-    """Progress of a running instant update; its outcome is flashed when it ends."""
-    if st.session_state.get(LEARNING_KEY) is None:
+    """Progress of the instant updates this tab's reviews queued; each outcome is flashed.
+
+    The job rows are polled every :data:`LEARNING_POLL_SECONDS`; when one has ended, its
+    message is flashed and the whole page re-runs (the queue and the active model changed).
+    """
+    if not st.session_state.get(LEARNING_JOBS_KEY):
         return
 
-    @st.fragment(run_every=1.0)
+    @st.fragment(run_every=LEARNING_POLL_SECONDS)
     def poll() -> None:
-        job = st.session_state.get(LEARNING_KEY)
-        if job is None:
+        followed = list(st.session_state.get(LEARNING_JOBS_KEY) or [])
+        if not followed:
             return
-        state = job.snapshot()
-        if not state["done"]:
-            st.progress(state["fraction"], text=f"Learning from the good part: {state['message']}")
-            return
-        st.session_state.pop(LEARNING_KEY, None)
-        if state["error"]:
-            flash(f"Instant learning failed: {state['error']}", "warning")
-        else:
-            flash(state["result"].message, "info")
-        st.rerun()  # the whole page: the queue and the active model have changed
+        with transaction() as session:
+            jobs = [job for job in (get_job(session, job_id) for job_id in followed) if job]
+        ended = [job for job in jobs if job.status not in ACTIVE]
+        st.session_state[LEARNING_JOBS_KEY] = [job.id for job in jobs if job.status in ACTIVE]
+        for job in jobs:
+            if job.status in ACTIVE:
+                text = job.message if job.status == db.JobStatus.RUNNING else WAITING_FOR_WORKER
+                st.progress(float(job.progress or 0.0), text=f"Learning from good parts: {text}")
+        for job in ended:
+            if job.status == db.JobStatus.SUCCEEDED:
+                flash(job.message, "info")
+            elif job.status == db.JobStatus.CANCELLED:
+                flash("Instant learning was cancelled.", "info")
+            else:
+                flash(f"Instant learning failed: {job.message}", "warning")
+        if ended:
+            st.rerun()  # the whole page: the queue and the active model have changed
 
     poll()

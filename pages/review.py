@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.common import ALL_ROLES, require_page_role, require_project, show_flashes
+from pages.action_feedback import show_flashes
 from pages.explanation_panels import show_explanations
 from pages.page_tasks import show_instant_learning
 from pages.review_desk import review_desk
 from pages.review_options_panel import review_options_panel
+from pages.routing import ALL_ROLES
+from pages.tab_state import require_page_role, require_project
 
 require_page_role(*ALL_ROLES)
 project_id = require_project()

@@ -14,8 +14,9 @@ outbox until the server has recorded it:
   instance of the desk, as data URLs (JPEG part, JPEG colour layer of its anomaly map on its
   model version's one scale, the reference good part, the colour bar).
 
-Slow follow-ups (instant learning, re-scoring) run in background tasks; the page refreshes the
-queue when they end.
+Recording is the review service's (:mod:`services.reviewing`): a press calls it and shows what
+it returns. Slow follow-ups (instant learning, re-scoring) run as jobs of the job worker; the
+page follows them and refreshes the queue when they end (:mod:`pages.page_tasks`).
 """
 
 from __future__ import annotations
@@ -35,17 +36,18 @@ from PIL import Image as PILImage
 
 import db
 from db.projects import get_project
-from db.review_queue import QueueItem, queue_size, review_queue, undo_last
-from pages.common import ACTION_ERRORS, load_user, record_label, transaction
-from pages.page_tasks import learn_after_review
-from services import review_learning  # noqa: F401 - loaded with the page, not at the first Good
+from db.review_queue import QueueItem, queue_size, review_queue
+from pages.action_feedback import ACTION_ERRORS
+from pages.db_session import session_factory, transaction
+from pages.review_recording import record_label, show_review_outcome
+from pages.tab_state import signed_in
+from services import reviewing
 
 log = logging.getLogger(__name__)
 
 DESK_KEY = "review_desk"
 HANDLED_KEY = "review_desk_handled"  # OrderedDict press id -> PressOutcome
 SENT_KEY = "review_desk_sent"  # {"instance": str | None, "ids": set of image ids sent}
-VERDICTS_KEY = "review_desk_verdicts"  # image id -> verdict shown (for instant learning)
 LOOKAHEAD = 12
 """Parts the browser holds ahead of the inspector."""
 MAX_SIDE = 1024
@@ -110,11 +112,10 @@ def apply_press(project_id: int, press: dict[str, Any]) -> PressOutcome:
     kind = press.get("kind")
     if kind == "undo":
         try:
-            with transaction() as session:
-                row = undo_last(session, user=load_user(session))
+            undone = reviewing.undo_last(session_factory(), user_id=_user_id())
         except ACTION_ERRORS as err:
             return PressOutcome(False, f"could not undo: {err}")
-        return PressOutcome(True) if row is not None else PressOutcome(False, "nothing to undo")
+        return PressOutcome(True) if undone is not None else PressOutcome(False, "nothing to undo")
     if kind == "accept_page":
         return accept_page(project_id, press.get("image_ids"))
     return apply_label(project_id, press)
@@ -143,31 +144,31 @@ def apply_label(project_id: int, press: dict[str, Any]) -> PressOutcome:
     )
     if error is not None:
         return PressOutcome(False, error)
-    flagged = st.session_state.get(VERDICTS_KEY, {}).get(image_id) == db.Verdict.DEFECT
-    learn_after_review(project_id, image_id, label, flagged)
     return PressOutcome(True)
 
 
 def accept_page(project_id: int, image_ids: Any) -> PressOutcome:
     """Accept the passed parts of the reviewer's page as good (when a manager allows it)."""
-    from services.review_followups import follow_up_review
-    from services.review_options import accept_page_as_good
-
     if not isinstance(image_ids, list):
         return PressOutcome(False, "the press named no parts")
     try:
-        with transaction() as session:
-            done = accept_page_as_good(session, project_id, image_ids, user=load_user(session))
+        done = reviewing.accept_page(
+            session_factory(), user_id=_user_id(), project_id=project_id, image_ids=image_ids
+        )
     except (*ACTION_ERRORS, TypeError) as err:
         return PressOutcome(False, str(err))
     if not done.accepted:
         return PressOutcome(False, done.message)
-    try:  # the scorer's training rule, once for the page (its own transaction)
-        with transaction() as session:
-            follow_up_review(session, project_id, done.accepted[-1], load_user(session))
-    except ACTION_ERRORS as err:
-        log.warning("No automatic job after accepting a page: %s", err)
+    show_review_outcome(done.notices)
     return PressOutcome(True, done.message)
+
+
+def _user_id() -> int:
+    """The signed-in user's id (the service checks the role and that the account is active)."""
+    info = signed_in()
+    if info is None:
+        raise PermissionError("Please sign in again.")
+    return int(info["id"])
 
 
 def press_outcomes() -> dict[str, list]:
@@ -202,7 +203,6 @@ def desk_data(project_id: int) -> dict[str, Any]:
     if not sent or sent.get("instance") != instance:
         sent = {"instance": instance, "ids": set()}
         st.session_state[SENT_KEY] = sent
-    verdicts = st.session_state.setdefault(VERDICTS_KEY, {})
     parts = []
     with transaction() as session:
         remaining = queue_size(session, project_id)
@@ -212,7 +212,6 @@ def desk_data(project_id: int) -> dict[str, Any]:
         accept_allowed = project is not None and review_options(project).accept_page_as_good
         for item in items:
             prediction = db.get_prediction(session, item.prediction_id)
-            verdicts[item.image_id] = item.verdict
             part = part_facts(item, prediction)
             if item.image_id not in sent["ids"]:
                 scale = prediction_map_scale(session, item.prediction_id)

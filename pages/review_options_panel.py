@@ -5,7 +5,10 @@ from __future__ import annotations
 import streamlit as st
 
 from db.projects import get_project
-from pages.common import ACTION_ERRORS, MANAGERS, flash, load_user, signed_in, transaction
+from pages.action_feedback import ACTION_ERRORS, flash
+from pages.db_session import transaction
+from pages.routing import MANAGERS
+from pages.tab_state import load_user, signed_in
 from services.review_options import ReviewOptions, review_options, set_review_options
 
 ACCEPT_TOGGLE_KEY = "review_accept_page_toggle"

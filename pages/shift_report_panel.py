@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime
 
 import streamlit as st
 
-from pages.common import transaction
+from pages.db_session import transaction
 from services.shift_report import (
     SHIFTS,
     build_shift_report,

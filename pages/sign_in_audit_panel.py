@@ -14,7 +14,7 @@ import streamlit as st
 
 from db.base import SignInOutcome, utcnow
 from db.sign_in_attempts import outcome_counts, recent_attempts
-from pages.common import transaction
+from pages.db_session import transaction
 
 #: How many of the latest attempts the table shows.
 SHOWN_ATTEMPTS = 200

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from adcore.audit import MissRateEstimate, draw_audit, miss_rate_estimate
 from db.audits import audit_counts, drawn_for_audit, miss_rate_over_time, unlabelled_audits
-from db.base import Verdict
+from db.base import Label
 from db.periods import Period
 from db.projects import get_project
 from services.project_settings import audit_setting
@@ -68,7 +68,7 @@ class AuditSampler:
         drawn_before = drawn_for_audit(session, image_id)
         if drawn_before is not None:  # scored before: one draw per part, the flag carries on
             return drawn_before
-        return verdict == Verdict.GOOD.value and draw_audit(self.share, self.rng)
+        return verdict == Label.GOOD.value and draw_audit(self.share, self.rng)
 
 
 def audit_sampler(

@@ -97,8 +97,9 @@ def seed_demo(
     from adcore.detectors.base import report
     from adcore.detectors.registry import build_detector, load_detector
     from services.demo_history import history_cells, seed_history
-    from services.inspection import inspect_uploads
+    from services.inspection import InspectionRequest, inspect_uploads
     from services.model_management import save_and_register
+    from services.scoring.predictor import Predictor
 
     tell = report(progress)
     dataset = load_elpv("mono")
@@ -143,16 +144,17 @@ def seed_demo(
                 select(Project.active_model_version_id).where(Project.id == project_id)
             )
     tell(_HISTORY_END, f"Inspecting {len(sample)} test cells")
-    results = inspect_uploads(
-        Session,
-        project_id=project_id,
-        detector=detector,
-        model_version_id=version_id,
-        uploads=[(item.path.name, item.path.read_bytes()) for item in sample],
+    predictor = Predictor.load(
+        Session, project_id=project_id, model_version_id=version_id, detector=detector
+    )
+    request = InspectionRequest(
+        predictor,
         source=ImageSource.DEMO.value,
         progress=lambda f, message: tell(_HISTORY_END + (1 - _HISTORY_END) * f, message),
         data_dir=data_dir,
     )
+    uploads = [(item.path.name, item.path.read_bytes()) for item in sample]
+    results = inspect_uploads(Session, request, uploads)
     tell(1.0, "Demo ready")
     summary = _summary(Session, project_id, version_id, created=True)
     summary["n_inspected"] = sum(result.ok for result in results)

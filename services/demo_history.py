@@ -39,7 +39,7 @@ import secrets
 import struct
 import zlib
 from collections.abc import Callable, Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,7 @@ from db import (
     utcnow,
 )
 from db.images import get_or_create_image
-from db.model_metrics import SAME_MODEL_AS_KEY, STATUS_HISTORY_KEY
+from db.model_metrics import new_version_metrics, redate_status_changes
 from db.model_versions import (
     activate_model_version,
     next_version_number,
@@ -85,8 +85,8 @@ from services.demo_history_plan import (
 )
 from services.map_store import load_anomaly_map, save_anomaly_map
 from services.model_management import free_version_directory, project_slug
-from services.part_explanations import explain_part
 from services.project_settings import AUDIT_KEY, store_option
+from services.scoring.explanations import explain_part
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _IHDR_END = 33  # signature (8) + IHDR length, type, 13 bytes of data, CRC
@@ -218,14 +218,16 @@ def _store_history(
         project_id=project_id,
         kind=v1.kind,
         artifact_path=v2_directory.as_posix(),
-        metrics={
-            "base_version_id": v1.id,
-            SAME_MODEL_AS_KEY: [v1.id],
-            "threshold_rule": "fnr_target",
-            "previous_threshold": plan.threshold_v1,
-            "note": plan.threshold_note,
-            "simulated": True,
-        },
+        metrics=new_version_metrics(
+            {
+                "base_version_id": v1.id,
+                "threshold_rule": "fnr_target",
+                "previous_threshold": plan.threshold_v1,
+                "note": plan.threshold_note,
+                "simulated": True,
+            },
+            same_model_as=[v1.id],
+        ),
         threshold=plan.threshold_v2,
         training_snapshot={**snapshot, "base_version_id": v1.id},
         notes="Demo: v1 with its threshold chosen again on the parts reviewed so far "
@@ -235,8 +237,8 @@ def _store_history(
     v2.created_at = plan.switch_at - timedelta(hours=1)
     activate_model_version(session, version_id=v2.id, user=None, system=True)
     # In the simulation v1 served from the start and v2 took over at the switch, not now.
-    _redate_status(v1, {"active": plan.start, "retired": plan.switch_at})
-    _redate_status(v2, {"active": plan.switch_at})
+    redate_status_changes(v1, {"active": plan.start, "retired": plan.switch_at})
+    redate_status_changes(v2, {"active": plan.switch_at})
     writer = _PartWriter(session, project_id, {1: v1.id, 2: v2.id}, inspectors, data_dir)
     for part in plan.parts:
         writer.write(part)
@@ -371,18 +373,6 @@ def _inspector(session: OrmSession, name: str) -> User:
     if existing is not None:
         return existing
     return create_user(session, name, secrets.token_urlsafe(32), Role.INSPECTOR.value)
-
-
-def _redate_status(version: ModelVersion, moments: dict[str, datetime]) -> None:
-    """Date a version's status changes (activation, retirement) at their simulated moments."""
-    metrics = dict(version.metrics or {})
-    metrics[STATUS_HISTORY_KEY] = [
-        {**entry, "at": moments[entry["status"]].isoformat(), "simulated": True}
-        if entry.get("status") in moments
-        else entry
-        for entry in metrics.get(STATUS_HISTORY_KEY) or []
-    ]
-    version.metrics = metrics
 
 
 __all__ = ["history_cells", "score_cells", "seed_history", "tagged_png"]

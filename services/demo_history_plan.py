@@ -21,6 +21,7 @@ import numpy as np
 from adcore.audit import miss_rate_estimate
 from adcore.datasets import Sample
 from adcore.thresholds import SafeThreshold, cap_censored_raise, select_threshold
+from adcore.verdicts import verdict_for
 from db import Project
 
 HISTORY_KEY = "demo_history"
@@ -166,7 +167,7 @@ def plan_history(
     switch_at = start + timedelta(days=math.floor(days * SWITCH_FRACTION), hours=SHIFTS[0][0])
 
     def inspect(at: datetime, shift: int, cell: ScoredCell, version: int, threshold: float):
-        verdict = "defect" if cell.score >= threshold else "good"
+        verdict = verdict_for(cell.score, threshold)
         audit = verdict == "good" and rng.random() < DEMO_AUDIT_SHARE
         reviews = (
             _reviews(rng, at, shift, cell.sample.label) if verdict == "defect" or audit else ()

@@ -1,15 +1,18 @@
 """A hot folder: every image a station drops into a folder is scored once, then moved away.
 
 :class:`HotFolder` takes the files already in the folder at start (name order), then the new
-ones as ``watchdog`` reports them (after their size has stopped changing). Each file is scored
-by the project's active model through :func:`services.inspection.inspect_uploads`, so it joins
-the review queue, dashboard and learning loop like an upload, and then moved to
-``processed/``, or to ``refused/`` with a ``<name>.reason.txt`` saying why.
+ones as ``watchdog`` reports them (after their size has stopped changing). Each file is decided
+by the project's active model (:class:`services.scoring.predictor.Predictor`) and stored through
+:func:`services.inspection.inspect_uploads`, so it joins the review queue, dashboard and
+learning loop like an upload, and then moved to ``processed/``, or to ``refused/`` with a
+``<name>.reason.txt`` saying why.
 
 Progress is in the database (:mod:`db.hot_folder_files`): a file is claimed before it is
-scored and finished after, and moved last. A restart therefore scores nothing twice and skips
-nothing: a finished file still in the folder is only moved; a claimed one whose part was
-stored meanwhile is finished from the store; one that was not is scored again.
+scored, finished as ``processed`` in the very transaction that stores its part and announces
+its verdict (all or nothing), and moved last. A restart therefore scores nothing twice and
+skips nothing: a finished file still in the folder is only moved; a claimed one whose part was
+stored meanwhile (by a watcher of an earlier release, which finished files afterwards) is
+finished from the store; one that was not is scored again.
 """
 
 from __future__ import annotations
@@ -32,7 +35,13 @@ from adcore.image_io import MAX_FILE_BYTES
 from db.base import ImageSource
 from db.hot_folder_files import claim_file, finish_file, stored_since, taken_file
 from db.models import Project
-from services.inspection import inspect_uploads
+from services.inspection import (
+    InspectionRequest,
+    StoredPart,
+    announce_first_verdict,
+    inspect_uploads,
+)
+from services.scoring.predictor import Predictor
 from services.server_folders import ServerFolderError, allowed_folder, read_server_file
 
 log = logging.getLogger("loupe.hot_folder")
@@ -162,25 +171,32 @@ class HotFolder:
             version_id, artifact = version.id, version.artifact_path
             if row_id is None:
                 row_id = claim_file(session, self.project_id, str(self.folder), path.name, sha256)
-        (result,) = inspect_uploads(
+        predictor = Predictor.load(
             self.Session,
             project_id=self.project_id,
-            detector=self.detector_for(artifact),
             model_version_id=version_id,
-            uploads=[(path.name, data)],
-            source=ImageSource.FOLDER.value,
-            data_dir=self.data_dir,
+            detector=self.detector_for(artifact),
         )
-        status = PROCESSED if result.ok else REFUSED
-        with self.Session() as session, session.begin():
+
+        def finish(session: Session, stored: StoredPart) -> None:
+            """In the part's storing transaction: its verdict message, and the file finished."""
+            announce_first_verdict(session, stored)
             finish_file(
                 session,
                 row_id,
-                status=status,
-                reason=result.error,
-                image_id=result.image_id,
-                prediction_id=result.prediction_id,
+                status=PROCESSED,
+                image_id=stored.image_id,
+                prediction_id=stored.prediction_id,
             )
+
+        request = InspectionRequest(
+            predictor, source=ImageSource.FOLDER.value, announce=finish, data_dir=self.data_dir
+        )
+        (result,) = inspect_uploads(self.Session, request, [(path.name, data)])
+        if not result.ok:
+            with self.Session() as session, session.begin():
+                finish_file(session, row_id, status=REFUSED, reason=result.error)
+        status = PROCESSED if result.ok else REFUSED
         outcome = FileOutcome(path.name, status, result.error, result.prediction_id, scored=True)
         self._move(path, outcome, sha256)
         return outcome

@@ -12,8 +12,9 @@ kinds without an instant update (the autoencoder) get ``supported=False``.
 
 Parts of the stable share of good parts kept aside to measure false alarms
 (:func:`adcore.holdout.in_evaluation_share`) are never learned: see
-:mod:`services.review_learning` for why. When to call this (the rule) and what follows it (the
-waiting parts re-scored) is :mod:`services.review_learning`'s.
+:mod:`services.review_learning` for why. When to call this is :mod:`services.review_learning`'s
+rule; the ``instant_update`` job (:mod:`services.training.instant_learning`) calls it, one
+update at a time per project, and re-scores the waiting parts after it.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from adcore.persistence import file_sha256
 from adcore.thresholds import ThresholdChoice, select_threshold
 from db import CAN_MANAGE_MODELS, Label, ModelVersion, Project, User
 from db.dashboard import labelled_scores
+from db.model_metrics import new_version_metrics
 from db.permissions import require_session_role
 from db.projects import activate_model_version, next_version_number, register_model_version
 
@@ -111,7 +112,7 @@ def save_and_register(
 
     The training snapshot lists the digest of every training image and, for the ones among
     ``training_paths``, where the file was, so a later refit finds the originals
-    (:func:`workers.training_data.locate_snapshot_images` checks them by hash).
+    (:func:`services.training.training_data.locate_snapshot_images` checks them by hash).
 
     Args:
         Session: The application's session factory.
@@ -137,13 +138,15 @@ def save_and_register(
         number = next_version_number(session, project_id)
         directory = free_version_directory(Path(models_root) / project_slug(project.name), number)
     detector.save(directory)
-    metrics = {
-        "n_train": fit.n_images,
-        "fit_seconds": round(fit.seconds, 3),
-        "skipped": [{"name": name, "reason": reason} for name, reason in fit.skipped],
-        "calibrated_threshold": detector.threshold,
-        **{k: fit.details[k] for k in ("memory_bank_size",) if k in fit.details},
-    }
+    metrics = new_version_metrics(
+        {
+            "n_train": fit.n_images,
+            "fit_seconds": round(fit.seconds, 3),
+            "skipped": [{"name": name, "reason": reason} for name, reason in fit.skipped],
+            "calibrated_threshold": detector.threshold,
+            **{k: fit.details[k] for k in ("memory_bank_size",) if k in fit.details},
+        }
+    )
     snapshot = {
         "training_hash": detector.training_hash,
         "images": _snapshot_images(detector.training_digests, training_paths),

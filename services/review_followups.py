@@ -1,9 +1,9 @@
 """What a saved review sets off by itself: the automatic jobs that learn from it.
 
-Called after every saved review, in a transaction of its own (a refusal here never undoes the
-review), by the Review and Inspect pages (:func:`pages.common.save_review`) and by the replay
-benchmark. Two rules, each queuing a job that only makes a candidate (a manager, or the gate's
-automatic promotion where a project allows it, decides what goes live):
+Called by the review service (:mod:`services.reviewing`) after every saved review, in a
+savepoint of the review's transaction (a refusal here rolls back the savepoint only and never
+undoes the review). Two rules, each queuing a job that only makes a candidate (a manager, or
+the gate's automatic promotion where a project allows it, decides what goes live):
 
 * **A defect found by an audit** (a passed part drawn at random and labelled defect: a miss)
   queues a ``recalibrate_threshold`` job at once, so the threshold is chosen again with the
@@ -28,11 +28,9 @@ from db.model_families import ModelFamily, active_version
 from db.models import Job, User
 from db.permissions import CAN_REVIEW, require_session_role
 from services.scorer_training import maybe_queue_scorer_training
+from services.training.job_kinds import JobKind
 
 logger = logging.getLogger(__name__)
-
-RECALIBRATE_THRESHOLD = "recalibrate_threshold"
-"""The job kind (run by :func:`workers.detector_jobs.recalibrate_threshold`)."""
 
 
 def follow_up_review(session: Session, project_id: int, image_id: int, user: User) -> list[Job]:
@@ -72,12 +70,12 @@ def maybe_queue_recalibration_after_miss(
         return None
     if active_version(session, project_id, ModelFamily.DETECTOR) is None:
         return None
-    if has_pending_job(session, project_id, RECALIBRATE_THRESHOLD):
+    if has_pending_job(session, project_id, JobKind.RECALIBRATE_THRESHOLD):
         return None
     trigger = f"an audit found a missed defect (image {image_id})"
     job = enqueue_automatic_job(
         session,
-        kind=RECALIBRATE_THRESHOLD,
+        kind=JobKind.RECALIBRATE_THRESHOLD,
         parameters={"trigger": trigger, "image_id": image_id},
         project_id=project_id,
     )

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from db.base import Label, Verdict
+from db.base import Label
 from db.models import Project, User
 from db.permissions import CAN_MANAGE_MODELS, CAN_REVIEW, PermissionDenied, require_session_role
 from db.review_queue import record_review, review_queue
@@ -129,7 +129,7 @@ def accept_page_as_good(
         item = queued.get(image_id)
         if item is None:
             skipped.append((image_id, "no longer waiting for review"))
-        elif item.verdict != Verdict.GOOD:
+        elif item.verdict != Label.GOOD:
             skipped.append((image_id, "flagged by the model"))
         elif item.audit:
             skipped.append((image_id, "an audit sample"))

@@ -1,4 +1,4 @@
-"""The feedback scorer in the app: when it trains by itself, its option, the active scorer.
+"""The feedback scorer in the app: when it trains by itself, and its option.
 
 * **Automatic training** (:func:`maybe_queue_scorer_training`, called after every saved
   review): a ``train_feedback_scorer`` job is queued when at least ``every_n_reviews`` label
@@ -14,37 +14,32 @@
   queued by the system (no user): it only makes a candidate, which a manager promotes.
 * **The option** ``settings["scorer"] = {"every_n_reviews": int}`` per project
   (:func:`scorer_setting`, :func:`set_scorer_setting`; managers only).
-* **The active scorer** (:func:`active_scorer`): the project's active ``scorer`` version,
-  loaded once per artifact (cached by path and file time), only when it was trained on the
-  active detector's lineage; callers apply ``scorer.predict_proba(scores, vectors)``.
+
+The active scorer, which decides verdicts at inspection, is looked up by the scoring service
+(:func:`services.scoring.feedback.active_scorer`), not here.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from adcore.feedback_scorer import DETECTORS_WITHOUT_VECTORS, MIN_PER_CLASS, FeedbackScorer
+from adcore.feedback_scorer import DETECTORS_WITHOUT_VECTORS, MIN_PER_CLASS
 from adcore.holdout import in_evaluation_share
 from db.base import Label
 from db.jobs import enqueue_automatic_job, has_pending_job, latest_job
 from db.labels import reviews_after
 from db.model_families import ModelFamily, active_version, detector_lineage
-from db.model_metrics import SCORER_DETECTOR_KEY
 from db.models import Job, ModelVersion, Project, User
 from db.permissions import CAN_MANAGE_MODELS, CAN_REVIEW, require_session_role
 from db.predictions import labelled_with_vectors
 from db.review_queue import queue_size
+from services.training.job_kinds import JobKind
 
 logger = logging.getLogger(__name__)
-
-TRAIN_FEEDBACK_SCORER = "train_feedback_scorer"
-"""The job kind (run by :func:`workers.scorer_jobs.train_feedback_scorer_job`)."""
 
 SCORER_KEY = "scorer"
 DEFAULT_EVERY_N_REVIEWS = 25
@@ -141,9 +136,9 @@ def maybe_queue_scorer_training(session: Session, project_id: int, user: User) -
     project = session.get(Project, project_id)
     if project is None or scorer_unavailable_reason(session, project_id) is not None:
         return None
-    if has_pending_job(session, project_id, TRAIN_FEEDBACK_SCORER):
+    if has_pending_job(session, project_id, JobKind.TRAIN_FEEDBACK_SCORER):
         return None
-    last = latest_job(session, project_id, TRAIN_FEEDBACK_SCORER)
+    last = latest_job(session, project_id, JobKind.TRAIN_FEEDBACK_SCORER)
     last_params = {} if last is None else dict(last.parameters or {})
     tally = reviews_after(session, project_id, last_params.get(THROUGH_REVIEW_KEY))
     every = scorer_setting(project).every_n_reviews
@@ -161,7 +156,7 @@ def maybe_queue_scorer_training(session: Session, project_id: int, user: User) -
         return None
     job = enqueue_automatic_job(
         session,
-        kind=TRAIN_FEEDBACK_SCORER,
+        kind=JobKind.TRAIN_FEEDBACK_SCORER,
         parameters={
             THROUGH_REVIEW_KEY: tally.newest_review_id,
             LABELLED_KEY: len(labelled),
@@ -184,74 +179,6 @@ def trainable_counts(labelled: list[tuple[str, str]]) -> tuple[int, int]:
     ]
     n_defect = sum(label == Label.DEFECT for label in training)
     return n_defect, len(training) - n_defect
-
-
-@dataclass(frozen=True)
-class ActiveScorer:
-    """The project's active feedback scorer, ready to use.
-
-    Attributes:
-        version_id: Its model version id.
-        version: Its version number.
-        threshold: Its current probability threshold (a manager may have moved it).
-        detector_version_id: The detector version it was trained on.
-        scorer: The loaded model (``scorer.predict_proba(scores, vectors)``).
-    """
-
-    version_id: int
-    version: int
-    threshold: float | None
-    detector_version_id: int | None
-    scorer: FeedbackScorer
-
-
-def active_scorer(session: Session, project_id: int) -> ActiveScorer | None:
-    """The project's active scorer, if there is one that fits the active detector.
-
-    A scorer fits when it was trained on the active detector or an instant-update ancestor
-    of it (same scores and vectors); after a refit or a detector rollback it does not, and
-    ``None`` is returned (logged) until a scorer is trained on the new detector.
-
-    Raises:
-        ModelFileError: The active scorer's files are missing or tampered with.
-    """
-    version = active_version(session, project_id, ModelFamily.SCORER)
-    if version is None:
-        return None
-    detector = active_version(session, project_id, ModelFamily.DETECTOR)
-    trained_on = scorer_detector_id(version)
-    if detector is None or trained_on not in detector_lineage(detector):
-        logger.info(
-            "Scorer v%s of project %s was trained on detector id %s, not the active one: unused",
-            version.version,
-            project_id,
-            trained_on,
-        )
-        return None
-    return ActiveScorer(
-        version_id=version.id,
-        version=version.version,
-        threshold=version.threshold,
-        detector_version_id=trained_on,
-        scorer=load_scorer(version.artifact_path),
-    )
-
-
-def scorer_detector_id(version: ModelVersion) -> int | None:
-    """The detector version id a scorer version was trained on (from its metrics)."""
-    return ((version.metrics or {}).get(SCORER_DETECTOR_KEY) or {}).get("version_id")
-
-
-def load_scorer(artifact_path: str) -> FeedbackScorer:
-    """Load a saved scorer, once per folder and file time (verified on first load)."""
-    config = Path(artifact_path) / "config.json"
-    stamp = config.stat().st_mtime_ns if config.is_file() else 0
-    return _cached_scorer(str(artifact_path), stamp)
-
-
-@lru_cache(maxsize=16)
-def _cached_scorer(artifact_path: str, _stamp: int) -> FeedbackScorer:
-    return FeedbackScorer.load(artifact_path)
 
 
 def no_vectors_reason(detector: ModelVersion) -> str | None:

@@ -1,7 +1,8 @@
 """A part posted by a camera station: score it once, store it like an upload, answer.
 
 The inspection API (:mod:`api`) calls :func:`inspect_station_part` for each post. The part is
-scored by the project's active model version and stored through
+decided by the predictor of the project's active model version
+(:meth:`services.scoring.predictor.Predictor.active`) and stored through
 :func:`services.inspection.inspect_uploads`, so it enters the same tables as a browser upload:
 review queue, dashboard, audits and the learning loop.
 
@@ -15,10 +16,12 @@ Idempotency, as HTTP's Idempotency-Key convention has it, with the station's par
   other post is a new part.
 
 All or nothing: the image, its prediction, the station's post and the verdict's outbox
-messages commit in one transaction. Posts of one project are stored one at a time (the
-project's write lock, :func:`db.project_lock.locked_project`), and the earlier-post check is
-made again under that lock, so concurrent posts of one part (several API processes, SQLite or
-PostgreSQL) leave exactly one image, prediction, post and message; the others get the first
+messages commit in one transaction. The post's announcer (:class:`_StationAnnouncer`, the
+request's ``announce``) records the post and announces the verdict with the station's part id
+inside the transaction that stores the part. Posts of one project are stored one at a time
+(the project's write lock, :func:`db.project_lock.locked_project`), and the earlier-post check
+is made again under that lock, so concurrent posts of one part (several API processes, SQLite
+or PostgreSQL) leave exactly one image, prediction, post and message; the others get the first
 result back.
 """
 
@@ -33,7 +36,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Project
 from db.project_lock import locked_project
 from db.station_inspections import (
     EarlierPost,
@@ -43,7 +45,8 @@ from db.station_inspections import (
     record_post,
 )
 from db.verdict_events import announce_verdict
-from services.inspection import inspect_uploads
+from services.inspection import InspectionRequest, StoredPart, inspect_uploads
+from services.scoring.predictor import Predictor
 
 DEFAULT_DUPLICATE_WINDOW = timedelta(minutes=10)
 """Posts of the same bytes by the same station within this time count as one (no part id)."""
@@ -155,56 +158,72 @@ def inspect_station_part(
     """
     part_id = normalise_part_id(part_id)
     sha256 = hashlib.sha256(data).hexdigest()
-    key = {"project_id": station.project_id, "station": station.name, "part_id": part_id}
+    announcer = _StationAnnouncer(station, part_id, sha256, captured_at, window)
     with Session() as session:
-        earlier = find_earlier_post(session, **key, sha256=sha256, window=window)
+        earlier = find_earlier_post(session, **announcer.key, sha256=sha256, window=window)
         if earlier is not None:
             return _earlier_answer(session, station, part_id, earlier, sha256)
-        project = session.get(Project, station.project_id)
-        version = project.active_model_version if project is not None else None
-        if version is None:
-            raise NoActiveModel("The project has no active model yet: train one first.")
-        version_id, artifact = version.id, version.artifact_path
-    stored: list[int] = []
+    predictor = Predictor.active(Session, station.project_id, detector_for)
+    if predictor is None:
+        raise NoActiveModel("The project has no active model yet: train one first.")
+    request = InspectionRequest(predictor, data_dir=data_dir, announce=announcer)
+    try:
+        (result,) = inspect_uploads(Session, request, [(filename, data)])
+    except _PostedMeanwhile as race:
+        with Session() as session:
+            return _earlier_answer(session, station, part_id, race.earlier, sha256)
+    if not result.ok or announcer.record is None:
+        return StationPost(None, error=result.error)
+    return StationPost(announcer.record)
 
-    def store_post(session: Session, image_id: int, prediction_id: int) -> None:
-        """In the prediction's transaction: the post and its verdict message, or nothing."""
-        locked_project(session, station.project_id)  # posts of the project queue up here
-        meanwhile = find_earlier_post(session, **key, sha256=sha256, window=window)
+
+@dataclass
+class _StationAnnouncer:
+    """Announces a station's part in the transaction that stores it: its post, then its verdict.
+
+    Posts of the project queue up on the project's write lock, and the earlier-post check is
+    made again under it: a post stored meanwhile by another request rolls this one back
+    (:class:`_PostedMeanwhile`).
+    """
+
+    station: Station
+    part_id: str | None
+    sha256: str
+    captured_at: datetime | None
+    window: timedelta
+    record: StationRecord | None = None  # the stored post, read back in its transaction
+
+    @property
+    def key(self) -> dict[str, Any]:
+        """Who posted which part: the idempotency key of :mod:`db.station_inspections`."""
+        return {
+            "project_id": self.station.project_id,
+            "station": self.station.name,
+            "part_id": self.part_id,
+        }
+
+    def __call__(self, session: Session, stored: StoredPart) -> None:
+        locked_project(session, self.station.project_id)  # posts of the project queue up here
+        meanwhile = find_earlier_post(session, **self.key, sha256=self.sha256, window=self.window)
         if meanwhile is not None:
             raise _PostedMeanwhile(meanwhile)
         post_id = record_post(
             session,
-            **key,
-            api_key_id=station.api_key_id,
-            captured_at=captured_at,
-            sha256=sha256,
-            image_id=image_id,
-            prediction_id=prediction_id,
+            **self.key,
+            api_key_id=self.station.api_key_id,
+            captured_at=self.captured_at,
+            sha256=self.sha256,
+            image_id=stored.image_id,
+            prediction_id=stored.prediction_id,
         )
         announce_verdict(
-            session, prediction_id, station=station.name, part_id=part_id, inspection_id=post_id
+            session,
+            stored.prediction_id,
+            station=self.station.name,
+            part_id=self.part_id,
+            inspection_id=post_id,
         )
-        stored.append(post_id)
-
-    try:
-        (result,) = inspect_uploads(
-            Session,
-            project_id=station.project_id,
-            detector=detector_for(artifact),
-            model_version_id=version_id,
-            uploads=[(filename, data)],
-            data_dir=data_dir,
-            announce=False,  # store_post announces, with the station's part id
-            on_stored=store_post,
-        )
-    except _PostedMeanwhile as race:
-        with Session() as session:
-            return _earlier_answer(session, station, part_id, race.earlier, sha256)
-    if not result.ok:
-        return StationPost(None, error=result.error)
-    with Session() as session:
-        return StationPost(get_post(session, station.project_id, stored[0]))
+        self.record = get_post(session, self.station.project_id, post_id)
 
 
 def _earlier_answer(

@@ -16,9 +16,12 @@ set), where they fail: there PostgreSQL must run.
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -30,6 +33,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from synthetic_parts import make_part
 
 from db import Project, Role, User, init_db, make_session_factory, register_model_version
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Several test processes share the machine's cores: one thread each (read by torch and
+    # onnxruntime when first imported, and inherited by the servers a test starts).
+    for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_threads, "1")
 
 
 @pytest.fixture
@@ -149,7 +158,8 @@ def mvtec_tree(tmp_path: Path) -> Path:
 
 BACKENDS = ("sqlite", "postgresql")
 EVERY_BACKEND_FOLDERS = ("db", "services")
-"""Test folders (under ``tests/``) whose tests of the store run on every backend."""
+"""Test folders (under ``tests/``, sub-folders included) whose store tests run on every backend."""
+TESTS = Path(__file__).resolve().parent
 POSTGRES_URL_ENV = "LOUPE_TEST_POSTGRES_URL"
 
 
@@ -168,7 +178,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """
     if "database_backend" not in metafunc.fixturenames:
         return
-    if Path(metafunc.definition.path).parent.name not in EVERY_BACKEND_FOLDERS:
+    folder = Path(metafunc.definition.path).resolve().parent
+    if not any(folder.is_relative_to(TESTS / name) for name in EVERY_BACKEND_FOLDERS):
         return
     sqlite_only = metafunc.definition.get_closest_marker("sqlite_only")
     if sqlite_only is not None and not (sqlite_only.args or sqlite_only.kwargs.get("reason")):
@@ -235,3 +246,73 @@ def mqtt_broker() -> Iterator[MqttBroker]:
         yield broker
     finally:
         broker.stop()
+
+
+# --- running in parallel: `make test` uses pytest-xdist (`-n 3`) -------------------------------
+
+RUN_FIRST = (
+    "test_demo.py",
+    "test_runtime.py",
+    "test_onnx_export.py",
+    "test_worker_process.py",
+    "test_real_data.py",
+    "test_onnx_parity_real.py",
+    "test_gradcam.py",
+    "test_demo_history.py",
+    "test_ray_backend.py",
+    "test_detector_jobs.py",
+    "test_loupe_line_commands.py",
+    "test_classifier_elpv.py",
+    "test_api_fuzz.py",
+    "test_explain_language_model.py",
+)
+"""Test files measured slowest (``pytest -n 3 --durations=60``), started first."""
+
+SHARED_FIXTURE = re.compile(r"""scope=["'](module|class|package)["']""")
+"""How a test file declares a fixture its tests share."""
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Hand the tests out one by one, except those that share a fixture of their file.
+
+    A file under ``tests/e2e`` (a served workbench per file) or one that defines a module-,
+    class- or package-scoped fixture (a model fitted once for the file) goes to one process
+    whole, so that the fixture is built once. (pytest-xdist's own ``loadgroup`` cannot be used:
+    its group suffix on node ids has no effect with pytest 9.2.)
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    root = Path(str(config.rootpath))
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if _shares_fixtures(root / path) else nodeid
+
+    return SharedFixtureScheduling(config, log)
+
+
+@functools.cache
+def _shares_fixtures(path: Path) -> bool:
+    """Whether a test file needs its tests in one process (see the scheduler above)."""
+    if path.parent.name == "e2e":
+        return True
+    try:
+        return SHARED_FIXTURE.search(path.read_text(encoding="utf-8")) is not None
+    except OSError:
+        return False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Start the slow files (:data:`RUN_FIRST`), then the end-to-end and slow tests.
+
+    In a parallel run no process is then left running one of them alone at the end.
+    """
+
+    def first(item: pytest.Item) -> int:
+        path = Path(str(item.path))
+        if path.name in RUN_FIRST:
+            return 0
+        return 1 if path.parent.name == "e2e" or item.get_closest_marker("slow") else 2
+
+    items.sort(key=first)

@@ -1,136 +1,60 @@
-"""What a job function gets: its parameters, the device, progress and cancellation.
+"""The runtime's side of a job's context: the device it runs on, its peak memory, its context.
 
-A job function has the signature ``fn(ctx: JobContext) -> JobOutcome | None``. It reports with
-``ctx.progress(fraction, message)`` and ``ctx.log(line)``, and checks ``ctx.should_stop()``
-(or calls ``ctx.raise_if_cancelled()``) between steps: a manager's cancel request, or a
-worker shutting down, sets that flag. Where the reports go depends on the backend: straight
-into the job row (:class:`workers.reporting.DatabaseReporter`) or through a Ray actor
-(:mod:`workers.ray_backend`).
+The context type itself belongs to the job kinds (:class:`services.training.context.JobContext`,
+with :class:`~services.training.context.JobOutcome` and the
+:class:`~services.training.context.Reporter` protocol): the runtime builds one for each claimed
+job (:func:`job_context`) with a reporter that writes into the job row
+(:class:`workers.reporting.DatabaseReporter`) or relays through a Ray actor
+(:mod:`workers.ray_backend`), and measures what the job used.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from adcore.errors import JobCancelled
+from db.models import Job
+from services.training.context import JobContext, Reporter
 
 DEVICE_ENV = "LOUPE_DEVICE"
 
 
-JobCancelledError = JobCancelled
-"""Raised inside a job function when it was asked to stop (:class:`adcore.errors.JobCancelled`,
-which library code such as :func:`adcore.classifier.classifier.train_classifier` raises when
-its ``should_stop`` callback returns True: pass it ``ctx.should_stop``)."""
+def job_context(
+    job: Job,
+    *,
+    parameters: dict[str, Any],
+    session_factory: sessionmaker[Session],
+    data_dir: Path,
+    models_root: Path,
+    device: str,
+    reporter: Reporter,
+) -> JobContext:
+    """The context a claimed job's function runs with.
 
-
-class Reporter(Protocol):
-    """Where a running job's progress, log lines and stop requests travel."""
-
-    def progress(self, fraction: float, message: str) -> None:
-        """Record the fraction done and the current step."""
-
-    def log(self, line: str) -> None:
-        """Append a line to the job's log."""
-
-    def should_stop(self) -> bool:
-        """Tell whether the job was asked to stop."""
-
-
-@dataclass(frozen=True)
-class JobOutcome:
-    """What a finished job reports back.
-
-    Attributes:
-        message: A one-line summary for the job list.
-        model_version_id: The model version the job registered, if any.
-        details: JSON-ready facts (shown in the log).
-    """
-
-    message: str
-    model_version_id: int | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class JobContext:
-    """Everything a job function may use.
-
-    Attributes:
-        job_id: The job's id.
-        kind: The job kind.
-        parameters: The job's parameters (a copy).
-        project_id: The project it works on, if any.
-        created_by_id: The user who queued it.
-        session_factory: A session factory on the Loupe database.
+    Args:
+        job: The claimed job row (its id, kind, project and creator are copied).
+        parameters: The parameters the function gets (a copy of the job's).
+        session_factory: The worker's session factory.
         data_dir: The data directory (stored images).
         models_root: Where new model versions are saved.
-        device: Torch device name, e.g. ``"cuda"`` or ``"cpu"``.
-        reporter: Where progress goes.
+        device: The torch device the job runs on.
+        reporter: Where its progress, log lines and stop requests travel.
     """
-
-    job_id: int
-    kind: str
-    parameters: dict[str, Any]
-    project_id: int | None
-    created_by_id: int | None
-    session_factory: sessionmaker[Session]
-    data_dir: Path
-    models_root: Path
-    device: str
-    reporter: Reporter
-
-    @property
-    def mixed_precision(self) -> bool:
-        """Whether the job should use mixed precision (only on CUDA)."""
-        return self.device.startswith("cuda")
-
-    def progress(self, fraction: float, message: str = "") -> None:
-        """Report the fraction done (0 to 1) and the current step."""
-        self.reporter.progress(min(1.0, max(0.0, float(fraction))), message)
-
-    def log(self, line: str) -> None:
-        """Append a line to the job's log tail."""
-        self.reporter.log(line)
-
-    def should_stop(self) -> bool:
-        """Whether the job was asked to stop (cancel, or worker shutdown)."""
-        return self.reporter.should_stop()
-
-    def raise_if_cancelled(self) -> None:
-        """Raise :class:`JobCancelledError` if the job was asked to stop."""
-        if self.should_stop():
-            raise JobCancelledError("Cancelled on request")
-
-    def scaled_progress(self, lo: float, hi: float) -> Callable[[float, str], None]:
-        """A ``progress(fraction, message)`` callback for one step (mapped onto [lo, hi]).
-
-        The callback also stops the step when the job was asked to stop, so long loops in
-        detectors honour a cancel request between batches.
-        """
-
-        def tell(fraction: float, message: str) -> None:
-            self.progress(lo + (hi - lo) * float(fraction), message)
-            self.raise_if_cancelled()
-
-        return tell
-
-    @contextlib.contextmanager
-    def autocast(self) -> Iterator[None]:
-        """Mixed precision (float16 autocast) on CUDA; nothing on the CPU."""
-        if not self.mixed_precision:
-            yield
-            return
-        import torch
-
-        with torch.autocast("cuda", dtype=torch.float16):
-            yield
+    return JobContext(
+        job_id=job.id,
+        kind=job.kind,
+        parameters=parameters,
+        project_id=job.project_id,
+        created_by_id=job.created_by_id,
+        session_factory=session_factory,
+        data_dir=data_dir,
+        models_root=models_root,
+        device=device,
+        reporter=reporter,
+    )
 
 
 def select_device(requested: str | None = None) -> str:

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from workers.context import JobCancelledError, JobContext, select_device
+from services.training.context import JobCancelledError, JobContext
+from workers.context import select_device
 from workers.registry import JobFunction, describe_outcome
 
 RAY_ADDRESS_ENV = "LOUPE_RAY_ADDRESS"

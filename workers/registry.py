@@ -1,19 +1,19 @@
 """The job kinds a worker can run: a registry ``kind -> job function``.
 
-Built-in kinds:
+The job kinds are use cases: their names are :class:`services.training.job_kinds.JobKind` and
+their functions live in :mod:`services.training`. This module only maps a kind to its function,
+importing the job modules on first use (so a worker starts without loading torch):
 
-* ``refit_detector``: refit the project's one-class detector on its training images plus
-  every image whose current human label is good (:func:`workers.detector_jobs.refit_detector`).
-* ``recalibrate_threshold``: choose the threshold again from the labelled parts, FNR first
-  (:func:`workers.detector_jobs.recalibrate_threshold`).
+* ``refit_detector`` / ``recalibrate_threshold``: refit the project's one-class detector, or
+  choose its threshold again from the labelled parts (:mod:`services.training.detector_jobs`).
 * ``train_classifier``: a supervised good/defect classifier from the inspectors' labels
-  (:func:`workers.classifier_jobs.train_classifier_job`).
+  (:mod:`services.training.classifier_jobs`).
 * ``tune_explainer``: a LoRA adapter of the explanation language model from the inspectors'
-  notes (:func:`workers.explainer_jobs.tune_explainer_job`).
+  notes (:mod:`services.training.explainer_jobs`).
 * ``train_clip`` / ``tune_clip``: start a zero-/few-shot CLIP detector, and adapt the active
-  one with LoRA on the labelled parts (:mod:`workers.clip_jobs`).
+  one with LoRA on the labelled parts (:mod:`services.training.clip_jobs`).
 * ``train_feedback_scorer``: a calibrated p(defect) from the active detector's scores and
-  per-image vectors of the labelled parts (:func:`workers.scorer_jobs.train_feedback_scorer_job`).
+  per-image vectors of the labelled parts (:mod:`services.training.scorer_jobs`).
 
 Other modules add kinds with :func:`register_job_kind`; the worker imports extra modules
 given with ``--job-module`` (tests use this for a slow test kind).
@@ -23,8 +23,8 @@ once if its kind is declared safe to retry (:data:`BUILTIN_RETRY_SAFETY`, or ``r
 at registration), else failed with the reason (:func:`db.job_workers.recover_orphaned_jobs`).
 A kind is safe when running it again from the start cannot double or half-apply anything: it
 only reads until it registers one candidate version at its very end
-(:func:`workers.candidates.save_candidate`), which is never activated by the job. Kinds declare
-it explicitly; a kind that says nothing is not retried.
+(:func:`services.training.candidates.save_candidate`), which is never activated by the job.
+Kinds declare it explicitly; a kind that says nothing is not retried.
 """
 
 from __future__ import annotations
@@ -32,34 +32,30 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from workers.context import JobContext, JobOutcome
+from services.training.context import JobContext, JobOutcome
+from services.training.job_kinds import JobKind
 
 JobFunction = Callable[[JobContext], JobOutcome | None]
-
-REFIT_DETECTOR = "refit_detector"
-RECALIBRATE_THRESHOLD = "recalibrate_threshold"
-TRAIN_CLASSIFIER = "train_classifier"
-TUNE_EXPLAINER = "tune_explainer"
-TRAIN_CLIP = "train_clip"
-TUNE_CLIP = "tune_clip"
-TRAIN_FEEDBACK_SCORER = "train_feedback_scorer"
 
 BUILTIN_RETRY_SAFETY: dict[str, bool] = {
     # Read the labelled parts, fit or score, then register one candidate at the end: running
     # them again makes a fresh candidate (the worst case, a kill between registering and
     # finishing, leaves one extra candidate that nobody promoted).
-    REFIT_DETECTOR: True,
-    RECALIBRATE_THRESHOLD: True,
-    TRAIN_CLASSIFIER: True,
-    TRAIN_FEEDBACK_SCORER: True,
-    TRAIN_CLIP: True,
+    JobKind.REFIT_DETECTOR: True,
+    JobKind.RECALIBRATE_THRESHOLD: True,
+    JobKind.TRAIN_CLASSIFIER: True,
+    JobKind.TRAIN_FEEDBACK_SCORER: True,
+    JobKind.TRAIN_CLIP: True,
     # LoRA fine-tuning of the language model and of CLIP also register a candidate only at the
     # end, but they are by far the largest memory users and run for many minutes: when their
     # worker dies, the likeliest cause is the job itself (the kernel's out-of-memory killer),
     # so a retry would most likely kill the new worker too and hold the queue for another long
     # run. They fail with the reason; a manager queues them again, e.g. with smaller settings.
-    TUNE_EXPLAINER: False,
-    TUNE_CLIP: False,
+    JobKind.TUNE_EXPLAINER: False,
+    JobKind.TUNE_CLIP: False,
+    # Learns nothing twice (the model keeps the digests of what it learned) and its per-project
+    # lock dies with the worker (services.training.instant_learning).
+    JobKind.INSTANT_UPDATE: True,
 }
 """Built-in kind -> whether it is queued again once after its worker died (see above)."""
 
@@ -136,23 +132,30 @@ def retry_safe_kinds() -> frozenset[str]:
 
 
 def _register_builtins() -> None:
-    from workers import detector_jobs
+    from services.training import detector_jobs
 
-    register_job_kind(REFIT_DETECTOR, detector_jobs.refit_detector, replace=True)
-    register_job_kind(RECALIBRATE_THRESHOLD, detector_jobs.recalibrate_threshold, replace=True)
-    from workers import classifier_jobs
+    register_job_kind(JobKind.REFIT_DETECTOR, detector_jobs.refit_detector, replace=True)
+    register_job_kind(
+        JobKind.RECALIBRATE_THRESHOLD, detector_jobs.recalibrate_threshold, replace=True
+    )
+    from services.training import classifier_jobs
 
-    register_job_kind(TRAIN_CLASSIFIER, classifier_jobs.train_classifier_job, replace=True)
-    from workers import explainer_jobs
+    register_job_kind(JobKind.TRAIN_CLASSIFIER, classifier_jobs.train_classifier_job, replace=True)
+    from services.training import explainer_jobs
 
-    register_job_kind(TUNE_EXPLAINER, explainer_jobs.tune_explainer_job, replace=True)
-    from workers import clip_jobs
+    register_job_kind(JobKind.TUNE_EXPLAINER, explainer_jobs.tune_explainer_job, replace=True)
+    from services.training import clip_jobs
 
-    register_job_kind(TRAIN_CLIP, clip_jobs.train_clip_job, replace=True)
-    register_job_kind(TUNE_CLIP, clip_jobs.tune_clip_job, replace=True)
-    from workers import scorer_jobs
+    register_job_kind(JobKind.TRAIN_CLIP, clip_jobs.train_clip_job, replace=True)
+    register_job_kind(JobKind.TUNE_CLIP, clip_jobs.tune_clip_job, replace=True)
+    from services.training import scorer_jobs
 
-    register_job_kind(TRAIN_FEEDBACK_SCORER, scorer_jobs.train_feedback_scorer_job, replace=True)
+    register_job_kind(
+        JobKind.TRAIN_FEEDBACK_SCORER, scorer_jobs.train_feedback_scorer_job, replace=True
+    )
+    from services.training import instant_learning
+
+    register_job_kind(JobKind.INSTANT_UPDATE, instant_learning.instant_update_job, replace=True)
 
 
 def describe_outcome(outcome: Any) -> JobOutcome:

@@ -20,7 +20,7 @@ MIN_CANCEL_CHECK_INTERVAL = 0.5
 
 
 class DatabaseReporter:
-    """A :class:`workers.context.Reporter` that writes to the job's row.
+    """A :class:`services.training.context.Reporter` that writes to the job's row.
 
     Args:
         session_factory: The application's session factory.

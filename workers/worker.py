@@ -7,7 +7,7 @@ worker was killed is queued again once if its kind is safe to retry, see
 (before loading torch, so the app's supervisor sees it alive within a second or two) and polls
 for queued jobs every ``poll_interval`` seconds (0.5 by default, so a queued job starts within
 a second). Each job is claimed atomically and run with a
-:class:`workers.context.JobContext`; a heartbeat thread keeps the worker's and the job's
+:class:`services.training.context.JobContext`; a heartbeat thread keeps the worker's and the job's
 ``heartbeat_at`` fresh. ``SIGTERM`` (or ``SIGINT``) stops it gracefully: no new job is taken,
 the running job is asked to stop and marked failed ("worker stopped"), and the worker's row is
 marked stopped.
@@ -50,14 +50,8 @@ from db.job_workers import (
 )
 from db.jobs import cancel_requested, claim_next_job, finish_job
 from db.models import Job
-from workers.context import (
-    JobCancelledError,
-    JobContext,
-    JobOutcome,
-    peak_memory_mb,
-    reset_peak_memory,
-    select_device,
-)
+from services.training.context import JobCancelledError, JobContext, JobOutcome
+from workers.context import job_context, peak_memory_mb, reset_peak_memory, select_device
 from workers.registry import JobFunction, describe_outcome, job_function, retry_safe_kinds
 from workers.reporting import DatabaseReporter
 from workers.server_watch import ParentWatch
@@ -227,12 +221,9 @@ class JobWorker:
             stop_event.set()
         self._current = (job.id, stop_event)
         reporter = DatabaseReporter(self.session_factory, job.id, self.worker_id, stop_event)
-        ctx = JobContext(
-            job_id=job.id,
-            kind=job.kind,
+        ctx = job_context(
+            job,
             parameters=job_function_parameters(job.parameters),
-            project_id=job.project_id,
-            created_by_id=job.created_by_id,
             session_factory=self.session_factory,
             data_dir=self.data_dir,
             models_root=self.models_root,

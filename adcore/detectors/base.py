@@ -20,6 +20,7 @@ from adcore.map_scale import STORED_KEY as MAP_CALIBRATION_KEY
 from adcore.map_scale import MapCalibration, measure_map_calibration
 from adcore.persistence import SavedModel, load_model, save_model
 from adcore.thresholds import select_threshold
+from adcore.verdicts import is_flagged
 
 ImageSource = str | os.PathLike | bytes | np.ndarray
 """A path, raw file bytes, or an already decoded (H, W, 3) uint8 RGB array."""
@@ -35,8 +36,10 @@ def _no_progress(_fraction: float, _message: str) -> None:
 
 
 @dataclass(frozen=True)
-class Prediction:
-    """One scored image.
+class ScoredImage:
+    """One scored image: what a detector's ``predict`` returns for each image.
+
+    (Not :class:`db.Prediction`, the stored row a service writes from it.)
 
     Attributes:
         score: Image anomaly score; higher is more anomalous.
@@ -55,8 +58,8 @@ class Prediction:
 
     @property
     def is_defect(self) -> bool | None:
-        """True when ``score >= threshold``; None without a threshold."""
-        return None if self.threshold is None else bool(self.score >= self.threshold)
+        """Whether the part is flagged (:func:`adcore.verdicts.is_flagged`); None without one."""
+        return None if self.threshold is None else is_flagged(self.score, self.threshold)
 
     def map_resized(self, height: int, width: int) -> np.ndarray:
         """The anomaly map resized (bilinear) to an original image's size.
@@ -324,7 +327,7 @@ def report(progress: Progress | None) -> Progress:
 class Scoring:
     """What every scoring model offers on top of its ``predict``: files in, a threshold set.
 
-    Needs ``predict(list of (H, W, 3) uint8 arrays) -> list of Prediction`` and a ``threshold``
+    Needs ``predict(list of (H, W, 3) uint8 arrays) -> list of ScoredImage`` and a ``threshold``
     attribute.
     """
 
@@ -332,7 +335,7 @@ class Scoring:
 
     def predict_files(
         self, sources: Sequence[ImageSource]
-    ) -> tuple[list[tuple[LoadedImage, Prediction]], list[tuple[str, str]]]:
+    ) -> tuple[list[tuple[LoadedImage, ScoredImage]], list[tuple[str, str]]]:
         """Load and score a batch, reporting bad files instead of failing.
 
         Returns:
@@ -451,7 +454,7 @@ class BatchDetector(Scoring):
 
     def predict(
         self, images: Sequence[np.ndarray], progress: Progress | None = None
-    ) -> list[Prediction]:
+    ) -> list[ScoredImage]:
         """Score decoded images.
 
         Args:
@@ -459,17 +462,17 @@ class BatchDetector(Scoring):
             progress: Optional callback.
 
         Returns:
-            One :class:`Prediction` per image, (S, S) float32 maps at ``image_size`` and, for
+            One :class:`ScoredImage` per image, (S, S) float32 maps at ``image_size`` and, for
             models that give them, (D,) float32 embeddings.
         """
         tell = report(progress)
-        out: list[Prediction] = []
+        out: list[ScoredImage] = []
         with torch.inference_mode():
             for x, done in self._input_batches(images):
                 scores, maps, vectors = self._score_and_embed_batch(x)
                 scores, maps = scores.float().cpu().numpy(), maps.float().cpu().numpy()
                 rows = [None] * len(scores) if vectors is None else vectors.float().cpu().numpy()
                 for s, m, v in zip(scores, maps, rows, strict=True):
-                    out.append(Prediction(float(s), m.astype(np.float32), self.threshold, v))
+                    out.append(ScoredImage(float(s), m.astype(np.float32), self.threshold, v))
                 tell(done / len(images), f"Scored {done}/{len(images)} images")
         return out

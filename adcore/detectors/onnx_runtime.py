@@ -3,7 +3,7 @@
 :class:`OnnxPatchCore` loads a file written by :func:`adcore.export.onnx_export.export_patchcore`
 (``python -m adcore export``), reads the threshold, map calibration and input contract from its
 metadata, and offers the scoring half of a detector: :meth:`~OnnxPatchCore.predict` (decoded
-images -> :class:`~adcore.detectors.base.Prediction`), :meth:`~OnnxPatchCore.predict_files` and
+images -> :class:`~adcore.detectors.base.ScoredImage`), :meth:`~OnnxPatchCore.predict_files` and
 :meth:`~OnnxPatchCore.with_threshold`. It cannot fit or learn (``update``): those stay with the
 torch detector, and a model that learned since its export must be exported again. Its
 predictions carry the same global vector as the torch model's (the export's ``vector`` output;
@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from adcore.detectors.base import (
-    Prediction,
     Progress,
+    ScoredImage,
     Scoring,
     _check_array,
     report,
@@ -86,7 +86,7 @@ class OnnxPatchCore(Scoring):
 
     def predict(
         self, images: Sequence[np.ndarray], progress: Progress | None = None
-    ) -> list[Prediction]:
+    ) -> list[ScoredImage]:
         """Score decoded images.
 
         Consecutive images of the same size go through the graph together, up to the model's
@@ -99,7 +99,7 @@ class OnnxPatchCore(Scoring):
             progress: Optional callback ``progress(fraction, message)``.
 
         Returns:
-            One :class:`Prediction` per image: (S, S) float32 map ((H, W), the image's own size,
+            One :class:`ScoredImage` per image: (S, S) float32 map ((H, W), the image's own size,
             when tiled), and the (D,) global vector when the export holds it.
 
         Raises:
@@ -114,10 +114,10 @@ class OnnxPatchCore(Scoring):
 
     def _predict_whole(
         self, images: Sequence[np.ndarray], progress: Progress | None = None
-    ) -> list[Prediction]:
+    ) -> list[ScoredImage]:
         tell = report(progress)
         arrays = [_check_array(np.asarray(im), f"image-{i}") for i, im in enumerate(images)]
-        out: list[Prediction] = []
+        out: list[ScoredImage] = []
         for batch in self._batches(arrays):
             outputs = self.session.run(self._outputs, {INPUT_NAME: np.stack(batch)})
             scores, maps = outputs[0], outputs[1]
@@ -125,7 +125,7 @@ class OnnxPatchCore(Scoring):
             for score, anomaly_map, vector in zip(scores, maps, vectors, strict=True):
                 embedding = None if vector is None else vector.astype(np.float32)
                 out.append(
-                    Prediction(
+                    ScoredImage(
                         float(score), anomaly_map.astype(np.float32), self.threshold, embedding
                     )
                 )

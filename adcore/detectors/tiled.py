@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from adcore.detectors.base import Prediction, Progress, report
+from adcore.detectors.base import Progress, ScoredImage, report
 from adcore.tiling import cut_tiles, stitch_maps, tile_grid
 
 
@@ -30,12 +30,12 @@ def split_into_tiles(
 
 
 def predict_in_tiles(
-    predict_tiles: Callable[[Sequence[np.ndarray]], list[Prediction]],
+    predict_tiles: Callable[[Sequence[np.ndarray]], list[ScoredImage]],
     images: Sequence[np.ndarray],
     tile_size: int,
     overlap: float,
     progress: Progress | None = None,
-) -> list[Prediction]:
+) -> list[ScoredImage]:
     """Score each image in overlapping tiles and stitch one native-resolution map.
 
     The image score is the max of its tiles' scores, the map the mean of the tile maps over
@@ -49,10 +49,10 @@ def predict_in_tiles(
         progress: Optional callback.
 
     Returns:
-        One :class:`Prediction` per image, with an (H, W) float32 map at the image's own size.
+        One :class:`ScoredImage` per image, with an (H, W) float32 map at the image's own size.
     """
     tell = report(progress)
-    out: list[Prediction] = []
+    out: list[ScoredImage] = []
     for done, image in enumerate(images, start=1):
         height, width = image.shape[:2]
         boxes = tile_grid(height, width, tile_size, overlap)
@@ -60,6 +60,6 @@ def predict_in_tiles(
         worst = max(range(len(tiles)), key=lambda i: tiles[i].score)
         stitched = stitch_maps([t.anomaly_map for t in tiles], boxes, height, width)
         top = tiles[worst]
-        out.append(Prediction(top.score, stitched, top.threshold, top.embedding))
+        out.append(ScoredImage(top.score, stitched, top.threshold, top.embedding))
         tell(done / len(images), f"Scored {done}/{len(images)} images ({len(boxes)} tiles each)")
     return out

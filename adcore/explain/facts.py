@@ -7,8 +7,9 @@ the part's bounding box is reported in original image pixels.
 
 Rules (all fixed, so the same prediction always gives the same facts):
 
-* **Verdict**: ``"defect"`` when ``score >= threshold`` else ``"good"``; ``margin = score -
-  threshold`` and ``relative_margin = margin / |threshold|`` (``None`` when the threshold is 0).
+* **Verdict**: :func:`adcore.verdicts.verdict_for` (``"defect"`` when the score reaches the
+  threshold, else ``"good"``); ``margin = score - threshold`` and ``relative_margin = margin /
+  |threshold|`` (``None`` when the threshold is 0).
 * **Part**: Otsu's threshold splits the grey image into two classes; the class that covers most
   of the image border is the background, the other the part. The part is the whole image when
   the two classes differ by less than :data:`MIN_PART_CONTRAST` grey levels, when the part
@@ -46,6 +47,8 @@ from typing import TYPE_CHECKING, Any, Self
 import numpy as np
 from PIL import Image as PILImage
 from scipy import ndimage
+
+from adcore.verdicts import verdict_for
 
 if TYPE_CHECKING:
     from adcore.explain.neighbours import SimilarDefects
@@ -212,7 +215,7 @@ def _measure(
     part_mask, box = _part(grey)
     top, left, bottom, right = box
     scale_y, scale_x = height / grid_h, width / grid_w
-    verdict = "defect" if score >= threshold else "good"
+    verdict = verdict_for(score, threshold)
     margin = score - threshold
     base = {
         "verdict": verdict,

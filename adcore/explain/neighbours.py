@@ -4,7 +4,7 @@ Every prediction stores the detector's global feature vector of the part
 (``Prediction.embedding``, float16 bytes: :func:`embedding_to_bytes`). The *library* of a
 project and model version holds the vectors of its confirmed defects: images whose current
 label (``images.current_review_id``) is ``defect`` with a defect type, each with the vector of
-its latest prediction by that version (read by :mod:`services.defect_library`). Vectors of
+its latest prediction by that version (read by :mod:`services.scoring.defect_library`). Vectors of
 different model versions are never compared.
 
 Rules of :func:`nearest_defect_types` (fixed, so the same inputs give the same fact):
@@ -16,7 +16,7 @@ Rules of :func:`nearest_defect_types` (fixed, so the same inputs give the same f
   with the larger summed similarity, then to the alphabetically first.
 
 The maths is plain numpy; reading the library from the store is
-:mod:`services.defect_library`'s job.
+:mod:`services.scoring.defect_library`'s job.
 """
 
 from __future__ import annotations

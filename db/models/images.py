@@ -24,7 +24,7 @@ from sqlalchemy.orm import Mapped, Mapper, aliased, mapped_column, object_sessio
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
-from db.base import ENUM_LENGTH, Base, ImageSource, Verdict, sql_in, utcnow
+from db.base import ENUM_LENGTH, Base, ImageSource, Label, sql_in, utcnow
 from db.models.projects import PATH_LENGTH, ModelVersion, Project
 
 SHA256_HEX_LENGTH = 64
@@ -80,7 +80,7 @@ class Prediction(Base):
 
     __tablename__ = "predictions"
     __table_args__ = (
-        CheckConstraint(sql_in("verdict", Verdict), name="verdict"),
+        CheckConstraint(sql_in("verdict", Label), name="verdict"),
         CheckConstraint(
             "defect_probability IS NULL OR (defect_probability >= 0 AND defect_probability <= 1)",
             name="defect_probability_range",
@@ -110,7 +110,7 @@ class Prediction(Base):
     # later predictions of a drawn part (re-scoring) carry the flag. See db.audits.
     audit: Mapped[bool] = mapped_column(default=False, server_default=false())
     # The active feedback scorer that decided the verdict, and its p(defect); both NULL when
-    # the detector alone decided (score against threshold). See services.scorer_decisions.
+    # the detector alone decided (score against threshold). See services.scoring.feedback.
     scorer_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     defect_probability: Mapped[float | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

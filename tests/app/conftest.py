@@ -100,7 +100,8 @@ def workbench(app_env: Path, tiny_model_dir: Path) -> Iterator[Workbench]:
     """
     from adcore.detectors.registry import load_detector
     from db.projects import activate_model_version, create_project, register_model_version
-    from services.inspection import inspect_uploads
+    from services.inspection import InspectionRequest, inspect_uploads
+    from services.scoring.predictor import Predictor
 
     engine = db.init_db()
     factory = db.make_session_factory(engine)
@@ -128,14 +129,14 @@ def workbench(app_env: Path, tiny_model_dir: Path) -> Iterator[Workbench]:
         project_id, version_id = project.id, version.id
     uploads = [(f"good-{i}.png", png_bytes(make_part(100 + i))) for i in range(3)]
     uploads += [(f"scratch-{i}.png", png_bytes(make_part(200 + i, defect=True))) for i in range(3)]
-    results = inspect_uploads(
+    predictor = Predictor.load(
         factory,
         project_id=project_id,
-        detector=detector,
         model_version_id=version_id,
-        uploads=uploads,
+        detector=detector,
         audit_rng=random.Random(0),  # its first draws are all above 2%: no audit sample
     )
+    results = inspect_uploads(factory, InspectionRequest(predictor), uploads)
     assert all(r.error is None for r in results), [r.error for r in results]
     assert not any(r.audit for r in results)
     yield Workbench(

@@ -379,7 +379,7 @@ def test_an_explainer_candidate_shows_rouge_and_fact_check_beside_the_untuned_mo
     workbench: Workbench,
 ) -> None:
     from adcore.explain.lora_tuning import Evaluation
-    from workers.explainer_jobs import explainer_gate_record
+    from services.training.explainer_jobs import explainer_gate_record
 
     gate = explainer_gate_record(
         tuned=Evaluation(rouge_l=0.74, fact_check_pass_rate=0.9, n=20, seconds=1, generations=()),

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
-from apptest_support import ADMIN, ADMIN_PASSWORD, ORIGINAL_PAGES_MANAGER_INIT, open_app, sign_in
+from apptest_support import (
+    ADMIN,
+    ADMIN_PASSWORD,
+    ORIGINAL_PAGES_MANAGER_INIT,
+    ROOT,
+    open_app,
+    sign_in,
+)
 from streamlit.runtime.pages_manager import PagesManager
 
 import db
@@ -105,6 +113,53 @@ def test_first_run_of_a_page_url_goes_through_the_router(
     monkeypatch.setattr(PagesManager, "__init__", ORIGINAL_PAGES_MANAGER_INIT)
     at = open_app()
     at.switch_page("pages/review.py").run()
+
+    assert not at.exception
+    assert [t.key for t in at.text_input] == ["login_name", "login_password"]
+    assert "user" not in at.session_state
+
+
+def guarded_helper_modules() -> list[str]:
+    """The helper modules under pages/ that send a legacy-page run to app.py.
+
+    A module with ``if __name__ == "__main__":`` at its top level (the legacy pages/ handling
+    runs a file as ``__main__``); the pages listed in ``st.navigation`` call
+    :func:`pages.routing.ensure_routed` instead.
+    """
+    guarded = []
+    for path in sorted((ROOT / "pages").glob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if (
+                isinstance(node, ast.If)
+                and isinstance(node.test, ast.Compare)
+                and isinstance(node.test.left, ast.Name)
+                and node.test.left.id == "__name__"
+            ):
+                guarded.append(f"pages/{path.name}")
+    return guarded
+
+
+def test_the_page_helpers_are_guarded() -> None:
+    assert {
+        "pages/action_feedback.py",
+        "pages/detector_cache.py",
+        "pages/part_display.py",
+        "pages/review_recording.py",
+        "pages/routing.py",
+        "pages/server_settings.py",
+        "pages/tab_state.py",
+    } <= set(guarded_helper_modules())
+
+
+@pytest.mark.parametrize("script", guarded_helper_modules())
+def test_first_run_of_a_helper_module_url_goes_through_the_router(
+    app_env: Path, monkeypatch: pytest.MonkeyPatch, script: str
+) -> None:
+    # On the first run a URL such as /routing would run pages/routing.py alone (every file
+    # under pages/ is a legacy page then): its __main__ guard switches to app.py instead.
+    monkeypatch.setattr(PagesManager, "__init__", ORIGINAL_PAGES_MANAGER_INIT)
+    at = open_app()
+    at.switch_page(script).run()
 
     assert not at.exception
     assert [t.key for t in at.text_input] == ["login_name", "login_password"]

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 import db
-from pages.common import pages_for_role
+from pages.routing import pages_for_role
 from services.project_settings import ClipSetting, clip_setting, set_clip_setting
 
 CLIP_BUTTONS = ("queue-train_clip-zero", "queue-train_clip-few", "queue-tune_clip")

@@ -15,7 +15,7 @@ from tiny_language_model import build_tiny_language_model
 import db
 from adcore.explain.language_model import LanguageModelExplainer, clear_explainer_cache
 from db.explanation_notes import MIN_TRAINING_NOTES, add_explanation_note
-from pages.common import pages_for_role
+from pages.routing import pages_for_role
 from services.project_settings import (
     LanguageModelSetting,
     language_model_setting,

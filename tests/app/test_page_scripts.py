@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pages.common import LOGIN_PAGE, PAGES
+from pages.routing import LOGIN_PAGE, PAGES
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -209,3 +210,77 @@ def _assert_unchanged(session_factory: sessionmaker[Session], setup: dict[str, i
         assert session.get(Project, setup["project"]).active_model_version_id == setup["parent"]
         assert session.get(ModelVersion, setup["parent"]).status == "active"
         assert session.scalar(select(func.count(ModelVersion.id))) == 1
+
+
+# --------------------------------------------------------------------------- the learning turn
+
+
+def test_one_learning_turn_at_a_time_per_project(
+    session_factory: sessionmaker[Session], project_id: int
+) -> None:
+    """A second taker waits until the first leaves; another project's turn is free meanwhile."""
+    with session_factory() as session, session.begin():
+        other = Project(name="other")
+        session.add(other)
+        session.flush()
+        other_id = other.id
+    events: list[str] = []
+    holding, release = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with iu.learning_turn(session_factory, project_id, poll_seconds=0.01):
+            events.append("first in")
+            holding.set()
+            release.wait(10)
+            events.append("first out")
+
+    def second() -> None:
+        with iu.learning_turn(session_factory, project_id, poll_seconds=0.01):
+            events.append("second in")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert holding.wait(10)
+    waiter = threading.Thread(target=second)
+    waiter.start()
+    with iu.learning_turn(session_factory, other_id, poll_seconds=0.01):
+        events.append("other project in")  # not blocked by the first project's turn
+    waiter.join(0.3)
+    assert waiter.is_alive(), "the second taker must wait for the first"
+    release.set()
+    thread.join(10)
+    waiter.join(10)
+    assert events == ["first in", "other project in", "first out", "second in"]
+
+
+def test_a_waiting_taker_leaves_when_told_and_the_turn_stays_free(
+    session_factory: sessionmaker[Session], project_id: int
+) -> None:
+    tries: list[int] = []
+
+    def cancel_on_third_try() -> None:
+        tries.append(1)
+        if len(tries) == 3:
+            raise RuntimeError("cancelled")
+
+    with iu.learning_turn(session_factory, project_id, poll_seconds=0.01):
+        done = []
+
+        def impatient() -> None:
+            try:
+                with iu.learning_turn(
+                    session_factory,
+                    project_id,
+                    between_tries=cancel_on_third_try,
+                    poll_seconds=0.01,
+                ):
+                    done.append("got the turn")
+            except RuntimeError as err:
+                done.append(str(err))
+
+        thread = threading.Thread(target=impatient)
+        thread.start()
+        thread.join(10)
+    assert done == ["cancelled"] and len(tries) == 3
+    with iu.learning_turn(session_factory, project_id, poll_seconds=0.01):
+        pass  # released by its holder; the leaver never held it

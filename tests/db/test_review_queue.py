@@ -20,7 +20,7 @@ from db import (
     set_threshold,
 )
 from db.images import get_or_create_image
-from db.review_queue import queue_size, record_review, review_queue, undo_last
+from db.review_queue import flagged_by_model, queue_size, record_review, review_queue, undo_last
 
 
 def load_user(factory: sessionmaker[Session], user_id: int) -> User:
@@ -105,6 +105,37 @@ def test_active_version_wins_and_current_threshold_is_used(
         queue = review_queue(session, project_id)
         assert [item.verdict for item in queue] == ["defect", "defect", "defect"]
         assert {item.threshold for item in queue} == {0.9}
+
+
+def test_one_part_is_judged_flagged_as_the_queue_judges_it_labelled_or_not(
+    session_factory: sessionmaker[Session],
+    project_id: int,
+    scored: dict[str, int],
+    inspector: User,
+    make_user: Callable[..., int],
+    make_image: Callable[[int], int],
+) -> None:
+    names = ("mid", "high", "near", "far", "rescored")
+    unscored = make_image(42)
+    with session_factory() as session:
+        assert [flagged_by_model(session, scored[name]) for name in names] == [
+            True,
+            True,
+            False,
+            False,
+            False,  # its latest prediction passes it
+        ]
+        assert not flagged_by_model(session, unscored) and not flagged_by_model(session, 9999)
+    other = add_version(session_factory, project_id, 10.0, active=False)
+    add_prediction(session_factory, scored["far"], other, 50.0, minutes=30, threshold=10.0)
+    manager = load_user(session_factory, make_user("mona", "manager"))
+    with session_factory() as session, session.begin():
+        record_review(session, image_id=scored["mid"], user=inspector, label="good")
+        set_threshold(session, version_id=scored["version"], threshold=0.9, user=manager)
+    with session_factory() as session:
+        assert flagged_by_model(session, scored["mid"])  # labelled: judged all the same
+        assert flagged_by_model(session, scored["near"])  # the version's current threshold
+        assert not flagged_by_model(session, scored["far"])  # the active version's prediction
 
 
 def test_without_an_active_version_the_latest_prediction_counts(
@@ -250,12 +281,19 @@ def test_scorer_decided_parts_are_judged_by_probability_most_uncertain_first(
     assert by_image[near].probability_threshold == pytest.approx(0.4)
     assert by_image[detector_only].defect_probability is None
     assert by_image[detector_only].verdict == "defect"
+    with session_factory() as session:  # one part at a time, as the queue judged it
+        judged = [confident, borderline, near, cleared, audited, detector_only]
+        assert [flagged_by_model(session, i) for i in judged] == [
+            by_image[i].verdict == "defect" if i in by_image else False for i in judged
+        ]
 
     manager = load_user(session_factory, make_user("mia", "manager"))
     with session_factory() as session, session.begin():  # a manager moves the scorer threshold
         set_threshold(session, version_id=scorer, threshold=0.05, user=manager)
     with session_factory() as session:
         assert cleared in {item.image_id for item in review_queue(session, project_id)}
+        assert flagged_by_model(session, cleared)  # p 0.10 >= the scorer's 0.05 now
+        assert flagged_by_model(session, near) and flagged_by_model(session, detector_only)
 
 
 def test_a_defect_box_is_checked_and_stored_with_the_review(

@@ -29,7 +29,8 @@ SHOWN = ".desk[data-image-id]"
 def queue_flagged_parts(served: Served, n: int) -> None:
     """Score ``n`` scratched parts with the project's model: all flagged, all in the queue."""
     from adcore.detectors.registry import load_detector
-    from services.inspection import inspect_uploads
+    from services.inspection import InspectionRequest, inspect_uploads
+    from services.scoring.predictor import Predictor
 
     engine = create_engine(served.database_url)
     factory = sessionmaker(engine, expire_on_commit=False)
@@ -42,14 +43,14 @@ def queue_flagged_parts(served: Served, n: int) -> None:
             buffer = io.BytesIO()
             Image.fromarray(textured_part(1000 + i, scratch=True)).save(buffer, format="PNG")
             uploads.append((f"desk-{i:02d}.png", buffer.getvalue()))
-        results = inspect_uploads(
+        predictor = Predictor.load(
             factory,
             project_id=served.project_id,
-            detector=load_detector(artifact, device="cpu"),
             model_version_id=version_id,
-            uploads=uploads,
-            data_dir=served.app.data_dir,
+            detector=load_detector(artifact, device="cpu"),
         )
+        request = InspectionRequest(predictor, data_dir=served.app.data_dir)
+        results = inspect_uploads(factory, request, uploads)
         assert all(r.ok and r.verdict == "defect" for r in results), results
     finally:
         engine.dispose()

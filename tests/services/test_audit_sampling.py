@@ -1,7 +1,8 @@
 """Audit sampling at inspection, the per-project share and the dashboard's miss-rate report.
 
-A stub detector scores a flat grey part by its grey level (score = level / 100, threshold
-1.0), so which parts pass is known in advance and the tests stay fast.
+A stand-in detector (:mod:`stand_in_detector`) scores a flat grey part by its grey level
+(score = level / 100, threshold 1.0), so which parts pass is known in advance and the tests
+stay fast.
 """
 
 from __future__ import annotations
@@ -9,43 +10,31 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from datetime import date
-from types import SimpleNamespace
 
-import numpy as np
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
-from synthetic_parts import png
+from stand_in_detector import GreyLevelDetector, grey_part
 
 from adcore.audit import DEFAULT_AUDIT_SHARE, draw_audit, miss_rate_estimate
 from db import PermissionDenied, Prediction, Project, User
 from db.review_queue import record_review
 from services.audit_sampling import audit_sampler, miss_rate_report
-from services.inspection import InspectionResult, inspect_uploads, rescore_images
+from services.inspection import (
+    InspectionRequest,
+    InspectionResult,
+    inspect_uploads,
+    rescore_images,
+)
 from services.project_settings import AUDIT_KEY, audit_setting, set_audit_share
+from services.scoring.predictor import Predictor
 
 PASSED_LEVELS = range(0, 60)  # score 0.00 .. 0.59: pass
 FLAGGED_LEVELS = range(150, 170)  # score 1.50 .. 1.69: flagged
 
 
-class GreyLevelDetector:
-    """Scores a part by its mean grey level / 100; threshold 1.0; flat anomaly maps."""
-
-    threshold = 1.0
-
-    def predict(self, images: Sequence[np.ndarray]) -> list[SimpleNamespace]:
-        """One prediction per image: its grey level / 100 and a flat map of that score."""
-        return [
-            SimpleNamespace(
-                score=float(image.mean()) / 100.0,
-                anomaly_map=np.full(image.shape[:2], float(image.mean()) / 100.0, np.float32),
-            )
-            for image in images
-        ]
-
-
 def part(level: int) -> tuple[str, bytes]:
-    return f"grey-{level:03d}.png", png(np.full((16, 16, 3), level, np.uint8))
+    return f"grey-{level:03d}.png", grey_part(level)
 
 
 def set_share(factory: sessionmaker[Session], project_id: int, share: float) -> None:
@@ -61,13 +50,15 @@ def inspect(
     rng: random.Random | None,
 ) -> list[InspectionResult]:
     project_id, version_id = project_and_version
-    results = inspect_uploads(
+    predictor = Predictor.load(
         factory,
         project_id=project_id,
-        detector=GreyLevelDetector(),
         model_version_id=version_id,
-        uploads=[part(level) for level in levels],
+        detector=GreyLevelDetector(),
         audit_rng=rng,
+    )
+    results = inspect_uploads(
+        factory, InspectionRequest(predictor), [part(level) for level in levels]
     )
     assert all(result.ok for result in results), [result.error for result in results]
     return results

@@ -11,10 +11,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from synthetic_parts import make_part, png
 
 import adcore.explain
-from adcore.detectors.base import Prediction as Scored
+from adcore.detectors.base import ScoredImage
 from adcore.explain import ExplanationFacts, render
 from db import Prediction
-from services.inspection import inspect_uploads
+from services.inspection import InspectionRequest, inspect_uploads
+from services.scoring.predictor import Predictor
 
 
 class ScratchDetector:
@@ -22,13 +23,13 @@ class ScratchDetector:
 
     threshold = 20.0
 
-    def predict(self, images: Sequence[np.ndarray]) -> list[Scored]:
+    def predict(self, images: Sequence[np.ndarray]) -> list[ScoredImage]:
         """One score per image: the peak of a (H, W) map that is hot where the part is dark."""
         out = []
         for image in images:
             grey = image[..., 0].astype(np.float32)
             heat = np.clip(80.0 - grey, 0.0, None) / 2.0  # (64, 64): the scratch is 35
-            out.append(Scored(score=float(heat.max()), anomaly_map=heat, threshold=20.0))
+            out.append(ScoredImage(score=float(heat.max()), anomaly_map=heat, threshold=20.0))
         return out
 
 
@@ -36,12 +37,13 @@ def inspect(
     factory: sessionmaker[Session], project_and_version: tuple[int, int]
 ) -> list[Prediction]:
     project_id, version_id = project_and_version
+    predictor = Predictor.load(
+        factory, project_id=project_id, model_version_id=version_id, detector=ScratchDetector()
+    )
     results = inspect_uploads(
         factory,
-        project_id=project_id,
-        detector=ScratchDetector(),
-        model_version_id=version_id,
-        uploads=[("good.png", png(make_part(1))), ("scratch.png", png(make_part(2, defect=True)))],
+        InspectionRequest(predictor),
+        [("good.png", png(make_part(1))), ("scratch.png", png(make_part(2, defect=True)))],
     )
     assert all(result.ok for result in results), [result.error for result in results]
     with factory() as session:

@@ -13,11 +13,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from synthetic_parts import make_part, png
 
 from adcore.detectors.registry import load_detector
-from db import Prediction, Project
+from db import Prediction
 from db.hot_folder_files import claim_file
 from db.models import HotFolderFile
 from services.hot_folder import HotFolder
-from services.inspection import inspect_uploads
+from services.inspection import InspectionRequest, inspect_uploads
+from services.scoring.predictor import Predictor
 from services.server_folders import ROOTS_ENV
 
 
@@ -81,19 +82,13 @@ def test_a_restart_moves_finished_files_and_finishes_claimed_ones_without_rescor
     scored = predictions(factory)
     (watched.folder / "done.png").write_bytes(data)  # moved back: as if the move was lost
 
-    crashed = png(make_part(311))  # claimed and scored, then the watcher stopped
+    # Claimed and stored, but not finished: what a watcher of an earlier release, which
+    # finished a file in a transaction of its own, left when it stopped in between.
+    crashed = png(make_part(311))
     with factory() as session, session.begin():
         claim_file(session, watched.project_id, str(watched.folder), "crashed.png", _sha(crashed))
-    with factory() as session:
-        version = session.get(Project, watched.project_id).active_model_version
-        artifact, version_id = version.artifact_path, version.id
-    inspect_uploads(
-        factory,
-        project_id=watched.project_id,
-        detector=load_detector(artifact, device="cpu"),
-        model_version_id=version_id,
-        uploads=[("crashed.png", crashed)],
-    )
+    predictor = Predictor.active(factory, watched.project_id, watched.detector_for)
+    inspect_uploads(factory, InspectionRequest(predictor), [("crashed.png", crashed)])
     (watched.folder / "crashed.png").write_bytes(crashed)
     assert predictions(factory) == scored + 1
 

@@ -20,12 +20,14 @@ from adcore.explain.fact_check import check_text
 from db import Image, Prediction, User, init_db, make_session_factory, register_model_version
 from db.review_log import add_review
 from services.inspection import (
+    InspectionRequest,
     InspectionResult,
     inspect_folder,
     inspect_uploads,
     rescore_images,
 )
 from services.map_store import load_anomaly_map
+from services.scoring.predictor import Predictor
 from services.server_folders import ROOTS_ENV, ServerFolderError
 
 TINY = PatchCoreConfig(image_size=64, coreset_ratio=0.1)
@@ -57,6 +59,16 @@ def session_factory(data_dir: Path) -> Iterator[sessionmaker[Session]]:
     engine.dispose()
 
 
+def request(
+    factory: sessionmaker[Session], project_id: int, version_id: int, detector: object, **how
+) -> InspectionRequest:
+    """The request to store parts decided by ``detector`` of version ``version_id``."""
+    predictor = Predictor.load(
+        factory, project_id=project_id, model_version_id=version_id, detector=detector
+    )
+    return InspectionRequest(predictor, **how)
+
+
 def count(factory: sessionmaker[Session], model: type) -> int:
     with factory() as session:
         return session.scalar(select(func.count()).select_from(model))
@@ -72,16 +84,19 @@ def test_a_bad_upload_mid_batch_gets_an_error_and_the_rest_is_stored(
     progress: list[float] = []
     results = inspect_uploads(
         session_factory,
-        project_id=project_id,
-        detector=detector,
-        model_version_id=version_id,
-        uploads=[
+        request(
+            session_factory,
+            project_id,
+            version_id,
+            detector,
+            progress=lambda fraction, _message: progress.append(fraction),
+            batch_size=2,
+        ),
+        [
             ("good.png", png(make_part(300))),
             ("junk.png", b"not an image at all"),
             ("scratch.png", png(make_part(301, defect=True))),
         ],
-        progress=lambda fraction, _message: progress.append(fraction),
-        batch_size=2,
     )
     assert [r.name for r in results] == ["good.png", "junk.png", "scratch.png"]
     good, junk, scratch = results
@@ -90,7 +105,7 @@ def test_a_bad_upload_mid_batch_gets_an_error_and_the_rest_is_stored(
     assert (good.verdict, scratch.verdict) == ("good", "defect")
     assert good.threshold == scratch.threshold == pytest.approx(detector.threshold)
     assert count(session_factory, Image) == 2 and count(session_factory, Prediction) == 2
-    assert progress == [pytest.approx(2 / 3), 1.0]
+    assert progress == [pytest.approx(1 / 3), pytest.approx(2 / 3), 1.0]  # one step a part
     stored = load_anomaly_map(scratch.anomaly_map_path)
     assert stored.shape == (64, 64) and stored.dtype == np.float32
     assert scratch.anomaly_map_path.startswith("maps/")
@@ -117,10 +132,8 @@ def test_an_upload_over_the_file_cap_is_refused_alone(
     project_id, version_id = project_and_version
     kept, refused = inspect_uploads(
         session_factory,
-        project_id=project_id,
-        detector=detector,
-        model_version_id=version_id,
-        uploads=[shortest, longest],
+        request(session_factory, project_id, version_id, detector),
+        [shortest, longest],
     )
     assert kept.ok and not refused.ok and "larger than" in refused.error
     assert count(session_factory, Image) == 1
@@ -135,10 +148,8 @@ def test_the_same_bytes_twice_make_one_image_and_two_predictions(
     data = png(make_part(400))
     first, second = inspect_uploads(
         session_factory,
-        project_id=project_id,
-        detector=detector,
-        model_version_id=version_id,
-        uploads=[("a.png", data), ("copy-of-a.png", data)],
+        request(session_factory, project_id, version_id, detector),
+        [("a.png", data), ("copy-of-a.png", data)],
     )
     assert first.image_id == second.image_id
     assert first.prediction_id != second.prediction_id
@@ -164,29 +175,15 @@ def test_the_version_threshold_wins_and_one_is_required(
         ).id
     (result,) = inspect_uploads(
         session_factory,
-        project_id=project_id,
-        detector=detector,
-        model_version_id=strict,
-        uploads=[("a.png", png(make_part(500)))],
+        request(session_factory, project_id, strict, detector),
+        [("a.png", png(make_part(500)))],
     )
     assert (result.threshold, result.verdict) == (0.0, "defect")
     unset = SimpleNamespace(threshold=None)  # never asked to predict
     with pytest.raises(ValueError, match="no decision threshold"):
-        inspect_uploads(
-            session_factory,
-            project_id=project_id,
-            detector=unset,
-            model_version_id=version_id,
-            uploads=[],
-        )
+        request(session_factory, project_id, version_id, unset)
     with pytest.raises(LookupError, match="does not belong"):
-        inspect_uploads(
-            session_factory,
-            project_id=project_id + 1,
-            detector=detector,
-            model_version_id=version_id,
-            uploads=[],
-        )
+        request(session_factory, project_id + 1, version_id, detector)
 
 
 def test_inspect_folder_reads_image_files_only(
@@ -209,10 +206,8 @@ def test_inspect_folder_reads_image_files_only(
     (folder / "notes.txt").write_text("not an image")
     results = inspect_folder(
         session_factory,
-        project_id=project_id,
-        detector=detector,
-        model_version_id=version_id,
-        folder=folder,
+        request(session_factory, project_id, version_id, detector),
+        folder,
         user=manager,
     )
     assert [(r.name, r.ok) for r in results] == [
@@ -225,10 +220,8 @@ def test_inspect_folder_reads_image_files_only(
     with pytest.raises(ServerFolderError, match="No folder .*missing under the server folders"):
         inspect_folder(
             session_factory,
-            project_id=project_id,
-            detector=detector,
-            model_version_id=version_id,
-            folder=tmp_path / "missing",
+            request(session_factory, project_id, version_id, detector),
+            tmp_path / "missing",
             user=manager,
         )
 
@@ -262,10 +255,8 @@ def test_a_flagged_part_resembles_the_confirmed_defects_like_it(
     spot[40:46, 16:22] = 250
     first = inspect_uploads(
         session_factory,
-        project_id=project_id,
-        detector=detector,
-        model_version_id=version_id,
-        uploads=[
+        request(session_factory, project_id, version_id, detector),
+        [
             ("crack-a.png", png(make_part(700, defect=True))),
             ("crack-b.png", png(make_part(701, defect=True))),
             ("spot.png", png(spot)),
@@ -292,10 +283,8 @@ def test_a_flagged_part_resembles_the_confirmed_defects_like_it(
 
     new, good = inspect_uploads(
         session_factory,
-        project_id=project_id,
-        detector=detector,
-        model_version_id=version_id,
-        uploads=[
+        request(session_factory, project_id, version_id, detector),
+        [
             ("crack-c.png", png(make_part(702, defect=True))),
             ("good.png", png(make_part(704))),
         ],

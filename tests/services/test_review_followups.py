@@ -10,7 +10,8 @@ from stored_rows import add_image, add_prediction, add_version
 
 from db import Image, Job, User
 from db.review_queue import record_review
-from services.review_followups import RECALIBRATE_THRESHOLD, follow_up_review
+from services.review_followups import follow_up_review
+from services.training.job_kinds import JobKind
 
 
 def label_and_follow_up(factory: sessionmaker[Session], image_id: int, user_id: int, label: str):
@@ -38,13 +39,13 @@ def test_an_audit_that_finds_a_defect_queues_one_recalibration(
     [(kind, created_by, parameters)] = label_and_follow_up(
         session_factory, audited[1], inspector, "defect"
     )
-    assert kind == RECALIBRATE_THRESHOLD and created_by is None  # queued by the system
+    assert kind == JobKind.RECALIBRATE_THRESHOLD and created_by is None  # queued by the system
     assert parameters["image_id"] == audited[1] and "missed defect" in parameters["trigger"]
     # A second miss while that job waits: the waiting job will see both labels.
     assert label_and_follow_up(session_factory, audited[2], inspector, "defect") == []
     with session_factory() as session:
         kinds = session.scalars(select(Job.kind)).all()
-    assert kinds == [RECALIBRATE_THRESHOLD]
+    assert kinds == [JobKind.RECALIBRATE_THRESHOLD]
 
 
 def test_no_recalibration_without_an_active_detector(

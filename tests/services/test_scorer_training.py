@@ -1,9 +1,8 @@
-"""Automatic scorer training after N reviews or at the end of a batch; the active scorer."""
+"""Automatic scorer training after N reviews or at the end of a batch."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,20 +10,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from stored_rows import image_row
 
-from adcore.feedback_scorer import DetectorIdentity, train_feedback_scorer
 from db import Image, Job, Prediction, Project, Role, User
 from db.model_versions import activate_model_version, register_model_version
 from db.permissions import PermissionDenied
 from db.review_queue import record_review
 from services.scorer_training import (
     LABELLED_KEY,
-    TRAIN_FEEDBACK_SCORER,
     ScorerSetting,
-    active_scorer,
     maybe_queue_scorer_training,
     scorer_setting,
     set_scorer_setting,
 )
+from services.training.job_kinds import JobKind
 
 
 def add_detector(factory: sessionmaker[Session], project_id: int, kind: str = "patchcore") -> int:
@@ -105,7 +102,7 @@ def finish_jobs(lab: dict) -> None:
 def test_a_training_is_queued_after_every_25_reviews_never_twice_at_once(lab: dict) -> None:
     assert [review(lab, i) for i in range(24)] == [None] * 24
     job = review(lab, 24)
-    assert job is not None and job.kind == TRAIN_FEEDBACK_SCORER
+    assert job is not None and job.kind == JobKind.TRAIN_FEEDBACK_SCORER
     assert job.created_by_id is None and job.status == "queued"  # queued by the system
     assert "25 new reviews" in job.parameters["trigger"]
     assert review(lab, 25) is None  # one is queued already
@@ -182,40 +179,3 @@ def test_the_review_count_is_a_project_option_only_managers_change(lab: dict) ->
             set_scorer_setting(session, project_id, ScorerSetting(-1), user=manager)
     assert [review(lab, i) for i in range(19)] == [None] * 19
     assert "20 new reviews" in review(lab, 19).parameters["trigger"]
-
-
-def test_the_active_scorer_is_loaded_only_for_its_detector_lineage(
-    lab: dict, tmp_path: Path
-) -> None:
-    factory, project_id = lab["factory"], lab["project_id"]
-    with factory() as session:
-        assert active_scorer(session, project_id) is None
-    rng = np.random.default_rng(0)
-    labels = np.arange(40) % 2
-    vectors = rng.normal(size=(40, 6)) + labels[:, None]
-    scorer, _ = train_feedback_scorer(
-        rng.normal(size=40), vectors, labels, detector=DetectorIdentity(None, None, "p", 6)
-    )
-    scorer.save(tmp_path / "scorer")
-    with factory() as session, session.begin():
-        version = register_model_version(
-            session,
-            project_id=project_id,
-            kind="feedback_scorer",
-            artifact_path=str(tmp_path / "scorer"),
-            metrics={"detector": {"version_id": lab["detector_id"]}},
-            threshold=scorer.threshold,
-            training_snapshot={},
-        )
-        activate_model_version(session, version_id=version.id, user=None, system=True)
-    with factory() as session:
-        loaded = active_scorer(session, project_id)
-        assert loaded is not None and loaded.version_id == version.id
-        np.testing.assert_array_equal(
-            loaded.scorer.predict_proba(np.zeros(40), vectors),
-            scorer.predict_proba(np.zeros(40), vectors),
-        )
-        assert active_scorer(session, project_id).scorer is loaded.scorer  # cached
-    add_detector(factory, project_id)  # a refit: another lineage
-    with factory() as session:
-        assert active_scorer(session, project_id) is None

@@ -20,7 +20,8 @@ from adcore.errors import DatasetError, ImageTooLargeError
 from adcore.image_io import MAX_FILE_BYTES
 from db import Image, PermissionDenied, Prediction, Project, Role, User
 from services.inspect_options import InspectOptions, inspect_options, set_inspect_options
-from services.inspection import inspect_folder
+from services.inspection import InspectionRequest, inspect_folder
+from services.scoring.predictor import Predictor
 from services.server_folders import (
     MAX_FOLDER_FILES,
     ROOTS_ENV,
@@ -41,6 +42,17 @@ def sparse_file(path: Path, size: int) -> Path:
     with path.open("wb") as out:
         out.truncate(size)
     return path
+
+
+def request(
+    factory: sessionmaker[Session], project_and_version: tuple[int, int], detector: object
+) -> InspectionRequest:
+    """The request to store what ``detector`` of the project's version decides."""
+    project_id, version_id = project_and_version
+    predictor = Predictor.load(
+        factory, project_id=project_id, model_version_id=version_id, detector=detector
+    )
+    return InspectionRequest(predictor)
 
 
 def refusal(folder: Path | str) -> str:
@@ -127,7 +139,7 @@ def test_inspectors_score_a_server_folder_only_when_a_manager_allows_it(
     detector: object,
     root: Path,
 ) -> None:
-    project_id, version_id = project_and_version
+    project_id = project_and_version[0]
     inspector, manager = make_user("ines"), make_user("max", Role.MANAGER)
     (root / "part.png").write_bytes(png(make_part(500)))
 
@@ -136,10 +148,8 @@ def test_inspectors_score_a_server_folder_only_when_a_manager_allows_it(
             user = session.get(User, user_id)
         return inspect_folder(
             session_factory,
-            project_id=project_id,
-            detector=detector,
-            model_version_id=version_id,
-            folder=folder,
+            request(session_factory, project_and_version, detector),
+            folder,
             user=user,
         )
 
@@ -167,7 +177,6 @@ def test_each_file_is_checked_a_link_out_and_an_oversize_file_are_refused_alone(
     root: Path,
     tmp_path: Path,
 ) -> None:
-    project_id, version_id = project_and_version
     with session_factory() as session:
         manager = session.get(User, make_user("max", Role.MANAGER))
     (root / "a-good.png").write_bytes(png(make_part(501)))
@@ -175,10 +184,8 @@ def test_each_file_is_checked_a_link_out_and_an_oversize_file_are_refused_alone(
     sparse_file(root / "c-huge.png", MAX_FILE_BYTES + 1)
     results = inspect_folder(
         session_factory,
-        project_id=project_id,
-        detector=detector,
-        model_version_id=version_id,
-        folder=root,
+        request(session_factory, project_and_version, detector),
+        root,
         user=manager,
     )
     assert [(r.name, r.ok) for r in results] == [
@@ -201,17 +208,14 @@ def test_folders_are_refused_alike_and_a_crowded_folder_up_front(
     root: Path,
     tmp_path: Path,
 ) -> None:
-    project_id, version_id = project_and_version
     with session_factory() as session:
         manager = session.get(User, make_user("max", Role.MANAGER))
 
     def score(folder: Path) -> list:
         return inspect_folder(
             session_factory,
-            project_id=project_id,
-            detector=detector,
-            model_version_id=version_id,
-            folder=folder,
+            request(session_factory, project_and_version, detector),
+            folder,
             user=manager,
         )
 

@@ -49,7 +49,7 @@ def counts(factory: sessionmaker[Session]) -> list[int]:
 
 
 def post(factory: sessionmaker[Session], station: Station, seed: int, part_id: str | None):
-    from services.scoring_runtime import detector_loader
+    from services.scoring.runtime import detector_loader
 
     return inspect_station_part(
         factory,

@@ -19,7 +19,7 @@ from db import Job, Project, User
 from db.images import get_or_create_image
 from db.jobs import enqueue_job
 from db.review_queue import record_review
-from workers.context import JobContext
+from services.training.context import JobContext
 from workers.worker import JobWorker
 
 

@@ -32,8 +32,9 @@ from db.models import OutboundMessage, Project, User
 from db.outbound_messages import MqttConfig, OutboundConfig, WebhookConfig, outbox_counts
 from db.permissions import PermissionDenied
 from db.review_queue import record_review
-from services.inspection import inspect_uploads, rescore_images
+from services.inspection import InspectionRequest, inspect_uploads, rescore_images
 from services.line_settings import replay_dead_letters, set_outbound
+from services.scoring.predictor import Predictor
 from workers.outbound_delivery import OutboundDelivery
 
 SECRET = "line-2-secret"
@@ -74,13 +75,14 @@ class Line:
 
     def inspect(self, *seeds: int, defect: bool = False) -> list[int]:
         """Score synthetic parts as uploads; their image ids."""
-        results = inspect_uploads(
+        predictor = Predictor.load(
             self.factory,
             project_id=self.project_id,
-            detector=self.detector,
             model_version_id=self.version_id,
-            uploads=[(f"part-{s}.png", png(make_part(s, defect=defect))) for s in seeds],
+            detector=self.detector,
         )
+        uploads = [(f"part-{s}.png", png(make_part(s, defect=defect))) for s in seeds]
+        results = inspect_uploads(self.factory, InspectionRequest(predictor), uploads)
         assert all(result.ok for result in results)
         return [result.image_id for result in results]
 

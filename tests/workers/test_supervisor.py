@@ -13,6 +13,7 @@ import workers.launcher
 from db import Job, Project, User
 from db.job_workers import WORKER_DIED_MESSAGE, register_worker, this_host
 from db.jobs import claim_next_job, enqueue_job
+from services.training.job_kinds import JobKind
 from workers.supervisor import (
     WorkerSupervisor,
     start_supervisor,
@@ -59,7 +60,7 @@ def test_no_live_worker_settles_the_dead_ones_jobs_then_launches(
         session.flush()
         job_ids = [
             enqueue_job(session, kind=kind, parameters={}, project_id=project.id, user=manager).id
-            for kind in ("refit_detector", "tune_explainer")
+            for kind in (JobKind.REFIT_DETECTOR, JobKind.TUNE_EXPLAINER)
         ]
     dead = dead_worker_id()
     register_worker(session_factory, dead)

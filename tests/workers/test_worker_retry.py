@@ -12,13 +12,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import Job, Project, User
 from db.job_workers import WORKER_DEATHS_KEY, register_worker, this_host
 from db.jobs import claim_next_job, enqueue_job
+from services.training.job_kinds import JobKind
 from workers import JobContext, JobOutcome, register_job_kind
 from workers.registry import (
     BUILTIN_RETRY_SAFETY,
     JOB_KINDS,
     RETRY_SAFETY,
-    TUNE_CLIP,
-    TUNE_EXPLAINER,
     known_kinds,
     retry_safe_kinds,
 )
@@ -43,9 +42,10 @@ def test_every_built_in_kind_declares_whether_it_is_retried() -> None:
     built_in = set(known_kinds()) - {"t_echo_safe", "t_echo_unsafe"}
     assert set(BUILTIN_RETRY_SAFETY) == built_in
     safe = retry_safe_kinds()
-    assert {"refit_detector", "recalibrate_threshold", "train_classifier"} <= safe
-    assert "train_feedback_scorer" in safe and "train_clip" in safe
-    assert TUNE_EXPLAINER not in safe and TUNE_CLIP not in safe  # see the registry's reasons
+    assert {JobKind.REFIT_DETECTOR, JobKind.RECALIBRATE_THRESHOLD, JobKind.TRAIN_CLASSIFIER} <= safe
+    assert JobKind.TRAIN_FEEDBACK_SCORER in safe and JobKind.TRAIN_CLIP in safe
+    # see the registry's reasons
+    assert JobKind.TUNE_EXPLAINER not in safe and JobKind.TUNE_CLIP not in safe
 
 
 def test_a_kind_is_retried_only_when_it_says_so() -> None:

@@ -18,8 +18,8 @@ from adcore.detectors.base import (
     BatchDetector,
     FitReport,
     ImageSource,
-    Prediction,
     Progress,
+    ScoredImage,
     default_device,
     known_fields,
     load_and_build,
@@ -273,7 +273,7 @@ class PatchCore(BatchDetector):
     # ------------------------------------------------------------------ predict
     def predict(
         self, images: Sequence[np.ndarray], progress: Progress | None = None
-    ) -> list[Prediction]:
+    ) -> list[ScoredImage]:
         """Score decoded images (see :meth:`BatchDetector.predict`).
 
         With ``tile_size`` set, each image is scored in tiles and its map is (H, W), the

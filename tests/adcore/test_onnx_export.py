@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import TensorProto, helper
 from PIL import Image
 from synthetic_parts import make_part
@@ -25,6 +26,7 @@ SMALL = PatchCoreConfig(image_size=64, coreset_ratio=0.1, calibration_fraction=0
 
 @pytest.fixture(scope="module")
 def fitted() -> PatchCore:
+    torch.manual_seed(0)  # random backbone weights: the same whatever ran before in the process
     detector = PatchCore(SMALL, device="cpu", pretrained=False)
     detector.fit([make_part(i) for i in range(12)])
     return detector

@@ -87,7 +87,10 @@ SUMMARY_KEYS = (
     "review_share_first_window",
     "review_share_last_window",
 )
+from replay_figures import compare_passes, loop_estimates, safe_baseline  # noqa: E402
+
 SAFETY_AFTER = 100  # parts: the safety figures count the stream after the first 100 parts
+STAGE1_SUFFIX = "-stage1"  # the name of a run's stage-2-off pass
 
 
 def _clean(value: Any) -> Any:
@@ -162,6 +165,7 @@ def make_lab(tmp: Path, train_paths: Sequence[Path], args: argparse.Namespace) -
 
     import db
     from services.project_settings import set_audit_share
+    from services.scorer_training import ScorerSetting, set_scorer_setting
     from workers.worker import JobWorker
 
     factory = db.make_session_factory(db.init_db())
@@ -174,6 +178,13 @@ def make_lab(tmp: Path, train_paths: Sequence[Path], args: argparse.Namespace) -
         )
         if args.audit_share is not None:
             set_audit_share(session, project.id, args.audit_share, user=manager)
+        if args.stage2 == "off" or args.triage_budget is not None:  # the Models page's option
+            set_scorer_setting(
+                session,
+                project.id,
+                ScorerSetting(enabled=args.stage2 != "off", budget=args.triage_budget),
+                user=manager,
+            )
         ids = project.id, manager.id, inspector.id
     worker = JobWorker(
         factory,
@@ -411,7 +422,7 @@ def replay(args: argparse.Namespace, tmp: Path) -> dict:
     from db.review_queue import queue_size, review_queue
     from services.inspection import InspectionRequest, inspect_uploads
     from services.model_management import train_first_model
-    from services.project_settings import audit_setting
+    from services.project_settings import audit_odds, audit_setting
     from services.reviewing import label_part
     from services.scoring.predictor import Predictor
     from services.training.job_kinds import JobKind
@@ -446,6 +457,7 @@ def replay(args: argparse.Namespace, tmp: Path) -> dict:
     start_threshold = float(first.threshold)
     with lab.factory() as session:
         audit_share = audit_setting(session.get(Project, lab.project_id))
+        audit_odds_json = audit_odds(session.get(Project, lab.project_id)).to_json()
     active = ActiveModels()
     active.refresh(lab)
     t0 = time.perf_counter()
@@ -483,6 +495,8 @@ def replay(args: argparse.Namespace, tmp: Path) -> dict:
         with lab.factory() as session:
             prediction = session.get(Prediction, result.prediction_id)
             verdict, audit = prediction.verdict, bool(prediction.audit)
+            region, odds = prediction.decision_region, prediction.audit_probability
+            decided_at = prediction.created_at
             score, threshold = float(prediction.score), float(prediction.threshold)
             queued = next(
                 (q for q in review_queue(session, lab.project_id) if q.image_id == result.image_id),
@@ -496,6 +510,9 @@ def replay(args: argparse.Namespace, tmp: Path) -> dict:
             "threshold": threshold,
             "verdict": verdict,
             "audit": audit,
+            "region": region,
+            "audit_probability": odds,
+            "decided_at": decided_at.isoformat(),
             "reviewed": queued is not None,
             "queue_verdict": None if queued is None else queued.verdict,
             "detector_version": active.detector_version,
@@ -554,7 +571,12 @@ def replay(args: argparse.Namespace, tmp: Path) -> dict:
                 f"{(time.perf_counter() - t_start) / 60:.1f} min",
                 flush=True,
             )
+    safe = safe_baseline(start_scores, labels, args.target_fnr)
+    for step, start_score in zip(steps, start_scores, strict=True):
+        step["safe_flagged"] = bool(start_score >= safe["threshold"])
     windows = window_rows(steps, args.window)
+    late_from = snapshot["after_position"] + 1 if snapshot else len(steps)
+    estimates = loop_estimates(lab, steps, windows, late_from)
     kinds = sorted({j["kind"] for j in jobs})
     result = {
         "name": args.name,
@@ -575,9 +597,15 @@ def replay(args: argparse.Namespace, tmp: Path) -> dict:
             "refit_every": args.refit_every,
             "target_fnr": args.target_fnr,
             "audit_share": audit_share,
+            "audit_odds": audit_odds_json,
+            "triage_budget": args.triage_budget,
             "start_threshold": start_threshold,
         },
         "snapshot": snapshot,
+        "stage2": args.stage2,
+        "safe_baseline": safe,
+        "late_from": late_from,
+        "estimates": estimates,
         "windows": windows,
         "steps": steps,
         "jobs": jobs,
@@ -650,6 +678,10 @@ def window_rows(steps: list[dict], size: int) -> list[dict]:
                 "queue_backlog_end": part[-1].get("queue_backlog"),
                 "start_fnr": rate(sum(not s["start_flagged"] for s in defect), len(defect)),
                 "start_fpr": rate(sum(s["start_flagged"] for s in good), len(good)),
+                "goods_to_human": rate(sum(s["reviewed"] for s in good), len(good)),
+                "safe_goods_to_human": rate(sum(s["safe_flagged"] for s in good), len(good)),
+                "safe_fnr": rate(sum(not s["safe_flagged"] for s in defect), len(defect)),
+                "auto_accepted": sum(s.get("region") == "auto_accepted" for s in part),
             }
         )
     return rows
@@ -675,6 +707,12 @@ def summary(result: dict) -> dict:
         "max_window_fnr_after_100": max((w["fnr"] for w in later_windows), default=None),
         "review_share_first_window": windows[0]["review_share"] if windows else None,
         "review_share_last_window": full[-1]["review_share"] if full else None,
+        "stage2": result["stage2"],
+        **{
+            key: value
+            for key, value in compare_passes(result, None).items()
+            if key not in ("late", "late_stage1_only")
+        },
     }
 
 
@@ -695,8 +733,17 @@ def main() -> int:
     parser.add_argument("--snapshot-reviews", type=int, default=200)
     parser.add_argument("--recalibrate-every", type=int, default=25)
     parser.add_argument("--refit-every", type=int, default=100, help="0: never")
-    parser.add_argument("--target-fnr", type=float, default=0.01, help="the project's target")
+    parser.add_argument("--target-fnr", type=float, default=0.02, help="the project's target")
+    parser.add_argument(
+        "--stage2",
+        choices=("on", "off"),
+        default="on",
+        help="off: the manager switches stage 2 off (the stage-1-only pass, named <name>-stage1)",
+    )
     parser.add_argument("--audit-share", type=float, help="default: the product's default")
+    parser.add_argument(
+        "--triage-budget", type=float, help="stage 2's auto-accept budget (default: target FNR)"
+    )
     parser.add_argument("--keep-dir", action="store_true", help="keep the temporary data dir")
     parser.add_argument("--json", action="store_true", help="print the summary as the last line")
     parser.add_argument("--render", action="store_true", help="rewrite RESULTS_replay.md")
@@ -707,6 +754,8 @@ def main() -> int:
         if not args.name:
             smoke = "-smoke" if args.max_test else ""
             args.name = dataset_name(args.dataset) + smoke
+        if args.stage2 == "off" and not args.name.endswith(STAGE1_SUFFIX):
+            args.name += STAGE1_SUFFIX
         tmp = Path(tempfile.mkdtemp(prefix="loupe-replay-"))
         try:
             result = replay(args, tmp)
@@ -727,7 +776,15 @@ def main() -> int:
 
         render_all(OUT, HERE)
     if args.dataset and args.json:
-        print(json.dumps(result["summary"]))
+        summary_line = dict(result["summary"])
+        if args.stage2 == "on":  # with the stage-1-only pass when it has been run
+            other = OUT / f"replay-{args.name}{STAGE1_SUFFIX}.json"
+            if other.is_file():
+                compared = compare_passes(result, json.loads(other.read_text()))
+                summary_line.update(
+                    {k: v for k, v in compared.items() if k not in ("late", "late_stage1_only")}
+                )
+        print(json.dumps(summary_line))
     return 0
 
 

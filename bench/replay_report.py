@@ -16,11 +16,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 SAFETY_FNR = 0.02
 SAFETY_WINDOW_FNR = 0.05
-# Load target per full run name: (wording, rule on (start, after)).
-LOAD_TARGETS = {
-    "magnetic-tile": ("at most half its start", lambda start, after: after <= 0.5 * start),
-    "elpv-mono": ("lower than its start", lambda start, after: after < start),
-}
+COVERAGE = 0.9
+STAGE1_SUFFIX = "-stage1"
+TARGET_RUNS = ("magnetic-tile", "elpv-mono")
 
 
 def _f(value: float | None, digits: int = 3) -> str:
@@ -45,55 +43,154 @@ def safety(r: dict) -> bool | None:
     )
 
 
-def load(name: str, r: dict) -> bool | None:
-    """Load target of one full run (None without a snapshot or a target for this dataset)."""
-    s = r["summary"]
-    if name not in LOAD_TARGETS or s["fpr_at_fnr1_after"] is None:
+def load(name: str, compared: dict) -> bool | None:
+    """Load target (magnetic tile only): late goods to a human <= half the safe baseline's."""
+    ours, safe = compared["late_goods_to_human"], compared["late_goods_to_human_safe_baseline"]
+    if name != "magnetic-tile" or ours is None or safe is None:
         return None
-    return LOAD_TARGETS[name][1](s["fpr_at_fnr1_start"], s["fpr_at_fnr1_after"])
+    return ours <= 0.5 * safe
 
 
-def targets_section(results: dict[str, dict]) -> list[str]:
+def no_harm(compared: dict) -> bool | None:
+    """First, do no harm: no more goods to a human than stage 1 alone, at a late FNR no higher."""
+    on, off = compared["late_goods_to_human"], compared["late_goods_to_human_stage1_only"]
+    fnr_on, fnr_off = compared["late_stream_fnr"], compared["late_stream_fnr_stage1_only"]
+    if None in (on, off, fnr_on, fnr_off):
+        return None
+    return on <= off and fnr_on <= fnr_off
+
+
+def honesty(compared: dict) -> bool | None:
+    """The estimated FNR's 95% interval covers the true FNR in >= 90% of windows."""
+    coverage = compared["estimate_coverage"]
+    return None if coverage is None else coverage >= COVERAGE
+
+
+def targets_section(results: dict[str, dict], compared: dict[str, dict]) -> list[str]:
     """The targets, as worded in the issue, with the figures of the full runs."""
-    full = {name: r for name, r in results.items() if not r.get("smoke")}
     lines = [
         "## Targets",
         "",
-        "* **Safety**: on both datasets, after the first 100 streamed parts, the cumulative "
-        "stream FNR is at most 2%, and no window of 50 parts exceeds 5%.",
-        "* **Load**: after 200 reviews, FPR at the 1%-FNR threshold on the not-yet-streamed "
-        "parts is at most half its start on magnetic tile, and lower than its start on ELPV "
-        "mono.",
+        "* **Load**: on the late stream (the parts streamed after the snapshot), Loupe sends "
+        "at most **half** as many good parts to a human as the safe baseline on magnetic "
+        "tile.",
+        "* **First, do no harm**: on every dataset, Loupe with its cascade sends no more good "
+        "parts to a human than Loupe with stage 2 off, at a late stream FNR no higher.",
+        "* **Safety**: stream FNR after part 100 <= 2% and no window of 50 parts above 5%, on "
+        "both datasets.",
+        "* **Honesty**: the estimated FNR's 95% interval covers the true stream FNR in at "
+        "least 90% of windows on both datasets.",
+        "* **Speed**: stage-2 training <= 2 minutes for 500 labelled parts: "
+        "`bench/RESULTS_triage.md`.",
         "",
-        "| run | safety: stream FNR after part 100 | worst window after part 100 | safety "
-        "| reviews at snapshot | FPR at 1% FNR start -> after | AUROC start -> after | load |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | late goods to a human: Loupe / stage 2 off / safe baseline | late stream FNR: "
+        "Loupe / stage 2 off / safe baseline | load | do no harm | stream FNR after part 100 "
+        "| worst window after 100 | safety | estimate coverage | honesty |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in ("magnetic-tile", "elpv-mono"):
-        r = full.get(name)
-        if r is None:
-            lines.append(f"| {name} | not run yet | | n/a | | | | n/a |")
+    for name in TARGET_RUNS:
+        r, c = results.get(name), compared.get(name)
+        if r is None or c is None:
+            lines.append(f"| {name} | not run yet | | n/a | n/a | | | n/a | | n/a |")
             continue
         s = r["summary"]
         lines.append(
-            f"| {name} | {_pct(s['stream_fnr_after_100'])} | "
+            f"| {name} | {_pct(c['late_goods_to_human'])} / "
+            f"{_pct(c['late_goods_to_human_stage1_only'])} / "
+            f"{_pct(c['late_goods_to_human_safe_baseline'])} | {_pct(c['late_stream_fnr'])} / "
+            f"{_pct(c['late_stream_fnr_stage1_only'])} / "
+            f"{_pct(c['late_stream_fnr_safe_baseline'])} | {_met(load(name, c))} | "
+            f"{_met(no_harm(c))} | {_pct(s['stream_fnr_after_100'])} | "
             f"{_pct(s['max_window_fnr_after_100'])} | {_met(safety(r))} | "
-            f"{s['reviews_at_snapshot'] or 'not reached'} | {_pct(s['fpr_at_fnr1_start'])} -> "
-            f"{_pct(s['fpr_at_fnr1_after'])} | {_f(s['auroc_start'])} -> "
-            f"{_f(s['auroc_after'])} | {_met(load(name, r))} |"
+            f"{_pct(c['estimate_coverage'])} | {_met(honesty(c))} |"
         )
-    others = sorted(set(results) - {"magnetic-tile", "elpv-mono"})
+    for name in TARGET_RUNS:
+        r, c = results.get(name), compared.get(name)
+        if r is None or c is None:
+            continue
+        notes = []
+        if (c["late_stream_fnr"] or 0) > (c["late_stream_fnr_safe_baseline"] or 0):
+            notes.append(
+                f"Loupe misses more defects on the late stream than the safe baseline "
+                f"({_pct(c['late_stream_fnr'])} vs {_pct(c['late_stream_fnr_safe_baseline'])}): "
+                'its lower load comes with a higher miss rate, so a "met" load is met only as '
+                "worded."
+            )
+        decided = sum(s.get("region") == "auto_accepted" for s in r["steps"])
+        promoted = r["totals"]["promoted"].get("train_feedback_scorer", 0)
+        triage_jobs = r["totals"]["jobs"].get("train_feedback_scorer", 0)
+        notes.append(
+            f"Stage 2 auto-accepted {decided} parts in the whole stream ({triage_jobs} triage "
+            f"candidates trained, {promoted} passed the gate and were promoted)."
+        )
+        lines += ["", f"*{name}*: " + " ".join(notes)]
+    others = sorted(n for n in results if n.removesuffix(STAGE1_SUFFIX) not in TARGET_RUNS)
     if others:
         lines += [
             "",
-            "Other runs (smoke runs on a subset, or datasets without a target), not counted "
-            "for the targets: " + ", ".join(f"`{n}`" for n in others) + ".",
+            "Other runs (smoke runs on a subset, datasets without a target), not counted for "
+            "the targets: " + ", ".join(f"`{n}`" for n in others) + ".",
         ]
     return [*lines, ""]
 
 
-def render_dataset(name: str, r: dict) -> list[str]:
-    """The Markdown section of one run ``r``."""
+def cascade_section(name: str, r: dict, compared: dict) -> list[str]:
+    """Goods to a human, FNR and the loop's own estimate per window and on the late stream."""
+    safe = r.get("safe_baseline") or {}
+    late = compared["late"]
+    off = compared.get("late_stage1_only")
+    est = r["estimates"]
+    lines = [
+        f"**Cascade and estimates** (stage 2 {r.get('stage2', 'on')}). Safe baseline: the start "
+        f"model at {_f(safe.get('threshold'))}, the threshold missing at most "
+        f"{r['settings']['target_fnr']:.0%} of the whole stream's defects, chosen on the true "
+        'labels (an oracle). "Goods to a human" = good parts the review queue offered right '
+        "after inspection (flagged, or drawn for audit) / good parts.",
+        "",
+        f"Late stream (parts {r['late_from'] + 1}-{r['n_test']}: {late['n_good']} good, "
+        f"{late['n_defect']} defects): goods to a human {_pct(late['goods_to_human'])} (Loupe)"
+        + (f", {_pct(off['goods_to_human'])} (stage 2 off)" if off else "")
+        + f", {_pct(late['safe_goods_to_human'])} (safe baseline); stream FNR "
+        f"{_pct(late['fnr'])} (Loupe)"
+        + (f", {_pct(off['fnr'])} (stage 2 off)" if off else "")
+        + f", {_pct(late['safe_fnr'])} (safe baseline); {late['auto_accepted']} parts "
+        f"auto-accepted, {late['audits']} drawn for audit.",
+        "",
+    ]
+    if est.get("late"):
+        e = est["late"]
+        lines += [
+            f"The loop's own estimate on the late stream (`services.loop_rates.loop_rates`): "
+            f"FNR {_pct(e['est_fnr'])} [{_pct(e['est_fnr_low'])}, {_pct(e['est_fnr_high'])}] "
+            f"against the true {_pct(e['true_fnr'])}; FPR {_pct(e['est_fpr'])} "
+            f"[{_pct(e['est_fpr_low'])}, {_pct(e['est_fpr_high'])}].",
+            "",
+        ]
+    lines += [
+        "| parts | goods to a human | safe baseline | auto-accepted | true FNR | estimated FNR "
+        "[95% interval] | covers |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for w, e in zip(r["windows"], est["windows"], strict=False):
+        covers = "n/a" if e["covers"] is None else ("yes" if e["covers"] else "**no**")
+        lines.append(
+            f"| {w['first']}-{w['last']} | {_pct(w.get('goods_to_human'))} | "
+            f"{_pct(w.get('safe_goods_to_human'))} | {w.get('auto_accepted', 0)} | "
+            f"{_pct(e['true_fnr'])} | {_pct(e['est_fnr'])} [{_pct(e['est_fnr_low'])}, "
+            f"{_pct(e['est_fnr_high'])}] | {covers} |"
+        )
+    coverage = est.get("coverage")
+    lines += [
+        "",
+        f"Coverage: the interval covers the true FNR in {_pct(coverage)} of "
+        f"{est.get('n_windows_checked', 0)} windows with defects.",
+        "",
+    ]
+    return lines
+
+
+def render_dataset(name: str, r: dict, compared: dict | None = None) -> list[str]:
+    """The Markdown section of one run ``r`` (with its cascade figures when ``compared``)."""
     st, sec, tot, snap, m = r["settings"], r["seconds"], r["totals"], r["snapshot"], r["machine"]
     smoke = " (**smoke run**: a subset, not the benchmark)" if r.get("smoke") else ""
     lines = [
@@ -107,7 +204,8 @@ def render_dataset(name: str, r: dict) -> list[str]:
         "",
         f"Settings: PatchCore at {st['image_size']} px (product defaults otherwise) on "
         f"{st['n_train']} train images; start threshold {_f(st['start_threshold'])}; stream "
-        f"seed {st['seed']}; audit share {_pct(st['audit_share'])}; project target FNR "
+        f"seed {st['seed']}; audit odds {st.get('audit_odds') or _pct(st['audit_share'])}; "
+        f"stage-2 budget {st.get('triage_budget') or 'the target FNR'}; project target FNR "
         f"{st['target_fnr']}; recalibration queued every {st['recalibrate_every']} reviews, "
         f"refit every {st['refit_every'] or 'never'} reviews; windows of {st['window']} parts.",
         "",
@@ -126,6 +224,8 @@ def render_dataset(name: str, r: dict) -> list[str]:
         + " on average.",
         "",
     ]
+    if compared is not None and r.get("estimates"):
+        lines += cascade_section(name, r, compared)
     if snap is None:
         lines += [f"The stream gave fewer than {st['snapshot_reviews']} reviews: no snapshot.", ""]
     else:
@@ -250,21 +350,40 @@ policy (verdict, review choice, threshold, training, promotion) exists only in t
 2. The test split is streamed once in a seeded shuffled order; each part goes through
    `services.inspection.inspect_uploads` with the active detector (reloaded whenever another
    version becomes active; seeded audit draws). The decision is the stored prediction's
-   verdict.
+   verdict, made by the product's decision cascade (`services.scoring.predictor`): the
+   screen (the detector at its threshold), then, among flagged parts, the active triage model
+   (stage 2) when one passed its gate; each part's region (sent to a human, auto-accepted,
+   near pass, deep pass) is audited with its known odds (`adcore.audit.AuditOdds`, product
+   defaults), stored with the part.
 3. An oracle inspector (ground-truth label) reviews exactly the parts that
-   `db.review_queue.review_queue` offers right after their inspection (flagged, near the
-   threshold, audit samples) through the review service the Review page calls,
+   `db.review_queue.review_queue` offers right after their inspection (sent to a human, or
+   drawn for audit) through the review service the Review page calls,
    `services.reviewing.label_part`: the review, then what it calls for (a recalibration when
-   an audit finds a missed defect, the feedback scorer's training rule), and for a Good on a
+   an audit finds a missed defect, the triage model's training rule), and for a Good on a
    flagged part an `instant_update` job (`services.training.instant_learning`: instant
-   update, unless the part is in the held-out share; waiting parts re-scored), run at once.
+   update, unless the part is in the held-out share or the triage model finds it
+   defect-like; waiting parts re-scored), run at once.
 4. A manager queues `recalibrate_threshold` every 25 reviews and `refit_detector` every 100;
    the automatic jobs (recalibration after an audit miss, `train_feedback_scorer`) are queued
    by the product. All jobs run in the
    product's worker (`workers.worker.JobWorker`); each candidate is promoted with
    `db.model_versions.promote_model_version` only when its gate passes (never overridden).
 
+Each dataset is replayed twice on the same stream: with the product as it is, and with stage 2
+switched off by the manager's option (`--stage2 off`, the run `<name>-stage1`), so that "first,
+do no harm" is measured, not assumed.
+
 What is measured:
+
+* **Goods sent to a human** per window and on the **late stream** (the parts streamed after
+  the snapshot of the run with stage 2): by Loupe, by Loupe with stage 2 off, and by the
+  **safe baseline** (the start model alone at the threshold that misses at most the target
+  share of the whole stream's defects, chosen on the true labels: an oracle), with the stream
+  FNR of each.
+* **The loop's own estimate** of its FNR with its 95% interval per window
+  (`services.loop_rates.loop_rates`, the function the Dashboard calls: reviews of parts sent
+  to a human plus audits weighted by 1 / their known odds), beside the true FNR, and the share
+  of windows whose interval covers the truth.
 
 * **Per window of 50 streamed parts**: FNR and FPR of the verdicts inspection stored (each
   part is judged before its own label is used), the share of the window's parts reviewed
@@ -273,7 +392,7 @@ What is measured:
 * **Safety figures**: the stream FNR over the defects streamed after the first 100 parts, and
   the worst FNR of a window starting after part 100.
 * **At the snapshot** (when the reviews reach 200): on the parts not yet streamed, AUROC and
-  the FPR at the FNR-first threshold chosen on their true labels with target FNR 1%
+  the FPR at the FNR-first threshold chosen on their true labels with the target FNR
   (`adcore.thresholds.select_threshold`): start model vs the current decision maker (the
   active detector, or the active feedback scorer's p(defect) when one is active and fits the
   active detector). Scores come from each model's own `predict`.
@@ -284,14 +403,25 @@ What is measured:
 
 
 def render_all(out_dir: Path, bench_dir: Path) -> None:
-    """Rewrite ``RESULTS_replay.md`` and the plots from every ``out_dir/replay-*.json``."""
+    """Rewrite ``RESULTS_replay.md`` and the plots from every ``out_dir/replay-*.json``.
+
+    A run ``<name>-stage1`` is the stage-2-off pass of ``<name>``: compared with it in the
+    targets, and shown after it.
+    """
+    from replay_figures import compare_passes
+
     results = {
         path.stem.removeprefix("replay-"): json.loads(path.read_text())
         for path in sorted(out_dir.glob("replay-*.json"))
     }
-    lines = [HEAD, *targets_section(results)]
+    compared = {
+        name: compare_passes(r, results.get(name + STAGE1_SUFFIX))
+        for name, r in results.items()
+        if not name.endswith(STAGE1_SUFFIX) and r.get("estimates")
+    }
+    lines = [HEAD, *targets_section(results, compared)]
     order = sorted(results, key=lambda n: (results[n].get("smoke", False), n))
     for name in order:
-        lines += render_dataset(name, results[name])
+        lines += render_dataset(name, results[name], compared.get(name))
         plot_dataset(name, results[name], bench_dir / f"replay_{name}.png")
     (bench_dir / "RESULTS_replay.md").write_text("\n".join(lines))

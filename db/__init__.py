@@ -34,6 +34,7 @@ This package never imports torch, Streamlit or ``adcore``.
 
 from db.base import (
     Base,
+    DecisionRegion,
     ImageSource,
     JobStatus,
     Label,
@@ -92,6 +93,7 @@ __all__ = [
     "ImageSource",
     "Job",
     "JobStatus",
+    "DecisionRegion",
     "Label",
     "MigrationError",
     "ModelStatus",

@@ -25,13 +25,15 @@ from sqlalchemy.orm import Session
 
 from db.base import Label
 from db.models import Image, Prediction, Review
-from db.periods import Period, period_starts, raw_timestamp
+from db.periods import Period, period_starts, raw_timestamp, require_aware
 
 __all__ = [
     "AuditCounts",
     "AuditPoint",
+    "FirstDecision",
     "audit_counts",
     "drawn_for_audit",
+    "first_decision",
     "miss_rate_over_time",
     "unlabelled_audits",
 ]
@@ -50,6 +52,31 @@ class AuditPoint(NamedTuple):
     period_start: date
     n_audited: int
     n_missed: int
+
+
+class FirstDecision(NamedTuple):
+    """How the line decided a part at its first inspection (its first prediction)."""
+
+    region: str | None
+    audit_probability: float | None
+    audit: bool
+
+
+def first_decision(session: Session, image_id: int) -> FirstDecision | None:
+    """The region, audit odds and audit flag of an image's first prediction; ``None`` if none.
+
+    Inspection carries them to every later prediction of the part (re-scoring): the line
+    decided the part once, and a part is drawn at most once.
+    """
+    row = session.execute(
+        select(Prediction.decision_region, Prediction.audit_probability, Prediction.audit)
+        .where(Prediction.image_id == image_id)
+        .order_by(Prediction.created_at, Prediction.id)
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    return FirstDecision(row[0], None if row[1] is None else float(row[1]), bool(row[2]))
 
 
 def drawn_for_audit(session: Session, image_id: int) -> bool | None:
@@ -158,9 +185,7 @@ def _drawn_parts(
     ``drawn_at`` is the time of the image's first audited prediction; ``since`` / ``until``
     bound it (``HAVING``, so a part re-scored later still counts when it was drawn).
     """
-    for name, moment in (("since", since), ("until", until)):
-        if moment is not None and (moment.tzinfo is None or moment.utcoffset() is None):
-            raise ValueError(f"{name} must be a timezone-aware datetime, got {moment!r}.")
+    require_aware(since=since, until=until)
     drawn_at = func.min(Prediction.created_at)
     statement: Any = (
         select(Prediction.image_id, drawn_at.label("drawn_at"))

@@ -101,6 +101,27 @@ class Label(StrEnum):
     DEFECT = "defect"
 
 
+class DecisionRegion(StrEnum):
+    """Where the line's decision put a part at its first inspection (the decision cascade).
+
+    Each region has a known probability that a part in it is looked at by a human
+    (:mod:`services.audit_sampling`), stored with the part (``Prediction.audit_probability``):
+
+    * ``sent_to_human``: flagged by the screen (the detector) and not auto-accepted: reviewed
+      with certainty (probability 1).
+    * ``auto_accepted``: flagged by the screen, accepted as good by the triage model (stage 2).
+    * ``near_pass``: passed by the screen, its score just below the threshold.
+    * ``deep_pass``: passed by the screen, far below the threshold.
+
+    The values are the region names of :mod:`adcore.audit` (the core knows no storage).
+    """
+
+    SENT_TO_HUMAN = "sent_to_human"
+    AUTO_ACCEPTED = "auto_accepted"
+    NEAR_PASS = "near_pass"
+    DEEP_PASS = "deep_pass"
+
+
 class ModelStatus(StrEnum):
     """Life cycle of a trained model version."""
 

@@ -141,3 +141,14 @@ def _period_start_other(element: PeriodStartSQL, compiler: SQLCompiler, **kw: An
     raise CompileError(
         f"sql_period_start is written for SQLite and PostgreSQL, not {compiler.dialect.name}"
     )
+
+
+def require_aware(**moments: datetime | None) -> None:
+    """Refuse a naive bound of a period (``since=...``, ``until=...``); ``None`` is fine.
+
+    Raises:
+        ValueError: Naming the first bound that is a naive datetime.
+    """
+    for name, moment in moments.items():
+        if moment is not None and (moment.tzinfo is None or moment.utcoffset() is None):
+            raise ValueError(f"{name} must be a timezone-aware datetime, got {moment!r}.")

@@ -1,8 +1,11 @@
 """The review queue: which unlabelled parts an inspector should look at next, and labelling them.
 
 An image is in the queue when it has no counting review (``images.current_review_id`` is
-``NULL``) and its latest prediction is flagged, an audit sample (a passed part drawn at random
-for review, see :mod:`db.audits`) or close to the threshold. Predictions come from
+``NULL``) and its latest prediction is flagged (sent to a human) or an audit sample (a part the
+line passed or auto-accepted, drawn at random with its region's known odds, see
+:mod:`db.audits`). Parts just below the threshold come in only through their region's audit
+draw (``near_pass``), so that every look a human takes has known odds; a caller may still ask
+for a near band (``near_margin``). Predictions come from
 the project's active model version; an image the active version has not scored (yet) keeps the
 latest prediction of any version, so activating a new version (a promotion, an instant update)
 never empties the queue while the waiting parts are being re-scored.
@@ -13,9 +16,11 @@ parts to the front; stored predictions are never rewritten.
 
 When the active feedback scorer decided a prediction (``defect_probability``, see
 :mod:`services.scoring.feedback`), the scorer's probability against *its* current threshold
-decides instead of the detector's score: the part is flagged when ``p >= threshold`` and in the
-queue when ``p >= threshold * (1 - near_margin)``, and such parts come first, the most
-uncertain (``p`` closest to the threshold) first.
+(the triage model of the cascade, which only decides parts the screen flagged) decides instead
+of the detector's score: the part is sent to a human when ``p >= threshold`` (and, with a near
+band, in the queue when ``p >= threshold * (1 - near_margin)``); auto-accepted parts are queued
+only when drawn for audit. Such parts come first, the most uncertain (``p`` closest to the
+threshold) first.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ from db.projects import add_defect_type
 from db.review_log import add_review, undo_last_review
 from db.verdict_events import announce_review
 
-DEFAULT_NEAR_MARGIN = 0.1
+DEFAULT_NEAR_MARGIN = 0.0
+"""No near band by default: near-threshold parts are audited with known odds instead."""
 DEFAULT_PROBABILITY_THRESHOLD = 0.5
 """The probability threshold of a feedback scorer saved without one."""
 
@@ -118,11 +124,11 @@ def flagged_by_model(session: Session, image_id: int) -> bool:
     """Whether the model flags the image now, judged as :func:`review_queue` judges a part.
 
     The image's latest stored prediction (the active version's when it has one) is flagged
-    when the feedback scorer decided it and ``p(defect) >= `` the scorer's current threshold,
-    or else when ``score >= `` its version's current threshold (the one stored with the
-    prediction when the version has none). Whether the image is labelled does not matter, so
-    a relabelled part is judged too. What the inspector saw when they labelled it: read before
-    the label is recorded.
+    when ``score >= `` its version's current threshold and, when the triage model decided it,
+    ``p(defect) >= `` the model's current threshold (the cascade); the version's threshold is
+    the one stored with the prediction when the version has none. Whether the image is
+    labelled does not matter, so a relabelled part is judged too. What the inspector saw when
+    they labelled it: read before the label is recorded.
 
     Returns:
         False when the image does not exist or has no prediction.
@@ -148,9 +154,10 @@ def flagged_by_model(session: Session, image_id: int) -> bool:
     ).first()
     if row is None:
         return False
-    if row.defect_probability is not None:
-        return bool(row.defect_probability >= row.p_threshold)
-    return bool(row.score >= row.threshold)
+    screened = bool(row.score >= row.threshold)
+    if row.defect_probability is not None:  # the triage model decides among screened parts
+        return screened and bool(row.defect_probability >= row.p_threshold)
+    return screened
 
 
 def record_review(
@@ -278,8 +285,13 @@ def _queue_select(session: Session, project_id: int, near_margin: float) -> Sele
     by_scorer = probability.is_not(None)
     # The one verdict rule, adcore.verdicts.verdict_for (flagged when the value reaches its
     # threshold), restated in SQL: the store cannot call Python. Keep the two the same.
-    scorer_flagged = by_scorer & (probability >= probability_threshold)
-    scorer_near = by_scorer & (probability >= probability_threshold * (1.0 - float(near_margin)))
+    # The cascade: the triage model only decides parts the screen (the detector at its current
+    # threshold) flags; a part the screen no longer flags is not sent to a human by it.
+    screened = latest.c.score >= threshold
+    scorer_flagged = by_scorer & screened & (probability >= probability_threshold)
+    scorer_near = (
+        by_scorer & screened & (probability >= probability_threshold * (1.0 - float(near_margin)))
+    )
     detector_flagged = ~by_scorer & (latest.c.score >= threshold)
     detector_near = ~by_scorer & (
         latest.c.score >= threshold - func.abs(threshold) * float(near_margin)

@@ -118,6 +118,32 @@ def _explainer_table(row: CandidateComparison) -> pd.DataFrame:
     return pd.DataFrame(table)
 
 
+def _triage_table(row: CandidateComparison) -> pd.DataFrame:
+    """A triage candidate's out-of-fold evidence: what it would have auto-accepted."""
+    import pandas as pd
+
+    evidence = row.candidate or {}
+
+    def count(name: str) -> str:
+        value = evidence.get(name)
+        return "—" if value is None else str(int(value))
+
+    rows = {
+        "Flagged good parts (labelled)": count("n_goods"),
+        "Good parts auto-accepted out of fold": f"{count('accepted_goods')} "
+        f"({percent(evidence.get('accepted_goods_share'))})",
+        "Flagged defects (labelled)": count("n_defects"),
+        "Defects auto-accepted out of fold": f"{count('accepted_defects')} "
+        f"({percent(evidence.get('accepted_defects_share'))})",
+        "95% upper bound on defects auto-accepted": percent(evidence.get("defect_upper")),
+        "Budget": percent(evidence.get("budget")),
+        "Auto-accept threshold (p(defect) below it)": "—"
+        if row.threshold is None
+        else f"{row.threshold:.4f}",
+    }
+    return pd.DataFrame({"": list(rows), f"Candidate v{row.version}": list(rows.values())})
+
+
 def candidate_card(row: CandidateComparison) -> None:
     """One candidate next to the active model, the gate's verdict, promote and override."""
     label = f"v{row.version}"
@@ -127,7 +153,12 @@ def candidate_card(row: CandidateComparison) -> None:
             st.caption("Never evaluated against the active model on held-out parts.")
         else:
             explainer = "rouge_l" in row.candidate
-            table = _explainer_table(row) if explainer else _rates_table(row)
+            triage = "accepted_goods" in row.candidate
+            table = (
+                _explainer_table(row)
+                if explainer
+                else (_triage_table(row) if triage else _rates_table(row))
+            )
             st.dataframe(table, hide_index=True, key=f"compare-{row.version_id}")
             heldout = row.heldout
             if heldout.get("n_unreadable"):
@@ -178,7 +209,9 @@ def candidates_section(project_id: int) -> None:
         st.caption("No candidate waiting: queue a job under Improve the model to make one.")
         return
     for family, row in rows:
-        if family != ModelFamily.DETECTOR:
+        if family == ModelFamily.SCORER:
+            st.caption("Triage model (stage 2) candidate")
+        elif family != ModelFamily.DETECTOR:
             st.caption(f"{family.value.capitalize()} candidate")
         candidate_card(row)
 

@@ -11,6 +11,7 @@ candidate appears in the comparison.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -25,7 +26,6 @@ from pages.db_session import transaction
 from pages.tab_state import load_user
 from pages.worker_status import WORKER_COMMAND, no_worker, worker_problem
 from services.scorer_training import (
-    ScorerSetting,
     scorer_setting,
     scorer_unavailable_reason,
     set_scorer_setting,
@@ -85,10 +85,12 @@ JOB_KIND_SPECS: tuple[JobKindSpec, ...] = (
     ),
     JobKindSpec(
         JobKind.TRAIN_FEEDBACK_SCORER,
-        "Train feedback scorer",
-        "Learns a calibrated p(defect) from the detector's score and per-image vector of every "
-        "labelled part, in seconds. It also trains by itself after every N reviews and at the "
-        "end of a review batch; it is its own model family.",
+        "Train triage model",
+        "Stage 2 of the decision cascade: learns a calibrated p(defect) from the detector's "
+        "score and per-image vector of the labelled parts the screen flags (audited labels "
+        "weighted by their odds), in seconds, with an auto-accept threshold and out-of-fold "
+        "evidence for its gate. It also trains by itself after every N reviews and at the end "
+        "of a review batch; it is its own model family.",
         ":material/insights:",
     ),
 )
@@ -172,14 +174,20 @@ def scorer_every_changed(project_id: int) -> None:
     every = int(st.session_state.get("scorer_every_n_reviews") or 0)
     try:
         with transaction() as session:
-            set_scorer_setting(session, project_id, ScorerSetting(every), user=load_user(session))
+            stored = scorer_setting(session.get(db.Project, project_id))
+            set_scorer_setting(
+                session,
+                project_id,
+                dataclasses.replace(stored, every_n_reviews=every),
+                user=load_user(session),
+            )
     except ACTION_ERRORS as err:
         flash(f"Could not save the scorer option: {err}", "error")
         return
     flash(
-        f"The feedback scorer now trains after every {every} reviews."
+        f"The triage model now trains after every {every} reviews."
         if every
-        else "The feedback scorer now trains only at the end of a review batch."
+        else "The triage model now trains only at the end of a review batch."
     )
 
 
@@ -231,7 +239,7 @@ def improve_section(project_id: int, has_active_detector: bool) -> None:
             placeholder="/data/line-3/good",
         )
         st.number_input(
-            "Train the feedback scorer after every N reviews (0: only at the end of a batch)",
+            "Train the triage model after every N reviews (0: only at the end of a batch)",
             0,
             100_000,
             every,

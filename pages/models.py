@@ -1,9 +1,11 @@
-"""Models (managers, admins): versions, the learning loop, first training, thresholds.
+"""Models (managers, admins): versions, the decision cascade, the learning loop, thresholds.
 
-The learning loop (queue a retraining job, follow it, compare the candidate with the active
-model, promote through the gate or roll back) is drawn by :mod:`pages.model_jobs_panel`; the
-per-project language-model option and explainer tuning by :mod:`pages.explanation_settings_panel`;
-the CLIP zero-/few-shot detector and its LoRA adaptation by :mod:`pages.clip_settings_panel`.
+The decision cascade (the screen and the triage model, stage 2: on or off and why, its
+auto-accept budget) is drawn by :mod:`pages.cascade_panel`. The learning loop (queue a
+retraining job, follow it, compare the candidate with the active model, promote through the
+gate or roll back) is drawn by :mod:`pages.model_jobs_panel`; the per-project language-model
+option and explainer tuning by :mod:`pages.explanation_settings_panel`; the CLIP zero-/few-shot
+detector and its LoRA adaptation by :mod:`pages.clip_settings_panel`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from db.projects import (
     set_threshold,
 )
 from pages.action_feedback import ACTION_ERRORS, flash, show_flashes
+from pages.cascade_panel import cascade_section, family_label
 from pages.clip_settings_panel import clip_section
 from pages.db_session import session_factory, transaction
 from pages.explanation_settings_panel import explanations_section
@@ -120,7 +123,7 @@ def training_progress() -> None:
 
 # --------------------------------------------------------------------------- page
 
-require_page_role(*MANAGERS)
+signed_in_user = require_page_role(*MANAGERS)
 st.title("Models")
 show_flashes()
 
@@ -154,6 +157,7 @@ else:
     for v in versions:
         row = {
             "Version": v.version,
+            "Model": family_label(v.kind),
             "Kind": v.kind,
             "Status": v.status,
             "Threshold": v.threshold,
@@ -163,6 +167,9 @@ else:
         rows.append(row)
     st.dataframe(pd.DataFrame(rows), hide_index=True, key="versions_table")
     rollback_buttons(project_id, versions)
+
+# ---- the decision cascade: the screen (detector) and the triage model (feedback scorer)
+cascade_section(project_id, can_change=signed_in_user["role"] in MANAGERS)
 
 # ---- the learning loop: candidates, jobs that make them
 candidates_section(project_id)

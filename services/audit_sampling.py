@@ -5,11 +5,14 @@ of the parts that *pass* is drawn at random and queued for review like flagged p
 (:mod:`adcore.audit` explains the statistics). This module joins the core and the store:
 
 * :class:`AuditSampler` decides, when inspection stores a prediction, whether it is an audit
-  sample. A part is drawn at most once, at its first inspection, and only when it passes; a
-  part scored before (re-scoring after an instant update or a promotion, or the same image
-  uploaded again) is never drawn again but keeps its earlier flag, so a drawn part stays in
-  the review queue until it is labelled, whatever a newer model says about it. Re-drawing at
-  every re-score would give often re-scored parts more chances and the share would drift.
+  sample, with the known odds of the part's decision region (:class:`adcore.audit.AuditOdds`:
+  deep pass, near pass, auto-accepted; parts sent to a human have probability 1 and are not
+  audits). The region and its odds are stored with the part. A part is drawn at most once, at
+  its first inspection; a part scored before (re-scoring after an instant update or a
+  promotion, or the same image uploaded again) is never drawn again but keeps its earlier
+  region, odds and flag, so a drawn part stays in the review queue until it is labelled,
+  whatever a newer model says about it. Re-drawing at every re-score would give often
+  re-scored parts more chances and the odds would no longer be known.
 * :func:`miss_rate_report` gives the dashboard the miss rate among passed parts with its 95%
   Wilson interval, overall and per day or week (see :mod:`db.audits` for how parts count).
 """
@@ -22,14 +25,20 @@ from datetime import date
 
 from sqlalchemy.orm import Session
 
-from adcore.audit import MissRateEstimate, draw_audit, miss_rate_estimate
-from db.audits import audit_counts, drawn_for_audit, miss_rate_over_time, unlabelled_audits
-from db.base import Label
+from adcore.audit import (
+    SENT_TO_HUMAN,
+    AuditOdds,
+    MissRateEstimate,
+    draw_audit,
+    miss_rate_estimate,
+)
+from db.audits import audit_counts, first_decision, miss_rate_over_time, unlabelled_audits
 from db.periods import Period
 from db.projects import get_project
-from services.project_settings import audit_setting
+from services.project_settings import audit_odds, audit_setting
 
 __all__ = [
+    "AuditDraw",
     "AuditSampler",
     "MissRatePoint",
     "MissRateReport",
@@ -40,41 +49,69 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class AuditSampler:
-    """Draws passed parts for audit with a project's share.
+class AuditDraw:
+    """What is stored with a prediction about the line's decision and its audit.
 
     Attributes:
-        share: The share of passed parts drawn, in [0, :data:`adcore.audit.MAX_AUDIT_SHARE`].
+        region: The part's decision region (:data:`adcore.audit.REGIONS`).
+        probability: The known probability that a part of the region is looked at by a
+            human (1 for parts sent to a human).
+        audit: Whether the part was drawn for audit.
+    """
+
+    region: str
+    probability: float
+    audit: bool
+
+
+@dataclass(frozen=True)
+class AuditSampler:
+    """Draws parts for audit with the known odds of their decision region.
+
+    Attributes:
+        odds: The project's audit odds per region (and its near band).
         rng: The random generator (seed one for reproducible draws); ``None`` for the system's.
     """
 
-    share: float
+    odds: AuditOdds
     rng: random.Random | None = None
 
-    def decide(self, session: Session, image_id: int, verdict: str) -> bool:
-        """Whether the prediction about to be stored for ``image_id`` is an audit sample.
+    @property
+    def share(self) -> float:
+        """The deep-pass odds (the share of far-passed parts drawn)."""
+        return self.odds.deep_pass
+
+    def decide(self, session: Session, image_id: int, region: str) -> AuditDraw:
+        """The region, odds and audit flag to store with ``image_id``'s new prediction.
 
         Call it in the transaction that stores the prediction, before adding it. The generator
-        is only consulted for a part's first prediction, and only when it passes.
+        is only consulted for a part's first prediction, and only outside the sent-to-human
+        region. A part scored before keeps its first prediction's region, odds and flag.
 
         Args:
             session: The storing transaction's session.
             image_id: The (flushed) image.
-            verdict: The new prediction's verdict.
+            region: The new prediction's decision region.
 
         Returns:
-            The value for ``Prediction.audit``.
+            What to store (``Prediction.decision_region``, ``audit_probability``, ``audit``).
         """
-        drawn_before = drawn_for_audit(session, image_id)
-        if drawn_before is not None:  # scored before: one draw per part, the flag carries on
-            return drawn_before
-        return verdict == Label.GOOD.value and draw_audit(self.share, self.rng)
+        first = first_decision(session, image_id)
+        if first is not None:  # scored before: one draw per part, its decision carries on
+            if first.region is not None and first.audit_probability is not None:
+                return AuditDraw(first.region, first.audit_probability, first.audit)
+            # decided before regions existed: keep its flag, record the region it has now
+            return AuditDraw(region, self.odds.probability(region), first.audit)
+        probability = self.odds.probability(region)
+        if region == SENT_TO_HUMAN:
+            return AuditDraw(region, probability, False)
+        return AuditDraw(region, probability, draw_audit(probability, self.rng))
 
 
 def audit_sampler(
     session: Session, project_id: int, rng: random.Random | None = None
 ) -> AuditSampler:
-    """The sampler for a project's inspections, with its current audit share.
+    """The sampler for a project's inspections, with its current audit odds.
 
     Raises:
         LookupError: If the project does not exist.
@@ -82,7 +119,7 @@ def audit_sampler(
     project = get_project(session, project_id)
     if project is None:
         raise LookupError(f"No project with id {project_id}.")
-    return AuditSampler(audit_setting(project), rng)
+    return AuditSampler(audit_odds(project), rng)
 
 
 @dataclass(frozen=True)

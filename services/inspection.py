@@ -151,7 +151,11 @@ class InspectionResult:
         anomaly_map_path: The map file, relative to the data directory (``None`` on error).
         error: Why the image could not be inspected, or ``None``.
         audit: Whether the part is an audit sample (a passed part drawn for review).
-        defect_probability: The feedback scorer's p(defect) when it decided, else ``None``.
+        defect_probability: The triage model's p(defect) when it decided, else ``None``.
+        region: Where the cascade put the part at its first inspection
+            (:data:`adcore.audit.REGIONS`; ``None`` on error).
+        audit_probability: The known probability that a part of that region is looked at by
+            a human (``None`` on error).
     """
 
     name: str
@@ -164,6 +168,8 @@ class InspectionResult:
     error: str | None = None
     audit: bool = False
     defect_probability: float | None = None
+    region: str | None = None
+    audit_probability: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -380,6 +386,7 @@ def _store(
                 height=decision.height,
                 data_dir=request.data_dir,
             )
+            draw = predictor.audit.decide(session, image.id, decision.region)
             row = Prediction(
                 image_id=image.id,
                 model_version_id=predictor.version_id,
@@ -389,7 +396,9 @@ def _store(
                 anomaly_map_path=map_path,
                 explanation=decision.explanation,
                 embedding=None if embedding is None else embedding_to_bytes(embedding),
-                audit=predictor.audit.decide(session, image.id, decision.verdict),
+                decision_region=draw.region,
+                audit_probability=draw.probability,
+                audit=draw.audit,
                 scorer_version_id=decision.scorer.scorer_version_id if decision.scorer else None,
                 defect_probability=decision.defect_probability,
             )
@@ -413,6 +422,8 @@ def _store(
         map_path,
         audit=audit,
         defect_probability=decision.defect_probability,
+        region=draw.region,
+        audit_probability=draw.probability,
     )
 
 

@@ -10,9 +10,10 @@ options so far:
   architecture>, "pretrained": <open_clip tag or local checkpoint path>, "object_name": <the
   object in the prompts; empty = the project's object>}``. Whether the weights are present is
   checked where torch lives (:func:`adcore.detectors.clip.clip_unavailable`), not here.
-* ``audit``: the share of passed parts drawn at random for review at inspection time:
-  ``{"share": float}`` in [0, :data:`adcore.audit.MAX_AUDIT_SHARE`], default
-  :data:`adcore.audit.DEFAULT_AUDIT_SHARE` (see :mod:`adcore.audit`).
+* ``audit``: the known audit odds of each decision region where the line passes parts
+  (:class:`adcore.audit.AuditOdds`): ``{"deep_pass", "near_pass", "auto_accepted": float in
+  [0.1%, 100%], "near_band": float in [0, 1]}``. An older ``{"share": float}`` is read as the
+  deep-pass odds. Changing the odds never rewrites the odds stored with parts already drawn.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from adcore.audit import DEFAULT_AUDIT_SHARE, check_audit_share
+from adcore.audit import AuditOdds, check_region_odds
 from adcore.explain.language_model import SMOLLM2_SOURCE
 from db.models import Project, User
 from db.permissions import CAN_MANAGE_MODELS, require_session_role
@@ -208,39 +209,78 @@ def set_clip_setting(
 AUDIT_KEY = "audit"
 
 
-def audit_setting(project: Project) -> float:
-    """Return a project's audit share: the stored one, or the default (2%).
+def audit_odds(project: Project) -> AuditOdds:
+    """A project's audit odds per decision region: the stored ones, else the defaults.
 
-    A stored value that is not a valid share (edited by hand) falls back to the default, so
-    inspection never fails on it.
+    An older setting ``{"share": x}`` gives the deep-pass odds. A stored value that is not
+    valid (edited by hand, or a share of 0 from before odds had to be nonzero) falls back to
+    its default, so inspection never fails on it.
     """
-    stored = (project.settings or {}).get(AUDIT_KEY) or {}
-    try:
-        return check_audit_share(stored.get("share", DEFAULT_AUDIT_SHARE))
-    except ValueError:
-        return DEFAULT_AUDIT_SHARE
+    stored = dict((project.settings or {}).get(AUDIT_KEY) or {})
+    if "share" in stored and "deep_pass" not in stored:
+        stored["deep_pass"] = stored["share"]
+    defaults = AuditOdds()
+    values: dict[str, float] = {}
+    for name, default in defaults.to_json().items():
+        try:
+            values[name] = AuditOdds(**{**defaults.to_json(), name: stored[name]}).to_json()[name]
+        except (KeyError, TypeError, ValueError):
+            values[name] = default
+    return AuditOdds(**values)
 
 
-def set_audit_share(session: Session, project_id: int, share: float, *, user: User) -> float:
-    """Change the share of a project's passed parts drawn for audit (managers and admins only).
+def audit_setting(project: Project) -> float:
+    """The project's deep-pass audit odds (the share of far-passed parts drawn for review)."""
+    return audit_odds(project).deep_pass
+
+
+def set_audit_odds(session: Session, project_id: int, *, user: User, **changes: float) -> AuditOdds:
+    """Change some of a project's audit odds (managers and admins only).
+
+    Parts drawn earlier keep the odds stored with them; only parts inspected from now on are
+    drawn with the new odds.
 
     Args:
         session: The caller's session (the caller commits).
         project_id: The project.
-        share: The new share, a fraction in [0, :data:`adcore.audit.MAX_AUDIT_SHARE`]
-            (0 stops drawing; parts drawn earlier stay audited).
         user: The acting user.
+        **changes: ``deep_pass``, ``near_pass``, ``auto_accepted`` (each in [0.1%, 100%]) or
+            ``near_band`` (in [0, 1]).
 
     Returns:
-        The stored share.
+        The stored odds.
 
     Raises:
         PermissionDenied: If the user may not manage models (nothing changes).
         LookupError: If the project does not exist.
-        ValueError: If the share is not a number in that range (nothing changes).
+        ValueError: On an unknown name or a value out of its range (nothing changes).
     """
     require_session_role(
-        session, user, *CAN_MANAGE_MODELS, message="Only managers can change the audit share."
+        session, user, *CAN_MANAGE_MODELS, message="Only managers can change the audit odds."
     )
-    value = check_audit_share(share)
-    return audit_setting(store_option(session, project_id, AUDIT_KEY, {"share": value}))
+    project = session.get(Project, project_id)
+    if project is None:
+        raise LookupError(f"No project with id {project_id}.")
+    current = audit_odds(project).to_json()
+    unknown = sorted(set(changes) - set(current))
+    if unknown:
+        raise ValueError(f"Unknown audit setting(s): {', '.join(unknown)}.")
+    for name, value in changes.items():
+        if name != "near_band":
+            check_region_odds(value, name.replace("_", " "))
+    odds = AuditOdds(**{**current, **changes})
+    return audit_odds(store_option(session, project_id, AUDIT_KEY, odds.to_json()))
+
+
+def set_audit_share(session: Session, project_id: int, share: float, *, user: User) -> float:
+    """Change the deep-pass audit odds (the share of far-passed parts drawn for review).
+
+    Returns:
+        The stored odds.
+
+    Raises:
+        PermissionDenied: If the user may not manage models (nothing changes).
+        LookupError: If the project does not exist.
+        ValueError: If the share is not a number in [0.1%, 100%] (nothing changes).
+    """
+    return set_audit_odds(session, project_id, user=user, deep_pass=share).deep_pass

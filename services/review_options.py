@@ -1,7 +1,10 @@
 """Accepting a page of passed parts as good in one press, when a manager allows it.
 
-The review queue also lists parts the model *passed* but scored near the threshold (and audit
-samples). When most of them are good, looking at each and pressing G is slow. A manager may
+The review queue may list parts the model *passed*: audit samples always, and near-threshold
+parts when a near band is asked for (:data:`db.review_queue.DEFAULT_NEAR_MARGIN` is 0 since the
+decision cascade: near-threshold parts are audited with known odds instead, so by default only
+audit samples pass through the desk, and they are never accepted in bulk). When most passed
+parts on a page are good, looking at each and pressing G is slow. A manager may
 allow reviewers to accept the passed parts shown on the desk as good in one press
 (:func:`accept_page_as_good`). It is still one review per part, by the reviewer, so the log,
 the labels and every statistic read them like single reviews. Excluded, whatever the option:

@@ -16,7 +16,9 @@ it returns and hold no write transaction of their own for reviewing.
 4. In a savepoint, instant learning: a Good on a part the model flagged
    (:func:`services.review_learning.learns_instantly`) joins the project's waiting
    ``instant_update`` job (:func:`services.training.instant_learning.queue_instant_update`),
-   which the job worker runs.
+   which the job worker runs, unless the triage model finds the part defect-like: then it
+   waits for a second inspector's Good (:func:`services.safe_teaching.teaching_hold`), and the
+   result says so.
 
 A refusal in step 3 or 4 rolls back its savepoint only: the review is saved whatever happens
 there, and the result says why nothing was queued. :func:`undo_last` and :func:`accept_page`
@@ -45,6 +47,7 @@ from db.review_queue import undo_last as undo_last_review
 from services.review_followups import follow_up_review
 from services.review_learning import learns_instantly
 from services.review_options import accept_page_as_good
+from services.safe_teaching import teaching_hold
 from services.training.instant_learning import queue_instant_update
 
 __all__ = [
@@ -106,6 +109,8 @@ class ReviewSaved:
         learning_job_id: The ``instant_update`` job that will learn the part, when the label
             teaches the model at once (the project's waiting one, or a new one).
         notices: Messages for the page (why a follow-up was not queued).
+        learning_held: Why a Good on a flagged part does not teach the detector yet (the
+            triage model finds it defect-like), else ``None``.
     """
 
     review_id: int
@@ -116,6 +121,7 @@ class ReviewSaved:
     follow_up_jobs: tuple[QueuedJob, ...] = ()
     learning_job_id: int | None = None
     notices: tuple[Notice, ...] = ()
+    learning_held: str | None = None
 
 
 @dataclass(frozen=True)
@@ -195,9 +201,13 @@ def label_part(
         project_id = review.image.project_id
         notices: list[Notice] = []
         jobs = _follow_up(session, project_id, image_id, user, notices)
-        learning_job_id = None
+        learning_job_id = held = None
         if learns_instantly(label, flagged):
-            learning_job_id = _queue_learning(session, project_id, image_id, user, notices)
+            held = teaching_hold(session, image_id)
+            if held is None:
+                learning_job_id = _queue_learning(session, project_id, image_id, user, notices)
+            else:
+                notices.append(Notice("info", held))
         return ReviewSaved(
             review_id=review.id,
             image_id=image_id,
@@ -207,6 +217,7 @@ def label_part(
             follow_up_jobs=jobs,
             learning_job_id=learning_job_id,
             notices=tuple(notices),
+            learning_held=held,
         )
 
 

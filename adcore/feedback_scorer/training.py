@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -50,6 +50,9 @@ MIN_PER_CLASS = 5
 when both classes have five: fewer gives thresholds and calibrations that are mostly luck)."""
 
 _MIN_PLATT_SLOPE = 1e-6
+
+ThresholdRule = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[float, str]]
+"""Chooses a threshold from (N,) out-of-fold probabilities, labels and weights: (value, rule)."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,8 @@ def train_feedback_scorer(
     detector: DetectorIdentity | None = None,
     digests: Sequence[str] | None = None,
     config: ScorerConfig | None = None,
+    sample_weight: np.ndarray | None = None,
+    choose_threshold: ThresholdRule | None = None,
 ) -> tuple[FeedbackScorer, ScorerReport]:
     """Train a calibrated feedback scorer (see the module docstring for the steps).
 
@@ -149,6 +154,13 @@ def train_feedback_scorer(
             default: an unnamed detector of the vectors' length.
         digests: The parts' sha256 digests (the model's training set), if known.
         config: Training settings; default :class:`ScorerConfig`.
+        sample_weight: (N,) positive weights, e.g. 1 / audit probability of each label (the
+            known odds it was looked at with); default 1. They multiply the class balance in
+            the fits, and weigh the log loss and the calibration.
+        choose_threshold: How the threshold is chosen from the (N,) out-of-fold
+            probabilities, labels and weights, returning ``(threshold, rule name)``; default
+            FNR first (:func:`adcore.thresholds.select_threshold`, unweighted). The triage
+            model passes its auto-accept rule (:mod:`adcore.feedback_scorer.triage`).
 
     Returns:
         The fitted scorer (with its threshold) and the training report.
@@ -174,24 +186,18 @@ def train_feedback_scorer(
     x = features(scores, vectors)
     if x.shape[0] != labels.size:
         raise ValueError(f"{x.shape[0]} parts but {labels.size} labels")
-    weights = compute_sample_weight("balanced", labels)
+    audit_weights = _checked_weights(sample_weight, labels.size)
     folds = min(config.folds, n_defect, n_good)
-    splits = list(StratifiedKFold(folds, shuffle=True, random_state=config.seed).split(x, labels))
-    losses: dict[str, float] = {}
-    out_of_fold: dict[float, np.ndarray] = {}
-    for c in config.c_values:
-        decision = np.empty(labels.size)
-        for fit_rows, check_rows in splits:
-            scaler, model = _fit_linear(x[fit_rows], labels[fit_rows], c, config.max_iter)
-            decision[check_rows] = model.decision_function(scaler.transform(x[check_rows]))
-        out_of_fold[c] = decision
-        losses[str(c)] = float(log_loss(labels, sigmoid(decision), sample_weight=weights))
-    chosen = min(config.c_values, key=lambda c: (losses[str(c)], -c))
-    platt_a, platt_b = _platt(out_of_fold[chosen], labels)
-    probabilities = sigmoid(platt_a * out_of_fold[chosen] + platt_b)
-    choice = select_threshold(probabilities, labels, target_fnr=config.target_fnr)
-    at_threshold = rates_at_threshold(labels, probabilities, choice.value)
-    scaler, model = _fit_linear(x, labels, chosen, config.max_iter)
+    cv = cross_validate(x, labels, audit_weights, config, folds)
+    chosen, losses, probabilities = cv.chosen_c, cv.losses, cv.probabilities
+    platt_a, platt_b = cv.platt_a, cv.platt_b
+    if choose_threshold is None:
+        fnr_first = select_threshold(probabilities, labels, target_fnr=config.target_fnr)
+        threshold_value, threshold_rule = float(fnr_first.value), fnr_first.rule
+    else:
+        threshold_value, threshold_rule = choose_threshold(probabilities, labels, audit_weights)
+    at_threshold = rates_at_threshold(labels, probabilities, threshold_value)
+    scaler, model = _fit_linear(x, labels, chosen, config.max_iter, audit_weights)
     dim = x.shape[1] - EXTRA_FEATURES
     digest_list = [str(d) for d in digests] if digests is not None else []
     report = ScorerReport(
@@ -204,8 +210,8 @@ def train_feedback_scorer(
         cv_log_loss=losses,
         cv_auroc=float(roc_auc_score(labels, probabilities)),
         score_auroc=float(roc_auc_score(labels, x[:, 0])),
-        threshold=float(choice.value),
-        threshold_rule=choice.rule,
+        threshold=float(threshold_value),
+        threshold_rule=threshold_rule,
         target_fnr=float(config.target_fnr),
         cv_fnr=_finite_or_none(at_threshold.fnr),
         cv_fpr=_finite_or_none(at_threshold.fpr),
@@ -219,7 +225,7 @@ def train_feedback_scorer(
         intercept=float(model.intercept_[0]),
         platt_a=platt_a,
         platt_b=platt_b,
-        threshold=float(choice.value),
+        threshold=float(threshold_value),
         detector=detector or DetectorIdentity(None, None, "unknown", int(dim)),
         training_hash=training_set_hash(digest_list) if digest_list else None,
         training_digests=digest_list,
@@ -228,26 +234,97 @@ def train_feedback_scorer(
     return scorer, report
 
 
+@dataclass(frozen=True)
+class CrossValidation:
+    """The out-of-fold result of the regularisation search and the calibration.
+
+    Attributes:
+        chosen_c: The winning inverse regularisation strength.
+        losses: Class-balanced out-of-fold log loss per strength (keys ``str(C)``).
+        platt_a: Calibration slope.
+        platt_b: Calibration offset.
+        probabilities: (N,) calibrated out-of-fold p(defect) of the winner.
+    """
+
+    chosen_c: float
+    losses: dict[str, float]
+    platt_a: float
+    platt_b: float
+    probabilities: np.ndarray
+
+
+def cross_validate(
+    x: np.ndarray, labels: np.ndarray, weights: np.ndarray, config: ScorerConfig, folds: int
+) -> CrossValidation:
+    """Steps 2 and 3 of the module docstring on (N, F) features ``x``.
+
+    Args:
+        x: (N, F) features.
+        labels: (N,) 0/1 labels, both classes at least ``folds`` times.
+        weights: (N,) audit weights (1 / known probability).
+        config: The training settings (strengths, iterations, seed).
+        folds: Number of stratified folds.
+
+    Returns:
+        The winner and its calibrated out-of-fold probabilities.
+    """
+    balanced = compute_sample_weight("balanced", labels) * weights
+    splits = list(StratifiedKFold(folds, shuffle=True, random_state=config.seed).split(x, labels))
+    losses: dict[str, float] = {}
+    out_of_fold: dict[float, np.ndarray] = {}
+    for c in config.c_values:
+        decision = np.empty(labels.size)
+        for fit_rows, check_rows in splits:
+            scaler, model = _fit_linear(
+                x[fit_rows], labels[fit_rows], c, config.max_iter, weights[fit_rows]
+            )
+            decision[check_rows] = model.decision_function(scaler.transform(x[check_rows]))
+        out_of_fold[c] = decision
+        losses[str(c)] = float(log_loss(labels, sigmoid(decision), sample_weight=balanced))
+    chosen = min(config.c_values, key=lambda c: (losses[str(c)], -c))
+    platt_a, platt_b = _platt(out_of_fold[chosen], labels, weights)
+    probabilities = sigmoid(platt_a * out_of_fold[chosen] + platt_b)
+    return CrossValidation(float(chosen), losses, platt_a, platt_b, probabilities)
+
+
+def _checked_weights(sample_weight: np.ndarray | None, n: int) -> np.ndarray:
+    """(N,) positive finite weights (1 when none are given)."""
+    if sample_weight is None:
+        return np.ones(n)
+    weights = np.asarray(sample_weight, dtype=np.float64).ravel()
+    if weights.size != n:
+        raise ValueError(f"{n} labels but {weights.size} sample weights")
+    if not (np.isfinite(weights).all() and (weights > 0).all()):
+        raise ValueError("sample weights must be positive finite numbers")
+    return weights
+
+
 def _fit_linear(
-    x: np.ndarray, labels: np.ndarray, c: float, max_iter: int
+    x: np.ndarray,
+    labels: np.ndarray,
+    c: float,
+    max_iter: int,
+    weights: np.ndarray | None = None,
 ) -> tuple[StandardScaler, LogisticRegression]:
-    """A standardiser and a class-balanced logistic regression fitted on (M, F) ``x``."""
+    """A standardiser and a class-balanced (times ``weights``) logistic regression on ``x``."""
     scaler = StandardScaler().fit(x)
     model = LogisticRegression(C=c, class_weight="balanced", max_iter=max_iter)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(scaler.transform(x), labels)
+        model.fit(scaler.transform(x), labels, sample_weight=weights)
     return scaler, model
 
 
-def _platt(decision: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+def _platt(
+    decision: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[float, float]:
     """Slope and offset of ``p = sigmoid(a * decision + b)`` fitted to (N,) labels.
 
     A slope at or below zero (the out-of-fold decisions do not rank defects higher) is raised
     to a tiny positive value, so probabilities stay monotone in the decision value.
     """
     platt = LogisticRegression(C=1e6, max_iter=1000)
-    platt.fit(decision.reshape(-1, 1), labels)
+    platt.fit(decision.reshape(-1, 1), labels, sample_weight=weights)
     slope = max(float(platt.coef_[0, 0]), _MIN_PLATT_SLOPE)
     return slope, float(platt.intercept_[0])
 

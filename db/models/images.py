@@ -24,7 +24,7 @@ from sqlalchemy.orm import Mapped, Mapper, aliased, mapped_column, object_sessio
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
-from db.base import ENUM_LENGTH, Base, ImageSource, Label, sql_in, utcnow
+from db.base import ENUM_LENGTH, Base, DecisionRegion, ImageSource, Label, sql_in, utcnow
 from db.models.projects import PATH_LENGTH, ModelVersion, Project
 
 SHA256_HEX_LENGTH = 64
@@ -85,6 +85,14 @@ class Prediction(Base):
             "defect_probability IS NULL OR (defect_probability >= 0 AND defect_probability <= 1)",
             name="defect_probability_range",
         ),
+        CheckConstraint(
+            "decision_region IS NULL OR " + sql_in("decision_region", DecisionRegion),
+            name="decision_region",
+        ),
+        CheckConstraint(
+            "audit_probability IS NULL OR (audit_probability > 0 AND audit_probability <= 1)",
+            name="audit_probability_range",
+        ),
         Index("ix_predictions_image_id_created_at", "image_id", "created_at"),
         # Covers "the latest prediction of this image by this version" (no table read).
         Index(
@@ -109,6 +117,13 @@ class Prediction(Base):
     # The part passed its first inspection and was drawn at random for review (adcore.audit);
     # later predictions of a drawn part (re-scoring) carry the flag. See db.audits.
     audit: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Where the cascade put the part at its first inspection (db.base.DecisionRegion) and the
+    # known probability that a part of that region is looked at by a human (1 for parts sent
+    # to a human, the region's audit odds otherwise). Re-scoring carries both from the part's
+    # first prediction: the line decided the part once. NULL for predictions stored before
+    # regions existed (services.loop_rates treats them as one stratum of their own).
+    decision_region: Mapped[str | None] = mapped_column(String(ENUM_LENGTH))
+    audit_probability: Mapped[float | None]
     # The active feedback scorer that decided the verdict, and its p(defect); both NULL when
     # the detector alone decided (score against threshold). See services.scoring.feedback.
     scorer_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))

@@ -1,12 +1,14 @@
-"""The active feedback scorer: which one decides, and its decision on each part.
+"""The triage model (stage 2 of the decision cascade): which one decides, and its decisions.
 
 When a project has an active feedback scorer that fits the detector doing the scoring (trained
-on it or on an instant-update ancestor, :func:`active_scorer`), the scorer's calibrated
-p(defect) against its own threshold decides each part's verdict; the detector's score,
-threshold and anomaly map are stored and shown as before. Parts without a detector vector, and
-projects without a fitting scorer, keep the detector's verdict (``score >= threshold``,
-:func:`adcore.verdicts.verdict_for`). Until there are enough labels for a scorer (see
-:data:`adcore.feedback_scorer.MIN_PER_CLASS`), the detector alone decides.
+on it or on an instant-update ancestor, :func:`active_scorer`), it triages the parts the
+screen (the detector at its threshold) flags: its calibrated p(defect) below its own threshold
+(the auto-accept threshold) auto-accepts the part as good; otherwise the part goes to a human.
+Parts the screen passes are never triaged. The detector's score, threshold and anomaly map are
+stored and shown as before. Parts without a detector vector, and projects without a fitting
+scorer, keep the screen's verdict (``score >= threshold``, :func:`adcore.verdicts.verdict_for`).
+A scorer becomes active only through its gate (:mod:`services.training.scorer_jobs`: out-of-fold
+evidence that it sends fewer good parts to a human at the same miss budget).
 
 When the scorer trains is :mod:`services.scorer_training`'s business; this module only looks
 the active one up (loaded once per artifact, cached by path and file time) and applies it.
@@ -19,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -140,10 +142,11 @@ class ScorerDecision:
 
     def sentence(self) -> str:
         """One sentence for the explanation, e.g. after the detector's own facts."""
-        action = "flagged" if self.verdict == DEFECT else "passed"
+        action = "sent to a human" if self.verdict == DEFECT else "auto-accepted as good"
         return (
-            f"The feedback scorer v{self.scorer_version}, trained on the inspectors' labels, "
-            f"gives p(defect) {self.probability:.2f} against {self.threshold:.2f}: {action}."
+            f"The triage model (feedback scorer v{self.scorer_version}, trained on the "
+            f"inspectors' labels of flagged parts) gives p(defect) {self.probability:.2f} "
+            f"against its auto-accept threshold {self.threshold:.2f}: {action}."
         )
 
 
@@ -157,7 +160,7 @@ def deciding_scorer(
     ignored: the detector decides, the line keeps running.
     """
     detector = active_version(session, project_id, ModelFamily.DETECTOR)
-    if detector is None or detector.id != version.id:
+    if detector is None or detector.id != version.id or not _stage2_enabled(detector.project):
         return None
     try:
         return active_scorer(session, project_id, detector)
@@ -166,21 +169,37 @@ def deciding_scorer(
         return None
 
 
+def _stage2_enabled(project: Any) -> bool:
+    """Whether the project lets stage 2 decide (``settings["scorer"]["enabled"]``, default on).
+
+    Read here rather than through :mod:`services.scorer_training`, which imports this module.
+    """
+    stored = (project.settings or {}).get("scorer") or {}
+    return stored.get("enabled", True) is not False
+
+
 def scorer_decisions(
-    scorer: ActiveScorer | None, scores: Sequence[float], vectors: Sequence[np.ndarray | None]
+    scorer: ActiveScorer | None,
+    scores: Sequence[float],
+    vectors: Sequence[np.ndarray | None],
+    flagged: Sequence[bool] | None = None,
 ) -> list[ScorerDecision | None]:
-    """The scorer's decision for each part (None where the detector decides).
+    """The triage model's decision for each part the screen flagged (None elsewhere).
 
     Args:
         scorer: The deciding scorer (:func:`deciding_scorer`), or None.
         scores: (N,) detector scores.
         vectors: N detector vectors of shape (D,), or None where a part has none.
+        flagged: (N,) whether the screen (the detector at its threshold) flagged each part;
+            only those are triaged. Default: every part.
 
     Returns:
-        N decisions; None for parts without a vector, or all None without a scorer.
+        N decisions; None for parts the screen passed, parts without a vector, or all None
+        without a scorer.
     """
     decisions: list[ScorerDecision | None] = [None] * len(scores)
-    usable = [i for i, vector in enumerate(vectors) if vector is not None]
+    screened = [True] * len(scores) if flagged is None else list(flagged)
+    usable = [i for i, vector in enumerate(vectors) if vector is not None and screened[i]]
     if scorer is None or not usable:
         return decisions
     try:

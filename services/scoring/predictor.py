@@ -10,10 +10,17 @@ detector comes in the runtime its caller loaded it with (torch or ONNX,
 :meth:`Predictor.load` for a given version, :meth:`Predictor.active` for the project's active
 one.
 
-:meth:`Predictor.decide` is the only place in Loupe where a part's verdict is decided (with the
-one rule, :func:`adcore.verdicts.verdict_for`, or the feedback scorer's probability against its
-threshold). Images are read, decoded (:func:`adcore.image_io.load_image`) and scored a batch at
-a time; each decision carries the verdict and its grounded explanation
+:meth:`Predictor.decide` is the only place in Loupe where a part's verdict is decided: the
+*decision cascade*. Stage 1, the screen, is the detector at its threshold (the one rule,
+:func:`adcore.verdicts.is_flagged`); parts it passes are good. Stage 2, the triage model (the
+project's active feedback scorer, when one fits the detector and its gate passed), looks only
+at the parts the screen flagged: below its auto-accept threshold a part is auto-accepted as
+good, otherwise it is sent to a human (verdict defect). Each decision names its region
+(:func:`adcore.audit.decision_region`: sent to a human, auto-accepted, near pass, deep pass),
+whose known audit odds the storing transaction draws with.
+
+Images are read, decoded (:func:`adcore.image_io.load_image`) and scored a batch at a time;
+each decision carries the verdict and its grounded explanation
 (:mod:`services.scoring.explanations`: the confirmed defects' vectors are read at most once per
 batch). An unreadable file or a batch that failed to score becomes a :class:`Refusal`, and the
 rest goes on. Storing what was decided is :mod:`services.inspection`'s job.
@@ -30,10 +37,11 @@ import numpy as np
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import sessionmaker
 
+from adcore.audit import SENT_TO_HUMAN, decision_region
 from adcore.errors import ImageLoadError
 from adcore.explain.neighbours import DefectLibrary
 from adcore.image_io import ImageLimits, load_image
-from adcore.verdicts import DEFECT, verdict_for
+from adcore.verdicts import DEFECT, GOOD, is_flagged
 from db.models import ModelVersion, Project
 from services.audit_sampling import AuditSampler, audit_sampler
 from services.scoring.explanations import (
@@ -71,13 +79,14 @@ class Decision:
         height: Decoded height in pixels.
         score: The detector's anomaly score.
         threshold: The version's threshold the score was judged against.
-        verdict: ``"defect"`` or ``"good"``: the feedback scorer's when it decided, else the
-            detector's (:func:`adcore.verdicts.verdict_for`).
+        verdict: ``"defect"`` (sent to a human) when the screen flagged the part and the
+            triage model did not auto-accept it, else ``"good"``.
         anomaly_map: The detector's anomaly map.
         embedding: The detector's global vector, or ``None`` for detectors without one.
         explanation: ``{"facts", "text"}`` (and ``"scorer"`` when it decided), or ``None``
             when the explainer failed.
-        scorer: The feedback scorer's decision, or ``None`` when the detector decided.
+        scorer: The triage model's decision, or ``None`` when the screen alone decided.
+        region: Where the cascade put the part (:data:`adcore.audit.REGIONS`).
     """
 
     name: str
@@ -91,6 +100,7 @@ class Decision:
     embedding: np.ndarray | None
     explanation: dict[str, Any] | None
     scorer: ScorerDecision | None = None
+    region: str = SENT_TO_HUMAN
 
     @property
     def defect_probability(self) -> float | None:
@@ -265,17 +275,24 @@ class Predictor:
         """The verdicts and explanations of one scored batch."""
         scores = [float(p.score) for p in predictions]
         vectors = [getattr(p, "embedding", None) for p in predictions]
-        by_scorer = scorer_decisions(self.scorer, scores, vectors)
+        flagged = [is_flagged(score, self.threshold) for score in scores]
+        by_scorer = scorer_decisions(self.scorer, scores, vectors, flagged)
+        auto_accepted = [decided is not None and decided.verdict == GOOD for decided in by_scorer]
         verdicts = [
-            decided.verdict if decided is not None else verdict_for(score, self.threshold)
-            for decided, score in zip(by_scorer, scores, strict=True)
+            DEFECT if screened and not accepted else GOOD
+            for screened, accepted in zip(flagged, auto_accepted, strict=True)
+        ]
+        near_band = self.audit.odds.near_band
+        regions = [
+            decision_region(score, self.threshold, auto_accepted=accepted, near_band=near_band)
+            for score, accepted in zip(scores, auto_accepted, strict=True)
         ]
         library = DefectLibrary.empty()
         if any(v == DEFECT and e is not None for v, e in zip(verdicts, vectors, strict=True)):
             library = confirmed_defects(self.sessions, self.project_id, self.version_id)
         decisions = []
-        for (_, name, data, pixels), prediction, score, vector, verdict, decided in zip(
-            decoded, predictions, scores, vectors, verdicts, by_scorer, strict=True
+        for (_, name, data, pixels), prediction, score, vector, verdict, decided, region in zip(
+            decoded, predictions, scores, vectors, verdicts, by_scorer, regions, strict=True
         ):
             similar = None
             if verdict == DEFECT and vector is not None:
@@ -296,6 +313,7 @@ class Predictor:
                     embedding=vector,
                     explanation=with_scorer_decision(explanation, decided),
                     scorer=decided,
+                    region=region,
                 )
             )
         return decisions

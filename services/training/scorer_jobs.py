@@ -1,53 +1,58 @@
-"""Job kind ``train_feedback_scorer``: p(defect) from the detector's score and vector, gated.
+"""Job kind ``train_feedback_scorer``: the triage model (stage 2 of the cascade), gated.
 
-Reads, for every labelled part, the latest prediction of the active detector (or of an
-instant-update ancestor: same scores and vectors, :func:`db.model_families.detector_lineage`):
-its score and stored per-image vector. No image is opened, so training takes seconds.
+Reads, for every labelled part the screen flags (the active detector's latest score, or an
+instant-update ancestor's: same scores and vectors, :func:`db.model_families.detector_lineage`,
+at or above the detector's current threshold), its score and stored per-image vector, and the
+known odds it was looked at with (its first prediction's ``audit_probability``: 1 for parts sent
+to a human, the auto-accepted region's odds for audited auto-accepted parts). No image is
+opened, so training takes seconds.
 
-The parts are split by a stable hash of their bytes (:func:`in_evaluation_share`,
-``holdout_fraction``, default 0.25, both classes): the held-out share is never trained on and
-no threshold is chosen on it; the rest goes to :func:`adcore.feedback_scorer.train_feedback_scorer`
-(its own cross-validation for calibration and the FNR-first threshold).
-
-The gate (:func:`services.training.candidate_evaluation.evaluate_candidate`) compares, on the
-held-out parts, the candidate with what decides verdicts now: the active scorer when one fits the
-active detector, else the active detector's own verdicts (score >= its threshold). On top of the
-common gate (FNR no worse, FPR within the margin), a scorer must *lower* the false-alarm rate:
-that is its only purpose (:func:`require_lower_fpr`).
+Training and gate are :func:`adcore.feedback_scorer.triage.train_triage_model`: a calibrated
+feedback scorer on the flagged parts, each label weighted by 1 / its probability; its
+auto-accept threshold is the highest whose 95% upper bound on auto-accepted flagged defects
+stays within the project's budget (:func:`services.scorer_training.triage_budget`), chosen out
+of fold; and the gate reads nested cross-validation: the candidate passes only when, on parts
+neither trained nor tuned on, it auto-accepts some flagged goods (fewer goods to a human than
+the screen alone) while the share of flagged defects it auto-accepts there is within the
+budget (*first, do no harm*; the 95% upper bound on that share is recorded beside it). No part is
+set aside: every fold is evaluated by a model that never saw it.
 
 Refusals end the job with a message and register nothing: no active detector, a detector
-without per-image vectors, fewer than ``MIN_PER_CLASS`` labelled defects or good parts with a
-readable vector.
+without per-image vectors, fewer than ``MIN_PER_CLASS`` labelled flagged defects or good parts
+with a readable vector.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from adcore.errors import DatasetError
 from adcore.explain.neighbours import embedding_from_bytes, usual_length
-from adcore.feedback_scorer import DetectorIdentity, FeedbackScorer, ScorerConfig
-from adcore.feedback_scorer import train_feedback_scorer as train_scorer
-from adcore.gate import Rates
-from adcore.holdout import in_evaluation_share
+from adcore.feedback_scorer import DetectorIdentity, ScorerConfig
+from adcore.feedback_scorer.triage import TriageEvidence, train_triage_model
+from adcore.verdicts import is_flagged
 from db.base import Label
 from db.image_store import absolute_image_path
+from db.loop_parts import LoopPart, loop_parts
 from db.model_families import ModelFamily, active_version, detector_lineage
 from db.model_metrics import ScorerDetector, new_version_metrics
+from db.models import ModelVersion
 from db.predictions import LabelledEmbedding, labelled_embeddings
-from services.scorer_training import SCORER_HOLDOUT, no_vectors_reason
-from services.scoring.feedback import active_scorer
-from services.training.candidate_evaluation import CandidateEvaluation, evaluate_candidate
-from services.training.candidates import project_and_active_detector, save_candidate
+from services.scorer_training import no_vectors_reason, triage_budget
+from services.training.candidates import (
+    candidate_outcome,
+    project_and_active_detector,
+    save_candidate,
+)
 from services.training.context import JobContext, JobOutcome
-from services.training.evaluation import ScoredParts, rates
 from services.training.training_data import LabelledPart
 
-__all__ = ["require_lower_fpr", "train_feedback_scorer_job"]
+__all__ = ["train_feedback_scorer_job", "triage_gate_record"]
 
 
 @dataclass(frozen=True)
@@ -77,11 +82,12 @@ class ScorerParts:
 
 
 def train_feedback_scorer_job(ctx: JobContext) -> JobOutcome:
-    """Train a feedback scorer candidate on the labelled parts and gate it.
+    """Train a triage-model candidate on the labelled flagged parts and gate it out of fold.
 
-    Parameters (``ctx.parameters``): ``holdout_fraction`` (default 0.25), ``fpr_margin``, and
-    any :class:`~adcore.feedback_scorer.ScorerConfig` field; ``target_fnr`` defaults to the
-    project's. Automatic jobs also carry ``through_review_id`` and ``trigger``.
+    Parameters (``ctx.parameters``): ``budget`` (default the project's,
+    :func:`services.scorer_training.triage_budget`), and any
+    :class:`~adcore.feedback_scorer.ScorerConfig` field. Automatic jobs also carry
+    ``through_review_id`` and ``trigger``.
 
     Returns:
         The outcome, with the candidate's id.
@@ -90,8 +96,7 @@ def train_feedback_scorer_job(ctx: JobContext) -> JobOutcome:
         DatasetError: No active detector, one without vectors, or too few usable labels.
     """
     params = ctx.parameters
-    holdout = float(params.get("holdout_fraction", SCORER_HOLDOUT))
-    ctx.progress(0.0, "Reading the labelled parts' detector scores and vectors")
+    ctx.progress(0.0, "Reading the labelled flagged parts' detector scores and vectors")
     with ctx.session_factory() as session:
         project, detector = project_and_active_detector(session, ctx)
         if detector is None:
@@ -100,133 +105,126 @@ def train_feedback_scorer_job(ctx: JobContext) -> JobOutcome:
         if reason:
             raise DatasetError(reason)
         rows = labelled_embeddings(session, project.id, detector_lineage(detector))
-        in_force = active_scorer(session, project.id)
+        odds = {part.image_id: part for part in loop_parts(session, project.id)}
         base = active_version(session, project.id, ModelFamily.SCORER)
-        target_fnr = float(project.target_fnr)
+        budget = float(params.get("budget", triage_budget(project)))
         trained_on = ScorerDetector(detector.id, detector.version, detector.kind)
-        detector_threshold = detector.threshold
-    readable, unreadable = _decode(ctx, rows)
-    held = np.array([in_evaluation_share(p.sha256, holdout) for p in readable.parts], dtype=bool)
-    training, heldout = readable.select(~held), readable.select(held)
-    config = ScorerConfig.from_dict({"target_fnr": min(target_fnr, 0.5), **params})
-    n_defect = int(training.labels.sum())
-    n_good = int(training.labels.size - n_defect)
+        screen = detector.threshold
+    if screen is None:
+        raise DatasetError("The active detector has no threshold yet: nothing is flagged.")
+    flagged_rows = [row for row in rows if is_flagged(row.score, float(screen))]
+    parts, unreadable = _decode(ctx, flagged_rows)
+    weights = np.array([_audit_weight(odds.get(p.image_id)) for p in parts.parts])
+    config = ScorerConfig.from_dict({**params, "target_fnr": min(float(budget), 0.5)})
+    n_defect = int(parts.labels.sum())
+    n_good = int(parts.labels.size - n_defect)
     if min(n_defect, n_good) < config.min_per_class:
         raise DatasetError(
-            f"A feedback scorer needs at least {config.min_per_class} labelled defects and "
-            f"{config.min_per_class} labelled good parts with the detector's vector to train "
-            f"on; there are {n_defect} defects and {n_good} good parts (besides "
-            f"{heldout.labels.size} held out for evaluation and {len(unreadable)} without a "
-            "usable vector). Review more parts first."
+            f"The triage model needs at least {config.min_per_class} labelled flagged defects "
+            f"and {config.min_per_class} labelled flagged good parts with the detector's "
+            f"vector; there are {n_defect} defects and {n_good} good parts among the parts "
+            f"the screen flags at {float(screen):.4g} ({len(unreadable)} without a usable "
+            "vector). Review more flagged parts first; stage 2 stays off."
         )
-    ctx.log(f"Training on {training.labels.size} parts ({n_defect} defective)")
-    ctx.progress(0.1, f"Training on {training.labels.size} labelled parts")
-    scorer, report = train_scorer(
-        training.scores,
-        training.vectors,
-        training.labels,
-        detector=DetectorIdentity(
-            **trained_on.to_json(), vector_dim=int(training.vectors.shape[1])
-        ),
-        digests=[p.sha256 for p in training.parts],
+    ctx.log(f"Training on {parts.labels.size} flagged parts ({n_defect} defective)")
+    ctx.progress(0.1, f"Training on {parts.labels.size} labelled flagged parts")
+    started = time.perf_counter()
+    scorer, report, evidence = train_triage_model(
+        parts.scores,
+        parts.vectors,
+        parts.labels,
+        weights,
+        budget=budget,
+        detector=DetectorIdentity(**trained_on.to_json(), vector_dim=int(parts.vectors.shape[1])),
+        digests=[p.sha256 for p in parts.parts],
         config=config,
     )
-    ctx.log(f"Trained in {report.seconds:.2f} s; out-of-fold AUROC {report.cv_auroc:.3f}")
-    ctx.progress(0.7, "Comparing with the verdicts in force on the held-out parts")
-    probabilities = scorer.predict_proba(heldout.scores, heldout.vectors)
-    held_unreadable = [u for u in unreadable if u[2]]
-    scored = ScoredParts(probabilities, heldout.labels, [(n, r) for n, r, _ in held_unreadable])
-    baseline, note = _baseline_rates(in_force, heldout, detector_threshold, trained_on)
-    evaluation = evaluate_candidate(
-        ctx,
-        scored,
-        scorer.threshold,
-        base=base,
-        heldout=heldout.parts,
-        good_share=holdout,
-        notes=[note, "The threshold was chosen out of fold on the training parts only."],
-        active_rates=baseline,
-        active_span=None,
-    )
-    evaluation = require_lower_fpr(evaluation)
+    seconds = time.perf_counter() - started
+    ctx.log(f"Trained and cross-checked in {seconds:.2f} s. {evidence.sentence()}")
+    gate = triage_gate_record(evidence, base, screen=float(screen))
     facts = {
         "job_id": ctx.job_id,
         "job_kind": ctx.kind,
         "trigger": params.get("trigger", "manual"),
         "n_train": report.n_train,
         "n_unreadable": len(unreadable),
-        "training_seconds": round(report.seconds, 3),
+        "training_seconds": round(seconds, 3),
         "training_report": report.to_json(),
-        "heldout": evaluation.candidate.to_json(),
+        "triage": evidence.to_json(),
+        "screen_threshold": float(screen),
     }
-    metrics = new_version_metrics(facts, gate=evaluation.gate, scorer_detector=trained_on)
+    metrics = new_version_metrics(facts, gate=gate, scorer_detector=trained_on)
     snapshot = {
         "training_hash": scorer.training_hash,
         "detector": trained_on.to_json(),
-        "images": [{"sha256": p.sha256, "label": p.label} for p in training.parts],
-        "heldout": [{"sha256": p.sha256, "label": p.label} for p in heldout.parts],
+        "images": [
+            {"sha256": p.sha256, "label": p.label, "weight": float(w)}
+            for p, w in zip(parts.parts, weights, strict=True)
+        ],
     }
     ctx.progress(0.9, "Saving the candidate")
-    version = save_candidate(ctx, project, scorer, metrics, snapshot, "Feedback scorer")
-    return evaluation.outcome(version, "Feedback scorer")
+    version = save_candidate(ctx, project, scorer, metrics, snapshot, "Triage model")
+    return candidate_outcome(version, gate, "Triage model")
 
 
-def require_lower_fpr(evaluation: CandidateEvaluation) -> CandidateEvaluation:
-    """Add the scorer's own gate rule: it must lower the false-alarm rate it is compared with.
+def triage_gate_record(
+    evidence: TriageEvidence, active: ModelVersion | None, *, screen: float
+) -> dict[str, Any]:
+    """The gate record of a triage candidate: its nested out-of-fold evidence.
 
-    When the compared verdicts already raise no false alarm (FPR 0), an equal FPR passes.
-    Unmeasurable rates are left to the common gate's notes.
+    The candidate passes when, out of fold, it auto-accepts some flagged good parts and the
+    share of flagged defects it auto-accepts is within the budget (its 95% upper bound is
+    recorded too): it then sends fewer good parts to a human than the screen alone at the same
+    miss budget. The record has the shape
+    of :func:`adcore.gate.gate_record` (``decision``, ``candidate``, ``active``, ``heldout``).
 
-    Returns:
-        The evaluation, with the decision refused (and a reason) if the FPR is not lower.
+    Args:
+        evidence: The candidate's nested evidence.
+        active: The project's active triage model when there is one (recorded; its own
+            evidence is on its version).
+        screen: The screen threshold the flagged parts were read at.
     """
-    candidate, active = evaluation.candidate, evaluation.active
-    if active is None or candidate.fpr is None or active.fpr is None:
-        return evaluation
-    if active.fpr == 0 or candidate.fpr < active.fpr:
-        return evaluation
-    decision = dict(evaluation.gate["decision"])
-    decision["passed"] = False
-    decision["reasons"] = [
-        *decision.get("reasons", []),
-        f"It does not lower false alarms: FPR {100 * candidate.fpr:.1f}% vs "
-        f"{100 * active.fpr:.1f}% for the verdicts in force; a scorer is only worth using "
-        "when it does.",
+    notes = [
+        evidence.sentence(),
+        "Measured by nested cross-validation on the labelled flagged parts: each part was "
+        "decided by a model (and threshold) trained without it.",
+        f"Compared with the screen alone at {screen:.4g}, which auto-accepts nothing.",
     ]
-    return dataclasses.replace(evaluation, gate={**evaluation.gate, "decision": decision})
+    active_json = None
+    if active is not None:
+        active_json = {"version_id": active.id, "version": active.version}
+    return {
+        "evaluated_at": datetime.now(UTC).isoformat(),
+        "rule": "triage_out_of_fold",
+        "heldout": {
+            "n_good": evidence.n_goods,
+            "n_defect": evidence.n_defects,
+            "folds": evidence.folds,
+        },
+        "candidate": evidence.to_json(),
+        "active": active_json,
+        "decision": {
+            "passed": evidence.passed,
+            "reasons": evidence.reasons(),
+            "notes": notes,
+        },
+    }
 
 
-def _baseline_rates(
-    in_force: Any,
-    heldout: ScorerParts,
-    detector_threshold: float | None,
-    detector: ScorerDetector,
-) -> tuple[Rates, str]:
-    """Rates of the verdicts in force on the held-out parts, and a note saying which."""
-    if in_force is not None:
-        scorer: FeedbackScorer = in_force.scorer
-        try:
-            p = scorer.predict_proba(heldout.scores, heldout.vectors)
-            note = f"Compared with the active scorer v{in_force.version} on the same parts."
-            return rates(p, heldout.labels, in_force.threshold), note
-        except DatasetError as err:
-            reason = f" (the active scorer v{in_force.version} cannot read them: {err})"
-    else:
-        reason = " (no active scorer fits the active detector)"
-    note = (
-        f"Compared with the active detector v{detector.version}'s own verdicts "
-        f"(score >= its threshold){reason}."
-    )
-    return rates(heldout.scores, heldout.labels, detector_threshold), note
+def _audit_weight(part: LoopPart | None) -> float:
+    """1 / the known probability a labelled part was looked at with (1 when unknown)."""
+    if part is None or part.audit_probability is None or not part.audited:
+        return 1.0
+    return 1.0 / float(part.audit_probability)
 
 
 def _decode(
     ctx: JobContext, rows: list[LabelledEmbedding]
-) -> tuple[ScorerParts, list[tuple[str, str, bool]]]:
+) -> tuple[ScorerParts, list[tuple[str, str]]]:
     """Decode stored vectors; parts without a usable one are listed, not used.
 
     Returns:
-        (the readable parts; (name, reason, held out) of each unreadable part).
+        (the readable parts; (name, reason) of each unreadable part).
 
     Raises:
         DatasetError: If the detector stored no vector for any labelled part.
@@ -238,8 +236,7 @@ def _decode(
             "(PatchCore or CLIP). Score the parts again with such a detector."
         )
     decoded: list[tuple[LabelledEmbedding, np.ndarray]] = []
-    unreadable: list[tuple[str, str, bool]] = []
-    holdout = float(ctx.parameters.get("holdout_fraction", SCORER_HOLDOUT))
+    unreadable: list[tuple[str, str]] = []
     for row in rows:
         problem = "no stored vector" if row.embedding is None else None
         vector = None
@@ -253,19 +250,13 @@ def _decode(
         if problem is None:
             decoded.append((row, vector))
         else:
-            unreadable.append((row.stored_path, problem, in_evaluation_share(row.sha256, holdout)))
+            unreadable.append((row.stored_path, problem))
     if decoded:
         usual = usual_length([v for _, v in decoded])
         for row, vector in [pair for pair in decoded if pair[1].size != usual]:
-            unreadable.append(
-                (
-                    row.stored_path,
-                    f"a vector of length {vector.size}, not {usual}",
-                    in_evaluation_share(row.sha256, holdout),
-                )
-            )
+            unreadable.append((row.stored_path, f"a vector of length {vector.size}, not {usual}"))
         decoded = [pair for pair in decoded if pair[1].size == usual]
-    for name, problem, _ in unreadable[:5]:
+    for name, problem in unreadable[:5]:
         ctx.log(f"Left out {name}: {problem}")
     parts = [
         LabelledPart(

@@ -1,16 +1,19 @@
-"""Audit samples in the workbench: the Review badge, the Dashboard estimate and the share."""
+"""Audit samples in the workbench: the Review badge, the Dashboard estimate and the odds."""
 
 from __future__ import annotations
 
+import pytest
 from apptest_support import INSPECTOR, MANAGER, Workbench, signed_in_app
 from desk_presses import desk_payload, label_press, send
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 import db
+from adcore.audit import AuditOdds
 from db.review_queue import record_review, review_queue
-from pages.audit_panel import share_input_key
-from services.project_settings import audit_setting
+from pages import audit_panel
+from pages.audit_panel import odds_input_key
+from services.project_settings import audit_odds
 
 
 def passed_image_ids(workbench: Workbench) -> list[int]:
@@ -33,9 +36,13 @@ def label(workbench: Workbench, image_id: int, user: str, value: str) -> None:
         record_review(session, image_id=image_id, user=reviewer, label=value)
 
 
-def stored_share(workbench: Workbench) -> float:
+def stored_odds(workbench: Workbench) -> AuditOdds:
     with workbench.factory() as session:
-        return audit_setting(session.get(db.Project, workbench.project_id))
+        return audit_odds(session.get(db.Project, workbench.project_id))
+
+
+def odds_input(at: AppTest, workbench: Workbench, name: str):  # noqa: ANN201 (a test element)
+    return at.number_input(key=odds_input_key(workbench.project_id, name))
 
 
 def open_dashboard() -> AppTest:
@@ -73,10 +80,15 @@ def test_the_review_page_marks_an_audit_sample(workbench: Workbench) -> None:
 def test_the_dashboard_says_when_nothing_is_audited_yet(workbench: Workbench) -> None:
     at = open_dashboard()
     assert any(
-        "No audited parts yet: 2.0% of passed parts are drawn for audit" in info.value
+        "No audited parts yet: passed parts are drawn for audit with known odds (deep pass "
+        "2.0%, near pass 20%, auto-accepted 10%" in info.value
         for info in at.info
     )
-    assert at.number_input(key=share_input_key(workbench.project_id)).value == 2.0
+    values = {name: odds_input(at, workbench, name).value for name in AuditOdds().to_json()}
+    assert values == {"deep_pass": 2.0, "near_pass": 20.0, "auto_accepted": 10.0, "near_band": 10.0}
+    assert odds_input(at, workbench, "deep_pass").min == 0.1
+    assert any("known, nonzero probability" in c.value for c in at.caption)
+    assert not any("turns sampling off" in (n.help or "") for n in at.number_input)
 
 
 def test_the_dashboard_shows_the_estimate_its_interval_and_the_chart(
@@ -99,18 +111,50 @@ def test_the_dashboard_shows_the_estimate_its_interval_and_the_chart(
     assert not any("No audited parts yet" in info.value for info in at.info)
 
 
-def test_a_manager_changes_the_audit_share(workbench: Workbench) -> None:
+def test_a_manager_changes_the_audit_odds(workbench: Workbench) -> None:
     at = open_dashboard()
-    at.number_input(key=share_input_key(workbench.project_id)).set_value(5.0)
-    at.button(key="save_audit_share").click().run()
+    odds_input(at, workbench, "deep_pass").set_value(5.0)
+    odds_input(at, workbench, "near_pass").set_value(30.0)
+    odds_input(at, workbench, "auto_accepted").set_value(0.5)
+    odds_input(at, workbench, "near_band").set_value(20.0)
+    at.button(key="save_audit_odds").click().run()
 
     assert not at.exception, at.exception
-    assert stored_share(workbench) == 0.05
-    assert any("5.0% of the passed parts are now drawn" in s.value for s in at.success)
-    assert any("5.0% of passed parts are drawn for audit" in info.value for info in at.info)
+    assert stored_odds(workbench) == AuditOdds(0.05, 0.3, 0.005, 0.2)
+    assert any(
+        "Audit odds saved: deep pass 5.0%, near pass 30%, auto-accepted 0.5%; near band 20%"
+        in s.value
+        for s in at.success
+    )
+    assert any("deep pass 5.0%, near pass 30%" in info.value for info in at.info)
 
 
-def test_an_inspector_cannot_change_the_audit_share(workbench: Workbench) -> None:
+def test_a_zero_audit_odds_is_refused_and_nothing_changes(
+    workbench: Workbench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = open_dashboard()
+    # The browser refuses a value below the input's minimum (0.1%) with its own message.
+    assert odds_input(at, workbench, "auto_accepted").min == 0.1
+    # Let a zero past the input, as if the browser did not check it: the service refuses it.
+    monkeypatch.setattr(audit_panel, "MIN_AUDIT_ODDS", 0.0)
+    at.run()
+    assert odds_input(at, workbench, "auto_accepted").min == 0.0
+    odds_input(at, workbench, "near_pass").set_value(30.0)
+    odds_input(at, workbench, "auto_accepted").set_value(0.0)
+    at.button(key="save_audit_odds").click().run()
+
+    assert not at.exception, at.exception
+    assert stored_odds(workbench) == AuditOdds()  # not even the valid near-pass change
+    assert any(
+        "Could not change the audit odds: The audit odds of auto accepted must be between "
+        "0.1% and 100% (never zero" in e.value
+        for e in at.error
+    )
+    assert odds_input(at, workbench, "auto_accepted").value == 10.0  # the stored odds again
+    assert odds_input(at, workbench, "near_pass").value == 20.0
+
+
+def test_an_inspector_cannot_change_the_audit_odds(workbench: Workbench) -> None:
     inspector = signed_in_app("inspector")
     try:
         inspector.switch_page("pages/dashboard.py")
@@ -123,12 +167,22 @@ def test_an_inspector_cannot_change_the_audit_share(workbench: Workbench) -> Non
     at = open_dashboard()
     with workbench.factory() as session, session.begin():
         session.get(db.User, workbench.users[MANAGER]).role = "inspector"
-    at.number_input(key=share_input_key(workbench.project_id)).set_value(20.0)
-    at.button(key="save_audit_share").click().run()
+    odds_input(at, workbench, "deep_pass").set_value(20.0)
+    at.button(key="save_audit_odds").click().run()
 
     assert not at.exception, at.exception
-    assert stored_share(workbench) == 0.02
+    assert stored_odds(workbench) == AuditOdds()
     assert any(
-        "Could not change the audit share: Only managers can change the audit share" in e.value
+        "Could not change the audit odds: Only managers can change the audit odds" in e.value
         for e in at.error
     )
+
+
+def test_the_dashboard_heads_with_the_lines_estimated_rates_and_says_reviews_cannot_see_misses(
+    workbench: Workbench,
+) -> None:
+    at = open_dashboard()
+    labels = {m.label for m in at.metric}
+    assert {"Estimated miss rate (FNR)", "Estimated false alarms (FPR)"} <= labels
+    assert any("cannot see missed defects" in c.value for c in at.caption)
+    assert any(s.value == "The line's estimated miss rate and false alarms" for s in at.subheader)

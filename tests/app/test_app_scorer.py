@@ -24,8 +24,11 @@ def open_models() -> AppTest:
     return at
 
 
+FLAGGED = 20.0  # above the workbench detector's threshold
+
+
 def add_labelled_parts(workbench: Workbench, n: int = 60) -> None:
-    """``n`` parts scored by the active detector with a vector, labelled (a third defects)."""
+    """``n`` parts the active detector flags, with a vector, labelled (a third defects)."""
     rng = np.random.default_rng(0)
     with workbench.factory() as session, session.begin():
         manager = session.get(db.User, workbench.users[MANAGER])
@@ -40,8 +43,8 @@ def add_labelled_parts(workbench: Workbench, n: int = 60) -> None:
                 db.Prediction(
                     image_id=image.id,
                     model_version_id=workbench.version_id,
-                    score=float(rng.normal()),
-                    threshold=0.0,
+                    score=float(FLAGGED + abs(rng.normal())),  # the screen flags every one
+                    threshold=FLAGGED,
                     verdict="defect",
                     embedding=embedding_to_bytes(vector),
                 )
@@ -56,7 +59,7 @@ def test_a_manager_trains_a_feedback_scorer_and_sees_the_candidate(
     add_labelled_parts(workbench)
     at = open_models()
     button = at.button(key="queue-train_feedback_scorer")
-    assert button.label == "Train feedback scorer" and not button.disabled
+    assert button.label == "Train triage model" and not button.disabled
     assert any("calibrated p(defect)" in c.value for c in at.caption)
 
     button.click().run()
@@ -74,9 +77,10 @@ def test_a_manager_trains_a_feedback_scorer_and_sees_the_candidate(
         version_id = job.result_model_version_id
 
     at = open_models()
-    assert any(c.value == "Scorer candidate" for c in at.caption)
+    assert any(c.value == "Triage model (stage 2) candidate" for c in at.caption)
     table = next(d.value for d in at.dataframe if "Candidate v2" in d.value.columns)
-    assert list(table.columns) == ["", "Candidate v2", "Verdicts in force"]
+    assert list(table.columns) == ["", "Candidate v2"]
+    assert "Flagged defects (labelled)" in list(table[""])
     assert at.button(key=f"promote-{version_id}").label == "Promote v2"
 
 
@@ -105,4 +109,4 @@ def test_the_scorer_option_is_saved_from_the_page(workbench: Workbench) -> None:
     assert not at.exception, at.exception
     with workbench.factory() as session:
         project = session.get(db.Project, workbench.project_id)
-        assert project.settings["scorer"] == {"every_n_reviews": 10}
+        assert project.settings["scorer"]["every_n_reviews"] == 10

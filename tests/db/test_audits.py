@@ -193,11 +193,14 @@ def test_drawn_for_audit_tells_new_unaudited_and_audited_parts_apart(
         assert drawn_for_audit(session, audited["rescored"]) is True
 
 
+NEAR_BAND = 0.1  # near-threshold parts queue only with a band (else when drawn for audit)
+
+
 def test_unlabelled_audit_samples_queue_after_flagged_and_before_near_parts(
     session_factory: sessionmaker[Session], project_id: int, audited: dict[str, int]
 ) -> None:
     with session_factory() as session:
-        queue = review_queue(session, project_id)
+        queue = review_queue(session, project_id, near_margin=NEAR_BAND)
     assert [item.image_id for item in queue] == [
         audited["flagged"],
         audited["undone"],  # audit samples, highest score first, then by id
@@ -217,7 +220,7 @@ def test_a_labelled_audit_sample_leaves_the_queue_and_a_flagged_one_stays_flagge
         session_factory, audited["undone"], audited["version"], 3.0, at=later, audit=True
     )
     with session_factory() as session:
-        queue = review_queue(session, project_id)
+        queue = review_queue(session, project_id, near_margin=NEAR_BAND)
     assert [(item.image_id, item.verdict, item.audit) for item in queue] == [
         (audited["undone"], "defect", True),
         (audited["flagged"], "defect", False),

@@ -20,7 +20,14 @@ from db import (
     set_threshold,
 )
 from db.images import get_or_create_image
-from db.review_queue import flagged_by_model, queue_size, record_review, review_queue, undo_last
+from db.review_queue import (
+    DEFAULT_NEAR_MARGIN,
+    flagged_by_model,
+    queue_size,
+    record_review,
+    review_queue,
+    undo_last,
+)
 
 
 def load_user(factory: sessionmaker[Session], user_id: int) -> User:
@@ -51,23 +58,56 @@ def scored(
     return images
 
 
-def test_flagged_first_then_near_threshold_goods(
+def test_flagged_parts_only_by_default_and_near_threshold_goods_with_a_near_band(
     session_factory: sessionmaker[Session], project_id: int, scored: dict[str, int]
 ) -> None:
+    assert DEFAULT_NEAR_MARGIN == 0.0  # near-threshold parts come in through their audit odds
     with session_factory() as session:
         queue = review_queue(session, project_id)
-        assert [item.image_id for item in queue] == [scored["high"], scored["mid"], scored["near"]]
-        assert [item.verdict for item in queue] == ["defect", "defect", "good"]
+        assert [item.image_id for item in queue] == [scored["high"], scored["mid"]]
+        assert [item.verdict for item in queue] == ["defect", "defect"]
         assert queue[0].score == 3.0 and queue[0].threshold == 1.0
         assert queue[0].original_name == "part-1.png"
         assert queue[0].stored_path.startswith("images/")
         assert queue[0].created_at.tzinfo is not None
-        assert queue_size(session, project_id) == 3
-        assert len(review_queue(session, project_id, limit=2)) == 2
-        assert queue_size(session, project_id, near_margin=0.0) == 2
+        assert queue_size(session, project_id) == 2
+        assert len(review_queue(session, project_id, limit=1)) == 1
+
+        # An explicit near band still brings the good parts just below the threshold in.
+        banded = review_queue(session, project_id, near_margin=0.1)
+        assert [item.image_id for item in banded] == [scored["high"], scored["mid"], scored["near"]]
+        assert [item.verdict for item in banded] == ["defect", "defect", "good"]
+        assert queue_size(session, project_id, near_margin=0.1) == 3
         assert queue_size(session, project_id, near_margin=0.6) == 4  # 0.5 >= 1.0 * 0.4
         with pytest.raises(ValueError, match="near_margin"):
             review_queue(session, project_id, near_margin=-1)
+
+
+def test_a_near_threshold_good_enters_the_queue_only_when_drawn_for_audit(
+    session_factory: sessionmaker[Session],
+    project_id: int,
+    scored: dict[str, int],
+    make_image: Callable[[int], int],
+) -> None:
+    drawn = make_image(20)
+    add_prediction(
+        session_factory,
+        drawn,
+        scored["version"],
+        0.97,
+        audit=True,
+        decision_region="near_pass",
+        audit_probability=0.2,
+    )
+    with session_factory() as session:
+        queue = review_queue(session, project_id)
+    assert [item.image_id for item in queue] == [scored["high"], scored["mid"], drawn]
+    assert [(item.verdict, item.audit) for item in queue] == [
+        ("defect", False),
+        ("defect", False),
+        ("good", True),  # the audit sample comes after the flagged parts
+    ]
+    assert scored["near"] not in {item.image_id for item in queue}  # 0.95, not drawn
 
 
 def test_reviewed_images_leave_and_undone_ones_return(
@@ -97,12 +137,15 @@ def test_active_version_wins_and_current_threshold_is_used(
     other = add_version(session_factory, project_id, 10.0, active=False)
     add_prediction(session_factory, scored["far"], other, 50.0, minutes=30, threshold=10.0)
     with session_factory() as session:  # the newer prediction is from an inactive version
-        assert queue_size(session, project_id) == 3
+        assert queue_size(session, project_id) == 2
+        assert scored["far"] not in {item.image_id for item in review_queue(session, project_id)}
     manager = load_user(session_factory, make_user("mona", "manager"))
     with session_factory() as session, session.begin():
         set_threshold(session, version_id=scored["version"], threshold=0.9, user=manager)
     with session_factory() as session:
         queue = review_queue(session, project_id)
+        # 0.95 is flagged against the version's current threshold: it comes in, as a defect
+        assert [item.image_id for item in queue] == [scored["high"], scored["mid"], scored["near"]]
         assert [item.verdict for item in queue] == ["defect", "defect", "defect"]
         assert {item.threshold for item in queue} == {0.9}
 
@@ -246,7 +289,9 @@ def test_scorer_decided_parts_are_judged_by_probability_most_uncertain_first(
         ).id
 
     def decided(seed: int, score: float, probability: float, *, audit: bool = False) -> int:
+        """A part the screen flagged (score >= 1.0) that the scorer triaged."""
         image_id = make_image(seed)
+        sent = probability >= 0.4
         with session_factory() as session, session.begin():
             session.add(
                 Prediction(
@@ -254,35 +299,53 @@ def test_scorer_decided_parts_are_judged_by_probability_most_uncertain_first(
                     model_version_id=detector,
                     score=score,
                     threshold=1.0,
-                    verdict="defect" if probability >= 0.4 else "good",
+                    verdict="defect" if sent else "good",
                     scorer_version_id=scorer,
                     defect_probability=probability,
                     audit=audit,
+                    decision_region="sent_to_human" if sent else "auto_accepted",
+                    audit_probability=1.0 if sent else 0.1,
                 )
             )
         return image_id
 
-    confident = decided(1, 0.2, 0.95)  # flagged by the scorer, though the detector passes it
-    borderline = decided(2, 5.0, 0.45)  # flagged, close to the scorer's threshold
-    near = decided(3, 5.0, 0.38)  # passed, but within 10% of the threshold: uncertain
-    cleared = decided(4, 9.0, 0.10)  # the detector would flag it; the scorer clears it
-    audited = decided(5, 0.1, 0.05, audit=True)  # a passed part drawn for audit
+    confident = decided(1, 1.2, 0.95)  # sent to a human
+    borderline = decided(2, 5.0, 0.45)  # sent to a human, close to the scorer's threshold
+    near = decided(3, 5.0, 0.38)  # auto-accepted, but within 10% of the threshold
+    cleared = decided(4, 9.0, 0.10)  # flagged by the screen; the scorer auto-accepts it
+    accepted_audit = decided(5, 1.1, 0.05, audit=True)  # auto-accepted, drawn for audit
+    passed_audit = make_image(7)  # passed by the screen (never triaged), drawn for audit
+    add_prediction(
+        session_factory,
+        passed_audit,
+        detector,
+        0.1,
+        audit=True,
+        decision_region="deep_pass",
+        audit_probability=0.02,
+    )
     detector_only = make_image(6)
-    add_prediction(session_factory, detector_only, detector, 3.0)  # no vector: the detector decided
+    add_prediction(session_factory, detector_only, detector, 3.0)  # no vector: the screen decided
 
     with session_factory() as session:
         queue = review_queue(session, project_id)
-    order = [near, borderline, confident, detector_only, audited]  # most uncertain first
+        banded = review_queue(session, project_id, near_margin=0.1)
+    # sent to a human (most uncertain first, then the detector's), then the audits
+    order = [borderline, confident, detector_only, accepted_audit, passed_audit]
     assert [item.image_id for item in queue] == order
-    assert cleared not in {item.image_id for item in queue}
-    by_image = {item.image_id: item for item in queue}
+    assert {near, cleared}.isdisjoint({item.image_id for item in queue})  # auto-accepted
+    assert [item.image_id for item in banded] == [near, *order]  # a near band: most uncertain
+    assert cleared not in {item.image_id for item in banded}
+    by_image = {item.image_id: item for item in banded}
     assert by_image[confident].verdict == "defect" and by_image[near].verdict == "good"
+    assert by_image[accepted_audit].verdict == "good" and by_image[accepted_audit].audit
     assert by_image[near].defect_probability == pytest.approx(0.38)
     assert by_image[near].probability_threshold == pytest.approx(0.4)
     assert by_image[detector_only].defect_probability is None
     assert by_image[detector_only].verdict == "defect"
+    assert by_image[passed_audit].probability_threshold is None
     with session_factory() as session:  # one part at a time, as the queue judged it
-        judged = [confident, borderline, near, cleared, audited, detector_only]
+        judged = [confident, borderline, near, cleared, accepted_audit, passed_audit, detector_only]
         assert [flagged_by_model(session, i) for i in judged] == [
             by_image[i].verdict == "defect" if i in by_image else False for i in judged
         ]

@@ -7,6 +7,7 @@ Instant learning's job is only queued here (a stored-row project, no model files
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import pytest
@@ -17,7 +18,8 @@ from stored_rows import add_image, add_prediction, add_version
 from db import Job, ModelVersion, PermissionDenied, Review, Role, User
 from db.jobs import claim_next_job, enqueue_automatic_job
 from db.labels import current_label
-from services import reviewing
+from db.review_queue import review_queue
+from services import review_options, reviewing
 from services.review_options import ReviewOptions, set_review_options
 from services.reviewing import Notice, label_part
 from services.training.job_kinds import JobKind
@@ -156,8 +158,13 @@ def test_undo_cancels_the_users_own_latest_review(
 
 
 def test_accepting_a_page_labels_its_passed_parts_once_each(
-    session_factory: sessionmaker[Session], lab: dict
+    session_factory: sessionmaker[Session], lab: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Near-threshold goods wait only with a near band now (else only when drawn for audit):
+    # the page's queue is given one, as an explicit near_margin does.
+    monkeypatch.setattr(
+        review_options, "review_queue", functools.partial(review_queue, near_margin=0.1)
+    )
     page = [lab["near"], lab["a"]]
     with pytest.raises(PermissionDenied, match="off"):
         reviewing.accept_page(
@@ -175,3 +182,23 @@ def test_accepting_a_page_labels_its_passed_parts_once_each(
     assert done.message.startswith("Accepted 1 passed part(s) as good.")
     assert done.follow_up_jobs == () and done.notices == ()
     assert jobs(session_factory) == []  # a passed part teaches nothing at once
+
+
+def test_with_no_near_band_a_page_accepts_nothing_and_queues_nothing(
+    session_factory: sessionmaker[Session], lab: dict
+) -> None:
+    with session_factory() as session, session.begin():
+        manager = session.get(User, lab["manager"])
+        set_review_options(session, lab["project"], ReviewOptions(True), user=manager)
+    done = reviewing.accept_page(
+        session_factory,
+        user_id=lab["inspector"],
+        project_id=lab["project"],
+        image_ids=[lab["near"], lab["a"]],
+    )
+    assert done.accepted == ()
+    assert done.skipped == (
+        (lab["near"], "no longer waiting for review"),  # 0.95, not drawn: not in the queue
+        (lab["a"], "flagged by the model"),
+    )
+    assert done.follow_up_jobs == () and jobs(session_factory) == []

@@ -1,0 +1,119 @@
+"""The line's miss rate and false-alarm rate, from reviews and audits weighted by their odds.
+
+Rates computed from reviews alone cannot see missed defects: inspectors only see the parts the
+line sends them, never the ones it passes. This estimate combines the reviews of parts sent to
+a human with the reviews of audited passed parts, each weighted by 1 / (the known odds that a
+part of its decision region is drawn for audit), stratum by stratum
+(:mod:`adcore.loop_estimate` explains the statistics and its interval). The parts come from
+:mod:`db.loop_parts`: each part once, as the line decided it at its first prediction, with its
+current label. Periods refer to when the line decided the part, not when it was reviewed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import date, datetime
+
+from sqlalchemy.orm import Session
+
+from adcore.loop_estimate import LoopEstimate, estimate_loop_rates
+from adcore.rates import DEFAULT_CONFIDENCE
+from db.base import Label
+from db.loop_parts import LoopPart, loop_parts
+from db.periods import Period, period_starts
+from db.projects import get_project
+
+__all__ = ["estimate_parts", "loop_rates", "loop_rates_over_time"]
+
+_LABEL_CODES = {Label.DEFECT.value: 1, Label.GOOD.value: 0, None: -1}
+"""A stored label as :func:`adcore.loop_estimate.estimate_loop_rates` reads it."""
+
+
+def loop_rates(
+    session: Session,
+    project_id: int,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> LoopEstimate:
+    """The project's estimated miss rate and false-alarm rate, with their intervals.
+
+    Args:
+        session: The caller's session.
+        project_id: The project.
+        since: Only parts decided at or after this moment (timezone-aware).
+        until: Only parts decided before this moment (timezone-aware).
+        confidence: Confidence level of the intervals, in (0, 1).
+
+    Returns:
+        The estimate over the project's decided parts (every rate ``None`` without parts).
+
+    Raises:
+        LookupError: If the project does not exist.
+        ValueError: If ``since`` or ``until`` is naive, or on a confidence outside (0, 1).
+    """
+    _check_project(session, project_id)
+    return estimate_parts(loop_parts(session, project_id, since=since, until=until), confidence)
+
+
+def loop_rates_over_time(
+    session: Session,
+    project_id: int,
+    period: Period = "week",
+    *,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> list[tuple[date, LoopEstimate]]:
+    """The estimate per period in which the line decided the parts.
+
+    Args:
+        session: The caller's session.
+        project_id: The project.
+        period: ``"day"`` (UTC) or ``"week"`` (ISO, starting on Monday).
+        confidence: Confidence level of the intervals, in (0, 1).
+
+    Returns:
+        ``(first day of the period, estimate)`` for each period with decided parts, oldest
+        first.
+
+    Raises:
+        LookupError: If the project does not exist.
+        ValueError: On an unknown period or a confidence outside (0, 1).
+    """
+    start_of = period_starts(period)
+    _check_project(session, project_id)
+    by_period: dict[date, list[LoopPart]] = defaultdict(list)
+    for part in loop_parts(session, project_id):
+        by_period[start_of(part.decided_at)].append(part)
+    return [
+        (start, estimate_parts(parts, confidence)) for start, parts in sorted(by_period.items())
+    ]
+
+
+def estimate_parts(
+    parts: Sequence[LoopPart], confidence: float = DEFAULT_CONFIDENCE
+) -> LoopEstimate:
+    """The estimate over stored parts (their labels coded 1 defect, 0 good, -1 none).
+
+    Raises:
+        ValueError: On a label the store should not hold, or a confidence outside (0, 1).
+    """
+    try:
+        labels = [_LABEL_CODES[part.label] for part in parts]
+    except KeyError as err:
+        raise ValueError(f"Unknown stored label {err.args[0]!r}.") from None
+    return estimate_loop_rates(
+        [part.region for part in parts],
+        [part.audit_probability for part in parts],
+        [part.audited for part in parts],
+        labels,
+        [part.verdict for part in parts],
+        confidence=confidence,
+    )
+
+
+def _check_project(session: Session, project_id: int) -> None:
+    """Raise ``LookupError`` unless the project exists."""
+    if get_project(session, project_id) is None:
+        raise LookupError(f"No project with id {project_id}.")

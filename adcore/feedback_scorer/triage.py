@@ -180,7 +180,8 @@ class TriageEvidence:
         accepted_defects_share: Weighted share of the flagged defects auto-accepted.
         defect_upper: 95% upper bound on the auto-accepted share of flagged defects.
         budget: The budget it is held to.
-        defects_needed: More labelled flagged defects needed before any can be accepted.
+        defects_needed: More labelled flagged defects needed before the nested check can
+            accept any (:func:`nested_defects_needed`).
     """
 
     folds: int
@@ -205,7 +206,8 @@ class TriageEvidence:
         if self.defects_needed > 0:
             reasons.append(
                 f"It needs {self.defects_needed} more labelled flagged defects before the 95% "
-                f"bound on auto-accepted defects can be within the budget of {self.budget:.1%}."
+                f"bound on auto-accepted defects can be within the budget of {self.budget:.1%} "
+                "in every training of the out-of-fold check (each sees all folds but one)."
             )
         if self.accepted_defects_share > self.budget:
             reasons.append(
@@ -303,8 +305,20 @@ def triage_evidence(
         else 0.0,
         defect_upper=defect_share_upper(float(w[accepted & defect].sum()), w[defect], confidence),
         budget=float(budget),
-        defects_needed=max(0, min_defects(budget, confidence) - n_defect),
+        defects_needed=nested_defects_needed(n_defect, budget, config.folds, confidence),
     )
+
+
+def nested_defects_needed(
+    n_defects: int, budget: float, folds: int, confidence: float = DEFAULT_CONFIDENCE
+) -> int:
+    """More labelled flagged defects before the nested check can auto-accept anything.
+
+    Each training inside the nested cross-validation sees ``(folds - 1) / folds`` of the
+    defects, and each needs :func:`min_defects` of them for its bound to fit the budget.
+    """
+    k = max(2, int(folds))
+    return max(0, math.ceil(min_defects(budget, confidence) * k / (k - 1)) - int(n_defects))
 
 
 def train_triage_model(

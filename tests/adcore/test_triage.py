@@ -23,6 +23,7 @@ from adcore.feedback_scorer.triage import (
     choose_auto_accept_threshold,
     defect_share_upper,
     min_defects,
+    nested_defects_needed,
     train_triage_model,
     triage_evidence,
 )
@@ -222,16 +223,22 @@ def test_without_signal_few_or_no_goods_are_accepted() -> None:
     assert sighted.accepted_goods_share > blind.accepted_goods_share + 0.5
 
 
+def test_the_nested_check_needs_the_bound_in_each_training() -> None:
+    assert nested_defects_needed(0, 0.02, 5) == 229  # 183 in each training of 4 folds of 5
+    assert nested_defects_needed(229, 0.02, 5) == 0
+    assert nested_defects_needed(0, 0.02, 2) == 366
+
+
 def test_too_few_defects_accept_nothing_and_say_how_many_more() -> None:
-    scores, vectors, labels = readings(40, 5, signal=6.0)  # 5 of 11 needed at 30%
+    scores, vectors, labels = readings(40, 5, signal=6.0)  # 11 per training at 30%: 14 in all
     evidence = triage_evidence(
         scores, vectors, labels, np.ones(45), budget=0.3, config=ScorerConfig()
     )
     assert not evidence.passed
     assert evidence.accepted_goods == evidence.accepted_defects == 0
-    assert evidence.defects_needed == 6
+    assert evidence.defects_needed == 14 - 5  # each of the 5 trainings sees 4 folds of 5
     reasons = evidence.reasons()
-    assert any("needs 6 more labelled flagged defects" in r for r in reasons)
+    assert any("needs 9 more labelled flagged defects" in r for r in reasons)
     assert any("no flagged good part" in r for r in reasons)
 
 
@@ -316,7 +323,7 @@ def test_a_triage_model_without_enough_defects_auto_accepts_nothing() -> None:
     model, report, evidence = train_triage_model(scores, vectors, labels, np.ones(50), budget=0.05)
     assert model.threshold == NO_AUTO_ACCEPT and report.threshold_rule == NO_AUTO_ACCEPT_RULE
     assert not (model.predict_proba(scores, vectors) < model.threshold).any()
-    assert evidence.defects_needed == 72 - 10 and not evidence.passed
+    assert evidence.defects_needed == 90 - 10 and not evidence.passed  # 72 per training
 
 
 @pytest.mark.parametrize(("budget", "confidence"), [(0.0, 0.95), (1.0, 0.95), (0.3, 1.2)])

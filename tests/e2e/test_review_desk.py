@@ -56,9 +56,17 @@ def queue_flagged_parts(served: Served, n: int) -> None:
         engine.dispose()
 
 
-def shown_part(page) -> int | None:
-    value = page.locator(".desk").first.get_attribute("data-image-id")
-    return int(value) if value else None
+def shown_part(page, wait_seconds: float = 15.0) -> int | None:
+    """The part on screen, waiting (at most ``wait_seconds``) while the desk fetches more.
+
+    An inspector waits for the next picture on a busy server too.
+    """
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        value = page.locator(".desk").first.get_attribute("data-image-id")
+        if value or time.monotonic() > deadline:
+            return int(value) if value else None
+        time.sleep(0.05)
 
 
 def test_alternate_g_and_d_at_four_presses_a_second_record_each_part_once(

@@ -284,3 +284,17 @@ def set_audit_share(session: Session, project_id: int, share: float, *, user: Us
         ValueError: If the share is not a number in [0.1%, 100%] (nothing changes).
     """
     return set_audit_odds(session, project_id, user=user, deep_pass=share).deep_pass
+
+
+STAGE2_KEY = "scorer"
+"""The settings key of the triage model's options (:mod:`services.scorer_training`)."""
+
+
+def stage2_enabled(project: Project) -> bool:
+    """Whether the project lets stage 2 decide: ``settings["scorer"]["enabled"]``, default on.
+
+    Anything but a stored ``false`` is on. Read here, where both the scoring service and the
+    scorer's options (:func:`services.scorer_training.scorer_setting`) find it.
+    """
+    stored = (project.settings or {}).get(STAGE2_KEY) or {}
+    return stored.get("enabled", True) is not False

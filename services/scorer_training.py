@@ -43,11 +43,12 @@ from db.models import Job, ModelVersion, Project, User
 from db.permissions import CAN_MANAGE_MODELS, CAN_REVIEW, require_session_role
 from db.predictions import labelled_embeddings as labelled_flagged
 from db.review_queue import queue_size
+from services.project_settings import STAGE2_KEY, stage2_enabled
 from services.training.job_kinds import JobKind
 
 logger = logging.getLogger(__name__)
 
-SCORER_KEY = "scorer"
+SCORER_KEY = STAGE2_KEY
 DEFAULT_EVERY_N_REVIEWS = 25
 MAX_EVERY_N_REVIEWS = 100_000
 MIN_BATCH_REVIEWS = 5
@@ -100,9 +101,7 @@ def scorer_setting(project: Project) -> ScorerSetting:
         budget = None if budget is None else _checked_budget(budget)
     except (TypeError, ValueError):
         budget = None
-    return ScorerSetting(
-        every_n_reviews=every, budget=budget, enabled=stored.get("enabled", True) is not False
-    )
+    return ScorerSetting(every_n_reviews=every, budget=budget, enabled=stage2_enabled(project))
 
 
 def triage_budget(project: Project) -> float:

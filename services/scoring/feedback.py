@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -32,6 +32,7 @@ from db.model_families import ModelFamily, active_version, detector_lineage
 from db.model_metrics import read_metrics
 from db.models import ModelVersion
 from db.review_queue import DEFAULT_PROBABILITY_THRESHOLD
+from services.project_settings import stage2_enabled
 
 if TYPE_CHECKING:
     from adcore.feedback_scorer import FeedbackScorer
@@ -160,22 +161,13 @@ def deciding_scorer(
     ignored: the detector decides, the line keeps running.
     """
     detector = active_version(session, project_id, ModelFamily.DETECTOR)
-    if detector is None or detector.id != version.id or not _stage2_enabled(detector.project):
+    if detector is None or detector.id != version.id or not stage2_enabled(detector.project):
         return None
     try:
         return active_scorer(session, project_id, detector)
     except (LoupeError, OSError, ValueError) as err:
         logger.error("The active feedback scorer of project %s is unusable: %s", project_id, err)
         return None
-
-
-def _stage2_enabled(project: Any) -> bool:
-    """Whether the project lets stage 2 decide (``settings["scorer"]["enabled"]``, default on).
-
-    Read here rather than through :mod:`services.scorer_training`, which imports this module.
-    """
-    stored = (project.settings or {}).get("scorer") or {}
-    return stored.get("enabled", True) is not False
 
 
 def scorer_decisions(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from db.station_inspections import StationRecord
 
@@ -64,6 +64,7 @@ class InspectionOut(BaseModel):
     score: float
     threshold: float
     model_version: int
+    model_label: str = Field(description='The model revision as people read it, e.g. "v2.14".')
     explanation: str | None
     image_url: str
     map_url: str | None

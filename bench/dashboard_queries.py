@@ -55,12 +55,15 @@ from db import (  # noqa: E402
     make_session_factory,
     shift_report_queries,
 )
+from db.loop_parts import loop_parts  # noqa: E402
 from db.model_families import active_version_id  # noqa: E402
+from db.projects import get_project  # noqa: E402
 from db.review_log import rebuild_current_reviews, rebuild_reviewer_labels  # noqa: E402
 from db.review_queue import queue_size, review_queue  # noqa: E402
 from services import dashboard_stats  # noqa: E402
-from services.audit_sampling import miss_rate_report  # noqa: E402
 from services.dashboard_data import dashboard_data  # noqa: E402
+from services.line_trends import line_trends  # noqa: E402
+from services.project_settings import audit_odds  # noqa: E402
 from services.shift_report import build_shift_report, report_window  # noqa: E402
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
@@ -205,10 +208,10 @@ def page_calls(project_id: int, active_id: int) -> list[tuple[str, Call]]:
         ("score_distribution", lambda s: dashboard.score_distribution(s, project_id).points),
         ("throughput(day)", lambda s: dashboard.throughput(s, project_id)),
         ("throughput(week)", lambda s: dashboard.throughput(s, project_id, period="week")),
-        (
-            "review_share_over_time(day)",
-            lambda s: dashboard_views.review_share_over_time(s, project_id),
-        ),
+        ("loop_parts (decided parts)", lambda s: loop_parts(s, project_id)),
+        ("+ line_trends(day)", lambda s: line_trends(s, project_id, "day").rates),
+        ("+ line_trends(week)", lambda s: line_trends(s, project_id, "week").rates),
+        ("+ line_trends(shift)", lambda s: line_trends(s, project_id, "shift").rates),
         ("defect_type_counts", lambda s: dashboard_views.defect_type_counts(s, project_id)),
         ("second_opinions", lambda s: dashboard_views.second_opinions(s, project_id)),
         ("pair_label_tables", lambda s: dashboard_views.pair_label_tables(s, project_id)),
@@ -240,10 +243,7 @@ def page_calls(project_id: int, active_id: int) -> list[tuple[str, Call]]:
                 )
             ],
         ),
-        ("miss_rate_report(day) (audits)", lambda s: miss_rate_report(s, project_id).points),
-        ("  audit_counts", lambda s: list(audits.audit_counts(s, project_id))),
-        ("  miss_rate_over_time(day)", lambda s: audits.miss_rate_over_time(s, project_id)),
-        ("  unlabelled_audits", lambda s: [audits.unlabelled_audits(s, project_id)]),
+        ("audit_counts (threshold jobs)", lambda s: list(audits.audit_counts(s, project_id))),
         (
             "reviewed_outcomes (not on the page)",
             lambda s: dashboard.reviewed_outcomes(s, project_id),
@@ -284,7 +284,7 @@ def whole_page(session: Session, project_id: int, period: str = "day") -> list:
     """
     dashboard.data_version(session, project_id)
     data = dashboard_data(session, project_id, period)
-    miss_rate_report(session, project_id, period)
+    audit_odds(get_project(session, project_id))  # the audit section's odds
     return list(data)
 
 

@@ -35,7 +35,7 @@ rows, 60 days, 6 reviewers) and calls each function {repeats} times, each in a f
 on PostgreSQL, of its server process (what a call costs when it has a core; 10 ms ticks).
 *Whole page data* is one uncached load of the Dashboard page: the cache key
 (`data_version`), `services.dashboard_data.dashboard_data` (what the page caches) and the
-audit section (`miss_rate_report`). The shift report's queries run only when a report is
+audit section (the project's audit odds). The shift report's queries run only when a report is
 prepared and are timed for one day; `reviewed_outcomes` is not called by the page (tests use
 it) and the review queue belongs to the Review page: both are listed for reference.
 Lines starting with `+` time the function above together with the statistics computed

@@ -12,7 +12,8 @@ Where things are:
   :mod:`db.review_queue` (what to review next; recording and undoing, role-checked);
 * predictions: :mod:`db.predictions` (latest per image / version);
 * models: :mod:`db.model_versions`, :mod:`db.model_families`, :mod:`db.model_candidates`,
-  :mod:`db.instant_updates`, :mod:`db.model_metrics` (their ``metrics`` JSON, typed);
+  :mod:`db.instant_updates`, :mod:`db.model_metrics` (their ``metrics`` JSON, typed),
+  :mod:`db.model_lineages` (a model "v2" and its revisions "v2.14": numbers and labels);
   jobs: :mod:`db.jobs`, :mod:`db.job_workers`;
 * managers' numbers: :mod:`db.dashboard`, :mod:`db.dashboard_activity`, :mod:`db.periods`;
   explanation notes: :mod:`db.explanation_notes`.

@@ -8,16 +8,13 @@ reviewers labelling the same part add one audited part, not two, and an undone l
 the part out of the counts until it is labelled again. It is *missed* when that label is
 ``defect``: a defect the threshold let through.
 
-Periods and ``since`` / ``until`` refer to when the part was drawn (its first audited
-prediction), i.e. when the line let it pass, not when it was reviewed: the miss rate of a
-week is the miss rate of the parts that passed that week. Grouping by date happens in Python
-through :mod:`db.periods` (portable SQL only, as in :mod:`db.dashboard`).
+``since`` / ``until`` refer to when the part was drawn (its first audited prediction), i.e.
+when the line let it pass, not when it was reviewed.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import Subquery, case, func, select
@@ -25,16 +22,14 @@ from sqlalchemy.orm import Session
 
 from db.base import Label
 from db.models import Image, Prediction, Review
-from db.periods import Period, period_starts, raw_timestamp, require_aware
+from db.periods import require_aware
 
 __all__ = [
     "AuditCounts",
-    "AuditPoint",
     "FirstDecision",
     "audit_counts",
     "drawn_for_audit",
     "first_decision",
-    "miss_rate_over_time",
     "unlabelled_audits",
 ]
 
@@ -44,14 +39,6 @@ class AuditCounts(NamedTuple):
 
     n_missed: int
     n_audited: int
-
-
-class AuditPoint(NamedTuple):
-    """Audited parts drawn in one period that have a current label, and the missed ones."""
-
-    period_start: date
-    n_audited: int
-    n_missed: int
 
 
 class FirstDecision(NamedTuple):
@@ -140,41 +127,6 @@ def unlabelled_audits(session: Session, project_id: int) -> int:
         )
         or 0
     )
-
-
-def miss_rate_over_time(
-    session: Session, project_id: int, period: Period = "day"
-) -> list[AuditPoint]:
-    """Labelled audited parts and missed ones per period in which the parts were drawn.
-
-    Args:
-        session: The caller's session.
-        project_id: The project.
-        period: ``"day"`` (UTC) or ``"week"`` (ISO, starting on Monday).
-
-    Returns:
-        One point per period with at least one labelled audited part, oldest first.
-
-    Raises:
-        ValueError: On an unknown period.
-    """
-    start_of = period_starts(period)
-    drawn = _drawn_parts(project_id)
-    rows = session.execute(
-        select(raw_timestamp(drawn.c.drawn_at), Review.label)
-        .select_from(drawn)
-        .join(Image, Image.id == drawn.c.image_id)
-        .join(Review, Review.id == Image.current_review_id)
-    )
-    tallies: dict[date, list[int]] = defaultdict(lambda: [0, 0])  # [n_audited, n_missed]
-    for drawn_at, label in rows:
-        tally = tallies[start_of(drawn_at)]
-        tally[0] += 1
-        tally[1] += label == Label.DEFECT.value
-    return [
-        AuditPoint(start, n_audited, n_missed)
-        for start, (n_audited, n_missed) in sorted(tallies.items())
-    ]
 
 
 def _drawn_parts(

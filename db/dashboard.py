@@ -7,6 +7,11 @@ one Python pass over narrow rows. Periods are UTC days or ISO weeks starting on 
 An *outcome* pairs a reviewed image's latest prediction of a model version with the image's
 current label. Verdicts are the ones stored with the predictions: the dashboard reports what
 the line actually decided, whereas the review queue judges against the current threshold.
+
+The rates over time and the confusion matrix are per model *lineage* (:mod:`db.model_lineages`):
+an instant update or a recalibration is a revision of the same model, so its parts stay in the
+model's figures. A part scored by several revisions of a model counts once there, with its
+latest prediction among them.
 """
 
 from __future__ import annotations
@@ -15,12 +20,13 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import case, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, case, exists, func, select
+from sqlalchemy.orm import Session, aliased
 
 from db.base import Label
 from db.dashboard_activity import data_version, throughput
 from db.model_families import active_version_id
+from db.model_lineages import model_label, same_model_ids
 from db.models import Image, ModelVersion, Prediction, Review, User
 from db.periods import Period, period_start, raw_timestamp, sql_period_start, utc_datetime
 from db.predictions import latest_prediction_ids
@@ -61,21 +67,27 @@ class Outcome:
 
 @dataclass(frozen=True)
 class RatePoint:
-    """Miss and false-alarm rates of one model version over one period of reviews.
+    """Miss and false-alarm rates of one model (all its revisions) over one period of reviews.
 
+    ``model_number`` is the lineage (:mod:`db.model_lineages`), :attr:`model` its label.
     ``fnr`` is ``None`` without labelled defects in the period, ``fpr`` without good parts.
     ``n_missed`` of the ``n_defect`` defects were passed; ``n_false_alarm`` of the ``n_good``
     good parts were flagged (the counts behind the rates, for their intervals).
     """
 
     period_start: date
-    model_version: int
+    model_number: int
     fnr: float | None
     fpr: float | None
     n_defect: int
     n_good: int
     n_missed: int = 0
     n_false_alarm: int = 0
+
+    @property
+    def model(self) -> str:
+        """The model's label, e.g. ``"v2"``."""
+        return model_label(self.model_number)
 
 
 class ScoreDistribution(NamedTuple):
@@ -177,7 +189,10 @@ def reviewed_outcomes(
 def error_rates_over_time(
     session: Session, project_id: int, *, period: Period = "day"
 ) -> list[RatePoint]:
-    """Return FNR and FPR per review period and model version.
+    """Return FNR and FPR per review period and model lineage.
+
+    A reviewed image counts once per model that scored it, with its latest prediction among
+    the model's revisions.
 
     Args:
         session: The caller's session.
@@ -185,27 +200,40 @@ def error_rates_over_time(
         period: ``"day"`` or ``"week"``: outcomes are grouped by their current label's date.
 
     Returns:
-        Points ordered by period, then version.
+        Points ordered by period, then model number.
     """
-    # Counted in SQL per (period, version): one row per group comes back, not one per part.
+    # Counted in SQL per (period, model): one row per group comes back, not one per part.
     period_key = raw_timestamp(sql_period_start(Review.created_at, period))
     defect, good = Label.DEFECT.value, Label.GOOD.value
     is_defect = Review.label == defect
-    statement = _outcome_rows(
-        session,
-        project_id,
-        None,
-        period_key,
-        ModelVersion.version,
-        func.sum(case((is_defect, 1), else_=0)),
-        func.sum(case((is_defect & (Prediction.verdict == good), 1), else_=0)),
-        func.sum(case((is_defect, 0), else_=1)),
-        func.sum(case((is_defect, 0), (Prediction.verdict == good, 0), else_=1)),
-    ).group_by(period_key, ModelVersion.version)
+    later, later_version = aliased(Prediction), aliased(ModelVersion)
+    rescored_later = exists().where(  # by a revision of the same model
+        later.image_id == Prediction.image_id,
+        later.superseded.is_(False),
+        later_version.id == later.model_version_id,
+        later_version.project_id == ModelVersion.project_id,
+        later_version.model_number == ModelVersion.model_number,
+        _after(later, Prediction),
+    )
+    statement = (
+        _outcome_rows(
+            session,
+            project_id,
+            None,
+            period_key,
+            ModelVersion.model_number,
+            func.sum(case((is_defect, 1), else_=0)),
+            func.sum(case((is_defect & (Prediction.verdict == good), 1), else_=0)),
+            func.sum(case((is_defect, 0), else_=1)),
+            func.sum(case((is_defect, 0), (Prediction.verdict == good, 0), else_=1)),
+        )
+        .where(~rescored_later)
+        .group_by(period_key, ModelVersion.model_number)
+    )
     points = [
         RatePoint(
             period_start=start if isinstance(start, date) else date.fromisoformat(start),
-            model_version=version,
+            model_number=int(model),
             fnr=missed / n_defect if n_defect else None,
             fpr=alarms / n_good if n_good else None,
             n_defect=int(n_defect),
@@ -213,9 +241,9 @@ def error_rates_over_time(
             n_missed=int(missed),
             n_false_alarm=int(alarms),
         )
-        for start, version, n_defect, missed, n_good, alarms in session.execute(statement)
+        for start, model, n_defect, missed, n_good, alarms in session.execute(statement)
     ]
-    points.sort(key=lambda point: (point.period_start, point.model_version))
+    points.sort(key=lambda point: (point.period_start, point.model_number))
     return points
 
 
@@ -262,27 +290,45 @@ def confusion(
 ) -> dict[str, int]:
     """Return ``{"tp", "fp", "tn", "fn"}`` of stored verdicts against current labels.
 
+    A model is judged as a whole lineage: each reviewed image's latest prediction among the
+    revisions of the version's model, so an instant update does not empty the matrix.
+
     Args:
         session: The caller's session.
         project_id: The project.
-        model_version_id: The version judged; default the active one, or, when none is
-            active, each image's latest prediction of any version.
+        model_version_id: A version of the model judged; default the active one, or, when none
+            is active, each image's latest prediction of any version.
     """
     version_id = model_version_id or active_version_id(session, project_id)
-    latest = latest_prediction_ids(
-        project_id, version_id, per_version=False, dialect=_dialect(session)
-    )
-    rows = session.execute(
+    statement = (
         select(Review.label, Prediction.verdict, func.count())
         .select_from(Image)
         .join(Review, Review.id == Image.current_review_id)
-        .join(latest, latest.c.image_id == Image.id)
-        .join(Prediction, Prediction.id == latest.c.prediction_id)
         .where(Image.project_id == project_id)
         .group_by(Review.label, Prediction.verdict)
     )
+    if version_id is None:
+        latest = latest_prediction_ids(project_id, per_version=False, dialect=_dialect(session))
+        statement = statement.join(latest, latest.c.image_id == Image.id).join(
+            Prediction, Prediction.id == latest.c.prediction_id
+        )
+    else:
+        model = same_model_ids(project_id, version_id)
+        later = aliased(Prediction)
+        rescored_later = exists().where(
+            later.image_id == Prediction.image_id,
+            later.superseded.is_(False),
+            later.model_version_id.in_(model),
+            _after(later, Prediction),
+        )
+        of_model = (
+            (Prediction.image_id == Image.id)
+            & Prediction.superseded.is_(False)
+            & Prediction.model_version_id.in_(model)
+        )
+        statement = statement.join(Prediction, of_model).where(~rescored_later)
     counts = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
-    for label, verdict, n in rows:
+    for label, verdict, n in session.execute(statement):
         if label is None or verdict is None:
             continue
         flagged = verdict == Label.DEFECT
@@ -291,6 +337,13 @@ def confusion(
         else:
             counts["fp" if flagged else "tn"] += n
     return counts
+
+
+def _after(later: Any, earlier: Any) -> ColumnElement[bool]:
+    """``later`` is a later prediction than ``earlier`` (time, then id, as everywhere)."""
+    return (later.created_at > earlier.created_at) | (
+        (later.created_at == earlier.created_at) & (later.id > earlier.id)
+    )
 
 
 def score_distribution(session: Session, project_id: int) -> ScoreDistribution:

@@ -1,8 +1,7 @@
-"""More numbers for the manager's dashboard: review load, defect types, second opinions, drift.
+"""More numbers for the manager's dashboard: defect types, second opinions, drift.
 
-* :func:`review_share_over_time`: per period, the parts first inspected and how many of them were
-  sent to a human (flagged, or drawn for audit), so a manager sees the review load fall (or not)
-  as the loop learns;
+(The load, parts sent to a human per period, is :mod:`services.line_trends`.)
+
 * :func:`defect_type_counts`: current defect labels by type, for a Pareto chart;
 * :func:`second_opinions`: each reviewer's latest label of every part two or more reviewers
   labelled, for inter-inspector agreement (the maths is in :mod:`services.dashboard_stats`);
@@ -16,84 +15,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import date
 from itertools import combinations
 from typing import Any
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from db.base import Label
 from db.models import Image, Prediction, Review, ReviewerLabel, User
-from db.periods import Period, check_period, raw_timestamp, sql_period_start, utc_datetime
-
-
-@dataclass(frozen=True)
-class ReviewShare:
-    """Parts first inspected in one period, and those sent to a human.
-
-    Attributes:
-        period_start: First day of the period.
-        n_parts: Parts whose first inspection fell in the period.
-        n_flagged: Of those, parts the model flagged at that inspection.
-        n_audited: Of those, passed parts drawn for audit.
-    """
-
-    period_start: date
-    n_parts: int
-    n_flagged: int
-    n_audited: int
-
-    @property
-    def n_sent(self) -> int:
-        """Parts sent to a human: flagged or audited."""
-        return self.n_flagged + self.n_audited
-
-
-def review_share_over_time(
-    session: Session, project_id: int, *, period: Period = "day"
-) -> list[ReviewShare]:
-    """The share of parts sent to a human, per period of their first inspection.
-
-    Args:
-        session: The caller's session.
-        project_id: The project.
-        period: ``"day"`` or ``"week"``.
-
-    Returns:
-        One :class:`ReviewShare` per period with inspected parts, oldest first.
-    """
-    check_period(period)
-    first = (
-        select(func.min(Prediction.id))
-        .join(Image, Image.id == Prediction.image_id)
-        .where(Image.project_id == project_id)
-        .group_by(Prediction.image_id)
-    )
-    # Counted in SQL per period: one row per period comes back, not one per part.
-    period_key = raw_timestamp(sql_period_start(Prediction.created_at, period))
-    flagged = Prediction.verdict == Label.DEFECT.value
-    rows = session.execute(
-        select(
-            period_key,
-            func.count(),
-            func.sum(case((flagged, 1), else_=0)),
-            func.sum(case((flagged, 0), (Prediction.audit.is_(True), 1), else_=0)),
-        )
-        .where(Prediction.id.in_(first))
-        .group_by(period_key)
-    )
-    shares = [
-        ReviewShare(
-            start if isinstance(start, date) else date.fromisoformat(start),
-            int(n_parts),
-            int(n_flagged),
-            int(n_audited),
-        )
-        for start, n_parts, n_flagged, n_audited in rows
-    ]
-    return sorted(shares, key=lambda share: share.period_start)
+from db.periods import raw_timestamp, utc_datetime
 
 
 def defect_type_counts(session: Session, project_id: int) -> list[tuple[str, int]]:

@@ -13,7 +13,8 @@ copy as the project's next version and makes it active, in the caller's transact
   with :class:`InstantUpdateConflict`, so the caller can redo it on the new active version;
 * the parent is retired (rollback can go back to it), the new version keeps the parent's
   threshold, its training snapshot is the parent's plus the added images (label good), and its
-  metrics are the parent's plus an ``instant_updates`` entry.
+  metrics are the parent's plus an ``instant_updates`` entry: so it is the next revision of the
+  parent's model (``v2.14`` after ``v2.13``, :mod:`db.model_lineages`), not a new model.
 
 Instant learning runs as a job (:mod:`services.training.instant_learning`); two more pieces
 of storage serve it:
@@ -50,6 +51,7 @@ from db.base import JobStatus, Label, ModelStatus, utcnow
 from db.errors import StorageError
 from db.jobs import enqueue_automatic_job
 from db.labels import current_label
+from db.model_lineages import label_of
 from db.model_metrics import (
     InstantUpdate,
     StatusChange,
@@ -125,7 +127,7 @@ def record_instant_update(
     session.refresh(parent)  # the lock is held: read the latest status, metrics and snapshot
     if project.active_model_version_id != parent.id or parent.status != ModelStatus.ACTIVE:
         raise InstantUpdateConflict(
-            f"Version {parent.version} is no longer the active model of the project; "
+            f"Version {label_of(parent)} is no longer the active model of the project; "
             "redo the update on the active version.",
             active_version_id=project.active_model_version_id,
         )
@@ -170,7 +172,7 @@ def record_instant_update(
         threshold=parent.threshold,
         training_snapshot=snapshot,
         created_by=actor,
-        notes=f"Instant update of version {parent.version}: {note}.",
+        notes=f"Instant update of {label_of(parent)}: {note}.",
         version=number,
     )
     _set_status(parent, ModelStatus.RETIRED, actor, note)

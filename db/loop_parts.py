@@ -41,6 +41,7 @@ class LoopPart(NamedTuple):
         audited: Whether the part was drawn for audit.
         verdict: The first prediction's verdict (``"defect"`` / ``"good"``).
         label: The current human label (``"defect"`` / ``"good"``), ``None`` when unlabelled.
+        model_version_id: The model version whose first prediction decided the part.
     """
 
     image_id: int
@@ -50,6 +51,7 @@ class LoopPart(NamedTuple):
     audited: bool
     verdict: str
     label: str | None
+    model_version_id: int
 
 
 def loop_parts(
@@ -106,6 +108,7 @@ def loop_parts(
             Prediction.audit,
             Prediction.verdict,
             Review.label,
+            Prediction.model_version_id,
         )
         .join(first_ids, first_ids.c.prediction_id == Prediction.id)
         .join(Image, Image.id == Prediction.image_id)
@@ -121,6 +124,16 @@ def loop_parts(
             audited=bool(audited),
             verdict=verdict,
             label=label,
+            model_version_id=model_version_id,
         )
-        for image_id, decided_at, region, probability, audited, verdict, label in rows
+        for (
+            image_id,
+            decided_at,
+            region,
+            probability,
+            audited,
+            verdict,
+            label,
+            model_version_id,
+        ) in rows
     ]

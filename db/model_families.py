@@ -89,7 +89,7 @@ def detector_lineage(version: ModelVersion) -> list[int]:
     (recorded as :attr:`db.model_metrics.ModelMetrics.same_model_as`): same backbone, same
     score scale, so the scores and vectors of every version in the lineage are comparable (a
     feedback scorer trained on one fits the others). A refit or another kind starts a new
-    lineage.
+    lineage: a new model number (:mod:`db.model_lineages`).
 
     Args:
         version: A detector version.
@@ -97,11 +97,8 @@ def detector_lineage(version: ModelVersion) -> list[int]:
     Returns:
         ``[version.id, parent id, grandparent id, ...]``.
     """
-    metrics = read_metrics(version)
-    parents = [update.parent_version_id for update in reversed(metrics.instant_updates)]
-    parents += metrics.same_model_as
     lineage = [version.id]
-    for parent in parents:
-        if isinstance(parent, int) and parent not in lineage:
+    for parent in read_metrics(version).lineage_parents:
+        if parent not in lineage:
             lineage.append(parent)
     return lineage

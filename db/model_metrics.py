@@ -466,6 +466,18 @@ class ModelMetrics:
         return list(self.document.get(SAME_MODEL_AS_KEY) or [])
 
     @property
+    def lineage_parents(self) -> list[int]:
+        """The ids of the versions whose model this one reuses, its direct parent first.
+
+        An instant update's parents (newest update first), then a recalibration's
+        :attr:`same_model_as`; entries that are not ids are skipped. Empty for a model fitted
+        from scratch (a new lineage: :mod:`db.model_lineages`).
+        """
+        parents = [update.parent_version_id for update in reversed(self.instant_updates)]
+        parents += self.same_model_as
+        return [p for p in parents if isinstance(p, int) and not isinstance(p, bool)]
+
+    @property
     def was_active(self) -> bool:
         """Whether the version was ever active (its status history says so)."""
         return any(change.status == ModelStatus.ACTIVE for change in self.status_history)

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from db.base import ModelStatus, utcnow
 from db.errors import StorageError
 from db.model_families import ModelFamily, active_version, detector_lineage, model_family
+from db.model_lineages import label_of, lineage_number
 from db.model_metrics import (
     ROLLBACK,
     GateOverride,
@@ -82,6 +83,10 @@ def register_model_version(
 ) -> ModelVersion:
     """Record a trained model as a new *candidate* version of the project (flushed).
 
+    Its place in a model lineage comes from ``metrics`` (:func:`db.model_lineages.lineage_number`):
+    an instant update or a recalibration is the next revision of its parent's model, anything
+    else the first revision of a new model.
+
     Args:
         session: The caller's session.
         project_id: The project.
@@ -113,9 +118,12 @@ def register_model_version(
     if taken is not None:
         raise ValueError(f"Version {number} of project {project_id} already exists.")
     creator_id = created_by.id if isinstance(created_by, User) else created_by
+    lineage = lineage_number(session, project_id, kind=kind, metrics=metrics)
     model_version = ModelVersion(
         project_id=project_id,
         version=number,
+        model_number=lineage.model_number,
+        revision=lineage.revision,
         kind=kind,
         artifact_path=str(artifact_path),
         metrics=dict(metrics),
@@ -182,8 +190,8 @@ def gate_refusals(session: Session, model_version: ModelVersion) -> list[str]:
         if current is None or current.id == model_version.id:
             return []
         return [
-            f"Version {model_version.version} has no gate evaluation against the active "
-            f"version {current.version}: queue a refit or recalibration job to evaluate it."
+            f"Version {label_of(model_version)} has no gate evaluation against the active "
+            f"version {label_of(current)}: queue a refit or recalibration job to evaluate it."
         ]
     decision = gate.decision
     reasons = [] if decision.passed else list(decision.reasons)
@@ -193,7 +201,7 @@ def gate_refusals(session: Session, model_version: ModelVersion) -> list[str]:
     current_id = None if current is None else current.id
     if evaluated != current_id:
         then = "no active model" if evaluated is None else f"version id {evaluated}"
-        now = "no active model" if current is None else f"version {current.version}"
+        now = "no active model" if current is None else f"version {label_of(current)}"
         reasons.append(
             f"The active model changed since the evaluation ({then} then, {now} now): "
             "evaluate the candidate again."
@@ -217,7 +225,7 @@ def _scorer_detector_refusals(session: Session, model_version: ModelVersion) -> 
     if trained_on not in detector_lineage(detector):
         return [
             f"The scorer was trained on the scores of detector version id {trained_on}, but "
-            f"the active detector is version {detector.version} (another lineage): train the "
+            f"the active detector is version {label_of(detector)} (another lineage): train the "
             "scorer again."
         ]
     return []
@@ -304,7 +312,7 @@ def rollback_to(session: Session, version_id: int, user: User) -> ModelVersion:
         return model_version
     if not read_metrics(model_version).was_active:
         raise ValueError(
-            f"Version {model_version.version} was never active: promote it through the gate."
+            f"Version {label_of(model_version)} was never active: promote it through the gate."
         )
     current = active_version(session, project.id, model_family(model_version.kind))
     change = _Change(action=ROLLBACK, from_version=None if current is None else current.version)

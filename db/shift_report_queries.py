@@ -22,6 +22,7 @@ from sqlalchemy import ColumnElement, and_, case, distinct, func, literal_column
 from sqlalchemy.orm import Session, aliased
 
 from db.base import Label
+from db.model_lineages import version_label
 from db.models import Image, ModelVersion, Prediction, Review, User
 
 __all__ = [
@@ -55,6 +56,8 @@ class ReviewedPart:
     verdict: str | None
     model_version: int | None
     audit: bool | None
+    model_label: str | None = None
+    """The revision as a person reads it (``"v1.1"``, :mod:`db.model_lineages`)."""
 
     @property
     def missed(self) -> bool:
@@ -168,6 +171,8 @@ def reviewed_parts(
             Prediction.verdict,
             ModelVersion.version,
             Prediction.audit,
+            ModelVersion.model_number,
+            ModelVersion.revision,
         )
         .select_from(Review)
         .join(Image, and_(Image.id == Review.image_id, Image.current_review_id == Review.id))
@@ -183,7 +188,13 @@ def reviewed_parts(
         )
         .order_by(Review.created_at, Image.id)
     )
-    return [ReviewedPart(*row) for row in session.execute(statement)]
+    return [
+        ReviewedPart(
+            *row[:-2],
+            model_label=None if row[-2] is None else version_label(row[-2], row[-1]),
+        )
+        for row in session.execute(statement)
+    ]
 
 
 def review_work(

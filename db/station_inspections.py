@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
 from db.base import utcnow
+from db.model_lineages import version_label
 from db.models import Image, ModelVersion, Prediction, Review, StationInspection, User
 
 
@@ -34,6 +35,7 @@ class StationRecord:
     score: float
     threshold: float
     model_version: int
+    model_label: str
     explanation: str | None
     stored_path: str
     anomaly_map_path: str | None
@@ -115,6 +117,8 @@ def _records() -> Any:
             StationInspection,
             Prediction,
             ModelVersion.version,
+            ModelVersion.model_number,
+            ModelVersion.revision,
             Image.stored_path,
             Review.label,
             Review.defect_type,
@@ -130,7 +134,18 @@ def _records() -> Any:
 
 
 def _record(row: Any) -> StationRecord:
-    post, prediction, version, stored_path, label, defect_type, reviewed_at, reviewer = row
+    (
+        post,
+        prediction,
+        version,
+        model_number,
+        revision,
+        stored_path,
+        label,
+        defect_type,
+        reviewed_at,
+        reviewer,
+    ) = row
     explanation = prediction.explanation if isinstance(prediction.explanation, dict) else {}
     return StationRecord(
         id=post.id,
@@ -145,6 +160,7 @@ def _record(row: Any) -> StationRecord:
         score=float(prediction.score),
         threshold=float(prediction.threshold),
         model_version=version,
+        model_label=version_label(model_number, revision),
         explanation=explanation.get("text"),
         stored_path=stored_path,
         anomaly_map_path=prediction.anomaly_map_path,

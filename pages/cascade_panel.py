@@ -23,6 +23,7 @@ import streamlit as st
 import db
 from adcore.feedback_scorer import MIN_PER_CLASS
 from db.model_families import ModelFamily, active_version, detector_lineage, model_family
+from db.model_lineages import label_of, version_labels
 from db.model_metrics import read_metrics
 from db.projects import get_project, list_model_versions
 from pages.action_feedback import ACTION_ERRORS, flash
@@ -80,21 +81,25 @@ class TriageVersion:
 
     Attributes:
         version: Its version number.
+        label: Its lineage label (``"v3.0"``, :mod:`db.model_lineages`).
         threshold: Its auto-accept threshold (``None``: none recorded).
         evidence: Its out-of-fold triage evidence (``TriageEvidence.to_json()``), or ``{}``.
         passed: Whether its gate passed (``None``: never gated).
         reasons: Why its gate refused it.
         fits: Whether it was trained on the active detector (or its lineage).
         detector_version_id: The detector version it was trained on.
+        detector_label: That version's label, if it still exists.
     """
 
     version: int
+    label: str
     threshold: float | None
     evidence: dict[str, Any]
     passed: bool | None
     reasons: tuple[str, ...]
     fits: bool
     detector_version_id: int | None
+    detector_label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,7 @@ class CascadeState:
 
     Attributes:
         target_fnr: The project's target miss rate.
-        detector: ``(version, kind, threshold)`` of the active detector, or ``None``.
+        detector: ``(label, kind, threshold)`` of the active detector, or ``None``.
         setting: The project's scorer option (``enabled``, ``budget``).
         budget: The auto-accept budget in force (the setting, else the target FNR).
         active: The active triage model, or ``None``.
@@ -114,7 +119,7 @@ class CascadeState:
     """
 
     target_fnr: float
-    detector: tuple[int, str, float | None] | None
+    detector: tuple[str, str, float | None] | None
     setting: ScorerSetting
     budget: float
     active: TriageVersion | None
@@ -123,7 +128,9 @@ class CascadeState:
     unavailable: str | None
 
 
-def _triage_version(version: db.ModelVersion, lineage: list[int]) -> TriageVersion:
+def _triage_version(
+    version: db.ModelVersion, lineage: list[int], labels: dict[int, str]
+) -> TriageVersion:
     """The section's view of one scorer version (its metrics read through db.model_metrics)."""
     metrics = read_metrics(version)
     evidence = metrics.facts.get("triage")
@@ -131,12 +138,14 @@ def _triage_version(version: db.ModelVersion, lineage: list[int]) -> TriageVersi
     trained_on = scorer_detector_id(version)
     return TriageVersion(
         version=version.version,
+        label=label_of(version),
         threshold=version.threshold,
         evidence=dict(evidence) if isinstance(evidence, dict) else {},
         passed=None if gate is None else gate.decision.passed,
         reasons=() if gate is None else gate.decision.reasons,
         fits=trained_on is not None and trained_on in lineage,
         detector_version_id=trained_on,
+        detector_label=None if trained_on is None else labels.get(trained_on),
     )
 
 
@@ -163,15 +172,16 @@ def cascade_state(project_id: int) -> CascadeState:
             None,
         )
         unavailable = scorer_unavailable_reason(session, project_id)
+        labels = version_labels(session, project_id)
         return CascadeState(
             target_fnr=float(project.target_fnr),
             detector=None
             if detector is None
-            else (detector.version, detector.kind, detector.threshold),
+            else (label_of(detector), detector.kind, detector.threshold),
             setting=scorer_setting(project),
             budget=triage_budget(project),
-            active=None if scorer is None else _triage_version(scorer, lineage),
-            candidate=None if candidate is None else _triage_version(candidate, lineage),
+            active=None if scorer is None else _triage_version(scorer, lineage, labels),
+            candidate=None if candidate is None else _triage_version(candidate, lineage, labels),
             status=None if unavailable else triage_status(session, project_id),
             unavailable=unavailable,
         )
@@ -241,7 +251,7 @@ def off_reasons(state: CascadeState) -> list[str]:
         reason = "Switched off by a manager: every flagged part goes to a human."
         if state.active is not None:
             reason += (
-                f" Triage model v{state.active.version} stays active but does not decide "
+                f" Triage model {state.active.label} stays active but does not decide "
                 "until stage 2 is switched on again."
             )
         return [reason]
@@ -252,20 +262,20 @@ def off_reasons(state: CascadeState) -> list[str]:
         return []
     reasons = []
     if active is not None:
+        trained_on = active.detector_label or f"version id {active.detector_version_id}"
         reasons.append(
-            f"Triage model v{active.version} was trained on another detector (version id "
-            f"{active.detector_version_id}), not the active screen; a triage model trained "
-            "on the active detector is needed."
+            f"Triage model {active.label} was trained on another detector ({trained_on}), not "
+            "the active screen; a triage model trained on the active detector is needed."
         )
     candidate = state.candidate
     if candidate is not None and candidate.passed is False:
         reasons.append(
-            f"The latest triage candidate v{candidate.version} was refused by its gate: "
+            f"The latest triage candidate {candidate.label} was refused by its gate: "
             + " ".join(candidate.reasons or ("no reason recorded.",))
         )
     elif candidate is not None and candidate.passed:
         reasons.append(
-            f"Triage candidate v{candidate.version} passed its gate and waits for a manager "
+            f"Triage candidate {candidate.label} passed its gate and waits for a manager "
             "to promote it under Candidates."
         )
     if state.unavailable:
@@ -300,10 +310,10 @@ def status_sentence(status: TriageStatus) -> str:
 def _screen_line(state: CascadeState) -> str:
     if state.detector is None:
         return f"**{SCREEN_LABEL}:** no active detector yet."
-    version, kind, threshold = state.detector
+    label, kind, threshold = state.detector
     at = "no threshold yet" if threshold is None else f"threshold **{threshold:.4g}**"
     return (
-        f"**{SCREEN_LABEL}:** detector v{version} ({kind}) at {at}: a part scoring at or above "
+        f"**{SCREEN_LABEL}:** detector {label} ({kind}) at {at}: a part scoring at or above "
         "it is flagged; the others pass (some are audited, see the Dashboard)."
     )
 
@@ -311,7 +321,7 @@ def _screen_line(state: CascadeState) -> str:
 def _stage2_on(active: TriageVersion) -> None:
     threshold = "n/a" if active.threshold is None else f"{active.threshold:.2f}"
     st.success(
-        f"**{STAGE2_LABEL}: ON.** Triage model v{active.version} auto-accepts a flagged part "
+        f"**{STAGE2_LABEL}: ON.** Triage model {active.label} auto-accepts a flagged part "
         f"as good when its p(defect) is below its auto-accept threshold **{threshold}**; every "
         "other flagged part goes to a human.",
         icon=":material/check_circle:",
@@ -373,8 +383,8 @@ def cascade_section(project_id: int, *, can_change: bool) -> None:
         candidate = state.candidate
         if candidate is not None and candidate.passed is False:
             st.caption(
-                f"The latest triage candidate v{candidate.version} was refused by its gate "
-                f"(v{state.active.version} keeps deciding): " + " ".join(candidate.reasons)
+                f"The latest triage candidate {candidate.label} was refused by its gate "
+                f"({state.active.label} keeps deciding): " + " ".join(candidate.reasons)
             )
     else:
         st.warning(

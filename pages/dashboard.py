@@ -1,7 +1,9 @@
-"""Dashboard (managers, admins): error rates over time, review counts, confusion, scores.
+"""Dashboard (managers, admins): the line's estimated rates and load, then the details.
 
-The miss rate among passed parts, estimated from audit samples, and the audit share are drawn
-by :mod:`pages.audit_panel`.
+The headline (:mod:`pages.line_rates_panel`) is the line's miss rate and false alarms estimated
+from reviews plus audits weighted by their known odds, per period and model lineage, and the
+load on the inspectors. Rates on reviewed parts alone (which cannot see missed defects) stay
+available in an expander; the audits and their odds are :mod:`pages.audit_panel`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pages.action_feedback import show_flashes
 from pages.audit_panel import audit_section
 from pages.db_session import transaction
 from pages.demo_history_notice import show_simulated_history_notice
-from pages.manager_views import show_agreement, show_defect_pareto, show_drift, show_review_share
+from pages.line_rates_panel import show_line_rates, show_load, show_model_changes
+from pages.manager_views import show_agreement, show_defect_pareto, show_drift
 from pages.rate_charts import show_error_rates
 from pages.routing import MANAGERS
 from pages.shift_report_panel import show_shift_report
@@ -45,12 +48,24 @@ def cached_dashboard_data(url: str, project_id: int, period: str, version: tuple
         return dashboard_data(session, project_id, period)
 
 
-period = st.radio("Group by", ["day", "week"], horizontal=True, key="dashboard_period")
+period = st.radio(
+    "Group by",
+    ["week", "day", "shift"],
+    horizontal=True,
+    key="dashboard_period",
+    help="Shifts group the headline and the load; the other charts group shifts by day.",
+)
 with transaction() as session:
     version = data_version(session, project_id)
-(rates, counts, matrix, distribution, work, shares, defect_types, agreement, drift) = (
+(line, changes, rates, counts, matrix, distribution, work, defect_types, agreement, drift) = (
     cached_dashboard_data(db.database_url(), project_id, period, version)
 )
+by = "week" if period == "week" else "day"
+
+# ---- the headline: the line's estimated rates, then the load
+show_line_rates(line)
+show_model_changes(changes)
+show_load(line)
 
 # ---- counts
 cols = st.columns(4)
@@ -59,13 +74,18 @@ cols[1].metric("Reviewed", counts["reviewed"])
 cols[2].metric("Unreviewed", counts["unreviewed"])
 cols[3].metric("Flagged, not reviewed", counts["flagged_unreviewed"])
 
-# ---- error rates, with their intervals
-show_error_rates(rates, period)
+# ---- audits drawn and their odds; not cached: it reads the current odds
+audit_section(project_id, line.load, can_change=signed_in_user["role"] in MANAGERS)
 
-show_review_share(shares, period)
-
-# ---- miss rate among passed parts (audit samples); not cached: it reads the current share
-audit_section(project_id, period, can_change=signed_in_user["role"] in MANAGERS)
+# ---- rates over reviewed parts only
+with st.expander("Rates on reviewed parts (cannot see missed defects)"):
+    st.caption(
+        "These rates count only the parts a human reviewed (flagged parts and audits, each "
+        "once, unweighted). A missed defect is a passed part nobody looked at, so the miss "
+        "rate here is near 0% by construction: the line's estimated miss rate is the headline "
+        "above."
+    )
+    show_error_rates(rates, by)
 
 # ---- confusion matrix
 st.subheader("Confusion matrix (active model, current labels)")
@@ -133,7 +153,7 @@ else:
         color="reviewer",
         barmode="group",
         hover_data=["median_seconds"],
-        labels={"period_start": period, "n_reviews": "reviews"},
+        labels={"period_start": by, "n_reviews": "reviews"},
     )
     st.plotly_chart(bars, key="throughput")
     st.dataframe(

@@ -2,8 +2,9 @@
 
 The demo seeds four weeks of inspections and reviews before its first day
 (:mod:`services.demo_history`) and marks them in the project's settings; this shows the
-marker to managers so that no one mistakes the simulation for a plant's real record. Projects
-without the marker show nothing.
+marker to managers so that no one mistakes the simulation for a plant's real record, and says
+why the history's model changes two thirds through (the recalibration note stored in the
+marker, with the history's numbers). Projects without the marker show nothing.
 """
 
 from __future__ import annotations
@@ -22,12 +23,16 @@ def simulated_history_notice(project: db.Project) -> str | None:
         return None
     marker = history_marker(project) or {}
     inspectors = ", ".join(marker.get("inspectors") or []) or "simulated inspectors"
-    return (
+    notice = (
         f"Days before {first_real_day.isoformat()} are a simulated history seeded by the demo "
         f"(ELPV ground truth, simulated inspectors: {inspectors}; each cell scored once by the "
-        "demo model and shown on several days; version 2 is the same model with a "
-        "recalibrated threshold)."
+        "demo model and shown on several days; passed parts audited with the project's known "
+        "odds per decision region)."
     )
+    why = marker.get("recalibration")
+    if isinstance(why, str) and why:
+        notice += f" Its model change is a revision of the same model. {why}"
+    return notice
 
 
 def show_simulated_history_notice(project_id: int) -> None:

@@ -16,6 +16,9 @@ loaded once per server process, fact-checked, stored with the prediction); a fra
 thread and the page re-runs to show the rewrite. Under the text, inspectors accept or edit it
 (:mod:`pages.explanation_notes_panel`).
 
+Every panel names its part (the file name, as the Review desk shows it): under the desk, the
+panels of one part must never be read as another's (:mod:`pages.review_desk`).
+
 Later explainers add their panels in :func:`explanation_panels`.
 """
 
@@ -34,7 +37,7 @@ from pages.db_session import session_factory, transaction
 from pages.explanation_notes_panel import explanation_notes
 from pages.gradcam_panel import anomaly_gradcam_panel, gradcam_panel
 from pages.page_tasks import TaskProgress, start_task
-from pages.part_display import image_pixels
+from pages.part_display import image_pixels, plain_markdown
 from services.explanation_rewriting import (
     LanguageModelChoice,
     RewriteOutcome,
@@ -69,6 +72,7 @@ class ExplainedPart:
     """What the "Why" panel needs about one prediction (read in one transaction)."""
 
     prediction_id: int
+    name: str  # the part's file name
     explanation: dict[str, Any] | None
     stored_path: str
     anomaly_map_path: str | None
@@ -166,23 +170,24 @@ def text_explanation_panel(part: ExplainedPart) -> None:
                 part.stored_path, part.anomaly_map_path, part.score, part.threshold
             )
         except (OSError, ValueError) as err:  # e.g. a missing map file
-            st.caption(f"No explanation for this part: {err}")
+            st.caption(f"No explanation for {plain_markdown(part.name)}: {err}")
             return
     if not explanation or not explanation.get("text"):
+        st.caption(f"No explanation for {plain_markdown(part.name)}.")
         return
-    st.subheader("Why")
+    st.subheader(f"Why · {plain_markdown(part.name)}")
     if not stored:  # computed now: nothing to rephrase or to note
         st.markdown(explanation["text"])
-        measured_facts(explanation)
+        measured_facts(explanation, part.name)
         return
     shown_text, source = show_text(part, explanation["text"])
-    measured_facts(explanation)
+    measured_facts(explanation, part.name)
     explanation_notes(part.prediction_id, shown_text, source)
 
 
-def measured_facts(explanation: dict[str, Any]) -> None:
-    """The measured facts behind the text, folded away."""
-    with st.expander("Measured facts"):
+def measured_facts(explanation: dict[str, Any], name: str) -> None:
+    """The measured facts behind the text of the part ``name``, folded away."""
+    with st.expander(f"Measured facts · {plain_markdown(name)}"):
         st.json(explanation.get("facts") or {})
 
 
@@ -199,6 +204,7 @@ def explanation_panels(prediction_id: int | None) -> list[Callable[[], None]]:
         stored_path = image.stored_path
         part = ExplainedPart(
             prediction_id=prediction.id,
+            name=image.original_name,
             explanation=prediction.explanation,
             stored_path=stored_path,
             anomaly_map_path=prediction.anomaly_map_path,
@@ -209,16 +215,19 @@ def explanation_panels(prediction_id: int | None) -> list[Callable[[], None]]:
         detector = prediction.model_version
         if classifier is not None:
             gradcam = partial(
-                gradcam_panel, classifier.artifact_path, stored_path, f"v{classifier.version}"
+                gradcam_panel,
+                classifier.artifact_path,
+                stored_path,
+                f"v{classifier.model_number}.{classifier.revision}",
             )
         elif detector.kind == PATCHCORE_KIND:
-            label = f"{detector.kind} v{detector.version}"
+            label = f"{detector.kind} v{detector.model_number}.{detector.revision}"
             gradcam = partial(anomaly_gradcam_panel, detector.artifact_path, stored_path, label)
         else:
             gradcam = None
     panels: list[Callable[[], None]] = [partial(text_explanation_panel, part)]
     if gradcam is not None:
-        panels.append(gradcam)
+        panels.append(partial(gradcam, part_name=part.name))
     return panels
 
 

@@ -15,6 +15,7 @@ import streamlit as st
 from adcore.explain.language_model import language_model_unavailable
 from db.explanation_notes import MIN_TRAINING_NOTES, note_counts, training_notes
 from db.model_families import ModelFamily, active_version
+from db.model_lineages import label_of
 from db.projects import get_project
 from pages import model_jobs_panel
 from pages.action_feedback import ACTION_ERRORS, flash
@@ -76,7 +77,7 @@ def explanations_section(project_id: int) -> None:
         counts = note_counts(session, project_id)
         n_training = len(training_notes(session, project_id))
         adapter = active_version(session, project_id, ModelFamily.EXPLAINER)
-        adapter_line = None if adapter is None else f"v{adapter.version}"
+        adapter_line = None if adapter is None else label_of(adapter)
     if setting is None:
         return
     st.subheader("Explanations")

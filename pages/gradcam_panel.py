@@ -6,10 +6,10 @@
   training): which regions' backbone features raised the detector's anomaly above the normal
   level of its good parts (:func:`adcore.gradcam.anomaly_gradcam`).
 
-Each panel says which model and which output its map explains. The work runs in a background
-thread and the panel fills in when it is ready (:mod:`pages.background_views`: results kept
-per model version and image, shared by every session); Grad-CAM uses a detector instance of its
-own (it hooks a layer).
+Each panel names its part and says which model and which output its map explains. The work
+runs in a background thread and the panel fills in when it is ready
+(:mod:`pages.background_views`: results kept per model version and image, shared by every
+session); Grad-CAM uses a detector instance of its own (it hooks a layer).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import streamlit as st
 
 import db
 from pages.background_views import show_when_ready
+from pages.part_display import plain_markdown
 from services.scoring.runtime import resolve_artifact
 
 GRADCAM_OPACITY = 0.45
@@ -103,18 +104,27 @@ def stored_pixels(stored_path: str) -> np.ndarray:
     return load_image(db.absolute_image_path(stored_path))
 
 
-def gradcam_panel(artifact_path: str, stored_path: str, version_label: str) -> None:
+def gradcam_panel(
+    artifact_path: str, stored_path: str, version_label: str, *, part_name: str | None = None
+) -> None:
     """The classifier's Grad-CAM panel: overlay on the left, its judgement on the right."""
-    _panel("classifier", artifact_path, stored_path, version_label)
+    _panel("classifier", artifact_path, stored_path, version_label, part_name)
 
 
-def anomaly_gradcam_panel(artifact_path: str, stored_path: str, version_label: str) -> None:
+def anomaly_gradcam_panel(
+    artifact_path: str, stored_path: str, version_label: str, *, part_name: str | None = None
+) -> None:
     """The detector's Grad-CAM panel: overlay on the left, what it explains on the right."""
-    _panel("detector", artifact_path, stored_path, version_label)
+    _panel("detector", artifact_path, stored_path, version_label, part_name)
 
 
-def _panel(model: str, artifact_path: str, stored_path: str, version_label: str) -> None:
-    """A Grad-CAM panel of a ``"classifier"`` or ``"detector"`` version; fills in when ready."""
+def _panel(
+    model: str, artifact_path: str, stored_path: str, version_label: str, part_name: str | None
+) -> None:
+    """A Grad-CAM panel of a ``"classifier"`` or ``"detector"`` version; fills in when ready.
+
+    ``part_name`` (the part's file name) is said in the heading and while the map is computed.
+    """
     compute, draw, failed = {
         "classifier": (
             gradcam_view,
@@ -123,12 +133,14 @@ def _panel(model: str, artifact_path: str, stored_path: str, version_label: str)
         ),
         "detector": (anomaly_gradcam_view, draw_anomaly_view, "Grad-CAM cannot explain this part"),
     }[model]
-    st.subheader(f"Grad-CAM of {model} {version_label}")
+    name = plain_markdown(part_name) if part_name else None
+    st.subheader(f"Grad-CAM of {model} {version_label}" + (f" · {name}" if name else ""))
     show_when_ready(
         (model, artifact_path, stored_path),
         lambda: compute(artifact_path, stored_path),
         lambda view: draw(view, version_label),
-        waiting=f"Computing the Grad-CAM of {model} {version_label}…",
+        waiting=f"Computing the Grad-CAM of {model} {version_label}"
+        + (f" for {name}…" if name else "…"),
         failed=failed,
     )
 

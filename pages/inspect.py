@@ -7,6 +7,7 @@ import streamlit as st
 
 import db
 from adcore.errors import LoupeError
+from db.model_lineages import label_of
 from db.projects import get_project
 from pages.action_feedback import ACTION_ERRORS, flash, show_flashes
 from pages.db_session import session_factory, transaction
@@ -43,7 +44,7 @@ with transaction() as session:
     version = project.active_model_version if project is not None else None
     artifact = version.artifact_path if version is not None else None
     version_id = version.id if version is not None else None
-    version_label = f"v{version.version} ({version.kind})" if version is not None else ""
+    version_label = f"{label_of(version)} ({version.kind})" if version is not None else ""
 
 if version_id is None:
     st.info("This project has no active model yet. A manager can train one on the Models page.")

@@ -1,4 +1,4 @@
-"""Dashboard panels: review load over time, defect Pareto, inspector agreement, score drift."""
+"""Dashboard panels: defect Pareto, inspector agreement, score drift."""
 
 from __future__ import annotations
 
@@ -8,53 +8,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from adcore.rates import rate_estimate
-from db.dashboard_views import ReviewShare
 from pages.rate_charts import interval_text
 from services.dashboard_stats import DriftCheck, PairAgreement
-
-
-def show_review_share(shares: Sequence[ReviewShare], period: str) -> None:
-    """The share of parts sent to a human (flagged or audited) per period, with 95% intervals."""
-    st.subheader("Parts sent to a human")
-    if not shares:
-        st.info("No parts inspected yet.")
-        return
-    estimates = [rate_estimate(s.n_sent, s.n_parts) for s in shares]
-    frame = pd.DataFrame(
-        {
-            "period": [f"{s.period_start:%Y-%m-%d}" for s in shares],
-            "share": [e.rate for e in estimates],
-            "low": [e.low for e in estimates],
-            "high": [e.high for e in estimates],
-            "flagged": [s.n_flagged for s in shares],
-            "audited": [s.n_audited for s in shares],
-            "parts": [s.n_parts for s in shares],
-        }
-    )
-    figure = go.Figure(
-        go.Scatter(
-            x=frame["period"],
-            y=frame["share"],
-            mode="lines+markers",
-            name="sent to a human",
-            error_y={
-                "type": "data",
-                "symmetric": False,
-                "array": frame["high"] - frame["share"],
-                "arrayminus": frame["share"] - frame["low"],
-            },
-            customdata=frame[["flagged", "audited", "parts"]].to_numpy(),
-            hovertemplate=(
-                "%{x}: %{y:.1%} of %{customdata[2]} parts<br>%{customdata[0]} flagged, "
-                "%{customdata[1]} audited<extra></extra>"
-            ),
-        )
-    )
-    figure.update_layout(title="Share of inspected parts sent to review (flagged or audited)")
-    figure.update_xaxes(type="category", title=period)
-    figure.update_yaxes(tickformat=".0%", range=[0, 1.05])
-    st.plotly_chart(figure, key="review-share")
 
 
 def show_defect_pareto(counts: Sequence[tuple[str, int]]) -> None:

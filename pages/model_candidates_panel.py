@@ -1,19 +1,21 @@
-"""Candidates on the Models page: each beside the active model, the gate, promote, roll back.
+"""Candidates on the Models page: each beside the active model, the gate, promote, override.
 
-Imported by ``pages/models.py``; not a page itself. The rules (roles, the gate, which versions
-may come back) live in the ``db`` functions; this module only draws them.
+Imported by ``pages/models.py``; not a page itself. The rules (roles, the gate) live in the
+``db`` functions; this module only draws them. Versions are named by their lineage label
+(``v2.3``, :mod:`db.model_lineages`). Rolling back is drawn per model by
+:mod:`pages.model_lineages_panel`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import streamlit as st
 
-import db
 from db.model_candidates import CandidateComparison, candidate_comparisons
-from db.model_families import ModelFamily, active_version, model_family
-from db.model_metrics import read_metrics
+from db.model_families import ModelFamily
+from db.model_lineages import version_labels
 from db.model_versions import promote_model_version, rollback_to
 from pages.action_feedback import ACTION_ERRORS, flash
 from pages.db_session import transaction
@@ -58,11 +60,17 @@ def rollback_clicked(version_id: int, label: str) -> None:
     flash(f"{label} is the active model again.")
 
 
-def _rates_table(row: CandidateComparison) -> pd.DataFrame:
+def _label(labels: Mapping[int, str], numbers: dict | None) -> str:
+    """The lineage label of the version a gate record names (its number if it is gone)."""
+    numbers = numbers or {}
+    return labels.get(numbers.get("version_id"), f"v{numbers.get('version')}")
+
+
+def _rates_table(row: CandidateComparison, labels: Mapping[int, str]) -> pd.DataFrame:
     import pandas as pd  # lazily: app.py imports this module on every run
 
     candidate, active = row.candidate or {}, row.active
-    active_label = f"Active v{active['version']}" if active else "Active (none)"
+    active_label = f"Active {_label(labels, active)}" if active else "Active (none)"
     if active and active.get("version") is None:  # e.g. a first scorer vs the detector alone
         active_label = "Verdicts in force"
 
@@ -86,19 +94,19 @@ def _rates_table(row: CandidateComparison) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "": list(names.values()),
-            f"Candidate v{row.version}": [cell(candidate, n) for n in names],
+            f"Candidate {labels[row.version_id]}": [cell(candidate, n) for n in names],
             active_label: [cell(active, n) for n in names],
         }
     )
 
 
-def _explainer_table(row: CandidateComparison) -> pd.DataFrame:
+def _explainer_table(row: CandidateComparison, labels: Mapping[int, str]) -> pd.DataFrame:
     """ROUGE-L and fact-check pass rate: explainer adapter, untuned model, active adapter."""
     import pandas as pd
 
-    columns = {f"Candidate v{row.version}": row.candidate, "Untuned model": row.baseline}
+    columns = {f"Candidate {labels[row.version_id]}": row.candidate, "Untuned model": row.baseline}
     if row.active:
-        columns[f"Active v{row.active.get('version')}"] = row.active
+        columns[f"Active {_label(labels, row.active)}"] = row.active
 
     def cell(numbers: dict | None, name: str) -> str:
         value = (numbers or {}).get(name)
@@ -118,7 +126,7 @@ def _explainer_table(row: CandidateComparison) -> pd.DataFrame:
     return pd.DataFrame(table)
 
 
-def _triage_table(row: CandidateComparison) -> pd.DataFrame:
+def _triage_table(row: CandidateComparison, labels: Mapping[int, str]) -> pd.DataFrame:
     """A triage candidate's out-of-fold evidence: what it would have auto-accepted."""
     import pandas as pd
 
@@ -141,12 +149,18 @@ def _triage_table(row: CandidateComparison) -> pd.DataFrame:
         if row.threshold is None
         else f"{row.threshold:.4f}",
     }
-    return pd.DataFrame({"": list(rows), f"Candidate v{row.version}": list(rows.values())})
+    column = f"Candidate {labels[row.version_id]}"
+    return pd.DataFrame({"": list(rows), column: list(rows.values())})
 
 
-def candidate_card(row: CandidateComparison) -> None:
-    """One candidate next to the active model, the gate's verdict, promote and override."""
-    label = f"v{row.version}"
+def candidate_card(row: CandidateComparison, labels: Mapping[int, str]) -> None:
+    """One candidate next to the active model, the gate's verdict, promote and override.
+
+    Args:
+        row: The candidate and its gate record.
+        labels: ``{version id: "v2.3"}`` of the project's versions.
+    """
+    label = labels[row.version_id]
     with st.container(border=True, key=f"candidate-{row.version_id}"):
         st.markdown(f"**Candidate {label}** · {row.kind} · {when(row.created_at)}")
         if row.candidate is None:
@@ -154,11 +168,8 @@ def candidate_card(row: CandidateComparison) -> None:
         else:
             explainer = "rouge_l" in row.candidate
             triage = "accepted_goods" in row.candidate
-            table = (
-                _explainer_table(row)
-                if explainer
-                else (_triage_table(row) if triage else _rates_table(row))
-            )
+            draw = _explainer_table if explainer else (_triage_table if triage else _rates_table)
+            table = draw(row, labels)
             st.dataframe(table, hide_index=True, key=f"compare-{row.version_id}")
             heldout = row.heldout
             if heldout.get("n_unreadable"):
@@ -204,6 +215,7 @@ def candidates_section(project_id: int) -> None:
             for family in ModelFamily
             for row in candidate_comparisons(session, project_id, family)
         ]
+        labels = version_labels(session, project_id)
     st.subheader("Candidates")
     if not rows:
         st.caption("No candidate waiting: queue a job under Improve the model to make one.")
@@ -213,35 +225,7 @@ def candidates_section(project_id: int) -> None:
             st.caption("Triage model (stage 2) candidate")
         elif family != ModelFamily.DETECTOR:
             st.caption(f"{family.value.capitalize()} candidate")
-        candidate_card(row)
-
-
-def was_active(version: db.ModelVersion) -> bool:
-    """Whether a version was ever active (its status history says so)."""
-    return read_metrics(version).was_active
-
-
-def rollback_buttons(project_id: int, versions: list[db.ModelVersion]) -> None:
-    """One button per retired version that served before: make it active again."""
-    with transaction() as session:
-        active = {family: active_version(session, project_id, family) for family in ModelFamily}
-        active_numbers = {family: (v.version if v else None) for family, v in active.items()}
-    earlier = [v for v in versions if v.status == db.ModelStatus.RETIRED and was_active(v)]
-    if not earlier:
-        return
-    st.caption("Earlier active versions: one click makes one active again (no gate: it served).")
-    cols = st.columns(min(len(earlier), 4))
-    for i, version in enumerate(earlier):
-        current = active_numbers.get(model_family(version.kind))
-        older = current is None or version.version < current
-        verb = "Roll back to" if older else "Re-activate"
-        cols[i % len(cols)].button(
-            f"{verb} v{version.version}",
-            key=f"rollback-{version.id}",
-            icon=":material/history:",
-            on_click=rollback_clicked,
-            args=(version.id, f"v{version.version}"),
-        )
+        candidate_card(row, labels)
 
 
 if __name__ == "__main__":  # run as a page by the legacy pages/ handling: go to the router

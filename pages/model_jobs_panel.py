@@ -20,6 +20,7 @@ import streamlit as st
 
 import db
 from db.jobs import enqueue_job, list_jobs, request_cancel
+from db.model_lineages import version_labels
 from db.projects import get_project
 from pages.action_feedback import ACTION_ERRORS, flash, show_flashes
 from pages.db_session import transaction
@@ -307,7 +308,7 @@ def when(moment: datetime | None) -> str:
     return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _job_row(job: db.Job, creator: str | None, version_numbers: dict[int, int]) -> None:
+def _job_row(job: db.Job, creator: str | None, labels: dict[int, str]) -> None:
     known = (*JOB_KIND_SPECS, TUNE_EXPLAINER_SPEC, *CLIP_JOB_SPECS, INSTANT_UPDATE_SPEC)
     spec = next((s for s in known if s.kind == job.kind), None)
     title = spec.label if spec else job.kind
@@ -332,8 +333,8 @@ def _job_row(job: db.Job, creator: str | None, version_numbers: dict[int, int]) 
         if job.peak_memory_mb is not None:
             facts.append(f"peak memory {job.peak_memory_mb:.0f} MiB")
         if job.result_model_version_id is not None:
-            number = version_numbers.get(job.result_model_version_id)
-            facts.append(f"made candidate v{number}" if number else "made a model version")
+            label = labels.get(job.result_model_version_id)
+            facts.append(f"made {label}" if label else "made a model version")
         st.caption(" · ".join(facts))
         if job.log_tail:
             with st.expander("Log"):
@@ -347,7 +348,7 @@ def jobs_panel(project_id: int) -> None:
     with transaction() as session:
         jobs = list_jobs(session, project_id=project_id, limit=JOBS_SHOWN)
         creators = {job.id: job.created_by.name if job.created_by else None for job in jobs}
-        versions = {v.id: v.version for v in db.list_model_versions(session, project_id)}
+        versions = version_labels(session, project_id)
     active_now = {job.id for job in jobs if job.status in ACTIVE_STATUSES}
     seen = st.session_state.get(SEEN_ACTIVE_KEY, {}).get(project_id, set())
     st.session_state.setdefault(SEEN_ACTIVE_KEY, {})[project_id] = active_now

@@ -1,6 +1,8 @@
-"""Models (managers, admins): versions, the decision cascade, the learning loop, thresholds.
+"""Models (managers, admins): models and revisions, the decision cascade, the learning loop.
 
-The decision cascade (the screen and the triage model, stage 2: on or off and why, its
+The project's models, each with its revisions (instant updates, recalibrations) and one
+promote / roll back action per model, are drawn by :mod:`pages.model_lineages_panel`. The
+decision cascade (the screen and the triage model, stage 2: on or off and why, its
 auto-accept budget) is drawn by :mod:`pages.cascade_panel`. The learning loop (queue a
 retraining job, follow it, compare the candidate with the active model, promote through the
 gate or roll back) is drawn by :mod:`pages.model_jobs_panel`; the per-project language-model
@@ -10,26 +12,21 @@ detector and its LoRA adaptation by :mod:`pages.clip_settings_panel`.
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 import db
 from adcore.detectors.registry import DETECTOR_KINDS
 from db.dashboard import score_ranges
-from db.model_metrics import read_metrics
-from db.projects import (
-    create_project,
-    get_project,
-    list_model_versions,
-    set_threshold,
-)
+from db.model_lineages import label_of, lineages
+from db.projects import create_project, get_project, set_threshold
 from pages.action_feedback import ACTION_ERRORS, flash, show_flashes
-from pages.cascade_panel import cascade_section, family_label
+from pages.cascade_panel import cascade_section
 from pages.clip_settings_panel import clip_section
 from pages.db_session import session_factory, transaction
 from pages.explanation_settings_panel import explanations_section
-from pages.model_candidates_panel import candidates_section, rollback_buttons
+from pages.model_candidates_panel import candidates_section
 from pages.model_jobs_panel import improve_section, jobs_panel
+from pages.model_lineages_panel import lineages_section
 from pages.page_tasks import TaskProgress, start_task
 from pages.routing import MANAGERS
 from pages.server_settings import models_root
@@ -104,7 +101,7 @@ def start_training(project_id: int) -> None:
             models_root=root,
             progress=progress.update,
         )
-        return {"version": version.version, "id": version.id, "status": version.status}
+        return {"label": label_of(version), "id": version.id, "status": version.status}
 
     st.session_state[JOB_KEY] = start_task(f"training {kind} on {folder}", work)
 
@@ -143,37 +140,21 @@ if project_id is None:
 
 with transaction() as session:
     project = get_project(session, project_id)
-    versions = list_model_versions(session, project_id)
+    models = lineages(session, project_id)
     version_score_ranges = score_ranges(session, project_id)
 active_id = project.active_model_version_id if project is not None else None
-active = next((v for v in versions if v.id == active_id), None)
+# every revision of every model, the newest (highest internal number) first
+versions = sorted((r for m in models for r in m.revisions), key=lambda r: -r.version)
 
-# ---- versions
-st.subheader(f"Versions of {project.name}")
-if not versions:
-    st.info("No model yet: train a first one below.")
-else:
-    rows = []
-    for v in versions:
-        row = {
-            "Version": v.version,
-            "Model": family_label(v.kind),
-            "Kind": v.kind,
-            "Status": v.status,
-            "Threshold": v.threshold,
-            "Created": v.created_at,
-        }
-        row.update(read_metrics(v).summary())
-        rows.append(row)
-    st.dataframe(pd.DataFrame(rows), hide_index=True, key="versions_table")
-    rollback_buttons(project_id, versions)
+# ---- models and their revisions
+lineages_section(project.name, models)
 
 # ---- the decision cascade: the screen (detector) and the triage model (feedback scorer)
 cascade_section(project_id, can_change=signed_in_user["role"] in MANAGERS)
 
 # ---- the learning loop: candidates, jobs that make them
 candidates_section(project_id)
-improve_section(project_id, has_active_detector=active is not None)
+improve_section(project_id, has_active_detector=active_id is not None)
 clip_section(project_id)
 explanations_section(project_id)
 jobs_panel(project_id)
@@ -207,11 +188,10 @@ elif snap is not None:
     else:
         result = snap["result"]
         if result["status"] == db.ModelStatus.ACTIVE:
-            st.success(f"Trained version v{result['version']}; it is now the active model.")
+            st.success(f"Trained {result['label']}; it is now the active model.")
         else:
             st.success(
-                f"Trained version v{result['version']}: a candidate, promote it under "
-                "Candidates to use it."
+                f"Trained {result['label']}: a candidate, promote it under Candidates to use it."
             )
     if st.button("Dismiss", key="dismiss_job"):
         del st.session_state[JOB_KEY]
@@ -221,13 +201,13 @@ elif snap is not None:
 st.subheader("Threshold")
 if not versions:
     st.stop()
-ids = [v.id for v in versions]
-by_id = {v.id: v for v in versions}
+ids = [v.version_id for v in versions]
+by_id = {v.version_id: v for v in versions}
 version_id = st.selectbox(
-    "Model version",
+    "Model revision",
     ids,
     index=ids.index(active_id) if active_id in ids else 0,
-    format_func=lambda i: f"v{by_id[i].version} ({by_id[i].status})",
+    format_func=lambda i: f"{by_id[i].label} ({by_id[i].kind}, {by_id[i].status})",
     key="threshold_version",
 )
 chosen = by_id[version_id]
@@ -235,7 +215,7 @@ key = f"threshold-{version_id}"
 current = chosen.threshold
 low, high = version_score_ranges.get(version_id, (None, None))
 if low is None:
-    st.caption("No scored parts for this version yet: type the threshold.")
+    st.caption("No scored parts for this revision yet: type the threshold.")
     st.number_input("Threshold", value=float(current or 0.0), format="%.4f", key=key)
 else:
     values = [low, high] + ([current] if current is not None else [])

@@ -8,7 +8,7 @@ one browser session, e.g. a first training from a folder or an explanation rewri
 
 Instant learning is a job (:mod:`services.training.instant_learning`), run by the job worker;
 :func:`show_instant_learning` follows the jobs this tab's reviews queued or joined (polling
-their rows) and says when they end.
+their rows) and says when they end: its banner goes as soon as the last one has ended.
 """
 
 from __future__ import annotations
@@ -24,12 +24,14 @@ from db.jobs import get_job
 from pages.action_feedback import flash
 from pages.db_session import transaction
 from pages.review_recording import LEARNING_JOBS_KEY
+from pages.worker_status import WORKER_COMMAND, no_worker
 
 log = logging.getLogger("loupe.app")
 
 LEARNING_POLL_SECONDS = 1.0
 ACTIVE = (db.JobStatus.QUEUED.value, db.JobStatus.RUNNING.value)
 WAITING_FOR_WORKER = "queued for the job worker"
+NO_WORKER = f"{WAITING_FOR_WORKER}, but none runs with this server (start one: `{WORKER_COMMAND}`)"
 
 
 class TaskProgress:
@@ -96,7 +98,8 @@ def show_instant_learning() -> None:
     """Progress of the instant updates this tab's reviews queued; each outcome is flashed.
 
     The job rows are polled every :data:`LEARNING_POLL_SECONDS`; when one has ended, its
-    message is flashed and the whole page re-runs (the queue and the active model changed).
+    message is flashed and the whole page re-runs (the queue and the active model changed),
+    without the banner once no followed job is left. A queued job says when no worker runs.
     """
     if not st.session_state.get(LEARNING_JOBS_KEY):
         return
@@ -110,9 +113,10 @@ def show_instant_learning() -> None:
             jobs = [job for job in (get_job(session, job_id) for job_id in followed) if job]
         ended = [job for job in jobs if job.status not in ACTIVE]
         st.session_state[LEARNING_JOBS_KEY] = [job.id for job in jobs if job.status in ACTIVE]
+        queued = NO_WORKER if no_worker() else WAITING_FOR_WORKER
         for job in jobs:
             if job.status in ACTIVE:
-                text = job.message if job.status == db.JobStatus.RUNNING else WAITING_FOR_WORKER
+                text = job.message if job.status == db.JobStatus.RUNNING else queued
                 st.progress(float(job.progress or 0.0), text=f"Learning from good parts: {text}")
         for job in ended:
             if job.status == db.JobStatus.SUCCEEDED:

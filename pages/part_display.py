@@ -1,15 +1,28 @@
 """Showing a part: its image, anomaly-map overlay, score against the threshold, and verdict.
 
 Not a page. The Inspect page draws a scored part with :func:`show_part`; the explanation panels
-decode stored images with :func:`image_pixels`.
+decode stored images with :func:`image_pixels` and name their part with :func:`plain_markdown`.
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import streamlit as st
 
 import db
+
+_MARKDOWN_ACTIVE = re.compile(r"([\\`*_{}\[\]<>()#+!|~$:])")
+
+
+def plain_markdown(text: str) -> str:
+    """``text`` escaped for Streamlit's Markdown (a part's file name reads as it is written).
+
+    Backslash-escapes the characters Markdown, LaTeX (``$``) and Streamlit's directives
+    (``:red[...]``, ``:material/...:``) act on; the text shows unchanged.
+    """
+    return _MARKDOWN_ACTIVE.sub(r"\\\1", text)
 
 
 def image_pixels(stored_path: str) -> np.ndarray | None:

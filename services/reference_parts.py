@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from adcore.explain.neighbours import embedding_from_bytes
 from db.image_store import absolute_image_path
 from db.model_families import detector_lineage
+from db.model_lineages import label_of
 from db.models import Image, ModelVersion, Prediction
 from db.predictions import labelled_embeddings
 
@@ -107,9 +108,8 @@ def _training_image(version: ModelVersion | None) -> ReferencePart | None:
     for entry in (version.training_snapshot or {}).get("images") or []:
         recorded = entry.get("path") if isinstance(entry, dict) else None
         if recorded and Path(recorded).is_file():
-            return ReferencePart(
-                Path(recorded), f"A good training part of model v{version.version}"
-            )
+            caption = f"A good training part of model {label_of(version)}"
+            return ReferencePart(Path(recorded), caption)
     return None
 
 

@@ -26,6 +26,7 @@ from adcore.errors import LoupeError
 from adcore.explain.neighbours import embedding_from_bytes
 from db.base import Label, ModelStatus
 from db.model_families import SCORER_KINDS, ModelFamily, active_version, detector_lineage
+from db.model_lineages import label_of
 from db.models import ModelVersion, Prediction, ReviewerLabel
 from services.scoring.feedback import load_scorer, scorer_detector_id
 
@@ -91,7 +92,7 @@ def _defect_probability(session: Session, image_id: int) -> float | None:
         vector = embedding_from_bytes(prediction.embedding)
         p = model.predict_proba(np.array([prediction.score]), vector.reshape(1, -1))
     except (LoupeError, OSError, ValueError) as err:
-        logger.warning("Triage model v%s not usable for safe teaching: %s", scorer.version, err)
+        logger.warning("Triage model %s not usable for safe teaching: %s", label_of(scorer), err)
         return None
     return float(p[0])
 

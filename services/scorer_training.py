@@ -39,6 +39,7 @@ from db.base import Label
 from db.jobs import enqueue_automatic_job, has_pending_job, latest_job
 from db.labels import reviews_after
 from db.model_families import ModelFamily, active_version, detector_lineage
+from db.model_lineages import label_of
 from db.models import Job, ModelVersion, Project, User
 from db.permissions import CAN_MANAGE_MODELS, CAN_REVIEW, require_session_role
 from db.predictions import labelled_embeddings as labelled_flagged
@@ -264,7 +265,7 @@ def no_vectors_reason(detector: ModelVersion) -> str | None:
     """Why a detector version cannot feed a scorer (its kind stores no vectors), or ``None``."""
     if detector.kind in DETECTORS_WITHOUT_VECTORS:
         return (
-            f"The active detector (v{detector.version}, {detector.kind}) gives no per-image "
+            f"The active detector ({label_of(detector)}, {detector.kind}) gives no per-image "
             "vectors, which the feedback scorer learns from: use PatchCore or CLIP."
         )
     return None

@@ -3,20 +3,28 @@
 A report covers a window ``[start, end)`` in UTC: a whole day, or one of three eight-hour
 shifts (:data:`SHIFTS`; the night shift of a day starts at 22:00 that day and ends at 06:00 the
 next). :func:`build_shift_report` gathers a :class:`ShiftReport` from the store
-(:mod:`db.shift_report_queries`, :mod:`db.audits`); :func:`shift_report_csv` writes one row
-per part reviewed in the window and :func:`services.shift_report_pdf.shift_report_pdf` the
-PDF. :func:`services.shift_report_files.write_shift_report` writes both files, for
-``loupe report`` and a scheduler.
+(:mod:`db.shift_report_queries`, :mod:`db.audits`, :mod:`services.loop_rates`);
+:func:`services.shift_report_files.shift_report_csv` writes its CSV and
+:func:`services.shift_report_pdf.shift_report_pdf` its PDF;
+:func:`services.shift_report_files.write_shift_report` writes both files, for ``loupe report``
+and a scheduler.
 
-Rates are over the parts reviewed in the window (their current label given then), with 95%
-Wilson intervals (:func:`adcore.rates.rate_estimate`); the miss rate among passed parts comes
-from the audited parts that passed in the window (:mod:`db.audits`).
+The report leads with the line's estimated FNR (defects passed or auto-accepted ÷ all defects)
+and FPR (good parts sent to a human ÷ all good parts) over the parts the line decided in the
+window, with 95% intervals: the Dashboard's headline estimate (:func:`services.loop_rates.
+loop_rates`, reviews plus audits weighted by their known odds). A figure that cannot be
+estimated says :data:`NOT_ENOUGH_PARTS`, never a 0% point. :func:`summary_figures` gives the
+figures in the order the PDF and the CSV show them.
+
+The other rates are over the parts reviewed in the window (their current label given then),
+with 95% Wilson intervals (:func:`adcore.rates.rate_estimate`): they cannot see missed defects
+(passed parts are reviewed only when audited), and say so (:data:`REVIEWED_ONLY`). The miss
+rate among passed parts comes from the audited parts that passed in the window
+(:mod:`db.audits`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 import statistics
 from collections import Counter, defaultdict
@@ -26,6 +34,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from sqlalchemy.orm import Session
 
 from adcore.audit import MissRateEstimate, miss_rate_estimate
+from adcore.loop_estimate import LoopEstimate, RateInterval
 from adcore.rates import RateEstimate, rate_estimate
 from db.audits import audit_counts
 from db.base import Label, utcnow
@@ -37,17 +46,20 @@ from db.shift_report_queries import (
     reviewed_parts,
     scored_counts,
 )
+from services.loop_rates import loop_rates
 
 __all__ = [
-    "CSV_COLUMNS",
+    "NOT_ENOUGH_PARTS",
+    "REVIEWED_ONLY",
     "SHIFTS",
+    "ReportFigure",
     "ReviewedPart",
     "ReviewerSummary",
     "ShiftReport",
     "build_shift_report",
     "report_file_stem",
     "report_window",
-    "shift_report_csv",
+    "summary_figures",
 ]
 
 SHIFTS: dict[str, tuple[time, time]] = {
@@ -57,24 +69,12 @@ SHIFTS: dict[str, tuple[time, time]] = {
 }
 """Shift name -> (start, end) in UTC; an end before the start is on the next day."""
 
-CSV_COLUMNS = (
-    "image_id",
-    "part",
-    "reviewed_at_utc",
-    "reviewer",
-    "label",
-    "defect_type",
-    "model_version",
-    "score",
-    "threshold",
-    "verdict",
-    "missed",
-    "overturned",
-    "audit",
-    "seconds_spent",
-)
-"""Header of :func:`shift_report_csv`: one row per part reviewed in the window."""
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+NOT_ENOUGH_PARTS = "not enough parts"
+"""What a figure that cannot be estimated says (never a 0% point)."""
+REVIEWED_ONLY = "rates on reviewed parts: cannot see missed defects"
+"""The label of the rates over reviewed parts (passed parts are reviewed only when audited)."""
+LINE_FNR = "Estimated FNR of the line (defects passed or auto-accepted ÷ all defects)"
+LINE_FPR = "Estimated FPR of the line (good parts sent to a human ÷ all good parts)"
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,8 @@ class ShiftReport:
         fpr: False alarms among the reviewed good parts (scored ones), with its interval.
         audit: The miss rate among parts passed in the window, from their audits
             (``n_audited`` 0 when none of them was audited and labelled).
+        line: The line's estimated FNR and FPR over the parts it decided in the window
+            (:func:`services.loop_rates.loop_rates`).
         reviewers: One summary per reviewer, by name.
         reviews_per_hour: Labels given per hour of the window (one count per hour).
     """
@@ -134,6 +136,7 @@ class ShiftReport:
     fnr: RateEstimate
     fpr: RateEstimate
     audit: MissRateEstimate
+    line: LoopEstimate
     reviewers: list[ReviewerSummary]
     reviews_per_hour: list[int]
 
@@ -158,7 +161,8 @@ class ShiftReport:
     @property
     def is_empty(self) -> bool:
         """Nothing was scored, labelled or audited in the window."""
-        return not (self.n_scored or self.n_labels or self.parts or self.audit.n_audited)
+        counts = (self.n_scored, self.n_labels, self.audit.n_audited, self.line.n_parts)
+        return not (any(counts) or self.parts)
 
     @property
     def title(self) -> str:
@@ -236,6 +240,7 @@ def build_shift_report(
         fnr=rate_estimate(sum(part.missed for part in defects), len(defects)),
         fpr=rate_estimate(sum(part.false_alarm for part in goods), len(goods)),
         audit=miss_rate_estimate(n_missed, n_audited),
+        line=loop_rates(session, project_id, since=start, until=end),
         reviewers=_reviewer_summaries(parts, work),
         reviews_per_hour=_reviews_per_hour(work, start, end),
     )
@@ -270,48 +275,83 @@ def _reviews_per_hour(work: list[ReviewWork], start: datetime, end: datetime) ->
     return hours
 
 
-def _number(value: float | int | None) -> str:
-    return "" if value is None else f"{value:g}"
+@dataclass(frozen=True)
+class ReportFigure:
+    """One rate of the report's summary, as the PDF and the CSV show it.
 
-
-def _text(value: str | None) -> str:
-    """A name as a CSV cell a spreadsheet shows as text, never runs as a formula."""
-    if not value:
-        return ""
-    return f"'{value}" if value[0] in FORMULA_STARTS else value
-
-
-def shift_report_csv(report: ShiftReport) -> bytes:
-    """One row per part reviewed in the window (:data:`CSV_COLUMNS`), UTF-8 text.
-
-    ``missed`` and ``overturned`` are 1 or 0 (empty when the part had no model verdict). Names
-    that a spreadsheet would take for a formula (``=``, ``+``, ``-``, ``@``...) get a leading
-    ``'``.
+    Attributes:
+        name: What the rate is, in plain words (the CSV's ``figure``).
+        label: Its row in the PDF, whose table heading says the rest.
+        rate: The point estimate; ``None`` when it cannot be given (:data:`NOT_ENOUGH_PARTS`).
+        low: Lower end of the 95% interval (``None`` with ``rate``).
+        high: Upper end of the 95% interval (``None`` with ``rate``).
+        basis: What it rests on (counts), or why it cannot be given.
     """
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for part in report.parts:
-        judged = part.verdict is not None
-        writer.writerow(
-            [
-                part.image_id,
-                _text(part.name),
-                part.reviewed_at.astimezone(UTC).isoformat(timespec="seconds"),
-                _text(part.reviewer),
-                part.label,
-                _text(part.defect_type),
-                _number(part.model_version),
-                _number(part.score),
-                _number(part.threshold),
-                part.verdict or "",
-                int(part.missed) if judged else "",
-                int(part.overturned) if judged else "",
-                "" if part.audit is None else int(part.audit),
-                _number(part.seconds_spent),
-            ]
-        )
-    return buffer.getvalue().encode("utf-8")
+
+    name: str
+    label: str
+    rate: float | None
+    low: float | None
+    high: float | None
+    basis: str
+
+
+def summary_figures(report: ShiftReport) -> list[ReportFigure]:
+    """The report's rates in the order shown: the line's estimates first, then the others.
+
+    The first two are the line's estimated FNR and FPR (:attr:`ShiftReport.line`); then the
+    FNR and FPR over the parts reviewed in the window (:data:`REVIEWED_ONLY`) and the miss
+    rate among the audited parts passed in the window.
+    """
+    line, audit = report.line, report.audit
+    fnr = ("FNR (defects passed)", report.fnr, "reviewed defects")
+    fpr = ("FPR (good parts flagged)", report.fpr, "reviewed good parts")
+    return [
+        _line_figure(LINE_FNR, line.fnr, line.est_missed, line.est_defects, "defects", line),
+        _line_figure(
+            LINE_FPR, line.fpr, line.est_goods_to_human, line.est_goods, "good parts", line
+        ),
+        *(
+            _rate_figure(f"{label}, {REVIEWED_ONLY}", label, estimate, of_what)
+            for label, estimate, of_what in (fnr, fpr)
+        ),
+        _rate_figure(
+            "Miss rate among passed parts (audits)",
+            "Miss rate among passed parts (audits)",
+            RateEstimate(
+                audit.n_missed, audit.n_audited, audit.rate, audit.low, audit.high, audit.confidence
+            ),
+            "audited parts",
+        ),
+    ]
+
+
+def _line_figure(
+    name: str,
+    interval: RateInterval,
+    count: float | None,
+    total: float | None,
+    of_what: str,
+    line: LoopEstimate,
+) -> ReportFigure:
+    """A line estimate: :data:`NOT_ENOUGH_PARTS` (with the estimator's notes) unless complete."""
+    decided = f"{line.n_parts} parts decided in the window"
+    if None in (interval.rate, interval.low, interval.high, count, total):
+        why = "; ".join(note.replace("_", " ") for note in line.notes) or "no usable label"
+        return ReportFigure(name, name, None, None, None, f"{why} ({decided})")
+    basis = (
+        f"about {count:.1f} of {total:.1f} {of_what}, estimated from {decided} "
+        "(reviews and audits weighted by their odds)"
+    )
+    return ReportFigure(name, name, interval.rate, interval.low, interval.high, basis)
+
+
+def _rate_figure(name: str, label: str, estimate: RateEstimate, of_what: str) -> ReportFigure:
+    """A rate over counted parts: ``"<count> of <n> <of_what>"``, or ``"no <of_what>"``."""
+    if estimate.rate is None:
+        return ReportFigure(name, label, None, None, None, f"no {of_what}")
+    basis = f"{estimate.count} of {estimate.n} {of_what}"
+    return ReportFigure(name, label, estimate.rate, estimate.low, estimate.high, basis)
 
 
 def report_file_stem(project: str, day: date, shift: str | None = None) -> str:

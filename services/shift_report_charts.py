@@ -50,7 +50,7 @@ def score_distribution_png(report: ShiftReport) -> bytes | None:
     axes = figure.add_subplot()
     scores = [part.score for part in judged]
     low, high = min(scores), max(scores)
-    thresholds = sorted({(part.model_version, part.threshold) for part in judged})
+    thresholds = sorted({(part.model_label or "", part.threshold) for part in judged})
     low = min([low, *(threshold for _, threshold in thresholds)])
     high = max([high, *(threshold for _, threshold in thresholds)])
     bins = HISTOGRAM_BINS if high > low else 1
@@ -68,7 +68,7 @@ def score_distribution_png(report: ShiftReport) -> bytes | None:
     for version, threshold in thresholds:
         axes.axvline(threshold, color="black", linestyle="--", linewidth=1)
         axes.annotate(
-            f"v{version} threshold {threshold:g}",
+            f"{version} threshold {threshold:g}",
             (threshold, 1.0),
             xycoords=("data", "axes fraction"),
             xytext=(3, -10),

@@ -1,7 +1,10 @@
-"""The shift report as a PDF (fpdf2): KPIs, rates with intervals, charts, overturned parts.
+"""The shift report as a PDF (fpdf2): the line's estimated rates, KPIs, charts, overturned parts.
 
-The text is set in DejaVu Sans, the font matplotlib ships, so any user or project name prints
-(PDF core fonts know Latin-1 only). :func:`shift_report_pdf` is the entry point.
+The line's estimated FNR and FPR with their 95% intervals come first
+(:func:`services.shift_report.summary_figures`; "not enough parts" where a figure cannot be
+estimated), then the KPIs and the rates on reviewed parts, labelled as unable to see missed
+defects. The text is set in DejaVu Sans, the font matplotlib ships, so any user or project
+name prints (PDF core fonts know Latin-1 only). :func:`shift_report_pdf` is the entry point.
 """
 
 from __future__ import annotations
@@ -12,9 +15,13 @@ from pathlib import Path
 from fpdf import FPDF
 from fpdf.fonts import FontFace
 
-from adcore.audit import MissRateEstimate
-from adcore.rates import RateEstimate
-from services.shift_report import ShiftReport
+from services.shift_report import (
+    NOT_ENOUGH_PARTS,
+    REVIEWED_ONLY,
+    ReportFigure,
+    ShiftReport,
+    summary_figures,
+)
 from services.shift_report_charts import reviews_per_hour_png, score_distribution_png
 
 FONT = "DejaVu"
@@ -22,6 +29,19 @@ MAX_LISTED_PARTS = 200
 """Overturned parts listed in the PDF at most; the CSV has every part."""
 HEADINGS = FontFace(emphasis="BOLD", fill_color=(230, 230, 230))
 NO_DATA = "No part was scored, reviewed or audited in this window."
+LINE_HEADING = "The line's estimated FNR and FPR (95% interval)"
+LINE_EXPLAINED = (
+    "Over the parts the line decided in the window, estimated from the reviews of the parts "
+    "sent to a human and of the audited passed parts, each weighted by its known audit odds: "
+    f'the Dashboard\'s headline estimate. "{NOT_ENOUGH_PARTS.capitalize()}": too few reviewed '
+    "or audited parts in the window to estimate it."
+)
+REVIEWED_HEADING = REVIEWED_ONLY.capitalize()
+REVIEWED_EXPLAINED = (
+    "Over the parts reviewed in the window (95% Wilson intervals). Passed parts are reviewed "
+    "only when audited, so these rates cannot see the defects the line let through; the "
+    "line's estimated rates above can."
+)
 
 
 def _font_file(name: str) -> Path:
@@ -35,19 +55,12 @@ def percent(value: float | None) -> str:
     return "–" if value is None else f"{value:.1%}"
 
 
-def rate_cells(estimate: RateEstimate, of_what: str) -> tuple[str, str, str]:
-    """``(rate, 95% interval, "<count> of <n> <of_what>")`` of a rate estimate."""
-    if estimate.rate is None:
-        return "–", "–", f"no {of_what}"
-    interval = f"{percent(estimate.low)} – {percent(estimate.high)}"
-    return percent(estimate.rate), interval, f"{estimate.count} of {estimate.n} {of_what}"
-
-
-def audit_rate(audit: MissRateEstimate) -> RateEstimate:
-    """The audit estimate in the shape of the other rates."""
-    return RateEstimate(
-        audit.n_missed, audit.n_audited, audit.rate, audit.low, audit.high, audit.confidence
-    )
+def figure_cells(figure: ReportFigure) -> tuple[str, str, str, str]:
+    """``(label, rate, 95% interval, basis)`` of a figure; "not enough parts" without a rate."""
+    if figure.rate is None:
+        return figure.label, NOT_ENOUGH_PARTS, "–", figure.basis
+    interval = f"{percent(figure.low)} – {percent(figure.high)}"
+    return figure.label, percent(figure.rate), interval, figure.basis
 
 
 class _ReportPDF(FPDF):
@@ -104,6 +117,11 @@ def shift_report_pdf(report: ShiftReport) -> bytes:
         pdf.paragraph(NO_DATA)
         return bytes(pdf.output())
 
+    figures = [figure_cells(figure) for figure in summary_figures(report)]
+    pdf.heading(LINE_HEADING)
+    pdf.grid([("Rate", "Value", "95% interval", "Basis"), *figures[:2]], (50, 30, 32, 68))
+    pdf.paragraph(LINE_EXPLAINED)
+
     pdf.heading("Summary")
     pdf.grid(
         [
@@ -118,19 +136,9 @@ def shift_report_pdf(report: ShiftReport) -> bytes:
         (130, 50),
     )
 
-    pdf.heading("Error rates (parts reviewed in the window, 95% Wilson interval)")
-    pdf.grid(
-        [
-            ("Rate", "Value", "95% interval", "Counts"),
-            ("FNR (defects passed)", *rate_cells(report.fnr, "reviewed defects")),
-            ("FPR (good parts flagged)", *rate_cells(report.fpr, "reviewed good parts")),
-            (
-                "Miss rate among passed parts (audits)",
-                *rate_cells(audit_rate(report.audit), "audited parts"),
-            ),
-        ],
-        (60, 25, 45, 50),
-    )
+    pdf.heading(REVIEWED_HEADING)
+    pdf.grid([("Rate", "Value", "95% interval", "Counts"), *figures[2:]], (60, 25, 45, 50))
+    pdf.paragraph(REVIEWED_EXPLAINED)
 
     pdf.heading("Charts")
     score_chart, hour_chart = score_distribution_png(report), reviews_per_hour_png(report)
@@ -172,7 +180,7 @@ def shift_report_pdf(report: ShiftReport) -> bytes:
                 part.label + (f" ({part.defect_type})" if part.defect_type else ""),
                 f"{part.score:.4g}",
                 f"{part.threshold:.4g}",
-                f"v{part.model_version}",
+                part.model_label or f"v{part.model_version}",
             )
             for part in overturned[:MAX_LISTED_PARTS]
         ]

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import CheckConstraint, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from db.base import ENUM_LENGTH, Base, ModelStatus, sql_in, utcnow
@@ -50,24 +51,43 @@ class Project(Base):
         return f"Project(id={self.id!r}, name={self.name!r})"
 
 
+def _own_model_number(context: DefaultExecutionContext) -> int:
+    """Default ``model_number`` of a row inserted without one: its own ``version`` number.
+
+    :func:`db.model_versions.register_model_version` always sets the lineage; a row written
+    around it (a test's or a benchmark's) becomes a model of its own, revision 0.
+    """
+    return int(context.get_current_parameters()["version"])
+
+
 class ModelVersion(Base):
     """A trained model: where its files are, how it scored, and exactly what it learned from.
 
     ``training_snapshot`` records the image hashes and labels used for training, so a version
     can be reproduced or audited after more reviews arrive. JSON columns are not mutation
     tracked: assign a new value rather than editing one in place.
+
+    ``version`` is the project's sequential internal number (artifact directories, the API,
+    foreign keys by number). ``model_number`` and ``revision`` place the version in its model
+    lineage (:mod:`db.model_lineages`): an instant update or a recalibration is the next
+    revision of its parent's model ("v2.14"); a fit from scratch starts a new model ("v3.0").
     """
 
     __tablename__ = "model_versions"
     __table_args__ = (
         UniqueConstraint("project_id", "version"),
+        UniqueConstraint("project_id", "model_number", "revision"),
         CheckConstraint(sql_in("status", ModelStatus), name="status"),
         CheckConstraint("version >= 1", name="version_positive"),
+        CheckConstraint("model_number >= 1", name="model_number_positive"),
+        CheckConstraint("revision >= 0", name="revision_not_negative"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
     version: Mapped[int]
+    model_number: Mapped[int] = mapped_column(default=_own_model_number)
+    revision: Mapped[int] = mapped_column(default=0)
     kind: Mapped[str] = mapped_column(String(32))
     artifact_path: Mapped[str] = mapped_column(String(PATH_LENGTH))
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -84,5 +104,6 @@ class ModelVersion(Base):
     def __repr__(self) -> str:
         return (
             f"ModelVersion(id={self.id!r}, project_id={self.project_id!r}, "
-            f"version={self.version!r}, status={self.status!r})"
+            f"version={self.version!r}, model_number={self.model_number!r}, "
+            f"revision={self.revision!r}, status={self.status!r})"
         )

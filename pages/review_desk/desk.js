@@ -7,6 +7,14 @@
 // each press once (by its id), then lists the ids it recorded ("acked") or refused
 // ("refused"), and the presses leave the outbox. A press with no part on screen is refused
 // here, visibly.
+//
+// The panels under the desk (Streamlit elements: "Why", Grad-CAM...) follow the desk. Every
+// change of the part on screen is sent ("current"), and Python draws that part's panels in a
+// container keyed by its id (data.panels_class + id). The desk hides every other part's
+// container (a document-wide style rule), and its own part's until it holds no stale element:
+// Streamlit puts a new container in place of the one before and keeps that one's children,
+// stale, until the run draws its own (and a stale expander's label carries no stale mark).
+// Meanwhile the desk says "Explaining <name>…".
 
 const DESKS = new WeakMap();
 const RESEND_MS = 4000; // resend the outbox if Python has not answered by then
@@ -39,6 +47,8 @@ class Desk {
     this.message = "";
     this.zoom = { scale: 1, x: 0, y: 0 };
     this.data = {};
+    this.synced = undefined; // the part on screen as last sent to Python
+    this.settled = false; // whether the panels of the part on screen have been drawn
     this.onKey = (event) => this.key(event);
     this.attached = false;
     this.build();
@@ -49,11 +59,25 @@ class Desk {
       document.addEventListener("keydown", this.onKey, true);
       this.attached = true;
     }
+    if (!this.panelsStyle) {
+      // A rule for the whole page (the panels are outside our shadow root), and an observer
+      // that checks the panels whenever Streamlit changes the page (before it is painted).
+      this.panelsStyle = document.createElement("style");
+      document.head.appendChild(this.panelsStyle);
+      this.observer = new MutationObserver(() => this.followPanels());
+      this.observer.observe(document.body, {
+        subtree: true, childList: true, attributes: true, attributeFilter: ["class", "data-stale"],
+      });
+    }
   }
 
   detach() {
     document.removeEventListener("keydown", this.onKey, true);
     this.attached = false;
+    if (this.observer) this.observer.disconnect();
+    if (this.panelsStyle) this.panelsStyle.remove();
+    this.observer = null;
+    this.panelsStyle = null;
   }
 
   build() {
@@ -93,6 +117,7 @@ class Desk {
         <div class="hint">Keys: G good, D defect, U undo, B draw a box around the defect (sent
           with D). Scroll to zoom, drag to pan, double-click to reset. The next parts are loaded
           ahead.</div>
+        <div class="panels-note" aria-live="polite"></div>
       </div>`;
     const q = (selector) => this.root.querySelector(selector);
     this.el = {
@@ -104,6 +129,7 @@ class Desk {
       newType: q('[data-input="new-type"]'), note: q('[data-input="note"]'),
       controls: q(".controls"), boxes: [...this.root.querySelectorAll(".box")],
       boxButton: q('button[data-action="box"]'), accept: q('button[data-action="accept"]'),
+      panelsNote: q(".panels-note"),
     };
     this.root.querySelectorAll("button[data-action]").forEach((button) => {
       button.addEventListener("click", () => this.act(button.dataset.action));
@@ -126,15 +152,15 @@ class Desk {
     }
     this.data = data;
     for (const part of data.parts || []) {
-      // Images travel once per browser instance: keep what came before, add what is new.
-      const have = this.cache.get(part.id) || {};
-      const entry = {
-        image: part.image || have.image,
-        heat: part.heat || have.heat,
-        reference: part.reference || have.reference,
-        unreadable: part.unreadable || have.unreadable,
-      };
-      if (entry.image || entry.unreadable) this.cache.set(part.id, entry);
+      // Images (and the captions that go with them) travel once per browser instance and
+      // prediction of the part: keep them until a part comes with new ones (re-scored).
+      if (part.image || part.unreadable) {
+        this.cache.set(part.id, {
+          image: part.image, heat: part.heat, reference: part.reference,
+          unreadable: part.unreadable, scale_bar: part.scale_bar,
+          scale_caption: part.scale_caption, reference_caption: part.reference_caption,
+        });
+      }
     }
     const acked = new Set(data.acked || []);
     const refused = new Map((data.refused || []).map((r) => [r.press, r.message]));
@@ -161,7 +187,7 @@ class Desk {
     if (!this.isShowable(this.current)) this.show(this.nextPart());
     else this.render();
     if (this.inflight) this.answered();
-    else if (this.outbox.length !== before) this.sync();
+    else if (this.outbox.length !== before || this.current !== this.synced) this.sync();
   }
 
   isShowable(id) {
@@ -290,6 +316,7 @@ class Desk {
     this.dirty = false;
     clearTimeout(this.retry);
     this.retry = setTimeout(() => this.answered(), RESEND_MS);
+    this.synced = this.current;
     this.setStateValue("sync", {
       instance: this.instance, outbox: this.outbox.slice(), current: this.current,
     });
@@ -298,7 +325,7 @@ class Desk {
   answered() {
     this.inflight = false;
     clearTimeout(this.retry);
-    if (this.dirty || this.outbox.length) this.sync();
+    if (this.dirty || this.outbox.length || this.current !== this.synced) this.sync();
   }
 
   // ---------------------------------------------------------------- drawing
@@ -310,8 +337,28 @@ class Desk {
       this.zoom = { scale: 1, x: 0, y: 0 };
       this.box = null;
       this.boxMode = false;
+      this.settled = false;
     }
     this.render();
+  }
+
+  // Show only the panels of the part on screen, once they are drawn: its container may first
+  // hold another part's stale children. Once it has held no stale element, it is the part's
+  // (later runs of the same part keep it shown while they redraw it).
+  followPanels() {
+    const prefix = this.data.panels_class;
+    if (!prefix || !this.panelsStyle) return;
+    const id = this.current;
+    const own = id === null ? null : "." + CSS.escape(prefix + id);
+    const panels = own ? document.querySelector(own) : null;
+    if (panels && !panels.querySelector('[data-stale="true"]')) this.settled = true;
+    const shown = panels && this.settled ? own : null;
+    const hidden = `[class*="${prefix}"]${shown ? `:not(${shown})` : ""}`;
+    const css = `${hidden} { display: none !important; }`;
+    if (this.panelsStyle.textContent !== css) this.panelsStyle.textContent = css;
+    const part = id === null ? null : this.part(id);
+    const note = part && !shown ? `Explaining ${part.name}…` : "";
+    if (this.el.panelsNote.textContent !== note) this.el.panelsNote.textContent = note;
   }
 
   render() {
@@ -343,6 +390,7 @@ class Desk {
         waiting ? "Loading the next parts…" : "Nothing left to review in this project.";
       this.el.sentence.className = "sentence empty";
       this.el.desk.dataset.imageId = "";
+      this.followPanels();
       return;
     }
     this.el.desk.dataset.imageId = String(part.id);
@@ -373,23 +421,24 @@ class Desk {
     this.el.views.classList.toggle("no-reference", !reference);
     if (reference) {
       this.setSrc(this.el.reference, reference);
-      this.el.referenceCaption.textContent = part.reference_caption || "Reference good part";
+      this.el.referenceCaption.textContent = images.reference_caption || "Reference good part";
     }
     this.el.bar.innerHTML = "";
-    if (part.scale_bar) {
+    if (images.scale_bar) {
       const bar = document.createElement("img");
-      bar.src = part.scale_bar;
+      bar.src = images.scale_bar;
       bar.alt = "colour bar";
       this.el.bar.appendChild(bar);
     }
-    if (part.scale_caption) {
+    if (images.scale_caption) {
       const caption = document.createElement("div");
       caption.className = "caption";
-      caption.textContent = part.scale_caption;
+      caption.textContent = images.scale_caption;
       this.el.bar.appendChild(caption);
     }
     this.applyOpacity();
     this.applyZoom();
+    this.followPanels();
   }
 
   renderControls() {

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from adcore.errors import LoupeError
 from adcore.verdicts import DEFECT, verdict_for
 from db.model_families import ModelFamily, active_version, detector_lineage
+from db.model_lineages import label_of
 from db.model_metrics import read_metrics
 from db.models import ModelVersion
 from db.review_queue import DEFAULT_PROBABILITY_THRESHOLD
@@ -50,6 +51,7 @@ class ActiveScorer:
         threshold: Its current probability threshold (a manager may have moved it).
         detector_version_id: The detector version it was trained on.
         scorer: The loaded model (``scorer.predict_proba(scores, vectors)``).
+        label: Its lineage label (``"v3.0"``, :mod:`db.model_lineages`), when known.
     """
 
     version_id: int
@@ -57,6 +59,7 @@ class ActiveScorer:
     threshold: float | None
     detector_version_id: int | None
     scorer: FeedbackScorer
+    label: str | None = None
 
 
 def active_scorer(
@@ -85,8 +88,8 @@ def active_scorer(
     trained_on = scorer_detector_id(version)
     if detector is None or trained_on not in detector_lineage(detector):
         logger.info(
-            "Scorer v%s of project %s was trained on detector id %s, not the active one: unused",
-            version.version,
+            "Scorer %s of project %s was trained on detector id %s, not the active one: unused",
+            label_of(version),
             project_id,
             trained_on,
         )
@@ -97,6 +100,7 @@ def active_scorer(
         threshold=version.threshold,
         detector_version_id=trained_on,
         scorer=load_scorer(version.artifact_path),
+        label=label_of(version),
     )
 
 
@@ -129,12 +133,14 @@ class ScorerDecision:
         scorer_version: Its version number.
         probability: Its calibrated p(defect).
         threshold: The probability threshold in force.
+        scorer_label: Its lineage label (``"v3.0"``), when known.
     """
 
     scorer_version_id: int
     scorer_version: int
     probability: float
     threshold: float
+    scorer_label: str | None = None
 
     @property
     def verdict(self) -> str:
@@ -144,8 +150,9 @@ class ScorerDecision:
     def sentence(self) -> str:
         """One sentence for the explanation, e.g. after the detector's own facts."""
         action = "sent to a human" if self.verdict == DEFECT else "auto-accepted as good"
+        label = self.scorer_label or f"v{self.scorer_version}"
         return (
-            f"The triage model (feedback scorer v{self.scorer_version}, trained on the "
+            f"The triage model (feedback scorer {label}, trained on the "
             f"inspectors' labels of flagged parts) gives p(defect) {self.probability:.2f} "
             f"against its auto-accept threshold {self.threshold:.2f}: {action}."
         )
@@ -207,6 +214,6 @@ def scorer_decisions(
     )
     for i, probability in zip(usable, probabilities, strict=True):
         decisions[i] = ScorerDecision(
-            scorer.version_id, scorer.version, float(probability), threshold
+            scorer.version_id, scorer.version, float(probability), threshold, scorer.label
         )
     return decisions

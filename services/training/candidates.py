@@ -15,6 +15,7 @@ from typing import Any
 from adcore.errors import DatasetError
 from db import CAN_MANAGE_MODELS, ModelVersion, Project, User
 from db.model_families import ModelFamily, active_version
+from db.model_lineages import label_of
 from db.model_versions import next_version_number, register_model_version
 from db.permissions import require_session_role
 from services.model_management import free_version_directory, project_slug
@@ -81,7 +82,7 @@ def save_candidate(
             created_by=ctx.created_by_id,
             notes=f"{what} by job {ctx.job_id}; a candidate until promoted through the gate.",
         )
-    ctx.log(f"Registered candidate version {version.version} at {directory.as_posix()}")
+    ctx.log(f"Registered candidate {label_of(version)} at {directory.as_posix()}")
     return version
 
 
@@ -90,7 +91,7 @@ def candidate_outcome(version: ModelVersion, gate: dict[str, Any], what: str) ->
     decision = gate["decision"]
     verdict = "passes the gate" if decision["passed"] else "does not pass the gate"
     return JobOutcome(
-        f"{what}: candidate version {version.version} {verdict}",
+        f"{what}: candidate {label_of(version)} {verdict}",
         version.id,
         {"gate": decision},
     )

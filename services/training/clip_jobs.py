@@ -28,6 +28,7 @@ from adcore.metrics import image_metrics
 from adcore.persistence import TENSORS_FILE, file_sha256
 from adcore.thresholds import cap_censored_raise, select_threshold
 from db import Label, ModelVersion, Project
+from db.model_lineages import label_of
 from db.model_metrics import new_version_metrics
 from services.audit_sampling import project_miss_rate
 from services.project_settings import clip_setting
@@ -183,7 +184,7 @@ def tune_clip_job(ctx: JobContext) -> JobOutcome:
     with ctx.session_factory() as session:
         project, base = project_and_active_detector(session, ctx)
         if base is None or base.kind != "clip":
-            now = "none" if base is None else f"v{base.version} ({base.kind})"
+            now = "none" if base is None else f"{label_of(base)} ({base.kind})"
             raise DatasetError(
                 "Adapting CLIP needs an active CLIP detector (the active detector is "
                 f"{now}): start a CLIP detector and promote it first."
@@ -210,7 +211,7 @@ def tune_clip_job(ctx: JobContext) -> JobOutcome:
     if missing:
         ctx.log(f"{len(missing)} reference image(s) of the active detector were not found")
     ctx.log(
-        f"Adapting v{base.version} on {len(training)} parts ({n_defect} defective), "
+        f"Adapting {label_of(base)} on {len(training)} parts ({n_defect} defective), "
         f"{len(heldout)} held out; LoRA rank {adapter_config.rank} on {adapter_config.towers}"
     )
     ctx.raise_if_cancelled()

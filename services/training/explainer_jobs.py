@@ -42,6 +42,7 @@ from adcore.explain.lora_tuning import (
 )
 from db.explanation_notes import MIN_TRAINING_NOTES, training_notes
 from db.model_families import ModelFamily, active_version
+from db.model_lineages import label_of
 from db.model_metrics import new_version_metrics, read_metrics
 from services.project_settings import language_model_setting
 from services.training.candidates import (
@@ -215,7 +216,8 @@ def explainer_gate_record(
     if active is not None and active_facts is not None and tuned.rouge_l < active.rouge_l:
         reasons.append(
             f"Its texts are further from the inspectors' notes than the active adapter's "
-            f"(version {active_facts['version']}): ROUGE-L {tuned.rouge_l:.3f} vs "
+            f"({active_facts.get('label') or 'v' + str(active_facts['version'])}): ROUGE-L "
+            f"{tuned.rouge_l:.3f} vs "
             f"{active.rouge_l:.3f}."
         )
     active_json = None
@@ -266,6 +268,7 @@ def _version_facts(version: Any) -> dict[str, Any] | None:
     return {
         "version_id": version.id,
         "version": version.version,
+        "label": label_of(version),
         "artifact_path": version.artifact_path,
         "source": read_metrics(version).facts.get("source"),
         "note_ids": list((version.training_snapshot or {}).get("note_ids") or []),
@@ -284,7 +287,8 @@ def _evaluate_active(
         return None, ["No active explainer adapter to compare with."]
     if active["source"] != source:
         return None, [
-            f"The active adapter (version {active['version']}) tunes another language model "
+            f"The active adapter ({active.get('label') or 'v' + str(active['version'])}) tunes "
+            "another language model "
             f"({active['source']}): it was not compared."
         ]
     notes: list[str] = []

@@ -142,8 +142,17 @@ def instant_update_job(ctx: JobContext) -> JobOutcome:
     user_id = ctx.parameters.get("user_id")
     if ctx.project_id is None or not image_ids or user_id is None:
         raise ValueError("An instant update needs a project, the parts and the reviewer.")
-    ctx.progress(0.0, WAITING_MESSAGE)
-    with learning_turn(ctx.session_factory, ctx.project_id, between_tries=ctx.raise_if_cancelled):
+    waited = False
+
+    def wait_for_turn() -> None:
+        """Called only while another update holds the turn: say so once, obey a cancel."""
+        nonlocal waited
+        if not waited:
+            waited = True
+            ctx.progress(0.0, WAITING_MESSAGE)
+        ctx.raise_if_cancelled()
+
+    with learning_turn(ctx.session_factory, ctx.project_id, between_tries=wait_for_turn):
         ctx.progress(0.05, f"Adding {len(image_ids)} good part(s) to the model's memory")
         result = learn_and_rescore(
             ctx.session_factory,

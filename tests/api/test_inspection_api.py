@@ -81,10 +81,11 @@ def test_a_posted_part_is_scored_stored_queued_and_read_back(
     assert posted.status_code == 201, posted.text
     body = posted.json()
     assert body["verdict"] == "defect" and body["score"] >= body["threshold"]
-    assert (body["station"], body["part_id"], body["model_version"]) == (
+    assert (body["station"], body["part_id"], body["model_version"], body["model_label"]) == (
         "station-inspect",
         "P-1",
         1,
+        "v1.0",
     )
     assert body["explanation"] and body["review"] is None and not body["duplicate"]
     assert datetime.fromisoformat(body["captured_at"]) == taken

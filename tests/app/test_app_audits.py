@@ -80,7 +80,7 @@ def test_the_review_page_marks_an_audit_sample(workbench: Workbench) -> None:
 def test_the_dashboard_says_when_nothing_is_audited_yet(workbench: Workbench) -> None:
     at = open_dashboard()
     assert any(
-        "No audited parts yet: passed parts are drawn for audit with known odds (deep pass "
+        "No part drawn for audit yet: passed parts are drawn with known odds (deep pass "
         "2.0%, near pass 20%, auto-accepted 10%" in info.value
         for info in at.info
     )
@@ -91,24 +91,37 @@ def test_the_dashboard_says_when_nothing_is_audited_yet(workbench: Workbench) ->
     assert not any("turns sampling off" in (n.help or "") for n in at.number_input)
 
 
-def test_the_dashboard_shows_the_estimate_its_interval_and_the_chart(
+def test_the_dashboard_counts_the_audits_and_weighs_them_into_the_lines_estimate(
     workbench: Workbench,
 ) -> None:
     first, second, third = passed_image_ids(workbench)
+    flagged = [i for name, i in workbench.image_ids.items() if not name.startswith("good")]
+    for image_id in flagged:
+        label(workbench, image_id, INSPECTOR, "defect")
+    at = open_dashboard()
+    # The flagged parts are labelled, but nobody looked at a passed part: no miss estimate.
+    assert metric(at, "Estimated miss rate (FNR), all parts") == "not enough parts"
+
     mark_audited(workbench, [first, second, third])
     label(workbench, first, INSPECTOR, "good")
     label(workbench, first, MANAGER, "defect")  # two reviewers: the part counts once
     label(workbench, second, INSPECTOR, "good")
-
     at = open_dashboard()
-    assert metric(at, "Miss rate among passed parts") == "50%"
-    assert metric(at, "Audited parts labelled") == "2"
-    low, high = metric(at, "95% interval").split(" – ")
-    assert 0 < float(low.rstrip("%")) < 50 < float(high.rstrip("%")) < 100
-    assert any("1 audited part(s) are waiting" in caption.value for caption in at.caption)
-    charts = [chart.proto.spec for chart in at.get("plotly_chart")]
-    assert any("95% interval" in spec and "Miss rate" in spec for spec in charts)
-    assert not any("No audited parts yet" in info.value for info in at.info)
+    assert any(
+        "3 passed or auto-accepted part(s) drawn for audit, 2 labelled, 1 waiting" in c.value
+        for c in at.caption
+    )
+
+    label(workbench, third, INSPECTOR, "good")
+    at = open_dashboard()
+    # One audited defect among three audited passed parts, each weighted by its odds: the
+    # line misses a share of its defects, with an interval.
+    after = metric(at, "Estimated miss rate (FNR), all parts")
+    assert after.endswith("%") and float(after.rstrip("%")) > 0
+    assert not any("No part drawn for audit yet" in info.value for info in at.info)
+    table = next(df.value for df in at.dataframe if "Miss rate (95% interval)" in df.value.columns)
+    assert table["Model"].tolist() == ["v1"]
+    assert table["Miss rate (95% interval)"].iloc[0].endswith("%)")
 
 
 def test_a_manager_changes_the_audit_odds(workbench: Workbench) -> None:
@@ -183,6 +196,10 @@ def test_the_dashboard_heads_with_the_lines_estimated_rates_and_says_reviews_can
 ) -> None:
     at = open_dashboard()
     labels = {m.label for m in at.metric}
-    assert {"Estimated miss rate (FNR)", "Estimated false alarms (FPR)"} <= labels
+    assert {
+        "Estimated miss rate (FNR), all parts",
+        "Estimated false alarms (FPR), all parts",
+        "Estimated miss rate (FNR), active model v1",
+    } <= labels
     assert any("cannot see missed defects" in c.value for c in at.caption)
     assert any(s.value == "The line's estimated miss rate and false alarms" for s in at.subheader)

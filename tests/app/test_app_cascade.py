@@ -83,7 +83,8 @@ def test_without_a_triage_model_it_says_how_many_flagged_defects_are_needed(
     at = open_models()
     assert any(h.value == "Decision cascade" for h in at.subheader)
     assert any(
-        f"detector v1 (patchcore) at threshold **{threshold:.4g}**" in m.value for m in at.markdown
+        f"detector v1.0 (patchcore) at threshold **{threshold:.4g}**" in m.value
+        for m in at.markdown
     )
     needed = min_defects(0.01) - 1  # the budget is the project's target miss rate, 1%
     assert (
@@ -100,7 +101,7 @@ def test_a_refused_candidate_says_why_stage_2_stays_off(workbench: Workbench) ->
 
     at = open_models()
     notice = off_notice(at)
-    assert "The latest triage candidate v2 was refused by its gate: Out of fold it would " in notice
+    assert "The latest triage candidate v2.0 was refused by its gate: Out of fold" in notice
     assert "auto-accept no flagged good part" in notice
 
 
@@ -146,7 +147,7 @@ def test_an_active_triage_model_shows_stage_2_on_with_its_evidence(
 
     at = open_models()
     on = next(s.value for s in at.success if "Triage model (stage 2): ON" in s.value)
-    assert "Triage model v2 auto-accepts a flagged part" in on
+    assert "Triage model v2.0 auto-accepts a flagged part" in on
     assert "auto-accept threshold **0.35**" in on
     assert any(
         c.value.startswith(
@@ -156,12 +157,12 @@ def test_an_active_triage_model_shows_stage_2_on_with_its_evidence(
         for c in at.caption
     )
     assert not any("Triage model (stage 2): OFF" in w.value for w in at.warning)
-    table = next(d.value for d in at.dataframe if "Model" in d.value.columns)
-    assert dict(zip(table["Version"], table["Model"], strict=True)) == {
-        2: "Triage model (stage 2)",
-        1: "Screen (stage 1)",
+    table = next(d.value for d in at.dataframe if "Role" in d.value.columns)
+    assert dict(zip(table["Model"], table["Role"], strict=True)) == {
+        "v2": "Triage model (stage 2)",
+        "v1": "Screen (stage 1)",
     }
 
     # Switched off, the active model stays active but does not decide.
     at.toggle(key=enabled_key(workbench.project_id)).set_value(False).run()
-    assert "Triage model v2 stays active but does not decide" in off_notice(at)
+    assert "Triage model v2.0 stays active but does not decide" in off_notice(at)

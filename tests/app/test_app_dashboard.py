@@ -30,7 +30,9 @@ def test_reviews_move_the_counts_and_draw_the_rate_charts(workbench: Workbench) 
     assert not any("No reviewed parts yet" in info.value for info in manager.info)
     charts = [chart.proto.spec for chart in manager.get("plotly_chart")]
     assert any("FNR" in spec for spec in charts) and any("FPR" in spec for spec in charts)
-    rates = next(df.value for df in manager.dataframe if "Period" in df.value.columns)
+    rates = next(
+        df.value for df in manager.dataframe if "FNR (95% interval, parts)" in df.value.columns
+    )
     # One reviewed defect (flagged: 0 missed) and one good part: each rate says how many parts
     # it stands on and how wide its 95% interval is.
     fnr = rates["FNR (95% interval, parts)"].iloc[0]
@@ -39,7 +41,7 @@ def test_reviews_move_the_counts_and_draw_the_rate_charts(workbench: Workbench) 
     assert any("95% intervals" in spec for spec in charts)
     # The manager's other views: review load, defect Pareto, agreement and drift say what they
     # stand on, even this early.
-    assert any("Share of inspected parts sent to review" in spec for spec in charts)
+    assert any("Share of parts sent to a human by the decision" in spec for spec in charts)
     assert any("Defect types of 1 defective parts" in spec for spec in charts)
     infos = [info.value for info in manager.info]
     assert any("labelled by two reviewers" in text for text in infos)

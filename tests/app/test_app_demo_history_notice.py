@@ -11,6 +11,12 @@ from db.projects import create_project
 from services.demo_history_plan import HISTORY_KEY
 from services.project_settings import store_option
 
+WHY = (
+    "Recalibrated on day 19 (2026-03-05): audits of passed parts found 5 missed defects of 79 "
+    "audited; the threshold was lowered from 39.75 to 35.79 to put missed defects first (FNR "
+    "first); expect more good parts sent to a human."
+)
+
 
 def notice_script(project_id: int) -> None:
     from pages.demo_history_notice import show_simulated_history_notice
@@ -38,8 +44,18 @@ def test_the_notice_names_the_first_real_day_only_on_a_project_with_a_history(
             HISTORY_KEY,
             {"simulated_before": "2026-03-16", "inspectors": ["demo.inspector.early"]},
         )
+        explained = create_project(session, name="explained").id
+        store_option(
+            session,
+            explained,
+            HISTORY_KEY,
+            {"simulated_before": "2026-03-16", "recalibration": WHY},
+        )
     notice = run_notice(demo).info
     assert len(notice) == 1
     assert "Days before 2026-03-16 are a simulated history seeded by the demo" in notice[0].value
     assert "ELPV ground truth" in notice[0].value and "demo.inspector.early" in notice[0].value
+    assert "revision" not in notice[0].value  # a marker without the note says nothing of it
     assert not run_notice(plain).info
+    (why,) = run_notice(explained).info
+    assert why.value.endswith(f"Its model change is a revision of the same model. {WHY}")

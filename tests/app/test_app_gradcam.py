@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from apptest_support import Workbench, run_until_filled, signed_in_app
+from apptest_support import Workbench, first_queued, run_until_filled, signed_in_app
 
 import db
 from adcore.classifier import Classifier, ClassifierConfig
@@ -53,11 +53,12 @@ def test_without_a_classifier_the_detector_is_explained(workbench: Workbench) ->
     run_until_filled(at.switch_page("pages/review.py"))
 
     assert not at.exception, at.exception
-    assert [h.value for h in at.subheader if "Grad-CAM" in h.value] == [
-        "Grad-CAM of detector patchcore v1"
-    ]
+    [heading] = [h.value for h in at.subheader if "Grad-CAM" in h.value]
+    name = next(n for n, i in workbench.image_ids.items() if i == first_queued(workbench).image_id)
+    assert heading.startswith("Grad-CAM of detector patchcore v"), heading
+    assert heading.endswith(f" · {name}"), heading  # the panel names its part
     said = [m.value for m in at.markdown if m.value.startswith("**What this explains:**")]
-    assert said and "patchcore v1's anomaly above the normal level" in said[0]
+    assert said and "patchcore v1.0's anomaly above the normal level" in said[0]
     assert any("efficientnet_lite0 blocks.4" in c.value for c in at.caption)  # the tiny model
 
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
-from apptest_support import Workbench, signed_in_app
+from apptest_support import INSPECTOR, Workbench, signed_in_app
 from desk_presses import desk_payload, label_press, send
 from sqlalchemy import select
 
@@ -83,3 +83,43 @@ def test_instant_learning_off_queues_no_job(workbench: Workbench) -> None:
     assert LEARNING_JOBS_KEY not in at.session_state
     with workbench.factory() as session:
         assert session.scalars(select(db.Job)).all() == []
+
+
+@pytest.mark.parametrize("page", ["pages/review.py", "pages/inspect.py"])
+def test_the_learning_banner_goes_when_the_job_ends(workbench: Workbench, page: str) -> None:
+    def set_job(**fields: object) -> None:
+        with workbench.factory() as session, session.begin():
+            for name, value in fields.items():
+                setattr(session.get(db.Job, job_id), name, value)
+
+    def banner() -> list[str]:
+        texts = [p.proto.text for p in at.get("progress")]
+        return [text for text in texts if text.startswith("Learning from good parts")]
+
+    with workbench.factory() as session, session.begin():
+        job = db.Job(
+            kind=JobKind.INSTANT_UPDATE,
+            parameters={"image_ids": [1]},
+            project_id=workbench.project_id,
+            created_by_id=workbench.users[INSPECTOR],
+        )
+        session.add(job)
+        session.flush()
+        job_id = job.id
+    at = signed_in_app("inspector")
+    at.session_state[LEARNING_JOBS_KEY] = [job_id]  # as a review on this tab queued it
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    [queued] = banner()
+    assert "none runs with this server" in queued  # the app tests run no worker
+
+    set_job(status="running", progress=0.4, message="Adding 1 good part(s)")
+    at.run()
+    assert banner() == ["Learning from good parts: Adding 1 good part(s)"]
+
+    set_job(status="succeeded", progress=1.0, message="Version 2 learned 1 part(s).")
+    at.run()  # the polling fragment sees the end, flashes it and reruns the page without it
+    assert not at.exception, at.exception
+    assert banner() == []
+    assert "Version 2 learned 1 part(s)." in [i.value for i in at.info]
+    assert at.session_state[LEARNING_JOBS_KEY] == []

@@ -80,11 +80,19 @@ def add_candidate(workbench: Workbench, *, passed: bool) -> int:
     return add_gated_version(workbench, gate, threshold=candidate.threshold)
 
 
-def comparison(at: AppTest, number: int) -> dict[str, tuple[str, str]]:
-    """Candidate v``number``'s table beside the active model: row name -> (candidate, active)."""
-    table = next(d.value for d in at.dataframe if f"Candidate v{number}" in d.value.columns)
-    assert list(table.columns) == ["", f"Candidate v{number}", "Active v1"]
+def comparison(at: AppTest, label: str) -> dict[str, tuple[str, str]]:
+    """Candidate ``label``'s table beside the active v1.0: row name -> (candidate, active)."""
+    table = next(d.value for d in at.dataframe if f"Candidate {label}" in d.value.columns)
+    assert list(table.columns) == ["", f"Candidate {label}", "Active v1.0"]
     return {row.iloc[0]: (row.iloc[1], row.iloc[2]) for _, row in table.iterrows()}
+
+
+def roll_back_to_v1(at: AppTest, workbench: Workbench) -> None:
+    """Choose v1.0 in model v1's section and press its one action, "Roll back to v1.0"."""
+    at.selectbox(key="revision-1").set_value(workbench.version_id).run()
+    button = at.button(key="revision-action-1")
+    assert button.label == "Roll back to v1.0"
+    button.click().run()
 
 
 def active_id(workbench: Workbench) -> int | None:
@@ -172,7 +180,7 @@ def test_a_refused_candidate_shows_why_and_needs_a_written_override(
 
     refusal = next(e.value for e in at.error if e.value.startswith("The gate refuses it"))
     assert "It misses more defects" in refusal
-    rates = comparison(at, 2)
+    rates = comparison(at, "v2.0")
     assert rates["Miss rate (FNR)"] == ("50.0%", "0.0%")
     assert rates["Held-out defects"] == ("2", "2")
     assert rates["Threshold"] == ("0.9000", "0.5000")
@@ -208,7 +216,7 @@ def test_rollback_reactivates_the_earlier_version(workbench: Workbench) -> None:
     assert active_id(workbench) == v2
     assert f"promote-{v2}" not in [b.key for b in at.button]  # no longer a candidate
 
-    at.button(key=f"rollback-{workbench.version_id}").click().run()
+    roll_back_to_v1(at, workbench)
 
     assert not at.exception, at.exception
     assert active_id(workbench) == workbench.version_id
@@ -242,7 +250,7 @@ def test_a_recalibration_job_runs_and_its_candidate_is_compared_and_promoted(
     assert job.device == "cpu" and job.result_model_version_id is not None
     candidate_id = job.result_model_version_id
     assert any(f"#{job.id} Recalibrate" in t and "succeeded" in t for t in texts(at))
-    rates = comparison(at, 2)
+    rates = comparison(at, "v1.1")  # a recalibration: the next revision of model v1
     with workbench.factory() as session:  # checked on the share it was not chosen on
         checked = session.get(db.ModelVersion, candidate_id).training_snapshot["heldout"]
     n_defect = sum(entry["label"] == "defect" for entry in checked)
@@ -263,7 +271,7 @@ def test_a_recalibration_job_runs_and_its_candidate_is_compared_and_promoted(
     assert not at.exception, at.exception
     assert active_id(workbench) == candidate_id
 
-    at.button(key=f"rollback-{workbench.version_id}").click().run()
+    roll_back_to_v1(at, workbench)
     assert active_id(workbench) == workbench.version_id
 
 
@@ -394,7 +402,7 @@ def test_an_explainer_candidate_shows_rouge_and_fact_check_beside_the_untuned_mo
     at = open_models()
 
     table = next(d.value for d in at.dataframe if "Untuned model" in d.value.columns)
-    assert list(table.columns) == ["", "Candidate v2", "Untuned model"]
+    assert list(table.columns) == ["", "Candidate v2.0", "Untuned model"]
     rows = {row.iloc[0]: (row.iloc[1], row.iloc[2]) for _, row in table.iterrows()}
     assert rows["ROUGE-L vs inspectors' notes"] == ("0.740", "0.330")
     assert rows["Fact-check pass rate"] == ("90.0%", "65.0%")

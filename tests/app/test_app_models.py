@@ -1,4 +1,4 @@
-"""The models page: thresholds, promotion and roll-back, background training, new projects."""
+"""The models page: models and revisions, thresholds, promotion and roll-back, training."""
 
 from __future__ import annotations
 
@@ -75,12 +75,13 @@ def test_promote_a_passing_candidate_then_roll_back(workbench: Workbench) -> Non
     at = open_models()
 
     promote = at.button(key=f"promote-{v2}")
-    assert promote.label == "Promote v2" and not promote.disabled
+    assert promote.label == "Promote v2.0" and not promote.disabled  # a refit: a new model
     promote.click().run()
     with workbench.factory() as session:
         assert get_project(session, workbench.project_id).active_model_version_id == v2
-    rollback = at.button(key=f"rollback-{workbench.version_id}")
-    assert rollback.label == "Roll back to v1"
+    assert at.selectbox(key="revision-1").options == ["v1.0 (retired, " + _created(workbench) + ")"]
+    rollback = at.button(key="revision-action-1")
+    assert rollback.label == "Roll back to v1.0"
     rollback.click().run()
 
     assert not at.exception, at.exception
@@ -89,7 +90,13 @@ def test_promote_a_passing_candidate_then_roll_back(workbench: Workbench) -> Non
             workbench.version_id
         )
         assert session.get(db.ModelVersion, v2).status == "retired"
-    assert at.button(key=f"rollback-{v2}").label == "Re-activate v2"
+    assert at.button(key="revision-action-2").label == "Re-activate v2.0"
+
+
+def _created(workbench: Workbench, version_id: int | None = None) -> str:
+    with workbench.factory() as session:
+        version = session.get(db.ModelVersion, version_id or workbench.version_id)
+        return version.created_at.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def test_training_runs_in_a_background_thread_and_reports_back(
@@ -100,7 +107,7 @@ def test_training_runs_in_a_background_thread_and_reports_back(
     def fake_train(session_factory, *, project_id, folder_or_paths, user, progress, **kwargs):
         calls.append((project_id, folder_or_paths, user.id, kwargs["detector_kind"]))
         progress(0.5, "halfway")
-        return SimpleNamespace(id=123, version=2, status="candidate")
+        return SimpleNamespace(id=123, version=2, model_number=2, revision=0, status="candidate")
 
     monkeypatch.setattr(services.model_management, "train_first_model", fake_train)
     at = open_models()
@@ -115,7 +122,7 @@ def test_training_runs_in_a_background_thread_and_reports_back(
 
     assert not at.exception, at.exception
     assert calls == [(workbench.project_id, str(tmp_path), workbench.users[MANAGER], "patchcore")]
-    assert any("Trained version v2" in s.value for s in at.success)
+    assert any("Trained v2.0: a candidate" in s.value for s in at.success)
 
 
 def test_a_training_failure_is_shown(

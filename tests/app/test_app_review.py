@@ -56,6 +56,27 @@ def test_the_desk_gets_the_queue_with_images_once_per_browser(workbench: Workben
     assert all("image" in p for p in desk_payload(at)["parts"])
 
 
+def test_a_re_scored_part_comes_with_its_new_map(workbench: Workbench) -> None:
+    from adcore.detectors.registry import load_detector
+    from services.inspection import rescore_images
+
+    at, first, _ = open_review(workbench)
+    send(at, [])  # the browser announces its instance: it gets the images ...
+    send(at, [])  # ... and has them
+    assert not any("image" in p for p in desk_payload(at)["parts"])
+    rescore_images(
+        workbench.factory,
+        project_id=workbench.project_id,
+        detector=load_detector(workbench.model_dir, device="cpu"),
+        model_version_id=workbench.version_id,
+        image_ids=[first],
+    )
+    send(at, [])
+    again = [p for p in desk_payload(at)["parts"] if "image" in p]
+    assert [p["id"] for p in again] == [first]  # the new prediction's map, colour bar, captions
+    assert again[0]["heat"].startswith("data:image/jpeg;base64,") and again[0]["scale_caption"]
+
+
 def test_a_good_press_writes_one_row_even_when_the_browser_sends_it_again(
     workbench: Workbench,
 ) -> None:

@@ -78,10 +78,10 @@ def test_a_manager_trains_a_feedback_scorer_and_sees_the_candidate(
 
     at = open_models()
     assert any(c.value == "Triage model (stage 2) candidate" for c in at.caption)
-    table = next(d.value for d in at.dataframe if "Candidate v2" in d.value.columns)
-    assert list(table.columns) == ["", "Candidate v2"]
+    table = next(d.value for d in at.dataframe if "Candidate v2.0" in d.value.columns)
+    assert list(table.columns) == ["", "Candidate v2.0"]
     assert "Flagged defects (labelled)" in list(table[""])
-    assert at.button(key=f"promote-{version_id}").label == "Promote v2"
+    assert at.button(key=f"promote-{version_id}").label == "Promote v2.0"
 
 
 def test_a_detector_without_vectors_says_why_the_scorer_cannot_train(

@@ -13,7 +13,7 @@ The project (threshold 1.0) holds, besides unaudited parts:
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,10 +22,8 @@ from stored_rows import add_prediction, add_version
 from db import Project, User
 from db.audits import (
     AuditCounts,
-    AuditPoint,
     audit_counts,
     drawn_for_audit,
-    miss_rate_over_time,
     unlabelled_audits,
 )
 from db.images import get_or_create_image
@@ -156,31 +154,11 @@ def test_since_and_until_bound_when_the_part_was_drawn(
             audit_counts(session, project_id, since=datetime(2025, 3, 1))
 
 
-def test_miss_rate_over_time_by_day_and_week(
-    session_factory: sessionmaker[Session],
-    project_id: int,
-    audited: dict[str, int],
-    other_project: int,
-) -> None:
-    with session_factory() as session:
-        assert miss_rate_over_time(session, project_id, "day") == [
-            AuditPoint(date(2025, 3, 3), n_audited=2, n_missed=1),
-            AuditPoint(date(2025, 3, 12), n_audited=1, n_missed=1),
-        ]
-        assert miss_rate_over_time(session, project_id, "week") == [
-            AuditPoint(date(2025, 3, 3), 2, 1),
-            AuditPoint(date(2025, 3, 10), 1, 1),
-        ]
-        with pytest.raises(ValueError, match="period"):
-            miss_rate_over_time(session, project_id, "month")  # type: ignore[arg-type]
-
-
-def test_nothing_audited_gives_zero_counts_and_no_points(
+def test_nothing_audited_gives_zero_counts(
     session_factory: sessionmaker[Session], project_id: int
 ) -> None:
     with session_factory() as session:
         assert audit_counts(session, project_id) == (0, 0)
-        assert miss_rate_over_time(session, project_id, "week") == []
         assert unlabelled_audits(session, project_id) == 0
 
 

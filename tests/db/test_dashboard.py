@@ -150,7 +150,7 @@ def test_error_rates_by_day_and_week(
         (date(2025, 3, 11), 2, 1.0, None, 1, 0),
     ]
     as_tuples = [
-        (p.period_start, p.model_version, p.fnr, p.fpr, p.n_defect, p.n_good) for p in daily
+        (p.period_start, p.model_number, p.fnr, p.fpr, p.n_defect, p.n_good) for p in daily
     ]
     assert as_tuples == expected
     assert [p.period_start for p in weekly] == [date(2025, 3, 3)] * 2 + [date(2025, 3, 10)] * 2
@@ -266,3 +266,53 @@ def test_throughput_medians_skip_untimed_reviews_and_average_the_middle_two(
         (date(2025, 3, 4), 4, 2.5),
         (date(2025, 3, 11), 1, None),
     ]
+
+
+def test_rates_and_confusion_follow_the_model_lineage(
+    session_factory: sessionmaker[Session], project_id: int, world: dict[str, int]
+) -> None:
+    """A recalibration of v2 is v2.1: its parts count with model 2's, each image once.
+
+    v2.1 is active; it re-scored images 1 and 3 later than v2, and image 2 earlier (so v2's
+    prediction of image 2 stays the model's latest).
+    """
+    with session_factory() as session, session.begin():
+        revision = register_model_version(
+            session,
+            project_id=project_id,
+            kind="patchcore",
+            artifact_path="m",
+            metrics={"same_model_as": [world["v2"]]},
+            threshold=2.0,
+            training_snapshot={},
+        )
+        assert (revision.model_number, revision.revision) == (2, 1)
+        activate_model_version(session, version_id=revision.id, user=None, system=True)
+        for image, score, at in (
+            ("img1", 2.6, TUE.replace(hour=2)),
+            ("img3", 2.2, TUE.replace(hour=2)),
+            ("img2", 2.1, MON.replace(hour=0)),
+        ):
+            session.add(
+                Prediction(
+                    image_id=world[image],
+                    model_version_id=revision.id,
+                    score=score,
+                    threshold=2.0,
+                    verdict="defect",
+                    created_at=at,
+                )
+            )
+    with session_factory() as session:
+        daily = error_rates_over_time(session, project_id)
+        matrix = confusion(session, project_id)
+        single = confusion(session, project_id, world["v1"])
+    assert [(p.period_start, p.model, p.n_defect, p.n_missed, p.n_good) for p in daily] == [
+        (date(2025, 3, 3), "v1", 1, 0, 1),
+        (date(2025, 3, 3), "v2", 1, 0, 1),  # image 1 once, though two revisions scored it
+        (date(2025, 3, 11), "v1", 1, 0, 0),
+        (date(2025, 3, 11), "v2", 1, 0, 0),  # v2.1's later verdict on image 3 counts
+    ]
+    assert daily[1].fpr == 0.0  # v2's good verdict on image 2 is the model's latest
+    assert matrix == {"tp": 2, "fp": 0, "tn": 1, "fn": 0}  # every revision of model 2
+    assert single == {"tp": 2, "fp": 0, "tn": 1, "fn": 0}  # v1 is a model of its own

@@ -16,7 +16,7 @@ Image 1 is scored again on Tuesday (a re-score: not a new part).
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,7 +27,6 @@ from db.dashboard_views import (
     defect_type_counts,
     good_part_scores,
     pair_label_tables,
-    review_share_over_time,
     second_opinions,
 )
 
@@ -79,20 +78,6 @@ def world(
         review(3, ines, "good", 5)
         review(3, mona, "defect", 6, "scratch")
     return {"version": version, **{f"img{i + 1}": v for i, v in enumerate(images)}}
-
-
-def test_the_review_share_counts_each_part_once_at_its_first_inspection(
-    session_factory: sessionmaker[Session], project_id: int, world: dict[str, int]
-) -> None:
-    with session_factory() as session:
-        daily = review_share_over_time(session, project_id)
-        weekly = review_share_over_time(session, project_id, period="week")
-    assert [(s.period_start, s.n_parts, s.n_flagged, s.n_audited) for s in daily] == [
-        (date(2025, 3, 3), 3, 1, 1),
-        (date(2025, 3, 4), 3, 1, 0),
-    ]
-    assert daily[0].n_sent == 2
-    assert [(s.period_start, s.n_parts, s.n_sent) for s in weekly] == [(date(2025, 3, 3), 6, 3)]
 
 
 def test_defect_types_are_counted_by_current_label(

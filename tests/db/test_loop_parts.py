@@ -69,6 +69,7 @@ def parts(
     label(session_factory, images["out_of_order"], ines, "good")
     label(session_factory, images["out_of_order"], ines, "defect")
     label(session_factory, images["legacy"], ines, "defect")
+    images["version"] = version
     return images
 
 
@@ -77,12 +78,15 @@ def test_each_part_comes_once_from_its_first_prediction_with_its_current_label(
 ) -> None:
     with session_factory() as session:
         rows = loop_parts(session, project_id)
+    version = parts["version"]
 
     assert rows == [
-        LoopPart(parts["rescored"], T0, "deep_pass", 0.05, True, "good", "good"),
-        LoopPart(parts["same_time"], T0 + HOUR, "near_pass", 0.2, False, "good", None),
-        LoopPart(parts["out_of_order"], T0 + DAY, "auto_accepted", 0.1, True, "defect", "defect"),
-        LoopPart(parts["legacy"], T0 + 5 * DAY, None, None, False, "defect", "defect"),
+        LoopPart(parts["rescored"], T0, "deep_pass", 0.05, True, "good", "good", version),
+        LoopPart(parts["same_time"], T0 + HOUR, "near_pass", 0.2, False, "good", None, version),
+        LoopPart(
+            parts["out_of_order"], T0 + DAY, "auto_accepted", 0.1, True, "defect", "defect", version
+        ),
+        LoopPart(parts["legacy"], T0 + 5 * DAY, None, None, False, "defect", "defect", version),
     ]
     assert all(row.decided_at.tzinfo is not None for row in rows)
 

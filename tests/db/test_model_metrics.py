@@ -349,9 +349,12 @@ def test_only_db_model_metrics_touches_model_version_metrics() -> None:
         for folder in ("db", "services", "workers", "pages", "api", "bench", "loupe")
         for path in sorted((ROOT / folder).rglob("*.py"))
     ] + [ROOT / "app.py", ROOT / "serve.py"]
+    # A migration reads the JSON as it was stored when it was written, never through today's
+    # application code (which may change after it): see db/migrations/versions/0016.
+    migrations = ROOT / "db" / "migrations"
     offenders = []
     for path in files:
-        if path == owner or not path.is_file():
+        if path == owner or not path.is_file() or path.is_relative_to(migrations):
             continue
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if (

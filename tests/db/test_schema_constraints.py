@@ -149,12 +149,40 @@ def test_model_version_number_is_unique_per_project(
         "uq_model_versions_project_id_version",
     )
     with pytest.raises(IntegrityError, match=duplicate):
-        _insert(session_factory, _model_version(project_id, 1))
+        _insert(session_factory, _model_version(project_id, 1, model_number=2))
     with session_factory() as session, session.begin():
         other = Project(name="tiles")
         session.add(other)
         session.flush()
         session.add(_model_version(other.id, 1))  # same number, other project: fine
+
+
+def test_a_model_revision_is_unique_per_project(
+    session_factory: sessionmaker[Session], project_id: int
+) -> None:
+    _insert(session_factory, _model_version(project_id, 1, model_number=1, revision=3))
+    duplicate = _violates(
+        "UNIQUE constraint failed: model_versions.project_id, model_versions.model_number, "
+        "model_versions.revision",
+        "uq_model_versions_project_id_model_number_revision",
+    )
+    with pytest.raises(IntegrityError, match=duplicate):
+        _insert(session_factory, _model_version(project_id, 2, model_number=1, revision=3))
+    _insert(session_factory, _model_version(project_id, 2, model_number=1, revision=4))
+
+
+@pytest.mark.parametrize(
+    ("numbers", "constraint"),
+    [
+        ({"model_number": 0}, "ck_model_versions_model_number_positive"),
+        ({"revision": -1}, "ck_model_versions_revision_not_negative"),
+    ],
+)
+def test_model_numbers_and_revisions_are_counted_from_one_and_zero(
+    session_factory: sessionmaker[Session], project_id: int, numbers: dict, constraint: str
+) -> None:
+    with pytest.raises(IntegrityError, match=constraint):
+        _insert(session_factory, _model_version(project_id, 1, **numbers))
 
 
 def test_foreign_key_violation_is_rejected(session_factory: sessionmaker[Session]) -> None:

@@ -6,11 +6,13 @@ has its own ``conftest``; ``from conftest import ...`` would be ambiguous across
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from live_app import LiveApp
+from PIL import Image
 
 import db
 from db.settings import SQLITE_FILE_NAME
@@ -68,3 +70,41 @@ def seed_workbench(data_dir: Path, models_dir: Path) -> tuple[str, int]:
         project_id = project.id
     engine.dispose()
     return url, project_id
+
+
+def queue_flagged_parts(served: Served, n: int, prefix: str = "desk") -> list[str]:
+    """Score ``n`` scratched parts with the project's model: all flagged, all in the queue.
+
+    Returns:
+        Their file names, ``<prefix>-00.png`` on.
+    """
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import sessionmaker
+
+    from adcore.detectors.registry import load_detector
+    from services.inspection import InspectionRequest, inspect_uploads
+    from services.scoring.predictor import Predictor
+
+    engine = create_engine(served.database_url)
+    factory = sessionmaker(engine, expire_on_commit=False)
+    try:
+        with factory() as session:
+            version = session.get(db.Project, served.project_id).active_model_version
+            artifact, version_id = version.artifact_path, version.id
+        uploads = []
+        for i in range(n):
+            buffer = io.BytesIO()
+            Image.fromarray(textured_part(1000 + i, scratch=True)).save(buffer, format="PNG")
+            uploads.append((f"{prefix}-{i:02d}.png", buffer.getvalue()))
+        predictor = Predictor.load(
+            factory,
+            project_id=served.project_id,
+            model_version_id=version_id,
+            detector=load_detector(artifact, device="cpu"),
+        )
+        request = InspectionRequest(predictor, data_dir=served.app.data_dir)
+        results = inspect_uploads(factory, request, uploads)
+        assert all(r.ok and r.verdict == "defect" for r in results), results
+    finally:
+        engine.dispose()
+    return [name for name, _ in uploads]

@@ -7,15 +7,13 @@ second, reading before each press which part is on screen. The database must the
 
 from __future__ import annotations
 
-import io
 import time
 
 import pytest
-from e2e_seed import INSPECTOR, INSPECTOR_PASSWORD, Served, textured_part
+from e2e_seed import INSPECTOR, INSPECTOR_PASSWORD, Served, queue_flagged_parts
 from live_app import open_browser, sign_in
-from PIL import Image
 from sqlalchemy import create_engine, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 import db
 
@@ -24,36 +22,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 N_PARTS = 40
 PRESS_INTERVAL = 0.25  # 4 presses a second
 SHOWN = ".desk[data-image-id]"
-
-
-def queue_flagged_parts(served: Served, n: int) -> None:
-    """Score ``n`` scratched parts with the project's model: all flagged, all in the queue."""
-    from adcore.detectors.registry import load_detector
-    from services.inspection import InspectionRequest, inspect_uploads
-    from services.scoring.predictor import Predictor
-
-    engine = create_engine(served.database_url)
-    factory = sessionmaker(engine, expire_on_commit=False)
-    try:
-        with factory() as session:
-            version = session.get(db.Project, served.project_id).active_model_version
-            artifact, version_id = version.artifact_path, version.id
-        uploads = []
-        for i in range(n):
-            buffer = io.BytesIO()
-            Image.fromarray(textured_part(1000 + i, scratch=True)).save(buffer, format="PNG")
-            uploads.append((f"desk-{i:02d}.png", buffer.getvalue()))
-        predictor = Predictor.load(
-            factory,
-            project_id=served.project_id,
-            model_version_id=version_id,
-            detector=load_detector(artifact, device="cpu"),
-        )
-        request = InspectionRequest(predictor, data_dir=served.app.data_dir)
-        results = inspect_uploads(factory, request, uploads)
-        assert all(r.ok and r.verdict == "defect" for r in results), results
-    finally:
-        engine.dispose()
 
 
 def shown_part(page, wait_seconds: float = 15.0) -> int | None:

@@ -34,7 +34,9 @@ def test_the_command_writes_the_shift_pdf_and_csv(
     assert f"Wrote {pdf} and {table}" in capsys.readouterr().out
     text = "\n".join(page.extract_text() for page in PdfReader(pdf).pages)
     assert "Parts scored 8" in text and "2 of 4 reviewed defects" in text
-    rows = list(csv.DictReader(io.StringIO(table.read_text("utf-8"))))
+    summary, parts = table.read_text("utf-8").split("\n\n", 1)
+    assert summary.splitlines()[1].startswith("Estimated FNR of the line")
+    rows = list(csv.DictReader(io.StringIO(parts)))
     assert len(rows) == 8 and sum(row["missed"] == "1" for row in rows) == 2
 
 
@@ -43,8 +45,8 @@ def test_without_a_shift_the_command_reports_the_whole_day(
 ) -> None:
     argv = ["report", "--project", "cells", "--day", "2025-03-03", "--out", str(tmp_path)]
     assert cli.main(argv) == 0
-    rows = list(csv.DictReader(io.StringIO((tmp_path / "cells-2025-03-03.csv").read_text())))
-    assert len(rows) == 9
+    parts = (tmp_path / "cells-2025-03-03.csv").read_text("utf-8").split("\n\n", 1)[1]
+    assert len(list(csv.DictReader(io.StringIO(parts)))) == 9
     assert (tmp_path / "cells-2025-03-03.pdf").read_bytes().startswith(b"%PDF")
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from datetime import date
 
 import pytest
 from sqlalchemy import select
@@ -26,11 +25,9 @@ from adcore.audit import (
     SENT_TO_HUMAN,
     AuditOdds,
     draw_audit,
-    miss_rate_estimate,
 )
 from db import PermissionDenied, Prediction, Project, User
-from db.review_queue import record_review
-from services.audit_sampling import AuditDraw, AuditSampler, audit_sampler, miss_rate_report
+from services.audit_sampling import AuditDraw, AuditSampler, audit_sampler
 from services.inspection import (
     InspectionRequest,
     InspectionResult,
@@ -385,40 +382,6 @@ def test_a_part_decided_before_regions_keeps_its_flag_and_takes_its_region_now(
     with session_factory() as session:
         draw = AuditSampler(odds, random.Random(0)).decide(session, result.image_id, NEAR_PASS)
     assert draw == AuditDraw(NEAR_PASS, 0.25, True)
-
-
-def test_the_report_estimates_the_miss_rate_from_the_labelled_audits(
-    session_factory: sessionmaker[Session],
-    project_and_version: tuple[int, int],
-    make_user: Callable[..., int],
-) -> None:
-    project_id = project_and_version[0]
-    ines, mona = make_user("ines"), make_user("mona", "manager")
-    with session_factory() as session:
-        empty = miss_rate_report(session, project_id, "week")
-    assert empty.overall.rate is None and empty.points == [] and empty.n_waiting == 0
-    assert empty.share == DEFAULT_AUDIT_SHARE
-
-    set_share(session_factory, project_id, 0.5)
-    results = inspect(session_factory, project_and_version, PASSED_LEVELS, random.Random(2))
-    audited = [result.image_id for result in results if result.audit]
-    assert len(audited) >= 4
-    with session_factory() as session, session.begin():
-        users = session.get(User, ines), session.get(User, mona)
-        record_review(session, image_id=audited[0], user=users[0], label="defect")
-        record_review(session, image_id=audited[0], user=users[1], label="defect")  # 2nd reviewer
-        for image_id in audited[1:3]:
-            record_review(session, image_id=image_id, user=users[0], label="good")
-
-    with session_factory() as session:
-        report = miss_rate_report(session, project_id, "day")
-    assert report.share == 0.5
-    assert report.overall == miss_rate_estimate(1, 3)
-    assert report.n_waiting == len(audited) - 3
-    assert [point.estimate for point in report.points] == [miss_rate_estimate(1, 3)]
-    assert isinstance(report.points[0].period_start, date)
-    with pytest.raises(LookupError), session_factory() as session:
-        miss_rate_report(session, project_id + 99)
 
 
 def test_every_part_is_drawn_in_the_store_it_was_inspected_in(

@@ -16,8 +16,20 @@ from adcore.explain.language_model import language_model_unavailable
 from db import Project, get_project, init_db, list_model_versions, make_session_factory
 from db.review_queue import review_queue
 from services import demo
-from services.demo import DEMO_PROJECT, demo_sample, enable_smollm2_once, seed_demo
-from services.project_settings import SMOLLM2_SOURCE, LanguageModelSetting, language_model_setting
+from services.demo import (
+    DEMO_PROJECT,
+    demo_sample,
+    enable_smollm2_once,
+    seed_demo,
+    store_demo_audit_odds_once,
+)
+from services.demo_history_plan import DEMO_AUDIT_ODDS
+from services.project_settings import (
+    SMOLLM2_SOURCE,
+    LanguageModelSetting,
+    audit_odds,
+    language_model_setting,
+)
 
 
 @pytest.fixture
@@ -64,6 +76,7 @@ def test_seed_demo_flow_on_a_tiny_stand_in(
         project = get_project(session, DEMO_PROJECT)
         versions = list_model_versions(session, project.id)
         assert [(v.version, v.status, v.created_by_id) for v in versions] == [(1, "active", None)]
+        assert audit_odds(project) == DEMO_AUDIT_ODDS  # today's inspections draw with them
         assert len(review_queue(session, project.id, near_margin=1.0)) == 4
         installed = language_model_unavailable(SMOLLM2_SOURCE) is None
         assert language_model_setting(project).enabled == installed
@@ -85,6 +98,16 @@ def test_smollm2_is_turned_on_once_when_installed(monkeypatch: pytest.MonkeyPatc
     absent = Project(name="demo without smollm2")
     assert not enable_smollm2_once(absent)
     assert not language_model_setting(absent).enabled
+
+
+def test_the_demo_audit_odds_are_stored_once_and_a_managers_odds_are_kept() -> None:
+    project = Project(name="demo")
+    assert audit_odds(project) != DEMO_AUDIT_ODDS  # the live defaults differ
+    assert store_demo_audit_odds_once(project)
+    assert audit_odds(project) == DEMO_AUDIT_ODDS
+    managed = Project(name="demo", settings={"audit": {"deep_pass": 0.3}})
+    assert not store_demo_audit_odds_once(managed)
+    assert audit_odds(managed).deep_pass == 0.3
 
 
 @pytest.mark.slow

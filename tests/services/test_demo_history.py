@@ -15,6 +15,7 @@ from PIL import Image as PilImage
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from adcore.audit import REGIONS, SENT_TO_HUMAN, AuditOdds, decision_region, miss_rate_estimate
 from adcore.datasets import Sample, load_mvtec
 from adcore.detectors import registry
 from adcore.detectors.registry import build_detector
@@ -35,15 +36,19 @@ from db.dashboard import error_rates_over_time, throughput
 from db.model_metrics import SAME_MODEL_AS_KEY
 from services import demo, demo_history
 from services.demo import DEMO_PROJECT, seed_demo
-from services.demo_history import seed_history, tagged_png
+from services.demo_history import seed_history, tagged_png, true_labels
 from services.demo_history_plan import (
+    DEMO_AUDIT_ODDS,
     HISTORY_DAYS,
     SHIFTS,
     ScoredCell,
     history_marker,
     plan_history,
+    recalibration_note,
     simulated_before,
 )
+from services.loop_rates import loop_rates
+from services.project_settings import audit_odds
 
 TODAY = date(2026, 3, 16)
 
@@ -94,6 +99,65 @@ def test_the_plan_spans_weeks_of_shifts_and_promotes_v2_two_thirds_through() -> 
         assert part.verdict == ("defect" if part.cell.score >= part.threshold else "good")
         assert bool(part.reviews) == (part.verdict == "defect" or part.audit)
         assert not (part.audit and part.verdict == "defect")
+
+
+def test_each_part_stores_its_region_and_the_odds_it_was_drawn_with() -> None:
+    plan = plan_history(
+        synthetic_cells(), threshold_v1=1.5, target_fnr=0.01, today=TODAY, parts_per_day=30
+    )
+    assert plan.odds == DEMO_AUDIT_ODDS
+    for part in plan.parts:
+        region = decision_region(
+            part.cell.score,
+            part.threshold,
+            auto_accepted=False,
+            near_band=DEMO_AUDIT_ODDS.near_band,
+        )
+        assert part.region == region
+        assert part.audit_probability == DEMO_AUDIT_ODDS.probability(region)
+        assert (part.verdict == "defect") == (region == SENT_TO_HUMAN)
+        assert not (part.audit and region == SENT_TO_HUMAN)  # reviewed anyway, never drawn
+    regions = {part.region for part in plan.parts}
+    assert regions == {"sent_to_human", "near_pass", "deep_pass"}  # no triage: none accepted
+
+
+def test_audits_are_drawn_with_each_regions_odds_and_the_seed() -> None:
+    odds = AuditOdds(deep_pass=0.05, near_pass=0.5, near_band=0.5)
+    kwargs = {"threshold_v1": 1.5, "target_fnr": 0.01, "today": TODAY, "parts_per_day": 150}
+    plan = plan_history(synthetic_cells(), odds=odds, **kwargs)
+    for region, share in (("near_pass", 0.5), ("deep_pass", 0.05)):
+        parts = [part for part in plan.parts if part.region == region]
+        drawn = sum(part.audit for part in parts)
+        spread = 4 * (len(parts) * share * (1 - share)) ** 0.5  # binomial, 4 standard deviations
+        assert len(parts) > 300 and abs(drawn - len(parts) * share) < spread, region
+    audits = [part.audit for part in plan.parts]
+    again = plan_history(synthetic_cells(), odds=odds, **kwargs)
+    assert audits == [part.audit for part in again.parts]
+    other_seed = plan_history(synthetic_cells(), odds=odds, seed=15, **kwargs)
+    assert audits != [part.audit for part in other_seed.parts]
+
+
+def test_the_recalibration_note_gives_the_evidence_and_what_to_expect() -> None:
+    plan = plan_history(
+        synthetic_cells(), threshold_v1=1.5, target_fnr=0.01, today=TODAY, parts_per_day=30
+    )
+    audited = [p for p in plan.parts if p.audit and p.at < plan.switch_at]
+    missed = sum(part.cell.sample.label for part in audited)
+    assert (plan.audit_before.n_audited, plan.audit_before.n_missed) == (len(audited), missed)
+    assert plan.switch_day == 19 and plan.switch_at.date() == date(2026, 3, 5)
+    assert plan.recalibration_note == (
+        f"Recalibrated on day 19 (2026-03-05): audits of passed parts found {missed} missed "
+        f"defects of {len(audited)} audited; the threshold was lowered from 1.5 to "
+        f"{plan.threshold_v2:.4g} to put missed defects first (FNR first); expect more good "
+        "parts sent to a human."
+    )
+    day = date(2026, 3, 3)
+    raised = recalibration_note(4, day, miss_rate_estimate(1, 40), 1.0, 1.25)
+    assert raised.startswith("Recalibrated on day 4 (2026-03-03): audits of passed parts found 1 ")
+    assert "1 missed defect of 40 audited; the threshold was raised from 1 to 1.25" in raised
+    assert "expect fewer good parts sent to a human" in raised
+    same = recalibration_note(4, day, miss_rate_estimate(0, 0), 1.0, 1.0)
+    assert "no passed part had been audited yet; the threshold stays at 1;" in same
 
 
 def test_reviews_follow_the_ground_truth_with_a_few_corrected_first_looks() -> None:
@@ -166,7 +230,16 @@ def test_seeding_stores_weeks_of_reviews_two_versions_and_several_inspectors(
         v1, v2 = sorted(list_model_versions(session, project.id), key=lambda v: v.version)
         assert (v1.version, v1.status, v2.version, v2.status) == (1, "retired", 2, "active")
         assert project.active_model_version_id == v2.id == seeded["model_version_id"]
-        assert v2.metrics[SAME_MODEL_AS_KEY] == [v1.id]
+        assert v2.metrics[SAME_MODEL_AS_KEY] == [v1.id]  # a revision of v1's model: "v1.1"
+        assert (v1.model_number, v1.revision, v2.model_number, v2.revision) == (1, 0, 1, 1)
+        # Its notes say why, with the history's numbers (the audits before the switch).
+        marker = history_marker(project)
+        counts = v2.metrics["audit"]
+        audit = miss_rate_estimate(counts["n_missed"], counts["n_audited"])
+        switched = datetime.fromisoformat(marker["switch_at"]).date()
+        why = recalibration_note(19, switched, audit, v1.threshold, v2.threshold)
+        assert marker["recalibration"] == why
+        assert v2.notes == f"{why} (Demo: simulated history.)"
         assert Path(v2.artifact_path, "config.json").is_file()
 
         reviews = session.execute(
@@ -196,9 +269,29 @@ def test_seeding_stores_weeks_of_reviews_two_versions_and_several_inspectors(
         assert {version for at, version in predictions if at.date() >= today} == {2}
 
         assert simulated_before(project) == today
-        assert project.settings["audit"] == {"share": demo_history.DEMO_AUDIT_SHARE}
+        assert audit_odds(project) == DEMO_AUDIT_ODDS
+        # Every prediction carries its region and odds (no legacy strata), as the line decides.
+        decided = session.execute(
+            select(
+                Prediction.score,
+                Prediction.threshold,
+                Prediction.decision_region,
+                Prediction.audit_probability,
+            )
+            .join(Image, Image.id == Prediction.image_id)
+            .where(Image.project_id == project.id)
+        ).all()
+        assert len(decided) == len(predictions)
+        for score, threshold, region, probability in decided:
+            near_band = DEMO_AUDIT_ODDS.near_band
+            assert region == decision_region(
+                score, threshold, auto_accepted=False, near_band=near_band
+            )
+            assert probability == DEMO_AUDIT_ODDS.probability(region)
+        history = loop_rates(session, project.id, until=switch_at)
+        assert {stratum.region for stratum in history.strata} <= set(REGIONS)
         rates = error_rates_over_time(session, project.id, period="week")
-        assert {point.model_version for point in rates} == {1, 2}
+        assert {point.model for point in rates} == {"v1"}  # v2 recalibrates v1: it is v1.1
         assert len({row["reviewer"] for row in throughput(session, project.id)}) == 3
         # Every current label is the ground truth of the cell the part shows (by its pixels:
         # good and scratched stand-in cells share file names).
@@ -214,6 +307,14 @@ def test_seeding_stores_weeks_of_reviews_two_versions_and_several_inspectors(
         assert len(current) > 20
         for stored_path, label in current:
             assert label == truth[_pixels(absolute_image_path(stored_path).read_bytes())]
+        # The truth of every simulated part, labelled or not, for the rates bench.
+        truth_of = true_labels(session, project.id)
+        assert len(truth_of) == history_marker(project)["n_parts"]
+        assert set(truth_of.values()) == {0, 1}
+        stored = session.execute(select(Image.id, Image.stored_path).where(Image.id.in_(truth_of)))
+        for image_id, stored_path in stored:
+            pixels = _pixels(absolute_image_path(stored_path).read_bytes())
+            assert truth_of[image_id] == (truth[pixels] == "defect")
 
 
 def _pixels(data: bytes) -> bytes:

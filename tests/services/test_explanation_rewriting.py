@@ -19,6 +19,7 @@ from adcore.explain.sentences import render
 from adcore.explain.vision_language import VisionLanguageExplainer
 from db import Prediction, Project, activate_model_version, data_dir, register_model_version
 from services.explanation_rewriting import (
+    REWRITE_KEY,
     LanguageModelChoice,
     choice_unavailable,
     language_model_choice,
@@ -160,12 +161,12 @@ def test_active_explainer_adapter_is_applied(
             training_snapshot={},
         )
         activate_model_version(session, version_id=version.id, user=None, system=True)
-        number = version.version
+        number, label = version.version, f"v{version.model_number}.{version.revision}"
     use_language_model(factory, project_id, str(tiny_llm_dir))
     prediction_id = add_flagged_prediction(factory, project_and_version)
     with factory() as session:
         choice = language_model_choice(session, project_id)
-    assert choice == LanguageModelChoice(str(tiny_llm_dir), str(adapter_dir), number)
+    assert choice == LanguageModelChoice(str(tiny_llm_dir), str(adapter_dir), number, label)
     assert choice_unavailable(choice) is None
 
     monkeypatch.setattr(
@@ -173,9 +174,12 @@ def test_active_explainer_adapter_is_applied(
     )
     rewrite = rewrite_prediction(factory, prediction_id).rewrite
     assert rewrite["source"] == "adapter"
-    assert rewrite["model"] == f"{tiny_llm_dir} + explainer v{number}"
+    assert rewrite["model"] == f"{tiny_llm_dir} + explainer {label}" and label == "v2.0"
     explanation = stored_explanation(factory, prediction_id)
     assert stored_rewrite(explanation, choice) == rewrite
+    # a rewrite stored before model lineages named the internal version number: still valid
+    earlier = {**explanation, REWRITE_KEY: {**rewrite, "model": f"{tiny_llm_dir} + explainer v2"}}
+    assert stored_rewrite(earlier, choice) == earlier[REWRITE_KEY]
     assert stored_rewrite(explanation, LanguageModelChoice(str(tiny_llm_dir))) is None
 
     missing = LanguageModelChoice(str(tiny_llm_dir), str(tmp_path / "gone"), 7)

@@ -85,7 +85,7 @@ def test_a_manager_trains_registers_and_activates_v1(
     artifact = Path(version.artifact_path)
     assert artifact == tmp_path / "models" / "widgets-line-2" / "v1"
     assert (artifact / "config.json").is_file() and (artifact / "model.safetensors").is_file()
-    assert progress[-1] == (1.0, "Version 1 registered")
+    assert progress[-1] == (1.0, "Version v1.0 registered")
     assert all(a[0] <= b[0] for a, b in zip(progress, progress[1:], strict=False))
     with session_factory() as session:
         stored = session.get(ModelVersion, version.id)

@@ -113,7 +113,7 @@ def test_a_confirmed_good_part_updates_the_model_and_the_waiting_parts_are_resco
 
     job = job_row(factory, job_id)
     assert job.status == "succeeded", job.message
-    assert job.message.startswith("Version 2 learned 1 part(s)")
+    assert job.message.startswith("v1.1 learned 1 part(s)")
     assert "Re-scored 3 waiting part(s) with the new version" in job.message
     assert job.result_model_version_id is None  # active at once: not a candidate
     with factory() as session:

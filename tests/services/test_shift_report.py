@@ -15,14 +15,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from adcore.rates import rate_estimate
 from services.shift_report import (
-    CSV_COLUMNS,
+    NOT_ENOUGH_PARTS,
+    REVIEWED_ONLY,
     ShiftReport,
     build_shift_report,
     report_file_stem,
     report_window,
-    shift_report_csv,
 )
-from services.shift_report_pdf import NO_DATA, percent, shift_report_pdf
+from services.shift_report_files import CSV_COLUMNS, SUMMARY_COLUMNS, shift_report_csv
+from services.shift_report_pdf import LINE_HEADING, NO_DATA, percent, shift_report_pdf
 
 NOW = datetime(2025, 3, 4, 6, tzinfo=UTC)
 
@@ -43,6 +44,14 @@ def report_of(
 
 def pdf_text(content: bytes) -> str:
     return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(content)).pages)
+
+
+def csv_tables(content: bytes) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """The CSV's summary block and its parts table, each read by its own header."""
+    summary, parts = content.decode("utf-8").split("\n\n", 1)
+    summary_rows = list(csv.DictReader(io.StringIO(summary)))
+    assert tuple(summary_rows[0]) == SUMMARY_COLUMNS
+    return summary_rows, list(csv.DictReader(io.StringIO(parts)))
 
 
 def test_shift_windows_are_utc_and_the_night_shift_ends_the_next_morning() -> None:
@@ -107,7 +116,7 @@ def test_the_csv_has_one_row_per_reviewed_part_with_its_flags(
     session_factory: sessionmaker[Session], project_id: int, history: dict[str, int]
 ) -> None:
     report = report_of(session_factory, project_id, DAY, "early")
-    rows = list(csv.DictReader(io.StringIO(shift_report_csv(report).decode("utf-8"))))
+    _, rows = csv_tables(shift_report_csv(report))
     assert tuple(rows[0]) == CSV_COLUMNS
     by_image = {int(row["image_id"]): row for row in rows}
     assert len(rows) == 8
@@ -124,6 +133,11 @@ def test_the_csv_has_one_row_per_reviewed_part_with_its_flags(
         "defect",
     )
     assert by_image[history["img10"]]["verdict"] == by_image[history["img10"]]["missed"] == ""
+    # The model as a person reads it (model 1, revision 0) beside its internal number.
+    assert (by_image[history["img3"]]["model_version"], by_image[history["img3"]]["model"]) == (
+        "1",
+        "v1.0",
+    )
 
 
 def test_the_pdf_holds_the_kpis_rates_and_overturned_parts(
@@ -144,6 +158,9 @@ def test_the_pdf_holds_the_kpis_rates_and_overturned_parts(
     assert f"{percent(fpr.rate)} {percent(fpr.low)} – {percent(fpr.high)}" in text
     assert "1 of 3 reviewed good parts" in text
     assert "1 of 1 audited parts" in text
+    # The line's estimates come first, the rates on reviewed parts are labelled as blind.
+    line = text.index(LINE_HEADING)
+    assert line < text.index("Summary") < text.index(REVIEWED_ONLY.capitalize())
     assert "ines 5 4 3 1 30.0" in text
     assert "mona 5 4 2 2 9.0" in text
     assert "missed 2.png" in text and "missed 9.png" in text
@@ -158,7 +175,13 @@ def test_a_window_without_data_gives_a_report_that_says_so(
     content = shift_report_pdf(report)
     assert content.startswith(b"%PDF")
     assert NO_DATA in pdf_text(content)
-    assert shift_report_csv(report).decode("utf-8").splitlines() == [",".join(CSV_COLUMNS)]
+    summary, parts = csv_tables(shift_report_csv(report))
+    assert parts == [] and shift_report_csv(report).decode("utf-8").endswith(
+        ",".join(CSV_COLUMNS) + "\n"
+    )
+    assert [(row["rate"], row["low_95"], row["high_95"]) for row in summary] == [
+        (NOT_ENOUGH_PARTS, "", "")
+    ] * 5
 
 
 def test_an_unknown_project_is_refused(
@@ -179,5 +202,5 @@ def test_csv_names_never_run_as_spreadsheet_formulas(
     report = report_of(session_factory, project_id, DAY, "early")
     tricky = dataclasses.replace(report.parts[0], name="=HYPERLINK(1)", reviewer="-x")
     report = dataclasses.replace(report, parts=[tricky])
-    (row,) = csv.DictReader(io.StringIO(shift_report_csv(report).decode("utf-8")))
+    _, (row,) = csv_tables(shift_report_csv(report))
     assert (row["part"], row["reviewer"], row["score"]) == ("'=HYPERLINK(1)", "'-x", "2")

@@ -120,7 +120,7 @@ def test_zero_shot_then_lora_tuning_give_gated_clip_candidates(lab: dict) -> Non
     detector = load_detector(tuned.artifact_path, device="cpu")
     assert isinstance(detector, ClipDetector) and detector.adapter is not None
     assert detector.threshold == pytest.approx(tuned.threshold)
-    assert job.message.startswith("CLIP adapted: candidate version")
+    assert job.message.startswith("CLIP adapted: candidate v")
 
     with lab["factory"]() as session, session.begin():  # whatever the gate said
         promote_model_version(

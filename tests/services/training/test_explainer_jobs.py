@@ -271,9 +271,9 @@ def test_the_gate_compares_with_the_active_adapter() -> None:
         tuned=evaluation(0.6, 1.0),
         untuned=evaluation(0.3, 1.0),
         active=evaluation(0.7, 1.0),
-        active_facts={"version_id": 7, "version": 3},
+        active_facts={"version_id": 7, "version": 3, "label": "v2.1"},
         n_heldout=10,
     )
     assert not gate["decision"]["passed"]
-    assert "active adapter's (version 3)" in gate["decision"]["reasons"][0]
+    assert "active adapter's (v2.1)" in gate["decision"]["reasons"][0]
     assert gate["active"]["version_id"] == 7 and gate["active"]["rouge_l"] == 0.7

@@ -1,0 +1,365 @@
+"""The line's estimated miss rate, false alarms and load over time, per model lineage.
+
+The Dashboard's headline. Each part counts once, in the period in which the line decided it
+(its first prediction, :mod:`db.loop_parts`) and under the model lineage that decided it (the
+model, all revisions together: :mod:`db.model_lineages`). Rates are the loop's own estimate
+(:func:`services.loop_rates.estimate_parts`: reviews of parts sent to a human plus audits
+weighted by 1 / their known odds, stratified by decision region, 95% intervals), never rates
+over reviewed parts alone, which cannot see missed defects.
+
+**Sparse periods are merged.** A period's estimate needs labels in every decision region that
+has parts there: a week with 150 deep passes and no audited one among them has no estimate of
+its misses, and a day with 3 labelled parts would show a 0% point with a 0-70% bar. So, per
+series, consecutive periods are merged (oldest first) until every stratum with parts holds at
+least one usable label and as many as its design promises, up to :data:`MIN_STRATUM_LABELS`:
+a region audited at 2% with 150 parts expects 3 audits, one with 60 parts expects 1; a region
+sent to a human expects all its parts labelled. The rule reads only how many parts were
+decided, drawn and labelled, never what the labels say, so merging does not choose periods by
+their miss rate. A trailing group that is still short joins the group before it; a group that
+still lacks labels (a series that never has enough, or a tail that brings a new region) is
+marked ``enough=False`` and shown as "not enough parts".
+
+**The load** is counted per period, unmerged: parts decided, parts sent to a human (the
+decision, with the share), the estimated good parts among them (sent-to-human parts' labels,
+point estimate), parts auto-accepted by a triage model, and audits drawn and done (labelled).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from typing import Literal
+
+from sqlalchemy.orm import Session
+
+from adcore.audit import AUDITED_REGIONS, AUTO_ACCEPTED
+from adcore.loop_estimate import LEGACY_FLAGGED, LEGACY_PASSED, SEND_STRATA, LoopEstimate
+from adcore.rates import DEFAULT_CONFIDENCE
+from db.loop_parts import LoopPart, loop_parts
+from db.model_lineages import model_label, model_numbers
+from db.projects import get_project
+from services.loop_rates import estimate_parts
+from services.shift_report import SHIFTS
+
+__all__ = [
+    "LINE",
+    "MIN_STRATUM_LABELS",
+    "PERIODS",
+    "LineTrends",
+    "LoadPeriod",
+    "RatePeriod",
+    "TrendPeriod",
+    "line_trends",
+    "load_over_time",
+    "period_of",
+    "rates_over_time",
+]
+
+TrendPeriod = Literal["day", "week", "shift"]
+PERIODS: tuple[str, ...] = ("day", "week", "shift")
+SHIFT_STARTS: tuple[tuple[time, str], ...] = tuple(
+    (begins, name) for name, (begins, _ends) in SHIFTS.items()
+)
+"""The shifts of :data:`services.shift_report.SHIFTS` (UTC): 06-14, 14-22, 22-06 next day."""
+MIN_STRATUM_LABELS = 3
+"""The most usable labels a stratum is asked for before a period's estimate is shown."""
+LINE = "all models"
+"""The series name of the whole line (every lineage together)."""
+
+
+@dataclass(frozen=True)
+class RatePeriod:
+    """The estimate over one period, or over consecutive periods merged.
+
+    Attributes:
+        series: The model lineage's label (``"v2"``) or :data:`LINE`.
+        start: First moment of the first period (aware UTC).
+        end: End of the last period (exclusive).
+        label: ``"2026-11-02"``, ``"week of 2026-11-02"``, ``"2026-11-02 early"``, or for
+            merged periods ``"<first label> to <last label>"``.
+        n_periods: How many periods with parts were merged (1 when not merged).
+        enough: Whether every stratum with parts has enough usable labels (``False``: shown
+            as "not enough parts").
+        estimate: The loop's estimate over the group's parts.
+    """
+
+    series: str
+    start: datetime
+    end: datetime
+    label: str
+    n_periods: int
+    enough: bool
+    estimate: LoopEstimate
+
+
+@dataclass(frozen=True)
+class LoadPeriod:
+    """The work the line gave humans in one period (not merged).
+
+    Attributes:
+        start: First moment of the period (aware UTC).
+        label: The period's label.
+        n_parts: Parts the line decided.
+        n_sent_to_human: Of those, parts sent to a human by the decision (audits not counted).
+        est_goods_to_human: Estimated good parts among them (from their labels; ``None`` while
+            none of them is labelled).
+        n_auto_accepted: Flagged parts the triage model auto-accepted.
+        n_audits_drawn: Passed or auto-accepted parts drawn for audit.
+        n_audits_done: Of those, parts labelled.
+    """
+
+    start: datetime
+    label: str
+    n_parts: int
+    n_sent_to_human: int
+    est_goods_to_human: float | None
+    n_auto_accepted: int
+    n_audits_drawn: int
+    n_audits_done: int
+
+    @property
+    def share_sent_to_human(self) -> float:
+        """Share of the period's parts sent to a human (0 without parts)."""
+        return self.n_sent_to_human / self.n_parts if self.n_parts else 0.0
+
+
+@dataclass(frozen=True)
+class LineTrends:
+    """Everything the Dashboard's headline draws.
+
+    Attributes:
+        period: ``"day"``, ``"week"`` or ``"shift"``.
+        overall: The estimate over every decided part.
+        active_model: The active detector's lineage label (``"v2"``), ``None`` without one.
+        active_estimate: The estimate over the parts that lineage decided, ``None`` without.
+        rates: Per model lineage, then per period (merged where sparse), oldest first.
+        line_rates: The whole line per period (merged where sparse).
+        load: The load per period.
+    """
+
+    period: str
+    overall: LoopEstimate
+    active_model: str | None
+    active_estimate: LoopEstimate | None
+    rates: list[RatePeriod]
+    line_rates: list[RatePeriod]
+    load: list[LoadPeriod]
+
+
+def period_of(moment: datetime, period: TrendPeriod) -> tuple[datetime, datetime, str]:
+    """The UTC period holding ``moment``: ``(start, end, label)``.
+
+    Days start at midnight UTC; weeks on Monday (ISO); shifts at 06:00, 14:00 and 22:00 UTC
+    (the night shift belongs to the day it starts on).
+
+    Raises:
+        ValueError: On an unknown period or a naive moment.
+    """
+    if period not in PERIODS:
+        raise ValueError(f"period must be one of {', '.join(PERIODS)}, got {period!r}.")
+    if moment.tzinfo is None:
+        raise ValueError("The moment must be timezone-aware.")
+    moment = moment.astimezone(UTC)
+    midnight = datetime.combine(moment.date(), time(0), tzinfo=UTC)
+    if period == "day":
+        return midnight, midnight + timedelta(days=1), f"{midnight:%Y-%m-%d}"
+    if period == "week":
+        monday = midnight - timedelta(days=midnight.weekday())
+        return monday, monday + timedelta(days=7), f"week of {monday:%Y-%m-%d}"
+    starts = [
+        (datetime.combine(moment.date() + timedelta(days=shift), begins, tzinfo=UTC), name)
+        for shift in (-1, 0)
+        for begins, name in SHIFT_STARTS
+    ]
+    start, name = max((s, n) for s, n in starts if s <= moment)
+    return start, start + timedelta(hours=8), f"{start:%Y-%m-%d} {name}"
+
+
+def rates_over_time(
+    parts: Iterable[LoopPart],
+    period: TrendPeriod,
+    series_of: Callable[[LoopPart], str],
+    *,
+    min_labels: int = MIN_STRATUM_LABELS,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> list[RatePeriod]:
+    """The estimate per series and period, consecutive periods merged while too sparse.
+
+    Args:
+        parts: Decided parts (:func:`db.loop_parts.loop_parts`).
+        period: ``"day"``, ``"week"`` or ``"shift"``.
+        series_of: The series of a part (its lineage label, or :data:`LINE` for all).
+        min_labels: Usable labels each stratum with parts needs (see the module docstring).
+        confidence: Confidence level of the intervals, in (0, 1).
+
+    Returns:
+        Groups sorted by series, then by start.
+
+    Raises:
+        ValueError: On an unknown period, a confidence outside (0, 1) or ``min_labels < 1``.
+    """
+    if min_labels < 1:
+        raise ValueError(f"min_labels must be at least 1, got {min_labels!r}.")
+    by_series: dict[str, dict[tuple[datetime, datetime, str], list[LoopPart]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for part in parts:
+        by_series[series_of(part)][period_of(part.decided_at, period)].append(part)
+    groups: list[RatePeriod] = []
+    for series in sorted(by_series, key=_series_order):
+        merged = _merge_sparse(sorted(by_series[series].items()), min_labels)
+        for bounds, members, enough in merged:
+            labels = [label for _start, _end, label in bounds]
+            groups.append(
+                RatePeriod(
+                    series=series,
+                    start=bounds[0][0],
+                    end=bounds[-1][1],
+                    label=labels[0] if len(labels) == 1 else f"{labels[0]} to {labels[-1]}",
+                    n_periods=len(bounds),
+                    enough=enough,
+                    estimate=estimate_parts(members, confidence),
+                )
+            )
+    return groups
+
+
+def load_over_time(parts: Iterable[LoopPart], period: TrendPeriod) -> list[LoadPeriod]:
+    """The load per period in which the line decided parts, oldest first."""
+    by_period: dict[tuple[datetime, datetime, str], list[LoopPart]] = defaultdict(list)
+    for part in parts:
+        by_period[period_of(part.decided_at, period)].append(part)
+    rows = []
+    for (start, _end, label), members in sorted(by_period.items()):
+        sent = [part for part in members if _stratum(part) in SEND_STRATA]
+        labels = Counter(part.label for part in sent if part.label is not None)
+        n_labelled = labels["good"] + labels["defect"]
+        audits = [part for part in members if part.audited and _stratum(part) not in SEND_STRATA]
+        rows.append(
+            LoadPeriod(
+                start=start,
+                label=label,
+                n_parts=len(members),
+                n_sent_to_human=len(sent),
+                est_goods_to_human=len(sent) * labels["good"] / n_labelled if n_labelled else None,
+                n_auto_accepted=sum(part.region == AUTO_ACCEPTED for part in members),
+                n_audits_drawn=len(audits),
+                n_audits_done=sum(part.label is not None for part in audits),
+            )
+        )
+    return rows
+
+
+def line_trends(
+    session: Session,
+    project_id: int,
+    period: TrendPeriod = "week",
+    *,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> LineTrends:
+    """The Dashboard's headline from the store (one read of the decided parts).
+
+    Raises:
+        LookupError: If the project does not exist.
+        ValueError: On an unknown period or a confidence outside (0, 1).
+    """
+    if period not in PERIODS:
+        raise ValueError(f"period must be one of {', '.join(PERIODS)}, got {period!r}.")
+    project = get_project(session, project_id)
+    if project is None:
+        raise LookupError(f"No project with id {project_id}.")
+    parts = loop_parts(session, project_id)
+    numbers = model_numbers(session, project_id)
+    lineage = _lineage_labels(numbers)
+    active = project.active_model_version_id
+    active_model = None if active is None or active not in numbers else lineage[active]
+    active_parts = [part for part in parts if lineage.get(part.model_version_id) == active_model]
+    return LineTrends(
+        period=period,
+        overall=estimate_parts(parts, confidence),
+        active_model=active_model,
+        active_estimate=(
+            estimate_parts(active_parts, confidence)
+            if active_model is not None and active_parts
+            else None
+        ),
+        rates=rates_over_time(
+            parts,
+            period,
+            lambda part: lineage.get(part.model_version_id, "unknown model"),
+            confidence=confidence,
+        ),
+        line_rates=rates_over_time(parts, period, lambda _part: LINE, confidence=confidence),
+        load=load_over_time(parts, period),
+    )
+
+
+def _lineage_labels(numbers: Mapping[int, tuple[int, int]]) -> dict[int, str]:
+    """``{version id: its model's label ("v2")}``."""
+    return {version_id: model_label(model) for version_id, (model, _rev) in numbers.items()}
+
+
+def _series_order(series: str) -> tuple[int, str]:
+    """Lineages in model order (v2 before v10), other series after."""
+    digits = series[1:]
+    return (
+        (int(digits), series) if series.startswith("v") and digits.isdigit() else (1 << 30, series)
+    )
+
+
+def _stratum(part: LoopPart) -> str:
+    """The estimator's stratum of a part (its region, or a legacy stratum by its verdict)."""
+    if part.region is not None:
+        return part.region
+    return LEGACY_FLAGGED if part.verdict == "defect" else LEGACY_PASSED
+
+
+def _usable(part: LoopPart) -> bool:
+    """Whether a part's label enters the estimate (as :mod:`adcore.loop_estimate` reads it)."""
+    return part.label is not None and (_stratum(part) in SEND_STRATA or part.audited)
+
+
+def _has_enough(parts: Sequence[LoopPart], min_labels: int) -> bool:
+    """Every stratum with parts holds the usable labels it needs (module docstring)."""
+    sizes: Counter[str] = Counter()
+    usable: Counter[str] = Counter()
+    expected: Counter[str] = Counter()
+    for part in parts:
+        stratum = _stratum(part)
+        sizes[stratum] += 1
+        usable[stratum] += _usable(part)
+        drawn_with = part.audit_probability if stratum in AUDITED_REGIONS else 1.0
+        expected[stratum] += 1.0 if drawn_with is None else drawn_with
+    return all(
+        usable[name] >= max(1, min(min_labels, math.floor(expected[name] + 1e-9))) for name in sizes
+    )
+
+
+def _merge_sparse(
+    periods: Sequence[tuple[tuple[datetime, datetime, str], list[LoopPart]]], min_labels: int
+) -> list[tuple[list[tuple[datetime, datetime, str]], list[LoopPart], bool]]:
+    """Merge consecutive periods until each group has enough labels (module docstring).
+
+    Returns:
+        ``(the merged periods' bounds, their parts, enough)`` per group, oldest first.
+    """
+    groups: list[tuple[list[tuple[datetime, datetime, str]], list[LoopPart], bool]] = []
+    bounds: list[tuple[datetime, datetime, str]] = []
+    members: list[LoopPart] = []
+    for period_bounds, period_parts in periods:
+        bounds.append(period_bounds)
+        members.extend(period_parts)
+        if _has_enough(members, min_labels):
+            groups.append((bounds, members, True))
+            bounds, members = [], []
+    if members:
+        if groups:  # a short tail joins the group before it
+            last_bounds, last_members, _ = groups.pop()
+            joined = last_members + members
+            groups.append((last_bounds + bounds, joined, _has_enough(joined, min_labels)))
+        else:
+            groups.append((bounds, members, False))
+    return groups

@@ -132,11 +132,15 @@ def estimate_loop_rates(
     labels: Sequence[int],
     verdicts: Sequence[str],
     *,
+    counts: Sequence[int] | None = None,
     confidence: float = DEFAULT_CONFIDENCE,
     draws: int = 4000,
     seed: int = 0,
 ) -> LoopEstimate:
     """Estimate the line's FNR and FPR from its parts (one entry per part in each sequence).
+
+    With ``counts``, each entry stands for that many identical parts (counted in SQL): the
+    result equals the estimate over the entries repeated.
 
     Args:
         regions: Decision region of each part, shape (n,); ``None`` for a legacy part.
@@ -146,6 +150,7 @@ def estimate_loop_rates(
         labels: Current human label of each part, shape (n,): 1 defect, 0 good, -1 none.
         verdicts: The line's verdict (``"defect"`` / ``"good"``), shape (n,); only read for
             legacy parts.
+        counts: How many parts each entry stands for, shape (n,), each >= 1; default 1.
         confidence: Confidence level of the intervals, in (0, 1).
         draws: Posterior draws per stratum.
         seed: Seed of the numpy generator (the same inputs give the same intervals).
@@ -156,7 +161,7 @@ def estimate_loop_rates(
     Raises:
         ValueError: On sequences of different lengths, an unknown region or verdict, a label
             outside {-1, 0, 1}, an audited pass-region part without a probability in (0, 1],
-            a confidence outside (0, 1) or fewer than one draw.
+            a confidence outside (0, 1), fewer than one draw or a count below 1.
     """
     n = len(regions)
     lengths = {len(seq) for seq in (probabilities, audited, labels, verdicts)}
@@ -177,6 +182,9 @@ def estimate_loop_rates(
             f"Labels must be 1 (defect), 0 (good) or -1 (none), got {set(y.tolist())}."
         )
     y = y.astype(int)
+    c = np.ones(n, dtype=np.int64) if counts is None else np.asarray(counts).reshape(n)
+    if len(c) != n or (n and (c.dtype.kind not in "iu" or c.min() < 1)):
+        raise ValueError("counts must hold one whole number >= 1 per entry.")
     drawn = np.asarray(audited, dtype=bool).reshape(n)
     weights = _weights(strata, probabilities, drawn)
     usable = (y >= 0) & (np.isin(strata, SEND_STRATA) | drawn)
@@ -188,10 +196,11 @@ def estimate_loop_rates(
         in_stratum = strata == name
         if not in_stratum.any():
             continue
-        w, d = weights[in_stratum & usable], y[in_stratum & usable]
-        share = float(w @ d / w.sum()) if w.size else None
-        rows.append(Stratum(name, int(in_stratum.sum()), int(w.size), share))
-        n_effs.append(float(w.sum() ** 2 / (w @ w)) if w.size else 0.0)
+        keep = in_stratum & usable
+        w, d, m = weights[keep], y[keep], c[keep]  # weight, label, multiplicity of each entry
+        share = float((m * w) @ d / (m @ w)) if w.size else None
+        rows.append(Stratum(name, int(c[in_stratum].sum()), int(m.sum()), share))
+        n_effs.append(float((m @ w) ** 2 / (m @ (w * w))) if w.size else 0.0)
         if share is None:
             audited_word = "" if name in SEND_STRATA else "audited "
             notes.append(f"no {audited_word}{name} part is labelled yet")
@@ -200,8 +209,9 @@ def estimate_loop_rates(
         return LoopEstimate(
             0, 0, empty, empty, None, None, None, None, (), confidence, ("no parts",)
         )
-    n_defects = int(y[usable].sum())
-    return _estimate(rows, np.array(n_effs), n, n_defects, notes, confidence, draws, seed)
+    n_defects = int(c[usable] @ y[usable])
+    n_parts = int(c.sum())
+    return _estimate(rows, np.array(n_effs), n_parts, n_defects, notes, confidence, draws, seed)
 
 
 def _stratum_of(region: str | None, verdict: str) -> str:

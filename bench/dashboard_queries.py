@@ -55,7 +55,7 @@ from db import (  # noqa: E402
     make_session_factory,
     shift_report_queries,
 )
-from db.loop_parts import loop_parts  # noqa: E402
+from db.loop_parts import loop_part_counts  # noqa: E402
 from db.model_families import active_version_id  # noqa: E402
 from db.projects import get_project  # noqa: E402
 from db.review_log import rebuild_current_reviews, rebuild_reviewer_labels  # noqa: E402
@@ -208,9 +208,13 @@ def page_calls(project_id: int, active_id: int) -> list[tuple[str, Call]]:
         ("score_distribution", lambda s: dashboard.score_distribution(s, project_id).points),
         ("throughput(day)", lambda s: dashboard.throughput(s, project_id)),
         ("throughput(week)", lambda s: dashboard.throughput(s, project_id, period="week")),
-        ("loop_parts (decided parts)", lambda s: loop_parts(s, project_id)),
+        ("loop_part_counts(day) (decided parts)", lambda s: loop_part_counts(s, project_id)),
+        ("+ line_trends(week) (the default)", lambda s: line_trends(s, project_id, "week").rates),
         ("+ line_trends(day)", lambda s: line_trends(s, project_id, "day").rates),
-        ("+ line_trends(week)", lambda s: line_trends(s, project_id, "week").rates),
+        (
+            "loop_part_counts(hour) (for shifts)",
+            lambda s: loop_part_counts(s, project_id, by="hour"),
+        ),
         ("+ line_trends(shift)", lambda s: line_trends(s, project_id, "shift").rates),
         ("defect_type_counts", lambda s: dashboard_views.defect_type_counts(s, project_id)),
         ("second_opinions", lambda s: dashboard_views.second_opinions(s, project_id)),

@@ -39,7 +39,10 @@ audit section (the project's audit odds). The shift report's queries run only wh
 prepared and are timed for one day; `reviewed_outcomes` is not called by the page (tests use
 it) and the review queue belongs to the Review page: both are listed for reference.
 Lines starting with `+` time the function above together with the statistics computed
-from it (Cohen's kappa per reviewer pair, the KS drift test). The page calls `pair_label_tables`
+from it (Cohen's kappa per reviewer pair, the KS drift test; `+ line_trends`: the decided parts
+counted in SQL, then the line's estimates per period and model with their intervals, 4,000
+posterior draws per group, and the load). The page runs `line_trends` for the period chosen
+(week by default): one of its three rows per load. The page calls `pair_label_tables`
 (+ `agreement_from_tables`) and `good_part_scores(ends)` + `score_drift`; `second_opinions`,
 `pairwise_agreement` and the full `good_part_scores` are the ones it called before.
 """

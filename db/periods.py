@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Date, String, type_coerce
+from sqlalchemy import Date, DateTime, String, type_coerce
 from sqlalchemy.exc import CompileError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -107,6 +107,41 @@ class WeekStartSQL(PeriodStartSQL):
     inherit_cache = True
     name = "week_start"
     period = "week"
+
+
+class HourStartSQL(FunctionElement[datetime]):
+    """The start of the UTC hour of a timestamp column, in SQL (a naive UTC timestamp)."""
+
+    type = DateTime()
+    inherit_cache = True
+    name = "hour_start"
+
+
+def sql_hour_start(column: Any) -> HourStartSQL:
+    """The start of the UTC hour of ``column`` as a SQL expression (SQLite and PostgreSQL).
+
+    Read it with :func:`raw_timestamp` and :func:`utc_datetime`: SQLite gives UTC text, a
+    PostgreSQL driver a naive timestamp in UTC.
+    """
+    return HourStartSQL(column)
+
+
+@compiles(HourStartSQL, "sqlite")
+def _hour_start_sqlite(element: HourStartSQL, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"strftime('%Y-%m-%d %H:00:00', {compiler.process(element.clauses, **kw)})"
+
+
+@compiles(HourStartSQL, "postgresql")
+def _hour_start_postgresql(element: HourStartSQL, compiler: SQLCompiler, **kw: Any) -> str:
+    column = compiler.process(element.clauses, **kw)
+    return f"date_trunc('hour', ({column}) AT TIME ZONE 'UTC')"
+
+
+@compiles(HourStartSQL)
+def _hour_start_other(element: HourStartSQL, compiler: SQLCompiler, **kw: Any) -> str:
+    raise CompileError(
+        f"sql_hour_start is written for SQLite and PostgreSQL, not {compiler.dialect.name}"
+    )
 
 
 def sql_period_start(column: Any, period: str) -> PeriodStartSQL:

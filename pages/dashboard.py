@@ -88,7 +88,8 @@ with st.expander("Rates on reviewed parts (cannot see missed defects)"):
     show_error_rates(rates, by)
 
 # ---- confusion matrix
-st.subheader("Confusion matrix (active model, current labels)")
+st.subheader("Confusion matrix (active model, all its revisions, current labels)")
+st.caption("Reviewed parts only: a passed part nobody looked at is in no cell.")
 if sum(matrix.values()) == 0:
     st.info("No reviewed parts scored by the active model yet.")
 else:

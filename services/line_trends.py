@@ -3,7 +3,7 @@
 The Dashboard's headline. Each part counts once, in the period in which the line decided it
 (its first prediction, :mod:`db.loop_parts`) and under the model lineage that decided it (the
 model, all revisions together: :mod:`db.model_lineages`). Rates are the loop's own estimate
-(:func:`services.loop_rates.estimate_parts`: reviews of parts sent to a human plus audits
+(:func:`services.loop_rates.estimate_counts`: reviews of parts sent to a human plus audits
 weighted by 1 / their known odds, stratified by decision region, 95% intervals), never rates
 over reviewed parts alone, which cannot see missed defects.
 
@@ -26,11 +26,12 @@ point estimate), parts auto-accepted by a triage model, and audits drawn and don
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 
 from sqlalchemy.orm import Session
@@ -38,10 +39,10 @@ from sqlalchemy.orm import Session
 from adcore.audit import AUDITED_REGIONS, AUTO_ACCEPTED
 from adcore.loop_estimate import LEGACY_FLAGGED, LEGACY_PASSED, SEND_STRATA, LoopEstimate
 from adcore.rates import DEFAULT_CONFIDENCE
-from db.loop_parts import LoopPart, loop_parts
+from db.loop_parts import LoopPart, loop_part_counts
 from db.model_lineages import model_label, model_numbers
 from db.projects import get_project
-from services.loop_rates import estimate_parts
+from services.loop_rates import estimate_counts
 from services.shift_report import SHIFTS
 
 __all__ = [
@@ -136,7 +137,6 @@ class LineTrends:
         active_model: The active detector's lineage label (``"v2"``), ``None`` without one.
         active_estimate: The estimate over the parts that lineage decided, ``None`` without.
         rates: Per model lineage, then per period (merged where sparse), oldest first.
-        line_rates: The whole line per period (merged where sparse).
         load: The load per period.
     """
 
@@ -145,7 +145,6 @@ class LineTrends:
     active_model: str | None
     active_estimate: LoopEstimate | None
     rates: list[RatePeriod]
-    line_rates: list[RatePeriod]
     load: list[LoadPeriod]
 
 
@@ -163,14 +162,21 @@ def period_of(moment: datetime, period: TrendPeriod) -> tuple[datetime, datetime
     if moment.tzinfo is None:
         raise ValueError("The moment must be timezone-aware.")
     moment = moment.astimezone(UTC)
-    midnight = datetime.combine(moment.date(), time(0), tzinfo=UTC)
+    return _period_at(moment.date(), moment.hour if period == "shift" else 0, period)
+
+
+@functools.lru_cache(maxsize=8192)
+def _period_at(day: date, hour: int, period: str) -> tuple[datetime, datetime, str]:
+    """:func:`period_of` for a UTC day and hour (shifts start on whole hours), memoised."""
+    midnight = datetime.combine(day, time(0), tzinfo=UTC)
     if period == "day":
         return midnight, midnight + timedelta(days=1), f"{midnight:%Y-%m-%d}"
     if period == "week":
         monday = midnight - timedelta(days=midnight.weekday())
         return monday, monday + timedelta(days=7), f"week of {monday:%Y-%m-%d}"
+    moment = midnight + timedelta(hours=hour)
     starts = [
-        (datetime.combine(moment.date() + timedelta(days=shift), begins, tzinfo=UTC), name)
+        (datetime.combine(day + timedelta(days=shift), begins, tzinfo=UTC), name)
         for shift in (-1, 0)
         for begins, name in SHIFT_STARTS
     ]
@@ -178,8 +184,12 @@ def period_of(moment: datetime, period: TrendPeriod) -> tuple[datetime, datetime
     return start, start + timedelta(hours=8), f"{start:%Y-%m-%d} {name}"
 
 
+Counted = tuple[LoopPart, int]
+"""A decided part and how many parts share everything the estimate reads (1 for one part)."""
+
+
 def rates_over_time(
-    parts: Iterable[LoopPart],
+    parts: Iterable[LoopPart | Counted],
     period: TrendPeriod,
     series_of: Callable[[LoopPart], str],
     *,
@@ -189,10 +199,11 @@ def rates_over_time(
     """The estimate per series and period, consecutive periods merged while too sparse.
 
     Args:
-        parts: Decided parts (:func:`db.loop_parts.loop_parts`).
+        parts: Decided parts (:func:`db.loop_parts.loop_parts`), or ``(part, count)`` pairs
+            (:func:`db.loop_parts.loop_part_counts`).
         period: ``"day"``, ``"week"`` or ``"shift"``.
         series_of: The series of a part (its lineage label, or :data:`LINE` for all).
-        min_labels: Usable labels each stratum with parts needs (see the module docstring).
+        min_labels: The most usable labels a stratum is asked for (see the module docstring).
         confidence: Confidence level of the intervals, in (0, 1).
 
     Returns:
@@ -203,11 +214,11 @@ def rates_over_time(
     """
     if min_labels < 1:
         raise ValueError(f"min_labels must be at least 1, got {min_labels!r}.")
-    by_series: dict[str, dict[tuple[datetime, datetime, str], list[LoopPart]]] = defaultdict(
+    by_series: dict[str, dict[tuple[datetime, datetime, str], list[Counted]]] = defaultdict(
         lambda: defaultdict(list)
     )
-    for part in parts:
-        by_series[series_of(part)][period_of(part.decided_at, period)].append(part)
+    for part, n in _counted(parts):
+        by_series[series_of(part)][period_of(part.decided_at, period)].append((part, n))
     groups: list[RatePeriod] = []
     for series in sorted(by_series, key=_series_order):
         merged = _merge_sparse(sorted(by_series[series].items()), min_labels)
@@ -221,33 +232,38 @@ def rates_over_time(
                     label=labels[0] if len(labels) == 1 else f"{labels[0]} to {labels[-1]}",
                     n_periods=len(bounds),
                     enough=enough,
-                    estimate=estimate_parts(members, confidence),
+                    estimate=estimate_counts(members, confidence),
                 )
             )
     return groups
 
 
-def load_over_time(parts: Iterable[LoopPart], period: TrendPeriod) -> list[LoadPeriod]:
+def load_over_time(parts: Iterable[LoopPart | Counted], period: TrendPeriod) -> list[LoadPeriod]:
     """The load per period in which the line decided parts, oldest first."""
-    by_period: dict[tuple[datetime, datetime, str], list[LoopPart]] = defaultdict(list)
-    for part in parts:
-        by_period[period_of(part.decided_at, period)].append(part)
+    by_period: dict[tuple[datetime, datetime, str], list[Counted]] = defaultdict(list)
+    for part, n in _counted(parts):
+        by_period[period_of(part.decided_at, period)].append((part, n))
     rows = []
     for (start, _end, label), members in sorted(by_period.items()):
-        sent = [part for part in members if _stratum(part) in SEND_STRATA]
-        labels = Counter(part.label for part in sent if part.label is not None)
+        sent = [(part, n) for part, n in members if _stratum(part) in SEND_STRATA]
+        labels: Counter[str | None] = Counter()
+        for part, n in sent:
+            labels[part.label] += n
+        n_sent = sum(n for _part, n in sent)
         n_labelled = labels["good"] + labels["defect"]
-        audits = [part for part in members if part.audited and _stratum(part) not in SEND_STRATA]
+        audits = [
+            (part, n) for part, n in members if part.audited and _stratum(part) not in SEND_STRATA
+        ]
         rows.append(
             LoadPeriod(
                 start=start,
                 label=label,
-                n_parts=len(members),
-                n_sent_to_human=len(sent),
-                est_goods_to_human=len(sent) * labels["good"] / n_labelled if n_labelled else None,
-                n_auto_accepted=sum(part.region == AUTO_ACCEPTED for part in members),
-                n_audits_drawn=len(audits),
-                n_audits_done=sum(part.label is not None for part in audits),
+                n_parts=sum(n for _part, n in members),
+                n_sent_to_human=n_sent,
+                est_goods_to_human=n_sent * labels["good"] / n_labelled if n_labelled else None,
+                n_auto_accepted=sum(n for part, n in members if part.region == AUTO_ACCEPTED),
+                n_audits_drawn=sum(n for _part, n in audits),
+                n_audits_done=sum(n for part, n in audits if part.label is not None),
             )
         )
     return rows
@@ -260,7 +276,7 @@ def line_trends(
     *,
     confidence: float = DEFAULT_CONFIDENCE,
 ) -> LineTrends:
-    """The Dashboard's headline from the store (one read of the decided parts).
+    """The Dashboard's headline from the store (one read of the decided parts, counted).
 
     Raises:
         LookupError: If the project does not exist.
@@ -271,30 +287,56 @@ def line_trends(
     project = get_project(session, project_id)
     if project is None:
         raise LookupError(f"No project with id {project_id}.")
-    parts = loop_parts(session, project_id)
+    counts = loop_part_counts(session, project_id, by="hour" if period == "shift" else "day")
+    counted: list[Counted] = [
+        (
+            LoopPart(
+                0,
+                count.decided_in,
+                count.region,
+                count.audit_probability,
+                count.audited,
+                count.verdict,
+                count.label,
+                count.model_version_id,
+            ),
+            count.n,
+        )
+        for count in counts
+    ]
     numbers = model_numbers(session, project_id)
     lineage = _lineage_labels(numbers)
     active = project.active_model_version_id
     active_model = None if active is None or active not in numbers else lineage[active]
-    active_parts = [part for part in parts if lineage.get(part.model_version_id) == active_model]
+    active_parts = [
+        (part, n) for part, n in counted if lineage.get(part.model_version_id) == active_model
+    ]
     return LineTrends(
         period=period,
-        overall=estimate_parts(parts, confidence),
+        overall=estimate_counts(counted, confidence),
         active_model=active_model,
         active_estimate=(
-            estimate_parts(active_parts, confidence)
+            estimate_counts(active_parts, confidence)
             if active_model is not None and active_parts
             else None
         ),
         rates=rates_over_time(
-            parts,
+            counted,
             period,
             lambda part: lineage.get(part.model_version_id, "unknown model"),
             confidence=confidence,
         ),
-        line_rates=rates_over_time(parts, period, lambda _part: LINE, confidence=confidence),
-        load=load_over_time(parts, period),
+        load=load_over_time(counted, period),
     )
+
+
+def _counted(parts: Iterable[LoopPart | Counted]) -> Iterator[Counted]:
+    """``(part, count)`` pairs from parts (count 1) or pairs."""
+    for item in parts:
+        if isinstance(item, LoopPart):
+            yield item, 1
+        else:
+            yield item
 
 
 def _lineage_labels(numbers: Mapping[int, tuple[int, int]]) -> dict[int, str]:
@@ -322,44 +364,60 @@ def _usable(part: LoopPart) -> bool:
     return part.label is not None and (_stratum(part) in SEND_STRATA or part.audited)
 
 
-def _has_enough(parts: Sequence[LoopPart], min_labels: int) -> bool:
-    """Every stratum with parts holds the usable labels it needs (module docstring)."""
-    sizes: Counter[str] = Counter()
-    usable: Counter[str] = Counter()
-    expected: Counter[str] = Counter()
-    for part in parts:
-        stratum = _stratum(part)
-        sizes[stratum] += 1
-        usable[stratum] += _usable(part)
-        drawn_with = part.audit_probability if stratum in AUDITED_REGIONS else 1.0
-        expected[stratum] += 1.0 if drawn_with is None else drawn_with
-    return all(
-        usable[name] >= max(1, min(min_labels, math.floor(expected[name] + 1e-9))) for name in sizes
-    )
+class _Tally:
+    """Parts, usable labels and promised labels per stratum of a group of parts."""
+
+    def __init__(self) -> None:
+        self.sizes: Counter[str] = Counter()
+        self.usable: Counter[str] = Counter()
+        self.expected: Counter[str] = Counter()
+
+    def add_parts(self, parts: Iterable[Counted]) -> None:
+        """Count more parts in."""
+        for part, n in parts:
+            stratum = _stratum(part)
+            self.sizes[stratum] += n
+            self.usable[stratum] += n * _usable(part)
+            drawn_with = part.audit_probability if stratum in AUDITED_REGIONS else 1.0
+            self.expected[stratum] += n * (1.0 if drawn_with is None else drawn_with)
+
+    def add(self, other: _Tally) -> None:
+        """Count another group's parts in."""
+        self.sizes.update(other.sizes)
+        self.usable.update(other.usable)
+        self.expected.update(other.expected)
+
+    def enough(self, min_labels: int) -> bool:
+        """Every stratum with parts holds the usable labels it needs (module docstring)."""
+        return all(
+            self.usable[name] >= max(1, min(min_labels, math.floor(self.expected[name] + 1e-9)))
+            for name in self.sizes
+        )
 
 
 def _merge_sparse(
-    periods: Sequence[tuple[tuple[datetime, datetime, str], list[LoopPart]]], min_labels: int
-) -> list[tuple[list[tuple[datetime, datetime, str]], list[LoopPart], bool]]:
+    periods: Sequence[tuple[tuple[datetime, datetime, str], list[Counted]]], min_labels: int
+) -> list[tuple[list[tuple[datetime, datetime, str]], list[Counted], bool]]:
     """Merge consecutive periods until each group has enough labels (module docstring).
 
     Returns:
         ``(the merged periods' bounds, their parts, enough)`` per group, oldest first.
     """
-    groups: list[tuple[list[tuple[datetime, datetime, str]], list[LoopPart], bool]] = []
+    groups: list[tuple[list[tuple[datetime, datetime, str]], list[Counted], _Tally]] = []
     bounds: list[tuple[datetime, datetime, str]] = []
-    members: list[LoopPart] = []
+    members: list[Counted] = []
+    tally = _Tally()
     for period_bounds, period_parts in periods:
         bounds.append(period_bounds)
         members.extend(period_parts)
-        if _has_enough(members, min_labels):
-            groups.append((bounds, members, True))
-            bounds, members = [], []
-    if members:
-        if groups:  # a short tail joins the group before it
-            last_bounds, last_members, _ = groups.pop()
-            joined = last_members + members
-            groups.append((last_bounds + bounds, joined, _has_enough(joined, min_labels)))
-        else:
-            groups.append((bounds, members, False))
-    return groups
+        tally.add_parts(period_parts)
+        if tally.enough(min_labels):
+            groups.append((bounds, members, tally))
+            bounds, members, tally = [], [], _Tally()
+    if members and groups:  # a short tail joins the group before it
+        last_bounds, last_members, last_tally = groups.pop()
+        last_tally.add(tally)
+        groups.append((last_bounds + bounds, last_members + members, last_tally))
+    elif members:
+        groups.append((bounds, members, tally))
+    return [(b, m, t.enough(min_labels)) for b, m, t in groups]

@@ -24,7 +24,7 @@ from db.loop_parts import LoopPart, loop_parts
 from db.periods import Period, period_starts
 from db.projects import get_project
 
-__all__ = ["estimate_parts", "loop_rates", "loop_rates_over_time"]
+__all__ = ["estimate_counts", "estimate_parts", "loop_rates", "loop_rates_over_time"]
 
 _LABEL_CODES = {Label.DEFECT.value: 1, Label.GOOD.value: 0, None: -1}
 """A stored label as :func:`adcore.loop_estimate.estimate_loop_rates` reads it."""
@@ -99,17 +99,35 @@ def estimate_parts(
     Raises:
         ValueError: On a label the store should not hold, or a confidence outside (0, 1).
     """
-    try:
-        labels = [_LABEL_CODES[part.label] for part in parts]
-    except KeyError as err:
-        raise ValueError(f"Unknown stored label {err.args[0]!r}.") from None
+    return estimate_counts([(part, 1) for part in parts], confidence)
+
+
+def estimate_counts(
+    counted: Sequence[tuple[LoopPart, int]], confidence: float = DEFAULT_CONFIDENCE
+) -> LoopEstimate:
+    """:func:`estimate_parts` over ``(part, how many such parts)`` pairs (counted in SQL).
+
+    Raises:
+        ValueError: On a label the store should not hold, or a confidence outside (0, 1).
+    """
+    regions: list[str | None] = []
+    probabilities: list[float | None] = []
+    audited: list[bool] = []
+    labels: list[int] = []
+    verdicts: list[str] = []
+    counts: list[int] = []
+    for part, n in counted:
+        try:
+            labels.append(_LABEL_CODES[part.label])
+        except KeyError:
+            raise ValueError(f"Unknown stored label {part.label!r}.") from None
+        regions.append(part.region)
+        probabilities.append(part.audit_probability)
+        audited.append(part.audited)
+        verdicts.append(part.verdict)
+        counts.append(n)
     return estimate_loop_rates(
-        [part.region for part in parts],
-        [part.audit_probability for part in parts],
-        [part.audited for part in parts],
-        labels,
-        [part.verdict for part in parts],
-        confidence=confidence,
+        regions, probabilities, audited, labels, verdicts, counts=counts, confidence=confidence
     )
 
 

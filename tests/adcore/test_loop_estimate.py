@@ -198,3 +198,35 @@ def test_the_interval_covers_the_true_miss_rate_of_simulated_streams() -> None:
         covered += result.fnr.low <= true_fnr <= result.fnr.high
 
     assert covered / 200 >= 0.85
+
+
+def test_counted_entries_give_the_estimate_of_the_parts_repeated() -> None:
+    rows = [
+        ("sent_to_human", 1.0, False, 1, "defect", 7),
+        ("sent_to_human", 1.0, False, 0, "defect", 3),
+        ("sent_to_human", 1.0, False, -1, "defect", 2),
+        ("deep_pass", 0.02, True, 1, "good", 1),
+        ("deep_pass", 0.02, True, 0, "good", 4),
+        ("deep_pass", 0.02, False, -1, "good", 240),
+        ("near_pass", 0.2, True, 0, "good", 5),
+        ("near_pass", 0.2, False, -1, "good", 20),
+        (None, None, True, 1, "good", 2),
+        (None, None, False, -1, "good", 30),
+    ]
+    columns = list(zip(*rows, strict=True))
+    counted = estimate_loop_rates(*columns[:5], counts=columns[5])
+    repeated = estimate_loop_rates(
+        *(
+            [value for value, n in zip(column, columns[5], strict=True) for _ in range(n)]
+            for column in columns[:5]
+        )
+    )
+
+    assert counted == repeated
+    assert counted.n_parts == 314 and counted.n_labelled_defects == 10
+
+
+def test_counts_must_be_whole_numbers_of_at_least_one() -> None:
+    for bad in ([0], [1.5]):
+        with pytest.raises(ValueError, match="counts"):
+            estimate_loop_rates(["sent_to_human"], [1.0], [False], [1], ["defect"], counts=bad)

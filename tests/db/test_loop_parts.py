@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from stored_rows import T0, add_image, add_prediction, add_version
 
 from db import Project, User
-from db.loop_parts import LoopPart, loop_parts
+from db.loop_parts import LoopCount, LoopPart, loop_part_counts, loop_parts
 from db.review_queue import record_review
 
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
@@ -126,3 +126,53 @@ def test_an_aware_bound_in_another_zone_counts_in_utc(
 
     assert parts["same_time"] not in [row.image_id for row in rows]  # decided at 01:00 UTC
     assert [row.image_id for row in rows] == [parts["out_of_order"], parts["legacy"]]
+
+
+def test_counts_group_the_same_parts_by_hour_or_day_and_what_the_estimate_reads(
+    session_factory: sessionmaker[Session], project_id: int, parts: dict[str, int]
+) -> None:
+    with session_factory() as session:
+        listed = loop_parts(session, project_id)
+        by_hour = loop_part_counts(session, project_id, by="hour")
+        by_day = loop_part_counts(session, project_id)
+        since = loop_part_counts(session, project_id, since=T0 + HOUR)
+        with pytest.raises(ValueError, match="by"):
+            loop_part_counts(session, project_id, by="week")  # type: ignore[arg-type]
+
+    version = parts["version"]
+    assert sorted(by_hour) == sorted(
+        [
+            LoopCount(T0, "deep_pass", 0.05, True, "good", "good", version, 1),
+            LoopCount(T0 + HOUR, "near_pass", 0.2, False, "good", None, version, 1),
+            LoopCount(T0 + DAY, "auto_accepted", 0.1, True, "defect", "defect", version, 1),
+            LoopCount(T0 + 5 * DAY, None, None, False, "defect", "defect", version, 1),
+        ]
+    )
+    # By day, the first two parts (T0 and T0 + 1 h) fall on the same day but differ in what
+    # the estimate reads: still two rows, both dated midnight.
+    assert sorted((c.decided_in, c.region, c.n) for c in by_day)[:2] == [
+        (T0, "deep_pass", 1),
+        (T0, "near_pass", 1),
+    ]
+    assert sum(c.n for c in by_day) == len(listed) == 4
+    assert all(c.decided_in.tzinfo is not None for c in by_day + by_hour)
+    assert sum(c.n for c in since) == 3  # "rescored" was decided at T0
+
+
+def test_identical_parts_are_counted_once_with_their_number(
+    session_factory: sessionmaker[Session], project_id: int
+) -> None:
+    version = add_version(session_factory, project_id)
+    for n in range(5):
+        image = add_image(session_factory, project_id, n)
+        add_prediction(
+            session_factory,
+            image,
+            version,
+            0.2,
+            at=T0 + timedelta(minutes=n),
+            **region("deep_pass", 0.02),
+        )
+    with session_factory() as session:
+        counts = loop_part_counts(session, project_id, by="hour")
+    assert counts == [LoopCount(T0, "deep_pass", 0.02, False, "good", None, version, 5)]

@@ -252,7 +252,6 @@ def test_the_store_groups_parts_by_model_with_all_its_revisions(
     assert v1.fnr.rate == pytest.approx(0.5)
     assert trends.active_estimate is not None and trends.active_estimate.n_parts == 2
     assert trends.active_estimate.fnr.rate == 0.0
-    assert [g.series for g in trends.line_rates] == [LINE]
     assert trends.overall.n_parts == 5
     assert [row.n_parts for row in trends.load] == [5]
 

@@ -46,3 +46,39 @@ def test_reviews_move_the_counts_and_draw_the_rate_charts(workbench: Workbench) 
     infos = [info.value for info in manager.info]
     assert any("labelled by two reviewers" in text for text in infos)
     assert any(text.startswith("No drift test yet:") and "good parts" in text for text in infos)
+
+
+def test_hundreds_of_revisions_render_as_one_model(workbench: Workbench) -> None:
+    import db
+    from db.model_versions import activate_model_version, register_model_version
+
+    ids = [workbench.version_id]
+    with workbench.factory() as session, session.begin():
+        for _ in range(300):
+            served = {"at": "2026-01-05T08:00:00", "status": "active", "by": "ines"}
+            version = register_model_version(
+                session,
+                project_id=workbench.project_id,
+                kind="patchcore",
+                artifact_path=str(workbench.model_dir),
+                metrics={
+                    "instant_updates": [{"parent_version_id": ids[-1]}],
+                    "status_history": [served],
+                },
+                threshold=1.0,
+                training_snapshot={},
+            )
+            version.status = "retired"
+            ids.append(version.id)
+        activate_model_version(session, version_id=ids[-1], user=None, system=True)
+        assert session.get(db.Project, workbench.project_id).active_model_version_id == ids[-1]
+
+    manager = signed_in_app("manager")
+    manager.switch_page("pages/dashboard.py").run()
+
+    assert not manager.exception, manager.exception
+    labels = {m.label for m in manager.metric}
+    assert "Estimated miss rate (FNR), active model v1" in labels
+    changes = next(df.value for df in manager.dataframe if "Made by" in df.value.columns)
+    assert changes["Model"].tolist() == ["v1.0"]  # instant updates are not listed one by one
+    assert any("are revisions too: v1: 300." in c.value for c in manager.caption)

@@ -27,8 +27,6 @@ from adcore.verdicts import is_flagged
 
 DEFAULT_AUDIT_SHARE = 0.02
 """Share of the passed parts drawn for audit unless a project says otherwise."""
-MAX_AUDIT_SHARE = 0.5
-"""Highest share a project may ask for (beyond it, review everything instead)."""
 
 SENT_TO_HUMAN = "sent_to_human"
 """Flagged by the screen and not auto-accepted: reviewed with certainty."""
@@ -133,25 +131,6 @@ def decision_region(
     if score >= threshold - abs(threshold) * near_band:
         return NEAR_PASS
     return DEEP_PASS
-
-
-def check_audit_share(share: float) -> float:
-    """Return ``share`` as a float if it is in [0, :data:`MAX_AUDIT_SHARE`], else raise.
-
-    Raises:
-        ValueError: If the share is not a number in that range.
-    """
-    if isinstance(share, bool | str | bytes):  # float("0.1") and float(True) would pass
-        raise ValueError(f"The audit share must be a number, got {share!r}.")
-    try:
-        value = float(share)
-    except (TypeError, ValueError):
-        raise ValueError(f"The audit share must be a number, got {share!r}.") from None
-    if not 0.0 <= value <= MAX_AUDIT_SHARE:
-        raise ValueError(
-            f"The audit share must be between 0 and {MAX_AUDIT_SHARE:.0%}, got {share!r}."
-        )
-    return value
 
 
 def draw_audit(share: float, rng: random.Random | None = None) -> bool:

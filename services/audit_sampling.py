@@ -72,11 +72,6 @@ class AuditSampler:
     odds: AuditOdds
     rng: random.Random | None = None
 
-    @property
-    def share(self) -> float:
-        """The deep-pass odds (the share of far-passed parts drawn)."""
-        return self.odds.deep_pass
-
     def decide(self, session: Session, image_id: int, region: str) -> AuditDraw:
         """The region, odds and audit flag to store with ``image_id``'s new prediction.
 

@@ -191,7 +191,6 @@ def test_the_audit_share_defaults_to_two_percent_and_only_managers_change_it(
     inspector, manager = make_user("ines"), make_user("mona", "manager")
     with session_factory() as session:
         assert audit_setting(session.get(Project, project_id)) == DEFAULT_AUDIT_SHARE
-        assert audit_sampler(session, project_id).share == DEFAULT_AUDIT_SHARE
         assert audit_sampler(session, project_id).odds == AuditOdds()
 
     with session_factory() as session, session.begin():

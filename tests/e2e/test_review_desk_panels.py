@@ -92,6 +92,7 @@ def test_twenty_quick_reviews_never_show_the_panels_of_another_part(served: Serv
         part = shown_part(page, None, wait_seconds=60)
         assert part is not None, "no part on the desk"
         page.evaluate(WATCHER, [names, PANELS_CLASS])
+        page.evaluate("() => window.__panelsCheck()")  # the first part, before any press
         page.evaluate("() => document.activeElement && document.activeElement.blur()")
         for i in range(N_REVIEWS):
             page.keyboard.press("d")

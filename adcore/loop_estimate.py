@@ -44,11 +44,14 @@ from adcore.rates import DEFAULT_CONFIDENCE
 __all__ = [
     "LEGACY_FLAGGED",
     "LEGACY_PASSED",
+    "SEND_STRATA",
     "STRATA",
     "LoopEstimate",
     "RateInterval",
     "Stratum",
     "estimate_loop_rates",
+    "label_enters",
+    "stratum_of",
 ]
 
 LEGACY_FLAGGED = "legacy_flagged"
@@ -175,7 +178,7 @@ def estimate_loop_rates(
         raise ValueError(f"The confidence must be between 0 and 1, got {confidence!r}.")
     if isinstance(draws, bool) or not isinstance(draws, numbers.Integral) or draws < 1:
         raise ValueError(f"draws must be a positive whole number, got {draws!r}.")
-    strata = np.array([_stratum_of(r, v) for r, v in zip(regions, verdicts, strict=True)], object)
+    strata = np.array([stratum_of(r, v) for r, v in zip(regions, verdicts, strict=True)], object)
     y = np.asarray(labels).reshape(n)
     if not np.isin(y, (-1, 0, 1)).all():
         raise ValueError(
@@ -187,7 +190,7 @@ def estimate_loop_rates(
         raise ValueError("counts must hold one whole number >= 1 per entry.")
     drawn = np.asarray(audited, dtype=bool).reshape(n)
     weights = _weights(strata, probabilities, drawn)
-    usable = (y >= 0) & (np.isin(strata, SEND_STRATA) | drawn)
+    usable = (y >= 0) & (np.isin(strata, SEND_STRATA) | drawn)  # label_enters, per part
 
     rows: list[Stratum] = []
     n_effs: list[float] = []  # Kish effective sizes of the rows (0 without usable labels)
@@ -214,8 +217,12 @@ def estimate_loop_rates(
     return _estimate(rows, np.array(n_effs), n_parts, n_defects, notes, confidence, draws, seed)
 
 
-def _stratum_of(region: str | None, verdict: str) -> str:
-    """The stratum of one part (its region, or a legacy stratum by its verdict)."""
+def stratum_of(region: str | None, verdict: str) -> str:
+    """The stratum of one part (its region, or a legacy stratum by its verdict).
+
+    Raises:
+        ValueError: On an unknown region, or a legacy part's verdict other than defect / good.
+    """
     if region is None:
         if verdict not in ("defect", "good"):
             raise ValueError(f"A verdict must be 'defect' or 'good', got {verdict!r}.")
@@ -223,6 +230,15 @@ def _stratum_of(region: str | None, verdict: str) -> str:
     if region not in REGIONS:
         raise ValueError(f"Unknown decision region {region!r}; known: {', '.join(REGIONS)}.")
     return region
+
+
+def label_enters(stratum: str, audited: bool) -> bool:
+    """Whether a labelled part of ``stratum`` enters the estimate (a *usable* label).
+
+    A part sent to a human always; a passed or auto-accepted part only when it was drawn for
+    audit (its odds are known). :func:`estimate_loop_rates` applies the same rule to arrays.
+    """
+    return stratum in SEND_STRATA or audited
 
 
 def _weights(

@@ -36,7 +36,7 @@ import statistics
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from adcore.loop_estimate import SEND_STRATA  # noqa: E402
+from adcore.loop_estimate import SEND_STRATA, LoopEstimate, stratum_of  # noqa: E402
 from db.loop_parts import LoopPart  # noqa: E402
 from services.line_trends import LINE, RatePeriod, rates_over_time  # noqa: E402
 
@@ -105,32 +105,48 @@ def check_groups(
         period: ``"day"``, ``"week"`` or ``"shift"``.
         series_of: The series of a part (its model lineage, or :data:`LINE`).
     """
-    checks = []
-    for group in rates_over_time(parts, period, series_of):  # type: ignore[arg-type]
-        members = [p for p in parts if _in_group(p, group, series_of)]
-        defects = [p for p in members if truth[p.image_id] == 1]
-        goods = [p for p in members if truth[p.image_id] == 0]
-        missed = sum(_stratum_sends(p) is False for p in defects)
-        alarms = sum(_stratum_sends(p) is True for p in goods)
-        estimate = group.estimate
-        checks.append(
-            GroupCheck(
-                series=group.series,
-                label=group.label,
-                n_parts=len(members),
-                n_true_defects=len(defects),
-                enough=group.enough,
-                true_fnr=missed / len(defects) if defects else None,
-                est_fnr=estimate.fnr.rate,
-                fnr_low=estimate.fnr.low,
-                fnr_high=estimate.fnr.high,
-                true_fpr=alarms / len(goods) if goods else None,
-                est_fpr=estimate.fpr.rate,
-                fpr_low=estimate.fpr.low,
-                fpr_high=estimate.fpr.high,
-            )
+    return [
+        compare(
+            group.series,
+            group.label,
+            [p for p in parts if _in_group(p, group, series_of)],
+            truth,
+            group.estimate,
+            enough=group.enough,
         )
-    return checks
+        for group in rates_over_time(parts, period, series_of)  # type: ignore[arg-type]
+    ]
+
+
+def compare(
+    series: str,
+    label: str,
+    members: Sequence[LoopPart],
+    truth: dict[int, int],
+    estimate: LoopEstimate,
+    *,
+    enough: bool,
+) -> GroupCheck:
+    """One group's estimate beside its true FNR and FPR (computed from ``truth``)."""
+    defects = [p for p in members if truth[p.image_id] == 1]
+    goods = [p for p in members if truth[p.image_id] == 0]
+    missed = sum(not _stratum_sends(p) for p in defects)
+    alarms = sum(_stratum_sends(p) for p in goods)
+    return GroupCheck(
+        series=series,
+        label=label,
+        n_parts=len(members),
+        n_true_defects=len(defects),
+        enough=enough,
+        true_fnr=missed / len(defects) if defects else None,
+        est_fnr=estimate.fnr.rate,
+        fnr_low=estimate.fnr.low,
+        fnr_high=estimate.fnr.high,
+        true_fpr=alarms / len(goods) if goods else None,
+        est_fpr=estimate.fpr.rate,
+        fpr_low=estimate.fpr.low,
+        fpr_high=estimate.fpr.high,
+    )
 
 
 def check_windows(parts: Sequence[LoopPart], truth: dict[int, int]) -> list[GroupCheck]:
@@ -145,31 +161,17 @@ def check_windows(parts: Sequence[LoopPart], truth: dict[int, int]) -> list[Grou
     by_day: dict[datetime, list[LoopPart]] = {}
     for part in parts:
         by_day.setdefault(part.decided_at.replace(hour=0, minute=0, second=0), []).append(part)
-    checks = []
-    for day, members in sorted(by_day.items()):
-        estimate = estimate_parts(members)
-        defects = [p for p in members if truth[p.image_id] == 1]
-        goods = [p for p in members if truth[p.image_id] == 0]
-        checks.append(
-            GroupCheck(
-                series=LINE,
-                label=f"window {(day - WINDOW_DAY.replace(hour=0)).days + 1}",
-                n_parts=len(members),
-                n_true_defects=len(defects),
-                enough=True,
-                true_fnr=(
-                    sum(not _stratum_sends(p) for p in defects) / len(defects) if defects else None
-                ),
-                est_fnr=estimate.fnr.rate,
-                fnr_low=estimate.fnr.low,
-                fnr_high=estimate.fnr.high,
-                true_fpr=sum(_stratum_sends(p) for p in goods) / len(goods) if goods else None,
-                est_fpr=estimate.fpr.rate,
-                fpr_low=estimate.fpr.low,
-                fpr_high=estimate.fpr.high,
-            )
+    return [
+        compare(
+            LINE,
+            f"window {(day - WINDOW_DAY.replace(hour=0)).days + 1}",
+            members,
+            truth,
+            estimate_parts(members),
+            enough=True,
         )
-    return checks
+        for day, members in sorted(by_day.items())
+    ]
 
 
 def _in_group(part: LoopPart, group: RatePeriod, series_of: Callable[[LoopPart], str]) -> bool:
@@ -178,9 +180,7 @@ def _in_group(part: LoopPart, group: RatePeriod, series_of: Callable[[LoopPart],
 
 def _stratum_sends(part: LoopPart) -> bool:
     """Whether the line sent the part to a human (its region, or its verdict when legacy)."""
-    if part.region is None:
-        return part.verdict == "defect"
-    return part.region in SEND_STRATA
+    return stratum_of(part.region, part.verdict) in SEND_STRATA
 
 
 def summary(checks: Sequence[GroupCheck]) -> dict[str, Any]:
@@ -348,7 +348,7 @@ def planned_histories(cells: Sequence[Any], inputs: dict, seeds: Sequence[int]) 
         ]
         truth = {n: int(planned.cell.sample.label) for n, planned in enumerate(plan.parts)}
         for check in check_groups(parts, truth, "week", lambda _p: LINE):
-            checks.append(GroupCheck(**{**check.__dict__, "series": f"seed {seed}"}))
+            checks.append(replace(check, series=f"seed {seed}"))
     return checks
 
 

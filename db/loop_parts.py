@@ -19,6 +19,7 @@ model version): a few hundred rows instead of one per part, which is what the Da
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime, time
 from typing import Any, Literal, NamedTuple
 
@@ -105,41 +106,14 @@ def loop_parts(
     """
     first = _first_predictions(project_id, since, until)
     rows = session.execute(
-        select(
-            first.c.image_id,
-            raw_timestamp(first.c.created_at),
-            first.c.decision_region,
-            first.c.audit_probability,
-            first.c.audit,
-            first.c.verdict,
-            Review.label,
-            first.c.model_version_id,
-        )
+        select(first.c.image_id, raw_timestamp(first.c.created_at), *_decision_columns(first))
         .join(Image, Image.id == first.c.image_id)
         .outerjoin(Review, Review.id == Image.current_review_id)
         .order_by(first.c.image_id)
     )
     return [
-        LoopPart(
-            image_id=image_id,
-            decided_at=utc_datetime(decided_at),
-            region=region,
-            audit_probability=None if probability is None else float(probability),
-            audited=bool(audited),
-            verdict=verdict,
-            label=label,
-            model_version_id=model_version_id,
-        )
-        for (
-            image_id,
-            decided_at,
-            region,
-            probability,
-            audited,
-            verdict,
-            label,
-            model_version_id,
-        ) in rows
+        LoopPart(image_id, utc_datetime(decided_at), *_decision(decision))
+        for image_id, decided_at, *decision in rows
     ]
 
 
@@ -174,15 +148,7 @@ def loop_part_counts(
         if by == "hour"
         else sql_period_start(first.c.created_at, "day")
     )
-    keys = (
-        raw_timestamp(period),
-        first.c.decision_region,
-        first.c.audit_probability,
-        first.c.audit,
-        first.c.verdict,
-        Review.label,
-        first.c.model_version_id,
-    )
+    keys = (raw_timestamp(period), *_decision_columns(first))
     rows = session.execute(
         select(*keys, func.count())
         .select_from(first)
@@ -192,18 +158,32 @@ def loop_part_counts(
         .order_by(keys[0])
     )
     return [
-        LoopCount(
-            decided_in=utc_datetime(_as_moment(start)),
-            region=region,
-            audit_probability=None if probability is None else float(probability),
-            audited=bool(audited),
-            verdict=verdict,
-            label=label,
-            model_version_id=model_version_id,
-            n=int(n),
-        )
-        for start, region, probability, audited, verdict, label, model_version_id, n in rows
+        LoopCount(utc_datetime(_as_moment(start)), *_decision(decision), int(n))
+        for start, *decision, n in rows
     ]
+
+
+def _decision_columns(first: Subquery) -> tuple[Any, ...]:
+    """What the estimate reads of a first prediction, in :class:`LoopPart`'s field order.
+
+    The label comes from the image's current review (the query joins ``Review`` on
+    ``images.current_review_id``).
+    """
+    return (
+        first.c.decision_region,
+        first.c.audit_probability,
+        first.c.audit,
+        first.c.verdict,
+        Review.label,
+        first.c.model_version_id,
+    )
+
+
+def _decision(values: Sequence[Any]) -> tuple[Any, ...]:
+    """The values of :func:`_decision_columns` as the named tuples hold them."""
+    region, probability, audited, verdict, label, model_version_id = values
+    probability = None if probability is None else float(probability)
+    return region, probability, bool(audited), verdict, label, model_version_id
 
 
 def _as_moment(start: Any) -> Any:

@@ -39,7 +39,6 @@ __all__ = [
     "RevisionOrigin",
     "label_of",
     "lineage_number",
-    "lineage_version_ids",
     "lineages",
     "model_label",
     "model_numbers",
@@ -264,20 +263,6 @@ def lineages(session: Session, project_id: int) -> list[Lineage]:
             )
         )
     return result
-
-
-def lineage_version_ids(session: Session, project_id: int, model_number: int) -> list[int]:
-    """The ids of a model's versions, newest revision first (empty for an unknown model)."""
-    return list(
-        session.scalars(
-            select(ModelVersion.id)
-            .where(
-                ModelVersion.project_id == project_id,
-                ModelVersion.model_number == model_number,
-            )
-            .order_by(ModelVersion.revision.desc())
-        )
-    )
 
 
 def same_model_ids(project_id: int, version_id: int) -> Select[tuple[int]]:

@@ -25,7 +25,7 @@ from pages.rate_charts import show_error_rates
 from pages.routing import MANAGERS
 from pages.shift_report_panel import show_shift_report
 from pages.tab_state import require_page_role, require_project
-from services.dashboard_data import DashboardData, dashboard_data
+from services.dashboard_data import DashboardData, dashboard_data, detail_period
 
 UNREVIEWED = "unreviewed"
 
@@ -60,7 +60,7 @@ with transaction() as session:
 (line, changes, rates, counts, matrix, distribution, work, defect_types, agreement, drift) = (
     cached_dashboard_data(db.database_url(), project_id, period, version)
 )
-by = "week" if period == "week" else "day"
+by = detail_period(period)
 
 # ---- the headline: the line's estimated rates, then the load
 show_line_rates(line)

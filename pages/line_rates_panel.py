@@ -15,6 +15,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from adcore.loop_estimate import LoopEstimate, RateInterval
+from pages.audit_panel import percent
+from pages.rate_charts import interval_bars
 from services.line_trends import LineTrends, LoadPeriod, RatePeriod
 from services.model_changes import DetectorHistory
 
@@ -31,11 +33,6 @@ RATES = (
     ("fpr", "Estimated false alarms (FPR)", "#1f77b4"),
 )
 MODEL_COLOURS = ("#4c78a8", "#f58518", "#54a24b", "#b279a2", "#e45756", "#72b7b2", "#9d755d")
-
-
-def percent(value: float) -> str:
-    """A share as a percentage with the decimals small values need (0.4%, 12%)."""
-    return f"{value:.1%}" if value < 0.1 else f"{value:.0%}"
 
 
 def interval_text(rate: RateInterval) -> str:
@@ -95,12 +92,7 @@ def rate_figure(frame: pd.DataFrame, field: str, title: str, period: str) -> go.
                 mode="lines+markers",
                 name=str(model),
                 line={"color": MODEL_COLOURS[index % len(MODEL_COLOURS)]},
-                error_y={
-                    "type": "data",
-                    "symmetric": False,
-                    "array": rows[f"{field} high"] - rows[field],
-                    "arrayminus": rows[field] - rows[f"{field} low"],
-                },
+                error_y=interval_bars(rows, field),
                 customdata=rows[["period", f"{field} low", f"{field} high", "parts"]].to_numpy(),
                 hovertemplate=(
                     "%{customdata[0]}: %{y:.1%} (95% interval %{customdata[1]:.1%}-"

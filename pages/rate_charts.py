@@ -48,6 +48,19 @@ def rate_table(rates: Sequence[RatePoint]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def interval_bars(rows: pd.DataFrame, column: str) -> dict[str, object]:
+    """Plotly ``error_y`` that draws each rate's interval as an error bar.
+
+    Reads the columns ``column``, ``"<column> low"`` and ``"<column> high"`` of ``rows``.
+    """
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": rows[f"{column} high"] - rows[column],
+        "arrayminus": rows[column] - rows[f"{column} low"],
+    }
+
+
 def interval_text(estimate: RateEstimate) -> str:
     """``"3.0% (1.2-7.4%), 4 of 133"``, or ``"no parts"``."""
     if estimate.rate is None:
@@ -80,12 +93,7 @@ def show_error_rates(rates: Sequence[RatePoint], period: str) -> None:
                     y=rows[name],
                     mode="lines+markers",
                     name=str(model),
-                    error_y={
-                        "type": "data",
-                        "symmetric": False,
-                        "array": rows[f"{name} high"] - rows[name],
-                        "arrayminus": rows[name] - rows[f"{name} low"],
-                    },
+                    error_y=interval_bars(rows, name),
                     customdata=rows[
                         [f"{name} events", f"{name} parts", f"{name} low", f"{name} high"]
                     ].to_numpy(),

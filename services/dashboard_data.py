@@ -70,6 +70,11 @@ class DashboardData(NamedTuple):
     drift: DriftCheck | None
 
 
+def detail_period(period: TrendPeriod) -> Period:
+    """The period of the charts other than the headline: shifts are grouped by day."""
+    return "week" if period == "week" else "day"
+
+
 def dashboard_data(session: Session, project_id: int, period: TrendPeriod) -> DashboardData:
     """Run every cached query of the Dashboard page, in the page's order.
 
@@ -85,7 +90,7 @@ def dashboard_data(session: Session, project_id: int, period: TrendPeriod) -> Da
     Raises:
         ValueError: On an unknown period.
     """
-    by: Period = "week" if period == "week" else "day"
+    by = detail_period(period)
     active = active_version_id(session, project_id)
     good_scores = (
         [] if active is None else good_part_scores(session, project_id, active, ends=DRIFT_WINDOW)

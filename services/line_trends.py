@@ -37,7 +37,7 @@ from typing import Literal
 from sqlalchemy.orm import Session
 
 from adcore.audit import AUDITED_REGIONS, AUTO_ACCEPTED
-from adcore.loop_estimate import LEGACY_FLAGGED, LEGACY_PASSED, SEND_STRATA, LoopEstimate
+from adcore.loop_estimate import SEND_STRATA, LoopEstimate, label_enters, stratum_of
 from adcore.rates import DEFAULT_CONFIDENCE
 from db.loop_parts import LoopPart, loop_part_counts
 from db.model_lineages import model_label, model_numbers
@@ -353,15 +353,8 @@ def _series_order(series: str) -> tuple[int, str]:
 
 
 def _stratum(part: LoopPart) -> str:
-    """The estimator's stratum of a part (its region, or a legacy stratum by its verdict)."""
-    if part.region is not None:
-        return part.region
-    return LEGACY_FLAGGED if part.verdict == "defect" else LEGACY_PASSED
-
-
-def _usable(part: LoopPart) -> bool:
-    """Whether a part's label enters the estimate (as :mod:`adcore.loop_estimate` reads it)."""
-    return part.label is not None and (_stratum(part) in SEND_STRATA or part.audited)
+    """The estimator's stratum of a stored part (:func:`adcore.loop_estimate.stratum_of`)."""
+    return stratum_of(part.region, part.verdict)
 
 
 class _Tally:
@@ -377,7 +370,8 @@ class _Tally:
         for part, n in parts:
             stratum = _stratum(part)
             self.sizes[stratum] += n
-            self.usable[stratum] += n * _usable(part)
+            usable = part.label is not None and label_enters(stratum, part.audited)
+            self.usable[stratum] += n * usable
             drawn_with = part.audit_probability if stratum in AUDITED_REGIONS else 1.0
             self.expected[stratum] += n * (1.0 if drawn_with is None else drawn_with)
 

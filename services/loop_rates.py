@@ -6,14 +6,14 @@ a human with the reviews of audited passed parts, each weighted by 1 / (the know
 part of its decision region is drawn for audit), stratum by stratum
 (:mod:`adcore.loop_estimate` explains the statistics and its interval). The parts come from
 :mod:`db.loop_parts`: each part once, as the line decided it at its first prediction, with its
-current label. Periods refer to when the line decided the part, not when it was reviewed.
+current label. Periods refer to when the line decided the part, not when it was reviewed; the
+estimate per period and model, sparse periods merged, is :mod:`services.line_trends`.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
@@ -21,10 +21,9 @@ from adcore.loop_estimate import LoopEstimate, estimate_loop_rates
 from adcore.rates import DEFAULT_CONFIDENCE
 from db.base import Label
 from db.loop_parts import LoopPart, loop_parts
-from db.periods import Period, period_starts
 from db.projects import get_project
 
-__all__ = ["estimate_counts", "estimate_parts", "loop_rates", "loop_rates_over_time"]
+__all__ = ["estimate_counts", "estimate_parts", "loop_rates"]
 
 _LABEL_CODES = {Label.DEFECT.value: 1, Label.GOOD.value: 0, None: -1}
 """A stored label as :func:`adcore.loop_estimate.estimate_loop_rates` reads it."""
@@ -56,39 +55,6 @@ def loop_rates(
     """
     _check_project(session, project_id)
     return estimate_parts(loop_parts(session, project_id, since=since, until=until), confidence)
-
-
-def loop_rates_over_time(
-    session: Session,
-    project_id: int,
-    period: Period = "week",
-    *,
-    confidence: float = DEFAULT_CONFIDENCE,
-) -> list[tuple[date, LoopEstimate]]:
-    """The estimate per period in which the line decided the parts.
-
-    Args:
-        session: The caller's session.
-        project_id: The project.
-        period: ``"day"`` (UTC) or ``"week"`` (ISO, starting on Monday).
-        confidence: Confidence level of the intervals, in (0, 1).
-
-    Returns:
-        ``(first day of the period, estimate)`` for each period with decided parts, oldest
-        first.
-
-    Raises:
-        LookupError: If the project does not exist.
-        ValueError: On an unknown period or a confidence outside (0, 1).
-    """
-    start_of = period_starts(period)
-    _check_project(session, project_id)
-    by_period: dict[date, list[LoopPart]] = defaultdict(list)
-    for part in loop_parts(session, project_id):
-        by_period[start_of(part.decided_at)].append(part)
-    return [
-        (start, estimate_parts(parts, confidence)) for start, parts in sorted(by_period.items())
-    ]
 
 
 def estimate_parts(

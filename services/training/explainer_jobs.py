@@ -194,7 +194,8 @@ def explainer_gate_record(
         tuned: The candidate (tuned model) on the held-out notes.
         untuned: The untuned model on the same notes.
         active: The active adapter on the same notes, when one was evaluated.
-        active_facts: ``{"version_id", "version", ...}`` of the active explainer, or None.
+        active_facts: ``{"version_id", "version", "label", ...}`` of the active explainer, or
+            None.
         n_heldout: Held-out notes.
         notes: Extra facts for the manager.
 
@@ -216,8 +217,7 @@ def explainer_gate_record(
     if active is not None and active_facts is not None and tuned.rouge_l < active.rouge_l:
         reasons.append(
             f"Its texts are further from the inspectors' notes than the active adapter's "
-            f"({active_facts.get('label') or 'v' + str(active_facts['version'])}): ROUGE-L "
-            f"{tuned.rouge_l:.3f} vs "
+            f"({active_facts['label']}): ROUGE-L {tuned.rouge_l:.3f} vs "
             f"{active.rouge_l:.3f}."
         )
     active_json = None
@@ -287,8 +287,7 @@ def _evaluate_active(
         return None, ["No active explainer adapter to compare with."]
     if active["source"] != source:
         return None, [
-            f"The active adapter ({active.get('label') or 'v' + str(active['version'])}) tunes "
-            "another language model "
+            f"The active adapter ({active['label']}) tunes another language model "
             f"({active['source']}): it was not compared."
         ]
     notes: list[str] = []

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from apptest_support import Workbench, signed_in_app
+from apptest_support import Workbench, add_instant_updates, signed_in_app
 from desk_presses import desk_payload, label_press, send
+
+import db
 
 
 def metric(at, label: str) -> int:
@@ -49,28 +51,8 @@ def test_reviews_move_the_counts_and_draw_the_rate_charts(workbench: Workbench) 
 
 
 def test_hundreds_of_revisions_render_as_one_model(workbench: Workbench) -> None:
-    import db
-    from db.model_versions import activate_model_version, register_model_version
-
-    ids = [workbench.version_id]
-    with workbench.factory() as session, session.begin():
-        for _ in range(300):
-            served = {"at": "2026-01-05T08:00:00", "status": "active", "by": "ines"}
-            version = register_model_version(
-                session,
-                project_id=workbench.project_id,
-                kind="patchcore",
-                artifact_path=str(workbench.model_dir),
-                metrics={
-                    "instant_updates": [{"parent_version_id": ids[-1]}],
-                    "status_history": [served],
-                },
-                threshold=1.0,
-                training_snapshot={},
-            )
-            version.status = "retired"
-            ids.append(version.id)
-        activate_model_version(session, version_id=ids[-1], user=None, system=True)
+    ids = add_instant_updates(workbench, 300)
+    with workbench.factory() as session:
         assert session.get(db.Project, workbench.project_id).active_model_version_id == ids[-1]
 
     manager = signed_in_app("manager")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from apptest_support import Workbench, signed_in_app
+from apptest_support import Workbench, add_gated_version, add_instant_updates, signed_in_app
 from streamlit.testing.v1 import AppTest
 
 import db
 from adcore.gate import Rates, gate_record
-from db.model_versions import activate_model_version, register_model_version
 from db.projects import get_project
 
 N_UPDATES = 300
@@ -48,33 +47,8 @@ def test_a_model_with_one_revision(workbench: Workbench) -> None:
     assert at.selectbox(key="threshold_version").value == workbench.version_id
 
 
-def _instant_updates(workbench: Workbench, n: int) -> list[int]:
-    """``n`` instant updates of the workbench's v1, each once active; the last one active."""
-    ids = [workbench.version_id]
-    with workbench.factory() as session, session.begin():
-        for number in range(1, n + 1):
-            served = {"at": "2026-01-05T08:00:00", "status": "active", "by": "ines"}
-            version = register_model_version(
-                session,
-                project_id=workbench.project_id,
-                kind="patchcore",
-                artifact_path=str(workbench.model_dir),
-                metrics={
-                    "instant_updates": [{"parent_version_id": ids[-1]}],
-                    "status_history": [served],
-                },
-                threshold=1.0 + number / 1000,
-                training_snapshot={},
-                notes=f"update {number}",
-            )
-            version.status = "retired"
-            ids.append(version.id)
-        activate_model_version(session, version_id=ids[-1], user=None, system=True)
-    return ids
-
-
 def test_hundreds_of_revisions_are_one_model_with_one_action(workbench: Workbench) -> None:
-    ids = _instant_updates(workbench, N_UPDATES)
+    ids = add_instant_updates(workbench, N_UPDATES)
     at = open_models()
 
     assert table_with(at, "Active revision")["Revisions"].tolist() == [N_UPDATES + 1]
@@ -111,16 +85,9 @@ def test_a_recalibration_is_promoted_as_the_next_revision(workbench: Workbench) 
         active_version=1,
         heldout={"n_good": 2, "n_defect": 2},
     )
-    with workbench.factory() as session, session.begin():
-        recalibrated = register_model_version(
-            session,
-            project_id=workbench.project_id,
-            kind="patchcore",
-            artifact_path=str(workbench.model_dir),
-            metrics={"gate": gate, "same_model_as": [workbench.version_id]},
-            threshold=1.0,
-            training_snapshot={},
-        ).id
+    recalibrated = add_gated_version(
+        workbench, gate, threshold=1.0, same_model_as=workbench.version_id
+    )
     at = open_models()
     assert [e.label for e in at.expander if e.label.startswith("v1 ")] == ["v1 (patchcore, active)"]
     assert at.button(key=f"promote-{recalibrated}").label == "Promote v1.1"  # the candidate card

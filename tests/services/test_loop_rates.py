@@ -22,9 +22,12 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 from stored_rows import add_image, add_prediction, add_version
 
+from adcore.loop_estimate import LoopEstimate
 from db import User
+from db.loop_parts import loop_parts
 from db.review_queue import record_review
-from services.loop_rates import loop_rates, loop_rates_over_time
+from services.line_trends import LINE, line_trends, rates_over_time
+from services.loop_rates import loop_rates
 
 WEEK_1 = datetime(2025, 3, 3, 9, tzinfo=UTC)
 WEEK_2 = datetime(2025, 3, 10, 9, tzinfo=UTC)
@@ -101,12 +104,18 @@ def test_since_keeps_the_parts_decided_from_then_on(
     assert result.fnr.high > 0.0  # one audit of five passed parts proves little
 
 
+def per_period(session: Session, project_id: int, period: str) -> list[tuple[date, LoopEstimate]]:
+    """The Dashboard's per-period estimate (one label per region is enough: no merging here)."""
+    groups = rates_over_time(loop_parts(session, project_id), period, lambda _p: LINE, min_labels=1)
+    return [(group.start.date(), group.estimate) for group in groups]
+
+
 def test_the_rates_come_per_week_in_which_the_line_decided_the_parts(
     session_factory: sessionmaker[Session], project_id: int, decided: None
 ) -> None:
     with session_factory() as session:
-        weeks = loop_rates_over_time(session, project_id, "week")
-        days = loop_rates_over_time(session, project_id, "day")
+        weeks = per_period(session, project_id, "week")
+        days = per_period(session, project_id, "day")
 
     assert [start for start, _ in weeks] == [date(2025, 3, 3), date(2025, 3, 10)]
     assert weeks[0][1].n_parts == 14
@@ -121,7 +130,7 @@ def test_a_project_without_parts_has_no_rates(
 ) -> None:
     with session_factory() as session:
         assert loop_rates(session, project_id).fnr.rate is None
-        assert loop_rates_over_time(session, project_id) == []
+        assert per_period(session, project_id, "week") == []
 
 
 def test_a_missing_project_or_period_is_refused(
@@ -131,6 +140,6 @@ def test_a_missing_project_or_period_is_refused(
         with pytest.raises(LookupError, match="No project"):
             loop_rates(session, project_id + 1)
         with pytest.raises(LookupError, match="No project"):
-            loop_rates_over_time(session, project_id + 1)
+            line_trends(session, project_id + 1)
         with pytest.raises(ValueError, match="period"):
-            loop_rates_over_time(session, project_id, "month")  # type: ignore[arg-type]
+            line_trends(session, project_id, "month")  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 import db
-from db.projects import register_model_version
+from db.projects import activate_model_version, register_model_version
 from db.review_queue import review_queue
 
 #: Streamlit's own ``PagesManager.__init__``, before ``conftest`` wraps it.
@@ -93,19 +93,60 @@ def first_queued(workbench: Workbench) -> db.Prediction:
 
 
 def add_gated_version(
-    workbench: Workbench, gate: dict, *, kind: str = "patchcore", threshold: float | None
+    workbench: Workbench,
+    gate: dict,
+    *,
+    kind: str = "patchcore",
+    threshold: float | None,
+    same_model_as: int | None = None,
 ) -> int:
-    """Register a candidate version (the tiny model's files) carrying ``gate``; return its id."""
+    """Register a candidate version (the tiny model's files) carrying ``gate``; return its id.
+
+    With ``same_model_as``, it is a recalibration of that version (the next revision of its
+    model).
+    """
+    metrics: dict = {"gate": gate}
+    if same_model_as is not None:
+        metrics["same_model_as"] = [same_model_as]
     with workbench.factory() as session, session.begin():
         return register_model_version(
             session,
             project_id=workbench.project_id,
             kind=kind,
             artifact_path=str(workbench.model_dir),
-            metrics={"gate": gate},
+            metrics=metrics,
             threshold=threshold,
             training_snapshot={},
         ).id
+
+
+def add_instant_updates(workbench: Workbench, n: int) -> list[int]:
+    """``n`` instant updates of the workbench's v1, each once active; the last one active.
+
+    Returns:
+        The ids of v1.0 to v1.n.
+    """
+    ids = [workbench.version_id]
+    with workbench.factory() as session, session.begin():
+        for number in range(1, n + 1):
+            served = {"at": "2026-01-05T08:00:00", "status": "active", "by": "ines"}
+            version = register_model_version(
+                session,
+                project_id=workbench.project_id,
+                kind="patchcore",
+                artifact_path=str(workbench.model_dir),
+                metrics={
+                    "instant_updates": [{"parent_version_id": ids[-1]}],
+                    "status_history": [served],
+                },
+                threshold=1.0 + number / 1000,
+                training_snapshot={},
+                notes=f"update {number}",
+            )
+            version.status = "retired"
+            ids.append(version.id)
+        activate_model_version(session, version_id=ids[-1], user=None, system=True)
+    return ids
 
 
 def run_until_filled(at: AppTest, timeout: float = 60.0) -> AppTest:
